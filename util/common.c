@@ -1,0 +1,182 @@
+/* util/common.c — implementation of the shared helpers declared in common.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int npt_fail(NptErr *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void npt_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("npt: internal error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(2);
+}
+
+void *npt_xmalloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "npt: error: out of memory allocating %zu bytes for %s\n", bytes, what);
+        exit(2);
+    }
+    return p;
+}
+
+void *npt_xcalloc(size_t n, size_t size, const char *what) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "npt: error: out of memory allocating %zu x %zu bytes for %s\n", n, size, what);
+        exit(2);
+    }
+    return p;
+}
+
+void *npt_try_malloc(size_t bytes, const char *what, NptErr *err) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) npt_fail(err, "out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+char *npt_xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = npt_xmalloc(n, "string");
+    memcpy(p, s, n);
+    return p;
+}
+
+void *npt_aligned_alloc(size_t bytes, const char *what, NptErr *err) {
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        npt_fail(err, "out of memory allocating %zu bytes for %s", bytes, what);
+        return NULL;
+    }
+    return p;
+}
+
+char *npt_read_file(const char *path, size_t *len_out, NptErr *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        npt_fail(err, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) != 0) {
+        npt_fail(err, "cannot seek in %s: %s", path, strerror(errno));
+        fclose(f);
+        return NULL;
+    }
+    long len = ftell(f);
+    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        npt_fail(err, "cannot determine the size of %s (is it a regular file?)", path);
+        fclose(f);
+        return NULL;
+    }
+    char *buf = npt_try_malloc((size_t)len + 1, path, err);
+    if (!buf) {
+        fclose(f);
+        return NULL;
+    }
+    if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        npt_fail(err, "cannot read %s: short read", path);
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    if (len_out) *len_out = (size_t)len;
+    return buf;
+}
+
+double npt_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t npt_count_nonfinite(const float *x, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
+    return bad;
+}
+
+float npt_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalize */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) {
+                mant <<= 1;
+                exp--;
+            }
+            mant &= 0x3ff;
+            bits = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+float npt_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t npt_f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40); /* quiet NaN */
+    uint32_t rounding = 0x7fff + ((bits >> 16) & 1); /* round to nearest even */
+    return (uint16_t)((bits + rounding) >> 16);
+}
+
+uint16_t npt_f32_to_f16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    uint32_t sign = (bits >> 16) & 0x8000;
+    uint32_t absbits = bits & 0x7fffffffu;
+    if (absbits > 0x7f800000u) return (uint16_t)(sign | 0x7e00); /* NaN */
+    if (absbits >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* overflow -> Inf (>= 65520) */
+    if (absbits < 0x38800000u) { /* subnormal or zero in half */
+        float af;
+        memcpy(&af, &absbits, 4);
+        /* half subnormal step is 2^-24; round to nearest even via float arithmetic */
+        float scaled = af * 16777216.0f; /* 2^24 */
+        uint32_t m = (uint32_t)lrintf(scaled);
+        return (uint16_t)(sign | m);
+    }
+    uint32_t exp = ((absbits >> 23) - 127 + 15);
+    uint32_t mant = absbits & 0x7fffff;
+    uint32_t half = (exp << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
+    return (uint16_t)(sign | half);
+}

@@ -1,0 +1,51 @@
+/* util/common.h — error reporting, checked allocation, small helpers shared by every module.
+ *
+ * Convention: fallible functions return 0 on success and -1 on failure, and fill an
+ * NptErr with one human-readable line that names the thing (file, tensor, key) and
+ * what to do. Commands print it as "npt: error: <msg>" and exit non-zero. */
+#ifndef NPT_COMMON_H
+#define NPT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    char msg[1024];
+} NptErr;
+
+/* Formats msg into err (if err is non-NULL) and returns -1, so callers can write
+ * `return npt_fail(err, "...")`. */
+int npt_fail(NptErr *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Allocation that cannot silently fail: on OOM prints what was being allocated and
+ * exits(2). Used for buffers whose size is known and modest; large model buffers use
+ * npt_try_malloc and report through NptErr instead. */
+void *npt_xmalloc(size_t bytes, const char *what);
+void *npt_xcalloc(size_t n, size_t size, const char *what);
+void *npt_try_malloc(size_t bytes, const char *what, NptErr *err);
+char *npt_xstrdup(const char *s);
+
+/* 64-byte aligned allocation (cache line / AVX-512 friendly); free with free(). */
+void *npt_aligned_alloc(size_t bytes, const char *what, NptErr *err);
+
+/* Reads a whole (small) file: config.json, tokenizer.json, recipes. NUL-terminated. */
+char *npt_read_file(const char *path, size_t *len_out, NptErr *err);
+
+/* Fatal error for states that are bugs in npt itself, never user input. */
+void npt_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+double npt_now_seconds(void);
+
+/* Count of non-finite values in a float array; used by loaders and safety checks. */
+size_t npt_count_nonfinite(const float *x, size_t n);
+
+/* IEEE half / bfloat16 to float (loaders) and back (precision emulation). */
+float npt_f16_to_f32(uint16_t h);
+float npt_bf16_to_f32(uint16_t h);
+uint16_t npt_f32_to_f16(float f);
+uint16_t npt_f32_to_bf16(float f);
+
+#define NPT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif
