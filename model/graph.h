@@ -1,0 +1,64 @@
+/* model/graph.h — the reverse-mode tape.
+ *
+ * A Graph records coarse ops (a matmul, a whole fused attention) as Nodes while the
+ * forward pass runs, then replays them backwards. Recording costs one Node per op; the
+ * arithmetic dominates. Activations and their gradients come from two arenas that are
+ * reset every step. Nothing is recorded for an op none of whose inputs requires a
+ * gradient, so a frozen teacher pass and the layers below the first trainable one
+ * leave no trace on the tape: backward stops there by construction. */
+#ifndef NPT_GRAPH_H
+#define NPT_GRAPH_H
+
+#include "tensor.h"
+
+typedef struct Node Node;
+typedef struct Graph Graph;
+typedef void (*BackwardFn)(Graph *g, Node *n);
+
+#define NODE_MAX_INPUTS 3
+
+struct Node {
+    BackwardFn backward;
+    const char *op;
+    Tensor *out;
+    Tensor *in[NODE_MAX_INPUTS];
+    void *saved;  /* op-specific data saved for backward (in the activation arena) */
+    float f[4];   /* op parameters */
+    int i[8];
+};
+
+/* Called after every op with its output and inputs: the debug mode's NaN producer
+ * finder and precision emulation hook in here. Return non-zero to stop recording
+ * further checks (the op itself always completes). */
+typedef void (*OpObserver)(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx);
+
+struct Graph {
+    Arena *act;       /* outputs of ops and saved data */
+    Arena *grads;     /* activation gradients, allocated during backward */
+    Node *nodes;
+    int n_nodes, cap_nodes;
+    int recording;    /* 0: pure inference, nothing goes on the tape */
+    OpObserver observer;
+    void *observer_ctx;
+    int layer;        /* current layer index for observers (-1 outside layers) */
+};
+
+int graph_init(Graph *g, Arena *act, Arena *grads, int max_nodes, NptErr *err);
+void graph_free(Graph *g);
+/* Forgets the tape and resets both arenas: call at the start of every step. */
+void graph_reset(Graph *g);
+
+/* Runs backward from a scalar loss: its gradient is seeded with `seed` (1.0, or
+ * 1/accumulation steps). Gradients of parameters (is_param) accumulate into their
+ * persistent buffers; activation gradients are allocated zeroed on first use. */
+void graph_backward(Graph *g, Tensor *loss, float seed);
+/* Same from any tensor with a given output gradient (tests, partial backward). */
+void graph_backward_from(Graph *g, Tensor *out, const float *seed_grad);
+
+/* Used by ops: whether an op on these inputs must be recorded, and recording it. */
+int graph_needs_grad(const Graph *g, Tensor **in, int n_in);
+Node *graph_record(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor **in, int n_in);
+/* Gradient buffer of t, allocated zeroed from the grads arena on first use. */
+float *graph_grad(Graph *g, Tensor *t);
+
+#endif

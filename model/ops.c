@@ -1,0 +1,702 @@
+/* model/ops.c — forward and backward of every op of the autograd core (see ops.h).
+ *
+ * Layout of each op: the forward function computes out, records a Node if needed, and
+ * tells the observer; its backward (named *_backward) sits right below it. Backward
+ * functions accumulate into gradients, so an input used twice gets both contributions. */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define PAR_MIN 8192 /* below this many elements a parallel region costs more than it saves */
+
+int ops_threads(void) { return omp_get_max_threads(); }
+
+static void observe(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in) {
+    if (g->observer) g->observer(g, op, out, in, n_in, g->observer_ctx);
+}
+
+static void same_shape(const Tensor *a, const Tensor *b, const char *op) {
+    if (a->n != b->n)
+        npt_die("%s: shape mismatch %s (%zu) vs %s (%zu)", op, a->name ? a->name : "?", a->n,
+                b->name ? b->name : "?", b->n);
+}
+
+static Tensor *like(Graph *g, const Tensor *x, const char *name) {
+    return tensor_new(g->act, name, x->ndim, x->shape);
+}
+
+static Tensor *scalar(Graph *g, const char *name, double v) {
+    int one = 1;
+    Tensor *t = tensor_new(g->act, name, 1, &one);
+    t->data[0] = (float)v;
+    return t;
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+static void matmul_backward(Graph *g, Node *n) {
+    Tensor *a = n->in[0], *b = n->in[1], *c = n->out;
+    int ta = n->i[0], tb = n->i[1], M = n->i[2], N = n->i[3], K = n->i[4];
+    int lda = a->shape[1], ldb = b->shape[1];
+    const float *dc = c->grad;
+    if (a->requires_grad) {
+        float *da = graph_grad(g, a);
+        if (!ta) /* dA[M,K] += dC op(B)^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasNoTrans : CblasTrans, M, K, N, 1.0f, dc, N,
+                        b->data, ldb, 1.0f, da, K);
+        else /* dA[K,M] += op(B) dC^T */
+            cblas_sgemm(CblasRowMajor, tb ? CblasTrans : CblasNoTrans, CblasTrans, K, M, N, 1.0f, b->data, ldb,
+                        dc, N, 1.0f, da, M);
+    }
+    if (b->requires_grad) {
+        float *db = graph_grad(g, b);
+        if (!tb) /* dB[K,N] += op(A)^T dC */
+            cblas_sgemm(CblasRowMajor, ta ? CblasNoTrans : CblasTrans, CblasNoTrans, K, N, M, 1.0f, a->data, lda,
+                        dc, N, 1.0f, db, N);
+        else /* dB[N,K] += dC^T op(A) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, ta ? CblasTrans : CblasNoTrans, N, K, M, 1.0f, dc, N,
+                        a->data, lda, 1.0f, db, K);
+    }
+}
+
+Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b, int trans_a, int trans_b) {
+    if (a->ndim != 2 || b->ndim != 2) npt_die("matmul needs 2-D tensors");
+    int M = trans_a ? a->shape[1] : a->shape[0];
+    int K = trans_a ? a->shape[0] : a->shape[1];
+    int Kb = trans_b ? b->shape[1] : b->shape[0];
+    int N = trans_b ? b->shape[0] : b->shape[1];
+    if (K != Kb)
+        npt_die("matmul: inner dimensions differ (%s: %d, %s: %d)", a->name ? a->name : "?", K,
+                b->name ? b->name : "?", Kb);
+    Tensor *c = tensor_new2(g->act, "matmul", M, N);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+                1.0f, a->data, a->shape[1], b->data, b->shape[1], 0.0f, c->data, N);
+    Tensor *in[2] = {a, b};
+    if (graph_needs_grad(g, in, 2)) {
+        Node *n = graph_record(g, "matmul", matmul_backward, c, in, 2);
+        n->i[0] = trans_a, n->i[1] = trans_b, n->i[2] = M, n->i[3] = N, n->i[4] = K;
+    }
+    observe(g, "matmul", c, in, 2);
+    return c;
+}
+
+Tensor *op_linear(Graph *g, Tensor *x, Tensor *w) { return op_matmul(g, x, w, 0, 1); }
+
+/* ---------------------------------------------------------------- add, mul, scale */
+
+static void add_backward(Graph *g, Node *n) {
+    const float *dy = n->out->grad;
+    for (int k = 0; k < 2; k++) {
+        Tensor *t = n->in[k];
+        if (!t->requires_grad) continue;
+        float *d = graph_grad(g, t);
+        size_t len = t->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) d[i] += dy[i];
+    }
+}
+
+Tensor *op_add(Graph *g, Tensor *a, Tensor *b) {
+    same_shape(a, b, "add");
+    Tensor *y = like(g, a, "add");
+    size_t len = a->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) y->data[i] = a->data[i] + b->data[i];
+    Tensor *in[2] = {a, b};
+    if (graph_needs_grad(g, in, 2)) graph_record(g, "add", add_backward, y, in, 2);
+    observe(g, "add", y, in, 2);
+    return y;
+}
+
+static void mul_backward(Graph *g, Node *n) {
+    Tensor *a = n->in[0], *b = n->in[1];
+    const float *dy = n->out->grad;
+    size_t len = a->n;
+    if (a->requires_grad) {
+        float *da = graph_grad(g, a);
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) da[i] += dy[i] * b->data[i];
+    }
+    if (b->requires_grad) {
+        float *db = graph_grad(g, b);
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) db[i] += dy[i] * a->data[i];
+    }
+}
+
+Tensor *op_mul(Graph *g, Tensor *a, Tensor *b) {
+    same_shape(a, b, "mul");
+    Tensor *y = like(g, a, "mul");
+    size_t len = a->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) y->data[i] = a->data[i] * b->data[i];
+    Tensor *in[2] = {a, b};
+    if (graph_needs_grad(g, in, 2)) graph_record(g, "mul", mul_backward, y, in, 2);
+    observe(g, "mul", y, in, 2);
+    return y;
+}
+
+static void scale_backward(Graph *g, Node *n) {
+    float s = n->f[0], *dx = graph_grad(g, n->in[0]);
+    const float *dy = n->out->grad;
+    size_t len = n->out->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) dx[i] += s * dy[i];
+}
+
+Tensor *op_scale(Graph *g, Tensor *x, float s) {
+    Tensor *y = like(g, x, "scale");
+    size_t len = x->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) y->data[i] = s * x->data[i];
+    Tensor *in[1] = {x};
+    if (graph_needs_grad(g, in, 1)) graph_record(g, "scale", scale_backward, y, in, 1)->f[0] = s;
+    observe(g, "scale", y, in, 1);
+    return y;
+}
+
+/* ---------------------------------------------------------------- sigmoid, silu, swiglu */
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static void sigmoid_backward(Graph *g, Node *n) {
+    float *dx = graph_grad(g, n->in[0]);
+    const float *y = n->out->data, *dy = n->out->grad;
+    size_t len = n->out->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]);
+}
+
+Tensor *op_sigmoid(Graph *g, Tensor *x) {
+    Tensor *y = like(g, x, "sigmoid");
+    size_t len = x->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) y->data[i] = sigmoidf(x->data[i]);
+    Tensor *in[1] = {x};
+    if (graph_needs_grad(g, in, 1)) graph_record(g, "sigmoid", sigmoid_backward, y, in, 1);
+    observe(g, "sigmoid", y, in, 1);
+    return y;
+}
+
+/* d/dx x*sigmoid(x) = s * (1 + x * (1 - s)) */
+static inline float silu_grad(float x) {
+    float s = sigmoidf(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
+static void silu_backward(Graph *g, Node *n) {
+    float *dx = graph_grad(g, n->in[0]);
+    const float *x = n->in[0]->data, *dy = n->out->grad;
+    size_t len = n->out->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) dx[i] += dy[i] * silu_grad(x[i]);
+}
+
+Tensor *op_silu(Graph *g, Tensor *x) {
+    Tensor *y = like(g, x, "silu");
+    size_t len = x->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) y->data[i] = x->data[i] * sigmoidf(x->data[i]);
+    Tensor *in[1] = {x};
+    if (graph_needs_grad(g, in, 1)) graph_record(g, "silu", silu_backward, y, in, 1);
+    observe(g, "silu", y, in, 1);
+    return y;
+}
+
+static void swiglu_backward(Graph *g, Node *n) {
+    Tensor *gate = n->in[0], *up = n->in[1];
+    const float *dy = n->out->grad;
+    float *dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
+    float *du = up->requires_grad ? graph_grad(g, up) : NULL;
+    size_t len = n->out->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) {
+        float x = gate->data[i];
+        if (dg) dg[i] += dy[i] * up->data[i] * silu_grad(x);
+        if (du) du[i] += dy[i] * x * sigmoidf(x);
+    }
+}
+
+Tensor *op_swiglu(Graph *g, Tensor *gate, Tensor *up) {
+    same_shape(gate, up, "swiglu");
+    Tensor *y = like(g, gate, "swiglu");
+    size_t len = gate->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) {
+        float x = gate->data[i];
+        y->data[i] = x * sigmoidf(x) * up->data[i];
+    }
+    Tensor *in[2] = {gate, up};
+    if (graph_needs_grad(g, in, 2)) graph_record(g, "swiglu", swiglu_backward, y, in, 2);
+    observe(g, "swiglu", y, in, 2);
+    return y;
+}
+
+/* ---------------------------------------------------------------- rmsnorm */
+
+static void rmsnorm_backward(Graph *g, Node *n) {
+    Tensor *x = n->in[0], *w = n->in[1];
+    const float *rstd = n->saved, *dy = n->out->grad;
+    int rows = tensor_rows(x), cols = tensor_cols(x);
+    if (x->requires_grad) {
+        float *dx = graph_grad(g, x);
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > PAR_MIN)
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x->data + (size_t)r * cols, *dyr = dy + (size_t)r * cols;
+            float *dxr = dx + (size_t)r * cols;
+            double dot = 0.0; /* sum_j (dy_j w_j) x_j */
+            for (int j = 0; j < cols; j++) dot += (double)dyr[j] * w->data[j] * xr[j];
+            float rs = rstd[r];
+            float coef = (float)(dot * rs * rs * rs / cols);
+            for (int j = 0; j < cols; j++) dxr[j] += rs * dyr[j] * w->data[j] - coef * xr[j];
+        }
+    }
+    if (w->requires_grad) {
+        float *dw = graph_grad(g, w);
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > PAR_MIN)
+        for (int j = 0; j < cols; j++) {
+            double acc = 0.0;
+            for (int r = 0; r < rows; r++) acc += (double)dy[(size_t)r * cols + j] * x->data[(size_t)r * cols + j] * rstd[r];
+            dw[j] += (float)acc;
+        }
+    }
+}
+
+Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
+    int rows = tensor_rows(x), cols = tensor_cols(x);
+    if ((int)w->n != cols) npt_die("rmsnorm: weight %s has %zu entries for %d columns", w->name ? w->name : "?", w->n, cols);
+    Tensor *y = like(g, x, "rmsnorm");
+    float *rstd = arena_alloc(g->act, (size_t)rows * sizeof(float));
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x->data + (size_t)r * cols;
+        float *yr = y->data + (size_t)r * cols;
+        double ss = 0.0;
+        for (int j = 0; j < cols; j++) ss += (double)xr[j] * xr[j];
+        float rs = (float)(1.0 / sqrt(ss / cols + eps));
+        rstd[r] = rs;
+        for (int j = 0; j < cols; j++) yr[j] = xr[j] * rs * w->data[j];
+    }
+    Tensor *in[2] = {x, w};
+    if (graph_needs_grad(g, in, 2)) graph_record(g, "rmsnorm", rmsnorm_backward, y, in, 2)->saved = rstd;
+    observe(g, "rmsnorm", y, in, 2);
+    return y;
+}
+
+/* ---------------------------------------------------------------- rope */
+
+/* cos/sin of pos * theta^(-2i/hd) for T positions and hd/2 frequencies, computed in
+ * double so both conventions match a float64 reference to float rounding. */
+static float *rope_table(Graph *g, int T, int head_dim, float theta, int pos0) {
+    int half = head_dim / 2;
+    float *tab = arena_alloc(g->act, (size_t)T * half * 2 * sizeof(float));
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double freq = pow((double)theta, -2.0 * i / head_dim);
+            double ang = (double)(pos0 + t) * freq;
+            tab[((size_t)t * half + i) * 2] = (float)cos(ang);
+            tab[((size_t)t * half + i) * 2 + 1] = (float)sin(ang);
+        }
+    return tab;
+}
+
+/* Rotates every head of every row by +angle (dir 1) or -angle (dir -1). */
+static void rope_apply(const float *x, float *y, const float *tab, int B, int T, int n_heads, int head_dim,
+                       RopeStyle style, float dir, int accumulate) {
+    int half = head_dim / 2, width = n_heads * head_dim;
+#pragma omp parallel for schedule(static) if ((size_t)B * T * width > PAR_MIN)
+    for (int row = 0; row < B * T; row++) {
+        const float *cs = tab + (size_t)(row % T) * half * 2;
+        const float *xr = x + (size_t)row * width;
+        float *yr = y + (size_t)row * width;
+        for (int h = 0; h < n_heads; h++) {
+            const float *xh = xr + h * head_dim;
+            float *yh = yr + h * head_dim;
+            for (int i = 0; i < half; i++) {
+                int i0 = style == ROPE_INTERLEAVED ? 2 * i : i;
+                int i1 = style == ROPE_INTERLEAVED ? 2 * i + 1 : i + half;
+                float c = cs[2 * i], s = dir * cs[2 * i + 1];
+                float a = xh[i0], b = xh[i1];
+                float r0 = a * c - b * s, r1 = a * s + b * c;
+                if (accumulate) {
+                    yh[i0] += r0;
+                    yh[i1] += r1;
+                } else {
+                    yh[i0] = r0;
+                    yh[i1] = r1;
+                }
+            }
+        }
+    }
+}
+
+static void rope_backward(Graph *g, Node *n) {
+    Tensor *x = n->in[0];
+    rope_apply(n->out->grad, graph_grad(g, x), n->saved, n->i[0], n->i[1], n->i[2], n->i[3], (RopeStyle)n->i[4],
+               -1.0f, 1);
+}
+
+Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta, RopeStyle style,
+                int pos0) {
+    if ((size_t)B * T * n_heads * head_dim != x->n || head_dim % 2)
+        npt_die("rope: %s has %zu elements, expected %d x %d x %d x %d", x->name ? x->name : "?", x->n, B, T,
+                n_heads, head_dim);
+    Tensor *y = like(g, x, "rope");
+    float *tab = rope_table(g, T, head_dim, theta, pos0);
+    rope_apply(x->data, y->data, tab, B, T, n_heads, head_dim, style, 1.0f, 0);
+    Tensor *in[1] = {x};
+    if (graph_needs_grad(g, in, 1)) {
+        Node *n = graph_record(g, "rope", rope_backward, y, in, 1);
+        n->saved = tab;
+        n->i[0] = B, n->i[1] = T, n->i[2] = n_heads, n->i[3] = head_dim, n->i[4] = style;
+    }
+    observe(g, "rope", y, in, 1);
+    return y;
+}
+
+/* ---------------------------------------------------------------- attention */
+
+typedef struct {
+    float *probs; /* [B, n_heads, T, T] softmax probabilities, zero above the diagonal */
+    int B, T, nh, nkv, hd;
+} AttnSaved;
+
+/* Causal softmax in place over a T x T score matrix: row i sees columns 0..i. */
+static void causal_softmax_rows(float *s, int T) {
+    for (int i = 0; i < T; i++) {
+        float *row = s + (size_t)i * T;
+        float mx = row[0];
+        for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j <= i; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j <= i; j++) row[j] *= inv;
+        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+    }
+}
+
+static void attention_backward(Graph *g, Node *n) {
+    AttnSaved *sv = n->saved;
+    Tensor *q = n->in[0], *k = n->in[1], *v = n->in[2], *o = n->out;
+    int B = sv->B, T = sv->T, nh = sv->nh, nkv = sv->nkv, hd = sv->hd, group = nh / nkv;
+    int qs = nh * hd, ks = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *dq = q->requires_grad ? graph_grad(g, q) : NULL;
+    float *dk = k->requires_grad ? graph_grad(g, k) : NULL;
+    float *dv = v->requires_grad ? graph_grad(g, v) : NULL;
+    int nthreads = omp_get_max_threads();
+    float *scratch = arena_alloc(g->grads, (size_t)nthreads * T * T * sizeof(float));
+    /* One task per (sequence, kv head): the query heads sharing a kv head accumulate
+     * into the same dK/dV rows, so they run in the same task, race-free. */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < B * nkv; task++) {
+        int b = task / nkv, kh = task % nkv;
+        float *dp = scratch + (size_t)omp_get_thread_num() * T * T;
+        const float *kb = k->data + (size_t)b * T * ks + kh * hd;
+        const float *vb = v->data + (size_t)b * T * ks + kh * hd;
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
+            const float *p = sv->probs + ((size_t)b * nh + h) * T * T;
+            const float *qb = q->data + (size_t)b * T * qs + h * hd;
+            const float *ob = o->data + (size_t)b * T * qs + h * hd;
+            const float *dob = o->grad + (size_t)b * T * qs + h * hd;
+            if (dv) /* dV += P^T dO */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, dob, qs, 1.0f,
+                            dv + (size_t)b * T * ks + kh * hd, ks);
+            if (!dq && !dk) continue;
+            /* dP = dO V^T; dS = P * (dP - rowsum(dO * O)) * scale */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dob, qs, vb, ks, 0.0f, dp, T);
+            for (int i = 0; i < T; i++) {
+                double dsum = 0.0;
+                for (int d = 0; d < hd; d++) dsum += (double)dob[(size_t)i * qs + d] * ob[(size_t)i * qs + d];
+                float *row = dp + (size_t)i * T;
+                const float *prow = p + (size_t)i * T;
+                for (int j = 0; j <= i; j++) row[j] = prow[j] * (row[j] - (float)dsum) * scale;
+                for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+            }
+            if (dq) /* dQ += dS K */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dp, T, kb, ks, 1.0f,
+                            dq + (size_t)b * T * qs + h * hd, qs);
+            if (dk) /* dK += dS^T Q */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dp, T, qb, qs, 1.0f,
+                            dk + (size_t)b * T * ks + kh * hd, ks);
+        }
+    }
+}
+
+Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads, int n_kv_heads,
+                     int head_dim) {
+    int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads) npt_die("attention: %d heads not a multiple of %d kv heads", n_heads, n_kv_heads);
+    if (q->n != (size_t)B * T * qs || k->n != (size_t)B * T * ks || v->n != (size_t)B * T * ks)
+        npt_die("attention: q/k/v sizes do not match B=%d T=%d heads=%d/%d hd=%d", B, T, n_heads, n_kv_heads, head_dim);
+    Tensor *o = tensor_new2(g->act, "attention", B * T, qs);
+    AttnSaved *sv = arena_alloc(g->act, sizeof *sv);
+    *sv = (AttnSaved){.B = B, .T = T, .nh = n_heads, .nkv = n_kv_heads, .hd = head_dim};
+    sv->probs = arena_alloc(g->act, (size_t)B * n_heads * T * T * sizeof(float));
+    float scale = 1.0f / sqrtf((float)head_dim);
+    int group = n_heads / n_kv_heads;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < B * n_heads; task++) {
+        int b = task / n_heads, h = task % n_heads, kh = h / group;
+        float *p = sv->probs + (size_t)task * T * T;
+        const float *qb = q->data + (size_t)b * T * qs + h * head_dim;
+        const float *kb = k->data + (size_t)b * T * ks + kh * head_dim;
+        const float *vb = v->data + (size_t)b * T * ks + kh * head_dim;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, head_dim, scale, qb, qs, kb, ks, 0.0f, p, T);
+        causal_softmax_rows(p, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, T, 1.0f, p, T, vb, ks, 0.0f,
+                    o->data + (size_t)b * T * qs + h * head_dim, qs);
+    }
+    Tensor *in[3] = {q, k, v};
+    if (graph_needs_grad(g, in, 3)) graph_record(g, "attention", attention_backward, o, in, 3)->saved = sv;
+    observe(g, "attention", o, in, 3);
+    return o;
+}
+
+/* ---------------------------------------------------------------- embedding */
+
+static void embedding_backward(Graph *g, Node *n) {
+    Tensor *table = n->in[0];
+    const int *ids = n->saved;
+    int rows = n->i[0], dim = tensor_cols(table);
+    float *dt = graph_grad(g, table);
+    for (int r = 0; r < rows; r++) { /* serial: ids repeat, so rows would race */
+        float *dst = dt + (size_t)ids[r] * dim;
+        const float *src = n->out->grad + (size_t)r * dim;
+        for (int j = 0; j < dim; j++) dst[j] += src[j];
+    }
+}
+
+Tensor *op_embedding(Graph *g, Tensor *table, const int *ids, int n) {
+    int vocab = tensor_rows(table), dim = tensor_cols(table);
+    Tensor *y = tensor_new2(g->act, "embedding", n, dim);
+    int *saved = arena_alloc(g->act, (size_t)n * sizeof(int));
+    for (int r = 0; r < n; r++) {
+        if (ids[r] < 0 || ids[r] >= vocab) npt_die("embedding: token id %d outside vocabulary [0, %d)", ids[r], vocab);
+        saved[r] = ids[r];
+        memcpy(y->data + (size_t)r * dim, table->data + (size_t)ids[r] * dim, (size_t)dim * sizeof(float));
+    }
+    Tensor *in[1] = {table};
+    if (graph_needs_grad(g, in, 1)) {
+        Node *nd = graph_record(g, "embedding", embedding_backward, y, in, 1);
+        nd->saved = saved;
+        nd->i[0] = n;
+    }
+    observe(g, "embedding", y, in, 1);
+    return y;
+}
+
+/* ---------------------------------------------------------------- cross-entropy */
+
+typedef struct {
+    const int *targets;
+    float *lse; /* log-sum-exp per row */
+    int count;  /* rows with a target */
+} CeSaved;
+
+static void cross_entropy_backward(Graph *g, Node *n) {
+    Tensor *logits = n->in[0];
+    CeSaved *sv = n->saved;
+    int rows = tensor_rows(logits), V = tensor_cols(logits);
+    float coef = n->out->grad[0] / (float)sv->count;
+    float *dl = graph_grad(g, logits);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int t = sv->targets[r];
+        if (t < 0) continue;
+        const float *lr = logits->data + (size_t)r * V;
+        float *dr = dl + (size_t)r * V;
+        for (int j = 0; j < V; j++) dr[j] += coef * expf(lr[j] - sv->lse[r]);
+        dr[t] -= coef;
+    }
+}
+
+Tensor *op_cross_entropy(Graph *g, Tensor *logits, const int *targets) {
+    int rows = tensor_rows(logits), V = tensor_cols(logits);
+    CeSaved *sv = arena_alloc(g->act, sizeof *sv);
+    int *tg = arena_alloc(g->act, (size_t)rows * sizeof(int));
+    sv->lse = arena_alloc(g->act, (size_t)rows * sizeof(float));
+    sv->targets = tg;
+    sv->count = 0;
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int r = 0; r < rows; r++) {
+        tg[r] = targets[r];
+        if (tg[r] >= V) npt_die("cross_entropy: target %d outside vocabulary %d", tg[r], V);
+        if (tg[r] < 0) continue;
+        const float *lr = logits->data + (size_t)r * V;
+        float mx = lr[0];
+        for (int j = 1; j < V; j++) mx = lr[j] > mx ? lr[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += exp((double)lr[j] - mx);
+        double lse = mx + log(sum);
+        sv->lse[r] = (float)lse;
+        total += lse - lr[tg[r]];
+    }
+    for (int r = 0; r < rows; r++) sv->count += tg[r] >= 0;
+    if (sv->count == 0) npt_die("cross_entropy: no row has a target");
+    Tensor *loss = scalar(g, "cross_entropy", total / sv->count);
+    Tensor *in[1] = {logits};
+    if (graph_needs_grad(g, in, 1)) graph_record(g, "cross_entropy", cross_entropy_backward, loss, in, 1)->saved = sv;
+    observe(g, "cross_entropy", loss, in, 1);
+    return loss;
+}
+
+/* ---------------------------------------------------------------- mse, nmse, regularizer */
+
+static void mse_backward(Graph *g, Node *n) {
+    Tensor *x = n->in[0], *y = n->in[1];
+    float coef = 2.0f * n->out->grad[0] / (float)x->n;
+    float *dx = x->requires_grad ? graph_grad(g, x) : NULL;
+    float *dy = y->requires_grad ? graph_grad(g, y) : NULL;
+    size_t len = x->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) {
+        float d = coef * (x->data[i] - y->data[i]);
+        if (dx) dx[i] += d;
+        if (dy) dy[i] -= d;
+    }
+}
+
+Tensor *op_mse(Graph *g, Tensor *x, Tensor *y) {
+    same_shape(x, y, "mse");
+    double total = 0.0;
+    size_t len = x->n;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) {
+        double d = (double)x->data[i] - y->data[i];
+        total += d * d;
+    }
+    Tensor *loss = scalar(g, "mse", total / (double)len);
+    Tensor *in[2] = {x, y};
+    if (graph_needs_grad(g, in, 2)) graph_record(g, "mse", mse_backward, loss, in, 2);
+    observe(g, "mse", loss, in, 2);
+    return loss;
+}
+
+#define NMSE_FLOOR 1e-6
+
+/* Gradient of sum_j (u_j - v_j)^2 * coef through u = x / max(|x|, floor):
+ * the projection (I - u u^T)/|x| when the norm is above the floor, 1/floor below. */
+static void nmse_row_grad(const float *x, const float *other, float norm_x, float norm_o, float coef, float sign,
+                          float *dx, int cols) {
+    double ug = 0.0;
+    for (int j = 0; j < cols; j++) {
+        float u = x[j] / norm_x, gj = sign * coef * (u - other[j] / norm_o);
+        ug += (double)u * gj;
+    }
+    int projected = norm_x > (float)NMSE_FLOOR;
+    for (int j = 0; j < cols; j++) {
+        float u = x[j] / norm_x, gj = sign * coef * (u - other[j] / norm_o);
+        dx[j] += projected ? (gj - u * (float)ug) / norm_x : gj / norm_x;
+    }
+}
+
+static void nmse_backward(Graph *g, Node *n) {
+    Tensor *x = n->in[0], *y = n->in[1];
+    const float *norms = n->saved; /* [rows][2]: clamped norms of x and y */
+    int rows = tensor_rows(x), cols = tensor_cols(x);
+    float coef = 2.0f * n->out->grad[0] / ((float)rows * cols);
+    float *dx = x->requires_grad ? graph_grad(g, x) : NULL;
+    float *dy = y->requires_grad ? graph_grad(g, y) : NULL;
+#pragma omp parallel for schedule(static) if ((size_t)rows * cols > PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x->data + (size_t)r * cols, *yr = y->data + (size_t)r * cols;
+        if (dx) nmse_row_grad(xr, yr, norms[2 * r], norms[2 * r + 1], coef, 1.0f, dx + (size_t)r * cols, cols);
+        if (dy) nmse_row_grad(yr, xr, norms[2 * r + 1], norms[2 * r], coef, 1.0f, dy + (size_t)r * cols, cols);
+    }
+}
+
+Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y) {
+    same_shape(x, y, "nmse");
+    int rows = tensor_rows(x), cols = tensor_cols(x);
+    float *norms = arena_alloc(g->act, (size_t)rows * 2 * sizeof(float));
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if ((size_t)rows * cols > PAR_MIN)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x->data + (size_t)r * cols, *yr = y->data + (size_t)r * cols;
+        double sx = 0.0, sy = 0.0;
+        for (int j = 0; j < cols; j++) {
+            sx += (double)xr[j] * xr[j];
+            sy += (double)yr[j] * yr[j];
+        }
+        double nx = fmax(sqrt(sx), NMSE_FLOOR), ny = fmax(sqrt(sy), NMSE_FLOOR);
+        norms[2 * r] = (float)nx;
+        norms[2 * r + 1] = (float)ny;
+        double acc = 0.0;
+        for (int j = 0; j < cols; j++) {
+            double d = xr[j] / nx - yr[j] / ny;
+            acc += d * d;
+        }
+        total += acc;
+    }
+    Tensor *loss = scalar(g, "nmse", total / ((double)rows * cols));
+    Tensor *in[2] = {x, y};
+    if (graph_needs_grad(g, in, 2)) graph_record(g, "nmse", nmse_backward, loss, in, 2)->saved = norms;
+    observe(g, "nmse", loss, in, 2);
+    return loss;
+}
+
+static void mean_row_sqnorm_backward(Graph *g, Node *n) {
+    Tensor *x = n->in[0];
+    float coef = 2.0f * n->out->grad[0] / (float)tensor_rows(x);
+    float *dx = graph_grad(g, x);
+    size_t len = x->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) dx[i] += coef * x->data[i];
+}
+
+Tensor *op_mean_row_sqnorm(Graph *g, Tensor *x) {
+    double total = 0.0;
+    size_t len = x->n;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) total += (double)x->data[i] * x->data[i];
+    Tensor *loss = scalar(g, "mean_row_sqnorm", total / tensor_rows(x));
+    Tensor *in[1] = {x};
+    if (graph_needs_grad(g, in, 1)) graph_record(g, "mean_row_sqnorm", mean_row_sqnorm_backward, loss, in, 1);
+    observe(g, "mean_row_sqnorm", loss, in, 1);
+    return loss;
+}
+
+/* ---------------------------------------------------------------- NPT modulation */
+
+static void npt_modulate_backward(Graph *g, Node *n) {
+    Tensor *gate = n->in[0], *d_add = n->in[1], *d_raw = n->in[2];
+    float s = n->f[0];
+    const float *dy = n->out->grad;
+    float *dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
+    float *da = d_add->requires_grad ? graph_grad(g, d_add) : NULL;
+    float *dr = d_raw && d_raw->requires_grad ? graph_grad(g, d_raw) : NULL;
+    size_t len = gate->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) {
+        float sig = d_raw ? sigmoidf(d_raw->data[i]) : 0.0f;
+        float factor = d_raw ? 0.5f * sig + 0.5f : 1.0f;
+        if (dg) dg[i] += dy[i] * factor;
+        if (da) da[i] += dy[i] * s;
+        if (dr) dr[i] += dy[i] * gate->data[i] * 0.5f * sig * (1.0f - sig);
+    }
+}
+
+Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s) {
+    same_shape(gate, d_add, "npt_modulate");
+    if (d_raw) same_shape(gate, d_raw, "npt_modulate");
+    Tensor *y = like(g, gate, "npt_modulate");
+    size_t len = gate->n;
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) {
+        float factor = d_raw ? 0.5f * sigmoidf(d_raw->data[i]) + 0.5f : 1.0f;
+        y->data[i] = gate->data[i] * factor + s * d_add->data[i];
+    }
+    Tensor *in[3] = {gate, d_add, d_raw};
+    int n_in = d_raw ? 3 : 2;
+    if (graph_needs_grad(g, in, n_in)) graph_record(g, "npt_modulate", npt_modulate_backward, y, in, n_in)->f[0] = s;
+    observe(g, "npt_modulate", y, in, n_in);
+    return y;
+}

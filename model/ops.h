@@ -1,0 +1,63 @@
+/* model/ops.h — the coarse differentiable ops of the autograd core.
+ *
+ * Each op computes its output into the graph's activation arena and, when an input
+ * requires a gradient and the graph is recording, puts one Node on the tape whose
+ * backward accumulates (+=) into the inputs' gradients. Forward and backward of an op
+ * sit side by side in ops.c. Matrices are row-major; a batch of B sequences of T
+ * tokens is a [B*T, features] matrix. Scalars (losses) are 1-element tensors. */
+#ifndef NPT_OPS_H
+#define NPT_OPS_H
+
+#include "graph.h"
+#include "llama.h" /* RopeStyle */
+
+/* C = op(A) op(B) with op = transpose when the flag is set; one cblas_sgemm. */
+Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b, int trans_a, int trans_b);
+/* y = x W^T for a PyTorch-layout weight W [out, in]. */
+Tensor *op_linear(Graph *g, Tensor *x, Tensor *w);
+
+Tensor *op_add(Graph *g, Tensor *a, Tensor *b);
+Tensor *op_mul(Graph *g, Tensor *a, Tensor *b);
+Tensor *op_scale(Graph *g, Tensor *x, float s);
+Tensor *op_silu(Graph *g, Tensor *x);
+Tensor *op_sigmoid(Graph *g, Tensor *x);
+/* silu(gate) * up in one pass: the SwiGLU of the Llama MLP. */
+Tensor *op_swiglu(Graph *g, Tensor *gate, Tensor *up);
+
+/* y = x / sqrt(mean(x^2) + eps) * w, per row; w has one entry per column. */
+Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps);
+
+/* Rotary embedding on [B*T, n_heads*head_dim]; token t of each sequence sits at
+ * position pos0 + t. */
+Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta,
+                RopeStyle style, int pos0);
+
+/* Fused causal grouped-query attention: q [B*T, nh*hd], k and v [B*T, nkv*hd];
+ * query head h reads kv head h / (nh/nkv). Softmax probabilities are kept for backward. */
+Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads,
+                     int n_kv_heads, int head_dim);
+
+/* Rows of table picked by ids: [n, dim]. A trainable table gets scatter-added grads. */
+Tensor *op_embedding(Graph *g, Tensor *table, const int *ids, int n);
+
+/* Mean next-token cross-entropy; rows whose target is negative are ignored.
+ * Accumulates in double; never overflows on a large vocabulary. */
+Tensor *op_cross_entropy(Graph *g, Tensor *logits, const int *targets);
+
+/* Mean over all elements of (x - y)^2. */
+Tensor *op_mse(Graph *g, Tensor *x, Tensor *y);
+/* SPEC section 3: mean over rows and columns of (x/max(|x|,1e-6) - y/max(|y|,1e-6))^2
+ * with |.| the row norm. */
+Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y);
+/* Mean over rows of the squared row norm: the NPT regularizer term. */
+Tensor *op_mean_row_sqnorm(Graph *g, Tensor *x);
+
+/* NPT gate modulation, fused (SPEC section 2):
+ *   full: g' = g * (0.5 * sigmoid(d_raw) + 0.5) + s * d_add
+ *   safe (d_raw == NULL): g' = g + s * d_add */
+Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s);
+
+/* Number of threads the elementwise loops use (OpenMP). */
+int ops_threads(void);
+
+#endif

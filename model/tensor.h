@@ -1,0 +1,49 @@
+/* model/tensor.h — float32 tensors and the bump arenas they live in.
+ *
+ * A Tensor is a view: data (and grad) point into an arena or into the model's weight
+ * block; the struct never owns memory. Arenas are sized up front from the model
+ * shape and reset every step, so a training step performs no malloc at all. */
+#ifndef NPT_TENSOR_H
+#define NPT_TENSOR_H
+
+#include <stddef.h>
+
+#include "../util/common.h"
+
+#define NPT_MAX_DIMS 4
+
+typedef struct Tensor {
+    float *data;
+    float *grad;       /* NULL until a gradient reaches it (activations) or always (frozen) */
+    int ndim;
+    int shape[NPT_MAX_DIMS];
+    size_t n;          /* number of elements */
+    int requires_grad; /* trainable parameter, or activation depending on one */
+    int is_param;      /* persistent parameter: grad is owned by the optimizer, accumulated */
+    const char *name;  /* for error messages and the debug mode; may be NULL */
+} Tensor;
+
+typedef struct {
+    char *base;
+    size_t size, used, peak;
+    const char *name;
+} Arena;
+
+int arena_init(Arena *a, size_t bytes, const char *name, NptErr *err);
+void arena_free(Arena *a);
+/* 64-byte aligned; running out is a sizing bug in npt, reported with both figures. */
+void *arena_alloc(Arena *a, size_t bytes);
+void arena_reset(Arena *a);
+
+/* Tensor constructors. tensor_new takes its storage from the arena, uninitialised. */
+Tensor *tensor_new(Arena *a, const char *name, int ndim, const int *shape);
+Tensor *tensor_new2(Arena *a, const char *name, int rows, int cols);
+Tensor *tensor_zeros2(Arena *a, const char *name, int rows, int cols);
+/* Wraps existing storage (model weights, adapter parameters). */
+Tensor tensor_view2(float *data, const char *name, int rows, int cols);
+Tensor tensor_view1(float *data, const char *name, int n);
+
+static inline int tensor_rows(const Tensor *t) { return t->ndim == 1 ? 1 : t->shape[0]; }
+static inline int tensor_cols(const Tensor *t) { return t->shape[t->ndim - 1]; }
+
+#endif

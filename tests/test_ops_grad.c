@@ -1,0 +1,188 @@
+/* tests/test_ops_grad.c — finite-difference gradient checks for every op of the
+ * autograd core: both RoPE conventions, grouped-query attention, all matmul
+ * transpose cases. The loss is L = sum(out * R) for a fixed random R, accumulated in
+ * double; analytic gradients from the tape are compared with central differences. */
+#include <math.h>
+#include <string.h>
+
+#include "model/ops.h"
+#include "test.h"
+
+#define MAX_IN 3
+
+typedef struct {
+    int kind; /* which op to build */
+    int i[6];
+    float f[2];
+    const int *ids;
+} Case;
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) { /* xorshift, uniform in (-1, 1) */
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static Arena act, grads;
+static Graph graph;
+
+enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, REG, MOD_FULL, MOD_SAFE };
+
+static Tensor *build(Graph *g, const Case *c, Tensor **in) {
+    switch (c->kind) {
+    case MATMUL: return op_matmul(g, in[0], in[1], c->i[0], c->i[1]);
+    case ADD: return op_add(g, in[0], in[1]);
+    case MUL: return op_mul(g, in[0], in[1]);
+    case SCALE: return op_scale(g, in[0], c->f[0]);
+    case SILU: return op_silu(g, in[0]);
+    case SIGMOID: return op_sigmoid(g, in[0]);
+    case SWIGLU: return op_swiglu(g, in[0], in[1]);
+    case RMSNORM: return op_rmsnorm(g, in[0], in[1], 1e-5f);
+    case ROPE: return op_rope(g, in[0], c->i[0], c->i[1], c->i[2], c->i[3], 10000.0f, (RopeStyle)c->i[4], c->i[5]);
+    case ATTN: return op_attention(g, in[0], in[1], in[2], c->i[0], c->i[1], c->i[2], c->i[3], c->i[4]);
+    case EMBED: return op_embedding(g, in[0], c->ids, c->i[0]);
+    case CE: return op_cross_entropy(g, in[0], c->ids);
+    case MSE: return op_mse(g, in[0], in[1]);
+    case NMSE: return op_nmse(g, in[0], in[1]);
+    case REG: return op_mean_row_sqnorm(g, in[0]);
+    case MOD_FULL: return op_npt_modulate(g, in[0], in[2], in[1], c->f[0]);
+    case MOD_SAFE: return op_npt_modulate(g, in[0], NULL, in[1], c->f[0]);
+    }
+    return NULL;
+}
+
+static double loss_of(const Case *c, Tensor **in, const float *R) {
+    graph_reset(&graph);
+    graph.recording = 0;
+    Tensor *out = build(&graph, c, in);
+    double L = 0.0;
+    for (size_t i = 0; i < out->n; i++) L += (double)out->data[i] * R[i];
+    return L;
+}
+
+/* shapes[k] = {rows, cols}; the inputs are trainable parameters with their own grads */
+static void check_op(const char *what, const Case *c, int n_in, const int shapes[][2], float input_scale) {
+    Tensor in_t[MAX_IN], *in[MAX_IN] = {0};
+    for (int k = 0; k < n_in; k++) {
+        size_t n = (size_t)shapes[k][0] * shapes[k][1];
+        float *d = npt_xmalloc(n * sizeof(float), "input");
+        for (size_t i = 0; i < n; i++) d[i] = input_scale * frand();
+        in_t[k] = tensor_view2(d, "input", shapes[k][0], shapes[k][1]);
+        in_t[k].grad = npt_xcalloc(n, sizeof(float), "grad");
+        in_t[k].requires_grad = in_t[k].is_param = 1;
+        in[k] = &in_t[k];
+    }
+    /* analytic */
+    graph_reset(&graph);
+    graph.recording = 1;
+    Tensor *out = build(&graph, c, in);
+    float *R = npt_xmalloc(out->n * sizeof(float), "R");
+    for (size_t i = 0; i < out->n; i++) R[i] = frand();
+    graph_backward_from(&graph, out, R);
+    /* numeric, central differences, compared per input by relative error norm */
+    for (int k = 0; k < n_in; k++) {
+        double num2 = 0.0, diff2 = 0.0, maxdiff = 0.0;
+        for (size_t i = 0; i < in[k]->n; i++) {
+            float saved = in[k]->data[i];
+            float h = 1e-2f * fmaxf(1.0f, fabsf(saved));
+            in[k]->data[i] = saved + h;
+            double lp = loss_of(c, in, R);
+            in[k]->data[i] = saved - h;
+            double lm = loss_of(c, in, R);
+            in[k]->data[i] = saved;
+            double num = (lp - lm) / (2.0 * h);
+            double d = num - in[k]->grad[i];
+            num2 += num * num;
+            diff2 += d * d;
+            if (fabs(d) > maxdiff) maxdiff = fabs(d);
+        }
+        double rel = sqrt(diff2) / fmax(sqrt(num2), 1e-8);
+        check(rel < 2e-3, "%s: d/d(input %d) finite-difference rel err %.2e (max abs %.2e)", what, k, rel, maxdiff);
+    }
+    for (int k = 0; k < n_in; k++) {
+        free(in[k]->data);
+        free(in[k]->grad);
+    }
+    free(R);
+}
+
+int main(void) {
+    NptErr err;
+    if (arena_init(&act, 64 << 20, "act", &err) || arena_init(&grads, 64 << 20, "grads", &err) ||
+        graph_init(&graph, &act, &grads, 1024, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    const char *names[4] = {"NN", "NT", "TN", "TT"};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            Case c = {.kind = MATMUL, .i = {ta, tb}};
+            int M = 3, K = 4, N = 5;
+            int shapes[2][2] = {{ta ? K : M, ta ? M : K}, {tb ? N : K, tb ? K : N}};
+            char what[64];
+            snprintf(what, sizeof what, "matmul %s", names[ta * 2 + tb]);
+            check_op(what, &c, 2, shapes, 1.0f);
+        }
+    const int s2[3][2] = {{4, 6}, {4, 6}, {4, 6}};
+    check_op("add", &(Case){.kind = ADD}, 2, s2, 1.0f);
+    check_op("mul", &(Case){.kind = MUL}, 2, s2, 1.0f);
+    check_op("scale", &(Case){.kind = SCALE, .f = {-0.7f}}, 1, s2, 1.0f);
+    check_op("silu", &(Case){.kind = SILU}, 1, s2, 3.0f);
+    check_op("sigmoid", &(Case){.kind = SIGMOID}, 1, s2, 3.0f);
+    check_op("swiglu", &(Case){.kind = SWIGLU}, 2, s2, 3.0f);
+    const int srms[2][2] = {{4, 6}, {1, 6}};
+    check_op("rmsnorm (x and weight)", &(Case){.kind = RMSNORM}, 2, srms, 1.0f);
+    for (int style = 0; style < 2; style++) {
+        /* B=2, T=3, 2 heads of dim 4, positions starting at 5 */
+        const int srope[1][2] = {{6, 8}};
+        check_op(style ? "rope rotate-half" : "rope interleaved",
+                 &(Case){.kind = ROPE, .i = {2, 3, 2, 4, style, 5}}, 1, srope, 1.0f);
+    }
+    {   /* B=2, T=5, 4 query heads, 2 kv heads (GQA), hd=4 */
+        const int sattn[3][2] = {{10, 16}, {10, 8}, {10, 8}};
+        check_op("attention GQA 4q/2kv", &(Case){.kind = ATTN, .i = {2, 5, 4, 2, 4}}, 3, sattn, 1.5f);
+        const int smha[3][2] = {{7, 12}, {7, 12}, {7, 12}};
+        check_op("attention MHA 3 heads", &(Case){.kind = ATTN, .i = {1, 7, 3, 3, 4}}, 3, smha, 1.5f);
+    }
+    {
+        static const int ids[5] = {3, 1, 3, 0, 6};
+        const int semb[1][2] = {{7, 4}};
+        check_op("embedding (repeated ids)", &(Case){.kind = EMBED, .i = {5}, .ids = ids}, 1, semb, 1.0f);
+        static const int tg[5] = {2, -1, 6, 0, 6};
+        const int sce[1][2] = {{5, 7}};
+        check_op("cross_entropy (one row ignored)", &(Case){.kind = CE, .ids = tg}, 1, sce, 2.0f);
+    }
+    check_op("mse", &(Case){.kind = MSE}, 2, s2, 1.0f);
+    check_op("nmse", &(Case){.kind = NMSE}, 2, s2, 1.0f);
+    check_op("mean_row_sqnorm", &(Case){.kind = REG}, 1, s2, 1.0f);
+    check_op("npt_modulate full", &(Case){.kind = MOD_FULL, .f = {0.1f}}, 3, s2, 2.0f);
+    check_op("npt_modulate safe", &(Case){.kind = MOD_SAFE, .f = {0.1f}}, 2, s2, 2.0f);
+
+    /* Forward values that finite differences cannot see. */
+    {
+        graph_reset(&graph);
+        float big[4] = {1000.0f, 0.0f, -1000.0f, 2.0f};
+        Tensor logits = tensor_view2(big, "logits", 1, 4);
+        int t = 0;
+        Tensor *l = op_cross_entropy(&graph, &logits, &t);
+        check(isfinite(l->data[0]) && fabsf(l->data[0]) < 1e-6f, "cross_entropy stable on logit 1000 (got %g)", l->data[0]);
+        float zero[3] = {0, 0, 0}, one[3] = {1, 0, 0};
+        Tensor z = tensor_view2(zero, "z", 1, 3), o = tensor_view2(one, "o", 1, 3);
+        Tensor *nm = op_nmse(&graph, &z, &o);
+        check(fabsf(nm->data[0] - 1.0f / 3.0f) < 1e-6f, "nmse of a zero row against a unit row is 1/3 (got %g)", nm->data[0]);
+        float huge[2] = {1e30f, 1e30f}, hugey[2] = {-1e30f, -1e30f};
+        Tensor hx = tensor_view2(huge, "hx", 1, 2), hy = tensor_view2(hugey, "hy", 1, 2);
+        Tensor *nh = op_nmse(&graph, &hx, &hy);
+        check(fabsf(nh->data[0] - 2.0f) < 1e-5f, "nmse with norms near float max stays finite (got %g, want 2)", nh->data[0]);
+        float dr[2] = {-1e4f, 1e4f}, gt[2] = {1.0f, 1.0f}, da[2] = {0, 0};
+        Tensor tr = tensor_view2(dr, "d_raw", 1, 2), tg2 = tensor_view2(gt, "gate", 1, 2), ta = tensor_view2(da, "d_add", 1, 2);
+        Tensor *m = op_npt_modulate(&graph, &tg2, &tr, &ta, 0.1f);
+        /* SPEC section 2: d_mul = 0.5 * sigmoid(d_raw) + 0.5, never zero */
+        check(fabsf(m->data[0] - 0.5f) < 1e-6f && fabsf(m->data[1] - 1.0f) < 1e-6f,
+              "npt modulation factor 0.5*sigmoid+0.5 saturates at 0.5 and 1.0, never 0 (got %g, %g)", m->data[0], m->data[1]);
+    }
+    graph_free(&graph);
+    arena_free(&act);
+    arena_free(&grads);
+    return test_finish();
+}
