@@ -1,0 +1,48 @@
+/* model/llama.c — the Llama forward pass built from autograd ops (see llama.h). */
+#include "llama.h"
+
+#include "ops.h"
+
+Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n) {
+    return op_embedding(g, (Tensor *)&m->tok_emb, tokens, n);
+}
+
+Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+    const LlamaConfig *c = &m->cfg;
+    LlamaLayer *L = &m->layers[layer];
+    Tensor *x = op_rmsnorm(g, h, &L->attn_norm, c->norm_eps);
+    Tensor *q = op_linear(g, x, &L->wq);
+    Tensor *k = op_linear(g, x, &L->wk);
+    Tensor *v = op_linear(g, x, &L->wv);
+    q = op_rope(g, q, B, T, c->n_heads, c->head_dim, c->rope_theta, c->rope, 0);
+    k = op_rope(g, k, B, T, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope, 0);
+    Tensor *att = op_attention(g, q, k, v, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
+    return op_linear(g, att, &L->wo);
+}
+
+Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+    LlamaLayer *L = &m->layers[layer];
+    g->layer = layer;
+    Tensor *h1 = op_add(g, h, llama_attention_block(g, m, layer, h, B, T));
+    Tensor *x = op_rmsnorm(g, h1, &L->ffn_norm, m->cfg.norm_eps);
+    Tensor *act = op_swiglu(g, op_linear(g, x, &L->w_gate), op_linear(g, x, &L->w_up));
+    Tensor *out = op_add(g, h1, op_linear(g, act, &L->w_down));
+    g->layer = -1;
+    return out;
+}
+
+Tensor *llama_logits(Graph *g, const LlamaModel *m, Tensor *h) {
+    Tensor *x = op_rmsnorm(g, h, (Tensor *)&m->final_norm, m->cfg.norm_eps);
+    return op_linear(g, x, (Tensor *)&m->lm_head);
+}
+
+size_t llama_activation_bytes(const LlamaConfig *c, int B, int T, int with_logits) {
+    size_t N = (size_t)B * T, d = c->dim, f = c->hidden_dim;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    /* per layer: norms, q/k/v before and after rope, attention out + probs, wo, residual
+     * adds, gate/up/act/down, plus the NPT extras (z, d_add, d_raw, modulated gate) */
+    size_t per_layer = N * (4 * d + 3 * qd + 4 * kvd + 6 * f + 64) + (size_t)B * c->n_heads * T * T + 4 * N;
+    size_t floats = per_layer * c->n_layers + N * (2 * d + 8);
+    if (with_logits) floats += 2 * N * (size_t)c->vocab_size;
+    return floats * sizeof(float) + (size_t)(c->n_layers + 4) * 64 * 1024 + (8u << 20);
+}

@@ -1,0 +1,113 @@
+/* model/llama.h — the Llama-family model: configuration, frozen weights, forward passes.
+ *
+ * Every format (HF safetensors, llama2.c .bin, GGUF) is loaded into the same float32
+ * layout, PyTorch convention: every linear weight is [out_features, in_features]
+ * row-major, so y = x W^T. All weights live in one block (weights_block) so the frozen
+ * base exists exactly once in memory; teacher and student both point into it. */
+#ifndef NPT_LLAMA_H
+#define NPT_LLAMA_H
+
+#include "tensor.h"
+
+typedef enum {
+    ROPE_INTERLEAVED = 0, /* pairs (2i, 2i+1): llama2.c, Meta, GGUF */
+    ROPE_HALF = 1         /* pairs (i, i + hd/2), "rotate_half": Hugging Face */
+} RopeStyle;
+
+typedef enum { MODEL_FMT_HF = 0, MODEL_FMT_LLAMA2C = 1, MODEL_FMT_GGUF = 2 } ModelFormat;
+
+typedef struct {
+    int dim;         /* d_model */
+    int hidden_dim;  /* d_ffn */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;    /* dim / n_heads */
+    int vocab_size;
+    int seq_len;     /* max context the model was trained with */
+    float norm_eps;
+    float rope_theta;
+    RopeStyle rope;
+    int tied;        /* lm_head shares the token embedding storage */
+    int bos_id, eos_id;
+} LlamaConfig;
+
+typedef struct {
+    Tensor attn_norm; /* [dim] */
+    Tensor wq;        /* [n_heads*head_dim, dim] */
+    Tensor wk;        /* [n_kv_heads*head_dim, dim] */
+    Tensor wv;        /* [n_kv_heads*head_dim, dim] */
+    Tensor wo;        /* [dim, n_heads*head_dim] */
+    Tensor ffn_norm;  /* [dim] */
+    Tensor w_gate;    /* [hidden_dim, dim]  (llama2.c w1) */
+    Tensor w_up;      /* [hidden_dim, dim]  (llama2.c w3) */
+    Tensor w_down;    /* [dim, hidden_dim]  (llama2.c w2) */
+} LlamaLayer;
+
+typedef struct {
+    LlamaConfig cfg;
+    ModelFormat format;
+    char path[4096];        /* what the user gave */
+    char tokenizer_path[4096]; /* tokenizer found beside the model, "" if none */
+    float *weights_block;   /* owns all weights below */
+    size_t weights_floats;
+    Tensor tok_emb;         /* [vocab, dim] */
+    LlamaLayer *layers;     /* n_layers */
+    Tensor final_norm;      /* [dim] */
+    Tensor lm_head;         /* [vocab, dim]; data == tok_emb.data when tied */
+    uint64_t fingerprint;   /* FNV-1a 64 over all weight bytes: identifies the base model */
+} LlamaModel;
+
+/* Loads any supported format, detected from the path (directory -> HF, .gguf magic ->
+ * GGUF, else llama2.c). Reports non-finite weights by tensor name as an error. */
+int llama_load(const char *path, LlamaModel *m, NptErr *err);
+void llama_free(LlamaModel *m);
+
+/* Format-specific loaders (model/load_hf.c, load_llama2c.c, load_gguf.c). Each fills
+ * m->cfg and the weights via llama_alloc_weights + llama_bind_weights. */
+int llama_load_hf(const char *dir, LlamaModel *m, NptErr *err);
+int llama_load_llama2c(const char *path, LlamaModel *m, NptErr *err);
+int llama_load_gguf(const char *path, LlamaModel *m, NptErr *err);
+
+/* Shared by the loaders: validates cfg, allocates one block for every weight and
+ * points the Tensors into it (lm_head aliases tok_emb when cfg.tied). */
+int llama_alloc_weights(LlamaModel *m, NptErr *err);
+/* After loading: non-finite scan by tensor name, fingerprint. */
+int llama_finish_load(LlamaModel *m, NptErr *err);
+
+const char *rope_style_name(RopeStyle r);
+const char *model_format_name(ModelFormat f);
+
+/* ---- Forward pass on the tape (model/llama.c) ----
+ * The pieces are exposed separately because the NPT layer (model/npt.c) reuses the
+ * attention block and the MLP projections of the very same frozen weights. */
+#include "graph.h"
+
+Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n);
+/* a = Wo Attn(RoPE(Wq x), RoPE(Wk x), Wv x) with x = RMSNorm(h; attn_norm) */
+Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
+/* Base decoder layer: h1 = h + a; out = h1 + W_down(SiLU(W_gate m) * W_up m), m = RMSNorm(h1) */
+Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
+/* final RMSNorm + lm_head: [n, vocab] */
+Tensor *llama_logits(Graph *g, const LlamaModel *m, Tensor *h);
+
+/* Activation arena bytes one forward (+ backward when with_grad) of B x T tokens needs
+ * at most, with or without logits. Used to size arenas up front. */
+size_t llama_activation_bytes(const LlamaConfig *c, int B, int T, int with_logits);
+
+/* ---- Token-by-token inference with a KV cache (model/llama_infer.c) ---- */
+struct NptModel;
+typedef struct {
+    int max_seq;
+    float *key_cache, *value_cache; /* [n_layers, max_seq, kv_dim] */
+    float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2, *logits;
+    float *npt_scratch; /* only when created with an NptModel */
+} LlamaInfer;
+
+int llama_infer_init(LlamaInfer *s, const LlamaConfig *c, const struct NptModel *npt, int max_seq, NptErr *err);
+void llama_infer_free(LlamaInfer *s);
+/* Logits for `token` at position pos (0-based) given the cache of positions < pos.
+ * With npt non-NULL, converted layers run as NPT layers (model/npt.h). */
+float *llama_infer_step(LlamaInfer *s, const LlamaModel *m, const struct NptModel *npt, int token, int pos);
+
+#endif

@@ -1,0 +1,46 @@
+/* model/load_internal.h — helpers shared by the three format loaders (load_hf.c,
+ * load_llama2c.c, load_gguf.c), implemented in llama_load.c. Not a public interface.
+ *
+ * Contract of a format loader: it zeroes m, sets m->path and m->format, fills m->cfg,
+ * calls llama_alloc_weights, reads every tensor into its view (llama_read_tensor) and
+ * records where it came from (llama_set_source) so that later errors can name the
+ * file's own tensor name. On failure it calls llama_free(m). llama_load then runs
+ * llama_finish_load (non-finite scan, fingerprint) and finds the tokenizer. */
+#ifndef NPT_LOAD_INTERNAL_H
+#define NPT_LOAD_INTERNAL_H
+
+#include "llama.h"
+
+/* Element encodings the loaders convert to float32. */
+typedef enum { WDT_F32 = 0, WDT_F16 = 1, WDT_BF16 = 2 } WeightDtype;
+
+/* Bytes per element of a WeightDtype. */
+size_t weight_dtype_size(WeightDtype dt);
+
+/* Reads n elements of type dt at byte offset `offset` of fd into dst as float32.
+ * file and tensor name the source in the error message. */
+int llama_read_tensor(int fd, const char *file, uint64_t offset, WeightDtype dt, float *dst, size_t n,
+                      const char *tensor, NptErr *err);
+
+/* Checks a file's tensor shape, given PyTorch order ([out, in]), against the view t. */
+int llama_check_shape(const Tensor *t, int ndim, const uint64_t *shape, const char *file, const char *tensor,
+                      NptErr *err);
+
+/* Records that view t was read from tensor `name` of `file` (for error messages). */
+void llama_set_source(LlamaModel *m, const Tensor *t, const char *file, const char *name);
+
+/* Size of an open file; fails with a message naming path. */
+int llama_file_size(int fd, const char *path, uint64_t *size, NptErr *err);
+
+/* Last component of a path (no allocation). */
+const char *llama_basename(const char *path);
+
+/* Zeroes m and records the path (rejecting paths that do not fit) and format. */
+int llama_begin(LlamaModel *m, const char *path, ModelFormat fmt, NptErr *err);
+
+/* Checks m->cfg for sizes npt can hold and sets head_dim; the error names m->path.
+ * llama_alloc_weights calls it too; loaders call it first when they need head_dim or
+ * sizes derived from the configuration before allocating. */
+int llama_validate_config(LlamaModel *m, NptErr *err);
+
+#endif
