@@ -1,0 +1,47 @@
+/* cli/args.c — the few flag-parsing helpers every verb shares (see commands.h). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+
+int arg_is(const char *arg, const char *flag) {
+    size_t n = strlen(flag);
+    return !strncmp(arg, flag, n) && (arg[n] == '\0' || arg[n] == '=');
+}
+
+const char *arg_value(int argc, char **argv, int *i, const char *flag, const char *verb) {
+    const char *eq = strchr(argv[*i], '=');
+    if (eq) return eq + 1;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "npt %s: error: %s needs a value (see npt %s --help)\n", verb, flag, verb);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int parse_int_arg(const char *s, const char *flag, const char *verb, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "npt %s: error: %s expects an integer in [%ld, %ld], got '%s'\n", verb, flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int parse_float_arg(const char *s, const char *flag, const char *verb, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "npt %s: error: %s expects a number in [%g, %g], got '%s'\n", verb, flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,169 @@
+/* cli/cmd_generate.c — `npt generate`: sample text from a model with a KV cache. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../data/tokenizer.h"
+#include "../model/llama.h"
+#include "../model/sampler.h"
+#include "commands.h"
+
+static const char *generate_help =
+    "usage: npt generate --model M [--tokenizer T] [--prompt TEXT] [--steps N]\n"
+    "                    [--temperature X] [--top-p P] [--seed S] [--json]\n\n"
+    "  --model M        HF directory, llama2.c .bin or .gguf file\n"
+    "  --tokenizer T    tokenizer.json or llama2.c tokenizer .bin (default: the one beside the model)\n"
+    "  --prompt TEXT    text to continue (default: empty, start from BOS)\n"
+    "  --steps N        positions to generate, prompt included (default 256, at most the model context)\n"
+    "  --temperature X  0 = greedy (default 0)\n"
+    "  --top-p P        nucleus sampling threshold in (0, 1] (default 0.9)\n"
+    "  --seed S         random seed for sampling (default 42)\n"
+    "  --json           print {\"prompt_tokens\":[...],\"tokens\":[...],\"text\":...} instead of streaming\n";
+
+typedef struct {
+    const char *model, *tokenizer, *prompt;
+    long steps, seed;
+    double temperature, top_p;
+    int json;
+} GenerateArgs;
+
+static int parse(int argc, char **argv, GenerateArgs *a) {
+    *a = (GenerateArgs){.prompt = "", .steps = 256, .seed = 42, .temperature = 0.0, .top_p = 0.9};
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(generate_help, stdout);
+            exit(0);
+        } else if (!strcmp(argv[i], "--json")) {
+            a->json = 1;
+        } else if (arg_is(argv[i], "--model")) {
+            if (!(a->model = arg_value(argc, argv, &i, "--model", "generate"))) return -1;
+        } else if (arg_is(argv[i], "--tokenizer")) {
+            if (!(a->tokenizer = arg_value(argc, argv, &i, "--tokenizer", "generate"))) return -1;
+        } else if (arg_is(argv[i], "--prompt")) {
+            if (!(a->prompt = arg_value(argc, argv, &i, "--prompt", "generate"))) return -1;
+        } else if (arg_is(argv[i], "--steps")) {
+            if (!(v = arg_value(argc, argv, &i, "--steps", "generate")) ||
+                parse_int_arg(v, "--steps", "generate", 1, 1 << 20, &a->steps))
+                return -1;
+        } else if (arg_is(argv[i], "--seed")) {
+            if (!(v = arg_value(argc, argv, &i, "--seed", "generate")) ||
+                parse_int_arg(v, "--seed", "generate", 0, __LONG_MAX__, &a->seed))
+                return -1;
+        } else if (arg_is(argv[i], "--temperature")) {
+            if (!(v = arg_value(argc, argv, &i, "--temperature", "generate")) ||
+                parse_float_arg(v, "--temperature", "generate", 0.0, 100.0, &a->temperature))
+                return -1;
+        } else if (arg_is(argv[i], "--top-p")) {
+            if (!(v = arg_value(argc, argv, &i, "--top-p", "generate")) ||
+                parse_float_arg(v, "--top-p", "generate", 1e-6, 1.0, &a->top_p))
+                return -1;
+        } else {
+            fprintf(stderr, "npt generate: error: unknown option '%s' (see npt generate --help)\n", argv[i]);
+            return -1;
+        }
+    }
+    if (!a->model) {
+        fprintf(stderr, "npt generate: error: --model is required (an HF directory, llama2.c .bin or .gguf)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Prints a JSON string literal with the escapes JSON needs. */
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+int cmd_generate(int argc, char **argv) {
+    GenerateArgs a;
+    if (parse(argc, argv, &a)) return 2;
+    NptErr err;
+    LlamaModel m;
+    if (llama_load(a.model, &m, &err)) {
+        fprintf(stderr, "npt generate: error: %s\n", err.msg);
+        return 1;
+    }
+    const char *tok_path = a.tokenizer ? a.tokenizer : m.tokenizer_path;
+    if (!tok_path[0]) {
+        fprintf(stderr, "npt generate: error: no tokenizer found beside %s; pass --tokenizer\n", a.model);
+        llama_free(&m);
+        return 1;
+    }
+    Tokenizer *tok = tokenizer_load(tok_path, m.cfg.vocab_size, &err);
+    if (!tok) {
+        fprintf(stderr, "npt generate: error: %s\n", err.msg);
+        llama_free(&m);
+        return 1;
+    }
+    if (tokenizer_vocab_size(tok) != m.cfg.vocab_size) {
+        fprintf(stderr, "npt generate: error: tokenizer %s has %d tokens but model %s has a vocabulary of %d; pass the model's own tokenizer\n",
+                tok_path, tokenizer_vocab_size(tok), a.model, m.cfg.vocab_size);
+        tokenizer_free(tok);
+        llama_free(&m);
+        return 1;
+    }
+    int steps = (int)a.steps < m.cfg.seq_len ? (int)a.steps : m.cfg.seq_len;
+    int *ids = malloc((size_t)(steps + 1) * sizeof(int));
+    int n_prompt = ids ? tokenizer_encode(tok, a.prompt, 1, ids, steps, &err) : -1;
+    LlamaInfer s;
+    Sampler smp;
+    int rc = 1;
+    if (!ids) {
+        fprintf(stderr, "npt generate: error: out of memory\n");
+    } else if (n_prompt < 0) {
+        fprintf(stderr, "npt generate: error: %s\n", err.msg);
+    } else if (n_prompt > steps) {
+        fprintf(stderr, "npt generate: error: the prompt is %d tokens, more than --steps %d allows\n", n_prompt, steps);
+    } else if (llama_infer_init(&s, &m.cfg, NULL, steps, &err)) {
+        fprintf(stderr, "npt generate: error: %s\n", err.msg);
+    } else if (sampler_init(&smp, m.cfg.vocab_size, (float)a.temperature, (float)a.top_p, (uint64_t)a.seed)) {
+        fprintf(stderr, "npt generate: error: out of memory for the sampler\n");
+        llama_infer_free(&s);
+    } else {
+        int n = n_prompt;
+        char buf[16];
+        if (!a.json)
+            for (int i = 1; i < n_prompt; i++) fputs(tokenizer_decode_token(tok, ids[i - 1], ids[i], buf), stdout);
+        double t0 = npt_now_seconds();
+        for (int pos = 0; pos < steps - 1; pos++) {
+            float *logits = llama_infer_step(&s, &m, NULL, ids[pos], pos);
+            if (pos + 1 < n) continue; /* still reading the prompt */
+            int next = sampler_next(&smp, logits);
+            if (next == tokenizer_bos_id(tok) || next == tokenizer_eos_id(tok)) break;
+            ids[n++] = next;
+            if (!a.json) {
+                fputs(tokenizer_decode_token(tok, ids[n - 2], next, buf), stdout);
+                fflush(stdout);
+            }
+        }
+        double dt = npt_now_seconds() - t0;
+        if (a.json) {
+            char *text = tokenizer_decode(tok, ids + 1, n - 1, &err);
+            printf("{\"prompt_tokens\":%d,\"tokens\":[", n_prompt);
+            for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+            printf("],\"text\":");
+            print_json_string(text ? text : "");
+            printf(",\"tokens_per_second\":%.1f}\n", (n - 1) / (dt > 0 ? dt : 1e-9));
+            free(text);
+        } else {
+            printf("\n");
+            fprintf(stderr, "[%d tokens, %.1f tokens/s]\n", n - n_prompt, (n - 1) / (dt > 0 ? dt : 1e-9));
+        }
+        rc = 0;
+        sampler_free(&smp);
+        llama_infer_free(&s);
+    }
+    free(ids);
+    tokenizer_free(tok);
+    llama_free(&m);
+    return rc;
+}

@@ -1,0 +1,18 @@
+/* cli/commands.h — one entry point per `npt` verb; each parses its own flags, handles
+ * --help, prints errors as "npt <verb>: error: ..." and returns the exit code. */
+#ifndef NPT_COMMANDS_H
+#define NPT_COMMANDS_H
+
+int cmd_generate(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+int cmd_recipes(int argc, char **argv);
+
+/* Shared flag helpers (cli/args.c). arg_value returns argv[i+1] for "--flag VALUE" or
+ * the part after '=' for "--flag=VALUE", advancing *i; NULL (with a message) if missing. */
+const char *arg_value(int argc, char **argv, int *i, const char *flag, const char *verb);
+int arg_is(const char *arg, const char *flag);
+int parse_int_arg(const char *s, const char *flag, const char *verb, long lo, long hi, long *out);
+int parse_float_arg(const char *s, const char *flag, const char *verb, double lo, double hi, double *out);
+
+#endif

@@ -1,0 +1,35 @@
+/* cli/main.c — the `npt` binary: dispatches to one function per verb (cli/commands.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} Verb;
+
+static const Verb verbs[] = {
+    {"train", cmd_train, "train NPT adapters as a recipe says"},
+    {"generate", cmd_generate, "sample text from a model (greedy, temperature, top-p)"},
+    {"validate", cmd_validate, "check a recipe and report every error at once"},
+    {"recipes", cmd_recipes, "list, show and copy the bundled recipes"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "npt — train NPT adapters on pretrained Llama models\n\nusage: npt <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) fprintf(out, "  %-10s %s\n", verbs[i].name, verbs[i].help);
+    fprintf(out, "\nEach command has --help.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (!strcmp(argv[1], verbs[i].name)) return verbs[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "npt: error: unknown command '%s' (run npt --help for the list)\n", argv[1]);
+    return 2;
+}
