@@ -1,0 +1,213 @@
+#!/usr/bin/python3
+"""tests/py/test_recipe_cli_errors.py — `npt validate` and `npt recipes` end to end:
+exit codes, one "path: message" line per error, --json, --set, model-shape checks
+(against the MANIFEST's stories260K shape: dim 64, hidden 172, 5 layers), list / show /
+copy / keys, and docs/recipes.md in sync with `npt recipes keys`. Named *errors* so that
+`make asan` runs it against the ASan build. Run from the repo root.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+NPT = os.environ.get("NPT", "./npt")
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
+    if not ok:
+        failures += 1
+
+
+def npt(*args, env=None):
+    e = dict(os.environ)
+    e.pop("NPT_RECIPES_DIR", None)
+    if env:
+        e.update(env)
+    p = subprocess.run([NPT, *args], capture_output=True, text=True, env=e, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def bundled_names():
+    return sorted(f[:-5] for f in os.listdir("recipes") if f.endswith(".json"))
+
+
+def test_help():
+    for args in (["validate", "--help"], ["recipes", "--help"], ["recipes", "copy", "-h"]):
+        rc, out, _ = npt(*args)
+        check(rc == 0 and "usage: npt" in out, f"npt {' '.join(args)} exits 0 with usage")
+
+
+def test_validate_bundled():
+    for name in bundled_names():
+        rc, out, err = npt("validate", name)
+        check(rc == 0 and out.splitlines()[0].endswith(f"{name}.json: OK"), f"npt validate {name}: OK, exit 0")
+        if rc:
+            print("NOTE:", err.strip())
+    rc, out, _ = npt("validate", "stories260k-safe")
+    check("(dim 64, hidden 172, 5 layers)" in out, "validate loads the model and shows its shape")
+
+
+def write(d, name, text):
+    p = os.path.join(d, name)
+    with open(p, "w") as f:
+        f.write(text)
+    return p
+
+
+def test_validate_errors(d):
+    bad = write(d, "bad.json", """// three problems
+{
+  "model": "../shared/models/stories260K/stories260K.bin",
+  "learning_rate": 5e-5,
+  "npt": {"rank": "sixteen"},
+  "train": {"lr": "fast"}
+}
+""")
+    rc, out, err = npt("validate", bad)
+    lines = err.strip().splitlines()
+    check(rc == 1, "invalid recipe exits 1")
+    check(len(lines) == 4 and lines[-1] == f"{bad}: 3 errors", f"three error lines and a count line (got {len(lines)})")
+    check('learning_rate: unknown key; did you mean "train.lr"? (the seed\'s --learning_rate is train.lr)' in lines,
+          "seed flag hint printed")
+    check('npt.rank: expected an integer >= 1, got string "sixteen"' in lines, "rank type error: expected vs got")
+    check('train.lr: expected a number > 0, got string "fast"' in lines, "lr type error: expected vs got")
+    check(out == "", "nothing on stdout for an invalid recipe")
+
+    rc, out, _ = npt("validate", bad, "--json")
+    j = json.loads(out)
+    check(rc == 1 and j["ok"] is False and len(j["errors"]) == 3 and j["resolved"] is None,
+          "--json: ok false, three errors, no resolved recipe")
+    paths = sorted(e["path"] for e in j["errors"])
+    check(paths == ["learning_rate", "npt.rank", "train.lr"], f"--json error paths {paths}")
+
+    syn = write(d, "syntax.json", '{\n  "model": "x",\n  "npt": {"rank": 4,}\n}\n')
+    rc, out, err = npt("validate", syn, "--json")
+    j = json.loads(out)
+    e = j["errors"][0] if j["errors"] else {}
+    # `  "npt": {"rank": 4,}`: the trailing comma is line 3, column 20
+    check(rc == 1 and e.get("line") == 3 and e.get("column") == 20 and e.get("path") == f"{syn}:3:20",
+          "--json syntax error has line 3, column 20")
+    rc, _, err = npt("validate", syn)
+    check(err.startswith(f"{syn}:3:20: JSON syntax error: trailing comma"), "text syntax error is FILE:LINE:COL: ...")
+
+
+def test_validate_model_checks(d):
+    # MANIFEST: stories260K has dim 64, hidden_dim 172, 5 layers.
+    rc, _, err = npt("validate", "stories260k-safe", "--set", "npt.rank=65")
+    check(rc == 1 and "npt.rank: 65 is larger than this model allows" in err, "rank 65 > dim 64 refused")
+    rc, _, err = npt("validate", "stories260k-safe", "--set", "npt.rank=64")
+    check(rc == 0, "rank 64 accepted")
+    rc, _, err = npt("validate", "stories260k-safe", "--set=npt.layers=[0,5]")
+    check(rc == 1 and "npt.layers: layer 5 does not exist; the model has 5 layers (0..4)" in err,
+          "layer 5 of a 5-layer model refused")
+    rc, _, err = npt("validate", "stories260k-safe", "--set", "data.train=/nonexistent/train.txt")
+    check(rc == 1 and err.startswith("data.train: /nonexistent/train.txt: No such file"), "missing data file named")
+    missing = write(d, "missing-model.json", '{"model": "no/such/model.bin", "data": {"train": "x"}}')
+    rc, _, err = npt("validate", missing)
+    check(rc == 1 and "model: no/such/model.bin: No such file" in err, "missing model file named")
+    rc, out, _ = npt("validate", missing, "--schema-only")
+    check(rc == 0 and "OK" in out, "--schema-only skips file and model checks")
+    rc, out, err = npt("validate", "stories260k-safe", "--set", "train.lr=3e-4")
+    check(rc == 0 and "warning: train.lr: 3e-4 exceeds the safe-mode cap; using 1e-4" in err,
+          "safe-mode lr cap warning printed, still valid")
+    rc, _, err = npt("validate", "stories260k-safe", "--set", "train.learning_rate=1")
+    check(rc == 1 and 'train.learning_rate: unknown key; did you mean "lr"?' in err, "--set unknown key: did you mean")
+
+
+def test_validate_usage():
+    rc, _, err = npt("validate")
+    check(rc == 2 and "which recipe" in err, "no recipe: exit 2")
+    rc, _, err = npt("validate", "npt-safe", "--bogus")
+    check(rc == 2 and "unknown option '--bogus'" in err, "unknown option: exit 2")
+    rc, _, err = npt("validate", "npt-safe", "npt-full")
+    check(rc == 2, "two recipes: exit 2")
+    rc, _, err = npt("validate", "no-such-recipe")
+    check(rc == 1 and "no-such-recipe" in err and "no bundled recipe" in err, "unknown recipe name: exit 1, named")
+    rc, _, err = npt("validate", "npt-safe", "--set")
+    check(rc == 2 and "--set needs a value" in err, "--set without a value: exit 2")
+
+
+def test_recipes(d):
+    names = bundled_names()
+    rc, out, _ = npt("recipes")
+    listed = [l.split()[0] for l in out.splitlines() if l.startswith("  ")]
+    check(rc == 0 and listed == names, f"npt recipes lists {names}")
+    rc, out, _ = npt("recipes", "list", "--json")
+    j = json.loads(out)
+    check(rc == 0 and [r["name"] for r in j] == names and all(r["valid"] and r["description"] for r in j),
+          "list --json: every bundled recipe valid with a description")
+
+    rc, out, _ = npt("recipes", "show", "npt-safe")
+    with open("recipes/npt-safe.json") as f:
+        check(rc == 0 and out == f.read(), "show prints the file verbatim, comments included")
+    rc, _, err = npt("recipes", "show", "nope")
+    check(rc == 1 and "nope: no bundled recipe of that name" in err, "show of an unknown name: exit 1")
+
+    dest = os.path.join(d, "mine.json")
+    rc, out, _ = npt("recipes", "copy", "npt-safe", dest)
+    with open(dest) as f, open("recipes/npt-safe.json") as g:
+        check(rc == 0 and f.read() == g.read(), "copy writes an identical file")
+    with open(dest, "w") as f:
+        f.write("// my edits\n")
+    rc, _, err = npt("recipes", "copy", "npt-full", dest)
+    with open(dest) as f:
+        check(rc == 1 and "already exists" in err and f.read() == "// my edits\n",
+              "copy refuses to overwrite and leaves the file alone")
+    rc, _, _ = npt("recipes", "copy", "npt-full", dest, "--force")
+    with open(dest) as f, open("recipes/npt-full.json") as g:
+        check(rc == 0 and f.read() == g.read(), "copy --force overwrites")
+    sub = os.path.join(d, "into")
+    os.mkdir(sub)
+    rc, _, _ = npt("recipes", "copy", "stories260k-safe", sub)
+    check(rc == 0 and os.listdir(sub) == ["stories260k-safe.json"], "copy into a directory keeps the name")
+    check(not [f for f in os.listdir(d) if ".tmp." in f], "no temporary files left behind")
+    rc, _, err = npt("recipes", "copy", "npt-safe", "/nonexistent-dir/x.json")
+    check(rc == 1 and "cannot create" in err, "copy to an unwritable place: exit 1")
+    rc, _, err = npt("recipes", "copy", "npt-safe")
+    check(rc == 2 and "usage: npt recipes copy" in err, "copy without DEST: exit 2")
+    rc, _, err = npt("recipes", "frobnicate")
+    check(rc == 2 and "unknown subcommand" in err, "unknown subcommand: exit 2")
+
+    own = os.path.join(d, "own")
+    os.mkdir(own)
+    write(own, "only-one.json", '{"model": "m", "description": "just me"}')
+    rc, out, _ = npt("recipes", "list", env={"NPT_RECIPES_DIR": own})
+    check(rc == 0 and "only-one" in out and "just me" in out and "npt-safe" not in out, "NPT_RECIPES_DIR is used")
+    rc, _, err = npt("recipes", env={"NPT_RECIPES_DIR": os.path.join(d, "nowhere")})
+    check(rc == 1 and "NPT_RECIPES_DIR" in err, "a missing NPT_RECIPES_DIR is an error")
+
+
+def test_keys():
+    rc, out, _ = npt("recipes", "keys")
+    rows = [l for l in out.splitlines() if l.startswith("| `")]
+    check(rc == 0 and out.startswith("| key | default |") and len(rows) == 45, f"keys: Markdown table of 45 keys ({len(rows)})")
+    check("| `train.lr` | `1e-4` | a number > 0 |" in out, "keys row for train.lr: default and range")
+    rc, out2, _ = npt("recipes", "keys", "--json")
+    j = json.loads(out2)
+    check(rc == 0 and len(j) == 45 and {"key", "type", "default", "allowed", "doc"} <= set(j[0]), "keys --json")
+    with open("docs/recipes.md") as f:
+        docs = f.read()
+    check(out.strip() in docs, "docs/recipes.md holds the current `npt recipes keys` table")
+
+
+def main():
+    if not os.access(NPT, os.X_OK):
+        check(False, f"{NPT} is built (make npt)")
+        return 1
+    with tempfile.TemporaryDirectory() as d:
+        test_help()
+        test_validate_bundled()
+        test_validate_errors(d)
+        test_validate_model_checks(d)
+        test_validate_usage()
+        test_recipes(d)
+        test_keys()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
