@@ -1,0 +1,51 @@
+/* cli/cmd_train.c — `npt train RECIPE [--set key=value]... [--resume auto|PATH]`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../train/trainer.h"
+#include "commands.h"
+
+static const char *train_help =
+    "usage: npt train RECIPE [--set key.path=value]... [--resume auto|PATH]\n\n"
+    "  RECIPE           a recipe file, or the name of a bundled recipe (npt recipes)\n"
+    "  --set k=v        override one recipe key, e.g. --set train.lr=3e-5 --set npt.layers=[2,3]\n"
+    "  --resume auto    continue from the newest checkpoint in the run's output_dir\n"
+    "  --resume PATH    continue from this checkpoint\n\n"
+    "exit codes: 0 done, 1 bad input, 3 stopped after too many non-finite batches, 4 runtime failure\n";
+
+int cmd_train(int argc, char **argv) {
+    TrainArgs a = {0};
+    const char **sets = calloc((size_t)argc + 1, sizeof(char *));
+    if (!sets) return 4;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(train_help, stdout);
+            free(sets);
+            return 0;
+        } else if (arg_is(argv[i], "--set")) {
+            if (!(sets[a.n_overrides++] = arg_value(argc, argv, &i, "--set", "train"))) goto usage;
+        } else if (arg_is(argv[i], "--resume")) {
+            if (!(a.resume = arg_value(argc, argv, &i, "--resume", "train"))) goto usage;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "npt train: error: unknown option '%s' (see npt train --help)\n", argv[i]);
+            goto usage;
+        } else if (a.recipe_path) {
+            fprintf(stderr, "npt train: error: one recipe only (got '%s' and '%s')\n", a.recipe_path, argv[i]);
+            goto usage;
+        } else {
+            a.recipe_path = argv[i];
+        }
+    }
+    if (!a.recipe_path) {
+        fprintf(stderr, "npt train: error: which recipe? e.g. npt train stories260k-safe (npt recipes lists them)\n");
+        goto usage;
+    }
+    a.overrides = sets;
+    int rc = train_run(&a);
+    free(sets);
+    return rc;
+usage:
+    free(sets);
+    return 2;
+}

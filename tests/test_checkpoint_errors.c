@@ -1,0 +1,400 @@
+/* tests/test_checkpoint_errors.c — every way a checkpoint can be wrong gets one precise
+ * message and no crash (this program also runs under AddressSanitizer, `make asan`).
+ * Damaged files are made from a good fixture checkpoint with the HDF5 API directly. */
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test.h"
+#include "test_checkpoint_fixture.h"
+
+static char tmpdir[64];
+static char good[600];
+
+static const char *in_tmp(const char *name) {
+    static char buf[4][600];
+    static int slot;
+    char *out = buf[slot++ & 3];
+    snprintf(out, sizeof buf[0], "%s/%s", tmpdir, name);
+    return out;
+}
+
+static long copy_file(const char *from, const char *to, long keep /* < 0: all */) {
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    long done = 0;
+    char buf[4096];
+    size_t got;
+    while (in && out && (keep < 0 || done < keep) &&
+           (got = fread(buf, 1, keep < 0 || keep - done > (long)sizeof buf ? sizeof buf : (size_t)(keep - done), in)) > 0) {
+        fwrite(buf, 1, got, out);
+        done += (long)got;
+    }
+    if (in) fclose(in);
+    if (out) fclose(out);
+    return done;
+}
+
+/* Loading path fails, and the message contains every one of the given fragments. */
+static void expect_load_error(const char *path, const char *what, const char *frag1, const char *frag2) {
+    CkptMeta m;
+    CkptTensor *t;
+    int n;
+    NptErr err = {""};
+    int rc = ckpt_load(path, &m, &t, &n, &err);
+    if (rc == 0) ckpt_free(&m, t, n);
+    int ok = rc != 0 && strstr(err.msg, path) && (!frag1 || strstr(err.msg, frag1)) && (!frag2 || strstr(err.msg, frag2));
+    check(ok, "%s: %s", what, rc == 0 ? "loaded without error" : err.msg);
+}
+
+/* A copy of the good checkpoint opened for editing. */
+static hid_t edit(const char *name, char *path_out) {
+    snprintf(path_out, 600, "%s/%s.h5", tmpdir, name);
+    copy_file(good, path_out, -1);
+    return H5Fopen(path_out, H5F_ACC_RDWR, H5P_DEFAULT);
+}
+
+static void set_int_attr(hid_t loc, const char *obj, const char *name, hid_t ftype, hid_t mtype, int n, const void *v) {
+    H5Adelete_by_name(loc, obj, name, H5P_DEFAULT);
+    hsize_t dims = (hsize_t)n;
+    hid_t s = n ? H5Screate_simple(1, &dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate_by_name(loc, obj, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, mtype, v);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+static void set_str_attr(hid_t loc, const char *obj, const char *name, const char *v) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v) + 1);
+    set_int_attr(loc, obj, name, t, t, 0, v);
+    H5Tclose(t);
+}
+
+static void replace_dataset(hid_t f, const char *name, hid_t ftype, int ndim, hsize_t r, hsize_t c) {
+    H5Ldelete(f, name, H5P_DEFAULT);
+    hsize_t dims[2] = {r, c};
+    hid_t s = H5Screate_simple(ndim, dims, NULL);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t d = H5Dcreate2(f, name, ftype, s, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    size_t count = ndim == 0 ? 1 : (size_t)(r * (ndim == 2 ? c : 1));
+    double *zeros = calloc(count, sizeof(double));
+    H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros);
+    free(zeros);
+    H5Dclose(d);
+    H5Sclose(s);
+}
+
+static void test_not_checkpoints(void) {
+    expect_load_error(in_tmp("missing.h5"), "missing file", "No such file", NULL);
+    FILE *fp = fopen(in_tmp("empty.h5"), "wb");
+    if (fp) fclose(fp);
+    expect_load_error(in_tmp("empty.h5"), "empty file", "not an HDF5 file", NULL);
+    fp = fopen(in_tmp("text.h5"), "wb");
+    if (fp) fputs("this is not a checkpoint\n", fp), fclose(fp);
+    expect_load_error(in_tmp("text.h5"), "text file", "not an HDF5 file", NULL);
+    expect_load_error(shared_path("models/stories260K/stories260K.bin"), "llama2.c model given as checkpoint",
+                      "llama2.c model file", "use --model");
+    expect_load_error(shared_path("models/stories260K/tinyllamas-stories-260k-f32.gguf"), "GGUF model given as checkpoint",
+                      "GGUF model file", "use --model");
+    expect_load_error(shared_path("models/TinyStories-656K/model.safetensors"), "safetensors given as checkpoint",
+                      "safetensors model file", "use --model");
+    expect_load_error(shared_path("models/TinyStories-656K"), "HF model directory given as checkpoint", "is a directory",
+                      "use --model");
+
+    /* An HDF5 file that is not ours (e.g. a dataset or another tool's model file). */
+    hid_t f = H5Fcreate(in_tmp("other.h5"), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    replace_dataset(f, "/tokens", H5T_STD_I32LE, 2, 4, 4);
+    H5Fclose(f);
+    expect_load_error(in_tmp("other.h5"), "HDF5 file without format attribute",
+                      "is not an npt checkpoint (no format attribute); it may be a model file", "use --model");
+}
+
+static void test_truncated(void) {
+    struct stat st;
+    stat(good, &st);
+    long sizes[] = {st.st_size / 2, st.st_size * 9 / 10, st.st_size - 1, st.st_size / 10, 200, 7};
+    for (size_t i = 0; i < NPT_ARRAY_LEN(sizes); i++) {
+        char name[64];
+        snprintf(name, sizeof name, "trunc_%ld.h5", sizes[i]);
+        copy_file(good, in_tmp(name), sizes[i]);
+        char what[96];
+        snprintf(what, sizeof what, "file truncated to %ld of %ld bytes", sizes[i], (long)st.st_size);
+        expect_load_error(in_tmp(name), what, sizes[i] > 100 ? "is truncated" : "not an HDF5 file", NULL);
+    }
+}
+
+static void test_damaged(void) {
+    char p[600];
+    hid_t f = edit("format", p);
+    set_str_attr(f, "/", "format", "something-else");
+    H5Fclose(f);
+    expect_load_error(p, "wrong format attribute", "not an npt checkpoint (format attribute is \"something-else\"", NULL);
+
+    f = edit("version", p);
+    int seven = 7;
+    set_int_attr(f, "/", "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &seven);
+    H5Fclose(f);
+    expect_load_error(p, "newer format_version", "was written by a newer npt (format_version 7 > 1)", NULL);
+
+    f = edit("missing_ds", p);
+    H5Ldelete(f, "/adapters/layer_03/B_add", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "missing dataset", "dataset /adapters/layer_03/B_add missing", NULL);
+
+    f = edit("nan", p);
+    hid_t d = H5Dopen2(f, "/adapters/layer_02/A", H5P_DEFAULT);
+    float a[4 * 64];
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a);
+    a[5] = NAN, a[9] = INFINITY, a[200] = -INFINITY;
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a);
+    H5Dclose(d);
+    H5Fclose(f);
+    expect_load_error(p, "NaN/Inf in an adapter", "tensor /adapters/layer_02/A holds 1 NaN and 2 Inf values (of 256)", NULL);
+
+    f = edit("dtype", p);
+    replace_dataset(f, "/adapters/layer_04/B_mul", H5T_IEEE_F64LE, 2, 172, 4);
+    H5Fclose(f);
+    expect_load_error(p, "float64 adapter", "dataset /adapters/layer_04/B_mul has dtype float64, expected float32", NULL);
+
+    f = edit("shape", p);
+    replace_dataset(f, "/adapters/layer_03/A", H5T_IEEE_F32LE, 2, 5, 64);
+    H5Fclose(f);
+    expect_load_error(p, "wrong adapter shape", "dataset /adapters/layer_03/A has shape [5, 64], expected [4, 64] (rank 4",
+                      NULL);
+
+    f = edit("moment_shape", p);
+    replace_dataset(f, "/optimizer/layer_02/A.m", H5T_IEEE_F32LE, 2, 4, 63);
+    H5Fclose(f);
+    expect_load_error(p, "moment shaped unlike its parameter",
+                      "dataset /optimizer/layer_02/A.m has shape [4, 63] but its parameter /adapters/layer_02/A has [4, 64]",
+                      NULL);
+
+    f = edit("scalar_ds", p);
+    replace_dataset(f, "/optimizer/layer_02/extra", H5T_IEEE_F32LE, 0, 0, 0);
+    H5Fclose(f);
+    expect_load_error(p, "scalar dataset among tensors", "dataset /optimizer/layer_02/extra has 0 dimensions", NULL);
+
+    f = edit("stray", p);
+    replace_dataset(f, "/adapters/layer_01/A", H5T_IEEE_F32LE, 2, 4, 64);
+    H5Fclose(f);
+    expect_load_error(p, "adapter for an unlisted layer", "unexpected dataset /adapters/layer_01/A", NULL);
+
+    f = edit("safe_bmul", p);
+    int one = 1;
+    set_int_attr(f, "/adapters", "safe_mode", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &one);
+    H5Fclose(f);
+    expect_load_error(p, "B_mul in a safe-mode checkpoint", "dataset /adapters/layer_02/B_mul present although", NULL);
+
+    f = edit("layers", p);
+    int layers[3] = {2, 3, 9};
+    set_int_attr(f, "/adapters", "layers", H5T_STD_I32LE, H5T_NATIVE_INT, 3, layers);
+    H5Fclose(f);
+    expect_load_error(p, "layer index beyond the model", "lists layer 9, but the base model has 5 layers", NULL);
+
+    f = edit("no_dim", p);
+    H5Adelete_by_name(f, "/base", "dim", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "missing attribute", "attribute 'dim' of /base missing", NULL);
+
+    f = edit("rank_str", p);
+    set_str_attr(f, "/adapters", "rank", "four");
+    H5Fclose(f);
+    expect_load_error(p, "attribute of the wrong type", "attribute 'rank' of /adapters has type string, expected an integer",
+                      NULL);
+
+    f = edit("no_state", p);
+    H5Ldelete(f, "/state", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "missing group", "group /state missing", NULL);
+
+    f = edit("fingerprint", p);
+    set_str_attr(f, "/base", "fingerprint", "0000000000000001");
+    H5Fclose(f);
+    expect_load_error(p, "fingerprint attributes disagree", "fingerprint \"0000000000000001\" but fingerprint_u64", NULL);
+
+    f = edit("history", p);
+    replace_dataset(f, "/history/loss", H5T_IEEE_F64LE, 1, 49, 0);
+    H5Fclose(f);
+    expect_load_error(p, "history columns of different lengths", "dataset /history/loss has 49 entries but /history/step has 50",
+                      NULL);
+
+    f = edit("no_recipe", p);
+    H5Ldelete(f, "/recipe", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "missing recipe", "dataset /recipe missing", NULL);
+}
+
+/* Flips a byte inside the stored data of a dataset: the Fletcher-32 checksum catches it. */
+static void test_bit_rot(void) {
+    char p[600];
+    hid_t f = edit("bitrot", p);
+    hid_t d = H5Dopen2(f, "/adapters/layer_03/B_mul", H5P_DEFAULT);
+    hsize_t offset[2];
+    unsigned mask;
+    haddr_t addr = 0;
+    hsize_t size = 0;
+    hid_t space = H5Dget_space(d);
+    herr_t rc = H5Dget_chunk_info(d, space, 0, offset, &mask, &addr, &size);
+    H5Sclose(space);
+    H5Dclose(d);
+    H5Fclose(f);
+    check(rc >= 0 && size > 100, "found the chunk of /adapters/layer_03/B_mul (%llu bytes at %llu)",
+          (unsigned long long)size, (unsigned long long)addr);
+    FILE *fp = fopen(p, "r+b");
+    if (!fp || rc < 0) return;
+    fseek(fp, (long)addr + 101, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, (long)addr + 101, SEEK_SET);
+    fputc(c ^ 0x10, fp);
+    fclose(fp);
+    expect_load_error(p, "one flipped bit in tensor data", "/adapters/layer_03/B_mul", "Fletcher32");
+}
+
+/* Flip bytes all over the file: every load must end in success or a message, never a
+ * crash. (Metadata is checksummed in the HDF5 1.8 format we write.) */
+static void test_fuzz(void) {
+    struct stat st;
+    stat(good, &st);
+    int failed_cleanly = 0, loaded = 0, bad_msg = 0;
+    for (long off = 0; off < st.st_size; off += st.st_size / 97 + 1) {
+        const char *p = in_tmp("fuzz.h5");
+        copy_file(good, p, -1);
+        FILE *fp = fopen(p, "r+b");
+        if (!fp) continue;
+        fseek(fp, off, SEEK_SET);
+        int c = fgetc(fp);
+        fseek(fp, off, SEEK_SET);
+        fputc(c ^ 0xff, fp);
+        fclose(fp);
+        CkptMeta m;
+        CkptTensor *t;
+        int n;
+        NptErr err = {""};
+        if (ckpt_load(p, &m, &t, &n, &err) == 0) {
+            loaded++;
+            ckpt_free(&m, t, n);
+        } else if (strstr(err.msg, p)) {
+            failed_cleanly++;
+        } else {
+            bad_msg++;
+            printf("NOTE: offset %ld: %s\n", off, err.msg);
+        }
+    }
+    check(bad_msg == 0 && failed_cleanly > 0, "98 single-byte corruptions: %d rejected with a message naming the file, "
+          "%d still loaded (byte in unused space), %d bad messages", failed_cleanly, loaded, bad_msg);
+}
+
+static void test_save_errors(void) {
+    Fixture fx;
+    fix_build(&fx, 0, 10);
+    NptErr err = {""};
+    const char *p = in_tmp("save_nan.h5");
+    fx.t[3].data[17] = NAN;
+    check(ckpt_save(p, &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "refusing") &&
+              strstr(err.msg, "/adapters/layer_02/B_add holds 1 NaN"),
+          "saving a NaN adapter is refused: %s", err.msg);
+    check(access(p, F_OK) != 0 && fix_count_entries(tmpdir, ".tmp.") == 0, "refused save leaves no file");
+    fx.t[3].data[17] = 0;
+
+    char saved[128];
+    memcpy(saved, fx.t[0].name, sizeof saved);
+    snprintf(fx.t[0].name, sizeof fx.t[0].name, "history/A");
+    check(ckpt_save(p, &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "unusable name \"history/A\""),
+          "tensor inside history/ is refused: %s", err.msg);
+    snprintf(fx.t[0].name, sizeof fx.t[0].name, "/adapters/x");
+    check(ckpt_save(p, &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "unusable name"),
+          "absolute tensor name is refused: %s", err.msg);
+    memcpy(fx.t[0].name, saved, sizeof saved);
+    fx.t[0].ndim = 0;
+    check(ckpt_save(p, &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "has 0 dims"), "0-dim tensor is refused: %s",
+          err.msg);
+    fx.t[0].ndim = 2;
+    snprintf(fx.t[1].name, sizeof fx.t[1].name, "%s", fx.t[0].name);
+    check(ckpt_save(p, &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "dataset /adapters/layer_02/A"),
+          "duplicate tensor name fails naming it: %s", err.msg);
+    check(access(p, F_OK) != 0 && fix_count_entries(tmpdir, ".tmp.") == 0, "failed write leaves no file or temp file");
+    fix_free(&fx);
+
+    fix_build(&fx, 0, 10);
+    mkdir(in_tmp("a_dir.h5"), 0755);
+    check(ckpt_save(in_tmp("a_dir.h5"), &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "rename"),
+          "saving over a directory fails at the rename: %s", err.msg);
+    check(fix_count_entries(tmpdir, ".tmp.") == 0, "and removes its temp file");
+    fix_free(&fx);
+
+    char out[64];
+    check(ckpt_path_for(out, sizeof out, "runs/x", "weekly", 1, &err) != 0 && strstr(err.msg, "weekly"),
+          "unknown checkpoint kind: %s", err.msg);
+}
+
+static void test_base_mismatch(void) {
+    Fixture fx;
+    fix_build(&fx, 0, 10);
+    CkptMeta model;
+    memset(&model, 0, sizeof model);
+    snprintf(model.base_path, sizeof model.base_path, "/work/shared/models/TinyStories-656K");
+    snprintf(model.base_format, sizeof model.base_format, "hf");
+    model.base_fingerprint = 0x0123456789abcdefULL;
+    model.dim = 128, model.hidden_dim = 384, model.n_layers = 2, model.n_heads = 8, model.n_kv_heads = 4;
+    model.vocab_size = 2048;
+    NptErr err = {""};
+    int rc = ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err);
+    check(rc != 0 && strstr(err.msg, "adapters in runs/x/final.h5 were trained on /work/shared/models/stories260K/"
+                                     "stories260K.bin (llama2c, fingerprint fedcba9876543210, dim 64") &&
+              strstr(err.msg, "but the model given is /work/shared/models/TinyStories-656K (hf, fingerprint "
+                              "0123456789abcdef, dim 128") && strstr(err.msg, "pass the matching --model"),
+          "base mismatch names both models: %s", err.msg);
+    /* Same weights through another format (the GGUF of stories260K): accepted. */
+    model = fx.meta;
+    snprintf(model.base_path, sizeof model.base_path, "/work/shared/models/stories260K/tinyllamas-stories-260k-f32.gguf");
+    snprintf(model.base_format, sizeof model.base_format, "gguf");
+    check(ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err) == 0, "same fingerprint, other path/format: accepted");
+    model.base_fingerprint ^= 1;
+    check(ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err) != 0, "same dims, other fingerprint: refused");
+    fix_free(&fx);
+}
+
+static void test_latest_all_bad(void) {
+    const char *dir = in_tmp("run_bad");
+    mkdir(dir, 0755);
+    char p[700];
+    snprintf(p, sizeof p, "%s/ckpt-00000100.h5", dir);
+    copy_file(good, p, 1000);
+    snprintf(p, sizeof p, "%s/final.h5", dir);
+    copy_file(shared_path("models/stories260K/stories260K.bin"), p, -1);
+    char out[600];
+    NptErr err = {""};
+    check(ckpt_find_latest(dir, out, sizeof out, &err) == 0 && !out[0], "no usable checkpoint among corrupt files: none");
+}
+
+int main(void) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/npt_ckpt_err_XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        check(0, "mkdtemp");
+        return test_finish();
+    }
+    Fixture fx;
+    fix_build(&fx, 0, 500);
+    snprintf(good, sizeof good, "%s/good.h5", tmpdir);
+    NptErr err = {""};
+    check(ckpt_save(good, &fx.meta, fx.t, fx.n, &err) == 0, "write the good checkpoint (%s)", err.msg);
+    fix_free(&fx);
+    test_not_checkpoints();
+    test_truncated();
+    test_damaged();
+    test_bit_rot();
+    test_fuzz();
+    test_save_errors();
+    test_base_mismatch();
+    test_latest_all_bad();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (test_failures == 0 && system(cmd) != 0) printf("NOTE: could not remove %s\n", tmpdir);
+    return test_finish();
+}

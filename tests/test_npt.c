@@ -1,0 +1,247 @@
+/* tests/test_npt.c — NPT layers and the distillation objective on the real stories260K.
+ *
+ * Without arguments: its own checks (finite differences of the whole distillation loss
+ * with respect to adapter weights, the KV-cache NPT path against the tape, safe mode
+ * having no B_mul at all, layer selections). With arguments it is the C side of the
+ * PyTorch parity test (tests/py/test_npt_parity.py):
+ *   test_npt --dump MODEL TOKENS.i32 B T safe|full LAYERS RANK SEED STEPS LR OUTDIR
+ * LAYERS is all, upper_half, lower_half or a comma list. It writes OUTDIR/params.f32
+ * (initial adapters, flat: per converted layer ascending A [r,d], B_add [f,r], then
+ * B_mul [f,r] in full mode), grads.f32 (gradient of the loss at the initial adapters,
+ * same layout), losses.txt (loss, nmse, reg at init, then the loss after each of STEPS
+ * AdamW steps on the same batch with constant LR, betas 0.9/0.999, eps 1e-8, no decay,
+ * no clipping), final.f32 (adapters after those steps). lambda = 0.01, scale = 0.1,
+ * init: A ~ N(0, 0.02^2), B_add ~ N(0, 0.001^2), B_mul ~ N(0, 0.01^2) (non-zero so
+ * that its gradient path is exercised). */
+#include <math.h>
+#include <string.h>
+
+#include "model/npt.h"
+#include "model/ops.h"
+#include "optim/optim.h"
+#include "test.h"
+#include "train/objective.h"
+
+static Arena act, grads, scratch;
+static Graph student, teacher;
+
+static int setup(const LlamaConfig *c, int B, int T) {
+    NptErr err;
+    size_t bytes = llama_activation_bytes(c, B, T, 1) + (size_t)(c->n_layers + 2) * B * T * c->dim * 4;
+    if (arena_init(&act, bytes, "act", &err) || arena_init(&grads, bytes, "grads", &err) ||
+        arena_init(&scratch, bytes, "scratch", &err) || graph_init(&student, &act, &grads, 4096, &err) ||
+        graph_init(&teacher, &scratch, NULL, 16, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    teacher.recording = 0;
+    return 0;
+}
+
+static void teardown(void) {
+    graph_free(&student);
+    graph_free(&teacher);
+    arena_free(&act);
+    arena_free(&grads);
+    arena_free(&scratch);
+}
+
+static int parse_layers(const char *s, NptConfig *nc, int *list) {
+    if (!strcmp(s, "all")) nc->layer_mode = NPT_LAYERS_ALL;
+    else if (!strcmp(s, "upper_half")) nc->layer_mode = NPT_LAYERS_UPPER_HALF;
+    else if (!strcmp(s, "lower_half")) nc->layer_mode = NPT_LAYERS_LOWER_HALF;
+    else {
+        nc->layer_mode = NPT_LAYERS_LIST;
+        nc->n_layer_list = 0;
+        for (char *end; *s; s = *end ? end + 1 : end) list[nc->n_layer_list++] = (int)strtol(s, &end, 10);
+        nc->layer_list = list;
+    }
+    return 0;
+}
+
+static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *tokens, int B, int T, int backward) {
+    ObjectiveGraphs gr = {&student, &teacher};
+    ObjectiveConfig oc = {.distill = 1, .lambda = 0.01f};
+    student.recording = backward;
+    if (backward) npt_zero_grads(n);
+    ObjectiveValues v = objective_step(&gr, m, n, &oc, tokens, B, T, 1.0f, 0);
+    student.recording = 1;
+    return v;
+}
+
+static int write_floats(const char *dir, const char *name, const float *x, size_t n) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(x, sizeof(float), n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int dump(char **argv) {
+    const char *model_path = argv[2], *tokens_path = argv[3], *outdir = argv[12];
+    int B = atoi(argv[4]), T = atoi(argv[5]), steps = atoi(argv[10]);
+    float lr = (float)atof(argv[11]);
+    LlamaModel m;
+    NptModel n;
+    NptErr err;
+    int list[64];
+    NptConfig nc = {.rank = atoi(argv[8]), .safe_mode = !strcmp(argv[6], "safe"), .modulation_scale = 0.1f,
+                    .init_a_std = 0.02f, .init_b_add_std = 0.001f, .init_b_mul_std = 0.01f};
+    parse_layers(argv[7], &nc, list);
+    if (llama_load(model_path, &m, &err) || npt_create(&n, &m, &nc, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    npt_init_weights(&n, &nc, (uint64_t)atoll(argv[9]));
+    int *tokens = npt_xmalloc((size_t)B * T * sizeof(int), "tokens");
+    FILE *f = fopen(tokens_path, "rb");
+    if (!f || fread(tokens, sizeof(int), (size_t)B * T, f) != (size_t)B * T) {
+        fprintf(stderr, "cannot read tokens from %s\n", tokens_path);
+        return 1;
+    }
+    fclose(f);
+    if (setup(&m.cfg, B, T)) return 1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/losses.txt", outdir);
+    FILE *lf = fopen(path, "w");
+    if (!lf) return 1;
+    ObjectiveValues v = loss_at(&m, &n, tokens, B, T, 1);
+    fprintf(lf, "%.9g %.9g %.9g\n", v.loss, v.fidelity, v.reg);
+    if (write_floats(outdir, "params.f32", n.params, n.n_params) || write_floats(outdir, "grads.f32", n.grads, n.n_params))
+        return 1;
+    Optimizer opt;
+    if (optim_init(&opt, OPTIM_ADAMW, n.params, n.grads, n.n_params, &err)) return 1;
+    for (int s = 0; s < steps; s++) {
+        optim_step(&opt, lr);
+        v = loss_at(&m, &n, tokens, B, T, 1);
+        fprintf(lf, "%.9g\n", v.loss);
+    }
+    fclose(lf);
+    int rc = write_floats(outdir, "final.f32", n.params, n.n_params);
+    optim_free(&opt);
+    teardown();
+    npt_free(&n);
+    llama_free(&m);
+    free(tokens);
+    return rc ? 1 : 0;
+}
+
+/* Finite differences of the whole objective (teacher, student, NMSE, regularizer)
+ * with respect to a sample of adapter weights of every kind. */
+static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode) {
+    NptModel n;
+    NptErr err;
+    NptConfig nc = {.rank = 4, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,
+                    .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
+    if (npt_create(&n, m, &nc, &err)) {
+        check(0, "npt_create (%s)", err.msg);
+        return;
+    }
+    npt_init_weights(&n, &nc, 7);
+    enum { B = 2, T = 16 };
+    int tokens[B * T];
+    for (int i = 0; i < B * T; i++) tokens[i] = (i * 29 + 3) % m->cfg.vocab_size;
+    loss_at(m, &n, tokens, B, T, 1);
+    float *analytic = npt_xmalloc(n.n_params * sizeof(float), "grads copy");
+    memcpy(analytic, n.grads, n.n_params * sizeof(float));
+    double diff2 = 0, num2 = 0;
+    int samples = 0;
+    for (size_t i = 0; i < n.n_params; i += n.n_params / 40 + 1) {
+        float saved = n.params[i], h = 1e-2f;
+        n.params[i] = saved + h;
+        double lp = loss_at(m, &n, tokens, B, T, 0).loss;
+        n.params[i] = saved - h;
+        double lm = loss_at(m, &n, tokens, B, T, 0).loss;
+        n.params[i] = saved;
+        double num = (lp - lm) / (2 * h);
+        diff2 += (num - analytic[i]) * (num - analytic[i]);
+        num2 += num * num;
+        samples++;
+    }
+    double rel = sqrt(diff2 / fmax(num2, 1e-30));
+    check(rel < 2e-2, "distill loss gradient vs finite differences, %s mode, layers %s: rel err %.2e over %d weights",
+          safe ? "safe" : "full", mode == NPT_LAYERS_ALL ? "all" : mode == NPT_LAYERS_UPPER_HALF ? "upper_half" : "lower_half", rel, samples);
+    free(analytic);
+    npt_free(&n);
+}
+
+static void check_structure(const LlamaModel *m) {
+    NptModel n;
+    NptErr err;
+    NptConfig nc = {.rank = 8, .safe_mode = 1, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_UPPER_HALF,
+                    .init_a_std = 0.02f, .init_b_add_std = 0.001f};
+    int L = m->cfg.n_layers;
+    if (npt_create(&n, m, &nc, &err)) {
+        check(0, "npt_create (%s)", err.msg);
+        return;
+    }
+    size_t per = (size_t)8 * m->cfg.dim + (size_t)m->cfg.hidden_dim * 8;
+    check(n.n_adapters == L - L / 2 && n.first_layer == L / 2 && n.n_params == per * n.n_adapters && !n.adapters[0].B_mul.data,
+          "safe mode upper_half: %d adapters from layer %d, no B_mul, %zu params", n.n_adapters, n.first_layer, n.n_params);
+    npt_free(&n);
+    nc.layer_mode = NPT_LAYERS_LIST;
+    int bad[1] = {L};
+    nc.layer_list = bad, nc.n_layer_list = 1;
+    check(npt_create(&n, m, &nc, &err) == -1 && strstr(err.msg, "does not exist"), "layer %d of a %d-layer model is refused: %s", L, L, err.msg);
+    nc.layer_mode = NPT_LAYERS_ALL, nc.rank = m->cfg.dim + 1;
+    check(npt_create(&n, m, &nc, &err) == -1 && strstr(err.msg, "rank"), "rank above dim is refused: %s", err.msg);
+}
+
+/* Generation's NPT path (npt_infer_mlp, KV cache) against the tape forward. */
+static void check_infer_path(const LlamaModel *m) {
+    NptModel n;
+    NptErr err;
+    NptConfig nc = {.rank = 4, .safe_mode = 0, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_ALL,
+                    .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
+    if (npt_create(&n, m, &nc, &err)) return;
+    npt_init_weights(&n, &nc, 3);
+    enum { T = 12 };
+    int tokens[T];
+    for (int i = 0; i < T; i++) tokens[i] = (i * 13 + 1) % m->cfg.vocab_size;
+    graph_reset(&student);
+    student.recording = 0;
+    Tensor *h = llama_embed(&student, m, tokens, T);
+    for (int l = 0; l < m->cfg.n_layers; l++) h = npt_student_layer(&student, &n, l, h, 1, T, NULL);
+    Tensor *logits = llama_logits(&student, m, h);
+    student.recording = 1;
+    LlamaInfer s;
+    if (llama_infer_init(&s, &m->cfg, &n, T, &err)) return;
+    double maxdiff = 0, maxabs = 0;
+    for (int t = 0; t < T; t++) {
+        const float *a = llama_infer_step(&s, m, &n, tokens[t], t);
+        for (int j = 0; j < m->cfg.vocab_size; j++) {
+            maxdiff = fmax(maxdiff, fabs(a[j] - logits->data[(size_t)t * m->cfg.vocab_size + j]));
+            maxabs = fmax(maxabs, fabs(a[j]));
+        }
+    }
+    check(maxdiff / maxabs < 1e-5, "NPT KV-cache generation path == tape forward (rel %.2e)", maxdiff / maxabs);
+    llama_infer_free(&s);
+    npt_free(&n);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 13 && !strcmp(argv[1], "--dump")) return dump(argv);
+    if (argc != 1) {
+        fprintf(stderr, "usage: test_npt [--dump MODEL TOKENS B T safe|full LAYERS RANK SEED STEPS LR OUTDIR]\n");
+        return 2;
+    }
+    LlamaModel m;
+    NptErr err;
+    if (llama_load(shared_path("models/stories260K/stories260K.bin"), &m, &err)) {
+        check(0, "stories260K loads: %s", err.msg);
+        return test_finish();
+    }
+    if (setup(&m.cfg, 2, 16)) return 1;
+    check_structure(&m);
+    check_fd(&m, 1, NPT_LAYERS_ALL);
+    check_fd(&m, 0, NPT_LAYERS_ALL);
+    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF);
+    check_fd(&m, 1, NPT_LAYERS_LOWER_HALF);
+    check_infer_path(&m);
+    teardown();
+    llama_free(&m);
+    return test_finish();
+}

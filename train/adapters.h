@@ -1,0 +1,27 @@
+/* train/adapters.h — the bridge between NPT adapters in memory (model/npt.h) and
+ * checkpoints on disk (train/checkpoint.h): naming, base-model identity, loading
+ * adapters onto a base model for generate/eval/inspect. */
+#ifndef NPT_ADAPTERS_H
+#define NPT_ADAPTERS_H
+
+#include "../model/npt.h"
+#include "../optim/optim.h"
+#include "checkpoint.h"
+
+/* Base model identity and adapter configuration into meta (other fields untouched). */
+void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n);
+
+/* Views of the adapter tensors (and, when opt is given, their AdamW moments) named
+ * adapters/layer_NN/{A,B_add,B_mul} and optimizer/layer_NN/X.{m,v}. *out is malloc'd;
+ * the data pointers alias n and opt. */
+int adapters_tensor_list(const NptModel *n, const Optimizer *opt, CkptTensor **out, int *count, NptErr *err);
+
+/* Copies every adapter (and moment, when opt is given) tensor from a loaded checkpoint
+ * into n / opt; a missing or misshaped tensor is an error naming it. */
+int adapters_restore(NptModel *n, Optimizer *opt, const char *path, const CkptTensor *t, int count, NptErr *err);
+
+/* Opens an adapter checkpoint for base model m: checks it belongs to m (error names
+ * both models), builds n with the checkpoint's rank/layers/mode and fills the weights. */
+int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *err);
+
+#endif

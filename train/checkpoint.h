@@ -1,0 +1,139 @@
+/* train/checkpoint.h — npt checkpoints: HDF5 files holding adapter tensors, optimizer
+ * moments, training state, history, the recipe and the base model's identity.
+ *
+ * The module is generic: it knows the file layout (docs/checkpoint.md is the reference)
+ * but not the trainer's structs. The trainer hands it named float32 tensors and a
+ * CkptMeta. Writes are atomic (temp file, fsync, rename, fsync of the directory): a crash
+ * mid-write leaves the previous checkpoint intact.
+ *
+ *   train/checkpoint.c  writing (ckpt_save)
+ *   train/ckpt_read.c   reading and validation (ckpt_open ... ckpt_load)
+ *   train/ckpt_dir.c    run directories: names, keep-last rotation, --resume auto,
+ *                       base-model matching */
+#ifndef NPT_CHECKPOINT_H
+#define NPT_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "util/common.h"
+
+#define CKPT_FORMAT "npt-checkpoint"
+#define CKPT_FORMAT_VERSION 1
+#ifndef NPT_VERSION
+#define NPT_VERSION "0.1"
+#endif
+#define CKPT_MAX_LAYERS 256
+#define CKPT_MAX_DIMS 4
+
+/* A named float32 tensor. name is the HDF5 path below the root without a leading '/',
+ * e.g. "adapters/layer_03/A" or "optimizer/layer_03/A.m". Tensors may live anywhere
+ * except the metadata objects base/, state/, history/ and recipe. */
+typedef struct {
+    char name[128];
+    float *data;                    /* ndim product of shape floats, row-major */
+    int ndim;                       /* 1..CKPT_MAX_DIMS */
+    int64_t shape[CKPT_MAX_DIMS];
+    char dtype[16];                 /* set by reading ("float32", "float64", "int32", ...) */
+} CkptTensor;
+
+typedef struct {
+    int64_t step;
+    double loss, lr, grad_norm, nmse, reg;
+    int skipped;                    /* 1 if this step's batch was skipped as non-finite */
+} CkptHistoryRow;
+
+typedef struct {
+    int64_t step;                   /* optimizer steps completed */
+    int64_t tokens_seen;
+    char kind[16];                  /* "periodic" | "best" | "final" | "emergency" */
+    char *recipe_json;              /* resolved recipe; saved as the /recipe dataset */
+    /* set by reading (writing stamps its own): */
+    int format_version;
+    char created[32];               /* ISO-8601 UTC, e.g. "2025-01-31T12:00:00Z" */
+    char npt_version[16];
+    /* base model identity */
+    char base_path[4096];
+    char base_arch[32];             /* "llama" */
+    char base_format[16];           /* "hf" | "llama2c" | "gguf" */
+    uint64_t base_fingerprint;
+    int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size;
+    /* adapters */
+    int rank;
+    int safe_mode;                  /* 1: additive modulation only, no B_mul tensors */
+    double modulation_scale;
+    int n_npt_layers;
+    int npt_layers[CKPT_MAX_LAYERS];
+    /* training state */
+    char optimizer[16];             /* "adamw" | "sgd" | "" (none) */
+    int64_t opt_step;
+    uint64_t rng_state[4];
+    int64_t data_cursor[4];
+    int64_t skipped_total;
+    int consecutive_skips;
+    double best_loss, last_loss;
+    CkptHistoryRow *history;
+    int64_t n_history;
+} CkptMeta;
+
+/* Writes meta and tensors to path atomically. Refuses non-finite tensors (a checkpoint
+ * must always be usable). meta->recipe_json may be NULL (stored as "{}"). */
+int ckpt_save(const char *path, const CkptMeta *meta, const CkptTensor *tensors, int n_tensors,
+              NptErr *err);
+
+/* Reads meta and every tensor, validates the whole file (format, version, dtypes,
+ * shapes against rank/dim/hidden_dim, finiteness). Output is malloc'd: release it with
+ * ckpt_free. On failure nothing needs freeing. */
+int ckpt_load(const char *path, CkptMeta *meta, CkptTensor **tensors, int *n_tensors, NptErr *err);
+
+/* The tensor called name (leading '/' optional), or NULL. */
+const CkptTensor *ckpt_find(const CkptTensor *t, int n, const char *name);
+
+/* Frees what ckpt_load / ckpt_read_meta / ckpt_list_tensors returned (any may be NULL).
+ * Never call it on a meta the caller filled itself. */
+void ckpt_free(CkptMeta *meta, CkptTensor *tensors, int n_tensors);
+
+/* --- Streaming access, for inspection of large files (memory: one block of rows) --- */
+
+typedef struct CkptFile CkptFile;
+
+/* Opens path read-only and checks it is an npt checkpoint of a supported version. */
+CkptFile *ckpt_open(const char *path, NptErr *err);
+void ckpt_close(CkptFile *f);
+const char *ckpt_file_path(const CkptFile *f);
+int ckpt_read_meta(CkptFile *f, CkptMeta *meta, NptErr *err);
+/* Every tensor dataset with name, shape and dtype; data is NULL. */
+int ckpt_list_tensors(CkptFile *f, CkptTensor **out, int *n, NptErr *err);
+/* Rows [row0, row0 + nrows) of tensor t (rows along the first dimension, so
+ * nrows * (product of the other dims) floats), converted to float32. */
+int ckpt_read_rows(CkptFile *f, const CkptTensor *t, int64_t row0, int64_t nrows, float *out,
+                   NptErr *err);
+
+/* Structural checks of a listed file: dtypes float32, every layer in meta's adapter list
+ * has A [rank, dim], B_add [hidden_dim, rank] and, unless safe_mode, B_mul
+ * [hidden_dim, rank]; no stray adapter tensors; optimizer/X.m|v shaped like adapters/X. */
+int ckpt_validate(const char *path, const CkptMeta *meta, const CkptTensor *t, int n, NptErr *err);
+/* Fails naming the first tensor holding NaN or Inf, with the counts. */
+int ckpt_check_finite(const char *path, const CkptTensor *t, int n, NptErr *err);
+
+/* --- Run directories (train/ckpt_dir.c) --- */
+
+/* dir/ckpt-%08lld.h5 for "periodic" and "emergency", dir/best.h5, dir/final.h5. */
+int ckpt_path_for(char *out, size_t out_size, const char *dir, const char *kind, int64_t step,
+                  NptErr *err);
+/* Deletes the oldest periodic checkpoints (by the step in their names) beyond keep_last,
+ * never best.h5 or final.h5, and temp files left by crashed writers. keep_last <= 0
+ * keeps everything. */
+int ckpt_rotate(const char *dir, int keep_last, NptErr *err);
+/* For --resume auto: the readable periodic or final checkpoint with the highest step
+ * attribute. Unreadable files (e.g. truncated by a crash) are skipped with a warning on
+ * stderr. Returns 1 and fills out, 0 if there is none (or dir does not exist), -1 on error. */
+int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err);
+/* Checks that the checkpoint ckpt (loaded from ckpt_path) was trained on the model
+ * described by model's base_* and dimension fields; the error names both. */
+int ckpt_check_base(const char *ckpt_path, const CkptMeta *ckpt, const CkptMeta *model, NptErr *err);
+
+/* Tests only: called after the temp file is complete and fsync'd, before the rename.
+ * A non-zero return makes ckpt_save fail there. NULL removes the hook. */
+void ckpt_set_test_hook(int (*hook)(const char *tmp_path, void *ctx), void *ctx);
+
+#endif

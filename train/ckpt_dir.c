@@ -1,0 +1,156 @@
+/* train/ckpt_dir.c — checkpoints in a run directory: file names, keep-last rotation,
+ * finding the checkpoint to resume from, and matching a checkpoint to a base model.
+ *
+ * Names: ckpt-%08lld.h5 (periodic, and emergency saves), best.h5, final.h5. A writer's
+ * temp file is "<name>.tmp.<pid>" (see ckpt_save); one left by a crash is never picked
+ * for resuming and is removed by the next rotation. */
+#include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int ckpt_path_for(char *out, size_t out_size, const char *dir, const char *kind, int64_t step, NptErr *err) {
+    int n;
+    if (strcmp(kind, "periodic") == 0 || strcmp(kind, "emergency") == 0)
+        n = snprintf(out, out_size, "%s/ckpt-%08lld.h5", dir, (long long)step);
+    else if (strcmp(kind, "best") == 0 || strcmp(kind, "final") == 0)
+        n = snprintf(out, out_size, "%s/%s.h5", dir, kind);
+    else
+        return npt_fail(err, "unknown checkpoint kind \"%s\" (periodic, best, final or emergency)", kind);
+    if (n < 0 || (size_t)n >= out_size) return npt_fail(err, "checkpoint path in %s is too long", dir);
+    return 0;
+}
+
+/* Step of a periodic checkpoint name "ckpt-<digits>.h5", or -1. */
+static long long periodic_step(const char *name) {
+    if (strncmp(name, "ckpt-", 5) != 0) return -1;
+    const char *p = name + 5, *digits = p;
+    long long step = 0;
+    while (*p >= '0' && *p <= '9' && step < (1LL << 58)) step = step * 10 + (*p++ - '0');
+    return p > digits && strcmp(p, ".h5") == 0 ? step : -1;
+}
+
+/* 1 if name is "<x>.h5.tmp.<pid>" and that process no longer exists. */
+static int stale_temp(const char *name) {
+    const char *t = strstr(name, ".h5.tmp.");
+    if (!t) return 0;
+    char *end;
+    long pid = strtol(t + 8, &end, 10);
+    if (*end || pid <= 0 || pid == (long)getpid()) return 0;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int ckpt_rotate(const char *dir, int keep_last, NptErr *err) {
+    DIR *d = opendir(dir);
+    if (!d) return npt_fail(err, "cannot list run directory %s: %s", dir, strerror(errno));
+    long long *steps = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    char path[4400];
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d))) {
+        long long step = periodic_step(e->d_name);
+        if (step >= 0) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                long long *grown = realloc(steps, cap * sizeof *steps);
+                if (!grown) rc = npt_fail(err, "out of memory listing %s", dir);
+                steps = grown ? grown : steps;
+            }
+            if (rc == 0) steps[n++] = step;
+        } else if (stale_temp(e->d_name)) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path); /* best effort: a leftover temp file is harmless */
+        }
+    }
+    closedir(d);
+    if (rc == 0 && keep_last > 0 && n > (size_t)keep_last) {
+        qsort(steps, n, sizeof *steps, cmp_desc);
+        for (size_t i = (size_t)keep_last; rc == 0 && i < n; i++) {
+            snprintf(path, sizeof path, "%s/ckpt-%08lld.h5", dir, steps[i]);
+            if (unlink(path) != 0 && errno != ENOENT)
+                rc = npt_fail(err, "cannot delete old checkpoint %s: %s", path, strerror(errno));
+        }
+    }
+    free(steps);
+    return rc;
+}
+
+/* A candidate is usable for resuming if its metadata and tensor layout read cleanly;
+ * the (possibly large) tensor data is read and checked by ckpt_load afterwards. */
+static int usable_step(const char *path, int64_t *step, NptErr *err) {
+    CkptFile *f = ckpt_open(path, err);
+    if (!f) return -1;
+    CkptMeta m;
+    CkptTensor *t = NULL;
+    int n = 0;
+    int rc = ckpt_read_meta(f, &m, err);
+    if (rc == 0) {
+        rc = ckpt_list_tensors(f, &t, &n, err) || ckpt_validate(path, &m, t, n, err) ? -1 : 0;
+        *step = m.step;
+        ckpt_free(&m, t, n);
+    }
+    ckpt_close(f);
+    return rc;
+}
+
+int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
+    out[0] = '\0';
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        return npt_fail(err, "cannot list run directory %s: %s", dir, strerror(errno));
+    }
+    int64_t best = -1;
+    int found = 0;
+    char path[4400];
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int is_final = strcmp(e->d_name, "final.h5") == 0;
+        if (!is_final && periodic_step(e->d_name) < 0) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        int64_t step;
+        NptErr why;
+        if (usable_step(path, &step, &why)) {
+            fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
+            continue;
+        }
+        /* On a tie final.h5 wins: it is the run's own last word. */
+        if (step > best || (step == best && is_final)) {
+            if (strlen(path) >= out_size) {
+                closedir(d);
+                return npt_fail(err, "checkpoint path %s is too long", path);
+            }
+            best = step;
+            found = 1;
+            memcpy(out, path, strlen(path) + 1);
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+int ckpt_check_base(const char *ckpt_path, const CkptMeta *c, const CkptMeta *m, NptErr *err) {
+    /* Equal fingerprints mean equal weights, whatever the file format or path. */
+    if (c->base_fingerprint == m->base_fingerprint && c->dim == m->dim && c->hidden_dim == m->hidden_dim &&
+        c->n_layers == m->n_layers && c->n_heads == m->n_heads && c->n_kv_heads == m->n_kv_heads &&
+        c->vocab_size == m->vocab_size)
+        return 0;
+    return npt_fail(err,
+                    "adapters in %s were trained on %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers) "
+                    "but the model given is %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers); "
+                    "pass the matching --model",
+                    ckpt_path, c->base_path, c->base_format, (unsigned long long)c->base_fingerprint, c->dim,
+                    c->hidden_dim, c->n_layers, m->base_path, m->base_format,
+                    (unsigned long long)m->base_fingerprint, m->dim, m->hidden_dim, m->n_layers);
+}

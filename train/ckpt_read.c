@@ -1,0 +1,659 @@
+/* train/ckpt_read.c — reading and validating npt checkpoints: open (format and version
+ * checks, with a useful message for model files and truncated files), metadata, the
+ * tensor list, streaming row reads, structural validation, finiteness, and ckpt_load
+ * which does all of it. Every failure is one NptErr line naming the file and object. */
+#include "checkpoint.h"
+#include "ckpt_internal.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct CkptFile {
+    hid_t file;
+    char path[4096];
+};
+
+const char *ckpt_file_path(const CkptFile *f) { return f->path; }
+
+/* "<path>: <message>", with HDF5's own reason appended when it has one. */
+static int rfail(const CkptFile *f, NptErr *err, int with_detail, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int rfail(const CkptFile *f, NptErr *err, int with_detail, const char *fmt, ...) {
+    char msg[700], detail[300] = "";
+    if (with_detail) ckpt_h5_detail(detail, sizeof detail);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return npt_fail(err, "%s: %s%s%s%s", f->path, msg, detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
+}
+
+static void dtype_name(hid_t t, char *buf, size_t size) {
+    size_t bits = H5Tget_size(t) * 8;
+    switch (H5Tget_class(t)) {
+    case H5T_INTEGER: snprintf(buf, size, "%sint%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "u" : "", bits); break;
+    case H5T_FLOAT: snprintf(buf, size, "float%zu", bits); break;
+    case H5T_STRING: snprintf(buf, size, "string"); break;
+    case H5T_ENUM: snprintf(buf, size, "enum"); break;
+    case H5T_COMPOUND: snprintf(buf, size, "compound"); break;
+    default: snprintf(buf, size, "non-numeric"); break;
+    }
+}
+
+static const char *class_name(H5T_class_t c) {
+    return c == H5T_INTEGER ? "an integer" : c == H5T_FLOAT ? "a float" : "a string";
+}
+
+/* ---------------------------------------------------------------- opening */
+
+/* What a non-HDF5 file looks like, so the user learns they passed a model. */
+static const char *sniff_model(const char *path) {
+    unsigned char b[28] = {0};
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    size_t n = fread(b, 1, sizeof b, fp);
+    fclose(fp);
+    if (n >= 4 && memcmp(b, "GGUF", 4) == 0) return "a GGUF model file";
+    if (n >= 9 && b[8] == '{') return "a safetensors model file";
+    if (n >= 4 && memcmp(b, "24ka", 4) == 0) return "a llama2.c model file"; /* magic 0x616b3432 */
+    if (n == sizeof b) { /* legacy llama2.c: 7 small positive int32 header fields */
+        int plausible = 1;
+        for (int i = 0; i < 7; i++) {
+            int32_t v;
+            memcpy(&v, b + 4 * i, 4);
+            if ((i == 5 ? abs(v) : v) < 1 || abs(v) > (1 << 22)) plausible = 0; /* vocab may be negative */
+        }
+        if (plausible) return "a llama2.c model file";
+    }
+    return NULL;
+}
+
+static int read_str_attr(CkptFile *f, const char *obj, const char *name, char *out, size_t size, NptErr *err);
+static int read_attr(CkptFile *f, const char *obj, const char *name, H5T_class_t cls, hid_t mtype,
+                     int min_n, int max_n, void *buf, int *n_out, NptErr *err);
+
+static int check_format(CkptFile *f, NptErr *err) {
+    if (H5Aexists(f->file, "format") <= 0)
+        return npt_fail(err, "%s is not an npt checkpoint (no format attribute); it may be a model file — "
+                        "use --model for models", f->path);
+    char format[64];
+    if (read_str_attr(f, "/", "format", format, sizeof format, err)) return -1;
+    if (strcmp(format, CKPT_FORMAT) != 0)
+        return npt_fail(err, "%s is not an npt checkpoint (format attribute is \"%s\", expected \"%s\")", f->path,
+                        format, CKPT_FORMAT);
+    int version;
+    if (read_attr(f, "/", "format_version", H5T_INTEGER, H5T_NATIVE_INT, 1, 1, &version, NULL, err)) return -1;
+    if (version > CKPT_FORMAT_VERSION)
+        return npt_fail(err, "%s was written by a newer npt (format_version %d > %d); upgrade npt to read it",
+                        f->path, version, CKPT_FORMAT_VERSION);
+    if (version < 1) return rfail(f, err, 0, "invalid format_version %d", version);
+    return 0;
+}
+
+CkptFile *ckpt_open(const char *path, NptErr *err) {
+    ckpt_h5_quiet();
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        npt_fail(err, "cannot open checkpoint %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        npt_fail(err, "%s is a directory, not an npt checkpoint (a model directory? use --model for models)", path);
+        return NULL;
+    }
+    htri_t is_h5 = H5Fis_hdf5(path);
+    if (is_h5 == 0) {
+        const char *looks = sniff_model(path);
+        if (looks)
+            npt_fail(err, "%s is not an npt checkpoint: it is not an HDF5 file (it looks like %s; use --model for models)",
+                     path, looks);
+        else
+            npt_fail(err, "%s is not an npt checkpoint: it is not an HDF5 file", path);
+        return NULL;
+    }
+    CkptFile *f = calloc(1, sizeof *f);
+    if (!f) {
+        npt_fail(err, "out of memory opening %s", path);
+        return NULL;
+    }
+    snprintf(f->path, sizeof f->path, "%s", path);
+    f->file = -1;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (is_h5 > 0 && fapl >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0)
+        f->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (f->file < 0) {
+        char detail[300];
+        ckpt_h5_detail(detail, sizeof detail);
+        if (strstr(detail, "truncated"))
+            npt_fail(err, "%s is truncated (%s): it was cut short, e.g. by a crash or a full disk; use an earlier checkpoint",
+                     path, detail);
+        else
+            npt_fail(err, "%s is a damaged HDF5 file and cannot be opened (%s)", path, detail[0] ? detail : "unknown reason");
+        if (fapl >= 0) H5Pclose(fapl);
+        free(f);
+        return NULL;
+    }
+    H5Pclose(fapl);
+    if (check_format(f, err)) {
+        ckpt_close(f);
+        return NULL;
+    }
+    return f;
+}
+
+void ckpt_close(CkptFile *f) {
+    if (!f) return;
+    if (f->file >= 0) H5Fclose(f->file);
+    free(f);
+}
+
+/* ---------------------------------------------------------------- attributes */
+
+/* Opens attribute name of group obj, checking that it exists and has type class cls. */
+static hid_t open_attr(CkptFile *f, const char *obj, const char *name, H5T_class_t cls, NptErr *err) {
+    if (strcmp(obj, "/") != 0 && H5Lexists(f->file, obj, H5P_DEFAULT) <= 0) {
+        rfail(f, err, 0, "group %s missing", obj);
+        return -1;
+    }
+    if (H5Aexists_by_name(f->file, obj, name, H5P_DEFAULT) <= 0) {
+        rfail(f, err, 0, "attribute '%s' of %s missing", name, obj);
+        return -1;
+    }
+    hid_t a = H5Aopen_by_name(f->file, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) {
+        rfail(f, err, 1, "cannot open attribute '%s' of %s", name, obj);
+        return -1;
+    }
+    hid_t t = H5Aget_type(a);
+    if (t < 0 || H5Tget_class(t) != cls) {
+        char have[32] = "unknown";
+        if (t >= 0) dtype_name(t, have, sizeof have);
+        rfail(f, err, 0, "attribute '%s' of %s has type %s, expected %s", name, obj, have, class_name(cls));
+        if (t >= 0) H5Tclose(t);
+        H5Aclose(a);
+        return -1;
+    }
+    H5Tclose(t);
+    return a;
+}
+
+/* Reads a numeric attribute of min_n..max_n values (a scalar counts as one) into buf,
+ * converted to mtype; the count goes to *n_out if given. */
+static int read_attr(CkptFile *f, const char *obj, const char *name, H5T_class_t cls, hid_t mtype,
+                     int min_n, int max_n, void *buf, int *n_out, NptErr *err) {
+    hid_t a = open_attr(f, obj, name, cls, err);
+    if (a < 0) return -1;
+    hid_t s = H5Aget_space(a);
+    hssize_t n = s < 0 ? -1 : H5Sget_simple_extent_npoints(s);
+    int rc = 0;
+    if (n < min_n || n > max_n) {
+        if (min_n == max_n)
+            rc = rfail(f, err, 0, "attribute '%s' of %s has %lld values, expected %d", name, obj, (long long)n, min_n);
+        else
+            rc = rfail(f, err, 0, "attribute '%s' of %s has %lld values, expected %d to %d", name, obj, (long long)n,
+                       min_n, max_n);
+    } else if (n > 0 && H5Aread(a, mtype, buf) < 0) {
+        rc = rfail(f, err, 1, "cannot read attribute '%s' of %s", name, obj);
+    }
+    if (rc == 0 && n_out) *n_out = (int)n;
+    if (s >= 0) H5Sclose(s);
+    H5Aclose(a);
+    return rc;
+}
+
+static int read_int(CkptFile *f, const char *obj, const char *name, int *v, NptErr *err) {
+    return read_attr(f, obj, name, H5T_INTEGER, H5T_NATIVE_INT, 1, 1, v, NULL, err);
+}
+static int read_i64(CkptFile *f, const char *obj, const char *name, int64_t *v, NptErr *err) {
+    return read_attr(f, obj, name, H5T_INTEGER, H5T_NATIVE_INT64, 1, 1, v, NULL, err);
+}
+static int read_f64(CkptFile *f, const char *obj, const char *name, double *v, NptErr *err) {
+    return read_attr(f, obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, 1, 1, v, NULL, err);
+}
+
+/* A string held by attribute a or dataset d (exactly one is >= 0), variable or fixed
+ * length, as a malloc'd NUL-terminated copy. */
+static char *read_string(hid_t a, hid_t d) {
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5Dget_type(d);
+    hid_t mem = H5Tcopy(H5T_C_S1);
+    char *out = NULL;
+    /* HDF5 does not convert between ASCII and UTF-8: read in the stored character set. */
+    if (t < 0 || mem < 0 || H5Tset_cset(mem, H5Tget_cset(t)) < 0) goto done;
+    htri_t vl = H5Tis_variable_str(t);
+    if (vl > 0) {
+        char *p = NULL;
+        if (H5Tset_size(mem, H5T_VARIABLE) < 0) goto done;
+        if ((a >= 0 ? H5Aread(a, mem, &p) : H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, &p)) < 0) goto done;
+        out = p ? strdup(p) : strdup("");
+        if (p) H5free_memory(p);
+    } else if (vl == 0) {
+        size_t size = H5Tget_size(t);
+        if (H5Tset_size(mem, size + 1) < 0 || H5Tset_strpad(mem, H5T_STR_NULLTERM) < 0) goto done;
+        out = calloc(1, size + 1);
+        if (out && (a >= 0 ? H5Aread(a, mem, out) : H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, out)) < 0) {
+            free(out);
+            out = NULL;
+        }
+    }
+done:
+    if (mem >= 0) H5Tclose(mem);
+    if (t >= 0) H5Tclose(t);
+    return out;
+}
+
+static int read_str_attr(CkptFile *f, const char *obj, const char *name, char *out, size_t size, NptErr *err) {
+    hid_t a = open_attr(f, obj, name, H5T_STRING, err);
+    if (a < 0) return -1;
+    hid_t s = H5Aget_space(a);
+    hssize_t n = s < 0 ? -1 : H5Sget_simple_extent_npoints(s);
+    if (s >= 0) H5Sclose(s);
+    char *v = n == 1 ? read_string(a, -1) : NULL;
+    H5Aclose(a);
+    if (!v) return rfail(f, err, 1, "cannot read attribute '%s' of %s as one string", name, obj);
+    int rc = 0;
+    if (strlen(v) >= size)
+        rc = rfail(f, err, 0, "attribute '%s' of %s is too long (%zu bytes, at most %zu)", name, obj, strlen(v), size - 1);
+    else
+        memcpy(out, v, strlen(v) + 1);
+    free(v);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- metadata */
+
+static int read_recipe(CkptFile *f, CkptMeta *m, NptErr *err) {
+    if (H5Lexists(f->file, "/recipe", H5P_DEFAULT) <= 0) return rfail(f, err, 0, "dataset /recipe missing");
+    hid_t d = H5Dopen2(f->file, "/recipe", H5P_DEFAULT);
+    if (d < 0) return rfail(f, err, 1, "cannot open dataset /recipe");
+    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
+    int ok = t >= 0 && s >= 0 && H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(s) == 1;
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    m->recipe_json = ok ? read_string(-1, d) : NULL;
+    H5Dclose(d);
+    if (!ok) return rfail(f, err, 0, "dataset /recipe is not a single string");
+    if (!m->recipe_json) return rfail(f, err, 1, "cannot read dataset /recipe");
+    return 0;
+}
+
+static int read_base(CkptFile *f, CkptMeta *m, NptErr *err) {
+    const char *o = "/base";
+    char hex[32];
+    if (read_str_attr(f, o, "path", m->base_path, sizeof m->base_path, err) ||
+        read_str_attr(f, o, "architecture", m->base_arch, sizeof m->base_arch, err) ||
+        read_str_attr(f, o, "format", m->base_format, sizeof m->base_format, err) ||
+        read_str_attr(f, o, "fingerprint", hex, sizeof hex, err) ||
+        read_attr(f, o, "fingerprint_u64", H5T_INTEGER, H5T_NATIVE_UINT64, 1, 1, &m->base_fingerprint, NULL, err) ||
+        read_int(f, o, "dim", &m->dim, err) || read_int(f, o, "hidden_dim", &m->hidden_dim, err) ||
+        read_int(f, o, "n_layers", &m->n_layers, err) || read_int(f, o, "n_heads", &m->n_heads, err) ||
+        read_int(f, o, "n_kv_heads", &m->n_kv_heads, err) || read_int(f, o, "vocab_size", &m->vocab_size, err))
+        return -1;
+    char expect[17];
+    snprintf(expect, sizeof expect, "%016llx", (unsigned long long)m->base_fingerprint);
+    if (strcmp(hex, expect) != 0)
+        return rfail(f, err, 0, "/base attributes disagree: fingerprint \"%s\" but fingerprint_u64 is %s", hex, expect);
+    return 0;
+}
+
+static int read_adapters_state(CkptFile *f, CkptMeta *m, NptErr *err) {
+    if (read_int(f, "/adapters", "rank", &m->rank, err) || read_int(f, "/adapters", "safe_mode", &m->safe_mode, err) ||
+        read_f64(f, "/adapters", "modulation_scale", &m->modulation_scale, err) ||
+        read_attr(f, "/adapters", "layers", H5T_INTEGER, H5T_NATIVE_INT, 0, CKPT_MAX_LAYERS, m->npt_layers,
+                  &m->n_npt_layers, err) ||
+        read_str_attr(f, "/optimizer", "type", m->optimizer, sizeof m->optimizer, err) ||
+        read_i64(f, "/optimizer", "step", &m->opt_step, err) ||
+        read_attr(f, "/state", "rng", H5T_INTEGER, H5T_NATIVE_UINT64, 4, 4, m->rng_state, NULL, err) ||
+        read_attr(f, "/state", "data_cursor", H5T_INTEGER, H5T_NATIVE_INT64, 4, 4, m->data_cursor, NULL, err) ||
+        read_i64(f, "/state", "skipped_total", &m->skipped_total, err) ||
+        read_int(f, "/state", "consecutive_skips", &m->consecutive_skips, err) ||
+        read_f64(f, "/state", "best_loss", &m->best_loss, err) || read_f64(f, "/state", "last_loss", &m->last_loss, err))
+        return -1;
+    if (strcmp(m->optimizer, "none") == 0) m->optimizer[0] = '\0';
+    return 0;
+}
+
+/* One 1-D /history column into a malloc'd array of *n elements of mtype; *n < 0 on the
+ * first call, then every column must have the same length. */
+static void *read_column(CkptFile *f, const char *name, H5T_class_t cls, hid_t mtype, int64_t *n, NptErr *err) {
+    char path[64];
+    snprintf(path, sizeof path, "/history/%s", name);
+    if (H5Lexists(f->file, "/history", H5P_DEFAULT) <= 0 || H5Lexists(f->file, path, H5P_DEFAULT) <= 0) {
+        rfail(f, err, 0, "dataset %s missing", path);
+        return NULL;
+    }
+    hid_t d = H5Dopen2(f->file, path, H5P_DEFAULT);
+    hid_t t = d < 0 ? -1 : H5Dget_type(d), s = d < 0 ? -1 : H5Dget_space(d);
+    void *buf = NULL;
+    hsize_t len = 0;
+    char have[32] = "unknown";
+    if (t >= 0) dtype_name(t, have, sizeof have);
+    if (d < 0 || t < 0 || s < 0)
+        rfail(f, err, 1, "cannot open dataset %s", path);
+    else if (H5Tget_class(t) != cls)
+        rfail(f, err, 0, "dataset %s has dtype %s, expected %s", path, have, class_name(cls));
+    else if (H5Sget_simple_extent_ndims(s) != 1 || H5Sget_simple_extent_dims(s, &len, NULL) < 0)
+        rfail(f, err, 0, "dataset %s is not 1-D", path);
+    else if (*n >= 0 && (int64_t)len != *n)
+        rfail(f, err, 0, "dataset %s has %llu entries but /history/step has %lld", path, (unsigned long long)len,
+              (long long)*n);
+    else if ((buf = npt_try_malloc(len * H5Tget_size(mtype), "checkpoint history", err)) &&
+             len > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        rfail(f, err, 1, "cannot read dataset %s", path);
+        free(buf);
+        buf = NULL;
+    }
+    if (buf) *n = (int64_t)len;
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (d >= 0) H5Dclose(d);
+    return buf;
+}
+
+static int read_history(CkptFile *f, CkptMeta *m, NptErr *err) {
+    static const char *names[] = {"loss", "nmse", "reg", "lr", "grad_norm"};
+    int64_t n = -1;
+    int64_t *steps = read_column(f, "step", H5T_INTEGER, H5T_NATIVE_INT64, &n, err);
+    int8_t *skipped = steps ? read_column(f, "skipped", H5T_INTEGER, H5T_NATIVE_INT8, &n, err) : NULL;
+    double *cols[5] = {0};
+    int rc = skipped ? 0 : -1;
+    for (int k = 0; rc == 0 && k < 5; k++)
+        if (!(cols[k] = read_column(f, names[k], H5T_FLOAT, H5T_NATIVE_DOUBLE, &n, err))) rc = -1;
+    if (rc == 0 && !(m->history = npt_try_malloc((size_t)n * sizeof *m->history, "checkpoint history", err))) rc = -1;
+    for (int64_t i = 0; rc == 0 && i < n; i++)
+        m->history[i] = (CkptHistoryRow){.step = steps[i], .loss = cols[0][i], .nmse = cols[1][i], .reg = cols[2][i],
+                                         .lr = cols[3][i], .grad_norm = cols[4][i], .skipped = skipped[i] != 0};
+    if (rc == 0) m->n_history = n;
+    free(steps);
+    free(skipped);
+    for (int k = 0; k < 5; k++) free(cols[k]);
+    return rc;
+}
+
+/* Values that would make shapes or layer indices meaningless. */
+static int check_meta(CkptFile *f, const CkptMeta *m, NptErr *err) {
+    struct { const char *obj, *name; int64_t v; } positive[] = {
+        {"/base", "dim", m->dim},           {"/base", "hidden_dim", m->hidden_dim}, {"/base", "n_layers", m->n_layers},
+        {"/base", "n_heads", m->n_heads},   {"/base", "n_kv_heads", m->n_kv_heads}, {"/base", "vocab_size", m->vocab_size},
+        {"/adapters", "rank", m->rank},
+    };
+    for (size_t i = 0; i < NPT_ARRAY_LEN(positive); i++)
+        if (positive[i].v < 1)
+            return rfail(f, err, 0, "attribute '%s' of %s is %lld; it must be at least 1", positive[i].name,
+                         positive[i].obj, (long long)positive[i].v);
+    if (m->step < 0) return rfail(f, err, 0, "attribute 'step' of / is negative (%lld)", (long long)m->step);
+    for (int i = 0; i < m->n_npt_layers; i++) {
+        int l = m->npt_layers[i];
+        if (l < 0 || l >= m->n_layers)
+            return rfail(f, err, 0, "attribute 'layers' of /adapters lists layer %d, but the base model has %d layers", l,
+                         m->n_layers);
+        if (i > 0 && l <= m->npt_layers[i - 1])
+            return rfail(f, err, 0, "attribute 'layers' of /adapters is not strictly increasing (%d after %d)", l,
+                         m->npt_layers[i - 1]);
+    }
+    return 0;
+}
+
+int ckpt_read_meta(CkptFile *f, CkptMeta *m, NptErr *err) {
+    memset(m, 0, sizeof *m);
+    m->format_version = CKPT_FORMAT_VERSION;
+    if (read_attr(f, "/", "format_version", H5T_INTEGER, H5T_NATIVE_INT, 1, 1, &m->format_version, NULL, err) ||
+        read_i64(f, "/", "step", &m->step, err) || read_i64(f, "/", "tokens_seen", &m->tokens_seen, err) ||
+        read_str_attr(f, "/", "kind", m->kind, sizeof m->kind, err) ||
+        read_str_attr(f, "/", "created", m->created, sizeof m->created, err) ||
+        read_str_attr(f, "/", "npt_version", m->npt_version, sizeof m->npt_version, err) || read_recipe(f, m, err) ||
+        read_base(f, m, err) || read_adapters_state(f, m, err) || read_history(f, m, err) || check_meta(f, m, err)) {
+        ckpt_free(m, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef struct {
+    CkptFile *f;
+    CkptTensor *t;
+    int n, cap;
+    NptErr *err;
+    int failed; /* err already says why */
+} ListCtx;
+
+static herr_t list_one(hid_t root, const char *name, const H5L_info_t *info, void *ctx) {
+    ListCtx *c = ctx;
+    if (info->type != H5L_TYPE_HARD || ckpt_name_reserved(name)) return 0; /* metadata, or not ours */
+    hid_t o = H5Oopen(root, name, H5P_DEFAULT);
+    if (o < 0) {
+        c->failed = 1;
+        return rfail(c->f, c->err, 1, "cannot open object /%s", name);
+    }
+    if (H5Iget_type(o) != H5I_DATASET) {
+        H5Oclose(o);
+        return 0;
+    }
+    int rc = 0;
+    hid_t s = H5Dget_space(o), t = H5Dget_type(o);
+    int ndim = s < 0 ? -1 : H5Sget_simple_extent_ndims(s);
+    hsize_t dims[CKPT_MAX_DIMS];
+    if (strlen(name) >= sizeof c->t[0].name)
+        rc = rfail(c->f, c->err, 0, "dataset /%s has a name longer than %zu bytes", name, sizeof c->t[0].name - 1);
+    else if (t < 0 || ndim < 1 || ndim > CKPT_MAX_DIMS || H5Sget_simple_extent_dims(s, dims, NULL) < 0)
+        rc = rfail(c->f, c->err, 0, "dataset /%s has %d dimensions; tensors have 1 to %d", name, ndim, CKPT_MAX_DIMS);
+    if (rc == 0 && c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 64;
+        CkptTensor *grown = realloc(c->t, (size_t)cap * sizeof *grown);
+        if (!grown)
+            rc = npt_fail(c->err, "out of memory listing the tensors of %s", c->f->path);
+        else
+            c->t = grown, c->cap = cap;
+    }
+    if (rc == 0) {
+        CkptTensor *x = &c->t[c->n++];
+        memset(x, 0, sizeof *x);
+        snprintf(x->name, sizeof x->name, "%s", name);
+        x->ndim = ndim;
+        for (int d = 0; d < ndim; d++) x->shape[d] = (int64_t)dims[d];
+        dtype_name(t, x->dtype, sizeof x->dtype);
+    }
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    H5Oclose(o);
+    if (rc) c->failed = 1;
+    return rc;
+}
+
+int ckpt_list_tensors(CkptFile *f, CkptTensor **out, int *n, NptErr *err) {
+    ListCtx c = {f, NULL, 0, 0, err, 0};
+    *out = NULL;
+    *n = 0;
+    /* By name: layer_02 before layer_10, so listings are stable and readable. */
+    if (H5Lvisit(f->file, H5_INDEX_NAME, H5_ITER_INC, list_one, &c) < 0) {
+        if (!c.failed) rfail(f, err, 1, "cannot list the datasets");
+        free(c.t);
+        return -1;
+    }
+    *out = c.t;
+    *n = c.n;
+    return 0;
+}
+
+static size_t tensor_count(const CkptTensor *t) {
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+    return n;
+}
+
+int ckpt_read_rows(CkptFile *f, const CkptTensor *t, int64_t row0, int64_t nrows, float *out, NptErr *err) {
+    if (t->ndim < 1 || t->ndim > CKPT_MAX_DIMS || row0 < 0 || nrows < 0 || row0 + nrows > t->shape[0])
+        return rfail(f, err, 0, "rows %lld..%lld of dataset /%s are out of range", (long long)row0,
+                     (long long)(row0 + nrows), t->name);
+    if (nrows == 0) return 0;
+    char name[130];
+    snprintf(name, sizeof name, "/%s", t->name);
+    hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+    if (d < 0) return rfail(f, err, 1, "dataset %s missing", name);
+    hid_t fs = H5Dget_space(d), ms = -1;
+    hsize_t dims[CKPT_MAX_DIMS], start[CKPT_MAX_DIMS] = {0}, count[CKPT_MAX_DIMS];
+    int rc = 0;
+    if (fs < 0 || H5Sget_simple_extent_ndims(fs) != t->ndim || H5Sget_simple_extent_dims(fs, dims, NULL) < 0) {
+        rc = rfail(f, err, 0, "dataset %s does not have the shape it was listed with", name);
+    } else {
+        hsize_t total = 1;
+        for (int i = 0; i < t->ndim; i++) {
+            if ((int64_t)dims[i] != t->shape[i]) rc = -1;
+            count[i] = i == 0 ? (hsize_t)nrows : dims[i];
+            total *= count[i];
+        }
+        start[0] = (hsize_t)row0;
+        if (rc)
+            rfail(f, err, 0, "dataset %s does not have the shape it was listed with", name);
+        else if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+                 (ms = H5Screate_simple(1, &total, NULL)) < 0 || H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0)
+            rc = rfail(f, err, 1, "cannot read dataset %s", name);
+    }
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    H5Dclose(d);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- validation */
+
+static void shape_str(const int64_t *shape, int ndim, char *buf, size_t size) {
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < ndim && used < size; d++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < size) snprintf(buf + used, size - used, "]");
+}
+
+static int shape_is(const CkptTensor *t, int64_t r, int64_t c) {
+    return t->ndim == 2 && t->shape[0] == r && t->shape[1] == c;
+}
+
+/* The adapter tensors each listed layer must have, with their expected shapes. */
+static int check_layer(const char *path, const CkptMeta *m, int layer, const CkptTensor *t, int n, NptErr *err) {
+    static const char *parts[] = {"A", "B_add", "B_mul"};
+    for (int p = 0; p < 3; p++) {
+        char name[64];
+        snprintf(name, sizeof name, "adapters/layer_%02d/%s", layer, parts[p]);
+        const CkptTensor *x = ckpt_find(t, n, name);
+        int want = p < 2 || !m->safe_mode;
+        if (!x && want) return npt_fail(err, "%s: dataset /%s missing", path, name);
+        if (x && !want)
+            return npt_fail(err, "%s: dataset /%s present although /adapters safe_mode is 1 (safe mode has no B_mul)",
+                            path, name);
+        if (!x) continue;
+        int64_t r = p == 0 ? m->rank : m->hidden_dim, c = p == 0 ? m->dim : m->rank;
+        if (!shape_is(x, r, c)) {
+            char have[96];
+            shape_str(x->shape, x->ndim, have, sizeof have);
+            return npt_fail(err, "%s: dataset /%s has shape %s, expected [%lld, %lld] (rank %d, dim %d, hidden_dim %d)",
+                            path, name, have, (long long)r, (long long)c, m->rank, m->dim, m->hidden_dim);
+        }
+    }
+    return 0;
+}
+
+static int is_expected_adapter(const CkptMeta *m, const char *name) {
+    for (int i = 0; i < m->n_npt_layers; i++) {
+        char prefix[32];
+        int len = snprintf(prefix, sizeof prefix, "adapters/layer_%02d/", m->npt_layers[i]);
+        if (strncmp(name, prefix, (size_t)len) == 0) {
+            const char *part = name + len;
+            return strcmp(part, "A") == 0 || strcmp(part, "B_add") == 0 || strcmp(part, "B_mul") == 0;
+        }
+    }
+    return 0;
+}
+
+int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(t[i].dtype, "float32") != 0)
+            return npt_fail(err, "%s: dataset /%s has dtype %s, expected float32", path, t[i].name, t[i].dtype);
+    for (int i = 0; i < m->n_npt_layers; i++)
+        if (check_layer(path, m, m->npt_layers[i], t, n, err)) return -1;
+    for (int i = 0; i < n; i++) {
+        const char *name = t[i].name;
+        if (strncmp(name, "adapters/", 9) == 0 && !is_expected_adapter(m, name))
+            return npt_fail(err, "%s: unexpected dataset /%s (not A, B_add or B_mul of a layer listed in /adapters layers)",
+                            path, name);
+        /* A moment "optimizer/X.m" must be shaped like its parameter "adapters/X". */
+        const char *dot = strrchr(name, '.');
+        if (strncmp(name, "optimizer/", 10) != 0 || !dot) continue;
+        char param[160];
+        snprintf(param, sizeof param, "adapters/%.*s", (int)(dot - name - 10), name + 10);
+        const CkptTensor *p = ckpt_find(t, n, param);
+        if (p && (p->ndim != t[i].ndim || memcmp(p->shape, t[i].shape, (size_t)p->ndim * sizeof p->shape[0]) != 0)) {
+            char have[96], want[96];
+            shape_str(t[i].shape, t[i].ndim, have, sizeof have);
+            shape_str(p->shape, p->ndim, want, sizeof want);
+            return npt_fail(err, "%s: dataset /%s has shape %s but its parameter /%s has %s", path, name, have, param, want);
+        }
+    }
+    return 0;
+}
+
+int ckpt_check_finite(const char *path, const CkptTensor *t, int n, NptErr *err) {
+    for (int i = 0; i < n; i++) {
+        if (!t[i].data) continue;
+        size_t count = tensor_count(&t[i]), nan = 0, inf = 0;
+        for (size_t k = 0; k < count; k++) {
+            nan += isnan(t[i].data[k]) != 0;
+            inf += isinf(t[i].data[k]) != 0;
+        }
+        if (nan || inf)
+            return npt_fail(err, "%s: tensor /%s holds %zu NaN and %zu Inf values (of %zu)", path, t[i].name, nan, inf,
+                            count);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- whole file */
+
+const CkptTensor *ckpt_find(const CkptTensor *t, int n, const char *name) {
+    if (name[0] == '/') name++;
+    for (int i = 0; i < n; i++)
+        if (strcmp(t[i].name, name) == 0) return &t[i];
+    return NULL;
+}
+
+void ckpt_free(CkptMeta *meta, CkptTensor *tensors, int n_tensors) {
+    if (meta) {
+        free(meta->recipe_json);
+        free(meta->history);
+        meta->recipe_json = NULL;
+        meta->history = NULL;
+        meta->n_history = 0;
+    }
+    for (int i = 0; tensors && i < n_tensors; i++) free(tensors[i].data);
+    free(tensors);
+}
+
+int ckpt_load(const char *path, CkptMeta *meta, CkptTensor **tensors, int *n_tensors, NptErr *err) {
+    *tensors = NULL;
+    *n_tensors = 0;
+    memset(meta, 0, sizeof *meta);
+    CkptFile *f = ckpt_open(path, err);
+    if (!f) return -1;
+    CkptTensor *t = NULL;
+    int n = 0;
+    int rc = ckpt_read_meta(f, meta, err) || ckpt_list_tensors(f, &t, &n, err) || ckpt_validate(path, meta, t, n, err)
+                 ? -1 : 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        t[i].data = npt_try_malloc(tensor_count(&t[i]) * sizeof(float), t[i].name, err);
+        if (!t[i].data || ckpt_read_rows(f, &t[i], 0, t[i].shape[0], t[i].data, err)) rc = -1;
+    }
+    if (rc == 0) rc = ckpt_check_finite(path, t, n, err);
+    ckpt_close(f);
+    if (rc) {
+        ckpt_free(meta, t, n);
+        return -1;
+    }
+    *tensors = t;
+    *n_tensors = n;
+    return 0;
+}

@@ -1,0 +1,123 @@
+/* train/runlog.c — status line, metrics.jsonl and the loss plot (see runlog.h). */
+#include "runlog.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_step, NptErr *err) {
+    memset(r, 0, sizeof *r);
+    r->metrics = fopen(metrics_path, append ? "a" : "w");
+    if (!r->metrics) return npt_fail(err, "cannot write %s (is the output directory writable?)", metrics_path);
+    r->is_tty = isatty(fileno(stderr));
+    r->t_start = npt_now_seconds();
+    r->first_step = first_step;
+    return 0;
+}
+
+void runlog_close(RunLog *r) {
+    if (r->metrics) fclose(r->metrics);
+    r->metrics = NULL;
+}
+
+void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen) {
+    fprintf(r->metrics,
+            "{\"step\":%lld,\"loss\":%.9g,\"fidelity\":%.9g,\"reg\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
+            "\"skipped\":%d,\"tokens\":%lld,\"time\":%.3f}\n",
+            (long long)row->step, row->loss, row->nmse, row->reg, row->lr, row->grad_norm, row->skipped,
+            (long long)tokens_seen, npt_now_seconds() - r->t_start);
+    fflush(r->metrics);
+}
+
+static void clear_status(RunLog *r) {
+    if (r->status_shown) fputs("\r\033[K", stderr);
+    r->status_shown = 0;
+}
+
+void runlog_say(RunLog *r, const char *fmt, ...) {
+    clear_status(r);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int64_t skipped_total, int final_line) {
+    double dt = npt_now_seconds() - r->t_start;
+    int64_t done = row->step - r->first_step;
+    double tok_s = dt > 0 ? r->tokens_session / dt : 0.0;
+    double eta = done > 0 ? dt / done * (max_steps - row->step) : 0.0;
+    char line[256];
+    snprintf(line, sizeof line,
+             "step %lld/%lld | loss %.4g | fid %.4g | reg %.3g | lr %.2e | gnorm %.3g | %.0f tok/s | skips %lld | ETA %d:%02d",
+             (long long)row->step, (long long)max_steps, row->loss, row->nmse, row->reg, row->lr, row->grad_norm, tok_s,
+             (long long)skipped_total, (int)(eta / 60), (int)fmod(eta, 60));
+    if (r->is_tty && !final_line) {
+        fprintf(stderr, "\r\033[K%s", line);
+        r->status_shown = 1;
+    } else {
+        clear_status(r);
+        fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+}
+
+int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, const char *title, NptErr *err) {
+    const int W = 800, H = 420, L = 70, R = 20, TOP = 40, B = 50;
+    double lo = INFINITY, hi = -INFINITY;
+    int64_t smin = 0, smax = 1;
+    for (int64_t i = 0; i < n; i++) {
+        if (i == 0 || rows[i].step < smin) smin = rows[i].step;
+        if (rows[i].step > smax) smax = rows[i].step;
+        if (rows[i].skipped || !(rows[i].loss > 0) || !isfinite(rows[i].loss)) continue;
+        lo = fmin(lo, log10(rows[i].loss));
+        hi = fmax(hi, log10(rows[i].loss));
+    }
+    if (!isfinite(lo)) lo = -1, hi = 0;
+    if (hi - lo < 1e-3) hi = lo + 1;
+    if (smax <= smin) smax = smin + 1;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return npt_fail(err, "cannot write %s", tmp);
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"22\" font-size=\"15\">%s</text>\n", L, title);
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", L, TOP, W - L - R, H - TOP - B);
+    for (int k = 0; k <= 4; k++) { /* y ticks on the log scale */
+        double v = lo + (hi - lo) * k / 4.0;
+        int y = TOP + (int)((H - TOP - B) * (1.0 - k / 4.0));
+        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"#eee\"/><text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3g</text>\n",
+                L, W - R, y, y, L - 5, y + 4, pow(10.0, v));
+        int64_t s = smin + (smax - smin) * k / 4;
+        int x = L + (int)((double)(W - L - R) * k / 4.0);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%lld</text>\n", x, H - B + 18, (long long)s);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 12);
+    fprintf(f, "<text x=\"16\" y=\"%d\" transform=\"rotate(-90 16 %d)\" text-anchor=\"middle\">loss (log scale)</text>\n", (TOP + H - B) / 2, (TOP + H - B) / 2);
+    fputs("<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"", f);
+    for (int64_t i = 0; i < n; i++) {
+        if (rows[i].skipped || !(rows[i].loss > 0) || !isfinite(rows[i].loss)) continue;
+        double x = L + (double)(W - L - R) * (rows[i].step - smin) / (double)(smax - smin);
+        double y = TOP + (H - TOP - B) * (1.0 - (log10(rows[i].loss) - lo) / (hi - lo));
+        fprintf(f, "%.1f,%.1f ", x, y);
+    }
+    fputs("\"/>\n", f);
+    int64_t skips = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!rows[i].skipped) continue;
+        skips++;
+        double x = L + (double)(W - L - R) * (rows[i].step - smin) / (double)(smax - smin);
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#d62728\" stroke-dasharray=\"3,2\"/>\n", x, x, TOP, H - B);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\" fill=\"#d62728\">%lld skipped batch%s (red)</text>\n", W - R, TOP - 8,
+            (long long)skips, skips == 1 ? "" : "es");
+    fputs("</svg>\n", f);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        return npt_fail(err, "cannot write %s", path);
+    }
+    return 0;
+}

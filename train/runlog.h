@@ -1,0 +1,32 @@
+/* train/runlog.h — what a run shows and records: a live status line on a terminal
+ * (plain lines when piped), one metrics.jsonl line per optimizer step, and a
+ * loss-curve image (SVG) beside the checkpoints. */
+#ifndef NPT_RUNLOG_H
+#define NPT_RUNLOG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "checkpoint.h"
+
+typedef struct {
+    FILE *metrics;      /* metrics.jsonl, appended to on resume */
+    int is_tty;
+    int status_shown;   /* a status line is on screen and must be cleared before a log line */
+    double t_start;
+    int64_t first_step; /* step the session started at (resume), for tokens/s and ETA */
+    int64_t tokens_session;
+} RunLog;
+
+int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_step, NptErr *err);
+void runlog_close(RunLog *r);
+/* One optimizer step (or skip) into metrics.jsonl. */
+void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen);
+/* The status line (terminal) or a plain line (pipe). */
+void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int64_t skipped_total, int final_line);
+/* A message line that does not fight with the status line. */
+void runlog_say(RunLog *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Loss curve (log scale) with skipped steps marked, written atomically as SVG. */
+int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, const char *title, NptErr *err);
+
+#endif

@@ -1,0 +1,458 @@
+/* train/trainer.c — the training loop (SPEC section 4).
+ *
+ * One optimizer step = grad_accum micro-batches. A step whose loss or gradient norm is
+ * not finite is skipped: gradients are dropped, and neither parameters, moments nor
+ * the schedule move; only the data cursor does. After max_consecutive_skips in a row
+ * the run saves its (still good) state and stops with exit code 3. Checkpoints carry
+ * everything a resumed run needs to continue bit for bit: adapters, moments, step,
+ * data cursor, history. */
+#include "trainer.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../data/dataset.h"
+#include "../model/npt.h"
+#include "../optim/optim.h"
+#include "adapters.h"
+#include "checkpoint.h"
+#include "objective.h"
+#include "recipe.h"
+#include "runlog.h"
+
+typedef struct {
+    Recipe r;
+    LlamaModel model;
+    Tokenizer *tok;
+    Dataset data;
+    NptModel npt;
+    int have_npt;
+    Optimizer opt;
+    float *params, *grads; /* what the optimizer updates: adapters, or all weights */
+    size_t n_params;
+    Schedule sched;
+    ObjectiveConfig oc;
+    Arena act, grads_arena, scratch;
+    Graph student, teacher;
+    CkptMeta meta;         /* training state carried in checkpoints */
+    int64_t history_cap;
+    RunLog log;
+    char *recipe_json;
+    int *tokens;
+    int64_t *sample_ids;
+    uint64_t poison_mask;  /* test hook: NPT_TEST_POISON_BATCHES, micro-batch indices */
+    int64_t *poison, n_poison, *drop, n_drop;
+    int64_t batches_drawn;
+} Trainer;
+
+/* Prints one "npt train: error:" line; returns 1 so callers can `return fail(...)`. */
+static int __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("npt train: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static int mkdir_p(const char *path, NptErr *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) && errno != EEXIST) return npt_fail(err, "cannot create directory %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) && errno != EEXIST) return npt_fail(err, "cannot create directory %s: %s", buf, strerror(errno));
+    return 0;
+}
+
+/* Comma-separated list of batch indices from an environment variable (test hooks). */
+static int64_t *parse_index_list(const char *env, int64_t *count) {
+    const char *s = getenv(env);
+    *count = 0;
+    if (!s || !*s) return NULL;
+    int64_t *list = npt_xcalloc(strlen(s) + 1, sizeof(int64_t), env);
+    for (char *end; *s; s = *end ? end + 1 : end) list[(*count)++] = strtoll(s, &end, 10);
+    return list;
+}
+
+static int in_list(const int64_t *list, int64_t n, int64_t v) {
+    for (int64_t i = 0; i < n; i++)
+        if (list[i] == v) return 1;
+    return 0;
+}
+
+static DatasetFormat dataset_format(const Recipe *r) {
+    DataFormat f = recipe_data_format(r->data.train, r->data.format);
+    return f == DATA_TOKENS_U16 ? DATASET_U16 : f == DATA_TOKENS_U32 ? DATASET_U32 : DATASET_TEXT;
+}
+
+static int setup_model_and_data(Trainer *t) {
+    NptErr err;
+    Recipe *r = &t->r;
+    if (llama_load(r->model, &t->model, &err)) return fail("%s", err.msg);
+    LlamaConfig *c = &t->model.cfg;
+    if (recipe_check_against_model(r, c->dim, c->hidden_dim, c->n_layers, &err)) return fail("%s", err.msg);
+    if (r->data.seq_len > c->seq_len)
+        fprintf(stderr, "npt train: warning: data.seq_len %d exceeds the model's trained context %d\n", r->data.seq_len, c->seq_len);
+    DatasetFormat fmt = dataset_format(r);
+    if (fmt == DATASET_TEXT) {
+        const char *tp = r->tokenizer[0] ? r->tokenizer : t->model.tokenizer_path;
+        if (!tp[0]) return fail("no tokenizer found beside %s for text data; set \"tokenizer\" in the recipe", r->model);
+        if (!(t->tok = tokenizer_load(tp, c->vocab_size, &err))) return fail("%s", err.msg);
+    }
+    if (dataset_open(&t->data, r->data.train, fmt, t->tok, c->vocab_size, c->bos_id, r->data.seq_len, r->data.shuffle,
+                     (uint64_t)r->seed, &err))
+        return fail("%s", err.msg);
+    return 0;
+}
+
+/* lm + train_all_weights trains the base itself: its tensors become parameters. */
+static int make_base_trainable(Trainer *t, NptErr *err) {
+    LlamaModel *m = &t->model;
+    float *g = npt_aligned_alloc(m->weights_floats * sizeof(float), "weight gradients", err);
+    if (!g) return -1;
+    memset(g, 0, m->weights_floats * sizeof(float));
+    Tensor *all[4 + 9 * 1024];
+    int n = 0;
+    all[n++] = &m->tok_emb, all[n++] = &m->final_norm;
+    if (!m->cfg.tied) all[n++] = &m->lm_head;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LlamaLayer *L = &m->layers[l];
+        Tensor *ts[9] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 9; k++) all[n++] = ts[k];
+    }
+    for (int k = 0; k < n; k++) {
+        all[k]->grad = g + (all[k]->data - m->weights_block);
+        all[k]->requires_grad = all[k]->is_param = 1;
+    }
+    if (m->cfg.tied) m->lm_head.grad = m->tok_emb.grad, m->lm_head.requires_grad = m->lm_head.is_param = 1;
+    t->params = m->weights_block, t->grads = g, t->n_params = m->weights_floats;
+    return 0;
+}
+
+static int setup_training(Trainer *t) {
+    NptErr err;
+    Recipe *r = &t->r;
+    const LlamaConfig *c = &t->model.cfg;
+    t->oc = (ObjectiveConfig){.distill = r->objective.type == OBJECTIVE_DISTILL, .use_mse = r->objective.loss == LOSS_MSE,
+                              .lambda = (float)r->objective.lambda, .train_all_weights = r->objective.train_all_weights};
+    if (t->oc.distill || !t->oc.train_all_weights) {
+        NptConfig nc = {.rank = r->npt.rank, .safe_mode = r->npt.safe_mode, .modulation_scale = (float)r->npt.modulation_scale,
+                        .layer_mode = (NptLayerMode)r->npt.layers, .layer_list = r->npt.layer_ids,
+                        .n_layer_list = r->npt.n_layer_ids, .init_a_std = (float)r->npt.init_a_std,
+                        .init_b_add_std = (float)r->npt.init_b_add_std, .init_b_mul_std = (float)r->npt.init_b_mul_std};
+        if (npt_create(&t->npt, &t->model, &nc, &err)) return fail("%s", err.msg);
+        t->have_npt = 1;
+        npt_init_weights(&t->npt, &nc, (uint64_t)r->seed);
+        t->params = t->npt.params, t->grads = t->npt.grads, t->n_params = t->npt.n_params;
+    } else if (make_base_trainable(t, &err)) {
+        return fail("%s", err.msg);
+    }
+    if (optim_init(&t->opt, r->train.optimizer == OPTIMIZER_SGD ? OPTIM_SGD : OPTIM_ADAMW, t->params, t->grads, t->n_params, &err))
+        return fail("%s", err.msg);
+    t->opt.beta1 = (float)r->train.beta1, t->opt.beta2 = (float)r->train.beta2, t->opt.eps = (float)r->train.eps;
+    t->opt.weight_decay = (float)r->train.weight_decay, t->opt.momentum = (float)r->train.momentum;
+    t->sched = (Schedule){.kind = (ScheduleKind)r->train.schedule, .base_lr = (float)r->train.lr,
+                          .min_lr_ratio = (float)r->train.min_lr_ratio, .warmup_steps = r->train.warmup_steps,
+                          .total_steps = r->train.max_steps};
+    int B = r->train.batch_size, T = r->data.seq_len;
+    size_t bytes = llama_activation_bytes(c, B, T, !t->oc.distill);
+    /* the student arena also holds the teacher's kept layer outputs */
+    size_t act_bytes = bytes + (size_t)(c->n_layers + 2) * B * T * c->dim * sizeof(float);
+    size_t scratch_bytes = bytes / (size_t)(c->n_layers > 0 ? c->n_layers : 1) + (size_t)B * T * c->dim * 8 * sizeof(float) + (4u << 20);
+    if (arena_init(&t->act, act_bytes, "activations", &err) || arena_init(&t->grads_arena, bytes, "activation gradients", &err) ||
+        arena_init(&t->scratch, scratch_bytes, "teacher scratch", &err) ||
+        graph_init(&t->student, &t->act, &t->grads_arena, 64 * (c->n_layers + 4), &err) ||
+        graph_init(&t->teacher, &t->scratch, NULL, 16, &err))
+        return fail("%s", err.msg);
+    t->teacher.recording = 0;
+    t->tokens = npt_xmalloc((size_t)B * T * sizeof(int), "batch tokens");
+    t->sample_ids = npt_xmalloc((size_t)B * sizeof(int64_t), "batch sample ids");
+    t->poison = parse_index_list("NPT_TEST_POISON_BATCHES", &t->n_poison);
+    t->drop = parse_index_list("NPT_TEST_DROP_BATCHES", &t->n_drop);
+    return 0;
+}
+
+static void history_push(Trainer *t, const CkptHistoryRow *row) {
+    if (t->meta.n_history == t->history_cap) {
+        t->history_cap = t->history_cap ? 2 * t->history_cap : 1024;
+        CkptHistoryRow *h = realloc(t->meta.history, (size_t)t->history_cap * sizeof *h);
+        if (!h) npt_die("out of memory growing the step history");
+        t->meta.history = h;
+    }
+    t->meta.history[t->meta.n_history++] = *row;
+}
+
+static int save_checkpoint(Trainer *t, const char *kind) {
+    NptErr err;
+    char path[4300];
+    if (ckpt_path_for(path, sizeof path, t->r.output_dir, kind, t->meta.step, &err)) return fail("%s", err.msg);
+    snprintf(t->meta.kind, sizeof t->meta.kind, "%s", kind);
+    adapters_fill_meta(&t->meta, &t->model, t->have_npt ? &t->npt : NULL);
+    snprintf(t->meta.optimizer, sizeof t->meta.optimizer, "%s", t->opt.kind == OPTIM_SGD ? "sgd" : "adamw");
+    t->meta.opt_step = t->opt.step;
+    t->meta.recipe_json = t->recipe_json;
+    dataset_cursor(&t->data, t->meta.data_cursor);
+    CkptTensor *list = NULL;
+    int count = 0;
+    if (t->have_npt && adapters_tensor_list(&t->npt, &t->opt, &list, &count, &err)) return fail("%s", err.msg);
+    int rc = ckpt_save(path, &t->meta, list, count, &err);
+    free(list);
+    if (rc) return fail("%s", err.msg);
+    if (!strcmp(kind, "periodic") && ckpt_rotate(t->r.output_dir, t->r.checkpoint.keep_last, &err))
+        runlog_say(&t->log, "warning: %s", err.msg);
+    char plot[4300];
+    snprintf(plot, sizeof plot, "%s/loss.svg", t->r.output_dir);
+    if (runlog_plot_svg(plot, t->meta.history, t->meta.n_history, t->r.name, &err)) runlog_say(&t->log, "warning: %s", err.msg);
+    return 0;
+}
+
+static int resume_from(Trainer *t, const char *spec) {
+    NptErr err;
+    char path[4300];
+    if (!strcmp(spec, "auto")) {
+        int found = ckpt_find_latest(t->r.output_dir, path, sizeof path, &err);
+        if (found < 0) return fail("%s", err.msg);
+        if (found == 0) {
+            fprintf(stderr, "npt train: no checkpoint in %s yet; starting from scratch\n", t->r.output_dir);
+            return 0;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s", spec);
+    }
+    CkptMeta meta, want;
+    CkptTensor *tensors = NULL;
+    int n = 0;
+    if (ckpt_load(path, &meta, &tensors, &n, &err)) return fail("%s", err.msg);
+    memset(&want, 0, sizeof want);
+    adapters_fill_meta(&want, &t->model, t->have_npt ? &t->npt : NULL);
+    int rc = 1;
+    if (ckpt_check_base(path, &meta, &want, &err)) {
+        fail("%s", err.msg);
+    } else if (t->have_npt && (meta.rank != want.rank || meta.safe_mode != want.safe_mode ||
+                               meta.n_npt_layers != want.n_npt_layers ||
+                               memcmp(meta.npt_layers, want.npt_layers, sizeof(int) * (size_t)want.n_npt_layers))) {
+        fail("%s holds adapters of rank %d, %s mode, %d layers; the recipe asks for rank %d, %s mode, %d layers; resume with the recipe that wrote it",
+             path, meta.rank, meta.safe_mode ? "safe" : "full", meta.n_npt_layers, want.rank, want.safe_mode ? "safe" : "full",
+             want.n_npt_layers);
+    } else if (t->have_npt && adapters_restore(&t->npt, &t->opt, path, tensors, n, &err)) {
+        fail("%s", err.msg);
+    } else if (dataset_restore(&t->data, meta.data_cursor, &err)) {
+        fail("%s: %s", path, err.msg);
+    } else {
+        t->opt.step = meta.opt_step;
+        t->meta.step = meta.step;
+        t->meta.tokens_seen = meta.tokens_seen;
+        t->meta.skipped_total = meta.skipped_total;
+        t->meta.consecutive_skips = meta.consecutive_skips;
+        t->meta.best_loss = meta.best_loss;
+        t->meta.last_loss = meta.last_loss;
+        free(t->meta.history);
+        t->meta.history = meta.history; /* take ownership */
+        t->meta.n_history = t->history_cap = meta.n_history;
+        meta.history = NULL;
+        meta.n_history = 0;
+        fprintf(stderr, "npt train: resumed from %s at step %lld\n", path, (long long)meta.step);
+        rc = 0;
+    }
+    ckpt_free(&meta, tensors, n);
+    return rc;
+}
+
+/* One optimizer step: accumulate, check, clip, update (or skip). */
+static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_ids) {
+    Recipe *r = &t->r;
+    int B = r->train.batch_size, T = r->data.seq_len, A = r->train.grad_accum;
+    memset(t->grads, 0, t->n_params * sizeof(float));
+    ObjectiveGraphs gr = {&t->student, &t->teacher};
+    double loss = 0, fid = 0, reg = 0;
+    int finite = 1;
+    *n_ids = 0;
+    for (int a = 0; a < A; a++) {
+        do { /* test hook: batches dropped from the stream as if they never existed */
+            dataset_next_batch(&t->data, B, t->tokens, t->sample_ids);
+        } while (in_list(t->drop, t->n_drop, t->batches_drawn++));
+        int poison = in_list(t->poison, t->n_poison, t->batches_drawn - 1);
+        for (int b = 0; b < B; b++) ids_out[(*n_ids)++] = t->sample_ids[b];
+        ObjectiveValues v = objective_step(&gr, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, t->tokens, B, T, 1.0f / A, poison);
+        if (!isfinite(v.loss)) finite = 0;
+        loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
+    }
+    double norm = finite ? grad_global_norm(t->grads, t->n_params) : NAN;
+    *row = (CkptHistoryRow){.step = t->meta.step + 1, .loss = loss, .nmse = fid, .reg = reg,
+                            .lr = schedule_lr(&t->sched, t->meta.step), .grad_norm = norm};
+    if (!isfinite(loss) || !isfinite(norm)) {
+        row->skipped = 1;
+        row->step = t->meta.step; /* the schedule does not move */
+        return 1;
+    }
+    grad_clip(t->grads, t->n_params, norm, (float)r->train.clip_grad_norm);
+    optim_step(&t->opt, (float)row->lr);
+    t->meta.step++;
+    t->meta.tokens_seen += (int64_t)A * B * T;
+    t->log.tokens_session += (int64_t)A * B * T;
+    return 0;
+}
+
+static int run_loop(Trainer *t) {
+    Recipe *r = &t->r;
+    int64_t max_ids = (int64_t)r->train.grad_accum * r->train.batch_size;
+    int64_t *ids = npt_xmalloc((size_t)max_ids * sizeof(int64_t), "sample ids");
+    double interval_sum = 0;
+    int interval_n = 0;
+    int rc = 0;
+    while (t->meta.step < r->train.max_steps) {
+        CkptHistoryRow row;
+        int n_ids;
+        int skipped = train_step(t, &row, ids, &n_ids);
+        history_push(t, &row);
+        runlog_metrics(&t->log, &row, t->meta.tokens_seen);
+        if (skipped) {
+            t->meta.skipped_total++;
+            t->meta.consecutive_skips++;
+            char list[512] = "";
+            for (int i = 0, o = 0; i < n_ids && o < (int)sizeof list - 24; i++)
+                o += snprintf(list + o, sizeof list - (size_t)o, "%s%lld", i ? "," : "", (long long)ids[i]);
+            runlog_say(&t->log, "skipped non-finite batch at step %lld (loss %g, grad norm %g), samples [%s]; %d in a row",
+                       (long long)t->meta.step, row.loss, row.grad_norm, list, t->meta.consecutive_skips);
+            if (!r->train.skip_nonfinite || t->meta.consecutive_skips >= r->train.max_consecutive_skips) {
+                if (save_checkpoint(t, "emergency")) {
+                    rc = 4;
+                    break;
+                }
+                runlog_say(&t->log, "npt train: error: stopping after %d consecutive non-finite batch%s (train.max_consecutive_skips %d%s); the last good state is saved in %s",
+                           t->meta.consecutive_skips, t->meta.consecutive_skips == 1 ? "" : "es", r->train.max_consecutive_skips,
+                           r->train.skip_nonfinite ? "" : ", skip_nonfinite is off", r->output_dir);
+                rc = 3;
+                break;
+            }
+            continue;
+        }
+        t->meta.consecutive_skips = 0;
+        t->meta.last_loss = row.loss;
+        interval_sum += row.loss;
+        interval_n++;
+        if (npt_count_nonfinite(t->params, t->n_params)) { /* cannot happen with finite grads; never save it */
+            runlog_say(&t->log, "npt train: error: parameters became non-finite at step %lld although the gradients were finite; lower train.lr",
+                       (long long)t->meta.step);
+            rc = 4;
+            break;
+        }
+        int last = t->meta.step == r->train.max_steps;
+        if (t->meta.step % r->log.every == 0 || last) runlog_status(&t->log, &row, r->train.max_steps, t->meta.skipped_total, last);
+        if (t->meta.step % r->checkpoint.every == 0 && !last) {
+            double mean = interval_sum / interval_n;
+            if (save_checkpoint(t, "periodic")) {
+                rc = 4;
+                break;
+            }
+            if (r->checkpoint.save_best && mean < t->meta.best_loss) {
+                t->meta.best_loss = mean;
+                if (save_checkpoint(t, "best")) {
+                    rc = 4;
+                    break;
+                }
+            }
+            interval_sum = 0, interval_n = 0;
+        }
+    }
+    if (rc == 0) {
+        if (interval_n && r->checkpoint.save_best && interval_sum / interval_n < t->meta.best_loss) {
+            t->meta.best_loss = interval_sum / interval_n;
+            rc = save_checkpoint(t, "best") ? 4 : 0;
+        }
+        if (rc == 0) rc = save_checkpoint(t, "final") ? 4 : 0;
+    }
+    free(ids);
+    return rc;
+}
+
+static void trainer_free(Trainer *t) {
+    runlog_close(&t->log);
+    graph_free(&t->student);
+    graph_free(&t->teacher);
+    arena_free(&t->act);
+    arena_free(&t->grads_arena);
+    arena_free(&t->scratch);
+    optim_free(&t->opt);
+    if (t->have_npt) npt_free(&t->npt);
+    else if (t->grads) free(t->grads);
+    dataset_free(&t->data);
+    if (t->tok) tokenizer_free(t->tok);
+    if (t->model.weights_block) llama_free(&t->model);
+    free(t->meta.history);
+    free(t->recipe_json);
+    free(t->tokens);
+    free(t->sample_ids);
+    free(t->poison);
+    free(t->drop);
+    recipe_free(&t->r);
+}
+
+int train_run(const TrainArgs *a) {
+    Trainer *t = npt_xcalloc(1, sizeof *t, "trainer");
+    RecipeDiag diag;
+    memset(&diag, 0, sizeof diag);
+    char recipe_path[4096];
+    NptErr err;
+    int rc = 1;
+    if (recipe_resolve_path(a->recipe_path, recipe_path, sizeof recipe_path, &err)) {
+        fail("%s", err.msg);
+        free(t);
+        return 1;
+    }
+    int loaded = recipe_load(recipe_path, a->overrides, a->n_overrides, &t->r, &diag);
+    char *text = recipe_diag_text(&diag);
+    if (text && *text) fprintf(stderr, "%s", text);
+    free(text);
+    recipe_diag_free(&diag);
+    if (loaded) {
+        fprintf(stderr, "npt train: error: %s is not a valid recipe (see the errors above; npt validate shows them too)\n", recipe_path);
+        free(t);
+        return 1;
+    }
+    if (recipe_check_for_training(&t->r, &err)) {
+        fail("%s", err.msg);
+        recipe_free(&t->r);
+        free(t);
+        return 1;
+    }
+    int threads = t->r.threads > 0 ? t->r.threads : omp_get_num_procs();
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    t->meta.best_loss = INFINITY;
+    t->recipe_json = recipe_to_json(&t->r);
+    char metrics[4300];
+    snprintf(metrics, sizeof metrics, "%s/%s", t->r.output_dir, t->r.log.metrics_file);
+    if (setup_model_and_data(t) || setup_training(t)) goto done;
+    if (mkdir_p(t->r.output_dir, &err)) {
+        fail("%s", err.msg);
+        goto done;
+    }
+    if (a->resume && resume_from(t, a->resume)) goto done;
+    if (runlog_open(&t->log, metrics, t->meta.step > 0, t->meta.step, &err)) {
+        fail("%s", err.msg);
+        goto done;
+    }
+    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %zu windows of %d | %d threads\n",
+            t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
+            t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
+            t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.train, t->data.n_windows, t->r.data.seq_len, threads);
+    rc = run_loop(t);
+    if (rc == 0) fprintf(stderr, "npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
+                         (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);
+done:
+    trainer_free(t);
+    free(t);
+    return rc;
+}
