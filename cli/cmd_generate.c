@@ -6,12 +6,14 @@
 #include "../data/tokenizer.h"
 #include "../model/llama.h"
 #include "../model/sampler.h"
+#include "../train/adapters.h"
 #include "commands.h"
 
 static const char *generate_help =
-    "usage: npt generate --model M [--tokenizer T] [--prompt TEXT] [--steps N]\n"
+    "usage: npt generate --model M [--adapters CKPT] [--tokenizer T] [--prompt TEXT] [--steps N]\n"
     "                    [--temperature X] [--top-p P] [--seed S] [--json]\n\n"
     "  --model M        HF directory, llama2.c .bin or .gguf file\n"
+    "  --adapters CKPT  run the converted layers as NPT layers with adapters from an npt checkpoint\n"
     "  --tokenizer T    tokenizer.json or llama2.c tokenizer .bin (default: the one beside the model)\n"
     "  --prompt TEXT    text to continue (default: empty, start from BOS)\n"
     "  --steps N        positions to generate, prompt included (default 256, at most the model context)\n"
@@ -21,7 +23,7 @@ static const char *generate_help =
     "  --json           print {\"prompt_tokens\":[...],\"tokens\":[...],\"text\":...} instead of streaming\n";
 
 typedef struct {
-    const char *model, *tokenizer, *prompt;
+    const char *model, *adapters, *tokenizer, *prompt;
     long steps, seed;
     double temperature, top_p;
     int json;
@@ -38,6 +40,8 @@ static int parse(int argc, char **argv, GenerateArgs *a) {
             a->json = 1;
         } else if (arg_is(argv[i], "--model")) {
             if (!(a->model = arg_value(argc, argv, &i, "--model", "generate"))) return -1;
+        } else if (arg_is(argv[i], "--adapters")) {
+            if (!(a->adapters = arg_value(argc, argv, &i, "--adapters", "generate"))) return -1;
         } else if (arg_is(argv[i], "--tokenizer")) {
             if (!(a->tokenizer = arg_value(argc, argv, &i, "--tokenizer", "generate"))) return -1;
         } else if (arg_is(argv[i], "--prompt")) {
@@ -111,6 +115,16 @@ int cmd_generate(int argc, char **argv) {
         llama_free(&m);
         return 1;
     }
+    NptModel npt, *np = NULL;
+    if (a.adapters) {
+        if (adapters_load(a.adapters, &m, &npt, &err)) {
+            fprintf(stderr, "npt generate: error: %s\n", err.msg);
+            tokenizer_free(tok);
+            llama_free(&m);
+            return 1;
+        }
+        np = &npt;
+    }
     int steps = (int)a.steps < m.cfg.seq_len ? (int)a.steps : m.cfg.seq_len;
     int *ids = malloc((size_t)(steps + 1) * sizeof(int));
     int n_prompt = ids ? tokenizer_encode(tok, a.prompt, 1, ids, steps, &err) : -1;
@@ -123,7 +137,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
     } else if (n_prompt > steps) {
         fprintf(stderr, "npt generate: error: the prompt is %d tokens, more than --steps %d allows\n", n_prompt, steps);
-    } else if (llama_infer_init(&s, &m.cfg, NULL, steps, &err)) {
+    } else if (llama_infer_init(&s, &m.cfg, np, steps, &err)) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
     } else if (sampler_init(&smp, m.cfg.vocab_size, (float)a.temperature, (float)a.top_p, (uint64_t)a.seed)) {
         fprintf(stderr, "npt generate: error: out of memory for the sampler\n");
@@ -135,7 +149,7 @@ int cmd_generate(int argc, char **argv) {
             for (int i = 1; i < n_prompt; i++) fputs(tokenizer_decode_token(tok, ids[i - 1], ids[i], buf), stdout);
         double t0 = npt_now_seconds();
         for (int pos = 0; pos < steps - 1; pos++) {
-            float *logits = llama_infer_step(&s, &m, NULL, ids[pos], pos);
+            float *logits = llama_infer_step(&s, &m, np, ids[pos], pos);
             if (pos + 1 < n) continue; /* still reading the prompt */
             int next = sampler_next(&smp, logits);
             if (next == tokenizer_bos_id(tok) || next == tokenizer_eos_id(tok)) break;
@@ -156,6 +170,7 @@ int cmd_generate(int argc, char **argv) {
             free(text);
         } else {
             printf("\n");
+            fflush(stdout);
             fprintf(stderr, "[%d tokens, %.1f tokens/s]\n", n - n_prompt, (n - 1) / (dt > 0 ? dt : 1e-9));
         }
         rc = 0;
@@ -164,6 +179,7 @@ int cmd_generate(int argc, char **argv) {
     }
     free(ids);
     tokenizer_free(tok);
+    if (np) npt_free(np);
     llama_free(&m);
     return rc;
 }

@@ -66,7 +66,7 @@ const RecipeKey recipe_keys[] = {
     NUM("npt.init_a_std", "0.02", 0, 0, INFINITY, 0, npt.init_a_std, "Std of A at init."),
     NUM("npt.init_b_add_std", "0.001", 0, 0, INFINITY, 0, npt.init_b_add_std, "Std of B_add at init."),
     NUM("npt.init_b_mul_std", "0.0", 0, 0, INFINITY, 0, npt.init_b_mul_std,
-        "Std of B_mul at init (0: the multiplicative term starts at exactly 1)."),
+        "Std of B_mul at init (0: d_raw = 0, so d_mul starts at 0.5*sigmoid(0)+0.5 = 0.75)."),
 
     CHOICE("objective.type", "\"distill\"", objective_names, objective.type,
            "distill: match the frozen teacher layer by layer; lm: next-token cross-entropy."),
