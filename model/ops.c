@@ -10,7 +10,7 @@
 #include <omp.h>
 #include <string.h>
 
-#define PAR_MIN 8192 /* below this many elements a parallel region costs more than it saves */
+#define PAR_MIN (1 << 17) /* below this many elements a parallel region costs more than it saves, more so on a busy machine */
 
 int ops_threads(void) { return omp_get_max_threads(); }
 

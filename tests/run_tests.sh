@@ -12,6 +12,8 @@ filter=""
 # ASan's leak checker is noisy on OpenMP/OpenBLAS thread pools; errors still abort.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+# as ./npt does by default (cli/main.c): sleeping, not spinning, OpenMP waiters
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 passed=0
 failed=0
