@@ -36,6 +36,18 @@ __attribute__((unused)) static const char *shared_path(const char *rel) {
     return out;
 }
 
+/* Writes n floats to dir/name (the C side of the Python parity tests). */
+__attribute__((unused)) static int write_floats(const char *dir, const char *name, const float *x, size_t n) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(x, sizeof(float), n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 __attribute__((unused)) static int test_finish(void) {
     return test_failures ? 1 : 0;
 }

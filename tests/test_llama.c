@@ -44,17 +44,6 @@ static Tensor *forward(const LlamaModel *m, const int *tokens, int B, int T, Ten
     return llama_logits(&graph, m, h);
 }
 
-static int write_floats(const char *dir, const char *name, const float *x, size_t n) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(x, sizeof(float), n, f) != n || fclose(f) != 0) {
-        fprintf(stderr, "cannot write %s\n", path);
-        return -1;
-    }
-    return 0;
-}
-
 static int dump(const char *model_path, const char *tokens_path, int B, int T, const char *outdir) {
     LlamaModel m;
     NptErr err;

@@ -69,17 +69,6 @@ static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *toke
     return v;
 }
 
-static int write_floats(const char *dir, const char *name, const float *x, size_t n) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(x, sizeof(float), n, f) != n || fclose(f) != 0) {
-        fprintf(stderr, "cannot write %s\n", path);
-        return -1;
-    }
-    return 0;
-}
-
 static int dump(char **argv) {
     const char *model_path = argv[2], *tokens_path = argv[3], *outdir = argv[12];
     int B = atoi(argv[4]), T = atoi(argv[5]), steps = atoi(argv[10]);

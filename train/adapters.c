@@ -20,79 +20,77 @@ void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n) 
     for (int k = 0; k < n->n_adapters && k < CKPT_MAX_LAYERS; k++) meta->npt_layers[k] = n->adapters[k].layer;
 }
 
-static void set_tensor(CkptTensor *t, const char *name, float *data, const Tensor *shape_of) {
+/* Calls fn for every adapter tensor (and, with opt, its two moments) in a fixed order
+ * with its checkpoint name; B_mul only in full mode. Stops at the first failure. */
+typedef int (*TensorVisitor)(void *ctx, const char *name, float *data, const Tensor *shape);
+
+static int visit_tensors(const NptModel *n, const Optimizer *opt, TensorVisitor fn, void *ctx) {
+    for (int k = 0; k < n->n_adapters; k++) {
+        const NptAdapter *ad = &n->adapters[k];
+        const Tensor *parts[3] = {&ad->A, &ad->B_add, &ad->B_mul};
+        const char *names[3] = {"A", "B_add", "B_mul"};
+        for (int p = 0; p < (n->safe_mode ? 2 : 3); p++) {
+            char name[128];
+            size_t off = (size_t)(parts[p]->data - n->params);
+            snprintf(name, sizeof name, "adapters/layer_%02d/%s", ad->layer, names[p]);
+            if (fn(ctx, name, parts[p]->data, parts[p])) return -1;
+            if (!opt) continue;
+            snprintf(name, sizeof name, "optimizer/layer_%02d/%s.m", ad->layer, names[p]);
+            if (fn(ctx, name, opt->m + off, parts[p])) return -1;
+            snprintf(name, sizeof name, "optimizer/layer_%02d/%s.v", ad->layer, names[p]);
+            if (fn(ctx, name, opt->v + off, parts[p])) return -1;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    CkptTensor *list;
+    int count;
+} ListCtx;
+
+static int append_view(void *ctx, const char *name, float *data, const Tensor *shape) {
+    ListCtx *c = ctx;
+    CkptTensor *t = &c->list[c->count++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     t->data = data;
     t->ndim = 2;
-    t->shape[0] = shape_of->shape[0];
-    t->shape[1] = shape_of->shape[1];
-}
-
-/* The adapter's tensors in a fixed order; B_mul only in full mode. */
-static int adapter_parts(const NptModel *n, int k, const Tensor **parts, const char **names) {
-    const NptAdapter *ad = &n->adapters[k];
-    parts[0] = &ad->A, names[0] = "A";
-    parts[1] = &ad->B_add, names[1] = "B_add";
-    parts[2] = &ad->B_mul, names[2] = "B_mul";
-    return n->safe_mode ? 2 : 3;
-}
-
-int adapters_tensor_list(const NptModel *n, const Optimizer *opt, CkptTensor **out, int *count, NptErr *err) {
-    int per = 3 * (opt ? 3 : 1);
-    CkptTensor *list = calloc((size_t)n->n_adapters * per, sizeof *list);
-    if (!list) return npt_fail(err, "out of memory listing adapter tensors");
-    int c = 0;
-    for (int k = 0; k < n->n_adapters; k++) {
-        const Tensor *parts[3];
-        const char *names[3];
-        int np = adapter_parts(n, k, parts, names);
-        for (int p = 0; p < np; p++) {
-            char name[128];
-            size_t off = (size_t)(parts[p]->data - n->params);
-            snprintf(name, sizeof name, "adapters/layer_%02d/%s", n->adapters[k].layer, names[p]);
-            set_tensor(&list[c++], name, parts[p]->data, parts[p]);
-            if (!opt) continue;
-            snprintf(name, sizeof name, "optimizer/layer_%02d/%s.m", n->adapters[k].layer, names[p]);
-            set_tensor(&list[c++], name, opt->m + off, parts[p]);
-            snprintf(name, sizeof name, "optimizer/layer_%02d/%s.v", n->adapters[k].layer, names[p]);
-            set_tensor(&list[c++], name, opt->v + off, parts[p]);
-        }
-    }
-    *out = list;
-    *count = c;
+    t->shape[0] = shape->shape[0];
+    t->shape[1] = shape->shape[1];
     return 0;
 }
 
-static int copy_named(const char *path, const CkptTensor *t, int count, const char *name, float *dst, const Tensor *like,
-                      NptErr *err) {
-    const CkptTensor *src = ckpt_find(t, count, name);
-    if (!src) return npt_fail(err, "%s: tensor /%s is missing", path, name);
+int adapters_tensor_list(const NptModel *n, const Optimizer *opt, CkptTensor **out, int *count, NptErr *err) {
+    ListCtx c = {calloc((size_t)n->n_adapters * 3 * (opt ? 3 : 1), sizeof(CkptTensor)), 0};
+    if (!c.list) return npt_fail(err, "out of memory listing adapter tensors");
+    visit_tensors(n, opt, append_view, &c);
+    *out = c.list;
+    *count = c.count;
+    return 0;
+}
+
+typedef struct {
+    const char *path;
+    const CkptTensor *tensors;
+    int count;
+    NptErr *err;
+} RestoreCtx;
+
+static int copy_named(void *ctx, const char *name, float *dst, const Tensor *like) {
+    RestoreCtx *c = ctx;
+    const CkptTensor *src = ckpt_find(c->tensors, c->count, name);
+    if (!src) return npt_fail(c->err, "%s: tensor /%s is missing", c->path, name);
     if (src->ndim != 2 || src->shape[0] != like->shape[0] || src->shape[1] != like->shape[1])
-        return npt_fail(err, "%s: tensor /%s has shape [%lld, %lld], expected [%d, %d]", path, name,
+        return npt_fail(c->err, "%s: tensor /%s has shape [%lld, %lld], expected [%d, %d]", c->path, name,
                         (long long)src->shape[0], (long long)(src->ndim > 1 ? src->shape[1] : 0), like->shape[0], like->shape[1]);
     memcpy(dst, src->data, like->n * sizeof(float));
     return 0;
 }
 
 int adapters_restore(NptModel *n, Optimizer *opt, const char *path, const CkptTensor *t, int count, NptErr *err) {
-    for (int k = 0; k < n->n_adapters; k++) {
-        const Tensor *parts[3];
-        const char *names[3];
-        int np = adapter_parts(n, k, parts, names);
-        for (int p = 0; p < np; p++) {
-            char name[128];
-            size_t off = (size_t)(parts[p]->data - n->params);
-            snprintf(name, sizeof name, "adapters/layer_%02d/%s", n->adapters[k].layer, names[p]);
-            if (copy_named(path, t, count, name, parts[p]->data, parts[p], err)) return -1;
-            if (!opt) continue;
-            snprintf(name, sizeof name, "optimizer/layer_%02d/%s.m", n->adapters[k].layer, names[p]);
-            if (copy_named(path, t, count, name, opt->m + off, parts[p], err)) return -1;
-            snprintf(name, sizeof name, "optimizer/layer_%02d/%s.v", n->adapters[k].layer, names[p]);
-            if (copy_named(path, t, count, name, opt->v + off, parts[p], err)) return -1;
-        }
-    }
-    return 0;
+    RestoreCtx c = {path, t, count, err};
+    return visit_tensors(n, opt, copy_named, &c);
 }
 
 int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *err) {
