@@ -1,12 +1,15 @@
 /* train/adapters.c — adapters <-> checkpoints (see adapters.h). */
 #include "adapters.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n) {
     const LlamaConfig *c = &m->cfg;
-    snprintf(meta->base_path, sizeof meta->base_path, "%s", m->path);
+    char abs[PATH_MAX];
+    /* absolute, so the checkpoint still says which model it belongs to when moved */
+    snprintf(meta->base_path, sizeof meta->base_path, "%s", realpath(m->path, abs) ? abs : m->path);
     snprintf(meta->base_arch, sizeof meta->base_arch, "llama");
     snprintf(meta->base_format, sizeof meta->base_format, "%s", model_format_name(m->format));
     meta->base_fingerprint = m->fingerprint;

@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <libgen.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -293,9 +292,11 @@ static int write_tensors(Writer *w, const CkptTensor *t, int n) {
 static int write_file(const char *tmp, const char *path, const CkptMeta *m, const CkptTensor *t, int n,
                       NptErr *err) {
     Writer w = {-1, path, err};
-    /* STRONG: closing the file closes anything an error path left open. */
-    /* The HDF5 1.8 file format: checksummed metadata (corruption is detected, not
-     * parsed) and readable by any HDF5 >= 1.8, so by every h5py and h5dump in use. */
+    /* The HDF5 1.10 file format: all metadata and chunk indexes are checksummed, so
+     * damage is detected instead of parsed (with 1.8's unchecksummed chunk B-trees a
+     * flipped byte could silently read back zeros). Readable by HDF5 >= 1.10: every
+     * current h5py and h5dump. STRONG: closing the file closes anything an error path
+     * left open. */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0 &&
         H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0)

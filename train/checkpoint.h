@@ -80,9 +80,9 @@ typedef struct {
 int ckpt_save(const char *path, const CkptMeta *meta, const CkptTensor *tensors, int n_tensors,
               NptErr *err);
 
-/* Reads meta and every tensor, validates the whole file (format, version, dtypes,
- * shapes against rank/dim/hidden_dim, finiteness). Output is malloc'd: release it with
- * ckpt_free. On failure nothing needs freeing. */
+/* Reads meta and every tensor, validates the whole file (format, version, checksums,
+ * dtypes, shapes against rank/dim/hidden_dim, finiteness). Output is malloc'd: release it
+ * with ckpt_free. On failure nothing needs freeing. */
 int ckpt_load(const char *path, CkptMeta *meta, CkptTensor **tensors, int *n_tensors, NptErr *err);
 
 /* The tensor called name (leading '/' optional), or NULL. */
@@ -124,9 +124,10 @@ int ckpt_path_for(char *out, size_t out_size, const char *dir, const char *kind,
  * never best.h5 or final.h5, and temp files left by crashed writers. keep_last <= 0
  * keeps everything. */
 int ckpt_rotate(const char *dir, int keep_last, NptErr *err);
-/* For --resume auto: the readable periodic or final checkpoint with the highest step
- * attribute. Unreadable files (e.g. truncated by a crash) are skipped with a warning on
- * stderr. Returns 1 and fills out, 0 if there is none (or dir does not exist), -1 on error. */
+/* For --resume auto: the periodic or final checkpoint with the highest step attribute
+ * (final.h5 on a tie) that loads completely (ckpt_load: checksums, shapes, finiteness).
+ * Files that fail (e.g. truncated by a crash) are skipped with a warning on stderr.
+ * Returns 1 and fills out, 0 if there is none (or dir does not exist), -1 on error. */
 int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err);
 /* Checks that the checkpoint ckpt (loaded from ckpt_path) was trained on the model
  * described by model's base_* and dimension fields; the error names both. */

@@ -86,20 +86,26 @@ int ckpt_rotate(const char *dir, int keep_last, NptErr *err) {
     return rc;
 }
 
-/* A candidate is usable for resuming if its metadata and tensor layout read cleanly;
- * the (possibly large) tensor data is read and checked by ckpt_load afterwards. */
-static int usable_step(const char *path, int64_t *step, NptErr *err) {
+typedef struct {
+    int64_t step;
+    int is_final;
+    char name[256];
+} Candidate;
+
+/* Highest step first; on a tie final.h5 first: it is the run's own last word. */
+static int cmp_candidates(const void *a, const void *b) {
+    const Candidate *x = a, *y = b;
+    if (x->step != y->step) return x->step < y->step ? 1 : -1;
+    return y->is_final - x->is_final;
+}
+
+static int read_step(const char *path, int64_t *step, NptErr *err) {
     CkptFile *f = ckpt_open(path, err);
     if (!f) return -1;
     CkptMeta m;
-    CkptTensor *t = NULL;
-    int n = 0;
     int rc = ckpt_read_meta(f, &m, err);
-    if (rc == 0) {
-        rc = ckpt_list_tensors(f, &t, &n, err) || ckpt_validate(path, &m, t, n, err) ? -1 : 0;
-        *step = m.step;
-        ckpt_free(&m, t, n);
-    }
+    if (rc == 0) *step = m.step;
+    ckpt_free(&m, NULL, 0);
     ckpt_close(f);
     return rc;
 }
@@ -111,32 +117,55 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
         if (errno == ENOENT) return 0;
         return npt_fail(err, "cannot list run directory %s: %s", dir, strerror(errno));
     }
-    int64_t best = -1;
-    int found = 0;
+    Candidate *c = NULL;
+    size_t n = 0, cap = 0;
     char path[4400];
     struct dirent *e;
+    NptErr why;
     while ((e = readdir(d))) {
         int is_final = strcmp(e->d_name, "final.h5") == 0;
         if (!is_final && periodic_step(e->d_name) < 0) continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         int64_t step;
-        NptErr why;
-        if (usable_step(path, &step, &why)) {
+        if (read_step(path, &step, &why)) {
             fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
             continue;
         }
-        /* On a tie final.h5 wins: it is the run's own last word. */
-        if (step > best || (step == best && is_final)) {
-            if (strlen(path) >= out_size) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            Candidate *grown = realloc(c, cap * sizeof *c);
+            if (!grown) {
+                free(c);
                 closedir(d);
-                return npt_fail(err, "checkpoint path %s is too long", path);
+                return npt_fail(err, "out of memory listing %s", dir);
             }
-            best = step;
-            found = 1;
-            memcpy(out, path, strlen(path) + 1);
+            c = grown;
         }
+        c[n++] = (Candidate){step, is_final, ""};
+        snprintf(c[n - 1].name, sizeof c[n - 1].name, "%s", e->d_name);
     }
     closedir(d);
+    /* The newest whose every tensor reads back intact and finite: usually the first. */
+    if (n) qsort(c, n, sizeof *c, cmp_candidates);
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, c[i].name);
+        CkptMeta m;
+        CkptTensor *t;
+        int k;
+        if (ckpt_load(path, &m, &t, &k, &why)) {
+            fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
+            continue;
+        }
+        ckpt_free(&m, t, k);
+        if (strlen(path) >= out_size) {
+            free(c);
+            return npt_fail(err, "checkpoint path %s is too long", path);
+        }
+        memcpy(out, path, strlen(path) + 1);
+        found = 1;
+    }
+    free(c);
     return found;
 }
 
@@ -149,7 +178,7 @@ int ckpt_check_base(const char *ckpt_path, const CkptMeta *c, const CkptMeta *m,
     return npt_fail(err,
                     "adapters in %s were trained on %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers) "
                     "but the model given is %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers); "
-                    "pass the matching --model",
+                    "use the base model the adapters were trained on",
                     ckpt_path, c->base_path, c->base_format, (unsigned long long)c->base_fingerprint, c->dim,
                     c->hidden_dim, c->n_layers, m->base_path, m->base_format,
                     (unsigned long long)m->base_fingerprint, m->dim, m->hidden_dim, m->n_layers);

@@ -64,9 +64,10 @@ static const char *sniff_model(const char *path) {
     if (n == sizeof b) { /* legacy llama2.c: 7 small positive int32 header fields */
         int plausible = 1;
         for (int i = 0; i < 7; i++) {
-            int32_t v;
-            memcpy(&v, b + 4 * i, 4);
-            if ((i == 5 ? abs(v) : v) < 1 || abs(v) > (1 << 22)) plausible = 0; /* vocab may be negative */
+            int32_t raw;
+            memcpy(&raw, b + 4 * i, 4);
+            int64_t v = i == 5 ? llabs((int64_t)raw) : raw; /* vocab_size < 0 flags an unshared classifier */
+            if (v < 1 || v > (1 << 22)) plausible = 0;
         }
         if (plausible) return "a llama2.c model file";
     }
@@ -106,6 +107,12 @@ CkptFile *ckpt_open(const char *path, NptErr *err) {
         npt_fail(err, "%s is a directory, not an npt checkpoint (a model directory? use --model for models)", path);
         return NULL;
     }
+    FILE *probe = fopen(path, "rb");
+    if (!probe) {
+        npt_fail(err, "cannot open checkpoint %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    fclose(probe);
     htri_t is_h5 = H5Fis_hdf5(path);
     if (is_h5 == 0) {
         const char *looks = sniff_model(path);
@@ -443,6 +450,13 @@ static herr_t list_one(hid_t root, const char *name, const H5L_info_t *info, voi
         rc = rfail(c->f, c->err, 0, "dataset /%s has a name longer than %zu bytes", name, sizeof c->t[0].name - 1);
     else if (t < 0 || ndim < 1 || ndim > CKPT_MAX_DIMS || H5Sget_simple_extent_dims(s, dims, NULL) < 0)
         rc = rfail(c->f, c->err, 0, "dataset /%s has %d dimensions; tensors have 1 to %d", name, ndim, CKPT_MAX_DIMS);
+    /* Bound the element count so that byte sizes computed from it cannot overflow. */
+    hsize_t total = 1;
+    for (int d = 0; rc == 0 && d < ndim; d++) {
+        if (dims[d] && total > ((hsize_t)1 << 40) / dims[d])
+            rc = rfail(c->f, c->err, 0, "dataset /%s has more than 2^40 values", name);
+        total *= dims[d];
+    }
     if (rc == 0 && c->n == c->cap) {
         int cap = c->cap ? 2 * c->cap : 64;
         CkptTensor *grown = realloc(c->t, (size_t)cap * sizeof *grown);

@@ -22,13 +22,46 @@ void runlog_close(RunLog *r) {
     r->metrics = NULL;
 }
 
+/* JSON has no NaN or Inf: a skipped step's non-finite figures are written as null. */
+static void json_number(FILE *f, const char *key, double v) {
+    if (isfinite(v)) fprintf(f, ",\"%s\":%.9g", key, v);
+    else fprintf(f, ",\"%s\":null", key);
+}
+
 void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen) {
-    fprintf(r->metrics,
-            "{\"step\":%lld,\"loss\":%.9g,\"fidelity\":%.9g,\"reg\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
-            "\"skipped\":%d,\"tokens\":%lld,\"time\":%.3f}\n",
-            (long long)row->step, row->loss, row->nmse, row->reg, row->lr, row->grad_norm, row->skipped,
-            (long long)tokens_seen, npt_now_seconds() - r->t_start);
+    fprintf(r->metrics, "{\"step\":%lld", (long long)row->step);
+    json_number(r->metrics, "loss", row->loss);
+    json_number(r->metrics, "fidelity", row->nmse);
+    json_number(r->metrics, "reg", row->reg);
+    json_number(r->metrics, "lr", row->lr);
+    json_number(r->metrics, "grad_norm", row->grad_norm);
+    fprintf(r->metrics, ",\"skipped\":%d,\"tokens\":%lld,\"time\":%.3f}\n", row->skipped, (long long)tokens_seen,
+            npt_now_seconds() - r->t_start);
     fflush(r->metrics);
+}
+
+int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err) {
+    FILE *in = fopen(path, "r");
+    if (!in) return 0; /* nothing written yet */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return npt_fail(err, "cannot write %s", tmp);
+    }
+    int64_t lines = 0;
+    int c;
+    while (lines < keep_lines && (c = fgetc(in)) != EOF) {
+        fputc(c, out);
+        lines += c == '\n';
+    }
+    fclose(in);
+    if (fclose(out) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        return npt_fail(err, "cannot rewrite %s", path);
+    }
+    return 0;
 }
 
 static void clear_status(RunLog *r) {

@@ -22,6 +22,9 @@ int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_s
 void runlog_close(RunLog *r);
 /* One optimizer step (or skip) into metrics.jsonl. */
 void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen);
+/* On resume: keep the first keep_lines lines (the steps the checkpoint's history
+ * holds), dropping those of steps that will be redone. Atomic. */
+int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err);
 /* The status line (terminal) or a plain line (pipe). */
 void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int64_t skipped_total, int final_line);
 /* A message line that does not fight with the status line. */

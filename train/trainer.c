@@ -46,8 +46,7 @@ typedef struct {
     char *recipe_json;
     int *tokens;
     int64_t *sample_ids;
-    uint64_t poison_mask;  /* test hook: NPT_TEST_POISON_BATCHES, micro-batch indices */
-    int64_t *poison, n_poison, *drop, n_drop;
+    int64_t *poison, n_poison, *drop, n_drop; /* test hooks, see parse_index_list */
     int64_t batches_drawn;
 } Trainer;
 
@@ -75,7 +74,9 @@ static int mkdir_p(const char *path, NptErr *err) {
     return 0;
 }
 
-/* Comma-separated list of batch indices from an environment variable (test hooks). */
+/* Comma-separated list of micro-batch indices (0-based, in the order drawn) from an
+ * environment variable. Test hooks: NPT_TEST_POISON_BATCHES makes those batches
+ * non-finite, NPT_TEST_DROP_BATCHES removes them from the stream. */
 static int64_t *parse_index_list(const char *env, int64_t *count) {
     const char *s = getenv(env);
     *count = 0;
@@ -439,7 +440,20 @@ int train_run(const TrainArgs *a) {
         fail("%s", err.msg);
         goto done;
     }
+    if (!a->resume) {
+        char existing[4300];
+        int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
+        if (found != 0) {
+            fail("%s already holds a run (%s); continue it with --resume auto, or choose another output_dir (--set output_dir=...)",
+                 t->r.output_dir, found > 0 ? existing : err.msg);
+            goto done;
+        }
+    }
     if (a->resume && resume_from(t, a->resume)) goto done;
+    if (t->meta.step > 0 && runlog_trim_metrics(metrics, t->meta.n_history, &err)) {
+        fail("%s", err.msg);
+        goto done;
+    }
     if (runlog_open(&t->log, metrics, t->meta.step > 0, t->meta.step, &err)) {
         fail("%s", err.msg);
         goto done;

@@ -9,7 +9,8 @@ typedef struct {
     const char *resume;           /* NULL, "auto" or a checkpoint path */
 } TrainArgs;
 
-/* Exit codes: 0 success, 1 bad input (recipe, model, data, checkpoint),
+/* Exit codes: 0 success, 1 bad input (recipe, model, data, checkpoint; also an
+ * output_dir that already holds a run, unless resuming),
  * 3 stopped after too many consecutive non-finite batches (last good state saved),
  * 4 internal failure while running (e.g. a checkpoint could not be written). */
 int train_run(const TrainArgs *args);

@@ -1,0 +1,147 @@
+#!/bin/sh
+# tests/bench/run_bench.sh — `make bench`: in one run, the sgemm peak, the NPT
+# distillation step of npt (tests/bench/bench_step.c) and of PyTorch
+# (tests/bench/torch_step.py) on stories260K and on a random stories15M-shape model,
+# and generation speed; prints one table with the ratios. Every measurement runs in
+# its own process so that peak RSS figures do not mix. docs/bench.md explains the
+# figures. Env: PYTHON (with torch), BUILD (build dir), NPT (the npt binary).
+set -u
+BUILD=${BUILD:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+NPT=${NPT:-./npt}
+BENCH=$BUILD/tests/bench/bench_step
+M260=../shared/models/stories260K/stories260K.bin
+THREADS="1 2"
+# warm-up steps, max timed steps, seconds after which timing stops (>= 1 timed step)
+SMALL="1 20 5"
+LARGE="1 8 10"
+
+res=$(mktemp)
+err=$(mktemp)
+trap 'rm -f "$res" "$err"' EXIT
+
+if [ ! -x "$BENCH" ]; then
+    echo "bench: $BENCH is missing; build it with 'make $BENCH'" >&2
+    exit 1
+fi
+if [ ! -f "$M260" ]; then
+    echo "bench: $M260 is missing (the shared test models, see SPEC section 10)" >&2
+    exit 1
+fi
+
+# measure CONFIG IMPL THREADS COMMAND...: runs one measurement, keeps its key=value line
+measure() {
+    cfg=$1 impl=$2 thr=$3
+    shift 3
+    printf '  %-22s %-6s %s thread(s) ... ' "$cfg" "$impl" "$thr" >&2
+    line=$(OMP_NUM_THREADS=$thr "$@" 2>"$err" | grep '^kind=' | tail -1)
+    if [ -n "$line" ]; then
+        echo "cfg=$cfg impl=$impl $line" >>"$res"
+        echo "$line" | tr ' ' '\n' | grep -E '^(ms|tok_s|gflops)=' | head -1 >&2
+    else
+        echo "failed: $(tail -1 "$err")" >&2
+        echo "cfg=$cfg impl=$impl threads=$thr failed=1" >>"$res"
+    fi
+}
+
+start=$(date +%s)
+load=$(cut -d' ' -f1 /proc/loadavg)
+echo "npt benchmark ($(nproc) cores, load average $load; each line below is one process)" >&2
+for t in $THREADS; do
+    for shape in "1024 1024 1024" "2048 288 288" "2048 768 288" "2048 288 768" "2048 172 64"; do
+        # shellcheck disable=SC2086
+        measure sgemm openblas "$t" "$BENCH" sgemm $shape 5
+    done
+done
+for mode in full safe; do
+    for t in $THREADS; do
+        # shellcheck disable=SC2086
+        measure "stories260K $mode" npt "$t" "$BENCH" train "$M260" $mode $SMALL
+        # shellcheck disable=SC2086
+        measure "stories260K $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py "$M260" $mode "$t" $SMALL
+    done
+done
+for mode in full safe; do
+    for t in $THREADS; do
+        # shellcheck disable=SC2086
+        measure "stories15M-shape $mode" npt "$t" "$BENCH" train random15m $mode $LARGE
+        # shellcheck disable=SC2086
+        measure "stories15M-shape $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py random15m $mode "$t" $LARGE
+    done
+done
+measure "gen stories15M-shape" npt 1 "$BENCH" generate random15m 256
+measure "gen stories15M-shape" npt 2 "$BENCH" generate random15m 256
+gen260=$(OMP_NUM_THREADS=1 "$NPT" generate --model "$M260" --steps 256 --temperature 0 --json 2>/dev/null |
+         sed -n 's/.*"tokens_per_second":\([0-9.]*\).*/\1/p')
+
+echo
+awk -v gen260="$gen260" -v npt="$NPT" -v load="$load" -v secs="$(($(date +%s) - start))" '
+function kv(line, key,   n, i, parts, p) {
+    n = split(line, parts, " ")
+    for (i = 1; i <= n; i++) { split(parts[i], p, "="); if (p[1] == key) return p[2] }
+    return ""
+}
+{
+    gsub(/^cfg=/, ""); split($0, a, " impl="); cfg = a[1]; rest = "impl=" a[2]
+    impl = kv(rest, "impl"); thr = kv(rest, "threads")
+    if (impl == "openblas") {
+        shape = kv(rest, "shape"); g = kv(rest, "gflops")
+        if (!(shape in seen_shape)) { seen_shape[shape] = 1; shapes[++nshapes] = shape }
+        gf[shape, thr] = g
+        if (g + 0 > peak[thr]) peak[thr] = g + 0
+        next
+    }
+    rows[++n] = cfg SUBSEP impl SUBSEP thr
+    line[n] = rest
+    if (!(cfg in seen_cfg)) { seen_cfg[cfg] = 1; cfgs[++ncfgs] = cfg }
+    if (impl == "npt" && kv(rest, "flops") != "") flops[cfg] = kv(rest, "flops")
+}
+END {
+    printf "sgemm (cblas_sgemm x[M,K] W[N,K]^T, OpenBLAS OpenMP build), GFLOP/s, best of 5\n"
+    printf "%-18s %10s %10s\n", "M x N x K", "1 thread", "2 threads"
+    for (i = 1; i <= nshapes; i++) printf "%-18s %10s %10s\n", shapes[i], gf[shapes[i], 1], gf[shapes[i], 2]
+    printf "%-18s %10.1f %10.1f\n\n", "peak (max)", peak[1], peak[2]
+
+    printf "training step: NPT distillation, all layers converted, rank 16, batch 8 x 256, float32\n"
+    printf "%-24s %-6s %7s %9s %8s %11s %6s %17s\n", "config", "impl", "threads", "ms/step", "tok/s", "peak RSS MB",
+           "cores", "% of sgemm floor"
+    for (i = 1; i <= n; i++) {
+        split(rows[i], r, SUBSEP); cfg = r[1]; impl = r[2]; thr = r[3]; l = line[i]
+        if (cfg ~ /^gen /) continue
+        if (kv(l, "failed") != "") { printf "%-24s %-6s %7s %9s\n", cfg, impl, thr, "failed"; continue }
+        ms = kv(l, "ms"); tok = kv(l, "tok_s") + 0
+        if (kv(l, "cores") + 0 < 0.9 * thr) starved++
+        floor_pct = (cfg in flops && peak[thr] > 0) ? sprintf("%.1f", 100 * flops[cfg] / (ms / 1000) / (peak[thr] * 1e9)) : "-"
+        printf "%-24s %-6s %7s %9s %8.0f %11s %6s %17s\n", cfg, impl, thr, ms, tok, kv(l, "rss_mb"), kv(l, "cores"), floor_pct
+        key = cfg SUBSEP impl
+        if (tok > best[key]) { best[key] = tok; best_thr[key] = thr; best_rss[key] = kv(l, "rss_mb") }
+        if (impl == "npt" && thr == 2) { npt2[cfg] = tok; npt2_rss[cfg] = kv(l, "rss_mb") }
+    }
+    printf "\n"
+    for (i = 1; i <= ncfgs; i++) {
+        cfg = cfgs[i]
+        if (cfg ~ /^gen /) continue
+        if (cfg in flops) printf "necessary FLOPs per step (%s): %.1f GFLOP\n", cfg, flops[cfg] / 1e9
+    }
+    for (i = 1; i <= ncfgs; i++) {
+        cfg = cfgs[i]; tk = cfg SUBSEP "torch"
+        if (cfg ~ /^gen /) continue
+        nk = cfg SUBSEP "npt"
+        if (!(nk in best) || !(tk in best)) { printf "ratio npt/torch-best (%s): not measured\n", cfg; continue }
+        printf "ratio npt/torch-best (%s): %s with npt on 2 threads, %.2fx npt best (%s thr) vs torch best (%s thr); peak RSS %.2fx\n",
+               cfg, (cfg in npt2) ? sprintf("%.2fx", npt2[cfg] / best[tk]) : "-", best[nk] / best[tk], best_thr[nk],
+               best_thr[tk], best_rss[nk] / best_rss[tk]
+    }
+    printf "\ngeneration (greedy, KV cache, 256 positions from BOS)\n"
+    if (gen260 != "") printf "  stories260K (%s generate, 1 thread): %.0f tok/s\n", npt, gen260
+    else printf "  stories260K: skipped: %s generate did not run (build ./npt first)\n", npt
+    for (i = 1; i <= n; i++) {
+        split(rows[i], r, SUBSEP)
+        if (r[1] !~ /^gen /) continue
+        t = kv(line[i], "tok_s")
+        printf "  %s (bench_step, %s thread(s)): %s\n", substr(r[1], 5), r[3], t == "" ? "failed" : t " tok/s"
+    }
+    printf "\n(bench took %d s; load average %s at the start)\n", secs, load
+    if (starved)
+        printf "WARNING: %d run(s) got less CPU than their threads (column cores): the machine was busy; rerun on an idle machine\n", starved
+}' "$res"

@@ -1,0 +1,312 @@
+#!/usr/bin/python3
+"""tests/py/test_train.py — `npt train` end to end on stories260K and TinyStories text.
+
+Short runs of the bundled stories260k recipes (overridden with --set), checked from the
+outside: exit codes, stderr, metrics.jsonl, and the HDF5 checkpoints read with h5py.
+  1. a batch made non-finite (NPT_TEST_POISON_BATCHES) is skipped, logged with its
+     sample ids, and the run ends bit-identical to one without that batch
+     (NPT_TEST_DROP_BATCHES);
+  2. ten in a row stop the run with exit 3 and a usable emergency checkpoint;
+  3. kill -9 mid-run, then --resume auto: final.h5 bit-identical to an uninterrupted run;
+  4. the distillation loss goes down (full mode, small lambda);
+  5. resuming onto another base model or another adapter shape is refused by name;
+  6. bad invocations: non-zero exit, one clear message, no crash.
+Run from the repo root: /usr/bin/python3 tests/py/test_train.py
+"""
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+
+NPT = os.environ.get("NPT", "./npt")
+SHARED = os.environ.get("NPT_SHARED", "../shared")
+SAFE = "recipes/stories260k-safe.json"
+FULL = "recipes/stories260k-full.json"
+M656 = os.path.join(SHARED, "models", "TinyStories-656K")
+# 30 steps of 4 x 64 tokens, one thread (bit-exact comparisons need a fixed thread count)
+SHORT = ["train.max_steps=30", "train.warmup_steps=2", "checkpoint.every=10", "data.seq_len=64",
+         "train.batch_size=4", "threads=1"]
+POISON_AT = 5                # 0-based micro-batch index (grad_accum is 1: batch k is step k+1's)
+KILL_AFTER_STEPS = 24        # test 3 kills once this many steps are logged (checkpoints every 10)
+MIN_LOSS_DROP = 1.2          # test 4, first-10 / last-10 mean loss; observed 1.34-1.37
+
+failures = 0
+
+
+def check(ok, msg):
+    global failures
+    print(("PASS: " if ok else "FAIL: ") + msg, flush=True)
+    failures += 0 if ok else 1
+
+
+def train(recipe, sets, out, env=None, extra=(), timeout=300):
+    argv = [NPT, "train", recipe] + [a for s in sets + [f"output_dir={out}"] for a in ("--set", s)] + list(extra)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+
+
+def tail(s, n=300):
+    return s.strip()[-n:]
+
+
+def reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def metrics(path):
+    """Rows of metrics.jsonl, and the lines that are not strict JSON (RFC 8259 has no
+    NaN/Infinity: npt writes null for a skipped step's non-finite figures)."""
+    rows, bad = [], []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line, parse_constant=reject_constant))
+            except ValueError:
+                bad.append(line.strip())
+    return rows, bad
+
+
+def datasets(path, prefixes=("adapters/", "optimizer/", "history/")):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset)
+                     and n.startswith(prefixes) else None)
+    return out
+
+
+def identical(a, b):
+    """Names of datasets that differ (bitwise), or are in one file only."""
+    diff = [n for n in sorted(set(a) | set(b)) if n not in a or n not in b
+            or a[n].dtype != b[n].dtype or a[n].tobytes() != b[n].tobytes()]
+    return diff
+
+
+def attrs(path, group="/"):
+    with h5py.File(path, "r") as f:
+        return dict(f[group].attrs)
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_skip(tmp):
+    """One poisoned batch is skipped and equals a run without it."""
+    p_dir, d_dir = os.path.join(tmp, "poison1"), os.path.join(tmp, "drop1")
+    sets = SHORT + ["checkpoint.every=5", "checkpoint.keep_last=10"]  # keep ckpt-5 for test_ten_in_a_row
+    p = train(SAFE, sets, p_dir, {"NPT_TEST_POISON_BATCHES": str(POISON_AT)})
+    d = train(SAFE, sets, d_dir, {"NPT_TEST_DROP_BATCHES": str(POISON_AT)})
+    if p.returncode != 0 or d.returncode != 0:
+        check(False, f"skip: runs exited {p.returncode} (poisoned) / {d.returncode} (dropped): {tail(p.stderr + d.stderr)}")
+        return None
+    rows, bad = metrics(os.path.join(p_dir, "metrics.jsonl"))
+    skipped = [i for i, r in enumerate(rows) if r["skipped"]]
+    ok = (skipped == [POISON_AT] and rows[POISON_AT]["loss"] is None
+          and rows[POISON_AT]["step"] == rows[POISON_AT - 1]["step"] == POISON_AT and len(rows) == 31)
+    check(ok, f"skip: metrics.jsonl has one skipped row (row {skipped}, loss {rows[POISON_AT]['loss']}, step "
+          f"{rows[POISON_AT]['step']} = steps done before it) among {len(rows)} rows")
+    check(not bad, f"skip: every metrics.jsonl line is strict JSON" + (f"; not: {bad[0]}" if bad else ""))
+    m = re.search(r"skipped non-finite batch.*samples \[([0-9,]*)\]", p.stderr)
+    ids = [int(x) for x in m.group(1).split(",")] if m and m.group(1) else []
+    check(len(ids) == 4 and len(set(ids)) == 4, f"skip: stderr names the batch's 4 sample ids: "
+          f"{m.group(0) if m else tail(p.stderr)}")
+    # Same steps, same numbers: the skipped batch changed neither parameters nor schedule.
+    d_rows, _ = metrics(os.path.join(d_dir, "metrics.jsonl"))
+    good = [r for r in rows if not r["skipped"]]
+    keys = ("step", "loss", "lr", "grad_norm")
+    same_rows = len(good) == len(d_rows) and all(a[k] == b[k] for a, b in zip(good, d_rows) for k in keys)
+    check(same_rows, f"skip: the {len(good)} good rows equal the dropped-batch run's rows (step, loss, lr, grad_norm)")
+    pa, da = datasets(os.path.join(p_dir, "final.h5"), ("adapters/", "optimizer/")), \
+        datasets(os.path.join(d_dir, "final.h5"), ("adapters/", "optimizer/"))
+    diff = identical(pa, da)
+    n_ad = sum(n.startswith("adapters/") for n in pa)
+    check(not diff and n_ad == 10, f"skip: final adapters ({n_ad} datasets) and optimizer moments bit-identical "
+          f"to the run without batch {POISON_AT}" + (f"; differ: {diff[:4]}" if diff else ""))
+    st = attrs(os.path.join(p_dir, "final.h5"), "state")
+    check(st["skipped_total"] == 1 and attrs(os.path.join(p_dir, "final.h5"))["step"] == 30,
+          f"skip: final.h5 step 30, state.skipped_total {st['skipped_total']}")
+    return p_dir
+
+
+def test_ten_in_a_row(tmp, clean_dir):
+    """Ten poisoned batches in a row: exit 3, why, and the last good state on disk."""
+    out = os.path.join(tmp, "poison10")
+    poison = ",".join(str(POISON_AT + i) for i in range(10))
+    r = train(SAFE, SHORT + ["train.max_consecutive_skips=10"], out, {"NPT_TEST_POISON_BATCHES": poison})
+    why = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    check(r.returncode == 3 and len(why) == 1 and "10 consecutive non-finite" in why[0],
+          f"ten in a row: exit {r.returncode} (want 3), {why[0] if why else 'no error line: ' + tail(r.stderr)}")
+    ckpts = sorted(f for f in os.listdir(out) if f.startswith("ckpt-")) if os.path.isdir(out) else []
+    if not ckpts:
+        check(False, f"ten in a row: no checkpoint in {out}")
+        return
+    path = os.path.join(out, ckpts[-1])
+    top = attrs(path)
+    ad = datasets(path, ("adapters/",))
+    finite = all(np.all(np.isfinite(a)) for a in ad.values())
+    check(top["step"] == POISON_AT and top["kind"] == b"emergency" and finite and len(ad) == 10
+          and not os.path.exists(os.path.join(out, "final.h5")),
+          f"ten in a row: {ckpts[-1]} opens with h5py, kind {top['kind'].decode()}, step {top['step']} "
+          f"(= steps before the poison), {len(ad)} adapter tensors all finite, no final.h5")
+    if clean_dir:
+        ref = datasets(os.path.join(clean_dir, f"ckpt-{POISON_AT:08d}.h5"), ("adapters/", "optimizer/"))
+        diff = identical(datasets(path, ("adapters/", "optimizer/")), ref)
+        check(not diff, f"ten in a row: its adapters and moments are bit-identical to a clean run's step-{POISON_AT} "
+              f"checkpoint" + (f"; differ: {diff[:4]}" if diff else ""))
+    r2 = train(SAFE, SHORT, os.path.join(tmp, "from_emergency"), extra=["--resume", path])
+    check(r2.returncode == 0 and f"at step {POISON_AT}" in r2.stderr,
+          f"ten in a row: --resume from it runs to completion (exit {r2.returncode}): "
+          f"{next((ln for ln in r2.stderr.splitlines() if 'resumed' in ln), tail(r2.stderr))}")
+
+
+def test_kill_resume(tmp):
+    """kill -9 after the step-20 checkpoint, --resume auto: bit-identical to no kill."""
+    sets = ["train.max_steps=40", "train.warmup_steps=2", "checkpoint.every=10", "data.seq_len=128",
+            "train.batch_size=8", "threads=1"]
+    a_dir, b_dir = os.path.join(tmp, "uninterrupted"), os.path.join(tmp, "killed")
+    a = train(SAFE, sets, a_dir)
+    if a.returncode != 0:
+        check(False, f"kill/resume: uninterrupted run exited {a.returncode}: {tail(a.stderr)}")
+        return
+    argv = [NPT, "train", SAFE] + [x for s in sets + [f"output_dir={b_dir}"] for x in ("--set", s)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill between checkpoints: after ckpt-00000020.h5 and a few more steps, so that
+    # the resumed run redoes steps the killed one had already logged.
+    marker, log = os.path.join(b_dir, "ckpt-00000020.h5"), os.path.join(b_dir, "metrics.jsonl")
+    deadline = time.time() + 120
+
+    def logged():
+        with open(log) as f:
+            return sum(1 for _ in f)
+
+    while (not os.path.exists(marker) or logged() < KILL_AFTER_STEPS) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        check(False, f"kill/resume: the run ended (status {proc.returncode}) before it could be killed")
+        return
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rows_at_kill = logged()
+    newest = max(f for f in os.listdir(b_dir) if f.startswith("ckpt-"))
+    check(proc.returncode == -signal.SIGKILL and not os.path.exists(os.path.join(b_dir, "final.h5")),
+          f"kill/resume: killed with SIGKILL at step {rows_at_kill}, newest checkpoint {newest}, no final.h5")
+    b = train(SAFE, sets, b_dir, extra=["--resume", "auto"])
+    resumed = next((ln for ln in b.stderr.splitlines() if "resumed from" in ln), "")
+    check(b.returncode == 0 and f"{newest} at step {int(newest[5:13])}" in resumed,
+          f"kill/resume: --resume auto exit {b.returncode}: {resumed or tail(b.stderr)}")
+    if b.returncode != 0:
+        return
+    # metrics.jsonl is appended to: redone steps appear twice, the later row is the kept one.
+    last = {r["step"]: r for r in metrics(log)[0]}
+    a_rows = metrics(os.path.join(a_dir, "metrics.jsonl"))[0]
+    same = sorted(last) == [r["step"] for r in a_rows] and all(last[r["step"]]["loss"] == r["loss"] for r in a_rows)
+    check(same, f"kill/resume: metrics.jsonl ({logged()} rows) keeps, per step, a last row equal to the "
+          f"uninterrupted run's ({len(a_rows)} rows)")
+    fa, fb = os.path.join(a_dir, "final.h5"), os.path.join(b_dir, "final.h5")
+    da, db = datasets(fa), datasets(fb)
+    diff = identical(da, db)
+    kinds = {n.split("/")[0] for n in da}
+    check(not diff and kinds == {"adapters", "optimizer", "history"},
+          f"kill/resume: final.h5 adapters, optimizer moments and history ({len(da)} datasets) bit-identical to "
+          f"the uninterrupted run" + (f"; differ: {diff[:4]}" if diff else ""))
+    sa, sb = attrs(fa, "state"), attrs(fb, "state")
+    same = (list(sa["data_cursor"]) == list(sb["data_cursor"]) and attrs(fa)["step"] == attrs(fb)["step"] == 40
+            and attrs(fa, "optimizer")["step"] == attrs(fb, "optimizer")["step"])
+    check(same, f"kill/resume: step 40, optimizer step and data cursor {list(sb['data_cursor'])} equal")
+
+
+def test_loss_drops(tmp):
+    out = os.path.join(tmp, "learn")
+    r = train(FULL, ["objective.lambda=1e-5", "train.lr=1e-2", "train.max_steps=150", "data.seq_len=64",
+                     "threads=1", "checkpoint.every=1000", "log.every=50"], out)
+    if r.returncode != 0:
+        check(False, f"loss drop: run exited {r.returncode}: {tail(r.stderr)}")
+        return
+    rows, _ = metrics(os.path.join(out, "metrics.jsonl"))
+    loss = [x["loss"] for x in rows]
+    fid = [x["fidelity"] for x in rows]
+    first, last = np.mean(loss[:10]), np.mean(loss[-10:])
+    ok = len(loss) == 150 and all(math.isfinite(x) for x in loss) and first / last >= MIN_LOSS_DROP
+    check(ok, f"loss drop: full mode, lambda 1e-5, lr 1e-2, 150 steps of 8 x 64: mean loss first 10 {first:.5f}, "
+          f"last 10 {last:.5f}, x{first / last:.2f} (nmse x{np.mean(fid[:10]) / np.mean(fid[-10:]):.2f}; "
+          f">= x{MIN_LOSS_DROP})")
+
+
+def snapshot(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        with open(os.path.join(d, f), "rb") as fh:
+            out[f] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def test_resume_mismatch(tmp, run_dir):
+    ckpt = os.path.join(run_dir, "final.h5")
+    before = snapshot(run_dir)
+    r = train(SAFE, SHORT + [f"model={M656}", f"tokenizer={os.path.join(M656, 'tokenizer.json')}"], run_dir,
+              extra=["--resume", ckpt])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and "stories260K.bin" in msg and "TinyStories-656K" in msg,
+          f"other base: exit {r.returncode}, {msg}")
+    check(snapshot(run_dir) == before, f"other base: the run directory is untouched ({len(before)} files)")
+    for what, sets, words in (("rank 8", ["npt.rank=8"], ("rank 16", "rank 8")),
+                              ("full mode", ["npt.safe_mode=false"], ("safe mode", "full mode")),
+                              ("upper_half", ["npt.layers=upper_half"], ("5 layers", "3 layers"))):
+        r = train(SAFE, SHORT + sets, os.path.join(tmp, "mismatch"), extra=["--resume", ckpt])
+        msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+        check(r.returncode == 1 and all(w in msg for w in words), f"resume as {what}: exit {r.returncode}, {msg}")
+
+
+def test_bad_invocations(tmp):
+    out = os.path.join(tmp, "bad")
+    cases = [  # argv after "npt train", words the message must contain
+        ([], "which recipe"),
+        ([SAFE, "--bogus"], "--bogus"),
+        (["no-such-recipe.json"], "no such recipe"),
+        ([SAFE, "--set", "train.lr"], "key.path=value"),
+        ([SAFE, "--set", "train.lr=abc"], "train.lr: expected a number"),
+        ([SAFE, "--set", "train.nosuch=3"], "unknown key"),
+        ([SAFE, "--set"], "--set needs a value"),
+        ([SAFE, "--resume"], "--resume needs a value"),
+        ([SAFE, "--set", f"output_dir={out}", "--resume", os.path.join(tmp, "none.h5")], "cannot open checkpoint"),
+        ([SAFE, SAFE], "one recipe only"),
+    ]
+    for args, words in cases:
+        r = subprocess.run([NPT, "train"] + args, capture_output=True, text=True, timeout=60)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        crash = any(w in r.stderr for w in ("Traceback", "Sanitizer", "Segmentation", "core dumped"))
+        ok = 0 < r.returncode < 128 and lines and len(lines) <= 2 and words in r.stderr and not crash
+        check(ok, f"bad invocation npt train {' '.join(args)}: exit {r.returncode}, {lines[0] if lines else 'nothing on stderr'}")
+
+
+def main():
+    if not os.access(NPT, os.X_OK):
+        check(False, f"{NPT} is not built (make npt)")
+        return 1
+    tmp = tempfile.mkdtemp(prefix="npt-train-")
+    try:
+        t0 = time.time()
+        run_dir = test_skip(tmp)
+        test_ten_in_a_row(tmp, run_dir)
+        test_kill_resume(tmp)
+        test_loss_drops(tmp)
+        if run_dir:
+            test_resume_mismatch(tmp, run_dir)
+        test_bad_invocations(tmp)
+        print(f"NOTE: test_train took {time.time() - t0:.0f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
