@@ -64,7 +64,7 @@ int llama_load(const char *path, LlamaModel *m, NptErr *err);
 void llama_free(LlamaModel *m);
 
 /* Format-specific loaders (model/load_hf.c, load_llama2c.c, load_gguf.c). Each fills
- * m->cfg and the weights via llama_alloc_weights + llama_bind_weights. */
+ * m->cfg and the weights via llama_alloc_weights; llama_load then runs llama_finish_load. */
 int llama_load_hf(const char *dir, LlamaModel *m, NptErr *err);
 int llama_load_llama2c(const char *path, LlamaModel *m, NptErr *err);
 int llama_load_gguf(const char *path, LlamaModel *m, NptErr *err);

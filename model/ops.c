@@ -12,8 +12,6 @@
 
 #define PAR_MIN (1 << 17) /* below this many elements a parallel region costs more than it saves, more so on a busy machine */
 
-int ops_threads(void) { return omp_get_max_threads(); }
-
 static void observe(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in) {
     if (g->observer) g->observer(g, op, out, in, n_in, g->observer_ctx);
 }

@@ -57,7 +57,5 @@ Tensor *op_mean_row_sqnorm(Graph *g, Tensor *x);
  *   safe (d_raw == NULL): g' = g + s * d_add */
 Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s);
 
-/* Number of threads the elementwise loops use (OpenMP). */
-int ops_threads(void);
 
 #endif

@@ -50,12 +50,6 @@ Tensor *tensor_new2(Arena *a, const char *name, int rows, int cols) {
     return tensor_new(a, name, 2, shape);
 }
 
-Tensor *tensor_zeros2(Arena *a, const char *name, int rows, int cols) {
-    Tensor *t = tensor_new2(a, name, rows, cols);
-    memset(t->data, 0, t->n * sizeof(float));
-    return t;
-}
-
 Tensor tensor_view2(float *data, const char *name, int rows, int cols) {
     Tensor t;
     memset(&t, 0, sizeof t);

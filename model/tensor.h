@@ -38,7 +38,6 @@ void arena_reset(Arena *a);
 /* Tensor constructors. tensor_new takes its storage from the arena, uninitialised. */
 Tensor *tensor_new(Arena *a, const char *name, int ndim, const int *shape);
 Tensor *tensor_new2(Arena *a, const char *name, int rows, int cols);
-Tensor *tensor_zeros2(Arena *a, const char *name, int rows, int cols);
 /* Wraps existing storage (model weights, adapter parameters). */
 Tensor tensor_view2(float *data, const char *name, int rows, int cols);
 Tensor tensor_view1(float *data, const char *name, int n);

@@ -34,5 +34,4 @@ ObjectiveValues objective_step(ObjectiveGraphs *gr, const LlamaModel *m, const N
                                const ObjectiveConfig *oc, const int *tokens, int B, int T, float grad_scale,
                                int poison);
 
-/* Teacher layer outputs only (no student): used by eval. */
 #endif

@@ -433,7 +433,7 @@ int train_run(const TrainArgs *a) {
     openblas_set_num_threads(threads);
     t->meta.best_loss = INFINITY;
     t->recipe_json = recipe_to_json(&t->r);
-    char metrics[4300];
+    char metrics[2 * RECIPE_PATH_MAX + 2];
     snprintf(metrics, sizeof metrics, "%s/%s", t->r.output_dir, t->r.log.metrics_file);
     if (setup_model_and_data(t) || setup_training(t)) goto done;
     if (mkdir_p(t->r.output_dir, &err)) {
