@@ -38,7 +38,8 @@ SHORT = ["train.max_steps=30", "train.warmup_steps=2", "checkpoint.every=10", "d
          "train.batch_size=4", "threads=1"]
 POISON_AT = 5                # 0-based micro-batch index (grad_accum is 1: batch k is step k+1's)
 KILL_AFTER_STEPS = 24        # test 3 kills once this many steps are logged (checkpoints every 10)
-MIN_LOSS_DROP = 1.2          # test 4, first-10 / last-10 mean loss; observed 1.34-1.37
+MIN_LOSS_DROP = 2.2          # test 4, first-10 / last-10 mean loss of the bundled full recipe; observed 2.57
+MIN_COMMON_PREFIX = 15       # test 4, greedy tokens shared with the base model; observed 21 (untrained-like adapters: 4)
 
 failures = 0
 
@@ -224,21 +225,38 @@ def test_kill_resume(tmp):
     check(same, f"kill/resume: step 40, optimizer step and data cursor {list(sb['data_cursor'])} equal")
 
 
-def test_loss_drops(tmp):
+def greedy_ids(extra):
+    r = subprocess.run([NPT, "generate", "--model", os.path.join(SHARED, "models", "stories260K", "stories260K.bin"),
+                        "--steps", "60", "--temperature", "0", "--json"] + extra, capture_output=True, text=True, timeout=120)
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def test_learns(tmp):
+    """The bundled full recipe, as shipped: the loss falls by a large factor and greedy
+    generation with the adapters stays close to the base model's."""
     out = os.path.join(tmp, "learn")
-    r = train(FULL, ["objective.lambda=1e-5", "train.lr=1e-2", "train.max_steps=150", "data.seq_len=64",
-                     "threads=1", "checkpoint.every=1000", "log.every=50"], out)
+    r = train(FULL, ["threads=1", "log.every=100"], out)
     if r.returncode != 0:
-        check(False, f"loss drop: run exited {r.returncode}: {tail(r.stderr)}")
+        check(False, f"learning: run exited {r.returncode}: {tail(r.stderr)}")
         return
     rows, _ = metrics(os.path.join(out, "metrics.jsonl"))
     loss = [x["loss"] for x in rows]
-    fid = [x["fidelity"] for x in rows]
     first, last = np.mean(loss[:10]), np.mean(loss[-10:])
-    ok = len(loss) == 150 and all(math.isfinite(x) for x in loss) and first / last >= MIN_LOSS_DROP
-    check(ok, f"loss drop: full mode, lambda 1e-5, lr 1e-2, 150 steps of 8 x 64: mean loss first 10 {first:.5f}, "
-          f"last 10 {last:.5f}, x{first / last:.2f} (nmse x{np.mean(fid[:10]) / np.mean(fid[-10:]):.2f}; "
-          f">= x{MIN_LOSS_DROP})")
+    check(len(loss) == 300 and first / last >= MIN_LOSS_DROP,
+          f"learning: {FULL} (300 steps of 8 x 128): mean loss first 10 {first:.5f}, last 10 {last:.5f}, "
+          f"x{first / last:.2f} (>= x{MIN_LOSS_DROP})")
+    base, npt = greedy_ids([]), greedy_ids(["--adapters", os.path.join(out, "final.h5")])
+    if not base or not npt:
+        check(False, "learning: npt generate failed")
+        return
+    # the base text is the MANIFEST's (an independent source), so the comparison is with it
+    check(base["text"].startswith("Once upon a time, there was a little girl named Lily."),
+          f"learning: base greedy text is the MANIFEST text: {base['text'][:60]!r}")
+    common = next((i for i, (a, b) in enumerate(zip(base["tokens"], npt["tokens"])) if a != b),
+                  min(len(base["tokens"]), len(npt["tokens"])))
+    check(common >= MIN_COMMON_PREFIX,
+          f"learning: NPT greedy generation shares its first {common} tokens with the base model's "
+          f"(>= {MIN_COMMON_PREFIX}): {npt['text'][:80]!r}")
 
 
 def snapshot(d):
@@ -298,7 +316,7 @@ def main():
         run_dir = test_skip(tmp)
         test_ten_in_a_row(tmp, run_dir)
         test_kill_resume(tmp)
-        test_loss_drops(tmp)
+        test_learns(tmp)
         if run_dir:
             test_resume_mismatch(tmp, run_dir)
         test_bad_invocations(tmp)
