@@ -389,7 +389,7 @@ static int check_meta(CkptFile *f, const CkptMeta *m, NptErr *err) {
         {"/adapters", "rank", m->rank},
     };
     for (size_t i = 0; i < NPT_ARRAY_LEN(positive); i++)
-        if (positive[i].v < 1)
+        if (positive[i].v < 1 && !(positive[i].name[0] == 'r' && m->n_npt_layers == 0)) /* rank 0: no adapters (all-weights lm) */
             return rfail(f, err, 0, "attribute '%s' of %s is %lld; it must be at least 1", positive[i].name,
                          positive[i].obj, (long long)positive[i].v);
     if (m->step < 0) return rfail(f, err, 0, "attribute 'step' of / is negative (%lld)", (long long)m->step);

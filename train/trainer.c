@@ -117,24 +117,23 @@ static int setup_model_and_data(Trainer *t) {
     return 0;
 }
 
+static void make_param(Tensor *w, float *grad_block, const float *weights_block) {
+    w->grad = grad_block + (w->data - weights_block);
+    w->requires_grad = w->is_param = 1;
+}
+
 /* lm + train_all_weights trains the base itself: its tensors become parameters. */
 static int make_base_trainable(Trainer *t, NptErr *err) {
     LlamaModel *m = &t->model;
     float *g = npt_aligned_alloc(m->weights_floats * sizeof(float), "weight gradients", err);
     if (!g) return -1;
     memset(g, 0, m->weights_floats * sizeof(float));
-    Tensor *all[4 + 9 * 1024];
-    int n = 0;
-    all[n++] = &m->tok_emb, all[n++] = &m->final_norm;
-    if (!m->cfg.tied) all[n++] = &m->lm_head;
+    Tensor *shared[3] = {&m->tok_emb, &m->final_norm, &m->lm_head};
+    for (int k = 0; k < (m->cfg.tied ? 2 : 3); k++) make_param(shared[k], g, m->weights_block);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         LlamaLayer *L = &m->layers[l];
         Tensor *ts[9] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
-        for (int k = 0; k < 9; k++) all[n++] = ts[k];
-    }
-    for (int k = 0; k < n; k++) {
-        all[k]->grad = g + (all[k]->data - m->weights_block);
-        all[k]->requires_grad = all[k]->is_param = 1;
+        for (int k = 0; k < 9; k++) make_param(ts[k], g, m->weights_block);
     }
     if (m->cfg.tied) m->lm_head.grad = m->tok_emb.grad, m->lm_head.requires_grad = m->lm_head.is_param = 1;
     t->params = m->weights_block, t->grads = g, t->n_params = m->weights_floats;
@@ -194,6 +193,36 @@ static void history_push(Trainer *t, const CkptHistoryRow *row) {
     t->meta.history[t->meta.n_history++] = *row;
 }
 
+/* lm + train_all_weights: the trained weights themselves (one flat block, the layout of
+ * LlamaModel.weights_block) and their moments go into the checkpoint. */
+static const char *const WEIGHT_TENSORS[3] = {"weights/block", "optimizer/weights_block.m", "optimizer/weights_block.v"};
+
+static CkptTensor *weight_tensor_list(Trainer *t, int *count) {
+    CkptTensor *list = calloc(3, sizeof *list);
+    if (!list) return NULL;
+    float *data[3] = {t->params, t->opt.m, t->opt.v};
+    for (int k = 0; k < 3; k++) {
+        snprintf(list[k].name, sizeof list[k].name, "%s", WEIGHT_TENSORS[k]);
+        list[k].data = data[k];
+        list[k].ndim = 1;
+        list[k].shape[0] = (int64_t)t->n_params;
+    }
+    *count = 3;
+    return list;
+}
+
+static int restore_weights(Trainer *t, const char *path, const CkptTensor *tensors, int n, NptErr *err) {
+    float *dst[3] = {t->params, t->opt.m, t->opt.v};
+    for (int k = 0; k < 3; k++) {
+        const CkptTensor *src = ckpt_find(tensors, n, WEIGHT_TENSORS[k]);
+        if (!src || src->ndim != 1 || src->shape[0] != (int64_t)t->n_params)
+            return npt_fail(err, "%s: /%s is missing or not %zu floats; it was not written by an all-weights lm run of this model",
+                            path, WEIGHT_TENSORS[k], t->n_params);
+        memcpy(dst[k], src->data, t->n_params * sizeof(float));
+    }
+    return 0;
+}
+
 static int save_checkpoint(Trainer *t, const char *kind) {
     NptErr err;
     char path[4300];
@@ -206,7 +235,11 @@ static int save_checkpoint(Trainer *t, const char *kind) {
     dataset_cursor(&t->data, t->meta.data_cursor);
     CkptTensor *list = NULL;
     int count = 0;
-    if (t->have_npt && adapters_tensor_list(&t->npt, &t->opt, &list, &count, &err)) return fail("%s", err.msg);
+    if (t->have_npt) {
+        if (adapters_tensor_list(&t->npt, &t->opt, &list, &count, &err)) return fail("%s", err.msg);
+    } else if (!(list = weight_tensor_list(t, &count))) {
+        return fail("out of memory listing the weights to save");
+    }
     int rc = ckpt_save(path, &t->meta, list, count, &err);
     free(list);
     if (rc) return fail("%s", err.msg);
@@ -247,6 +280,8 @@ static int resume_from(Trainer *t, const char *spec) {
              path, meta.rank, meta.safe_mode ? "safe" : "full", meta.n_npt_layers, want.rank, want.safe_mode ? "safe" : "full",
              want.n_npt_layers);
     } else if (t->have_npt && adapters_restore(&t->npt, &t->opt, path, tensors, n, &err)) {
+        fail("%s", err.msg);
+    } else if (!t->have_npt && restore_weights(t, path, tensors, n, &err)) {
         fail("%s", err.msg);
     } else if (dataset_restore(&t->data, meta.data_cursor, &err)) {
         fail("%s: %s", path, err.msg);
