@@ -357,6 +357,8 @@ Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, fl
 
 /* ---------------------------------------------------------------- attention */
 
+#define ATTN_BLOCK 64 /* query rows per sgemm: small enough to skip most of the masked half */
+
 typedef struct {
     float *probs; /* [B, n_heads, T, T] softmax probabilities, zero above the diagonal */
     int B, T, nh, nkv, hd;
@@ -403,26 +405,31 @@ static void attention_backward(Graph *g, Node *n) {
             const float *qb = q->data + (size_t)b * T * qs + h * hd;
             const float *ob = o->data + (size_t)b * T * qs + h * hd;
             const float *dob = o->grad + (size_t)b * T * qs + h * hd;
-            if (dv) /* dV += P^T dO */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, dob, qs, 1.0f,
-                            dv + (size_t)b * T * ks + kh * hd, ks);
-            if (!dq && !dk) continue;
-            /* dP = dO V^T; dS = P * (dP - rowsum(dO * O)) * scale */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dob, qs, vb, ks, 0.0f, dp, T);
-            for (int i = 0; i < T; i++) {
-                double dsum = 0.0;
-                for (int d = 0; d < hd; d++) dsum += (double)dob[(size_t)i * qs + d] * ob[(size_t)i * qs + d];
-                float *row = dp + (size_t)i * T;
-                const float *prow = p + (size_t)i * T;
-                for (int j = 0; j <= i; j++) row[j] = prow[j] * (row[j] - (float)dsum) * scale;
-                for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+            for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+                int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
+                const float *pr = p + (size_t)r0 * T, *dor = dob + (size_t)r0 * qs;
+                if (dv) /* dV[:keys] += P[rows, :keys]^T dO[rows] */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, pr, T, dor, qs, 1.0f,
+                                dv + (size_t)b * T * ks + kh * hd, ks);
+                if (!dq && !dk) continue;
+                /* dP = dO V^T; dS = P * (dP - rowsum(dO * O)) * scale */
+                float *dpr = dp + (size_t)r0 * T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dor, qs, vb, ks, 0.0f, dpr, T);
+                for (int i = r0; i < r0 + rows; i++) {
+                    double dsum = 0.0;
+                    for (int d = 0; d < hd; d++) dsum += (double)dob[(size_t)i * qs + d] * ob[(size_t)i * qs + d];
+                    float *row = dp + (size_t)i * T;
+                    const float *prow = p + (size_t)i * T;
+                    for (int j = 0; j <= i; j++) row[j] = prow[j] * (row[j] - (float)dsum) * scale;
+                    for (int j = i + 1; j < keys; j++) row[j] = 0.0f;
+                }
+                if (dq) /* dQ[rows] += dS[rows, :keys] K[:keys] */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, dpr, T, kb, ks, 1.0f,
+                                dq + ((size_t)b * T + r0) * qs + h * hd, qs);
+                if (dk) /* dK[:keys] += dS[rows, :keys]^T Q[rows] */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, dpr, T, qb + (size_t)r0 * qs,
+                                qs, 1.0f, dk + (size_t)b * T * ks + kh * hd, ks);
             }
-            if (dq) /* dQ += dS K */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dp, T, kb, ks, 1.0f,
-                            dq + (size_t)b * T * qs + h * hd, qs);
-            if (dk) /* dK += dS^T Q */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dp, T, qb, qs, 1.0f,
-                            dk + (size_t)b * T * ks + kh * hd, ks);
         }
     }
 }
@@ -446,10 +453,19 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, in
         const float *qb = q->data + (size_t)b * T * qs + h * head_dim;
         const float *kb = k->data + (size_t)b * T * ks + kh * head_dim;
         const float *vb = v->data + (size_t)b * T * ks + kh * head_dim;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, head_dim, scale, qb, qs, kb, ks, 0.0f, p, T);
+        /* Row blocks see only the keys up to their last row: the masked half of Q K^T
+         * and of P V is never computed. */
+        for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+            int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, qb + (size_t)r0 * qs, qs,
+                        kb, ks, 0.0f, p + (size_t)r0 * T, T);
+        }
         causal_softmax_rows(p, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, head_dim, T, 1.0f, p, T, vb, ks, 0.0f,
-                    o->data + (size_t)b * T * qs + h * head_dim, qs);
+        for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+            int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, p + (size_t)r0 * T, T, vb,
+                        ks, 0.0f, o->data + ((size_t)b * T + r0) * qs + h * head_dim, qs);
+        }
     }
     Tensor *in[3] = {q, k, v};
     if (graph_needs_grad(g, in, 3)) graph_record(g, "attention", attention_backward, o, in, 3)->saved = sv;

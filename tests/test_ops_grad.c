@@ -143,6 +143,9 @@ int main(void) {
         check_op("attention GQA 4q/2kv", &(Case){.kind = ATTN, .i = {2, 5, 4, 2, 4}}, 3, sattn, 1.5f);
         const int smha[3][2] = {{7, 12}, {7, 12}, {7, 12}};
         check_op("attention MHA 3 heads", &(Case){.kind = ATTN, .i = {1, 7, 3, 3, 4}}, 3, smha, 1.5f);
+        /* T = 70 spans two row blocks of the causal sgemm tiling (ATTN_BLOCK 64) */
+        const int slong[3][2] = {{70, 8}, {70, 4}, {70, 4}};
+        check_op("attention GQA 2q/1kv, T=70 (two row blocks)", &(Case){.kind = ATTN, .i = {1, 70, 2, 1, 4}}, 3, slong, 1.5f);
     }
     {
         static const int ids[5] = {3, 1, 3, 0, 6};
