@@ -7,6 +7,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 int cmd_recipes(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_debug(int argc, char **argv);
 
 /* Shared flag helpers (cli/args.c). arg_value returns argv[i+1] for "--flag VALUE" or
  * the part after '=' for "--flag=VALUE", advancing *i; NULL (with a message) if missing. */

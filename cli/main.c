@@ -17,6 +17,8 @@ static const Verb verbs[] = {
     {"generate", cmd_generate, "sample text from a model (greedy, temperature, top-p)"},
     {"validate", cmd_validate, "check a recipe and report every error at once"},
     {"recipes", cmd_recipes, "list, show and copy the bundled recipes"},
+    {"debug", cmd_debug, "find the op where the first NaN/Inf is born; per-layer table, scans"},
+    {"inspect", cmd_inspect, "show, verify and diff checkpoints; say what a model file is"},
 };
 
 static void usage(FILE *out) {

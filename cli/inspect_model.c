@@ -1,0 +1,230 @@
+/* cli/inspect_model.c — `npt inspect MODEL` (what a model file is), the guard that
+ * refuses adapter-only files where a full model is expected, and
+ * `npt inspect verify CKPT --model M` (shapes, finiteness, base, a forward pass). */
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../model/llama.h"
+#include "../model/npt.h"
+#include "../train/adapters.h"
+#include "commands.h"
+#include "inspect.h"
+
+/* ---------------------------------------------------------------- adapter-only guard */
+
+static char *read_small_file(const char *path, long max) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    char *buf = malloc((size_t)max + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)max, fp) : 0;
+    fclose(fp);
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
+/* PEFT adapter directory: says what it is and which base it names. */
+static int refuse_peft(const char *dir, const char *cfg_path, NptErr *err) {
+    char *text = read_small_file(cfg_path, 1 << 20);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(j, "base_model_name_or_path");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "r");
+    char rank[32] = "";
+    if (cJSON_IsNumber(r)) snprintf(rank, sizeof rank, ", rank %d", r->valueint);
+    npt_fail(err, "%s is a PEFT adapter directory (%s%s, adapter_config.json), not a full model: it holds adapters only "
+             "and needs its base model %s; give that base model instead",
+             dir, cJSON_IsString(type) ? type->valuestring : "unknown type", rank,
+             cJSON_IsString(base) ? base->valuestring : "(adapter_config.json names none)");
+    cJSON_Delete(j);
+    return -1;
+}
+
+int inspect_refuse_adapter_only(const char *path, NptErr *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    if (S_ISDIR(st.st_mode)) {
+        char cfg[4200];
+        snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
+        return stat(cfg, &st) == 0 ? refuse_peft(path, cfg, err) : 0;
+    }
+    FILE *fp = fopen(path, "rb");
+    unsigned char sig[8] = {0};
+    size_t n = fp ? fread(sig, 1, sizeof sig, fp) : 0;
+    if (fp) fclose(fp);
+    if (n != 8 || memcmp(sig, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
+    NptErr e2;
+    CkptFile *f = ckpt_open(path, &e2);
+    CkptMeta m;
+    memset(&m, 0, sizeof m);
+    if (!f || ckpt_read_meta(f, &m, &e2)) {
+        ckpt_close(f);
+        return npt_fail(err, "%s is an HDF5 file, not a model (%s)", path, e2.msg);
+    }
+    npt_fail(err, "%s is an npt checkpoint (adapters only, rank %d on %d layers, step %lld), not a full model; it needs "
+             "its base model %s (%s, fingerprint %016llx, dim %d, %d layers): give that as the model and this file as "
+             "the adapters",
+             path, m.rank, m.n_npt_layers, (long long)m.step, m.base_path, m.base_format,
+             (unsigned long long)m.base_fingerprint, m.dim, m.n_layers);
+    ckpt_free(&m, NULL, 0);
+    ckpt_close(f);
+    return -1;
+}
+
+/* ---------------------------------------------------------------- model files */
+
+static int model_tensor_count(const LlamaModel *m) { return 2 + 9 * m->cfg.n_layers + (m->cfg.tied ? 0 : 1); }
+
+int inspect_model(const char *path, int json) {
+    NptErr err;
+    LlamaModel m;
+    if (inspect_refuse_adapter_only(path, &err) || llama_load(path, &m, &err)) {
+        fprintf(stderr, "npt inspect: error: %s\n", err.msg);
+        return 1;
+    }
+    const LlamaConfig *c = &m.cfg;
+    char fp[20];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)m.fingerprint);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "file", path);
+        cJSON_AddStringToObject(o, "kind", "model");
+        cJSON_AddStringToObject(o, "format", model_format_name(m.format));
+        cJSON_AddStringToObject(o, "architecture", "llama");
+        int v[8] = {c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len};
+        const char *k[8] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "vocab_size", "seq_len"};
+        for (int i = 0; i < 8; i++) cJSON_AddNumberToObject(o, k[i], v[i]);
+        cJSON_AddBoolToObject(o, "tied", c->tied);
+        cJSON_AddStringToObject(o, "rope", rope_style_name(c->rope));
+        cJSON_AddNumberToObject(o, "tensors", model_tensor_count(&m));
+        cJSON_AddNumberToObject(o, "params", (double)m.weights_floats);
+        cJSON_AddStringToObject(o, "fingerprint", fp);
+        cJSON_AddStringToObject(o, "tokenizer", m.tokenizer_path);
+        char *s = cJSON_Print(o);
+        if (s) puts(s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        printf("model        %s\n", path);
+        printf("format       %s (llama architecture), weights float32 in memory\n", model_format_name(m.format));
+        printf("shape        dim %d, hidden_dim %d, %d layers, %d heads (%d kv heads, head_dim %d), vocab %d, context %d\n",
+               c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len);
+        printf("embeddings   %s, rope %s, norm eps %g, rope theta %g\n", c->tied ? "tied (lm_head = token embedding)" : "untied",
+               rope_style_name(c->rope), c->norm_eps, c->rope_theta);
+        printf("tensors      %d, %zu parameters\n", model_tensor_count(&m), m.weights_floats);
+        printf("fingerprint  %s\n", fp);
+        printf("tokenizer    %s\n", m.tokenizer_path[0] ? m.tokenizer_path : "(none beside the model)");
+    }
+    llama_free(&m);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- verify */
+
+static int verify_fail(const char *msg) {
+    printf("verify: FAIL: %s\n", msg);
+    return 1;
+}
+
+/* Structure and finiteness of the checkpoint alone, streamed. */
+static int verify_file(const char *path, CkptMeta *m, NptErr *err) {
+    CkptFile *f = ckpt_open(path, err);
+    if (!f) return -1;
+    CkptTensor *t = NULL;
+    int n = 0, rc = ckpt_read_meta(f, m, err) || ckpt_list_tensors(f, &t, &n, err) || ckpt_validate(path, m, t, n, err);
+    for (int i = 0; !rc && i < n; i++) {
+        TensorStats s;
+        if (inspect_tensor_stats(f, &t[i], &s, err)) rc = 1;
+        else if (s.nan || s.inf)
+            rc = npt_fail(err, "%s: tensor /%s holds %lld NaN and %lld Inf values (of %lld)", path, t[i].name,
+                          (long long)s.nan, (long long)s.inf, (long long)s.count) != 0;
+    }
+    ckpt_free(NULL, t, n);
+    ckpt_close(f);
+    return rc ? -1 : 0;
+}
+
+/* BOS and 7 more tokens through the NPT model; every logit must be finite. */
+static int verify_forward(const LlamaModel *lm, const NptModel *npt, NptErr *err) {
+    LlamaInfer s;
+    if (llama_infer_init(&s, &lm->cfg, npt, 8, err)) return -1;
+    int rc = 0;
+    for (int pos = 0; pos < 8 && !rc; pos++) {
+        int tok = pos == 0 ? lm->cfg.bos_id : (pos * 37 + 11) % lm->cfg.vocab_size;
+        const float *logits = llama_infer_step(&s, lm, npt, tok, pos);
+        for (int v = 0; v < lm->cfg.vocab_size; v++)
+            if (!isfinite(logits[v])) {
+                rc = npt_fail(err, "forward pass: logit %d at position %d is %g (token %d)", v, pos, logits[v], tok);
+                break;
+            }
+    }
+    llama_infer_free(&s);
+    return rc;
+}
+
+int inspect_verify(int argc, char **argv) {
+    const char *ckpt = NULL, *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            puts("usage: npt inspect verify CKPT --model M\n\n"
+                 "Checks the checkpoint's structure and finiteness, that M is the base model it was trained on\n"
+                 "(fingerprint and shapes), and that BOS + 7 tokens through the NPT model give finite logits.\n"
+                 "Prints one line per check; exit 0 pass, 1 fail (the reason on one line), 2 usage.");
+            return 0;
+        } else if (arg_is(argv[i], "--model")) {
+            if (!(model = arg_value(argc, argv, &i, "--model", "inspect"))) return 2;
+        } else if (argv[i][0] != '-' && !ckpt) {
+            ckpt = argv[i];
+        } else {
+            fprintf(stderr, "npt inspect: error: unexpected argument '%s' (usage: npt inspect verify CKPT --model M)\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    if (!ckpt || !model) {
+        fprintf(stderr, "npt inspect: error: usage: npt inspect verify CKPT --model M\n");
+        return 2;
+    }
+    NptErr err;
+    CkptMeta cm, want;
+    memset(&cm, 0, sizeof cm);
+    memset(&want, 0, sizeof want);
+    if (verify_file(ckpt, &cm, &err)) {
+        ckpt_free(&cm, NULL, 0);
+        return verify_fail(err.msg);
+    }
+    printf("verify: ok: %s is structurally sound and every tensor is finite\n", ckpt);
+    LlamaModel lm;
+    if (inspect_refuse_adapter_only(model, &err) || llama_load(model, &lm, &err)) {
+        ckpt_free(&cm, NULL, 0);
+        return verify_fail(err.msg);
+    }
+    adapters_fill_meta(&want, &lm, NULL);
+    int rc = ckpt_check_base(ckpt, &cm, &want, &err);
+    for (int k = 0; !rc && k < cm.n_npt_layers; k++)
+        if (cm.npt_layers[k] >= lm.cfg.n_layers)
+            rc = npt_fail(&err, "%s: adapter layer %d does not exist in %s (%d layers)", ckpt,
+                          cm.npt_layers[k], model, lm.cfg.n_layers);
+    if (!rc) printf("verify: ok: base model matches (fingerprint %016llx, shapes agree)\n", (unsigned long long)lm.fingerprint);
+    if (!rc && cm.rank == 0) {
+        printf("verify: ok: no adapters (all-weights checkpoint); forward pass not run\n");
+    } else if (!rc) {
+        NptModel npt;
+        if (adapters_load(ckpt, &lm, &npt, &err)) {
+            rc = -1;
+        } else {
+            if (verify_forward(&lm, &npt, &err)) rc = -1;
+            else printf("verify: ok: forward pass of 8 tokens through %d NPT layers gives finite logits\n", npt.n_adapters);
+            npt_free(&npt);
+        }
+    }
+    llama_free(&lm);
+    ckpt_free(&cm, NULL, 0);
+    if (rc) return verify_fail(err.msg);
+    printf("verify: PASS\n");
+    return 0;
+}

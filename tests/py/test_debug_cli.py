@@ -1,0 +1,132 @@
+"""tests/py/test_debug_cli.py — `npt debug` on stories260K copies with planted faults.
+
+The llama2.c file is parsed here with numpy (7 x int32 header, then the weights in
+Meta order) and damaged copies are written to a temp dir. Where each fault must be
+reported follows from where it was planted:
+- a NaN in layer 3's wq: every command refuses the model, naming the tensor;
+- layer 2's ffn_norm x1000: finite in float32, overflows fp16 at layer 2;
+- token 300's embedding row set to 1e5 (beyond fp16) in an untied copy (header vocab
+  negated, the original table appended as the classifier, so only the input side is
+  touched): an fp16 scan of a token file lists exactly the windows containing token
+  300; the overlap of two scans is checked against set arithmetic on the windows
+  planted here.
+"""
+import json
+import os
+import subprocess
+import tempfile
+
+import numpy as np
+
+NPT = os.environ.get("NPT", "./npt")
+DIR = "../shared/models/stories260K"
+BIN, TOK = f"{DIR}/stories260K.bin", f"{DIR}/tok512.bin"
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
+    failures += 0 if ok else 1
+
+
+def run(*args):
+    p = subprocess.run([NPT, "debug", *args], capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def offsets():
+    """Float offsets of each weight in the llama2.c file (after the 28-byte header)."""
+    hdr = np.fromfile(BIN, dtype=np.int32, count=7)
+    dim, hidden, L, nh, nkv, vocab, seq = (int(x) for x in hdr)
+    kv = dim * nkv // nh
+    sizes = [("tok_emb", abs(vocab) * dim), ("attn_norm", L * dim), ("wq", L * dim * dim), ("wk", L * kv * dim),
+             ("wv", L * kv * dim), ("wo", L * dim * dim), ("ffn_norm", L * dim), ("w1", L * hidden * dim),
+             ("w2", L * dim * hidden), ("w3", L * hidden * dim)]
+    off, o = {}, 7  # in float32 units, header included
+    for name, n in sizes:
+        off[name] = o
+        o += n
+    return off, dict(dim=dim, hidden=hidden, L=L, vocab=abs(vocab), kv=kv)
+
+
+def planted(tmp, name, edit):
+    w = np.fromfile(BIN, dtype=np.float32)  # header bytes ride along unchanged
+    edit(w)
+    path = os.path.join(tmp, name)
+    w.tofile(path)
+    return path
+
+
+def main():
+    off, c = offsets()
+    dim = c["dim"]
+    with tempfile.TemporaryDirectory() as tmp:
+        # 1. NaN weight: named by tensor at load, in the debug command too
+        def nan_wq(w):
+            w[off["wq"] + 3 * dim * dim] = np.nan
+        m = planted(tmp, "nan.bin", nan_wq)
+        rc, out, err = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time")
+        check(rc == 1 and "wq" in err and "3" in err and "1 non-finite" in err,
+              f"NaN planted in layer 3 wq: refused at load naming it ({err.strip()[:120]})")
+
+        # 2. fp16-only overflow at layer 2
+        def big_norm(w):
+            o = off["ffn_norm"] + 2 * dim
+            w[o:o + dim] *= 1000.0
+        m = planted(tmp, "big.bin", big_norm)
+        rc, out, _ = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time there was", "--json")
+        j = json.loads(out) if out.strip() else {}
+        check(rc == 0 and j.get("found") is False, "ffn_norm x1000 at layer 2: float32 all finite")
+        rc, out, _ = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time there was", "--json",
+                         "--precision", "fp16")
+        j = json.loads(out) if out.strip() else {}
+        check(rc == 3 and j.get("found") and j.get("layer") == 2 and j.get("overflow") and j.get("float32_found") is False
+              and j.get("raw_absmax", 0) > 65504, f"ffn_norm x1000 at layer 2: fp16 overflow at layer {j.get('layer')} op {j.get('op')}")
+        rc, out, _ = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time there was",
+                         "--precision", "fp16")
+        check("float32: all finite" in out and "layer 2" in out, "text report compares fp16 with float32")
+
+        # 3. token-specific fault, scan and overlap
+        X, T, W = 300, 32, 16
+
+        w = np.fromfile(BIN, dtype=np.float32)
+        table = w[off["tok_emb"]:off["tok_emb"] + c["vocab"] * dim].copy()
+        w.view(np.int32)[5] = -c["vocab"]
+        w[off["tok_emb"] + X * dim:off["tok_emb"] + (X + 1) * dim] = 1e5
+        m = os.path.join(tmp, "tok.bin")
+        np.concatenate([w, table]).tofile(m)
+        rng = np.random.default_rng(0)
+
+        def token_file(name, windows):
+            ids = rng.integers(3, 512, size=W * (T - 1)).astype(np.uint16)
+            ids[ids == X] = X + 1
+            for w_ in windows:
+                ids[w_ * (T - 1) + rng.integers(0, T - 1)] = X
+            path = os.path.join(tmp, name)
+            ids.tofile(path)
+            return path
+
+        lists = {}
+        for label, wins in (("A", [1, 4, 7]), ("B", [4, 9, 12])):
+            data = token_file(f"{label}.u16", wins)
+            out_tsv = os.path.join(tmp, f"{label}.tsv")
+            rc, out, err = run("scan", "--model", m, "--tokenizer", TOK, "--data", data, "--format", "u16",
+                               "--seq-len", str(T), "--samples", str(W), "--precision", "fp16", "--out", out_tsv)
+            rows = [l.split("\t") for l in open(out_tsv).read().splitlines() if not l.startswith("#")] if rc in (0, 3) else []
+            got = [int(r[0]) for r in rows]
+            check(rc == 3 and got == wins and all(r[2] == "embedding" for r in rows),
+                  f"fp16 scan {label}: lists exactly windows {wins} holding token {X} at the embedding (got {got})")
+            rc, out, _ = run("scan", "--model", m, "--tokenizer", TOK, "--data", data, "--format", "u16",
+                             "--seq-len", str(T), "--samples", str(W), "--out", out_tsv + ".f32")
+            check(rc == 0 and "0 of 16" in out, f"float32 scan {label}: no failing sample")
+            lists[label] = (out_tsv, set(wins))
+        rc, out, _ = run("overlap", lists["A"][0], lists["B"][0])
+        a, b = lists["A"][1], lists["B"][1]
+        check(rc == 0 and f"in common: {len(a & b)}" in out and f"only in A: {len(a - b)} (1 7)" in out
+              and f"only in B: {len(b - a)} (9 12)" in out, f"overlap: {len(a & b)} common, A-only {sorted(a - b)}, B-only {sorted(b - a)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""tests/py/test_inspect.py — `npt inspect` on checkpoints from a real short run.
+
+A 20-step stories260k-full run (checkpoints at steps 10 and 20) is made in a temp dir.
+Independent sources: h5py + numpy read the tensors and attributes themselves,
+metrics.jsonl is the trainer's own log, the llama2.c header is parsed here. Then damaged
+copies (truncated, NaN planted, dataset deleted, format_version changed) must each be
+reported precisely, and verify must fail on them and on the wrong base model.
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+
+import h5py
+import numpy as np
+
+NPT = os.environ.get("NPT", "./npt")
+MODELS = "../shared/models"
+BIN = f"{MODELS}/stories260K/stories260K.bin"
+GGUF = f"{MODELS}/stories260K/tinyllamas-stories-260k-f32.gguf"
+HF656 = f"{MODELS}/TinyStories-656K"
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
+    failures += 0 if ok else 1
+
+
+def run(*args):
+    p = subprocess.run([NPT, *args], capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def inspect_json(path, *extra):
+    rc, out, err = run("inspect", path, "--json", *extra)
+    return rc, (json.loads(out) if out.strip() else None), err
+
+
+def close(a, b, rel=1e-6, abs_=0.0):
+    return abs(a - b) <= abs_ + rel * max(abs(a), abs(b))
+
+
+tmp = tempfile.mkdtemp(prefix="npt-inspect-")
+runs = os.path.join(tmp, "run")
+rc, _, err = run("train", "stories260k-full", "--set", f"output_dir={runs}", "--set", "train.max_steps=20",
+                 "--set", "train.warmup_steps=2", "--set", "checkpoint.every=10", "--set", "threads=1")
+check(rc == 0, f"training run for the fixtures succeeds ({err.strip()[-200:]})")
+final, c10 = os.path.join(runs, "final.h5"), os.path.join(runs, "ckpt-00000010.h5")
+
+# ---- summary against the run's own log and h5py ----
+rows = [json.loads(l) for l in open(os.path.join(runs, "metrics.jsonl"))]
+rc, j, err = inspect_json(final)
+check(rc == 0 and j is not None, f"inspect --json on final.h5 exits 0 (rc {rc}, {err.strip()})")
+check(j["step"] == 20 == rows[-1]["step"], f"step is 20 like the last metrics.jsonl row (got {j['step']})")
+check(j["recipe"]["name"] == "stories260k-full", "recipe name is stories260k-full")
+check(j["recipe"]["train"]["max_steps"] == 20, "recipe shows the --set override train.max_steps=20")
+check(close(j["last_loss"], rows[-1]["loss"], 1e-6), f"last loss {j['last_loss']} equals metrics.jsonl {rows[-1]['loss']}")
+check(j["history"]["steps"] == len(rows) == 20, "history has 20 steps like metrics.jsonl")
+check(close(j["history"]["min_loss"], min(r["loss"] for r in rows), 1e-6), "history min loss equals metrics.jsonl min")
+check(j["history"]["skipped"] == sum(r["skipped"] for r in rows) == j["skipped_total"], "skips agree with metrics.jsonl")
+check(close(j["history"]["mean_lr"], np.mean([r["lr"] for r in rows]), 1e-5), "mean lr agrees with metrics.jsonl")
+with h5py.File(final, "r") as f:
+    check(j["tokens_seen"] == int(f.attrs["tokens_seen"]), "tokens_seen equals the h5py attribute")
+    check(j["base"]["fingerprint"] == f["base"].attrs["fingerprint"].decode(), "base fingerprint equals the h5py attribute")
+    check(j["adapters"]["rank"] == int(f["adapters"].attrs["rank"]) == 64, "rank 64 as in the recipe and file")
+    check(j["adapters"]["layers"] == [int(x) for x in f["adapters"].attrs["layers"]], "adapter layers equal h5py's")
+    names = []
+    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and n.split("/")[0] in ("adapters", "optimizer") else None)
+    check(sorted(t["name"] for t in j["tensors"]) == sorted(names), f"tensor table lists every dataset h5py sees ({len(names)})")
+    n_adapter = sum(f[n].size for n in names if n.startswith("adapters/"))
+    n_moment = sum(f[n].size for n in names if n.startswith("optimizer/"))
+    check(j["trainable_params"] == n_adapter and j["optimizer_moment_values"] == n_moment,
+          f"parameter counts {n_adapter} / {n_moment} match h5py")
+    by_name = {t["name"]: t for t in j["tensors"]}
+    for name in ["adapters/layer_00/A", "adapters/layer_02/B_add", "adapters/layer_04/B_mul", "optimizer/layer_03/A.v"]:
+        x = f[name][()].astype(np.float64)
+        t = by_name[name]
+        ok = (close(t["min"], x.min()) and close(t["max"], x.max()) and close(t["std"], x.std(), 1e-6)
+              and abs(t["mean"] - x.mean()) <= 1e-9 * np.abs(x).max() and t["shape"] == list(x.shape)
+              and t["nan"] == 0 and t["inf"] == 0 and t["beyond_fp16"] == int((np.abs(x) > 65504).sum()))
+        check(ok, f"{name}: min/max/mean/std/shape equal h5py+numpy ({t['min']:.6g} {t['max']:.6g} {t['mean']:.6g} {t['std']:.6g})")
+
+# ---- plot ----
+rc, out, _ = run("inspect", final, "--plot")
+svg = final + ".loss.svg"
+check(rc == 0 and os.path.exists(svg) and "<polyline" in open(svg).read(), "--plot writes CKPT.loss.svg with a polyline")
+custom = os.path.join(tmp, "curve.svg")
+rc, out, _ = run("inspect", final, "--plot", custom)
+check(rc == 0 and "<polyline" in open(custom).read() and custom in out, "--plot FILE.svg writes FILE.svg")
+
+# ---- verify and refusals ----
+for model in (BIN, GGUF):
+    rc, out, _ = run("inspect", "verify", final, "--model", model)
+    check(rc == 0 and "verify: PASS" in out and "finite logits" in out, f"verify against {os.path.basename(model)} passes")
+rc, out, _ = run("inspect", "verify", final, "--model", HF656)
+fail_line = [l for l in out.splitlines() if l.startswith("verify: FAIL")]
+check(rc == 1 and fail_line and "stories260K.bin" in fail_line[0] and "TinyStories-656K" in fail_line[0],
+      f"verify against TinyStories-656K fails naming both models: {fail_line[:1]}")
+rc, out, _ = run("inspect", "verify", final, "--model", c10)
+check(rc == 1 and "is an npt checkpoint (adapters only" in out and "stories260K.bin" in out,
+      "a checkpoint given as --model is refused, naming the base it needs")
+peft = os.path.join(tmp, "peft")
+os.mkdir(peft)
+json.dump({"peft_type": "LORA", "r": 8, "base_model_name_or_path": "meta-llama/Llama-2-7b-hf"},
+          open(os.path.join(peft, "adapter_config.json"), "w"))
+rc, _, err = run("inspect", peft)
+check(rc == 1 and "PEFT adapter directory" in err and "meta-llama/Llama-2-7b-hf" in err, f"PEFT dir refused: {err.strip()}")
+
+# ---- model files: header parsed here ----
+hdr = struct.unpack("7i", open(BIN, "rb").read(28))
+rc, m, _ = inspect_json(BIN)
+check(rc == 0 and [m["dim"], m["hidden_dim"], m["n_layers"], m["n_heads"], m["n_kv_heads"], m["vocab_size"], m["seq_len"]]
+      == [hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], abs(hdr[5]), hdr[6]] and m["tied"] == (hdr[5] > 0),
+      f"llama2c model: dims equal the file header {hdr}")
+check(m["fingerprint"] == j["base"]["fingerprint"], "model fingerprint equals the one stored in the checkpoint")
+rc, g, _ = inspect_json(GGUF)
+check(rc == 0 and g["format"] == "gguf" and g["fingerprint"] == m["fingerprint"], "GGUF: same weights, same fingerprint")
+cfg = json.load(open(os.path.join(HF656, "config.json")))
+rc, h, _ = inspect_json(HF656)
+check(rc == 0 and h["dim"] == cfg["hidden_size"] and h["n_layers"] == cfg["num_hidden_layers"]
+      and h["vocab_size"] == cfg["vocab_size"] and h["format"] == "hf", "HF dir: dims equal config.json")
+
+# ---- diff ----
+rc, out, _ = run("inspect", "diff", c10, final, "--json")
+d = json.loads(out)
+check(rc == 1 and not d["identical"] and all(t.get("max_abs_diff", 0) > 0 for t in d["tensors"]),
+      "diff step 10 vs 20: every tensor differs, exit 1")
+check(any(s.startswith("step: 10 -> 20") for s in d["differences"]), "diff reports step 10 -> 20")
+with h5py.File(c10, "r") as fa, h5py.File(final, "r") as fb:
+    a, b = fa["adapters/layer_01/A"][()].astype(np.float64), fb["adapters/layer_01/A"][()].astype(np.float64)
+t = next(t for t in d["tensors"] if t["name"] == "adapters/layer_01/A")
+check(close(t["max_abs_diff"], np.abs(a - b).max()) and close(t["rel_norm_diff"], np.linalg.norm(a - b) / np.linalg.norm(a)),
+      f"diff of adapters/layer_01/A equals numpy ({t['max_abs_diff']:.6g}, {t['rel_norm_diff']:.6g})")
+rc, out, _ = run("inspect", "diff", final, final, "--json")
+d = json.loads(out)
+check(rc == 0 and d["identical"] and all(t["max_abs_diff"] == 0 and t["rel_norm_diff"] == 0 for t in d["tensors"])
+      and d["differences"] == [], "diff of a file with itself: all zeros, exit 0")
+
+
+# ---- damaged checkpoints ----
+def damaged(name, fn):
+    p = os.path.join(tmp, name)
+    shutil.copy(final, p)
+    fn(p)
+    return p
+
+
+def truncate(p):
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        f.truncate(size // 2)
+
+
+def plant_nan(p):
+    with h5py.File(p, "r+") as f:
+        f["adapters/layer_02/A"][3, 5] = np.nan
+
+
+def delete_dataset(p):
+    with h5py.File(p, "r+") as f:
+        del f["adapters/layer_03/B_mul"]
+
+
+def bump_version(p):
+    with h5py.File(p, "r+") as f:
+        f.attrs.modify("format_version", np.int32(7))
+
+
+cases = [
+    ("truncated.h5", truncate, "is truncated"),
+    ("nan.h5", plant_nan, "tensor /adapters/layer_02/A holds 1 NaN and 0 Inf values (of 4096)"),
+    ("missing.h5", delete_dataset, "dataset /adapters/layer_03/B_mul missing"),
+    ("version.h5", bump_version, "written by a newer npt (format_version 7 > 1)"),
+]
+for name, fn, expect in cases:
+    p = damaged(name, fn)
+    rc, out, err = run("inspect", p)
+    check(rc == 1 and expect in out + err, f"inspect {name}: exit 1 and says '{expect}'")
+    rc, out, _ = run("inspect", "verify", p, "--model", BIN)
+    fail_line = [l for l in out.splitlines() if l.startswith("verify: FAIL")]
+    check(rc == 1 and len(fail_line) == 1 and expect in fail_line[0], f"verify {name} fails with the reason on one line")
+rc, jn, _ = inspect_json(os.path.join(tmp, "nan.h5"))
+t = next(t for t in jn["tensors"] if t["name"] == "adapters/layer_02/A")
+with h5py.File(os.path.join(tmp, "nan.h5"), "r") as f:
+    x = f["adapters/layer_02/A"][()].astype(np.float64)
+check(t["nan"] == 1 and close(t["mean"], np.nanmean(x), 1e-6) and len(jn["problems"]) == 1,
+      "NaN counted once; stats of the rest still equal numpy's nanmean")
+
+# ---- streaming: a 96 MiB tensor must not be held in memory ----
+big = os.path.join(tmp, "big.h5")
+shutil.copy(final, big)
+rows_, cols = 6144, 4096
+with h5py.File(big, "r+") as f:
+    ds = f.create_dataset("extra/big", (rows_, cols), dtype="f4", chunks=(64, cols), fletcher32=True)
+    for r in range(0, rows_, 512):
+        ds[r:r + 512] = (np.arange(r * cols, (r + 512) * cols, dtype=np.float64) % 1000 - 500).reshape(512, cols)
+    ds[7, 9] = 1e5  # beyond fp16
+
+
+def peak_rss_kb(path):
+    """Peak resident set of `npt inspect path --json`, measured by GNU time (ru_maxrss of a
+    child forked from this Python would include Python's own pages), and its output."""
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", NPT, "inspect", path, "--json"], capture_output=True, text=True)
+    return int(p.stderr.strip().splitlines()[-1]), json.loads(p.stdout)
+
+
+small_kb, _ = peak_rss_kb(final)
+big_kb, jb = peak_rss_kb(big)
+t = next(t for t in jb["tensors"] if t["name"] == "extra/big")
+check(t["beyond_fp16"] == 1 and t["max"] == 1e5 and t["count"] == rows_ * cols, "big tensor: stats over every block")
+check(big_kb - small_kb < 16 * 1024,
+      f"a 96 MiB tensor adds {(big_kb - small_kb) / 1024:.1f} MiB to the peak RSS ({small_kb // 1024} -> {big_kb // 1024} MiB; streamed, < 16)")
+
+shutil.rmtree(tmp)
+print(f"{failures} failures")
+raise SystemExit(1 if failures else 0)
