@@ -199,6 +199,13 @@ static void print_json(const DebugResult *r, DebugPrecision p, int f32_found) {
         for (int i = 0; i < q->n_rows; i++) printf(i ? ",%d" : "%d", q->rows[i]);
         printf("],\"positions_total\":%d,\"saved\":%s", q->rows_total, r->saved ? "true" : "false");
     }
+    const DebugZeroFactor *z = &r->zero_factor;
+    if (z->found) {
+        printf(",\"zero_factor\":{\"layer\":%d,\"op\":\"%s\",\"op_index\":%ld,\"zeros\":%zu,\"n\":%zu,\"positions\":[", z->layer,
+               z->op, z->op_index, z->zeros, z->n);
+        for (int i = 0; i < z->n_rows; i++) printf(i ? ",%d" : "%d", z->rows[i]);
+        printf("],\"positions_total\":%d}", z->rows_total);
+    }
     printf(",\"layers\":[");
     for (int i = 0; i < r->n_stats; i++)
         printf("%s{\"state\":\"%s\",\"nan\":%zu,\"inf\":%zu,\"min\":%.9g,\"max\":%.9g}", i ? "," : "",
@@ -255,7 +262,7 @@ static int run_forward(const DebugArgs *a, int layers_only) {
         if (r.saved) printf("inputs saved to %s; replay with: npt debug replay %s\n", a->save, a->save);
         else if (r.first.found && a->save && r.first.backward) printf("(backward producers are not saved)\n");
     }
-    rc = r.first.found ? 3 : 0;
+    rc = debug_found(&r) ? 3 : 0;
     debug_result_free(&r);
     goto done;
 fail:

@@ -131,12 +131,40 @@ static void record(DebugProducer *p, const char *op, int layer, long index, cons
     }
 }
 
+/* Counts the gate factors tanh(d_raw) of a legacy modulation op (inputs gate, d_add,
+ * d_raw) that are exactly zero. The SPEC's factor 0.5 sigmoid + 0.5 is at least 0.5, so
+ * only the legacy form needs the pass. */
+static void check_zero_factor(Graph *g, const char *op, long index, Tensor **in, int n_in, DebugZeroFactor *z) {
+    if (z->found || n_in != 3 || strcmp(op, "npt_modulate_tanh") != 0) return;
+    const Tensor *d_raw = in[2];
+    size_t rows = (size_t)tensor_rows(d_raw), cols = d_raw->n / (rows ? rows : 1);
+    size_t zeros = 0;
+    for (size_t r = 0; r < rows; r++) {
+        size_t row_zeros = 0;
+        for (size_t j = 0; j < cols; j++) {
+            row_zeros += tanhf(d_raw->data[r * cols + j]) == 0.0f;
+        }
+        if (!row_zeros) continue;
+        zeros += row_zeros;
+        if (z->n_rows < DEBUG_MAX_ROWS) z->rows[z->n_rows++] = (int)r;
+        z->rows_total++;
+    }
+    if (!zeros) return;
+    z->found = 1;
+    z->layer = g->layer;
+    snprintf(z->op, sizeof z->op, "%s", op);
+    z->op_index = index;
+    z->zeros = zeros;
+    z->n = d_raw->n;
+}
+
 static void check_op(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx) {
     DebugChecker *c = ctx;
     DebugResult *r = c->r;
     long index = r->n_ops++;
     float raw_absmax = 0.0f;
     size_t overflowed = c->prec == DEBUG_F32 ? 0 : debug_round(out->data, out->n, c->prec, &raw_absmax);
+    check_zero_factor(g, op, index, in, n_in, &r->zero_factor);
     if (r->first.found || !npt_count_nonfinite(out->data, out->n)) return;
     float *vals[NODE_MAX_INPUTS];
     for (int i = 0; i < n_in; i++) vals[i] = in[i]->data;
@@ -313,8 +341,26 @@ static void print_range(FILE *f, const DebugStats *s) {
     if (s->nan || s->inf) fprintf(f, ", %zu NaN %zu Inf", s->nan, s->inf);
 }
 
+int debug_found(const DebugResult *r) { return r->first.found || r->zero_factor.found; }
+
+static void print_positions(FILE *f, const int *rows, int n_rows, int rows_total, const int *tokens) {
+    fprintf(f, "  token positions affected (%d):", rows_total);
+    for (int i = 0; i < n_rows; i++) {
+        fprintf(f, " %d", rows[i]);
+        if (tokens) fprintf(f, "(id %d)", tokens[rows[i]]);
+    }
+    fputs(rows_total > n_rows ? " ...\n" : "\n", f);
+}
+
+static void print_zero_factor(FILE *f, const DebugZeroFactor *z, const int *tokens) {
+    fprintf(f, "modulation factor reached zero: layer %d, op %s (#%ld): %zu of %zu gate factors are exactly 0, "
+               "so the MLP gate is switched off there\n", z->layer, z->op, z->op_index, z->zeros, z->n);
+    print_positions(f, z->rows, z->n_rows, z->rows_total, tokens);
+}
+
 void debug_print_producer(FILE *f, const DebugResult *r, const int *tokens) {
     const DebugProducer *p = &r->first;
+    if (r->zero_factor.found) print_zero_factor(f, &r->zero_factor, tokens);
     if (!p->found) {
         fprintf(f, "all ops finite (%ld ops checked, loss %.6g)\n", r->n_ops, r->loss);
         return;
@@ -339,14 +385,7 @@ void debug_print_producer(FILE *f, const DebugResult *r, const int *tokens) {
         print_range(f, &p->in[i]);
         fputc('\n', f);
     }
-    if (p->out.ndim >= 2) {
-        fprintf(f, "  token positions affected (%d):", p->rows_total);
-        for (int i = 0; i < p->n_rows; i++) {
-            fprintf(f, " %d", p->rows[i]);
-            if (tokens && !p->backward) fprintf(f, "(id %d)", tokens[p->rows[i]]);
-        }
-        fputs(p->rows_total > p->n_rows ? " ...\n" : "\n", f);
-    }
+    if (p->out.ndim >= 2) print_positions(f, p->rows, p->n_rows, p->rows_total, p->backward ? NULL : tokens);
 }
 
 /* The range of an OK row; a NaN/Inf row gets its counts instead. */
@@ -403,7 +442,7 @@ int debug_report_batch(const LlamaModel *m, const NptModel *npt, const int *toke
         fprintf(f, "== sequence %d of %d (sample %lld)\n", b, B, sample_ids ? (long long)sample_ids[b] : -1LL);
         debug_print_producer(f, &r, tokens + (size_t)b * T);
         if (r.saved) fprintf(f, "inputs saved to %s; replay with: npt debug replay %s\n", h5, h5);
-        failing += r.first.found;
+        failing += debug_found(&r);
         debug_result_free(&r);
     }
     if (fclose(f) != 0) return npt_fail(err, "%s: writing the debug report failed", txt);

@@ -41,6 +41,17 @@ typedef struct {
     int n_rows, rows_total;
 } DebugProducer;
 
+/* A multiplicative gate factor of exactly zero switches the MLP gate off without any
+ * NaN; the SPEC's bounded factor cannot reach it, older formulations could. */
+typedef struct {
+    int found, layer;
+    char op[32];
+    long op_index;
+    size_t zeros, n;          /* factors equal to 0, of n */
+    int rows[DEBUG_MAX_ROWS]; /* token positions holding a zero factor */
+    int n_rows, rows_total;
+} DebugZeroFactor;
+
 typedef struct {
     size_t nan, inf;
     float min, max;
@@ -54,6 +65,7 @@ typedef struct {
 
 typedef struct {
     DebugProducer first;
+    DebugZeroFactor zero_factor; /* first modulation op with a zero factor */
     /* [0] embedding, [1 + l] output of decoder layer l, [n_layers + 1] logits */
     DebugLayerStat *layers;
     int n_stats;
@@ -90,6 +102,9 @@ int debug_parse_precision(const char *s, DebugPrecision *p);
 float debug_precision_max(DebugPrecision p);
 
 void debug_stats(const char *name, const float *x, size_t n, int ndim, const int *shape, DebugStats *s);
+
+/* 1 when the run found a fault: a non-finite producer or a zero modulation factor. */
+int debug_found(const DebugResult *r);
 
 /* Human-readable producer report ("all ops finite" when nothing was found); tokens
  * (may be NULL) are printed at the affected positions. */

@@ -135,7 +135,7 @@ Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, int
     Tensor *d_add = op_linear(g, z, &ad->B_add);
     Tensor *d_raw = n->safe_mode ? NULL : op_linear(g, z, &ad->B_mul);
     Tensor *x = op_rmsnorm(g, h, &L->ffn_norm, m->cfg.norm_eps); /* on h, not h + a */
-    Tensor *gate = op_npt_modulate(g, op_linear(g, x, &L->w_gate), d_raw, d_add, n->scale);
+    Tensor *gate = (n->test_tanh_mul ? op_npt_modulate_tanh : op_npt_modulate)(g, op_linear(g, x, &L->w_gate), d_raw, d_add, n->scale);
     Tensor *act = op_swiglu(g, gate, op_linear(g, x, &L->w_up));
     Tensor *out = op_add(g, h, op_linear(g, act, &L->w_down));
     if (reg) {

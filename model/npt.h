@@ -42,6 +42,7 @@ typedef struct NptModel {
     int first_layer;        /* lowest converted layer */
     float *params, *grads;  /* contiguous blocks of n_params floats */
     size_t n_params;
+    int test_tanh_mul;      /* tests only: the pre-SPEC d_mul = tanh(d_raw) (op_npt_modulate_tanh) */
 } NptModel;
 
 /* Resolves the layer selection (explicit ids are validated against the model) and

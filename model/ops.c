@@ -680,9 +680,23 @@ Tensor *op_mean_row_sqnorm(Graph *g, Tensor *x) {
 
 /* ---------------------------------------------------------------- NPT modulation */
 
+/* The multiplicative factor d_mul of the gate and its derivative. SPEC: 0.5 sigmoid + 0.5,
+ * bounded to (0.5, 1); the legacy tanh form (tests only) can reach zero. */
+static inline float modulation_factor(float d_raw, int legacy_tanh, float *dfactor) {
+    if (legacy_tanh) {
+        float t = tanhf(d_raw);
+        *dfactor = 1.0f - t * t;
+        return t;
+    }
+    float sig = sigmoidf(d_raw);
+    *dfactor = 0.5f * sig * (1.0f - sig);
+    return 0.5f * sig + 0.5f;
+}
+
 static void npt_modulate_backward(Graph *g, Node *n) {
     Tensor *gate = n->in[0], *d_add = n->in[1], *d_raw = n->in[2];
     float s = n->f[0];
+    int legacy_tanh = n->f[1] != 0.0f;
     const float *dy = n->out->grad;
     float *dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
     float *da = d_add->requires_grad ? graph_grad(g, d_add) : NULL;
@@ -690,27 +704,41 @@ static void npt_modulate_backward(Graph *g, Node *n) {
     size_t len = gate->n;
 #pragma omp parallel for schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) {
-        float sig = d_raw ? sigmoidf(d_raw->data[i]) : 0.0f;
-        float factor = d_raw ? 0.5f * sig + 0.5f : 1.0f;
+        float dfactor = 0.0f;
+        float factor = d_raw ? modulation_factor(d_raw->data[i], legacy_tanh, &dfactor) : 1.0f;
         if (dg) dg[i] += dy[i] * factor;
         if (da) da[i] += dy[i] * s;
-        if (dr) dr[i] += dy[i] * gate->data[i] * 0.5f * sig * (1.0f - sig);
+        if (dr) dr[i] += dy[i] * gate->data[i] * dfactor;
     }
 }
 
-Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s) {
-    same_shape(gate, d_add, "npt_modulate");
-    if (d_raw) same_shape(gate, d_raw, "npt_modulate");
-    Tensor *y = like(g, gate, "npt_modulate");
+static Tensor *npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s, int legacy_tanh) {
+    const char *op = legacy_tanh ? "npt_modulate_tanh" : "npt_modulate";
+    same_shape(gate, d_add, op);
+    if (d_raw) same_shape(gate, d_raw, op);
+    Tensor *y = like(g, gate, op);
     size_t len = gate->n;
 #pragma omp parallel for schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) {
-        float factor = d_raw ? 0.5f * sigmoidf(d_raw->data[i]) + 0.5f : 1.0f;
+        float dfactor;
+        float factor = d_raw ? modulation_factor(d_raw->data[i], legacy_tanh, &dfactor) : 1.0f;
         y->data[i] = gate->data[i] * factor + s * d_add->data[i];
     }
     Tensor *in[3] = {gate, d_add, d_raw};
     int n_in = d_raw ? 3 : 2;
-    if (graph_needs_grad(g, in, n_in)) graph_record(g, "npt_modulate", npt_modulate_backward, y, in, n_in)->f[0] = s;
-    observe(g, "npt_modulate", y, in, n_in);
+    if (graph_needs_grad(g, in, n_in)) {
+        Node *n = graph_record(g, op, npt_modulate_backward, y, in, n_in);
+        n->f[0] = s;
+        n->f[1] = (float)legacy_tanh;
+    }
+    observe(g, op, y, in, n_in);
     return y;
+}
+
+Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s) {
+    return npt_modulate(g, gate, d_raw, d_add, s, 0);
+}
+
+Tensor *op_npt_modulate_tanh(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s) {
+    return npt_modulate(g, gate, d_raw, d_add, s, 1);
 }

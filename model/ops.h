@@ -56,6 +56,10 @@ Tensor *op_mean_row_sqnorm(Graph *g, Tensor *x);
  *   full: g' = g * (0.5 * sigmoid(d_raw) + 0.5) + s * d_add
  *   safe (d_raw == NULL): g' = g + s * d_add */
 Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s);
+/* The same with the pre-SPEC factor d_mul = tanh(d_raw), which reaches zero (B_mul = 0
+ * switches the gate off). Tests only: it lets debug's zero-factor check find a real
+ * producer; no model path uses it unless NptModel.test_tanh_mul is set. */
+Tensor *op_npt_modulate_tanh(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s);
 
 
 #endif

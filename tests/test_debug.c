@@ -186,6 +186,47 @@ static void test_npt_adapter(const LlamaModel *m, const int *ids, int T, int k) 
     npt_free(&n);
 }
 
+/* The pre-SPEC factor tanh(d_raw) with B_mul = 0 in layer k switches layer k's gate off;
+ * the checker must name that op and layer, and the SPEC factor on the same adapters must
+ * raise nothing. B_mul of the other layers is nonzero, so their factors are not 0. */
+static void test_zero_factor(const LlamaModel *m, const int *ids, int T, int k) {
+    NptModel n;
+    NptErr err;
+    NptConfig cfg = {.rank = 4, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_ALL, .init_a_std = 0.02f,
+                     .init_b_add_std = 0.001f, .init_b_mul_std = 0.02f};
+    if (npt_create(&n, m, &cfg, &err)) {
+        check(0, "npt_create: %s", err.msg);
+        return;
+    }
+    npt_init_weights(&n, &cfg, 11);
+    Tensor *bm = &n.adapters[n.adapter_of_layer[k]].B_mul;
+    memset(bm->data, 0, bm->n * sizeof(float));
+    DebugOptions o = {0};
+    DebugResult r;
+    int rc = debug_run(m, &n, ids, T, &o, &r, &err);
+    check(rc == 0 && !debug_found(&r), "B_mul = 0 in layer %d with the SPEC factor: nothing to report (factor 0.75)", k);
+    if (rc == 0) debug_result_free(&r);
+    n.test_tanh_mul = 1;
+    rc = debug_run(m, &n, ids, T, &o, &r, &err);
+    const DebugZeroFactor *z = &r.zero_factor;
+    size_t want = (size_t)T * (size_t)m->cfg.hidden_dim;
+    check(rc == 0 && z->found && z->layer == k && !strcmp(z->op, "npt_modulate_tanh") && z->zeros == want &&
+              z->rows_total == T && !r.first.found,
+          "legacy tanh factor, B_mul = 0 in layer %d: zero factor found at layer %d op %s, %zu of %zu zeros (want all %zu), "
+          "%d positions; no NaN reported", k, z->layer, z->op, z->zeros, z->n, want, z->rows_total);
+    if (rc == 0) {
+        char buf[4096] = "";
+        FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+        if (f) {
+            debug_print_producer(f, &r, ids);
+            fclose(f);
+        }
+        check(strstr(buf, "modulation factor reached zero: layer") != NULL, "the report says the factor reached zero");
+        debug_result_free(&r);
+    }
+    npt_free(&n);
+}
+
 /* Random weights of the stories15M shape (dim 288, hidden 768, 6 layers, 6 heads,
  * vocab 32000): the cost figure the issue asks for. */
 static int random_15m(LlamaModel *m, NptErr *err) {
@@ -288,6 +329,7 @@ int main(void) {
         test_nan_weight(&m, ids, T, 0, "build/tests/debug_nan_l0.h5");
         test_nan_weight(&m, ids, T, 3, "build/tests/debug_nan_l3.h5");
         test_npt_adapter(&m, ids, T, 1);
+        test_zero_factor(&m, ids, T, 2);
         test_report_batch(&m, ids, T);
         note_cost("stories260K", &m, ids, T, 20);
         test_fp16_overflow(&m, ids, T, 2); /* last: rounds the weights */

@@ -26,7 +26,7 @@ static float frand(void) { /* xorshift, uniform in (-1, 1) */
 static Arena act, grads;
 static Graph graph;
 
-enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, REG, MOD_FULL, MOD_SAFE };
+enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, REG, MOD_FULL, MOD_SAFE, MOD_TANH };
 
 static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     switch (c->kind) {
@@ -47,6 +47,7 @@ static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     case REG: return op_mean_row_sqnorm(g, in[0]);
     case MOD_FULL: return op_npt_modulate(g, in[0], in[2], in[1], c->f[0]);
     case MOD_SAFE: return op_npt_modulate(g, in[0], NULL, in[1], c->f[0]);
+    case MOD_TANH: return op_npt_modulate_tanh(g, in[0], in[2], in[1], c->f[0]);
     }
     return NULL;
 }
@@ -160,6 +161,7 @@ int main(void) {
     check_op("mean_row_sqnorm", &(Case){.kind = REG}, 1, s2, 1.0f);
     check_op("npt_modulate full", &(Case){.kind = MOD_FULL, .f = {0.1f}}, 3, s2, 2.0f);
     check_op("npt_modulate safe", &(Case){.kind = MOD_SAFE, .f = {0.1f}}, 2, s2, 2.0f);
+    check_op("npt_modulate_tanh (test-only legacy form)", &(Case){.kind = MOD_TANH, .f = {0.1f}}, 3, s2, 2.0f);
 
     /* Forward values that finite differences cannot see. */
     {
