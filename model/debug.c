@@ -425,10 +425,10 @@ void debug_print_layers(FILE *f, const DebugResult *r) {
 /* ---------------------------------------------------------------- training */
 
 int debug_report_batch(const LlamaModel *m, const NptModel *npt, const int *tokens, int B, int T,
-                       const int64_t *sample_ids, const char *dir, long long step, NptErr *err) {
+                       const int64_t *sample_ids, const char *stem, NptErr *err) {
     char txt[4200], h5[4200];
-    snprintf(txt, sizeof txt, "%s/debug_step%lld.txt", dir, step);
-    snprintf(h5, sizeof h5, "%s/debug_step%lld.h5", dir, step);
+    snprintf(txt, sizeof txt, "%s.txt", stem);
+    snprintf(h5, sizeof h5, "%s.h5", stem);
     FILE *f = fopen(txt, "w");
     if (!f) return npt_fail(err, "%s: cannot write the debug report", txt);
     int failing = 0;

@@ -116,11 +116,11 @@ const char *debug_layer_state(const DebugLayerStat *s);
 
 /* For the trainer, when a batch is skipped as non-finite: runs the checker (forward
  * and backward of the next-token loss) on each of the B sequences of tokens [B*T] and
- * writes <dir>/debug_step<step>.txt (a report per sequence; sample_ids may be NULL)
- * and <dir>/debug_step<step>.h5 (inputs of the first failing sequence's forward
- * producer). Returns how many sequences failed, or -1 with err set. */
+ * writes <stem>.txt (a report per sequence; sample_ids may be NULL) and <stem>.h5
+ * (inputs of the first failing sequence's forward producer). Returns how many
+ * sequences failed, or -1 with err set. */
 int debug_report_batch(const LlamaModel *m, const NptModel *npt, const int *tokens, int B, int T,
-                       const int64_t *sample_ids, const char *dir, long long step, NptErr *err);
+                       const int64_t *sample_ids, const char *stem, NptErr *err);
 
 /* Re-runs the op saved by debug_run's save_path on its saved inputs, with the checker
  * on, and fills r->first. Supports the ops that can be rebuilt from their inputs and

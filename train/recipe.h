@@ -73,6 +73,7 @@ typedef struct {
         double weight_decay, beta1, beta2, eps, momentum;
         double clip_grad_norm;         /* 0 = off */
         int skip_nonfinite;
+        int debug_on_skip;
         int max_consecutive_skips;
     } train;
     struct {

@@ -104,6 +104,8 @@ const RecipeKey recipe_keys[] = {
         "Global gradient-norm clip; 0 = off."),
     BOOL("train.skip_nonfinite", "true", train.skip_nonfinite,
          "Skip a batch whose loss or gradients are not finite (no update, counted, logged)."),
+    BOOL("train.debug_on_skip", "false", train.debug_on_skip,
+         "When a batch is skipped, find where its first NaN/Inf is born (npt debug) and write debug_step<N>_skip<K>.txt/.h5 to output_dir (first 20 skips)."),
     INT("train.max_consecutive_skips", "10", 1, train.max_consecutive_skips,
         "Stop the run (non-zero exit) after this many skipped batches in a row."),
 

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "../data/dataset.h"
+#include "../model/debug.h"
 #include "../model/npt.h"
 #include "../optim/optim.h"
 #include "adapters.h"
@@ -44,8 +45,9 @@ typedef struct {
     int64_t history_cap;
     RunLog log;
     char *recipe_json;
-    int *tokens;
+    int *tokens;           /* [grad_accum * B * T]: every micro-batch of the current step */
     int64_t *sample_ids;
+    int debug_reports;     /* debug_on_skip reports written by this process */
     int64_t *poison, n_poison, *drop, n_drop; /* test hooks, see parse_index_list */
     int64_t batches_drawn;
 } Trainer;
@@ -176,7 +178,8 @@ static int setup_training(Trainer *t) {
         graph_init(&t->teacher, &t->scratch, NULL, 16, &err))
         return fail("%s", err.msg);
     t->teacher.recording = 0;
-    t->tokens = npt_xmalloc((size_t)B * T * sizeof(int), "batch tokens");
+    /* a whole step's micro-batches, so a skipped step can be handed to the debugger */
+    t->tokens = npt_xmalloc((size_t)r->train.grad_accum * B * T * sizeof(int), "step tokens");
     t->sample_ids = npt_xmalloc((size_t)B * sizeof(int64_t), "batch sample ids");
     t->poison = parse_index_list("NPT_TEST_POISON_BATCHES", &t->n_poison);
     t->drop = parse_index_list("NPT_TEST_DROP_BATCHES", &t->n_drop);
@@ -315,12 +318,13 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
     int finite = 1;
     *n_ids = 0;
     for (int a = 0; a < A; a++) {
+        int *tokens = t->tokens + (size_t)a * B * T;
         do { /* test hook: batches dropped from the stream as if they never existed */
-            dataset_next_batch(&t->data, B, t->tokens, t->sample_ids);
+            dataset_next_batch(&t->data, B, tokens, t->sample_ids);
         } while (in_list(t->drop, t->n_drop, t->batches_drawn++));
         int poison = in_list(t->poison, t->n_poison, t->batches_drawn - 1);
         for (int b = 0; b < B; b++) ids_out[(*n_ids)++] = t->sample_ids[b];
-        ObjectiveValues v = objective_step(&gr, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, t->tokens, B, T, 1.0f / A, poison);
+        ObjectiveValues v = objective_step(&gr, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, tokens, B, T, 1.0f / A, poison);
         if (!isfinite(v.loss)) finite = 0;
         loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
     }
@@ -338,6 +342,25 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
     t->meta.tokens_seen += (int64_t)A * B * T;
     t->log.tokens_session += (int64_t)A * B * T;
     return 0;
+}
+
+/* train.debug_on_skip: the skipped step's windows go through the NaN producer finder
+ * (model/debug.h); its report lands beside the checkpoints. Capped, so a run that skips
+ * for hours does not fill the disk. */
+#define DEBUG_REPORTS_MAX 20
+static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
+    if (!t->r.train.debug_on_skip || t->debug_reports >= DEBUG_REPORTS_MAX) return;
+    char stem[4300];
+    snprintf(stem, sizeof stem, "%s/debug_step%lld_skip%lld", t->r.output_dir, (long long)t->meta.step,
+             (long long)t->meta.skipped_total);
+    NptErr err;
+    int failing = debug_report_batch(&t->model, t->have_npt ? &t->npt : NULL, t->tokens, n_ids, t->r.data.seq_len, ids,
+                                     stem, &err);
+    t->debug_reports++;
+    if (failing < 0) runlog_say(&t->log, "warning: debug report failed: %s", err.msg);
+    else if (failing == 0)
+        runlog_say(&t->log, "debug: the %d windows are finite when rerun alone (forward and next-token backward); see %s.txt", n_ids, stem);
+    else runlog_say(&t->log, "debug: %d of %d windows reproduce a non-finite value; where it is born: %s.txt", failing, n_ids, stem);
 }
 
 static int run_loop(Trainer *t) {
@@ -361,6 +384,7 @@ static int run_loop(Trainer *t) {
                 o += snprintf(list + o, sizeof list - (size_t)o, "%s%lld", i ? "," : "", (long long)ids[i]);
             runlog_say(&t->log, "skipped non-finite batch at step %lld (loss %g, grad norm %g), samples [%s]; %d in a row",
                        (long long)t->meta.step, row.loss, row.grad_norm, list, t->meta.consecutive_skips);
+            debug_skipped_step(t, ids, n_ids);
             if (!r->train.skip_nonfinite || t->meta.consecutive_skips >= r->train.max_consecutive_skips) {
                 if (save_checkpoint(t, "emergency")) {
                     rc = 4;

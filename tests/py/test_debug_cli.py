@@ -9,7 +9,9 @@ reported follows from where it was planted:
   negated, the original table appended as the classifier, so only the input side is
   touched): an fp16 scan of a token file lists exactly the windows containing token
   300; the overlap of two scans is checked against set arithmetic on the windows
-  planted here.
+  planted here;
+- layer 3's ffn_norm x1e22 (float32 overflow in every window): a training run with
+  train.debug_on_skip writes a report per skipped step naming layer 3's SwiGLU.
 """
 import json
 import os
@@ -125,6 +127,28 @@ def main():
         a, b = lists["A"][1], lists["B"][1]
         check(rc == 0 and f"in common: {len(a & b)}" in out and f"only in A: {len(a - b)} (1 7)" in out
               and f"only in B: {len(b - a)} (9 12)" in out, f"overlap: {len(a & b)} common, A-only {sorted(a - b)}, B-only {sorted(b - a)}")
+
+        # 4. in training: layer 3's ffn_norm x1e22 overflows float32 in its SwiGLU for every
+        # window, so every batch is skipped; train.debug_on_skip must say where, per skip.
+        def huge_norm(w):
+            o = off["ffn_norm"] + 3 * dim
+            w[o:o + dim] *= 1e22
+        m = planted(tmp, "huge.bin", huge_norm)
+        out_dir = os.path.join(tmp, "run")
+        sets = [f"model={m}", f"tokenizer={TOK}", f"output_dir={out_dir}", "train.debug_on_skip=true",
+                "train.max_consecutive_skips=2", "data.seq_len=32", "train.batch_size=2", "train.grad_accum=2"]
+        p = subprocess.run([NPT, "train", "recipes/stories260k-safe.json", *[a for s_ in sets for a in ("--set", s_)]],
+                           capture_output=True, text=True, timeout=300)
+        reports = sorted(f for f in os.listdir(out_dir) if f.startswith("debug_") and f.endswith(".txt")) \
+            if os.path.isdir(out_dir) else []
+        txt = open(os.path.join(out_dir, reports[0])).read() if reports else ""
+        seqs = txt.count("== sequence")
+        at_l3 = txt.count("forward pass, layer 3, op swiglu")
+        check(p.returncode == 3 and reports == ["debug_step0_skip1.txt", "debug_step0_skip2.txt"] and seqs == 4 and at_l3 == 4
+              and "where it is born" in p.stderr,
+              f"debug_on_skip: 2 skipped steps (exit {p.returncode}) give reports {reports}; "
+              f"{at_l3} of {seqs} windows (2 x 2 micro-batches) born at layer 3 op swiglu")
+        check(os.path.exists(os.path.join(out_dir, "debug_step0_skip1.h5")), "debug_on_skip saves the producer's inputs (.h5)")
     return 1 if failures else 0
 
 
