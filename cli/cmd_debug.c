@@ -120,7 +120,7 @@ static int session_open(Session *s, const DebugArgs *a, int T) {
         fprintf(stderr, "npt debug: error: --model is required\n");
         return -1;
     }
-    if (llama_load(a->model, &s->m, &err)) {
+    if (load_full_model(a->model, &s->m, &err)) {
         fprintf(stderr, "npt debug: error: %s\n", err.msg);
         return -1;
     }

@@ -92,7 +92,7 @@ int cmd_generate(int argc, char **argv) {
     if (parse(argc, argv, &a)) return 2;
     NptErr err;
     LlamaModel m;
-    if (llama_load(a.model, &m, &err)) {
+    if (load_full_model(a.model, &m, &err)) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
         return 1;
     }

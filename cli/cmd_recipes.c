@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../model/llama.h"
+#include "../train/adapters.h"
 #include "../train/recipe.h"
 #include "commands.h"
 
@@ -97,7 +98,7 @@ static void check_environment(const Recipe *r, RecipeDiag *d, LlamaConfig *shape
     if (d->n_errors) return;
     LlamaModel m;
     NptErr err;
-    if (llama_load(r->model, &m, &err)) {
+    if (load_full_model(r->model, &m, &err)) {
         recipe_diag_add(d, 1, "model", err.msg);
         return;
     }

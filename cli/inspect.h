@@ -25,11 +25,6 @@ int64_t inspect_row_size(const CkptTensor *t);
 /* Streams tensor t of f through the statistics; -1 (err set) if a block fails to read. */
 int inspect_tensor_stats(CkptFile *f, const CkptTensor *t, TensorStats *s, NptErr *err);
 
-/* If path holds adapters only (an npt checkpoint, or a PEFT adapter directory with
- * adapter_config.json), fails with a message saying what it is and which base model it
- * needs; returns 0 for anything else (which may or may not be a model). For use by any
- * command that expects a full model. */
-int inspect_refuse_adapter_only(const char *path, NptErr *err);
 
 /* `npt inspect MODEL`: what a model file is. Returns the exit code. */
 int inspect_model(const char *path, int json);

@@ -1,5 +1,4 @@
-/* cli/inspect_model.c — `npt inspect MODEL` (what a model file is), the guard that
- * refuses adapter-only files where a full model is expected, and
+/* cli/inspect_model.c — `npt inspect MODEL` (what a model file is) and
  * `npt inspect verify CKPT --model M` (shapes, finiteness, base, a forward pass). */
 #include <cJSON.h>
 #include <math.h>
@@ -14,67 +13,6 @@
 #include "commands.h"
 #include "inspect.h"
 
-/* ---------------------------------------------------------------- adapter-only guard */
-
-static char *read_small_file(const char *path, long max) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    char *buf = malloc((size_t)max + 1);
-    size_t n = buf ? fread(buf, 1, (size_t)max, fp) : 0;
-    fclose(fp);
-    if (buf) buf[n] = 0;
-    return buf;
-}
-
-/* PEFT adapter directory: says what it is and which base it names. */
-static int refuse_peft(const char *dir, const char *cfg_path, NptErr *err) {
-    char *text = read_small_file(cfg_path, 1 << 20);
-    cJSON *j = text ? cJSON_Parse(text) : NULL;
-    free(text);
-    const cJSON *base = cJSON_GetObjectItemCaseSensitive(j, "base_model_name_or_path");
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "r");
-    char rank[32] = "";
-    if (cJSON_IsNumber(r)) snprintf(rank, sizeof rank, ", rank %d", r->valueint);
-    npt_fail(err, "%s is a PEFT adapter directory (%s%s, adapter_config.json), not a full model: it holds adapters only "
-             "and needs its base model %s; give that base model instead",
-             dir, cJSON_IsString(type) ? type->valuestring : "unknown type", rank,
-             cJSON_IsString(base) ? base->valuestring : "(adapter_config.json names none)");
-    cJSON_Delete(j);
-    return -1;
-}
-
-int inspect_refuse_adapter_only(const char *path, NptErr *err) {
-    struct stat st;
-    if (stat(path, &st) != 0) return 0;
-    if (S_ISDIR(st.st_mode)) {
-        char cfg[4200];
-        snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
-        return stat(cfg, &st) == 0 ? refuse_peft(path, cfg, err) : 0;
-    }
-    FILE *fp = fopen(path, "rb");
-    unsigned char sig[8] = {0};
-    size_t n = fp ? fread(sig, 1, sizeof sig, fp) : 0;
-    if (fp) fclose(fp);
-    if (n != 8 || memcmp(sig, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
-    NptErr e2;
-    CkptFile *f = ckpt_open(path, &e2);
-    CkptMeta m;
-    memset(&m, 0, sizeof m);
-    if (!f || ckpt_read_meta(f, &m, &e2)) {
-        ckpt_close(f);
-        return npt_fail(err, "%s is an HDF5 file, not a model (%s)", path, e2.msg);
-    }
-    npt_fail(err, "%s is an npt checkpoint (adapters only, rank %d on %d layers, step %lld), not a full model; it needs "
-             "its base model %s (%s, fingerprint %016llx, dim %d, %d layers): give that as the model and this file as "
-             "the adapters",
-             path, m.rank, m.n_npt_layers, (long long)m.step, m.base_path, m.base_format,
-             (unsigned long long)m.base_fingerprint, m.dim, m.n_layers);
-    ckpt_free(&m, NULL, 0);
-    ckpt_close(f);
-    return -1;
-}
-
 /* ---------------------------------------------------------------- model files */
 
 static int model_tensor_count(const LlamaModel *m) { return 2 + 9 * m->cfg.n_layers + (m->cfg.tied ? 0 : 1); }
@@ -82,7 +20,7 @@ static int model_tensor_count(const LlamaModel *m) { return 2 + 9 * m->cfg.n_lay
 int inspect_model(const char *path, int json) {
     NptErr err;
     LlamaModel m;
-    if (inspect_refuse_adapter_only(path, &err) || llama_load(path, &m, &err)) {
+    if (load_full_model(path, &m, &err)) {
         fprintf(stderr, "npt inspect: error: %s\n", err.msg);
         return 1;
     }
@@ -199,7 +137,7 @@ int inspect_verify(int argc, char **argv) {
     }
     printf("verify: ok: %s is structurally sound and every tensor is finite\n", ckpt);
     LlamaModel lm;
-    if (inspect_refuse_adapter_only(model, &err) || llama_load(model, &lm, &err)) {
+    if (load_full_model(model, &lm, &err)) {
         ckpt_free(&cm, NULL, 0);
         return verify_fail(err.msg);
     }

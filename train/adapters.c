@@ -1,9 +1,13 @@
-/* train/adapters.c — adapters <-> checkpoints (see adapters.h). */
+/* train/adapters.c — adapters <-> checkpoints, and the guard that refuses adapter-only
+ * files where a full model is expected (see adapters.h). */
 #include "adapters.h"
 
+#include <cJSON.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n) {
     const LlamaConfig *c = &m->cfg;
@@ -114,4 +118,69 @@ int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *er
     }
     ckpt_free(&meta, t, count);
     return rc;
+}
+
+/* ---------------------------------------------------------------- adapter-only guard */
+
+static char *read_small_file(const char *path, long max) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    char *buf = malloc((size_t)max + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)max, fp) : 0;
+    fclose(fp);
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
+/* PEFT adapter directory: says what it is and which base it names. */
+static int refuse_peft(const char *dir, const char *cfg_path, NptErr *err) {
+    char *text = read_small_file(cfg_path, 1 << 20);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(j, "base_model_name_or_path");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "peft_type");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "r");
+    char rank[32] = "";
+    if (cJSON_IsNumber(r)) snprintf(rank, sizeof rank, ", rank %d", r->valueint);
+    npt_fail(err, "%s is a PEFT adapter directory (%s%s, adapter_config.json), not a full model: it holds adapters only "
+             "and needs its base model %s; give that base model instead",
+             dir, cJSON_IsString(type) ? type->valuestring : "unknown type", rank,
+             cJSON_IsString(base) ? base->valuestring : "(adapter_config.json names none)");
+    cJSON_Delete(j);
+    return -1;
+}
+
+static int refuse_adapter_only(const char *path, NptErr *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    if (S_ISDIR(st.st_mode)) {
+        char cfg[4200];
+        snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
+        return stat(cfg, &st) == 0 ? refuse_peft(path, cfg, err) : 0;
+    }
+    FILE *fp = fopen(path, "rb");
+    unsigned char sig[8] = {0};
+    size_t n = fp ? fread(sig, 1, sizeof sig, fp) : 0;
+    if (fp) fclose(fp);
+    if (n != 8 || memcmp(sig, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
+    NptErr e2;
+    CkptFile *f = ckpt_open(path, &e2);
+    CkptMeta m;
+    memset(&m, 0, sizeof m);
+    if (!f || ckpt_read_meta(f, &m, &e2)) {
+        ckpt_close(f);
+        return npt_fail(err, "%s is an HDF5 file, not a model (%s)", path, e2.msg);
+    }
+    npt_fail(err, "%s is an npt checkpoint (adapters only, rank %d on %d layers, step %lld), not a full model; it needs "
+             "its base model %s (%s, fingerprint %016llx, dim %d, %d layers): give that as the model and this file as "
+             "the adapters",
+             path, m.rank, m.n_npt_layers, (long long)m.step, m.base_path, m.base_format,
+             (unsigned long long)m.base_fingerprint, m.dim, m.n_layers);
+    ckpt_free(&m, NULL, 0);
+    ckpt_close(f);
+    return -1;
+}
+
+int load_full_model(const char *path, LlamaModel *m, NptErr *err) {
+    return refuse_adapter_only(path, err) ? -1 : llama_load(path, m, err);
 }

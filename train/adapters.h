@@ -24,4 +24,9 @@ int adapters_restore(NptModel *n, Optimizer *opt, const char *path, const CkptTe
  * both models), builds n with the checkpoint's rank/layers/mode and fills the weights. */
 int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *err);
 
+/* llama_load for every command that expects a full model: a file or directory that
+ * holds adapters only (an npt checkpoint, or a PEFT adapter directory with
+ * adapter_config.json) is refused with what it is and the base model it needs. */
+int load_full_model(const char *path, LlamaModel *m, NptErr *err);
+
 #endif

@@ -102,7 +102,7 @@ static DatasetFormat dataset_format(const Recipe *r) {
 static int setup_model_and_data(Trainer *t) {
     NptErr err;
     Recipe *r = &t->r;
-    if (llama_load(r->model, &t->model, &err)) return fail("%s", err.msg);
+    if (load_full_model(r->model, &t->model, &err)) return fail("%s", err.msg);
     LlamaConfig *c = &t->model.cfg;
     if (recipe_check_against_model(r, c->dim, c->hidden_dim, c->n_layers, &err)) return fail("%s", err.msg);
     if (r->data.seq_len > c->seq_len)

@@ -19,6 +19,7 @@ import numpy as np
 NPT = os.environ.get("NPT", "./npt")
 MODELS = "../shared/models"
 BIN = f"{MODELS}/stories260K/stories260K.bin"
+TOK = f"{MODELS}/stories260K/tok512.bin"
 GGUF = f"{MODELS}/stories260K/tinyllamas-stories-260k-f32.gguf"
 HF656 = f"{MODELS}/TinyStories-656K"
 failures = 0
@@ -109,6 +110,14 @@ json.dump({"peft_type": "LORA", "r": 8, "base_model_name_or_path": "meta-llama/L
           open(os.path.join(peft, "adapter_config.json"), "w"))
 rc, _, err = run("inspect", peft)
 check(rc == 1 and "PEFT adapter directory" in err and "meta-llama/Llama-2-7b-hf" in err, f"PEFT dir refused: {err.strip()}")
+# every command that expects a full model refuses both (the guard is in load_full_model)
+for what, bad, needle in (("checkpoint", c10, "is an npt checkpoint (adapters only"), ("PEFT dir", peft, "PEFT adapter directory")):
+    for argv in (["generate", "--model", bad, "--tokenizer", TOK, "--steps", "4"],
+                 ["debug", "layers", "--model", bad, "--tokenizer", TOK, "--prompt", "Once"],
+                 ["train", "recipes/stories260k-safe.json", "--set", f"model={bad}", "--set", f"output_dir={tmp}/refused"]):
+        rc, out, err = run(*argv)
+        check(rc == 1 and needle in err and len(err.strip().splitlines()) == 1,
+              f"npt {argv[0]} refuses a {what} given as the model in one line: {err.strip()[:90]}")
 
 # ---- model files: header parsed here ----
 hdr = struct.unpack("7i", open(BIN, "rb").read(28))
