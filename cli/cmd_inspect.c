@@ -178,7 +178,7 @@ static void print_summary(const char *path, const CkptMeta *m, int64_t n_adapter
            m->modulation_scale);
     printf("parameters   %lld trainable, %lld optimizer moment values\n", (long long)n_adapter, (long long)n_moment);
     printf("optimizer    %s (step %lld)\n", m->optimizer[0] ? m->optimizer : "none", (long long)m->opt_step);
-    printf("loss         last %.6g, best %.6g; %lld skipped in total (%d consecutive at the end)\n", m->last_loss,
+    printf("loss         last step %.6g, best interval mean %.6g; %lld skipped in total (%d consecutive at the end)\n", m->last_loss,
            m->best_loss, (long long)m->skipped_total, m->consecutive_skips);
     if (h->n)
         printf("history      %lld steps (%lld..%lld): loss first %.6g, last %.6g, min %.6g at step %lld; mean lr %.3g; "
