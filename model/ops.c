@@ -10,6 +10,8 @@
 #include <omp.h>
 #include <string.h>
 
+#include "../util/fastmath.h"
+
 #define PAR_MIN (1 << 17) /* below this many elements a parallel region costs more than it saves, more so on a busy machine */
 
 static void observe(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in) {
@@ -158,7 +160,7 @@ Tensor *op_scale(Graph *g, Tensor *x, float s) {
 
 /* ---------------------------------------------------------------- sigmoid, silu, swiglu */
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + npt_expf(-x)); }
 
 static void sigmoid_backward(Graph *g, Node *n) {
     float *dx = graph_grad(g, n->in[0]);
@@ -171,8 +173,10 @@ static void sigmoid_backward(Graph *g, Node *n) {
 Tensor *op_sigmoid(Graph *g, Tensor *x) {
     Tensor *y = like(g, x, "sigmoid");
     size_t len = x->n;
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
-    for (size_t i = 0; i < len; i++) y->data[i] = sigmoidf(x->data[i]);
+    const float *restrict xs = x->data;
+    float *restrict ys = y->data;
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) ys[i] = sigmoidf(xs[i]);
     Tensor *in[1] = {x};
     if (graph_needs_grad(g, in, 1)) graph_record(g, "sigmoid", sigmoid_backward, y, in, 1);
     observe(g, "sigmoid", y, in, 1);
@@ -186,18 +190,20 @@ static inline float silu_grad(float x) {
 }
 
 static void silu_backward(Graph *g, Node *n) {
-    float *dx = graph_grad(g, n->in[0]);
-    const float *x = n->in[0]->data, *dy = n->out->grad;
+    float *restrict dx = graph_grad(g, n->in[0]);
+    const float *restrict x = n->in[0]->data, *restrict dy = n->out->grad;
     size_t len = n->out->n;
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) dx[i] += dy[i] * silu_grad(x[i]);
 }
 
 Tensor *op_silu(Graph *g, Tensor *x) {
     Tensor *y = like(g, x, "silu");
     size_t len = x->n;
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
-    for (size_t i = 0; i < len; i++) y->data[i] = x->data[i] * sigmoidf(x->data[i]);
+    const float *restrict xs = x->data;
+    float *restrict ys = y->data;
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) ys[i] = xs[i] * sigmoidf(xs[i]);
     Tensor *in[1] = {x};
     if (graph_needs_grad(g, in, 1)) graph_record(g, "silu", silu_backward, y, in, 1);
     observe(g, "silu", y, in, 1);
@@ -206,14 +212,23 @@ Tensor *op_silu(Graph *g, Tensor *x) {
 
 static void swiglu_backward(Graph *g, Node *n) {
     Tensor *gate = n->in[0], *up = n->in[1];
-    const float *dy = n->out->grad;
-    float *dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
-    float *du = up->requires_grad ? graph_grad(g, up) : NULL;
+    const float *restrict dy = n->out->grad, *restrict gs = gate->data, *restrict us = up->data;
+    float *restrict dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
+    float *restrict du = up->requires_grad ? graph_grad(g, up) : NULL;
     size_t len = n->out->n;
+    if (dg && du) { /* the usual case, in one pass */
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) {
+            float x = gs[i], s = sigmoidf(x);
+            dg[i] += dy[i] * us[i] * s * (1.0f + x * (1.0f - s));
+            du[i] += dy[i] * x * s;
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) {
-        float x = gate->data[i];
-        if (dg) dg[i] += dy[i] * up->data[i] * silu_grad(x);
+        float x = gs[i];
+        if (dg) dg[i] += dy[i] * us[i] * silu_grad(x);
         if (du) du[i] += dy[i] * x * sigmoidf(x);
     }
 }
@@ -222,11 +237,10 @@ Tensor *op_swiglu(Graph *g, Tensor *gate, Tensor *up) {
     same_shape(gate, up, "swiglu");
     Tensor *y = like(g, gate, "swiglu");
     size_t len = gate->n;
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
-    for (size_t i = 0; i < len; i++) {
-        float x = gate->data[i];
-        y->data[i] = x * sigmoidf(x) * up->data[i];
-    }
+    const float *restrict gs = gate->data, *restrict us = up->data;
+    float *restrict ys = y->data;
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+    for (size_t i = 0; i < len; i++) ys[i] = gs[i] * sigmoidf(gs[i]) * us[i];
     Tensor *in[2] = {gate, up};
     if (graph_needs_grad(g, in, 2)) graph_record(g, "swiglu", swiglu_backward, y, in, 2);
     observe(g, "swiglu", y, in, 2);
@@ -370,11 +384,9 @@ static void causal_softmax_rows(float *s, int T) {
         float *row = s + (size_t)i * T;
         float mx = row[0];
         for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+        for (int j = 0; j <= i; j++) row[j] = npt_expf(row[j] - mx); /* vectorized; the sum apart */
         double sum = 0.0;
-        for (int j = 0; j <= i; j++) {
-            row[j] = expf(row[j] - mx);
-            sum += row[j];
-        }
+        for (int j = 0; j <= i; j++) sum += row[j];
         float inv = (float)(1.0 / sum);
         for (int j = 0; j <= i; j++) row[j] *= inv;
         for (int j = i + 1; j < T; j++) row[j] = 0.0f;
@@ -526,7 +538,7 @@ static void cross_entropy_backward(Graph *g, Node *n) {
         if (t < 0) continue;
         const float *lr = logits->data + (size_t)r * V;
         float *dr = dl + (size_t)r * V;
-        for (int j = 0; j < V; j++) dr[j] += coef * expf(lr[j] - sv->lse[r]);
+        for (int j = 0; j < V; j++) dr[j] += coef * npt_expf(lr[j] - sv->lse[r]);
         dr[t] -= coef;
     }
 }
@@ -697,11 +709,22 @@ static void npt_modulate_backward(Graph *g, Node *n) {
     Tensor *gate = n->in[0], *d_add = n->in[1], *d_raw = n->in[2];
     float s = n->f[0];
     int legacy_tanh = n->f[1] != 0.0f;
-    const float *dy = n->out->grad;
-    float *dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
-    float *da = d_add->requires_grad ? graph_grad(g, d_add) : NULL;
-    float *dr = d_raw && d_raw->requires_grad ? graph_grad(g, d_raw) : NULL;
+    const float *restrict dy = n->out->grad, *restrict gs = gate->data;
+    float *restrict dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
+    float *restrict da = d_add->requires_grad ? graph_grad(g, d_add) : NULL;
+    float *restrict dr = d_raw && d_raw->requires_grad ? graph_grad(g, d_raw) : NULL;
     size_t len = gate->n;
+    if (d_raw && !legacy_tanh) { /* the SPEC factor: vectorized (tanhf would keep the loop scalar) */
+        const float *restrict rs = d_raw->data;
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) {
+            float sig = sigmoidf(rs[i]);
+            if (dg) dg[i] += dy[i] * (0.5f * sig + 0.5f);
+            if (da) da[i] += dy[i] * s;
+            if (dr) dr[i] += dy[i] * gs[i] * 0.5f * sig * (1.0f - sig);
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) {
         float dfactor = 0.0f;
@@ -718,11 +741,20 @@ static Tensor *npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add
     if (d_raw) same_shape(gate, d_raw, op);
     Tensor *y = like(g, gate, op);
     size_t len = gate->n;
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
-    for (size_t i = 0; i < len; i++) {
-        float dfactor;
-        float factor = d_raw ? modulation_factor(d_raw->data[i], legacy_tanh, &dfactor) : 1.0f;
-        y->data[i] = gate->data[i] * factor + s * d_add->data[i];
+    const float *restrict gs = gate->data, *restrict as = d_add->data;
+    float *restrict ys = y->data;
+    if (!d_raw) {
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) ys[i] = gs[i] + s * as[i];
+    } else if (!legacy_tanh) {
+        const float *restrict rs = d_raw->data;
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) ys[i] = gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i];
+    } else {
+        for (size_t i = 0; i < len; i++) {
+            float dfactor;
+            ys[i] = gs[i] * modulation_factor(d_raw->data[i], 1, &dfactor) + s * as[i];
+        }
     }
     Tensor *in[3] = {gate, d_add, d_raw};
     int n_in = d_raw ? 3 : 2;
