@@ -32,9 +32,16 @@ struct Node {
  * further checks (the op itself always completes). */
 typedef void (*OpObserver)(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx);
 
+/* A recycled range of the grads arena (byte offset and size, 64-byte multiples). */
+typedef struct {
+    size_t off, size;
+} GradBlock;
+
 struct Graph {
     Arena *act;       /* outputs of ops and saved data */
     Arena *grads;     /* activation gradients, allocated during backward */
+    GradBlock *free_blocks; /* freed gradient ranges, sorted by offset, coalesced */
+    int n_free;
     Node *nodes;
     int n_nodes, cap_nodes;
     int recording;    /* 0: pure inference, nothing goes on the tape */
@@ -50,7 +57,10 @@ void graph_reset(Graph *g);
 
 /* Runs backward from a scalar loss: its gradient is seeded with `seed` (1.0, or
  * 1/accumulation steps). Gradients of parameters (is_param) accumulate into their
- * persistent buffers; activation gradients are allocated zeroed on first use. */
+ * persistent buffers; activation gradients are allocated zeroed on first use, and a
+ * node's output gradient is recycled (its grad pointer reset to NULL) as soon as that
+ * node's backward has run, since nothing else reads it. Gradients of leaves (tensors no
+ * node produced, e.g. an input marked requires_grad) stay readable afterwards. */
 void graph_backward(Graph *g, Tensor *loss, float seed);
 /* Same from any tensor with a given output gradient (tests, partial backward). */
 void graph_backward_from(Graph *g, Tensor *out, const float *seed_grad);
@@ -60,5 +70,9 @@ int graph_needs_grad(const Graph *g, Tensor **in, int n_in);
 Node *graph_record(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor **in, int n_in);
 /* Gradient buffer of t, allocated zeroed from the grads arena on first use. */
 float *graph_grad(Graph *g, Tensor *t);
+/* Backward-pass scratch from the same recycled pool (uninitialised); free it before the
+ * backward function returns. */
+float *graph_scratch(Graph *g, size_t bytes);
+void graph_scratch_free(Graph *g, float *p, size_t bytes);
 
 #endif

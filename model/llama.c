@@ -1,6 +1,8 @@
 /* model/llama.c — the Llama forward pass built from autograd ops (see llama.h). */
 #include "llama.h"
 
+#include <omp.h>
+
 #include "ops.h"
 
 Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n) {
@@ -39,9 +41,11 @@ Tensor *llama_logits(Graph *g, const LlamaModel *m, Tensor *h) {
 size_t llama_activation_bytes(const LlamaConfig *c, int B, int T, int with_logits) {
     size_t N = (size_t)B * T, d = c->dim, f = c->hidden_dim;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    /* per layer: norms, q/k/v before and after rope, attention out + probs, wo, residual
-     * adds, gate/up/act/down, plus the NPT extras (z, d_add, d_raw, modulated gate) */
-    size_t per_layer = N * (4 * d + 3 * qd + 4 * kvd + 6 * f + 64) + (size_t)B * c->n_heads * T * T + 4 * N;
+    /* per layer: norms, q/k/v before and after rope, attention out + its row log-sum-exps
+     * and per-thread score blocks, wo, residual adds, gate/up/act/down, plus the NPT
+     * extras (z, d_add, d_raw, modulated gate) */
+    size_t attn = (size_t)B * c->n_heads * T + (size_t)omp_get_max_threads() * 64 * T + 64;
+    size_t per_layer = N * (4 * d + 3 * qd + 4 * kvd + 6 * f + 64) + attn + 4 * N;
     size_t floats = per_layer * c->n_layers + N * (2 * d + 8);
     if (with_logits) floats += 2 * N * (size_t)c->vocab_size;
     return floats * sizeof(float) + (size_t)(c->n_layers + 4) * 64 * 1024 + (8u << 20);

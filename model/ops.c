@@ -373,23 +373,43 @@ Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, fl
 
 #define ATTN_BLOCK 64 /* query rows per sgemm: small enough to skip most of the masked half */
 
+/* Backward recomputes the probabilities from Q, K and the saved log-sum-exp of each
+ * score row instead of keeping the [B, heads, T, T] matrix: one extra Q K^T per block,
+ * a few percent of the attention FLOPs, for 12.6 MB per layer at the 15M shape. */
 typedef struct {
-    float *probs; /* [B, n_heads, T, T] softmax probabilities, zero above the diagonal */
+    float *lse; /* [B, n_heads, T]: log of each causal row's softmax denominator (scaled scores) */
     int B, T, nh, nkv, hd;
 } AttnSaved;
 
-/* Causal softmax in place over a T x T score matrix: row i sees columns 0..i. */
-static void causal_softmax_rows(float *s, int T) {
-    for (int i = 0; i < T; i++) {
+/* Causal softmax in place over `rows` rows of a score block with row stride T; the
+ * block's first row is query r0, so row i sees columns 0..r0+i. lse (may be NULL) gets
+ * each row's log-sum-exp. */
+static void causal_softmax_rows(float *s, int r0, int rows, int T, float *lse) {
+    for (int i = 0; i < rows; i++) {
         float *row = s + (size_t)i * T;
+        int last = r0 + i;
         float mx = row[0];
-        for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-        for (int j = 0; j <= i; j++) row[j] = npt_expf(row[j] - mx); /* vectorized; the sum apart */
+        for (int j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
+        for (int j = 0; j <= last; j++) row[j] = npt_expf(row[j] - mx); /* vectorized; the sum apart */
         double sum = 0.0;
-        for (int j = 0; j <= i; j++) sum += row[j];
+        for (int j = 0; j <= last; j++) sum += row[j];
         float inv = (float)(1.0 / sum);
-        for (int j = 0; j <= i; j++) row[j] *= inv;
-        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+        for (int j = 0; j <= last; j++) row[j] *= inv;
+        for (int j = last + 1; j < r0 + rows; j++) row[j] = 0.0f;
+        if (lse) lse[i] = mx + (float)log(sum);
+    }
+}
+
+/* P[rows, :keys] of one row block again: scale * Q K^T, then exp(s - lse), causal. */
+static void attention_probs_block(float *p, const float *qb, const float *kb, const float *lse, int r0, int rows, int T,
+                                  int qs, int ks, int hd, float scale) {
+    int keys = r0 + rows;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, qb + (size_t)r0 * qs, qs, kb, ks, 0.0f, p, T);
+    for (int i = 0; i < rows; i++) {
+        float *row = p + (size_t)i * T, l = lse[r0 + i];
+        int last = r0 + i;
+        for (int j = 0; j <= last; j++) row[j] = npt_expf(row[j] - l);
+        for (int j = last + 1; j < keys; j++) row[j] = 0.0f;
     }
 }
 
@@ -403,35 +423,38 @@ static void attention_backward(Graph *g, Node *n) {
     float *dk = k->requires_grad ? graph_grad(g, k) : NULL;
     float *dv = v->requires_grad ? graph_grad(g, v) : NULL;
     int nthreads = omp_get_max_threads();
-    float *scratch = arena_alloc(g->grads, (size_t)nthreads * T * T * sizeof(float));
+    size_t per_thread = (size_t)2 * ATTN_BLOCK * T; /* recomputed P and dP of one row block */
+    size_t scratch_bytes = (size_t)nthreads * per_thread * sizeof(float);
+    float *scratch = graph_scratch(g, scratch_bytes);
     /* One task per (sequence, kv head): the query heads sharing a kv head accumulate
      * into the same dK/dV rows, so they run in the same task, race-free. */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < B * nkv; task++) {
         int b = task / nkv, kh = task % nkv;
-        float *dp = scratch + (size_t)omp_get_thread_num() * T * T;
+        float *pblk = scratch + (size_t)omp_get_thread_num() * per_thread, *dp = pblk + (size_t)ATTN_BLOCK * T;
         const float *kb = k->data + (size_t)b * T * ks + kh * hd;
         const float *vb = v->data + (size_t)b * T * ks + kh * hd;
         for (int h = kh * group; h < (kh + 1) * group; h++) {
-            const float *p = sv->probs + ((size_t)b * nh + h) * T * T;
+            const float *lse = sv->lse + ((size_t)b * nh + h) * T;
             const float *qb = q->data + (size_t)b * T * qs + h * hd;
             const float *ob = o->data + (size_t)b * T * qs + h * hd;
             const float *dob = o->grad + (size_t)b * T * qs + h * hd;
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
                 int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
-                const float *pr = p + (size_t)r0 * T, *dor = dob + (size_t)r0 * qs;
+                const float *pr = pblk, *dor = dob + (size_t)r0 * qs;
+                attention_probs_block(pblk, qb, kb, lse, r0, rows, T, qs, ks, hd, scale);
                 if (dv) /* dV[:keys] += P[rows, :keys]^T dO[rows] */
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, pr, T, dor, qs, 1.0f,
                                 dv + (size_t)b * T * ks + kh * hd, ks);
                 if (!dq && !dk) continue;
                 /* dP = dO V^T; dS = P * (dP - rowsum(dO * O)) * scale */
-                float *dpr = dp + (size_t)r0 * T;
+                float *dpr = dp;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dor, qs, vb, ks, 0.0f, dpr, T);
                 for (int i = r0; i < r0 + rows; i++) {
                     double dsum = 0.0;
                     for (int d = 0; d < hd; d++) dsum += (double)dob[(size_t)i * qs + d] * ob[(size_t)i * qs + d];
-                    float *row = dp + (size_t)i * T;
-                    const float *prow = p + (size_t)i * T;
+                    float *row = dp + (size_t)(i - r0) * T;
+                    const float *prow = pblk + (size_t)(i - r0) * T;
                     for (int j = 0; j <= i; j++) row[j] = prow[j] * (row[j] - (float)dsum) * scale;
                     for (int j = i + 1; j < keys; j++) row[j] = 0.0f;
                 }
@@ -444,6 +467,7 @@ static void attention_backward(Graph *g, Node *n) {
             }
         }
     }
+    graph_scratch_free(g, scratch, scratch_bytes);
 }
 
 Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads, int n_kv_heads,
@@ -453,15 +477,21 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, in
     if (q->n != (size_t)B * T * qs || k->n != (size_t)B * T * ks || v->n != (size_t)B * T * ks)
         npt_die("attention: q/k/v sizes do not match B=%d T=%d heads=%d/%d hd=%d", B, T, n_heads, n_kv_heads, head_dim);
     Tensor *o = tensor_new2(g->act, "attention", B * T, qs);
-    AttnSaved *sv = arena_alloc(g->act, sizeof *sv);
-    *sv = (AttnSaved){.B = B, .T = T, .nh = n_heads, .nkv = n_kv_heads, .hd = head_dim};
-    sv->probs = arena_alloc(g->act, (size_t)B * n_heads * T * T * sizeof(float));
+    Tensor *in[3] = {q, k, v};
+    int record = graph_needs_grad(g, in, 3);
+    AttnSaved *sv = NULL;
+    if (record) {
+        sv = arena_alloc(g->act, sizeof *sv);
+        *sv = (AttnSaved){.B = B, .T = T, .nh = n_heads, .nkv = n_kv_heads, .hd = head_dim};
+        sv->lse = arena_alloc(g->act, (size_t)B * n_heads * T * sizeof(float));
+    }
     float scale = 1.0f / sqrtf((float)head_dim);
     int group = n_heads / n_kv_heads;
+    float *blocks = arena_alloc(g->act, (size_t)omp_get_max_threads() * ATTN_BLOCK * T * sizeof(float));
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < B * n_heads; task++) {
         int b = task / n_heads, h = task % n_heads, kh = h / group;
-        float *p = sv->probs + (size_t)task * T * T;
+        float *p = blocks + (size_t)omp_get_thread_num() * ATTN_BLOCK * T;
         const float *qb = q->data + (size_t)b * T * qs + h * head_dim;
         const float *kb = k->data + (size_t)b * T * ks + kh * head_dim;
         const float *vb = v->data + (size_t)b * T * ks + kh * head_dim;
@@ -470,17 +500,13 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, in
         for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
             int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, qb + (size_t)r0 * qs, qs,
-                        kb, ks, 0.0f, p + (size_t)r0 * T, T);
-        }
-        causal_softmax_rows(p, T);
-        for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
-            int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, p + (size_t)r0 * T, T, vb,
-                        ks, 0.0f, o->data + ((size_t)b * T + r0) * qs + h * head_dim, qs);
+                        kb, ks, 0.0f, p, T);
+            causal_softmax_rows(p, r0, rows, T, sv ? sv->lse + (size_t)task * T + r0 : NULL);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, p, T, vb, ks, 0.0f,
+                        o->data + ((size_t)b * T + r0) * qs + h * head_dim, qs);
         }
     }
-    Tensor *in[3] = {q, k, v};
-    if (graph_needs_grad(g, in, 3)) graph_record(g, "attention", attention_backward, o, in, 3)->saved = sv;
+    if (record) graph_record(g, "attention", attention_backward, o, in, 3)->saved = sv;
     observe(g, "attention", o, in, 3);
     return o;
 }

@@ -15,8 +15,9 @@
  *   bench_step generate MODEL STEPS
  *       greedy generation from BOS with the KV cache (llama_infer_step), tokens/s
  *
- * MODEL is a model path, or "random15m": random weights of the stories15M shape
- * (dim 288, hidden 768, 6 layers, 6 heads, 6 kv heads, vocab 32000, seq 256). */
+ * MODEL is a model path, or "random15m" / "random110m": random weights of the stories15M
+ * shape (dim 288, hidden 768, 6 layers, 6 heads, vocab 32000, seq 256) or the stories110M
+ * shape (dim 768, hidden 2048, 12 layers, 12 heads). */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -57,14 +58,17 @@ static float rng_normal(float std) { /* Box-Muller */
     return std * sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
 }
 
-/* Random-weight model of the stories15M shape: N(0, 0.02) weights, unit norms. */
-static int random_15m(LlamaModel *m, NptErr *err) {
+/* Random-weight model of the stories15M (dim 288, hidden 768, 6 layers, 6 heads) or
+ * stories110M (768, 2048, 12, 12) shape: N(0, 0.02) weights, unit norms. */
+static int random_model(LlamaModel *m, int big, NptErr *err) {
     memset(m, 0, sizeof *m);
-    snprintf(m->path, sizeof m->path, "random stories15M shape");
+    snprintf(m->path, sizeof m->path, "random stories%s shape", big ? "110M" : "15M");
     m->format = MODEL_FMT_LLAMA2C;
-    m->cfg = (LlamaConfig){.dim = 288, .hidden_dim = 768, .n_layers = 6, .n_heads = 6, .n_kv_heads = 6,
-                           .head_dim = 48, .vocab_size = 32000, .seq_len = 256, .norm_eps = 1e-5f,
-                           .rope_theta = 10000.0f, .rope = ROPE_INTERLEAVED, .tied = 1, .bos_id = 1, .eos_id = 2};
+    int dim = big ? 768 : 288, heads = big ? 12 : 6;
+    m->cfg = (LlamaConfig){.dim = dim, .hidden_dim = big ? 2048 : 768, .n_layers = big ? 12 : 6, .n_heads = heads,
+                           .n_kv_heads = heads, .head_dim = dim / heads, .vocab_size = 32000, .seq_len = 256,
+                           .norm_eps = 1e-5f, .rope_theta = 10000.0f, .rope = ROPE_INTERLEAVED, .tied = 1, .bos_id = 1,
+                           .eos_id = 2};
     if (llama_alloc_weights(m, err)) return -1;
     for (size_t i = 0; i < m->weights_floats; i++) m->weights_block[i] = rng_normal(0.02f);
     for (int l = 0; l < m->cfg.n_layers; l++)
@@ -75,7 +79,10 @@ static int random_15m(LlamaModel *m, NptErr *err) {
 
 static int load_model(const char *what, LlamaModel *m) {
     NptErr err;
-    if (!strcmp(what, "random15m") ? random_15m(m, &err) : llama_load(what, m, &err)) {
+    int rc = !strcmp(what, "random15m")    ? random_model(m, 0, &err)
+             : !strcmp(what, "random110m") ? random_model(m, 1, &err)
+                                           : llama_load(what, m, &err);
+    if (rc) {
         fprintf(stderr, "bench_step: %s\n", err.msg);
         return -1;
     }
@@ -226,7 +233,7 @@ int main(int argc, char **argv) {
         atoi(argv[5]) > 0)
         return run_train(argv[2], !strcmp(argv[3], "safe"), atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
     if (argc == 4 && !strcmp(argv[1], "generate")) return run_generate(argv[2], atoi(argv[3]));
-    fprintf(stderr, "usage: bench_step sgemm M N K REPS | train MODEL|random15m full|safe WARMUP STEPS BUDGET |\n"
-                    "                  generate MODEL|random15m STEPS\n");
+    fprintf(stderr, "usage: bench_step sgemm M N K REPS | train MODEL|random15m|random110m full|safe WARMUP STEPS BUDGET |\n"
+                    "                  generate MODEL|random15m|random110m STEPS\n");
     return 2;
 }

@@ -6,7 +6,7 @@ user would: an nn.Module Llama (llama2.c's model.py style), NPT layers per SPEC
 section 2 wrapping the very same frozen base blocks, the teacher under torch.no_grad,
 NMSE per SPEC section 3, clip_grad_norm_ and torch.optim.AdamW, float32.
 
-  torch_step.py MODEL|random15m full|safe THREADS WARMUP STEPS BUDGET
+  torch_step.py MODEL|random15m|random110m full|safe THREADS WARMUP STEPS BUDGET
 
 Timed over up to STEPS steps after WARMUP, stopping early once BUDGET seconds have
 passed (at least one timed step), as bench_step does.
@@ -31,6 +31,8 @@ from llama_ref import load_llama2c  # noqa: E402  (numpy-only llama2.c reader)
 BATCH, SEQ, RANK, LAMBDA, SCALE = 8, 256, 16, 0.01, 0.1
 SHAPE_15M = dict(dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000,
                  seq_len=256, norm_eps=1e-5, rope_theta=10000.0)
+SHAPE_110M = dict(SHAPE_15M, dim=768, hidden_dim=2048, n_layers=12, n_heads=12, n_kv_heads=12)
+RANDOM_SHAPES = {"random15m": SHAPE_15M, "random110m": SHAPE_110M}
 
 
 class RMSNorm(nn.Module):
@@ -152,8 +154,8 @@ def nmse(x, y):
 
 
 def build_model(which):
-    if which == "random15m":
-        c = dict(SHAPE_15M)
+    if which in RANDOM_SHAPES:
+        c = dict(RANDOM_SHAPES[which])
         model = Llama(c)
         for name, p in model.named_parameters():
             if "norm" not in name:
