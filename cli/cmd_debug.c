@@ -166,8 +166,10 @@ static int input_tokens(Session *s, const DebugArgs *a, long sample, int *ids, i
         fprintf(stderr, "npt debug: error: sample %ld is past the %zu windows of %s\n", sample, s->ds.n_windows, a->data);
         return -1;
     }
-    s->ds.pos = sample; /* unshuffled: window `sample` comes next */
-    dataset_next_batch(&s->ds, 1, ids, NULL);
+    if (dataset_window(&s->ds, (uint64_t)sample, ids, &err)) {
+        fprintf(stderr, "npt debug: error: %s\n", err.msg);
+        return -1;
+    }
     return s->ds.seq_len;
 }
 

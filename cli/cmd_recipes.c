@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/dataset.h"
 #include "../model/llama.h"
 #include "../train/adapters.h"
 #include "../train/recipe.h"
@@ -86,14 +87,26 @@ static void check_file(RecipeDiag *d, const char *key, const char *path, int dir
     recipe_diag_add(d, 1, key, msg);
 }
 
+/* A data source: a file, a folder of text, or FILE.h5:/DATASET (the file is checked). */
+static void check_data(RecipeDiag *d, const char *key, const char *spec) {
+    char file[RECIPE_PATH_MAX];
+    dataset_source_file(spec, file, sizeof file);
+    check_file(d, key, file, 1);
+}
+
 /* The checks only the machine can answer: files exist, the model's shape fits. Fills
  * *shape when the model loaded. */
 static void check_environment(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int *loaded) {
     check_file(d, "model", r->model, 1);
     check_file(d, "tokenizer", r->tokenizer, 0);
-    check_file(d, "data.train", r->data.train, 0);
-    check_file(d, "data.valid", r->data.valid, 0);
-    if (!r->data.train[0])
+    check_data(d, "data.train", r->data.train);
+    check_data(d, "data.valid", r->data.valid);
+    for (int i = 0; i < r->data.n_sources; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "data.sources[%d].path", i);
+        check_data(d, key, r->data.sources[i].path);
+    }
+    if (!r->data.train[0] && !r->data.n_sources)
         recipe_diag_add(d, 0, "data.train", "not set; npt train needs it (set it, or --set data.train=PATH)");
     if (d->n_errors) return;
     LlamaModel m;

@@ -15,10 +15,12 @@ typedef struct {
 static const Verb verbs[] = {
     {"train", cmd_train, "train NPT adapters as a recipe says"},
     {"generate", cmd_generate, "sample text from a model (greedy, temperature, top-p)"},
+    {"eval", cmd_eval, "perplexity of base vs NPT, per-layer fidelity, modulation magnitudes"},
     {"validate", cmd_validate, "check a recipe and report every error at once"},
     {"recipes", cmd_recipes, "list, show and copy the bundled recipes"},
     {"debug", cmd_debug, "find the op where the first NaN/Inf is born; per-layer table, scans"},
     {"inspect", cmd_inspect, "show, verify and diff checkpoints; say what a model file is"},
+    {"data", cmd_data, "tokenize text/JSONL into token files (progress bar, all cores); token file stats"},
 };
 
 static void usage(FILE *out) {

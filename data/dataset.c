@@ -1,195 +1,270 @@
-/* data/dataset.c — tokenized windows and their deterministic order (see dataset.h). */
-#include "dataset.h"
+/* data/dataset.c — sources, windows, mixing, the validation split and the cursor (see
+ * dataset.h). Per source only counters are kept; window order comes from
+ * data_permute, source choice from a hash of (seed, draw index), so the state of the
+ * whole stream is a handful of integers: the cursor. */
+#include "data_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-static const char DOC_SEPARATOR[] = "<|endoftext|>";
+struct DataSource {
+    TokenFile file;
+    uint64_t n_windows, n_train, n_valid; /* validation: the last n_valid windows */
+    uint64_t first;                       /* id of window 0 */
+    uint64_t drawn;                       /* training windows drawn from it */
+};
 
-static int push_tokens(Dataset *ds, size_t *cap, const int *ids, int n, NptErr *err) {
-    if (ds->n_tokens + (size_t)n > *cap) {
-        size_t nc = (*cap ? *cap * 2 : 1 << 16);
-        while (nc < ds->n_tokens + (size_t)n) nc *= 2;
-        int *p = realloc(ds->tokens, nc * sizeof(int));
-        if (!p) return npt_fail(err, "out of memory holding %zu tokens", nc);
-        ds->tokens = p;
-        *cap = nc;
-    }
-    memcpy(ds->tokens + ds->n_tokens, ids, (size_t)n * sizeof(int));
-    ds->n_tokens += (size_t)n;
-    return 0;
+enum { CURSOR_VERSION = 2 };
+
+static const char *const format_names[] = {"auto", "text", "jsonl", "tokens_u16", "tokens_u32", "hdf5"};
+
+const char *dataset_format_name(DatasetFormat f) {
+    return (unsigned)f < NPT_ARRAY_LEN(format_names) ? format_names[f] : "?";
 }
 
-/* Splits on lines that are exactly the separator; each document gets BOS in front. */
-static int load_text(Dataset *ds, const char *path, const Tokenizer *tok, NptErr *err) {
-    size_t len, cap = 0;
-    char *text = npt_read_file(path, &len, err);
-    if (!text) return -1;
-    size_t buf_cap = 0;
-    int *buf = NULL, rc = 0;
-    char *doc = text;
-    while (doc && *doc) {
-        char *sep = strstr(doc, DOC_SEPARATOR);
-        while (sep && !((sep == text || sep[-1] == '\n') && (sep[sizeof DOC_SEPARATOR - 1] == '\n' || !sep[sizeof DOC_SEPARATOR - 1])))
-            sep = strstr(sep + 1, DOC_SEPARATOR);
-        char *next = NULL;
-        if (sep) {
-            next = sep + sizeof DOC_SEPARATOR - 1;
-            if (*next == '\n') next++;
-            *sep = '\0';
-            if (sep > doc && sep[-1] == '\n') sep[-1] = '\0'; /* the newline before the separator */
-        }
-        size_t doc_len = strlen(doc);
-        if (doc_len > 0) {
-            if (doc_len + 8 > buf_cap) {
-                buf_cap = doc_len + 8;
-                int *p = realloc(buf, buf_cap * sizeof(int));
-                if (!p) {
-                    rc = npt_fail(err, "out of memory tokenizing %s", path);
-                    break;
-                }
-                buf = p;
-            }
-            int n = tokenizer_encode(tok, doc, 1, buf, (int)buf_cap, err);
-            if (n < 0 || n > (int)buf_cap) {
-                if (n > (int)buf_cap) npt_fail(err, "%s: document %d needs more tokens than bytes", path, ds->n_documents + 1);
-                rc = -1;
-                break;
-            }
-            if (push_tokens(ds, &cap, buf, n, err)) {
-                rc = -1;
-                break;
-            }
-            ds->n_documents++;
-        }
-        doc = next;
-    }
-    free(buf);
-    free(text);
+DatasetFormat dataset_detect_format(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return DATASET_TEXT;
+    char file[4096], dset[256];
+    if (data_split_h5_spec(path, file, sizeof file, dset, sizeof dset)) return DATASET_HDF5;
+    const char *dot = strrchr(path, '.');
+    if (!dot || strchr(dot, '/')) return DATASET_TEXT;
+    if (!strcmp(dot, ".bin") || !strcmp(dot, ".u16")) return DATASET_U16;
+    if (!strcmp(dot, ".u32")) return DATASET_U32;
+    if (!strcmp(dot, ".jsonl") || !strcmp(dot, ".ndjson")) return DATASET_JSONL;
+    return DATASET_TEXT;
+}
+
+void dataset_default_cache_dir(char *out, size_t n) {
+    const char *env = getenv("NPT_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (env && env[0]) snprintf(out, n, "%s", env);
+    else if (xdg && xdg[0]) snprintf(out, n, "%s/npt", xdg);
+    else if (home && home[0]) snprintf(out, n, "%s/.cache/npt", home);
+    else snprintf(out, n, ".npt-cache");
+}
+
+void dataset_source_file(const char *spec, char *file, size_t n) {
+    char dset[256];
+    if (!data_split_h5_spec(spec, file, n, dset, sizeof dset)) snprintf(file, n, "%s", spec);
+}
+
+static int no_op_chunk(const int *ids, size_t n, uint64_t start, void *ctx) { return 0; }
+
+/* Text into an unnamed temporary token file (no cache directory). */
+static int tokenize_to_temp(DataSource *s, const char *path, const PrepareOptions *o, int vocab, NptErr *err) {
+    const char *tmpdir = getenv("TMPDIR");
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/npt-tokens-XXXXXX.u32", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
+    int fd = mkstemps(tmp, 4);
+    if (fd < 0) return npt_fail(err, "cannot create a temporary token file in %s: %s", tmpdir ? tmpdir : "/tmp", strerror(errno));
+    close(fd);
+    PrepareStats st;
+    PrepareOptions wide = *o;
+    wide.output_format = DATASET_U32;
+    int rc = data_prepare(path, tmp, &wide, &st, err);
+    if (rc == 0) rc = token_file_open(&s->file, tmp, DATASET_U32, vocab, err);
+    unlink(tmp); /* the open descriptor keeps it readable */
+    if (rc == 0) snprintf(s->file.name, sizeof s->file.name, "%s", path);
     return rc;
 }
 
-static int load_raw(Dataset *ds, const char *path, int width, int vocab_size, NptErr *err) {
-    size_t len;
-    char *raw = npt_read_file(path, &len, err);
-    if (!raw) return -1;
-    if (len % (size_t)width) {
-        free(raw);
-        return npt_fail(err, "%s: %zu bytes is not a whole number of uint%d tokens; is data.format right?", path, len, width * 8);
-    }
-    ds->n_tokens = len / (size_t)width;
-    ds->tokens = malloc((ds->n_tokens ? ds->n_tokens : 1) * sizeof(int));
-    if (!ds->tokens) {
-        free(raw);
-        return npt_fail(err, "out of memory holding %zu tokens of %s", ds->n_tokens, path);
-    }
-    for (size_t i = 0; i < ds->n_tokens; i++) {
-        uint32_t v;
-        if (width == 2) {
-            uint16_t h;
-            memcpy(&h, raw + 2 * i, 2);
-            v = h;
+static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConfig *c, NptErr *err) {
+    memset(s, 0, sizeof *s);
+    s->file.fd = -1;
+    s->file.h5_file = s->file.h5_dset = s->file.h5_space = -1;
+    DatasetFormat fmt = spec->format == DATASET_AUTO ? dataset_detect_format(spec->path) : spec->format;
+    if (fmt == DATASET_TEXT || fmt == DATASET_JSONL) {
+        if (!c->tok) return npt_fail(err, "%s is %s; tokenizing it needs a tokenizer", spec->path, dataset_format_name(fmt));
+        PrepareOptions o = {.tok = c->tok, .bos = c->bos, .eos = c->eos, .append_eos = c->append_eos,
+                            .input_format = spec->format, .text_field = spec->text_field,
+                            .skip_bad_records = c->skip_bad_records, .progress = c->log, .log = c->log};
+        if (!c->cache_dir) {
+            if (tokenize_to_temp(s, spec->path, &o, c->vocab_size, err)) return -1;
         } else {
-            memcpy(&v, raw + 4 * i, 4);
+            char path[4300];
+            if (data_cached_tokens(spec->path, c->cache_dir, &o, path, sizeof path, err) ||
+                token_file_open(&s->file, path, DATASET_AUTO, c->vocab_size, err))
+                return -1;
         }
-        if (v >= (uint32_t)vocab_size) {
-            free(raw);
-            return npt_fail(err, "%s: token %u at position %zu is outside the model's vocabulary of %d; the file was made with another tokenizer",
-                            path, v, i, vocab_size);
-        }
-        ds->tokens[i] = (int)v;
+    } else {
+        if (token_file_open(&s->file, spec->path, fmt, c->vocab_size, err)) return -1;
+        if (token_file_scan(&s->file, no_op_chunk, NULL, err)) return -1; /* every id in the vocabulary */
     }
-    free(raw);
+    s->n_windows = s->file.n_tokens / (uint64_t)(c->seq_len - 1);
+    if (s->n_windows == 0)
+        return npt_fail(err, "%s holds %llu tokens, fewer than one window of data.seq_len %d", s->file.name,
+                        (unsigned long long)s->file.n_tokens, c->seq_len);
+    s->n_train = s->n_windows;
     return 0;
 }
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+static int split_valid(DataSource *s, double fraction, NptErr *err) {
+    if (fraction <= 0) return 0;
+    s->n_valid = (uint64_t)llround(fraction * (double)s->n_windows);
+    if (s->n_valid == 0) s->n_valid = 1;
+    if (s->n_valid >= s->n_windows)
+        return npt_fail(err, "%s: data.valid_fraction %g leaves no training window of its %llu", s->file.name, fraction,
+                        (unsigned long long)s->n_windows);
+    s->n_train = s->n_windows - s->n_valid;
+    return 0;
 }
 
-/* Fisher-Yates from a generator seeded by (seed, epoch): any epoch's order can be
- * rebuilt from the cursor alone. */
-static void build_order(Dataset *ds) {
-    for (size_t i = 0; i < ds->n_windows; i++) ds->order[i] = (uint32_t)i;
-    if (!ds->shuffle) return;
-    uint64_t state = mix64(ds->seed ^ mix64((uint64_t)ds->epoch + 0x51ED27ull));
-    for (size_t i = ds->n_windows - 1; i > 0; i--) {
-        state = mix64(state + 0x9E3779B97F4A7C15ull);
-        size_t j = (size_t)(state % (i + 1));
-        uint32_t t = ds->order[i];
-        ds->order[i] = ds->order[j];
-        ds->order[j] = t;
+int dataset_open_config(Dataset *ds, const DataConfig *c, NptErr *err) {
+    memset(ds, 0, sizeof *ds);
+    if (c->n_sources < 0 || c->n_sources > DATASET_MAX_SOURCES)
+        return npt_fail(err, "%d data sources; at most %d are supported", c->n_sources, DATASET_MAX_SOURCES);
+    if (c->n_sources == 0 && !c->valid) return npt_fail(err, "no data source given");
+    if (c->seq_len < 2) return npt_fail(err, "data.seq_len %d: a window needs at least 2 tokens", c->seq_len);
+    ds->seq_len = c->seq_len, ds->bos = c->bos, ds->shuffle = c->shuffle, ds->seed = c->seed;
+    ds->src = calloc((size_t)c->n_sources + 1, sizeof *ds->src);
+    if (!ds->src) return npt_fail(err, "out of memory opening the data sources");
+    for (int i = 0; i <= c->n_sources; i++) ds->src[i].file.fd = -1, ds->src[i].file.h5_file = -1;
+    double total = 0;
+    for (int i = 0; i < c->n_sources; i++) {
+        const DataSourceSpec *sp = &c->sources[i];
+        if (!(sp->weight > 0) || !isfinite(sp->weight)) {
+            dataset_free(ds);
+            return npt_fail(err, "%s: weight %g must be a number > 0", sp->path, sp->weight);
+        }
+        int rc = open_source(&ds->src[i], sp, c, err);
+        ds->n_src = i + 1; /* opened (or half-opened): dataset_free closes it */
+        if (rc || split_valid(&ds->src[i], c->valid ? 0 : c->valid_fraction, err)) {
+            dataset_free(ds);
+            return -1;
+        }
+        DataSource *s = &ds->src[i];
+        s->first = ds->n_windows;
+        ds->n_windows += s->n_windows;
+        ds->n_train += s->n_train;
+        ds->n_valid += s->n_valid;
+        total += sp->weight;
     }
+    double run = 0;
+    for (int i = 0; i < c->n_sources; i++) {
+        run += c->sources[i].weight;
+        ds->cum_weight[i] = i == c->n_sources - 1 ? 1.0 : run / total;
+    }
+    if (c->valid) {
+        if (open_source(&ds->src[c->n_sources], c->valid, c, err)) {
+            token_file_close(&ds->src[c->n_sources].file);
+            dataset_free(ds);
+            return -1;
+        }
+        ds->has_valid_src = 1;
+        ds->n_valid = ds->src[c->n_sources].n_windows;
+    }
+    return 0;
 }
 
 int dataset_open(Dataset *ds, const char *path, DatasetFormat fmt, const Tokenizer *tok, int vocab_size, int bos,
                  int seq_len, int shuffle, uint64_t seed, NptErr *err) {
-    memset(ds, 0, sizeof *ds);
-    ds->seq_len = seq_len, ds->bos = bos, ds->shuffle = shuffle, ds->seed = seed;
-    int rc = fmt == DATASET_TEXT ? load_text(ds, path, tok, err)
-                                 : load_raw(ds, path, fmt == DATASET_U16 ? 2 : 4, vocab_size, err);
-    if (rc) {
-        dataset_free(ds);
-        return -1;
-    }
-    ds->n_windows = ds->n_tokens / (size_t)(seq_len - 1);
-    if (ds->n_windows == 0) {
-        size_t have = ds->n_tokens;
-        dataset_free(ds);
-        return npt_fail(err, "%s holds %zu tokens, fewer than one window of data.seq_len %d", path, have, seq_len);
-    }
-    if (ds->n_windows > UINT32_MAX) {
-        dataset_free(ds);
-        return npt_fail(err, "%s: too many windows for this minimal loader", path);
-    }
-    ds->order = malloc(ds->n_windows * sizeof(uint32_t));
-    if (!ds->order) {
-        dataset_free(ds);
-        return npt_fail(err, "out of memory for the sample order of %s", path);
-    }
-    build_order(ds);
-    return 0;
+    DataSourceSpec spec = {.path = path, .format = fmt, .weight = 1};
+    DataConfig c = {.sources = &spec, .n_sources = 1, .seq_len = seq_len, .shuffle = shuffle, .seed = seed,
+                    .tok = tok, .vocab_size = vocab_size, .bos = bos, .eos = tok ? tokenizer_eos_id(tok) : -1};
+    return dataset_open_config(ds, &c, err);
 }
 
 void dataset_free(Dataset *ds) {
-    free(ds->tokens);
-    free(ds->order);
+    if (ds->src)
+        for (int i = 0; i < ds->n_src + ds->has_valid_src; i++) token_file_close(&ds->src[i].file);
+    free(ds->src);
     memset(ds, 0, sizeof *ds);
 }
 
-void dataset_next_batch(Dataset *ds, int B, int *tokens, int64_t *sample_ids) {
-    int T = ds->seq_len;
+static int read_window(Dataset *ds, DataSource *s, uint64_t w, int *tokens, NptErr *err) {
+    size_t n = (size_t)ds->seq_len - 1;
+    tokens[0] = ds->bos;
+    return token_file_read(&s->file, w * n, n, tokens + 1, err);
+}
+
+/* Source of draw k: a uniform number from (seed, k) against the cumulative weights. */
+static int pick_source(const Dataset *ds, uint64_t k) {
+    if (ds->n_src == 1) return 0;
+    double u = (double)(data_mix64(ds->seed * 0x9E3779B97F4A7C15ull ^ data_mix64(k + 0xA076BULL)) >> 11) * 0x1p-53;
+    int s = 0;
+    while (s < ds->n_src - 1 && u >= ds->cum_weight[s]) s++;
+    return s;
+}
+
+int dataset_next_batch(Dataset *ds, int B, int *tokens, int64_t *sample_ids) {
+    int T = ds->seq_len, rc = 0;
     for (int b = 0; b < B; b++) {
-        if ((size_t)ds->pos == ds->n_windows) {
-            ds->epoch++;
-            ds->pos = 0;
-            build_order(ds);
-        }
-        uint32_t w = ds->order[ds->pos++];
         int *dst = tokens + (size_t)b * T;
-        dst[0] = ds->bos;
-        memcpy(dst + 1, ds->tokens + (size_t)w * (T - 1), (size_t)(T - 1) * sizeof(int));
-        if (sample_ids) sample_ids[b] = w;
+        if (ds->n_src == 0) {
+            rc = npt_fail(&ds->io_err, "no training source: this data was opened for validation only");
+        } else {
+            DataSource *s = &ds->src[pick_source(ds, ds->drawn)];
+            uint64_t k = s->drawn++, epoch = k / s->n_train, pos = k % s->n_train;
+            uint64_t key = data_mix64(ds->seed ^ data_mix64(((uint64_t)(s - ds->src) << 48) ^ epoch ^ 0x51ED27ull));
+            uint64_t w = ds->shuffle ? data_permute(pos, s->n_train, key) : pos;
+            ds->drawn++;
+            if (sample_ids) sample_ids[b] = (int64_t)(s->first + w);
+            if (read_window(ds, s, w, dst, &ds->io_err) == 0) continue;
+            rc = -1;
+        }
+        for (int t = 0; t < T; t++) dst[t] = ds->bos;
+        ds->io_failed = 1;
+    }
+    return rc ? -1 : 0;
+}
+
+int dataset_window(Dataset *ds, uint64_t id, int *tokens, NptErr *err) {
+    for (int i = 0; i < ds->n_src; i++)
+        if (id < ds->src[i].first + ds->src[i].n_windows) return read_window(ds, &ds->src[i], id - ds->src[i].first, tokens, err);
+    return npt_fail(err, "window %llu is past the %zu windows of this data", (unsigned long long)id, ds->n_windows);
+}
+
+uint64_t dataset_n_valid(const Dataset *ds) { return ds->n_valid; }
+
+int dataset_valid_window(Dataset *ds, uint64_t i, int *tokens, NptErr *err) {
+    if (i >= ds->n_valid)
+        return npt_fail(err, "validation window %llu is past the %llu validation windows", (unsigned long long)i,
+                        (unsigned long long)ds->n_valid);
+    if (ds->has_valid_src) return read_window(ds, &ds->src[ds->n_src], i, tokens, err);
+    for (int s = 0;; s++) {
+        if (i < ds->src[s].n_valid) return read_window(ds, &ds->src[s], ds->src[s].n_train + i, tokens, err);
+        i -= ds->src[s].n_valid;
     }
 }
 
-void dataset_cursor(const Dataset *ds, int64_t cursor[4]) {
-    cursor[0] = ds->epoch;
-    cursor[1] = ds->pos;
-    cursor[2] = (int64_t)ds->n_windows;
-    cursor[3] = (int64_t)ds->seed;
+int dataset_cursor(const Dataset *ds, int64_t *cursor, int cap) {
+    int n = 4 + 2 * ds->n_src;
+    if (cap < n) return 0;
+    cursor[0] = CURSOR_VERSION;
+    cursor[1] = (int64_t)ds->seed;
+    cursor[2] = (int64_t)ds->drawn;
+    cursor[3] = ds->n_src;
+    for (int i = 0; i < ds->n_src; i++) {
+        cursor[4 + 2 * i] = (int64_t)ds->src[i].n_train;
+        cursor[5 + 2 * i] = (int64_t)ds->src[i].drawn;
+    }
+    return n;
 }
 
-int dataset_restore(Dataset *ds, const int64_t cursor[4], NptErr *err) {
-    if (cursor[2] != (int64_t)ds->n_windows || cursor[3] != (int64_t)ds->seed || cursor[1] < 0 ||
-        cursor[1] > (int64_t)ds->n_windows)
-        return npt_fail(err, "the checkpoint's data cursor (%lld windows, seed %lld) does not fit this data (%zu windows, seed %llu); resume with the same data and recipe",
-                        (long long)cursor[2], (long long)cursor[3], ds->n_windows, (unsigned long long)ds->seed);
-    ds->epoch = cursor[0];
-    ds->pos = cursor[1];
-    build_order(ds);
+int dataset_restore(Dataset *ds, const int64_t *c, int n, NptErr *err) {
+    if (n == 4 && c[0] != CURSOR_VERSION)
+        return npt_fail(err, "the checkpoint's data cursor comes from an older npt (epoch %lld, position %lld of %lld windows); its sample order cannot be continued by this version: start a new run",
+                        (long long)c[0], (long long)c[1], (long long)c[2]);
+    int ok = n >= 4 && c[0] == CURSOR_VERSION && c[3] == ds->n_src && n == 4 + 2 * ds->n_src && c[1] == (int64_t)ds->seed;
+    int64_t sum = 0;
+    for (int i = 0; ok && i < ds->n_src; i++) {
+        ok = c[4 + 2 * i] == (int64_t)ds->src[i].n_train && c[5 + 2 * i] >= 0;
+        sum += c[5 + 2 * i];
+    }
+    if (!ok || sum != c[2]) {
+        char have[256] = "", want[256] = "";
+        for (int i = 0, u = 0; i < ds->n_src && u < 200; i++)
+            u += snprintf(have + u, sizeof have - (size_t)u, "%s%llu", i ? "+" : "", (unsigned long long)ds->src[i].n_train);
+        for (int i = 0, u = 0; n >= 4 && i < c[3] && 5 + 2 * i < n && u < 200; i++)
+            u += snprintf(want + u, sizeof want - (size_t)u, "%s%lld", i ? "+" : "", (long long)c[4 + 2 * i]);
+        return npt_fail(err, "the checkpoint's data cursor (%s training windows, seed %lld) does not fit this data (%s training windows, seed %llu); resume with the same data and recipe",
+                        want[0] ? want : "?", n >= 2 ? (long long)c[1] : -1LL, have, (unsigned long long)ds->seed);
+    }
+    ds->drawn = (uint64_t)c[2];
+    for (int i = 0; i < ds->n_src; i++) ds->src[i].drawn = (uint64_t)c[5 + 2 * i];
     return 0;
 }

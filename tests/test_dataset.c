@@ -1,57 +1,102 @@
-/* tests/test_dataset.c — training windows: layout, deterministic order, exact cursor
- * restore, and bad token files. Token files are written here with known contents. */
+/* tests/test_dataset.c — the data pipeline: the O(1)-memory permutation, window
+ * layout, seeded order, mixing weights, the validation split, exact cursor restore
+ * (with several sources), every source format giving the same windows as the token
+ * file it stands for (text via the token cache, JSONL, folders, HDF5), and memory that
+ * stays flat as the corpus grows. Token files are written here with known contents.
+ *   --rss FILE SEQ_LEN   (for tests/bench/bench_data.sh) open FILE, draw every window
+ *                        once, print rss_mb= and seconds= */
+#include <hdf5.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include "data/dataset.h"
+#include "data/data_internal.h"
 #include "test.h"
 
 static char dir[] = "/tmp/npt-dataset-XXXXXX";
+enum { VOCAB = 512, BOS = 1 };
 
-static const char *write_u16(const char *name, const uint16_t *ids, size_t n) {
-    static char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+static const char *in_dir(const char *name) {
+    static char buf[32][512]; /* a ring: results stay valid for 32 calls */
+    static int k;
+    char *p = buf[k++ & 31];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+/* A uint16 token file whose id at position i is value(i). */
+static uint16_t value(uint64_t i, int salt) { return (uint16_t)((i * 7 + (uint64_t)salt * 131) % (VOCAB - 3) + 3); }
+
+static const char *write_u16_at(const char *path, uint64_t n, int salt) {
     FILE *f = fopen(path, "wb");
-    fwrite(ids, 2, n, f);
+    if (!f) return path;
+    uint16_t buf[4096];
+    for (uint64_t i = 0; i < n; i += 4096) {
+        size_t k = n - i < 4096 ? (size_t)(n - i) : 4096;
+        for (size_t j = 0; j < k; j++) buf[j] = value(i + j, salt);
+        fwrite(buf, 2, k, f);
+    }
     fclose(f);
     return path;
 }
 
-int main(void) {
-    if (!mkdtemp(dir)) return 1;
+static const char *write_u16(const char *name, uint64_t n, int salt) { return write_u16_at(in_dir(name), n, salt); }
+
+static double max_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+static void test_permutation(void) {
+    int ok = 1;
+    static unsigned char seen[5000];
+    const uint64_t sizes[] = {1, 2, 3, 5, 16, 17, 100, 1000, 4097, 5000};
+    for (size_t s = 0; s < NPT_ARRAY_LEN(sizes); s++)
+        for (uint64_t key = 0; key < 3; key++) {
+            uint64_t n = sizes[s];
+            memset(seen, 0, n);
+            for (uint64_t i = 0; i < n; i++) {
+                uint64_t p = data_permute(i, n, key);
+                if (p >= n || seen[p]++) ok = 0;
+            }
+        }
+    check(ok, "data_permute is a bijection of [0, n) for n in 1..5000 and several keys");
+    int moved = 0, differ = 0;
+    for (uint64_t i = 0; i < 1000; i++) {
+        moved += data_permute(i, 1000, 7) != i;
+        differ += data_permute(i, 1000, 7) != data_permute(i, 1000, 8);
+    }
+    check(moved > 950 && differ > 950, "it shuffles (%d of 1000 moved) and depends on the key (%d differ)", moved, differ);
+}
+
+static void test_windows_and_order(const char *path) {
     enum { N = 1000, T = 11 };
-    uint16_t ids[N];
-    for (int i = 0; i < N; i++) ids[i] = (uint16_t)(i % 500 + 3);
-    const char *path = write_u16("tokens.u16", ids, N);
     Dataset a, b;
     NptErr err;
-    if (dataset_open(&a, path, DATASET_U16, NULL, 512, 1, T, 0, 7, &err)) {
+    if (dataset_open(&a, path, DATASET_U16, NULL, VOCAB, BOS, T, 0, 7, &err)) {
         check(0, "open %s: %s", path, err.msg);
-        return test_finish();
+        return;
     }
     check(a.n_windows == N / (T - 1), "%d tokens make %zu windows of %d (BOS + %d)", N, a.n_windows, T, T - 1);
     int batch[2 * T];
     int64_t sid[2];
     dataset_next_batch(&a, 2, batch, sid);
-    int ok = batch[0] == 1 && batch[T] == 1;
-    for (int t = 1; t < T; t++) ok &= batch[t] == ids[t - 1] && batch[T + t] == ids[(T - 1) + t - 1];
+    int ok = batch[0] == BOS && batch[T] == BOS;
+    for (int t = 1; t < T; t++) ok &= batch[t] == value((uint64_t)t - 1, 0) && batch[T + t] == value((uint64_t)(T - 1 + t - 1), 0);
     check(ok && sid[0] == 0 && sid[1] == 1, "unshuffled windows are BOS + consecutive stream slices");
+    int w[T];
+    check(dataset_window(&a, 57, w, &err) == 0 && w[0] == BOS && w[1] == value(57 * (T - 1), 0) &&
+              w[T - 1] == value(57 * (T - 1) + T - 2, 0),
+          "dataset_window(57) is window 57");
     dataset_free(&a);
 
-    /* shuffled: same seed, same order; a restored cursor continues the same sequence */
-    dataset_open(&a, path, DATASET_U16, NULL, 512, 1, T, 1, 42, &err);
-    dataset_open(&b, path, DATASET_U16, NULL, 512, 1, T, 1, 42, &err);
-    int64_t seq_a[250], seq_b[250];
+    dataset_open(&a, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 42, &err);
+    int64_t seq_a[250];
     for (int i = 0; i < 250; i++) dataset_next_batch(&a, 1, batch, &seq_a[i]); /* crosses 2 epochs */
-    for (int i = 0; i < 130; i++) dataset_next_batch(&b, 1, batch, &seq_b[i]);
-    int64_t cursor[4];
-    dataset_cursor(&b, cursor);
-    dataset_free(&b);
-    dataset_open(&b, path, DATASET_U16, NULL, 512, 1, T, 1, 42, &err);
-    check(dataset_restore(&b, cursor, &err) == 0, "cursor restores into the same data");
-    for (int i = 130; i < 250; i++) dataset_next_batch(&b, 1, batch, &seq_b[i]);
-    check(!memcmp(seq_a, seq_b, sizeof seq_a), "after restoring the cursor (epoch 1, mid-epoch) the order is identical");
     int differs = 0, perm_ok = 1, seen[100] = {0};
     for (int i = 0; i < 100; i++) {
         differs |= seq_a[i] != i;
@@ -59,48 +104,302 @@ int main(void) {
     }
     check(differs && perm_ok, "an epoch is a permutation of all windows, not the file order");
     check(memcmp(seq_a, seq_a + 100, 100 * sizeof(int64_t)) != 0, "each epoch has its own order");
+    dataset_open(&b, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 42, &err);
+    int64_t same[250];
+    for (int i = 0; i < 250; i++) dataset_next_batch(&b, 1, batch, &same[i]);
+    check(!memcmp(seq_a, same, sizeof same), "the same seed gives the same order");
     dataset_free(&b);
-    dataset_open(&b, path, DATASET_U16, NULL, 512, 1, T, 1, 43, &err);
+    dataset_open(&b, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 43, &err);
     int64_t other[100];
     for (int i = 0; i < 100; i++) dataset_next_batch(&b, 1, batch, &other[i]);
     check(memcmp(other, seq_a, sizeof other) != 0, "another seed gives another order");
-    cursor[3] = 99;
-    check(dataset_restore(&b, cursor, &err) == -1 && strstr(err.msg, "seed"), "a cursor from another seed is refused: %s", err.msg);
+    dataset_free(&b);
+    dataset_free(&a);
+}
+
+/* Three sources mixed 0.7 / 0.2 / 0.1: shares, resume, validation split. */
+static void test_mixing(void) {
+    enum { T = 17 };
+    const char *p[3] = {write_u16("m0.u16", 16 * 3000, 1), write_u16("m1.u16", 16 * 500, 2), write_u16("m2.u16", 16 * 200, 3)};
+    DataSourceSpec specs[3];
+    const double weight[3] = {0.7, 0.2, 0.1};
+    for (int i = 0; i < 3; i++) specs[i] = (DataSourceSpec){p[i], DATASET_AUTO, weight[i] * 10, NULL};
+    DataConfig c = {.sources = specs, .n_sources = 3, .seq_len = T, .shuffle = 1, .seed = 5, .vocab_size = VOCAB, .bos = BOS,
+                    .valid_fraction = 0.1};
+    Dataset a, b;
+    NptErr err;
+    if (dataset_open_config(&a, &c, &err)) {
+        check(0, "open 3 sources: %s", err.msg);
+        return;
+    }
+    check(a.n_windows == 3700 && a.n_valid == 300 + 50 + 20 && a.n_train == 3700 - 370,
+          "windows 3000+500+200, validation = 10%% of each (%llu), training %llu", (unsigned long long)a.n_valid,
+          (unsigned long long)a.n_train);
+    enum { DRAWS = 20000, B = 8 };
+    static int64_t ids[DRAWS];
+    int batch[B * T], content_ok = 1;
+    long count[3] = {0}, in_valid = 0;
+    for (int i = 0; i < DRAWS; i += B) {
+        dataset_next_batch(&a, B, batch, ids + i);
+        for (int k = 0; k < B; k++) {
+            int64_t id = ids[i + k];
+            int s = id < 3000 ? 0 : id < 3500 ? 1 : 2;
+            int64_t w = id - (s == 0 ? 0 : s == 1 ? 3000 : 3500), n_win = s == 0 ? 3000 : s == 1 ? 500 : 200;
+            count[s]++;
+            in_valid += w >= n_win - (n_win / 10);
+            content_ok &= batch[k * T] == BOS && batch[k * T + 1] == value((uint64_t)w * (T - 1), s + 1) &&
+                          batch[k * T + T - 1] == value((uint64_t)w * (T - 1) + T - 2, s + 1);
+        }
+    }
+    double share[3];
+    for (int s = 0; s < 3; s++) share[s] = (double)count[s] / DRAWS;
+    check(fabs(share[0] - 0.7) < 0.015 && fabs(share[1] - 0.2) < 0.015 && fabs(share[2] - 0.1) < 0.015,
+          "%d draws: shares %.3f / %.3f / %.3f for weights 0.7 / 0.2 / 0.1 (tolerance 0.015)", DRAWS, share[0], share[1],
+          share[2]);
+    check(content_ok, "every drawn window holds its source's tokens at its id's position");
+    check(in_valid == 0, "training never draws a validation window (%ld did)", in_valid);
+    int vw[T], vok = dataset_valid_window(&a, 0, vw, &err) == 0 && vw[1] == value(2700 * (T - 1), 1);
+    vok &= dataset_valid_window(&a, 300, vw, &err) == 0 && vw[1] == value(450 * (T - 1), 2);
+    vok &= dataset_valid_window(&a, 369, vw, &err) == 0 && vw[1] == value(199 * (T - 1), 3);
+    vok &= dataset_valid_window(&a, 370, vw, &err) == -1;
+    check(vok, "validation windows: the last 10%% of each source in order, then out of range: %s", err.msg);
+
+    /* resume: a cursor taken after 1234 draws continues the identical sequence */
+    int64_t cur[DATASET_CURSOR_MAX];
+    dataset_open_config(&b, &c, &err);
+    static int64_t again[DRAWS];
+    for (int i = 0; i < 1234; i++) dataset_next_batch(&b, 1, batch, &again[i]);
+    int n = dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    dataset_free(&b);
+    dataset_open_config(&b, &c, &err);
+    check(n == 10 && dataset_restore(&b, cur, n, &err) == 0, "a 3-source cursor has %d values and restores", n);
+    for (int i = 1234; i < DRAWS; i += 1) dataset_next_batch(&b, 1, batch, &again[i]);
+    check(!memcmp(ids, again, sizeof ids), "after restoring the cursor the next %d draws are identical (batch size 1 vs %d)",
+          DRAWS - 1234, B);
+    cur[1] = 6;
+    check(dataset_restore(&b, cur, n, &err) == -1 && strstr(err.msg, "seed"), "a cursor from another seed is refused: %s", err.msg);
+    dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    cur[4] += 1;
+    check(dataset_restore(&b, cur, n, &err) == -1 && strstr(err.msg, "does not fit"), "a cursor of other data is refused: %s", err.msg);
+    int64_t legacy[4] = {3, 1234, 100, 5};
+    check(dataset_restore(&b, legacy, 4, &err) == -1 && strstr(err.msg, "older npt"),
+          "a 4-value cursor of the previous loader is refused by name: %s", err.msg);
     dataset_free(&b);
     dataset_free(&a);
 
-    /* bad inputs */
-    check(dataset_open(&a, path, DATASET_U16, NULL, 400, 1, T, 0, 1, &err) == -1 && strstr(err.msg, "outside the model's vocabulary"),
-          "token ids beyond the vocabulary are refused with their position: %s", err.msg);
-    const char *odd = write_u16("odd.u16", ids, 3);
-    FILE *f = fopen(odd, "ab");
-    fputc(7, f);
-    fclose(f);
-    check(dataset_open(&a, odd, DATASET_U16, NULL, 512, 1, T, 0, 1, &err) == -1 && strstr(err.msg, "whole number"),
-          "a file of odd length is not uint16 tokens: %s", err.msg);
-    const char *tiny = write_u16("tiny.u16", ids, 5);
-    check(dataset_open(&a, tiny, DATASET_U16, NULL, 512, 1, T, 0, 1, &err) == -1 && strstr(err.msg, "fewer than one window"),
-          "too little data for one window: %s", err.msg);
-    check(dataset_open(&a, "/nonexistent/x.u16", DATASET_U16, NULL, 512, 1, T, 0, 1, &err) == -1 && strstr(err.msg, "/nonexistent/x.u16"),
-          "a missing file is named: %s", err.msg);
-
-    /* text: documents split on <|endoftext|> lines, each led by BOS */
-    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), 512, &err);
-    char tp[256];
-    snprintf(tp, sizeof tp, "%s/docs.txt", dir);
-    f = fopen(tp, "w");
-    fputs("One day a cat sat.\n<|endoftext|>\nThe dog ran.\n<|endoftext|>\n", f);
-    fclose(f);
-    if (tok && dataset_open(&a, tp, DATASET_TEXT, tok, 512, 1, 4, 0, 1, &err) == 0) {
-        int want[64], n1 = tokenizer_encode(tok, "One day a cat sat.", 1, want, 64, &err);
-        int n2 = tokenizer_encode(tok, "The dog ran.", 1, want + n1, 64 - n1, &err);
-        check(a.n_documents == 2 && a.n_tokens == (size_t)(n1 + n2) && !memcmp(a.tokens, want, (size_t)(n1 + n2) * sizeof(int)),
-              "text file: 2 documents, each encoded with BOS, concatenated (%zu tokens)", a.n_tokens);
+    DataSourceSpec valid = {p[2], DATASET_AUTO, 1, NULL};
+    DataConfig cv = c;
+    cv.valid = &valid;
+    cv.n_sources = 2;
+    if (dataset_open_config(&a, &cv, &err) == 0) {
+        check(a.n_train == 3500 && a.n_valid == 200 && dataset_valid_window(&a, 5, vw, &err) == 0 &&
+                  vw[1] == value(5 * (T - 1), 3),
+              "data.valid file: all of its 200 windows validate, none of the training sources is held out");
         dataset_free(&a);
     } else {
-        check(0, "text dataset opens: %s", err.msg);
+        check(0, "open with a validation file: %s", err.msg);
     }
+    DataConfig ev = {.valid = &valid, .seq_len = T, .vocab_size = VOCAB, .bos = BOS};
+    check(dataset_open_config(&a, &ev, &err) == 0 && a.n_valid == 200 && dataset_next_batch(&a, 1, batch, NULL) == -1,
+          "validation-only data (npt eval): 200 windows, no training draws (%s)", a.io_err.msg);
+    dataset_free(&a);
+}
+
+static void write_text(const char *path, const char *s) {
+    FILE *f = fopen(path, "w");
+    fputs(s, f);
+    fclose(f);
+}
+
+static int files_equal(const char *a, const char *b) {
+    size_t na, nb;
+    NptErr err;
+    char *x = npt_read_file(a, &na, &err), *y = npt_read_file(b, &nb, &err);
+    int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* Text via the token cache, JSONL, a folder, HDF5: each gives the token file's windows. */
+static void test_formats(void) {
+    NptErr err;
+    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
+    if (!tok) {
+        check(0, "tokenizer: %s", err.msg);
+        return;
+    }
+    const char *story = shared_path("data/tinystories-train-head.txt");
+    PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2};
+    PrepareStats st;
+    const char *prepared = in_dir("train.u16");
+    int rp = data_prepare(story, prepared, &o, &st, &err);
+    check(rp == 0 && st.documents == 2316,
+          "prepare the TinyStories head: %llu documents (MANIFEST: 2,316), %llu tokens", (unsigned long long)st.documents,
+          (unsigned long long)st.tokens);
+
+    /* same recipe on text and on the prepared file: identical batches */
+    enum { T = 64, B = 4, STEPS = 50 };
+    DataSourceSpec text = {story, DATASET_AUTO, 1, NULL}, toks = {prepared, DATASET_AUTO, 1, NULL};
+    DataConfig c = {.sources = &text, .n_sources = 1, .seq_len = T, .shuffle = 1, .seed = 9, .tok = tok, .vocab_size = VOCAB,
+                    .bos = BOS, .eos = 2, .cache_dir = in_dir("cache"), .valid_fraction = 0.05};
+    Dataset a, b;
+    int ra = dataset_open_config(&a, &c, &err);
+    c.sources = &toks;
+    int rb = dataset_open_config(&b, &c, &err);
+    if (ra || rb) {
+        check(0, "open text and prepared token file: %s", err.msg);
+        tokenizer_free(tok);
+        return;
+    }
+    static int x[B * T], y[B * T];
+    int same = a.n_windows == b.n_windows && a.n_valid == b.n_valid;
+    for (int s = 0; s < STEPS && same; s++) {
+        dataset_next_batch(&a, B, x, NULL);
+        dataset_next_batch(&b, B, y, NULL);
+        same = !memcmp(x, y, sizeof x);
+    }
+    for (uint64_t i = 0; i < a.n_valid && same; i++)
+        same = dataset_valid_window(&a, i, x, &err) == 0 && dataset_valid_window(&b, i, y, &err) == 0 && !memcmp(x, y, T * sizeof(int));
+    check(same, "text (tokenized into the cache) and the prepared token file give identical batches (%d batches of %d x %d) and validation windows",
+          STEPS, B, T);
+    dataset_free(&a);
+    dataset_free(&b);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "ls %s | wc -l", in_dir("cache"));
+    FILE *ls = popen(cmd, "r");
+    int n_cached = 0;
+    if (ls && fscanf(ls, "%d", &n_cached) != 1) n_cached = -1;
+    if (ls) pclose(ls);
+    c.sources = &text;
+    c.log = NULL;
+    double t0 = npt_now_seconds();
+    int reopened = dataset_open_config(&a, &c, &err) == 0;
+    double secs = npt_now_seconds() - t0;
+    check(n_cached == 1 && reopened && secs < 0.1, "the cache holds one token file, reopening uses it (%.3f s)", secs);
+    if (reopened) dataset_free(&a);
+
+    /* JSONL with a custom field and a folder of two text files: same tokens */
+    const char *jl = in_dir("docs.jsonl");
+    write_text(jl, "{\"body\": \"One day a cat sat.\", \"id\": 1}\n\n{\"body\": \"The dog ran.\\nIt was \\u00e9 fun.\"}\n");
+    const char *tx = in_dir("docs.txt");
+    write_text(tx, "One day a cat sat.\n<|endoftext|>\nThe dog ran.\nIt was \xc3\xa9 fun.<|endoftext|>\n");
+    mkdir(in_dir("folder"), 0755);
+    write_text(in_dir("folder/a.txt"), "One day a cat sat.");
+    write_text(in_dir("folder/b.txt"), "The dog ran.\nIt was \xc3\xa9 fun.\n<|endoftext|>\n\n<|endoftext|>");
+    PrepareOptions oj = o;
+    oj.text_field = "body";
+    int rj = data_prepare(jl, in_dir("j.u16"), &oj, &st, &err);
+    uint64_t docs_j = st.documents;
+    int rt = data_prepare(tx, in_dir("t.u16"), &o, &st, &err);
+    int rf = data_prepare(in_dir("folder"), in_dir("f.u16"), &o, &st, &err);
+    if (rj || rt || rf) printf("NOTE: %s\n", err.msg);
+    check(rj == 0 && rt == 0 && rf == 0 && docs_j == 2 && st.documents == 2 && files_equal(in_dir("j.u16"), in_dir("t.u16")) &&
+              files_equal(in_dir("f.u16"), in_dir("t.u16")),
+          "JSONL (field \"body\", a blank line), text and a folder of two files give the same 2 documents' tokens");
+    int want[64], n1 = tokenizer_encode(tok, "One day a cat sat.", 1, want, 64, &err);
+    int n2 = tokenizer_encode(tok, "The dog ran.\nIt was \xc3\xa9 fun.", 1, want + n1, 64 - n1, &err);
+    TokenFile tf;
+    int got[64] = {0};
+    int ok = token_file_open(&tf, in_dir("t.u16"), DATASET_AUTO, VOCAB, &err) == 0 && tf.n_tokens == (uint64_t)(n1 + n2) &&
+             token_file_read(&tf, 0, tf.n_tokens, got, &err) == 0 && !memcmp(got, want, (size_t)(n1 + n2) * sizeof(int));
+    token_file_close(&tf);
+    check(ok, "the stream is BOS + encode(document) for each document (%d tokens)", n1 + n2);
+    PrepareOptions oe = o;
+    oe.append_eos = 1;
+    ok = data_prepare(tx, in_dir("e.u16"), &oe, &st, &err) == 0 && token_file_open(&tf, in_dir("e.u16"), DATASET_AUTO, VOCAB, &err) == 0 &&
+         tf.n_tokens == (uint64_t)(n1 + n2 + 2) && token_file_read(&tf, 0, tf.n_tokens, got, &err) == 0 && got[n1] == 2 &&
+         got[n1 + 1] == BOS && got[n1 + n2 + 1] == 2;
+    token_file_close(&tf);
+    check(ok, "append_eos ends each document with EOS");
+
+    /* HDF5: prepare to .h5, and a hand-written int32 dataset in a group */
+    ok = data_prepare(story, in_dir("train.h5"), &o, &st, &err) == 0;
+    DataSourceSpec h5 = {in_dir("train.h5"), DATASET_AUTO, 1, NULL};
+    c.sources = &h5;
+    ra = dataset_open_config(&a, &c, &err);
+    c.sources = &toks;
+    rb = dataset_open_config(&b, &c, &err);
+    same = ok && ra == 0 && rb == 0;
+    for (int s = 0; s < STEPS && same; s++) {
+        dataset_next_batch(&a, B, x, NULL);
+        dataset_next_batch(&b, B, y, NULL);
+        same = !memcmp(x, y, sizeof x);
+    }
+    check(same, "npt data prepare to .h5, read back by hyperslabs: the same batches as the .u16 file");
+    if (ra == 0) dataset_free(&a);
+    if (rb == 0) dataset_free(&b);
+    hid_t f = H5Fcreate(in_dir("hand.h5"), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(f, "corpus", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t n = 1000;
+    int32_t vals[1000];
+    for (int i = 0; i < 1000; i++) vals[i] = value((uint64_t)i, 0);
+    hid_t sp = H5Screate_simple(1, &n, NULL), d = H5Dcreate2(g, "ids", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, vals);
+    H5Dclose(d), H5Sclose(sp), H5Gclose(g), H5Fclose(f);
+    char spec[600];
+    snprintf(spec, sizeof spec, "%s:/corpus/ids", in_dir("hand.h5"));
+    int w[11];
+    ok = dataset_open(&a, spec, DATASET_AUTO, NULL, VOCAB, BOS, 11, 0, 1, &err) == 0 && a.n_windows == 100 &&
+         dataset_window(&a, 42, w, &err) == 0 && w[1] == value(420, 0) && w[10] == value(429, 0);
+    check(ok, "an int32 HDF5 dataset FILE.h5:/corpus/ids: 100 windows, window 42 = ids 420..429 (%s)", ok ? "" : err.msg);
+    if (ok) dataset_free(&a);
     tokenizer_free(tok);
+}
+
+/* Peak RSS while drawing `draws` windows of a corpus of n tokens. */
+static double rss_after(const char *path, int T, long draws, double *secs) {
+    Dataset ds;
+    NptErr err;
+    double t0 = npt_now_seconds();
+    if (dataset_open(&ds, path, DATASET_AUTO, NULL, VOCAB, BOS, T, 1, 3, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    int *batch = malloc((size_t)64 * T * sizeof(int));
+    for (long i = 0; i < draws; i += 64) dataset_next_batch(&ds, 64, batch, NULL);
+    free(batch);
+    dataset_free(&ds);
+    if (secs) *secs = npt_now_seconds() - t0;
+    return max_rss_mb();
+}
+
+/* The corpora go to $BUILD (a disk), not /tmp (often RAM). */
+static void test_flat_memory(void) {
+    enum { T = 256 };
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+    char small[512], large[512];
+    snprintf(small, sizeof small, "%s/test_dataset_small.u16", build);
+    snprintf(large, sizeof large, "%s/test_dataset_large.u16", build);
+    write_u16_at(small, 1000000, 4);
+    write_u16_at(large, 100000000, 5);
+    double before = rss_after(small, T, 1000000 / (T - 1), NULL);
+    double secs, after = rss_after(large, T, 100000000 / (T - 1), &secs);
+    check(before > 0 && after > 0 && after - before < 16,
+          "peak RSS %.1f MB after a 2 MB corpus, %.1f MB after 200 MB (every window drawn once, %.1f s): +%.1f MB < 16 MB",
+          before, after, secs, after - before);
+    unlink(small);
+    unlink(large);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--rss")) {
+        TokenFile f;
+        NptErr err;
+        if (token_file_open(&f, argv[2], DATASET_AUTO, 0, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
+        int T = atoi(argv[3]);
+        long draws = (long)(f.n_tokens / (uint64_t)(T - 1));
+        token_file_close(&f);
+        double secs, rss = rss_after(argv[2], T, draws, &secs);
+        printf("rss_mb=%.1f seconds=%.2f windows=%ld\n", rss, secs, draws);
+        return rss < 0;
+    }
+    if (!mkdtemp(dir)) return 1;
+    test_permutation();
+    test_windows_and_order(write_u16("tokens.u16", 1000, 0));
+    test_mixing();
+    test_formats();
+    test_flat_memory();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -45,11 +45,12 @@ static const char *const documented_keys[] = {
     "npt.layers", "npt.rank", "npt.safe_mode", "npt.modulation_scale", "npt.init", "npt.init_a_std",
     "npt.init_b_add_std", "npt.init_b_mul_std",
     "objective.type", "objective.loss", "objective.lambda", "objective.train_all_weights",
-    "data.train", "data.format", "data.seq_len", "data.shuffle", "data.valid",
+    "data.train", "data.format", "data.sources", "data.seq_len", "data.shuffle", "data.valid", "data.valid_fraction",
+    "data.text_field", "data.on_bad_record", "data.append_eos", "data.cache_dir",
     "train.max_steps", "train.batch_size", "train.grad_accum", "train.optimizer", "train.lr", "train.min_lr_ratio",
     "train.schedule", "train.warmup_steps", "train.weight_decay", "train.beta1", "train.beta2", "train.eps",
-    "train.momentum", "train.clip_grad_norm", "train.skip_nonfinite", "train.max_consecutive_skips",
-    "log.every", "log.metrics_file", "checkpoint.every", "checkpoint.keep_last", "checkpoint.save_best",
+    "train.momentum", "train.clip_grad_norm", "train.skip_nonfinite", "train.debug_on_skip",
+    "train.max_consecutive_skips", "log.every", "log.metrics_file", "eval.every", "eval.windows", "checkpoint.every", "checkpoint.keep_last", "checkpoint.save_best",
 };
 
 static void test_json_has_every_key(void) {

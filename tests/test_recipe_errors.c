@@ -196,7 +196,7 @@ static void test_unknown_keys(void) {
     expect_error("no close match lists keys", "{\"model\": \"x\", \"log\": {\"zzzzzzzz\": 1}}", "log.zzzzzzzz",
                  "valid keys in \"log\": every, metrics_file", 1);
     expect_error("no close match at top", "{\"model\": \"x\", \"qqqqqqqqqq\": 1}", "qqqqqqqqqq",
-                 "valid top-level keys: name, description, model, tokenizer, output_dir, seed, threads, npt, objective, data, train, log, checkpoint",
+                 "valid top-level keys: name, description, model, tokenizer, output_dir, seed, threads, npt, objective, data, train, log, eval, checkpoint",
                  1);
     expect_error("nested section inside a section", "{\"model\": \"x\", \"train\": {\"npt\": {}}}", "train.npt",
                  "unknown key", 1);

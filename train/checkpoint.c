@@ -232,9 +232,9 @@ static int write_state(Writer *w, const CkptMeta *m) {
     hid_t g = make_group(w, "/state");
     if (g < 0) return -1;
     const char *o = "/state";
-    hsize_t four = 4;
+    hsize_t four = 4, n_cursor = m->n_data_cursor > 0 && m->n_data_cursor <= CKPT_CURSOR_MAX ? (hsize_t)m->n_data_cursor : 4;
     int rc = put_attr(w, g, o, "rng", H5T_STD_U64LE, H5T_NATIVE_UINT64, &four, m->rng_state) ||
-             put_attr(w, g, o, "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, &four, m->data_cursor) ||
+             put_attr(w, g, o, "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, &n_cursor, m->data_cursor) ||
              put_i64(w, g, o, "skipped_total", m->skipped_total) ||
              put_i32(w, g, o, "consecutive_skips", m->consecutive_skips) ||
              put_f64(w, g, o, "best_loss", m->best_loss) || put_f64(w, g, o, "last_loss", m->last_loss)

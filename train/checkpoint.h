@@ -24,6 +24,7 @@
 #endif
 #define CKPT_MAX_LAYERS 256
 #define CKPT_MAX_DIMS 4
+#define CKPT_CURSOR_MAX 128 /* int64 values of the data cursor (data/dataset.h) */
 
 /* A named float32 tensor. name is the HDF5 path below the root without a leading '/',
  * e.g. "adapters/layer_03/A" or "optimizer/layer_03/A.m". Tensors may live anywhere
@@ -67,7 +68,8 @@ typedef struct {
     char optimizer[16];             /* "adamw" | "sgd" | "" (none) */
     int64_t opt_step;
     uint64_t rng_state[4];
-    int64_t data_cursor[4];
+    int64_t data_cursor[CKPT_CURSOR_MAX]; /* opaque to this module: the data loader's */
+    int n_data_cursor;              /* values used; 0 writes the first 4 (format 1's fixed size) */
     int64_t skipped_total;
     int consecutive_skips;
     double best_loss, last_loss;

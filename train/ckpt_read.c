@@ -315,7 +315,8 @@ static int read_adapters_state(CkptFile *f, CkptMeta *m, NptErr *err) {
         read_str_attr(f, "/optimizer", "type", m->optimizer, sizeof m->optimizer, err) ||
         read_i64(f, "/optimizer", "step", &m->opt_step, err) ||
         read_attr(f, "/state", "rng", H5T_INTEGER, H5T_NATIVE_UINT64, 4, 4, m->rng_state, NULL, err) ||
-        read_attr(f, "/state", "data_cursor", H5T_INTEGER, H5T_NATIVE_INT64, 4, 4, m->data_cursor, NULL, err) ||
+        read_attr(f, "/state", "data_cursor", H5T_INTEGER, H5T_NATIVE_INT64, 1, CKPT_CURSOR_MAX, m->data_cursor,
+                  &m->n_data_cursor, err) ||
         read_i64(f, "/state", "skipped_total", &m->skipped_total, err) ||
         read_int(f, "/state", "consecutive_skips", &m->consecutive_skips, err) ||
         read_f64(f, "/state", "best_loss", &m->best_loss, err) || read_f64(f, "/state", "last_loss", &m->last_loss, err))

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/dataset.h"
 #include "recipe_schema.h"
 
 #define RECIPE_FILE_MAX (1 << 20) /* recipes are small; a bigger file is a wrong argument */
@@ -417,6 +418,88 @@ static int store_layers(Ctx *c, const RecipeKey *k, const cJSON *v, Recipe *r) {
     return 1;
 }
 
+/* One data.sources entry: an object with path (required), weight, format, text_field. */
+static int store_source(Ctx *c, const RecipeKey *k, const cJSON *e, const char *path, RecipeSource *s) {
+    char got[160], sub[160];
+    if (!cJSON_IsObject(e)) {
+        describe_json(e, got, sizeof got);
+        error_at(c, path, "expected an object {\"path\": ..., \"weight\": ...}, got %s", got);
+        return 0;
+    }
+    int ok = 1;
+    *s = (RecipeSource){.weight = 1, .format = DATA_AUTO};
+    for (const cJSON *m = e->child; m; m = m->next) {
+        snprintf(sub, sizeof sub, "%s.%.40s", path, m->string);
+        describe_json(m, got, sizeof got);
+        if (!strcmp(m->string, "path") || !strcmp(m->string, "text_field")) {
+            char *dst = m->string[0] == 'p' ? s->path : s->text_field;
+            size_t cap = m->string[0] == 'p' ? sizeof s->path : sizeof s->text_field;
+            if (!cJSON_IsString(m) || !m->valuestring[0] || strlen(m->valuestring) >= cap) {
+                error_at(c, sub, "expected a non-empty string of at most %zu bytes, got %s", cap - 1, got);
+                ok = 0;
+            } else {
+                memcpy(dst, m->valuestring, strlen(m->valuestring) + 1);
+            }
+        } else if (!strcmp(m->string, "weight")) {
+            if (!cJSON_IsNumber(m) || !isfinite(m->valuedouble) || m->valuedouble <= 0) {
+                error_at(c, sub, "expected a number > 0, got %s", got);
+                ok = 0;
+            } else {
+                s->weight = m->valuedouble;
+            }
+        } else if (!strcmp(m->string, "format")) {
+            int found = -1;
+            for (int i = 0; cJSON_IsString(m) && i < k->n_choices; i++)
+                if (!strcmp(m->valuestring, k->choices[i])) found = i;
+            if (found < 0) {
+                char expected[256];
+                size_t used = (size_t)snprintf(expected, sizeof expected, "one of ");
+                for (int i = 0; i < k->n_choices && used < sizeof expected; i++)
+                    used += (size_t)snprintf(expected + used, sizeof expected - used, "%s\"%s\"", i ? ", " : "", k->choices[i]);
+                error_at(c, sub, "expected %s, got %s", expected, got);
+                ok = 0;
+            } else {
+                s->format = (DataFormat)found;
+            }
+        } else {
+            error_at(c, sub, "unknown key; a source has path, weight, format and text_field");
+            ok = 0;
+        }
+    }
+    if (!s->path[0] && ok) {
+        error_at(c, path, "has no \"path\"");
+        ok = 0;
+    }
+    return ok;
+}
+
+static int store_sources(Ctx *c, const RecipeKey *k, const cJSON *v, Recipe *r) {
+    if (!cJSON_IsArray(v)) {
+        type_error(c, k, k->path, v);
+        return 0;
+    }
+    int n = cJSON_GetArraySize(v);
+    if (n > RECIPE_MAX_SOURCES) {
+        error_at(c, k->path, "%d sources; at most %d are supported", n, RECIPE_MAX_SOURCES);
+        return 0;
+    }
+    RecipeSource *list = n ? npt_xcalloc((size_t)n, sizeof *list, "data.sources") : NULL;
+    int i = 0, ok = 1;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        char path[64];
+        snprintf(path, sizeof path, "%s[%d]", k->path, i);
+        ok &= store_source(c, k, e, path, &list[i]);
+    }
+    if (!ok) {
+        free(list);
+        return 0;
+    }
+    free(r->data.sources);
+    r->data.sources = list;
+    r->data.n_sources = n;
+    return 1;
+}
+
 /* Checks v against k and stores it into r. Returns 1 if stored, 0 after an error. */
 static int store(Ctx *c, const RecipeKey *k, const cJSON *v, Recipe *r) {
     switch (k->type) {
@@ -454,6 +537,7 @@ static int store(Ctx *c, const RecipeKey *k, const cJSON *v, Recipe *r) {
             }
         break;
     case RK_LAYERS: return store_layers(c, k, v, r);
+    case RK_SOURCES: return store_sources(c, k, v, r);
     }
     type_error(c, k, k->path, v);
     return 0;
@@ -536,6 +620,12 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     if (ok[warm] && ok[steps] && r->train.warmup_steps > r->train.max_steps)
         error_at(c, "train.warmup_steps", "%d is more than train.max_steps (%d)", r->train.warmup_steps,
                  r->train.max_steps);
+    int train = key_index("data.train"), sources = key_index("data.sources"), valid = key_index("data.valid");
+    int fraction = key_index("data.valid_fraction");
+    if (ok[train] && ok[sources] && r->data.train[0] && r->data.n_sources)
+        error_at(c, "data.sources", "give data.train (one source) or data.sources, not both");
+    if (ok[valid] && ok[fraction] && r->data.valid[0] && r->data.valid_fraction > 0)
+        error_at(c, "data.valid_fraction", "give data.valid (a validation file) or data.valid_fraction, not both");
     if (ok[all] && ok[type] && r->objective.train_all_weights && r->objective.type != OBJECTIVE_LM)
         error_at(c, "objective.train_all_weights",
                  "only applies to objective.type \"lm\"; distillation trains the adapters against the frozen model");
@@ -656,6 +746,9 @@ void recipe_free(Recipe *r) {
     free(r->npt.layer_ids);
     r->npt.layer_ids = NULL;
     r->npt.n_layer_ids = 0;
+    free(r->data.sources);
+    r->data.sources = NULL;
+    r->data.n_sources = 0;
 }
 
 void recipe_copy(Recipe *dst, const Recipe *src) {
@@ -664,6 +757,11 @@ void recipe_copy(Recipe *dst, const Recipe *src) {
         size_t bytes = (size_t)src->npt.n_layer_ids * sizeof(int);
         dst->npt.layer_ids = npt_xmalloc(bytes, "npt.layers copy");
         memcpy(dst->npt.layer_ids, src->npt.layer_ids, bytes);
+    }
+    if (src->data.sources) {
+        size_t bytes = (size_t)src->data.n_sources * sizeof *src->data.sources;
+        dst->data.sources = npt_xmalloc(bytes ? bytes : 1, "data.sources copy");
+        memcpy(dst->data.sources, src->data.sources, bytes);
     }
 }
 
@@ -759,18 +857,20 @@ int recipe_check_against_model(const Recipe *r, int dim, int hidden_dim, int n_l
 }
 
 int recipe_check_for_training(const Recipe *r, NptErr *err) {
-    if (!r->data.train[0])
-        return npt_fail(err, "data.train: required for training (a text or token file); set it in the recipe or with --set data.train=PATH");
+    if (!r->data.train[0] && !r->data.n_sources)
+        return npt_fail(err, "data.train: required for training (a text or token file), or data.sources; set it in the recipe or with --set data.train=PATH");
     return 0;
 }
 
 DataFormat recipe_data_format(const char *path, DataFormat f) {
     if (f != DATA_AUTO) return f;
-    const char *dot = strrchr(path, '.');
-    if (dot && strchr(dot, '/')) dot = NULL;
-    if (dot && (!strcmp(dot, ".bin") || !strcmp(dot, ".u16"))) return DATA_TOKENS_U16;
-    if (dot && !strcmp(dot, ".u32")) return DATA_TOKENS_U32;
-    return DATA_TEXT;
+    switch (dataset_detect_format(path)) {
+    case DATASET_U16: return DATA_TOKENS_U16;
+    case DATASET_U32: return DATA_TOKENS_U32;
+    case DATASET_JSONL: return DATA_JSONL;
+    case DATASET_HDF5: return DATA_HDF5;
+    default: return DATA_TEXT;
+    }
 }
 
 /* ---------------------------------------------------------------- output */
@@ -786,6 +886,21 @@ static cJSON *value_json(const RecipeKey *k, const Recipe *r) {
     case RK_LAYERS:
         if (r->npt.layers != LAYERS_LIST) return cJSON_CreateString(recipe_choice_name(k->path, r->npt.layers));
         return cJSON_CreateIntArray(r->npt.layer_ids, r->npt.n_layer_ids);
+    case RK_SOURCES: {
+        cJSON *arr = cJSON_CreateArray();
+        for (int i = 0; arr && i < r->data.n_sources; i++) {
+            const RecipeSource *s = &r->data.sources[i];
+            cJSON *o = cJSON_CreateObject();
+            if (!o || !cJSON_AddItemToArray(arr, o) || !cJSON_AddStringToObject(o, "path", s->path) ||
+                !cJSON_AddNumberToObject(o, "weight", s->weight) ||
+                !cJSON_AddStringToObject(o, "format", recipe_choice_name(k->path, s->format)) ||
+                (s->text_field[0] && !cJSON_AddStringToObject(o, "text_field", s->text_field))) {
+                cJSON_Delete(arr);
+                return NULL;
+            }
+        }
+        return arr;
+    }
     }
     return NULL;
 }

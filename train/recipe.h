@@ -24,7 +24,19 @@ typedef enum { LAYERS_ALL, LAYERS_UPPER_HALF, LAYERS_LOWER_HALF, LAYERS_LIST } L
 typedef enum { NPT_INIT_DEFAULT } NptInit;
 typedef enum { OBJECTIVE_DISTILL, OBJECTIVE_LM } ObjectiveType;
 typedef enum { LOSS_NMSE, LOSS_MSE } DistillLoss;
-typedef enum { DATA_AUTO, DATA_TEXT, DATA_TOKENS_U16, DATA_TOKENS_U32 } DataFormat;
+typedef enum { DATA_AUTO, DATA_TEXT, DATA_TOKENS_U16, DATA_TOKENS_U32, DATA_JSONL, DATA_HDF5 } DataFormat;
+typedef enum { BAD_RECORD_ERROR, BAD_RECORD_SKIP } BadRecordPolicy;
+
+#define RECIPE_MAX_SOURCES 32
+#define RECIPE_FIELD_MAX 64
+
+/* One entry of data.sources (data.train is the one-source shorthand). */
+typedef struct {
+    char path[RECIPE_PATH_MAX];        /* file, folder, or FILE.h5:/DATASET */
+    double weight;                     /* relative share of training windows */
+    DataFormat format;
+    char text_field[RECIPE_FIELD_MAX]; /* "" = data.text_field */
+} RecipeSource;
 typedef enum { OPTIMIZER_ADAMW, OPTIMIZER_SGD } OptimizerType;
 typedef enum { SCHEDULE_COSINE, SCHEDULE_LINEAR, SCHEDULE_CONSTANT } ScheduleType;
 
@@ -56,11 +68,18 @@ typedef struct {
         int train_all_weights;         /* lm only */
     } objective;
     struct {
-        char train[RECIPE_PATH_MAX];   /* required by `npt train`, see recipe_check_for_training */
+        char train[RECIPE_PATH_MAX];   /* this or sources is required by `npt train` */
         DataFormat format;             /* DATA_AUTO: see recipe_data_format */
         int seq_len;
         int shuffle;
         char valid[RECIPE_PATH_MAX];
+        RecipeSource *sources;         /* data.sources; NULL when absent */
+        int n_sources;
+        double valid_fraction;         /* held out of each source when valid is "" */
+        char text_field[RECIPE_FIELD_MAX];
+        BadRecordPolicy on_bad_record;
+        int append_eos;
+        char cache_dir[RECIPE_PATH_MAX]; /* "" = dataset_default_cache_dir */
     } data;
     struct {
         int max_steps;                 /* optimizer steps */
@@ -80,6 +99,10 @@ typedef struct {
         int every;
         char metrics_file[RECIPE_PATH_MAX]; /* relative to output_dir */
     } log;
+    struct {
+        int every;   /* 0 = off */
+        int windows; /* validation windows per eval */
+    } eval;
     struct {
         int every, keep_last;
         int save_best;
@@ -120,7 +143,7 @@ void recipe_diag_free(RecipeDiag *d);
  * warnings), malloc'd; "" when there are none. */
 char *recipe_diag_text(const RecipeDiag *d);
 
-/* Deep copy (layer list included). */
+/* Deep copy (layer list and data sources included). */
 void recipe_copy(Recipe *dst, const Recipe *src);
 
 /* Safe-mode implications, idempotent; recipe_load already calls it. Adds one warning
@@ -144,7 +167,8 @@ int recipe_check_for_training(const Recipe *r, NptErr *err);
  * lower_half = [0, n/2), upper_half = [n/2, n). */
 int recipe_resolve_layers(const Recipe *r, int n_layers, int *ids, NptErr *err);
 
-/* DATA_AUTO resolved from the extension: .bin/.u16 -> u16 tokens, .u32 -> u32, else text. */
+/* DATA_AUTO resolved from the path: a folder is text; FILE.h5:/D, .h5, .hdf5 -> HDF5;
+ * .jsonl/.ndjson -> JSONL; .bin/.u16 -> u16 tokens; .u32 -> u32; else text. */
 DataFormat recipe_data_format(const char *path, DataFormat f);
 
 /* The effective recipe as a JSON object with every key (no comments), malloc'd; free().

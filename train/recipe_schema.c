@@ -16,7 +16,8 @@ static const char *const layer_names[] = {"all", "upper_half", "lower_half"};
 static const char *const init_names[] = {"default"};
 static const char *const objective_names[] = {"distill", "lm"};
 static const char *const loss_names[] = {"nmse", "mse"};
-static const char *const format_names[] = {"auto", "text", "tokens_u16", "tokens_u32"};
+static const char *const format_names[] = {"auto", "text", "tokens_u16", "tokens_u32", "jsonl", "hdf5"};
+static const char *const bad_record_names[] = {"error", "skip"};
 static const char *const optimizer_names[] = {"adamw", "sgd"};
 static const char *const schedule_names[] = {"cosine", "linear", "constant"};
 
@@ -24,7 +25,8 @@ _Static_assert(NPT_ARRAY_LEN(layer_names) == LAYERS_LIST, "layer_names vs LayerM
 _Static_assert(NPT_ARRAY_LEN(init_names) == NPT_INIT_DEFAULT + 1, "init_names vs NptInit");
 _Static_assert(NPT_ARRAY_LEN(objective_names) == OBJECTIVE_LM + 1, "objective_names");
 _Static_assert(NPT_ARRAY_LEN(loss_names) == LOSS_MSE + 1, "loss_names vs DistillLoss");
-_Static_assert(NPT_ARRAY_LEN(format_names) == DATA_TOKENS_U32 + 1, "format_names");
+_Static_assert(NPT_ARRAY_LEN(format_names) == DATA_HDF5 + 1, "format_names");
+_Static_assert(NPT_ARRAY_LEN(bad_record_names) == BAD_RECORD_SKIP + 1, "bad_record_names");
 _Static_assert(NPT_ARRAY_LEN(optimizer_names) == OPTIMIZER_SGD + 1, "optimizer_names");
 _Static_assert(NPT_ARRAY_LEN(schedule_names) == SCHEDULE_CONSTANT + 1, "schedule_names");
 /* Choice fields are written through int *. */
@@ -77,12 +79,24 @@ const RecipeKey recipe_keys[] = {
     BOOL("objective.train_all_weights", "false", objective.train_all_weights,
          "lm only: train every weight (a model trained from scratch), not just the adapters."),
 
-    STR("data.train", "\"\"", NULL, 0, data.train, "Training data: a text file or a raw token file. Required by `npt train`."),
+    STR("data.train", "\"\"", NULL, 0, data.train,
+        "Training data, one source: text file or folder, JSONL, uint16/uint32 token file, or FILE.h5:/DATASET. `npt train` needs this or data.sources."),
     CHOICE("data.format", "\"auto\"", format_names, data.format,
-           "auto: .bin/.u16 = uint16 tokens, .u32 = uint32 tokens, anything else = text."),
+           "Format of data.train and data.valid. auto: folder = text, .jsonl = JSONL, .bin/.u16 = uint16 tokens, .u32 = uint32 tokens, .h5 or FILE.h5:/D = HDF5, else text."),
+    {"data.sources", RK_SOURCES, "[]", NULL, 0, 0, 0, 0, 0, format_names, (int)NPT_ARRAY_LEN(format_names),
+     FIELD(data.sources),
+     "Several training sources mixed by weight, instead of data.train: [{\"path\": P, \"weight\": W, \"format\": F, \"text_field\": K}] (weight default 1, format auto)."},
     INT("data.seq_len", "256", 2, data.seq_len, "Tokens per training window (BOS included)."),
     BOOL("data.shuffle", "true", data.shuffle, "Shuffle window order (seeded); false = file order."),
-    STR("data.valid", "\"\"", NULL, 0, data.valid, "Validation data (same formats); \"\" = none."),
+    STR("data.valid", "\"\"", NULL, 0, data.valid, "Validation data (same formats); \"\" = none (or data.valid_fraction)."),
+    NUM("data.valid_fraction", "0", 0, 0, 1, 1, data.valid_fraction,
+        "Fraction of each training source's windows (its last ones) held out for validation when data.valid is \"\"."),
+    STR("data.text_field", "\"text\"", NULL, RK_NONEMPTY, data.text_field, "JSONL: the field holding a record's text."),
+    CHOICE("data.on_bad_record", "\"error\"", bad_record_names, data.on_bad_record,
+           "A JSONL line that is not a JSON object with the text field: error stops, skip warns and goes on."),
+    BOOL("data.append_eos", "false", data.append_eos, "End every document with EOS too (every document starts with BOS)."),
+    STR("data.cache_dir", "\"\"", NULL, 0, data.cache_dir,
+        "Where text sources are tokenized to (reused while the text and tokenizer are unchanged); \"\" = $NPT_CACHE_DIR, else ~/.cache/npt."),
 
     INT("train.max_steps", "1000", 1, train.max_steps, "Optimizer steps."),
     INT("train.batch_size", "8", 1, train.batch_size, "Windows per micro-batch."),
@@ -112,6 +126,10 @@ const RecipeKey recipe_keys[] = {
     INT("log.every", "10", 1, log.every, "Log a line every N optimizer steps."),
     STR("log.metrics_file", "\"metrics.jsonl\"", NULL, RK_NONEMPTY, log.metrics_file,
         "Per-step metrics, one JSON object a line, in output_dir."),
+
+    INT("eval.every", "0", 0, eval.every,
+        "Every N optimizer steps (and at the end), evaluate on the validation split (npt eval's figures) into eval.jsonl; 0 = off."),
+    INT("eval.windows", "16", 1, eval.windows, "Validation windows per periodic eval (at most the split's size)."),
 
     INT("checkpoint.every", "500", 1, checkpoint.every, "Save every N optimizer steps (and at the end)."),
     INT("checkpoint.keep_last", "3", 1, checkpoint.keep_last, "Periodic checkpoints kept on disk."),
@@ -204,6 +222,9 @@ void recipe_key_expected(const RecipeKey *k, char *buf, size_t n) {
         else
             snprintf(buf, n, "a number in %c%s, %s%c", k->lo_open ? '(' : '[', lo, hi,
                      k->hi_open ? ')' : ']');
+        return;
+    case RK_SOURCES:
+        snprintf(buf, n, "an array of objects {\"path\": string, \"weight\": number > 0, \"format\": string, \"text_field\": string}");
         return;
     case RK_CHOICE:
     case RK_LAYERS: {
@@ -402,7 +423,7 @@ char *recipe_schema_markdown(void) {
 }
 
 static const char *type_name(RecipeKeyType t) {
-    static const char *const names[] = {"string", "integer", "number", "boolean", "choice", "layers"};
+    static const char *const names[] = {"string", "integer", "number", "boolean", "choice", "layers", "sources"};
     return names[t];
 }
 

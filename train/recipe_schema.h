@@ -7,7 +7,7 @@
 
 #include "recipe.h"
 
-typedef enum { RK_STRING, RK_INT, RK_NUMBER, RK_BOOL, RK_CHOICE, RK_LAYERS } RecipeKeyType;
+typedef enum { RK_STRING, RK_INT, RK_NUMBER, RK_BOOL, RK_CHOICE, RK_LAYERS, RK_SOURCES } RecipeKeyType;
 
 enum { RK_REQUIRED = 1, RK_NONEMPTY = 2 };
 

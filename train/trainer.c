@@ -23,6 +23,7 @@
 #include "../optim/optim.h"
 #include "adapters.h"
 #include "checkpoint.h"
+#include "eval.h"
 #include "objective.h"
 #include "recipe.h"
 #include "runlog.h"
@@ -46,6 +47,8 @@ typedef struct {
     RunLog log;
     char *recipe_json;
     int *tokens;           /* [grad_accum * B * T]: every micro-batch of the current step */
+    int *eval_tokens;      /* eval.every: [eval_n * T] validation windows */
+    int eval_n;
     int64_t *sample_ids;
     int debug_reports;     /* debug_on_skip reports written by this process */
     int64_t *poison, n_poison, *drop, n_drop; /* test hooks, see parse_index_list */
@@ -94,9 +97,96 @@ static int in_list(const int64_t *list, int64_t n, int64_t v) {
     return 0;
 }
 
-static DatasetFormat dataset_format(const Recipe *r) {
-    DataFormat f = recipe_data_format(r->data.train, r->data.format);
-    return f == DATA_TOKENS_U16 ? DATASET_U16 : f == DATA_TOKENS_U32 ? DATASET_U32 : DATASET_TEXT;
+/* The recipe's format enum (ordered as its file format) to the loader's. */
+static DatasetFormat dataset_format(DataFormat f) {
+    static const DatasetFormat map[] = {[DATA_AUTO] = DATASET_AUTO, [DATA_TEXT] = DATASET_TEXT,
+                                        [DATA_TOKENS_U16] = DATASET_U16, [DATA_TOKENS_U32] = DATASET_U32,
+                                        [DATA_JSONL] = DATASET_JSONL, [DATA_HDF5] = DATASET_HDF5};
+    return map[f];
+}
+
+static int is_text(const DataSourceSpec *s) {
+    DatasetFormat f = s->format == DATASET_AUTO ? dataset_detect_format(s->path) : s->format;
+    return f == DATASET_TEXT || f == DATASET_JSONL;
+}
+
+/* eval.every: the first eval.windows validation windows, read once; every periodic eval
+ * sees the same ones, so its figures are comparable across steps. */
+static int load_eval_windows(Trainer *t) {
+    NptErr err;
+    int T = t->r.data.seq_len;
+    uint64_t n_valid = dataset_n_valid(&t->data);
+    if (n_valid == 0)
+        return fail("eval.every is %d but the data has no validation split; set data.valid_fraction or data.valid",
+                    t->r.eval.every);
+    t->eval_n = n_valid < (uint64_t)t->r.eval.windows ? (int)n_valid : t->r.eval.windows;
+    t->eval_tokens = npt_try_malloc((size_t)t->eval_n * T * sizeof(int), "eval windows", &err);
+    if (!t->eval_tokens) return fail("%s", err.msg);
+    for (int i = 0; i < t->eval_n; i++)
+        if (dataset_valid_window(&t->data, (uint64_t)i, t->eval_tokens + (size_t)i * T, &err)) return fail("%s", err.msg);
+    return 0;
+}
+
+/* One periodic eval: a log line, and the full figures as a line of eval.jsonl. */
+static int periodic_eval(Trainer *t) {
+    NptErr err;
+    EvalResult res;
+    if (eval_run(&t->model, t->have_npt ? &t->npt : NULL, t->eval_tokens, t->eval_n, t->r.data.seq_len,
+                 t->r.train.batch_size, &res, &err)) {
+        runlog_say(&t->log, "npt train: error: eval at step %lld: %s", (long long)t->meta.step, err.msg);
+        return -1;
+    }
+    if (res.has_npt)
+        runlog_say(&t->log, "eval at step %lld (%d windows): fidelity (e2e NMSE) %.6g, perplexity base %.4g, NPT %.4g",
+                   (long long)t->meta.step, res.n_windows, res.nmse_e2e_mean, res.ppl_base, res.ppl_npt);
+    else
+        runlog_say(&t->log, "eval at step %lld (%d windows): perplexity %.4g", (long long)t->meta.step, res.n_windows,
+                   res.ppl_base);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/eval.jsonl", t->r.output_dir);
+    FILE *f = fopen(path, "a");
+    if (!f) {
+        runlog_say(&t->log, "warning: cannot append to %s", path);
+    } else {
+        fprintf(f, "{\"step\":%lld,\"eval\":", (long long)t->meta.step);
+        eval_write_json(f, &res);
+        fputs("}\n", f);
+        if (fclose(f) != 0) runlog_say(&t->log, "warning: writing %s failed", path);
+    }
+    eval_result_free(&res);
+    return 0;
+}
+
+/* data.train (one source) or data.sources, data.valid or data.valid_fraction, the
+ * token cache in data.cache_dir or the user's (dataset_default_cache_dir): not in
+ * output_dir, so runs share it and a run directory holds only the run. */
+static int open_data(Trainer *t) {
+    NptErr err;
+    Recipe *r = &t->r;
+    const LlamaConfig *c = &t->model.cfg;
+    DataSourceSpec specs[RECIPE_MAX_SOURCES], valid = {r->data.valid, dataset_format(r->data.format), 1, r->data.text_field};
+    int n = r->data.n_sources ? r->data.n_sources : 1, needs_tok = r->data.valid[0] && is_text(&valid);
+    for (int i = 0; i < n; i++) {
+        const RecipeSource *s = r->data.n_sources ? &r->data.sources[i] : NULL;
+        specs[i] = s ? (DataSourceSpec){s->path, dataset_format(s->format), s->weight, s->text_field[0] ? s->text_field : r->data.text_field}
+                     : (DataSourceSpec){r->data.train, dataset_format(r->data.format), 1, r->data.text_field};
+        needs_tok |= is_text(&specs[i]);
+    }
+    if (needs_tok) {
+        const char *tp = r->tokenizer[0] ? r->tokenizer : t->model.tokenizer_path;
+        if (!tp[0]) return fail("no tokenizer found beside %s for text data; set \"tokenizer\" in the recipe", r->model);
+        if (!(t->tok = tokenizer_load(tp, c->vocab_size, &err))) return fail("%s", err.msg);
+    }
+    char cache[2 * RECIPE_PATH_MAX];
+    if (r->data.cache_dir[0]) snprintf(cache, sizeof cache, "%s", r->data.cache_dir);
+    else dataset_default_cache_dir(cache, sizeof cache);
+    DataConfig dc = {.sources = specs, .n_sources = n, .valid = r->data.valid[0] ? &valid : NULL,
+                     .valid_fraction = r->data.valid_fraction, .seq_len = r->data.seq_len, .shuffle = r->data.shuffle,
+                     .seed = (uint64_t)r->seed, .tok = t->tok, .vocab_size = c->vocab_size, .bos = c->bos_id,
+                     .eos = t->tok ? tokenizer_eos_id(t->tok) : c->eos_id, .append_eos = r->data.append_eos,
+                     .skip_bad_records = r->data.on_bad_record == BAD_RECORD_SKIP, .cache_dir = cache, .log = stderr};
+    if (dataset_open_config(&t->data, &dc, &err)) return fail("%s", err.msg);
+    return r->eval.every ? load_eval_windows(t) : 0;
 }
 
 static int setup_model_and_data(Trainer *t) {
@@ -107,16 +197,7 @@ static int setup_model_and_data(Trainer *t) {
     if (recipe_check_against_model(r, c->dim, c->hidden_dim, c->n_layers, &err)) return fail("%s", err.msg);
     if (r->data.seq_len > c->seq_len)
         fprintf(stderr, "npt train: warning: data.seq_len %d exceeds the model's trained context %d\n", r->data.seq_len, c->seq_len);
-    DatasetFormat fmt = dataset_format(r);
-    if (fmt == DATASET_TEXT) {
-        const char *tp = r->tokenizer[0] ? r->tokenizer : t->model.tokenizer_path;
-        if (!tp[0]) return fail("no tokenizer found beside %s for text data; set \"tokenizer\" in the recipe", r->model);
-        if (!(t->tok = tokenizer_load(tp, c->vocab_size, &err))) return fail("%s", err.msg);
-    }
-    if (dataset_open(&t->data, r->data.train, fmt, t->tok, c->vocab_size, c->bos_id, r->data.seq_len, r->data.shuffle,
-                     (uint64_t)r->seed, &err))
-        return fail("%s", err.msg);
-    return 0;
+    return open_data(t);
 }
 
 static void make_param(Tensor *w, float *grad_block, const float *weights_block) {
@@ -235,7 +316,8 @@ static int save_checkpoint(Trainer *t, const char *kind) {
     snprintf(t->meta.optimizer, sizeof t->meta.optimizer, "%s", t->opt.kind == OPTIM_SGD ? "sgd" : "adamw");
     t->meta.opt_step = t->opt.step;
     t->meta.recipe_json = t->recipe_json;
-    dataset_cursor(&t->data, t->meta.data_cursor);
+    _Static_assert(DATASET_CURSOR_MAX <= CKPT_CURSOR_MAX, "the data cursor must fit the checkpoint's");
+    t->meta.n_data_cursor = dataset_cursor(&t->data, t->meta.data_cursor, CKPT_CURSOR_MAX);
     CkptTensor *list = NULL;
     int count = 0;
     if (t->have_npt) {
@@ -286,7 +368,7 @@ static int resume_from(Trainer *t, const char *spec) {
         fail("%s", err.msg);
     } else if (!t->have_npt && restore_weights(t, path, tensors, n, &err)) {
         fail("%s", err.msg);
-    } else if (dataset_restore(&t->data, meta.data_cursor, &err)) {
+    } else if (dataset_restore(&t->data, meta.data_cursor, meta.n_data_cursor, &err)) {
         fail("%s: %s", path, err.msg);
     } else {
         t->opt.step = meta.opt_step;
@@ -320,7 +402,7 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
     for (int a = 0; a < A; a++) {
         int *tokens = t->tokens + (size_t)a * B * T;
         do { /* test hook: batches dropped from the stream as if they never existed */
-            dataset_next_batch(&t->data, B, tokens, t->sample_ids);
+            if (dataset_next_batch(&t->data, B, tokens, t->sample_ids)) return -1; /* t->data.io_err says why */
         } while (in_list(t->drop, t->n_drop, t->batches_drawn++));
         int poison = in_list(t->poison, t->n_poison, t->batches_drawn - 1);
         for (int b = 0; b < B; b++) ids_out[(*n_ids)++] = t->sample_ids[b];
@@ -374,6 +456,11 @@ static int run_loop(Trainer *t) {
         CkptHistoryRow row;
         int n_ids;
         int skipped = train_step(t, &row, ids, &n_ids);
+        if (skipped < 0) {
+            runlog_say(&t->log, "npt train: error: %s; the checkpoints on disk are from before it", t->data.io_err.msg);
+            rc = 1;
+            break;
+        }
         history_push(t, &row);
         runlog_metrics(&t->log, &row, t->meta.tokens_seen);
         if (skipped) {
@@ -410,6 +497,10 @@ static int run_loop(Trainer *t) {
         }
         int last = t->meta.step == r->train.max_steps;
         if (t->meta.step % r->log.every == 0 || last) runlog_status(&t->log, &row, r->train.max_steps, t->meta.skipped_total, last);
+        if (r->eval.every && (t->meta.step % r->eval.every == 0 || last) && periodic_eval(t)) {
+            rc = 4;
+            break;
+        }
         if (t->meta.step % r->checkpoint.every == 0 && !last) {
             double mean = interval_sum / interval_n;
             if (save_checkpoint(t, "periodic")) {
@@ -453,6 +544,7 @@ static void trainer_free(Trainer *t) {
     free(t->meta.history);
     free(t->recipe_json);
     free(t->tokens);
+    free(t->eval_tokens);
     free(t->sample_ids);
     free(t->poison);
     free(t->drop);
@@ -517,10 +609,11 @@ int train_run(const TrainArgs *a) {
         fail("%s", err.msg);
         goto done;
     }
-    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %zu windows of %d | %d threads\n",
+    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d threads\n",
             t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
             t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
-            t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.train, t->data.n_windows, t->r.data.seq_len, threads);
+            t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.n_sources ? "(data.sources)" : t->r.data.train, (unsigned long long)t->data.n_train,
+            (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads);
     rc = run_loop(t);
     if (rc == 0) fprintf(stderr, "npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
                          (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);

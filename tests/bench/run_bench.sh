@@ -1,10 +1,12 @@
 #!/bin/sh
 # tests/bench/run_bench.sh — `make bench`: in one run, the sgemm peak, the NPT
 # distillation step of npt (tests/bench/bench_step.c) and of PyTorch
-# (tests/bench/torch_step.py) on stories260K and on a random stories15M-shape model,
+# (tests/bench/torch_step.py) on stories260K and on random stories15M- and
+# stories110M-shape models,
 # and generation speed; prints one table with the ratios. Every measurement runs in
 # its own process so that peak RSS figures do not mix. docs/bench.md explains the
-# figures. Env: PYTHON (with torch), BUILD (build dir), NPT (the npt binary).
+# figures; tests/bench/bench_data.sh adds the data pipeline's (RSS, prepare MB/s).
+# Env: PYTHON (with torch), BUILD (build dir), NPT (the npt binary).
 set -u
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -15,6 +17,7 @@ THREADS="1 2"
 # warm-up steps, max timed steps, seconds after which timing stops (>= 1 timed step)
 SMALL="1 20 5"
 LARGE="1 8 10"
+HUGE="1 2 20"   # stories110M shape: ~10 s a step
 
 res=$(mktemp)
 err=$(mktemp)
@@ -69,8 +72,17 @@ for mode in full safe; do
         measure "stories15M-shape $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py random15m $mode "$t" $LARGE
     done
 done
+for mode in full safe; do
+    for t in $THREADS; do
+        # shellcheck disable=SC2086
+        measure "stories110M-shape $mode" npt "$t" "$BENCH" train random110m $mode $HUGE
+        # shellcheck disable=SC2086
+        measure "stories110M-shape $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py random110m $mode "$t" $HUGE
+    done
+done
 measure "gen stories15M-shape" npt 1 "$BENCH" generate random15m 256
 measure "gen stories15M-shape" npt 2 "$BENCH" generate random15m 256
+measure "gen stories110M-shape" npt 2 "$BENCH" generate random110m 256
 gen260=$(OMP_NUM_THREADS=1 "$NPT" generate --model "$M260" --steps 256 --temperature 0 --json 2>/dev/null |
          sed -n 's/.*"tokens_per_second":\([0-9.]*\).*/\1/p')
 
@@ -145,3 +157,5 @@ END {
     if (starved)
         printf "WARNING: %d run(s) got less CPU than their threads (column cores): the machine was busy; rerun on an idle machine\n", starved
 }' "$res"
+echo
+BUILD=$BUILD NPT=$NPT PYTHON=$PYTHON sh tests/bench/bench_data.sh

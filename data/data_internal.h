@@ -1,0 +1,44 @@
+/* data/data_internal.h — what the data pipeline's source files share; not part of
+ * npt's public interface.
+ *   data/permute.c     the O(1)-memory seeded permutation
+ *   data/token_file.c  reading token files in bounded pieces (raw u16/u32, HDF5)
+ *   data/prepare.c     text/JSONL -> token file (npt data prepare, the token cache)
+ *   data/dataset.c     sources, mixing, windows, validation split, cursor */
+#ifndef NPT_DATA_INTERNAL_H
+#define NPT_DATA_INTERNAL_H
+
+#include <stdint.h>
+
+#include "dataset.h"
+#include "prepare.h"
+
+/* splitmix64's finalizer: the one hash of the data pipeline. */
+uint64_t data_mix64(uint64_t z);
+/* A bijection of [0, n) chosen by key; O(1) memory (Feistel + cycle walking). */
+uint64_t data_permute(uint64_t i, uint64_t n, uint64_t key);
+
+/* "file.h5:/group/tokens" -> file "file.h5", dataset "/group/tokens". Returns 1 when
+ * spec names an HDF5 dataset this way (or is a .h5/.hdf5 file: dataset "/tokens"). */
+int data_split_h5_spec(const char *spec, char *file, size_t file_n, char *dset, size_t dset_n);
+
+/* A token file opened for reading pieces of it; holds no tokens itself. */
+typedef struct {
+    char name[4400];  /* as shown in messages: "path" or "path:/dataset" */
+    int kind;         /* DATASET_U16, DATASET_U32 or DATASET_HDF5 */
+    int fd;           /* raw files */
+    int64_t h5_file, h5_dset, h5_space; /* HDF5 handles (hid_t), -1 when closed */
+    uint64_t n_tokens;
+    int vocab_size;   /* every id read is checked against it; 0 = unchecked */
+} TokenFile;
+
+/* kind DATASET_AUTO picks from the name (.u32 -> u32, h5 -> HDF5, else u16). */
+int token_file_open(TokenFile *f, const char *spec, DatasetFormat kind, int vocab_size, NptErr *err);
+/* Tokens [start, start + n) into out; every id is checked against vocab_size. */
+int token_file_read(TokenFile *f, uint64_t start, size_t n, int *out, NptErr *err);
+/* Reads the whole file in bounded pieces, calling fn on each (for vocabulary scans
+ * and statistics); fn returns non-zero to stop with that code. */
+int token_file_scan(TokenFile *f, int (*fn)(const int *ids, size_t n, uint64_t start, void *ctx), void *ctx,
+                    NptErr *err);
+void token_file_close(TokenFile *f);
+
+#endif

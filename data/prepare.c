@@ -1,0 +1,758 @@
+/* data/prepare.c — text and JSONL into token files (see prepare.h for the document
+ * rules), the token cache, and token-file statistics.
+ *
+ * Pipeline: a reader walks the input files sequentially in READ_CHUNK pieces and cuts
+ * documents, copying each into a block (a NUL-terminated text arena plus a record per
+ * document) until the block holds BLOCK_BYTES; the documents of a block are then
+ * validated, parsed (JSONL) and tokenized by all OpenMP threads, each into its own
+ * slot of the block's token buffer, and written out in input order by one thread.
+ * Errors found in parallel are reported in input order, so the first bad document
+ * named is the first in the file whatever the thread count. Memory: one block of text
+ * and its tokens, independent of the corpus size. */
+#include "data_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "tok_internal.h"
+
+enum {
+    READ_CHUNK = 1 << 20,
+    BLOCK_BYTES = 4 << 20,
+    MAX_LINE = 16 << 20,  /* JSONL lines longer than this are an error */
+    SHOWN_BAD = 10,       /* bad records named one by one; then only counted */
+};
+static const size_t SEP_LEN = sizeof DATA_SEPARATOR - 1;
+
+/* ---------------------------------------------------------------- input files */
+
+typedef struct {
+    char **path;
+    uint64_t *size;
+    int n, cap;
+} FileList;
+
+static void files_free(FileList *l) {
+    for (int i = 0; i < l->n; i++) free(l->path[i]);
+    free(l->path);
+    free(l->size);
+    memset(l, 0, sizeof *l);
+}
+
+static int files_add(FileList *l, const char *path, uint64_t size, NptErr *err) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        char **p = realloc(l->path, (size_t)cap * sizeof *p);
+        if (p) l->path = p;
+        uint64_t *s = realloc(l->size, (size_t)cap * sizeof *s);
+        if (s) l->size = s;
+        if (!p || !s) return npt_fail(err, "out of memory listing input files");
+        l->cap = cap;
+    }
+    if (!(l->path[l->n] = strdup(path))) return npt_fail(err, "out of memory listing input files");
+    l->size[l->n++] = size;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Regular files below dir, recursively, hidden names skipped, in name order. */
+static int list_dir(FileList *l, const char *dir, NptErr *err) {
+    DIR *d = opendir(dir);
+    if (!d) return npt_fail(err, "cannot read folder %s: %s", dir, strerror(errno));
+    FileList names = {0};
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d)))
+        if (e->d_name[0] != '.') rc = files_add(&names, e->d_name, 0, err);
+    closedir(d);
+    if (rc == 0 && names.n) qsort(names.path, (size_t)names.n, sizeof *names.path, cmp_str);
+    for (int i = 0; rc == 0 && i < names.n; i++) {
+        char path[4096];
+        struct stat st;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, names.path[i]) >= sizeof path) {
+            rc = npt_fail(err, "path too long in %s", dir);
+        } else if (stat(path, &st) != 0) {
+            rc = npt_fail(err, "cannot open %s: %s", path, strerror(errno));
+        } else if (S_ISDIR(st.st_mode)) {
+            rc = list_dir(l, path, err);
+        } else if (S_ISREG(st.st_mode)) {
+            rc = files_add(l, path, (uint64_t)st.st_size, err);
+        }
+    }
+    files_free(&names);
+    return rc;
+}
+
+static int list_input(FileList *l, const char *input, NptErr *err) {
+    struct stat st;
+    if (stat(input, &st) != 0) return npt_fail(err, "cannot open %s: %s", input, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        if (list_dir(l, input, err)) return -1;
+        if (l->n == 0) return npt_fail(err, "folder %s holds no files", input);
+        return 0;
+    }
+    return files_add(l, input, (uint64_t)st.st_size, err);
+}
+
+static int is_jsonl_name(const char *p) {
+    const char *dot = strrchr(p, '.');
+    return dot && !strchr(dot, '/') && (!strcmp(dot, ".jsonl") || !strcmp(dot, ".ndjson"));
+}
+
+/* ---------------------------------------------------------------- reader */
+
+typedef struct {
+    const char *path;
+    int fd, jsonl, eof, cont; /* cont: the pending text continues a cut document */
+    char *buf;
+    size_t len, cap, doc, scan;
+    uint64_t base, line;      /* file offset of buf[0]; JSONL line number of buf[doc] */
+} Reader;
+
+static int reader_fill(Reader *r, NptErr *err) {
+    if (r->doc > 0) { /* drop consumed bytes */
+        memmove(r->buf, r->buf + r->doc, r->len - r->doc);
+        r->len -= r->doc, r->scan -= r->doc, r->base += r->doc, r->doc = 0;
+    }
+    if (r->cap - r->len < READ_CHUNK) {
+        size_t cap = r->cap ? 2 * r->cap : 4 * (size_t)READ_CHUNK;
+        char *b = realloc(r->buf, cap + 1);
+        if (!b) return npt_fail(err, "out of memory reading %s", r->path);
+        r->buf = b, r->cap = cap;
+    }
+    ssize_t got;
+    do got = read(r->fd, r->buf + r->len, READ_CHUNK);
+    while (got < 0 && errno == EINTR);
+    if (got < 0) return npt_fail(err, "cannot read %s: %s", r->path, strerror(errno));
+    if (got == 0) r->eof = 1;
+    r->len += (size_t)got;
+    return 0;
+}
+
+/* Length of the first piece of a long document: up to DATA_MAX_PIECE bytes, cut
+ * after the last newline, else before the last UTF-8 lead byte. */
+static size_t piece_len(const char *s, size_t len) {
+    if (len <= DATA_MAX_PIECE) return len;
+    for (size_t i = DATA_MAX_PIECE; i > 0; i--)
+        if (s[i - 1] == '\n') return i;
+    size_t i = DATA_MAX_PIECE;
+    while (i > 1 && ((unsigned char)s[i] & 0xC0) == 0x80) i--;
+    return i;
+}
+
+/* One document (or piece) found by the reader. */
+typedef struct {
+    const char *text;
+    size_t len;
+    uint64_t file_off, line;
+    int bos, eos;
+} Found;
+
+/* Next text document: 1 found, 0 at the end of the file, -1 error. */
+static int next_text(Reader *r, Found *f, NptErr *err) {
+    for (;;) {
+        char *p = r->scan < r->len ? memmem(r->buf + r->scan, r->len - r->scan, DATA_SEPARATOR, SEP_LEN) : NULL;
+        if (p && (size_t)(p - r->buf) + SEP_LEN == r->len && !r->eof) { /* the newline after it is unread */
+            if (reader_fill(r, err)) return -1;
+            continue;
+        }
+        size_t start = r->doc;
+        if (p) {
+            size_t at = (size_t)(p - r->buf), end = at;
+            if (end > start && r->buf[end - 1] == '\n') end--;
+            size_t next = at + SEP_LEN;
+            if (next < r->len && r->buf[next] == '\n') next++;
+            *f = (Found){r->buf + start, end - start, r->base + start, 0, !r->cont, 1};
+            r->doc = r->scan = next;
+            r->cont = 0;
+            return 1;
+        }
+        size_t pending = r->len - start;
+        if (pending >= DATA_MAX_PIECE + SEP_LEN) { /* no separator in the first piece: cut it */
+            size_t k = piece_len(r->buf + start, pending);
+            *f = (Found){r->buf + start, k, r->base + start, 0, !r->cont, 0};
+            r->doc += k;
+            if (r->scan < r->doc) r->scan = r->doc;
+            r->cont = 1;
+            return 1;
+        }
+        if (r->eof) {
+            if (pending == 0 && !r->cont) return 0;
+            *f = (Found){r->buf + start, pending, r->base + start, 0, !r->cont, 1};
+            r->doc = r->scan = r->len;
+            r->cont = 0;
+            return 1;
+        }
+        r->scan = r->len > start + SEP_LEN ? r->len - SEP_LEN + 1 : start;
+        if (reader_fill(r, err)) return -1;
+    }
+}
+
+/* Next JSONL line (blank ones included; the caller skips them). */
+static int next_line(Reader *r, Found *f, NptErr *err) {
+    for (;;) {
+        char *nl = r->scan < r->len ? memchr(r->buf + r->scan, '\n', r->len - r->scan) : NULL;
+        size_t start = r->doc;
+        if (!nl && !r->eof) {
+            if (r->len - start > MAX_LINE)
+                return npt_fail(err, "%s:%llu: line longer than %d MiB; is this JSONL?", r->path,
+                                (unsigned long long)r->line, MAX_LINE >> 20);
+            r->scan = r->len;
+            if (reader_fill(r, err)) return -1;
+            continue;
+        }
+        if (!nl && start == r->len) return 0;
+        size_t end = nl ? (size_t)(nl - r->buf) : r->len, len = end - start;
+        if (len && r->buf[end - 1] == '\r') len--;
+        *f = (Found){r->buf + start, len, r->base + start, r->line, 1, 1};
+        r->doc = r->scan = nl ? end + 1 : end;
+        r->line++;
+        return 1;
+    }
+}
+
+/* ---------------------------------------------------------------- blocks */
+
+enum { DOC_OK, DOC_EMPTY, DOC_BAD_UTF8, DOC_NUL, DOC_BAD_JSON, DOC_BAD_RECORD, DOC_ENCODE };
+
+typedef struct {
+    size_t off, len;     /* text in the arena */
+    uint64_t file_off, line;
+    int file, bos, eos, jsonl;
+    /* results */
+    int status;
+    uint64_t bad_at;     /* DOC_BAD_UTF8 / DOC_NUL: byte index in the document */
+    size_t tok_off;
+    int n_tok;
+    char *msg;           /* DOC_BAD_RECORD / DOC_ENCODE */
+} BlockDoc;
+
+typedef struct {
+    char *text;
+    size_t len, cap;
+    BlockDoc *docs;
+    size_t n, cap_docs;
+    int *tok;
+    size_t tok_cap;
+} Block;
+
+static int block_add(Block *b, const Found *f, int file, int jsonl, NptErr *err) {
+    if (b->len + f->len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 2 * (size_t)BLOCK_BYTES;
+        while (cap < b->len + f->len + 1) cap *= 2;
+        char *t = realloc(b->text, cap);
+        if (!t) return npt_fail(err, "out of memory holding a block of documents");
+        b->text = t, b->cap = cap;
+    }
+    if (b->n == b->cap_docs) {
+        size_t cap = b->cap_docs ? 2 * b->cap_docs : 4096;
+        BlockDoc *d = realloc(b->docs, cap * sizeof *d);
+        if (!d) return npt_fail(err, "out of memory holding a block of documents");
+        b->docs = d, b->cap_docs = cap;
+    }
+    memcpy(b->text + b->len, f->text, f->len);
+    b->text[b->len + f->len] = '\0';
+    b->docs[b->n++] = (BlockDoc){.off = b->len, .len = f->len, .file_off = f->file_off, .line = f->line,
+                                 .file = file, .bos = f->bos, .eos = f->eos, .jsonl = jsonl};
+    b->len += f->len + 1;
+    return 0;
+}
+
+static void block_clear(Block *b) {
+    for (size_t i = 0; i < b->n; i++) free(b->docs[i].msg);
+    b->n = b->len = 0;
+}
+
+static void block_free(Block *b) {
+    block_clear(b);
+    free(b->text);
+    free(b->docs);
+    free(b->tok);
+    memset(b, 0, sizeof *b);
+}
+
+/* Index of the first byte of s[0..len) that is not valid UTF-8 or is NUL, or len. */
+static size_t utf8_check(const char *s, size_t len, int *is_nul) {
+    size_t i = 0;
+    *is_nul = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0) return *is_nul = 1, i;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int k = utf8_char_len((const unsigned char *)s + i, len - i);
+        if (!k) return i;
+        i += (size_t)k;
+    }
+    return len;
+}
+
+/* Encodes s (NUL at s[len], writable) piece by piece into out; returns the count. */
+static int encode_text(const Tokenizer *t, char *s, size_t len, int *out, size_t cap, char **msg) {
+    size_t n = 0;
+    while (len > 0) {
+        size_t k = piece_len(s, len);
+        char saved = s[k];
+        s[k] = '\0';
+        NptErr err;
+        int m = tokenizer_encode(t, s, 0, out + n, (int)(cap - n), &err);
+        s[k] = saved;
+        if (m < 0 || (size_t)m > cap - n) {
+            *msg = strdup(m < 0 ? err.msg : "more tokens than bytes (tokenizer bug)");
+            return -1;
+        }
+        n += (size_t)m, s += k, len -= k;
+    }
+    return (int)n;
+}
+
+static void process_doc(const PrepareOptions *o, Block *b, BlockDoc *d) {
+    char *s = b->text + d->off;
+    int *out = b->tok + d->tok_off;
+    size_t cap = d->len + 8, n = 0;
+    int is_nul;
+    size_t bad = utf8_check(s, d->len, &is_nul);
+    if (bad < d->len) {
+        d->status = is_nul ? DOC_NUL : DOC_BAD_UTF8;
+        d->bad_at = bad;
+        return;
+    }
+    cJSON *root = NULL;
+    size_t len = d->len;
+    if (d->jsonl) {
+        if (s[strspn(s, " \t\r")] == '\0') {
+            d->status = DOC_EMPTY;
+            return;
+        }
+        const char *field = o->text_field ? o->text_field : "text";
+        root = cJSON_ParseWithLength(s, d->len);
+        cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, field) : NULL;
+        if (!root || !cJSON_IsObject(root)) {
+            d->status = root ? DOC_BAD_RECORD : DOC_BAD_JSON;
+            d->msg = strdup(root ? "not a JSON object" : "not valid JSON");
+        } else if (!cJSON_IsString(v)) {
+            char m[160];
+            snprintf(m, sizeof m, v ? "field \"%.64s\" is not a string" : "no field \"%.64s\"", field);
+            d->status = DOC_BAD_RECORD;
+            d->msg = strdup(m);
+        }
+        if (d->status) {
+            cJSON_Delete(root);
+            return;
+        }
+        s = v->valuestring;
+        len = strlen(s);
+        if (len == 0) d->status = DOC_EMPTY;
+    } else if (len == 0 && d->bos) {
+        d->status = DOC_EMPTY;
+    }
+    if (d->status == DOC_OK) {
+        if (d->bos) out[n++] = o->bos;
+        int m = encode_text(o->tok, s, len, out + n, cap - n - 1, &d->msg);
+        if (m < 0) d->status = DOC_ENCODE;
+        else n += (size_t)m;
+        if (d->eos && o->append_eos) out[n++] = o->eos;
+        d->n_tok = (int)n;
+    }
+    cJSON_Delete(root);
+}
+
+static int block_tokenize(const PrepareOptions *o, Block *b, NptErr *err) {
+    size_t need = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        b->docs[i].tok_off = need;
+        need += b->docs[i].len + 8;
+    }
+    if (need > b->tok_cap) {
+        int *t = realloc(b->tok, need * sizeof *t);
+        if (!t) return npt_fail(err, "out of memory for the tokens of a block (%zu ids)", need);
+        b->tok = t, b->tok_cap = need;
+    }
+    long n = (long)b->n;
+#pragma omp parallel for schedule(dynamic, 8)
+    for (long i = 0; i < n; i++) process_doc(o, b, &b->docs[i]);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- writer */
+
+typedef struct {
+    DatasetFormat kind;
+    char tmp[4200];
+    FILE *fp;
+    hid_t file, dset;
+    uint64_t n;
+    void *conv;
+    size_t conv_cap;
+} Writer;
+
+/* HDF5 stores uint16 ids when wide is 0, else uint32. */
+static int writer_open(Writer *w, const char *output, DatasetFormat kind, int wide, NptErr *err) {
+    memset(w, 0, sizeof *w);
+    w->kind = kind;
+    w->file = w->dset = -1;
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp-%d", output, (int)getpid());
+    if (kind != DATASET_HDF5) {
+        if (!(w->fp = fopen(w->tmp, "wb"))) return npt_fail(err, "cannot create %s: %s", w->tmp, strerror(errno));
+        return 0;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = 1 << 18;
+    hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    int ok = space >= 0 && dcpl >= 0 && w->file >= 0 && H5Pset_chunk(dcpl, 1, &chunk) >= 0;
+    if (ok) w->dset = H5Dcreate2(w->file, "/tokens", wide ? H5T_STD_U32LE : H5T_STD_U16LE, space,
+                                 H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (space >= 0) H5Sclose(space);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (!ok || w->dset < 0) return npt_fail(err, "cannot create HDF5 file %s", w->tmp);
+    return 0;
+}
+
+static int writer_put(Writer *w, const int *ids, size_t n, NptErr *err) {
+    if (n == 0) return 0;
+    size_t width = w->kind == DATASET_U16 ? 2 : 4;
+    if (n * width > w->conv_cap) {
+        void *c = realloc(w->conv, n * width);
+        if (!c) return npt_fail(err, "out of memory writing tokens");
+        w->conv = c, w->conv_cap = n * width;
+    }
+    if (width == 2)
+        for (size_t i = 0; i < n; i++) ((uint16_t *)w->conv)[i] = (uint16_t)ids[i];
+    else
+        for (size_t i = 0; i < n; i++) ((uint32_t *)w->conv)[i] = (uint32_t)ids[i];
+    if (w->kind != DATASET_HDF5) {
+        if (fwrite(w->conv, width, n, w->fp) != n) return npt_fail(err, "cannot write %s: %s", w->tmp, strerror(errno));
+    } else {
+        hsize_t off = w->n, cnt = n, total = w->n + n;
+        hid_t mem = H5Screate_simple(1, &cnt, NULL), fs = -1;
+        int ok = mem >= 0 && H5Dset_extent(w->dset, &total) >= 0 && (fs = H5Dget_space(w->dset)) >= 0 &&
+                 H5Sselect_hyperslab(fs, H5S_SELECT_SET, &off, NULL, &cnt, NULL) >= 0 &&
+                 H5Dwrite(w->dset, H5T_NATIVE_UINT32, mem, fs, H5P_DEFAULT, w->conv) >= 0;
+        if (mem >= 0) H5Sclose(mem);
+        if (fs >= 0) H5Sclose(fs);
+        if (!ok) return npt_fail(err, "cannot write tokens to %s (disk full?)", w->tmp);
+    }
+    w->n += n;
+    return 0;
+}
+
+static int put_attr_i64(hid_t obj, const char *name, int64_t v) {
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = s >= 0 ? H5Acreate2(obj, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    int ok = a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0;
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    return ok ? 0 : -1;
+}
+
+/* Finishes the file and renames it into place, or removes it (ok == 0). */
+static int writer_close(Writer *w, const char *output, int ok, const PrepareOptions *o, const PrepareStats *st,
+                        NptErr *err) {
+    int rc = ok ? 0 : -1;
+    if (w->fp) {
+        if (ok && (fflush(w->fp) != 0 || fsync(fileno(w->fp)) != 0))
+            rc = npt_fail(err, "cannot write %s: %s", w->tmp, strerror(errno));
+        if (fclose(w->fp) != 0 && rc == 0) rc = npt_fail(err, "cannot write %s: %s", w->tmp, strerror(errno));
+    }
+    if (w->dset >= 0) {
+        if (rc == 0 && (put_attr_i64(w->dset, "vocab_size", tokenizer_vocab_size(o->tok)) ||
+                        put_attr_i64(w->dset, "bos_id", o->bos) || put_attr_i64(w->dset, "eos_id", o->eos) ||
+                        put_attr_i64(w->dset, "documents", (int64_t)st->documents)))
+            rc = npt_fail(err, "cannot write attributes of %s", w->tmp);
+        H5Dclose(w->dset);
+    }
+    if (w->file >= 0 && H5Fclose(w->file) < 0 && rc == 0) rc = npt_fail(err, "cannot write %s", w->tmp);
+    if (rc == 0 && rename(w->tmp, output) != 0)
+        rc = npt_fail(err, "cannot rename %s to %s: %s", w->tmp, output, strerror(errno));
+    if (rc) unlink(w->tmp);
+    free(w->conv);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- progress */
+
+typedef struct {
+    FILE *out;
+    int tty;
+    double start, last;
+    int last_decile;
+} Progress;
+
+static void show_progress(Progress *p, uint64_t done, uint64_t total, uint64_t tokens, int final) {
+    if (!p->out) return;
+    double now = npt_now_seconds(), secs = now - p->start;
+    int pct = total ? (int)(100.0 * (double)done / (double)total) : 100;
+    if (!final && p->tty && now - p->last < 0.2) return;
+    if (!final && !p->tty && (pct >= 100 || (pct / 10 == p->last_decile && now - p->last < 30))) return;
+    p->last = now, p->last_decile = pct / 10;
+    double mb = (double)done / 1e6, rate = secs > 0 ? (double)done / 1e6 / secs : 0;
+    double tps = secs > 0 ? (double)tokens / secs : 0;
+    double eta = rate > 0 ? ((double)total - (double)done) / 1e6 / rate : 0;
+    char bar[32];
+    int fill = pct * 24 / 100;
+    for (int i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '.';
+    bar[24] = '\0';
+    fprintf(p->out, "%sprepare [%s] %3d%%  %.1f/%.1f MB  %.1f MB/s  %.2fM tok/s  %s %d:%02d%s", p->tty ? "\r" : "", bar,
+            pct, mb, (double)total / 1e6, rate, tps / 1e6, final ? "took" : "ETA", (int)(final ? secs : eta) / 60,
+            (int)(final ? secs : eta) % 60, p->tty && !final ? "  " : "\n");
+    fflush(p->out);
+}
+
+/* ---------------------------------------------------------------- prepare */
+
+typedef struct {
+    const PrepareOptions *o;
+    const FileList *files;
+    Writer w;
+    Block b;
+    PrepareStats *st;
+    Progress prog;
+    uint64_t total_bytes, done_bytes;
+    int shown_bad;
+} Job;
+
+/* Checks the block's results in input order and writes its tokens. */
+static int block_flush(Job *j, NptErr *err) {
+    if (j->b.n == 0) return 0;
+    if (block_tokenize(j->o, &j->b, err)) return -1;
+    for (size_t i = 0; i < j->b.n; i++) {
+        BlockDoc *d = &j->b.docs[i];
+        const char *path = j->files->path[d->file];
+        switch (d->status) {
+        case DOC_EMPTY: continue;
+        case DOC_BAD_UTF8:
+        case DOC_NUL:
+            if (d->jsonl)
+                return npt_fail(err, "%s:%llu: %s at byte offset %llu", path, (unsigned long long)d->line,
+                                d->status == DOC_NUL ? "NUL byte" : "invalid UTF-8",
+                                (unsigned long long)(d->file_off + d->bad_at));
+            return npt_fail(err, "%s: %s at byte offset %llu%s", path, d->status == DOC_NUL ? "NUL byte" : "invalid UTF-8",
+                            (unsigned long long)(d->file_off + d->bad_at),
+                            d->status == DOC_NUL ? "; is this a binary (token?) file? give its format explicitly"
+                                                 : "; npt reads UTF-8 text (convert it, e.g. with iconv)");
+        case DOC_BAD_JSON:
+        case DOC_BAD_RECORD:
+            if (!j->o->skip_bad_records)
+                return npt_fail(err, "%s:%llu: %s; fix the line, or skip bad lines (data.on_bad_record \"skip\", npt data prepare --skip-bad)",
+                                path, (unsigned long long)d->line, d->msg ? d->msg : "bad record");
+            j->st->bad_records++;
+            if (j->o->log && j->shown_bad++ < SHOWN_BAD)
+                fprintf(j->o->log, "npt: warning: %s:%llu: %s; skipped%s\n", path, (unsigned long long)d->line,
+                        d->msg ? d->msg : "bad record", j->shown_bad == SHOWN_BAD ? " (further bad lines are only counted)" : "");
+            continue;
+        case DOC_ENCODE:
+            return npt_fail(err, "%s: document at byte offset %llu: %s", path, (unsigned long long)d->file_off,
+                            d->msg ? d->msg : "cannot encode");
+        default: break;
+        }
+        if (writer_put(&j->w, j->b.tok + d->tok_off, (size_t)d->n_tok, err)) return -1;
+        j->st->tokens += (uint64_t)d->n_tok;
+        j->st->documents += (uint64_t)(d->bos != 0);
+    }
+    block_clear(&j->b);
+    show_progress(&j->prog, j->done_bytes, j->total_bytes, j->st->tokens, 0);
+    return 0;
+}
+
+static int prepare_file(Job *j, int file, NptErr *err) {
+    const char *path = j->files->path[file];
+    DatasetFormat in = j->o->input_format;
+    int jsonl = in == DATASET_JSONL || (in == DATASET_AUTO && is_jsonl_name(path));
+    Reader r = {.path = path, .jsonl = jsonl, .line = 1};
+    r.fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r.fd < 0) return npt_fail(err, "cannot open %s: %s", path, strerror(errno));
+    int rc = 0;
+    uint64_t before = j->done_bytes;
+    for (;;) {
+        Found f = {0};
+        int got = jsonl ? next_line(&r, &f, err) : next_text(&r, &f, err);
+        if (got <= 0) {
+            rc = got;
+            break;
+        }
+        if ((rc = block_add(&j->b, &f, file, jsonl, err))) break;
+        j->done_bytes = before + r.base + r.doc;
+        if (j->b.len >= BLOCK_BYTES && (rc = block_flush(j, err))) break;
+    }
+    j->done_bytes = before + j->files->size[file];
+    j->st->bytes += j->files->size[file];
+    close(r.fd);
+    free(r.buf);
+    return rc;
+}
+
+static DatasetFormat output_kind(const char *output, const Tokenizer *t) {
+    DatasetFormat k = dataset_detect_format(output);
+    if (k == DATASET_U16 || k == DATASET_U32 || k == DATASET_HDF5) return k;
+    return tokenizer_vocab_size(t) > 65536 ? DATASET_U32 : DATASET_U16;
+}
+
+int data_prepare(const char *input, const char *output, const PrepareOptions *o, PrepareStats *st, NptErr *err) {
+    memset(st, 0, sizeof *st);
+    if (!o->tok) return npt_fail(err, "%s: text needs a tokenizer", input);
+    if (o->bos < 0) return npt_fail(err, "the tokenizer defines no BOS token; documents cannot be marked");
+    if (o->append_eos && o->eos < 0) return npt_fail(err, "append_eos: the tokenizer defines no EOS token");
+    DatasetFormat kind = o->output_format != DATASET_AUTO ? o->output_format : output_kind(output, o->tok);
+    if (kind == DATASET_U16 && tokenizer_vocab_size(o->tok) > 65536)
+        return npt_fail(err, "%s: uint16 cannot hold ids of a %d-token vocabulary; write .u32 or .h5", output,
+                        tokenizer_vocab_size(o->tok));
+    if (kind != DATASET_U16 && kind != DATASET_U32 && kind != DATASET_HDF5)
+        return npt_fail(err, "%s: output must be a token file (.u16, .u32, .bin or .h5)", output);
+    Job j = {.o = o, .st = st};
+    FileList files = {0};
+    j.files = &files;
+    if (list_input(&files, input, err)) {
+        files_free(&files);
+        return -1;
+    }
+    for (int i = 0; i < files.n; i++) j.total_bytes += files.size[i];
+    st->files = (uint64_t)files.n;
+    j.prog = (Progress){o->progress, o->progress ? isatty(fileno(o->progress)) : 0, npt_now_seconds(), 0, 0};
+    int rc = writer_open(&j.w, output, kind, tokenizer_vocab_size(o->tok) > 65536, err);
+    for (int i = 0; rc == 0 && i < files.n; i++) rc = prepare_file(&j, i, err);
+    if (rc == 0) rc = block_flush(&j, err);
+    st->seconds = npt_now_seconds() - j.prog.start;
+    if (rc == 0 && st->tokens == 0) rc = npt_fail(err, "%s holds no text (no non-empty document)", input);
+    rc = writer_close(&j.w, output, rc == 0, o, st, err) || rc ? -1 : 0;
+    if (rc == 0) show_progress(&j.prog, j.total_bytes, j.total_bytes, st->tokens, 1);
+    else if (j.prog.out && j.prog.tty) fputc('\n', j.prog.out);
+    block_free(&j.b);
+    files_free(&files);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- token cache */
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
+    return data_mix64(h);
+}
+
+/* Identity of a tokenizer: its pieces and merge table (equal files give equal hashes). */
+static uint64_t tokenizer_hash(const Tokenizer *t) {
+    uint64_t h = 1469598103934665603ull;
+    int head[4] = {t->kind, t->vocab_size, t->bos, t->eos};
+    h = hash_bytes(h, head, sizeof head);
+    h = hash_bytes(h, t->pieces.p, t->pieces.n);
+    h = hash_bytes(h, t->piece_len, (size_t)t->vocab_size * sizeof *t->piece_len);
+    if (t->merges.key) {
+        h = hash_bytes(h, t->merges.key, t->merges.cap * sizeof *t->merges.key);
+        h = hash_bytes(h, t->merges.rank, t->merges.cap * sizeof *t->merges.rank);
+    }
+    return h;
+}
+
+static int mkdir_p(const char *path, NptErr *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p && *p != '/') continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return npt_fail(err, "cannot create directory %s: %s", buf, strerror(errno));
+        if (!c) return 0;
+        *p = c;
+    }
+}
+
+int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOptions *o, char *out, size_t out_n,
+                       NptErr *err) {
+    FileList files = {0};
+    if (list_input(&files, input, err)) {
+        files_free(&files);
+        return -1;
+    }
+    char real[PATH_MAX];
+    const char *where = realpath(input, real) ? real : input;
+    uint64_t h = hash_bytes(1469598103934665603ull, "npt-token-cache-1", 17);
+    h = hash_bytes(h, where, strlen(where));
+    for (int i = 0; i < files.n; i++) {
+        struct stat st;
+        if (stat(files.path[i], &st) != 0) continue;
+        int64_t id[3] = {(int64_t)st.st_size, (int64_t)st.st_mtim.tv_sec, (int64_t)st.st_mtim.tv_nsec};
+        h = hash_bytes(h, files.path[i], strlen(files.path[i]));
+        h = hash_bytes(h, id, sizeof id);
+    }
+    files_free(&files);
+    int opts[6] = {o->bos, o->eos, o->append_eos, (int)o->input_format, o->skip_bad_records, DATA_MAX_PIECE};
+    h = hash_bytes(h, opts, sizeof opts);
+    const char *field = o->text_field ? o->text_field : "text";
+    h = hash_bytes(h, field, strlen(field));
+    h ^= tokenizer_hash(o->tok);
+    const char *base = strrchr(input, '/');
+    char stem[64];
+    snprintf(stem, sizeof stem, "%s", base && base[1] ? base + 1 : base ? "data" : input);
+    for (char *c = stem; *c; c++)
+        if (*c == '.' || *c == ' ') *c = '_';
+    int wide = tokenizer_vocab_size(o->tok) > 65536;
+    if ((size_t)snprintf(out, out_n, "%s/%s-%016llx.%s", cache_dir, stem, (unsigned long long)h, wide ? "u32" : "u16") >= out_n)
+        return npt_fail(err, "cache path in %s is too long", cache_dir);
+    struct stat st;
+    if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (o->log) fprintf(o->log, "npt: %s: using cached tokens %s\n", input, out);
+        return 0;
+    }
+    if (mkdir_p(cache_dir, err)) return -1;
+    if (o->log) fprintf(o->log, "npt: %s: tokenizing into the cache %s\n", input, out);
+    PrepareStats ps;
+    return data_prepare(input, out, o, &ps, err);
+}
+
+/* ---------------------------------------------------------------- stats */
+
+typedef struct {
+    TokenStats *st;
+    int bos;
+    uint64_t cur;
+} StatsCtx;
+
+static void end_doc(StatsCtx *c) {
+    if (!c->cur) return;
+    TokenStats *s = c->st;
+    s->documents++;
+    if (c->cur < s->min_doc || s->documents == 1) s->min_doc = c->cur;
+    if (c->cur > s->max_doc) s->max_doc = c->cur;
+    int b = 0;
+    while (b < 39 && (c->cur >> (b + 1))) b++;
+    s->hist[b]++;
+    c->cur = 0;
+}
+
+static int stats_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
+    StatsCtx *c = ctx;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = (uint64_t)ids[i];
+        if (start + i == 0 || v < c->st->min_id) c->st->min_id = v;
+        if (v > c->st->max_id) c->st->max_id = v;
+        if (ids[i] == c->bos) end_doc(c);
+        c->cur++;
+    }
+    return 0;
+}
+
+int data_token_stats(const char *spec, DatasetFormat fmt, int bos, TokenStats *st, NptErr *err) {
+    memset(st, 0, sizeof *st);
+    TokenFile f;
+    if (token_file_open(&f, spec, fmt, 0, err)) return -1;
+    StatsCtx c = {st, bos, 0};
+    st->tokens = f.n_tokens;
+    int rc = token_file_scan(&f, stats_chunk, &c, err);
+    end_doc(&c);
+    token_file_close(&f);
+    return rc;
+}

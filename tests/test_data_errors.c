@@ -1,0 +1,189 @@
+/* tests/test_data_errors.c — every bad data input gets one clear error naming the file
+ * (and line or byte offset), and nothing crashes (run under ASan by `make asan`):
+ * unreadable files, invalid UTF-8, NUL bytes, JSONL lines that are not JSON (fatal, or
+ * skipped with a warning), missing text fields, HDF5 datasets of the wrong type or
+ * shape, token ids outside the vocabulary, odd-sized token files, too little data,
+ * bad weights and validation fractions. Inputs are written here. */
+#include <hdf5.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data/data_internal.h"
+#include "test.h"
+
+static char dir[] = "/tmp/npt-data-errors-XXXXXX";
+enum { VOCAB = 512, BOS = 1 };
+
+static const char *in_dir(const char *name) {
+    static char buf[32][512];
+    static int k;
+    char *p = buf[k++ & 31];
+    snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+    return p;
+}
+
+static const char *write_bytes(const char *name, const void *data, size_t n) {
+    const char *path = in_dir(name);
+    FILE *f = fopen(path, "wb");
+    fwrite(data, 1, n, f);
+    fclose(f);
+    return path;
+}
+
+static const char *write_text(const char *name, const char *s) { return write_bytes(name, s, strlen(s)); }
+
+/* Runs data_prepare; returns its code, err filled. */
+static int prepare(const Tokenizer *tok, const char *in, int skip, PrepareStats *st, NptErr *err) {
+    PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2, .skip_bad_records = skip, .log = skip ? stderr : NULL};
+    return data_prepare(in, in_dir("out.u16"), &o, st, err);
+}
+
+static int says(const NptErr *e, const char *a, const char *b) { return strstr(e->msg, a) && (!b || strstr(e->msg, b)); }
+
+static void test_text(const Tokenizer *tok) {
+    NptErr err;
+    PrepareStats st;
+    int rc = prepare(tok, in_dir("missing.txt"), 0, &st, &err);
+    check(rc == -1 && says(&err, "missing.txt", "No such file"), "a missing input is named: %s", err.msg);
+    const char *bad = write_text("latin1.txt", "Once upon a time\n<|endoftext|>\nCaf\xe9 au lait\n");
+    rc = prepare(tok, bad, 0, &st, &err);
+    check(rc == -1 && says(&err, "latin1.txt", "invalid UTF-8 at byte offset 34"),
+          "invalid UTF-8 names the file and byte offset 34: %s", err.msg);
+    const char *nul = write_bytes("nul.txt", "abc\0def", 7);
+    rc = prepare(tok, nul, 0, &st, &err);
+    check(rc == -1 && says(&err, "nul.txt", "NUL byte at byte offset 3"), "a NUL byte (binary file) is named: %s", err.msg);
+    const char *empty = write_text("empty.txt", "<|endoftext|>\n\n<|endoftext|>\n");
+    rc = prepare(tok, empty, 0, &st, &err);
+    check(rc == -1 && says(&err, "empty.txt", "no text"), "a file without any document: %s", err.msg);
+    mkdir(in_dir("nothing"), 0755);
+    rc = prepare(tok, in_dir("nothing"), 0, &st, &err);
+    check(rc == -1 && says(&err, "nothing", "no files"), "an empty folder: %s", err.msg);
+    PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2};
+    rc = data_prepare(write_text("ok.txt", "Hello."), in_dir("no/such/dir/out.u16"), &o, &st, &err);
+    check(rc == -1 && says(&err, "no/such/dir", "cannot create"), "an output in a missing folder: %s", err.msg);
+    rc = data_prepare(in_dir("ok.txt"), in_dir("out.txt.json"), &o, &st, &err);
+    check(rc == 0, "an output of unknown extension gets the vocabulary's width (%s)", rc ? err.msg : "uint16");
+}
+
+static void test_jsonl(const Tokenizer *tok) {
+    NptErr err;
+    PrepareStats st;
+    const char *jl = write_text("bad.jsonl", "{\"text\": \"One day.\"}\n{\"text\": \"Two.\"}\n{text: oops}\n{\"text\": \"Four.\"}\n");
+    int rc = prepare(tok, jl, 0, &st, &err);
+    check(rc == -1 && says(&err, "bad.jsonl:3: not valid JSON", "on_bad_record"),
+          "a line that is not JSON is fatal by default, named file:line: %s", err.msg);
+    rc = prepare(tok, jl, 1, &st, &err);
+    check(rc == 0 && st.bad_records == 1 && st.documents == 3, "with skip it is warned about and skipped: 3 documents, 1 bad line");
+    const char *nofield = write_text("nofield.jsonl", "{\"text\": \"A.\"}\n[1, 2]\n{\"txt\": \"typo\"}\n{\"text\": 7}\n");
+    rc = prepare(tok, nofield, 0, &st, &err);
+    check(rc == -1 && says(&err, "nofield.jsonl:2", "not a JSON object"), "a JSON array line: %s", err.msg);
+    rc = prepare(tok, nofield, 1, &st, &err);
+    check(rc == 0 && st.bad_records == 3 && st.documents == 1, "skip: the array, the missing field and the number are skipped");
+    PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2, .text_field = "body"};
+    rc = data_prepare(nofield, in_dir("out.u16"), &o, &st, &err);
+    check(rc == -1 && says(&err, "nofield.jsonl:1", "no field \"body\""), "a missing configured field: %s", err.msg);
+    const char *utf = write_text("utf.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"bad \xc3\x28 byte\"}\n");
+    rc = prepare(tok, utf, 1, &st, &err);
+    check(rc == -1 && says(&err, "utf.jsonl:2", "invalid UTF-8 at byte offset 31"),
+          "invalid UTF-8 in JSONL is fatal even with skip, with line and offset: %s", err.msg);
+}
+
+static int open_u16(const char *path, int vocab, NptErr *err) {
+    Dataset ds;
+    int rc = dataset_open(&ds, path, DATASET_AUTO, NULL, vocab, BOS, 8, 1, 1, err);
+    if (rc == 0) dataset_free(&ds);
+    return rc;
+}
+
+static void test_token_files(const Tokenizer *tok) {
+    NptErr err;
+    uint16_t ids[100];
+    for (int i = 0; i < 100; i++) ids[i] = (uint16_t)(i + 3);
+    ids[77] = 600;
+    const char *p = write_bytes("big_ids.u16", ids, sizeof ids);
+    check(open_u16(p, VOCAB, &err) == -1 && says(&err, "big_ids.u16: token 600 at position 77", "vocabulary of 512"),
+          "an id beyond the vocabulary is refused with its position: %s", err.msg);
+    check(open_u16(write_bytes("odd.u16", ids, 7), VOCAB, &err) == -1 && says(&err, "odd.u16", "whole number"),
+          "a file of odd length is not uint16 tokens: %s", err.msg);
+    check(open_u16(write_bytes("tiny.u16", ids, 10), VOCAB, &err) == -1 && says(&err, "tiny.u16", "fewer than one window"),
+          "too little data for one window: %s", err.msg);
+    check(open_u16(in_dir("absent.u16"), VOCAB, &err) == -1 && says(&err, "absent.u16", "No such file"), "a missing file: %s", err.msg);
+    Dataset ds;
+    check(dataset_open(&ds, in_dir("nothing"), DATASET_U16, NULL, VOCAB, BOS, 8, 0, 1, &err) == -1 &&
+              says(&err, "nothing", "directory"),
+          "a folder given as a token file: %s", err.msg);
+    check(dataset_open(&ds, write_text("t.txt", "Hello there."), DATASET_AUTO, NULL, VOCAB, BOS, 8, 0, 1, &err) == -1 &&
+              says(&err, "t.txt", "needs a tokenizer"),
+          "text without a tokenizer: %s", err.msg);
+    DataSourceSpec s[2] = {{in_dir("big_ids.u16"), DATASET_U16, 1, NULL}, {in_dir("odd.u16"), DATASET_AUTO, 0, NULL}};
+    ids[77] = 77;
+    write_bytes("big_ids.u16", ids, sizeof ids);
+    DataConfig c = {.sources = s, .n_sources = 2, .seq_len = 8, .vocab_size = VOCAB, .bos = BOS, .tok = tok};
+    check(dataset_open_config(&ds, &c, &err) == -1 && says(&err, "weight 0", "> 0"), "a weight of 0: %s", err.msg);
+    c.n_sources = 1;
+    s[0].format = DATASET_U32;
+    check(dataset_open_config(&ds, &c, &err) == -1 && says(&err, "big_ids.u16: token", "outside"),
+          "uint16 ids read as uint32 (wrong format) fail the vocabulary check: %s", err.msg);
+    s[0].format = DATASET_U16;
+    c.valid_fraction = 0.99;
+    check(dataset_open_config(&ds, &c, &err) == -1 && says(&err, "valid_fraction", "no training window"),
+          "a validation fraction leaving no training window: %s", err.msg);
+    c.valid_fraction = 0;
+    c.n_sources = DATASET_MAX_SOURCES + 1;
+    check(dataset_open_config(&ds, &c, &err) == -1 && says(&err, "at most", NULL), "too many sources: %s", err.msg);
+    c.n_sources = 1;
+    c.seq_len = 1;
+    check(dataset_open_config(&ds, &c, &err) == -1 && says(&err, "seq_len", NULL), "windows of one token: %s", err.msg);
+}
+
+static void write_h5(const char *name, hid_t type, int rank, const void *data, hid_t mem) {
+    hid_t f = H5Fcreate(in_dir(name), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t dims[2] = {rank == 1 ? 64 : 8, 8};
+    hid_t sp = H5Screate_simple(rank, dims, NULL), d = H5Dcreate2(f, "tokens", type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d), H5Sclose(sp), H5Fclose(f);
+}
+
+static void test_hdf5(void) {
+    NptErr err;
+    float fl[64];
+    int32_t neg[64];
+    for (int i = 0; i < 64; i++) fl[i] = (float)i, neg[i] = i + 3;
+    neg[40] = -5;
+    write_h5("float.h5", H5T_IEEE_F32LE, 1, fl, H5T_NATIVE_FLOAT);
+    write_h5("matrix.h5", H5T_STD_I32LE, 2, neg, H5T_NATIVE_INT32);
+    write_h5("neg.h5", H5T_STD_I32LE, 1, neg, H5T_NATIVE_INT32);
+    char spec[600];
+    snprintf(spec, sizeof spec, "%s:/tokens", in_dir("float.h5"));
+    check(open_u16(spec, VOCAB, &err) == -1 && says(&err, "float.h5:/tokens is a float dataset", "integer ids"),
+          "a float HDF5 dataset is refused: %s", err.msg);
+    check(open_u16(in_dir("matrix.h5"), VOCAB, &err) == -1 && says(&err, "matrix.h5:/tokens has 2 dimensions", "1-D"),
+          "a 2-D dataset is refused: %s", err.msg);
+    check(open_u16(in_dir("neg.h5"), VOCAB, &err) == -1 && says(&err, "token -5 at position 40", NULL),
+          "a negative id is refused with its position: %s", err.msg);
+    snprintf(spec, sizeof spec, "%s:/nope", in_dir("neg.h5"));
+    check(open_u16(spec, VOCAB, &err) == -1 && says(&err, "has no dataset /nope", NULL), "a missing dataset: %s", err.msg);
+    check(open_u16(write_text("fake.h5", "not hdf5"), VOCAB, &err) == -1 && says(&err, "fake.h5 is not an HDF5 file", NULL),
+          "a file that is not HDF5: %s", err.msg);
+    snprintf(spec, sizeof spec, "%s:/tokens", in_dir("gone.h5"));
+    check(open_u16(spec, VOCAB, &err) == -1 && says(&err, "gone.h5", "No such file"), "a missing HDF5 file: %s", err.msg);
+}
+
+int main(void) {
+    if (!mkdtemp(dir)) return 1;
+    NptErr err;
+    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
+    check(tok != NULL, "tokenizer loads (%s)", tok ? "tok512.bin" : err.msg);
+    if (tok) {
+        test_text(tok);
+        test_jsonl(tok);
+        test_token_files(tok);
+    }
+    test_hdf5();
+    tokenizer_free(tok);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return test_finish();
+}

@@ -1,0 +1,151 @@
+/* tests/test_eval.c — train/eval.c: stable cross-entropy and agreement with the training
+ * objective's own code path.
+ *   1. eval_token_nll on huge logits (150k vocabulary, |logits| up to 3e38) against
+ *      hand-derived values: no overflow, the exact finite answer.
+ *   2. On stories260K with full-mode adapters (layers 1..4, B_mul non-zero): the mean e2e
+ *      NMSE equals the distillation fidelity of train/objective.c on the same windows, and
+ *      the base / NPT cross-entropies equal the lm objective's op_cross_entropy, a
+ *      different implementation; the figures do not depend on the eval batch size;
+ *      cosine and NMSE obey their identity cos = 1 - d NMSE / 2.
+ *   3. Bad input: a token outside the vocabulary, windows of one token. */
+#include <math.h>
+#include <string.h>
+
+#include "model/npt.h"
+#include "test.h"
+#include "train/eval.h"
+#include "train/objective.h"
+
+#define V_BIG 150000
+
+static void huge_logits(void) {
+    float *x = npt_xmalloc(V_BIG * sizeof(float), "logits");
+    double want, got;
+    for (int j = 0; j < V_BIG; j++) x[j] = 3e38f;
+    got = eval_token_nll(x, V_BIG, 7);
+    want = log((double)V_BIG); /* all equal: uniform */
+    check(fabs(got - want) < 1e-9, "nll, 150k logits all 3e38: %.12f, want log(V) = %.12f", got, want);
+    for (int j = 0; j < V_BIG; j++) x[j] = -3e38f;
+    got = eval_token_nll(x, V_BIG, 7);
+    check(fabs(got - want) < 1e-9, "nll, 150k logits all -3e38: %.12f, want log(V) = %.12f", got, want);
+    for (int j = 0; j < V_BIG; j++) x[j] = 2.9e38f;
+    x[123] = 3e38f; /* target ahead by 1e37: probability 1 */
+    got = eval_token_nll(x, V_BIG, 123);
+    check(got == 0.0, "nll, target logit 3e38 vs 2.9e38 elsewhere: %g, want 0", got);
+    for (int j = 0; j < V_BIG; j++) x[j] = 1000.0f;
+    x[5] = 1003.0f;
+    got = eval_token_nll(x, V_BIG, 5);
+    want = log(1.0 + (V_BIG - 1) * exp(-3.0)); /* e^1003 / (e^1003 + (V-1) e^1000) */
+    check(fabs(got - want) < 1e-9, "nll, target 1003 vs 1000 elsewhere (exp(1000) overflows float and double): %.12f, want %.12f", got, want);
+    x[5] = 1000.0f;
+    x[9] = 10000.0f;
+    got = eval_token_nll(x, V_BIG, 5);
+    want = 9000.0; /* log(e^10000 + (V-1) e^1000) - 1000 = 9000 + log(1 + (V-1) e^-9000) */
+    check(fabs(got - want) < 1e-9 * want, "nll, target 1000 while one logit is 10000: %.9f, want 9000", got);
+    free(x);
+}
+
+static ObjectiveValues objective(const LlamaModel *m, const NptModel *n, const int *tokens, int B, int T, int distill) {
+    NptErr err;
+    Arena act, scratch;
+    Graph sg, tg;
+    size_t bytes = llama_activation_bytes(&m->cfg, B, T, 1) + (size_t)(m->cfg.n_layers + 2) * B * T * m->cfg.dim * 4;
+    if (arena_init(&act, bytes, "act", &err) || arena_init(&scratch, bytes, "scratch", &err) ||
+        graph_init(&sg, &act, NULL, 16, &err) || graph_init(&tg, &scratch, NULL, 16, &err))
+        npt_die("%s", err.msg);
+    sg.recording = tg.recording = 0;
+    ObjectiveGraphs gr = {&sg, &tg};
+    ObjectiveConfig oc = {.distill = distill, .lambda = 0.0f, .train_all_weights = n == NULL};
+    ObjectiveValues v = objective_step(&gr, m, n ? n : NULL, &oc, tokens, B, T, 1.0f, 0);
+    graph_free(&sg);
+    graph_free(&tg);
+    arena_free(&act);
+    arena_free(&scratch);
+    return v;
+}
+
+static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-30); }
+
+static void against_objective(void) {
+    LlamaModel m;
+    NptModel n;
+    NptErr err;
+    int list[4] = {1, 2, 3, 4};
+    NptConfig nc = {.rank = 8, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_LIST, .layer_list = list,
+                    .n_layer_list = 4, .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
+    if (llama_load(shared_path("models/stories260K/stories260K.bin"), &m, &err) || npt_create(&n, &m, &nc, &err)) {
+        check(0, "load stories260K and create adapters: %s", err.msg);
+        return;
+    }
+    npt_init_weights(&n, &nc, 3);
+    enum { B = 5, T = 48 };
+    int tokens[B * T];
+    uint64_t s = 12345;
+    for (int i = 0; i < B * T; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tokens[i] = i % T == 0 ? m.cfg.bos_id : (int)((s >> 33) % (uint64_t)m.cfg.vocab_size);
+    }
+    EvalResult r2, r5;
+    if (eval_run(&m, &n, tokens, B, T, 2, &r2, &err) || eval_run(&m, &n, tokens, B, T, 5, &r5, &err)) {
+        check(0, "eval_run: %s", err.msg);
+        return;
+    }
+    ObjectiveValues fid = objective(&m, &n, tokens, B, T, 1);
+    ObjectiveValues ce_npt = objective(&m, &n, tokens, B, T, 0);
+    ObjectiveValues ce_base = objective(&m, NULL, tokens, B, T, 0);
+    check(rel(r2.nmse_e2e_mean, fid.fidelity) < 1e-5, "mean e2e NMSE %.9g = distillation fidelity %.9g",
+          r2.nmse_e2e_mean, fid.fidelity);
+    check(rel(r2.ce_npt, ce_npt.fidelity) < 1e-5 && rel(r2.ce_base, ce_base.fidelity) < 1e-5,
+          "cross-entropy npt %.9g base %.9g = op_cross_entropy's %.9g / %.9g", r2.ce_npt, r2.ce_base, ce_npt.fidelity,
+          ce_base.fidelity);
+    check(fabs(r2.ppl_npt - exp(r2.ce_npt)) < 1e-9 * r2.ppl_npt && r2.n_targets == B * (T - 1),
+          "ppl = exp(ce) over %lld = B x (T-1) predicted positions", r2.n_targets);
+    double worst = rel(r2.ce_npt, r5.ce_npt);
+    for (int l = 0; l < m.cfg.n_layers; l++) {
+        EvalLayer *a = &r2.layers[l], *b = &r5.layers[l];
+        double d[] = {rel(a->nmse_e2e + 1e-30, b->nmse_e2e + 1e-30), rel(a->cos_e2e, b->cos_e2e)};
+        for (size_t k = 0; k < NPT_ARRAY_LEN(d); k++) worst = fmax(worst, d[k]);
+        if (a->is_npt) {
+            double e[] = {rel(a->nmse_local, b->nmse_local), rel(a->dw_fro_mean, b->dw_fro_mean),
+                          rel(a->d_add_max, b->d_add_max), rel(a->d_mul_mean, b->d_mul_mean)};
+            for (size_t k = 0; k < NPT_ARRAY_LEN(e); k++) worst = fmax(worst, e[k]);
+        }
+    }
+    check(worst < 1e-5, "batch 2 and batch 5 give the same figures (max relative difference %.2g)", worst);
+    /* for unit vectors |u - v|^2 = 2 - 2 u.v, so mean NMSE = (2 - 2 mean cos) / d exactly */
+    double gap = 0.0;
+    for (int l = 0; l < m.cfg.n_layers; l++)
+        gap = fmax(gap, fabs(r2.layers[l].cos_e2e - (1.0 - m.cfg.dim * r2.layers[l].nmse_e2e / 2.0)));
+    check(gap < 1e-6, "cos = 1 - d NMSE / 2 on every layer (max gap %.2g)", gap);
+    EvalLayer *l0 = &r2.layers[0], *l1 = &r2.layers[1];
+    check(!l0->is_npt && !l0->compared && l0->nmse_e2e == 0.0 && isnan(l0->nmse_local) && l1->is_npt && l1->compared,
+          "layer 0 (below the first converted layer) is identical in both models; layer 1 is NPT");
+    check(l1->d_mul_min > 0.5 && l1->d_mul_max < 1.0 && l1->d_mul_min < l1->d_mul_mean && l1->d_mul_mean < l1->d_mul_max,
+          "d_mul = 0.5 sigmoid + 0.5 within (0.5, 1): min %.4f mean %.4f max %.4f", l1->d_mul_min, l1->d_mul_mean, l1->d_mul_max);
+
+    EvalResult rb;
+    if (eval_run(&m, NULL, tokens, B, T, 3, &rb, &err)) {
+        check(0, "eval_run base only: %s", err.msg);
+    } else {
+        check(!rb.has_npt && rel(rb.ce_base, r2.ce_base) < 1e-6 && isnan(rb.ppl_npt),
+              "without adapters: base cross-entropy %.9g only", rb.ce_base);
+        eval_result_free(&rb);
+    }
+
+    tokens[B * T - 1] = m.cfg.vocab_size;
+    int rc = eval_run(&m, &n, tokens, B, T, 2, &rb, &err);
+    check(rc == -1 && strstr(err.msg, "window 4 position 47") && strstr(err.msg, "vocabulary of 512"),
+          "a token outside the vocabulary is refused with its place: %s", rc ? err.msg : "(accepted)");
+    rc = eval_run(&m, &n, tokens, B * T, 1, 2, &rb, &err);
+    check(rc == -1 && strstr(err.msg, "at least 2"), "windows of one token are refused: %s", rc ? err.msg : "(accepted)");
+    eval_result_free(&r2);
+    eval_result_free(&r5);
+    npt_free(&n);
+    llama_free(&m);
+}
+
+int main(void) {
+    huge_logits();
+    against_objective();
+    return test_finish();
+}
