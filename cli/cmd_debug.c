@@ -5,10 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/dataset.h"
 #include "../model/debug.h"
-#include "../train/adapters.h"
 #include "commands.h"
+#include "session.h"
 
 static const char *debug_help =
     "usage: npt debug forward --model M [--adapters CKPT] [--tokenizer T] INPUT [--backward]\n"
@@ -18,7 +17,7 @@ static const char *debug_help =
     "                         --out LIST.tsv [--seq-len T] [--precision P]\n"
     "       npt debug overlap A.tsv B.tsv\n"
     "       npt debug replay FILE.h5\n\n"
-    "  INPUT is --prompt TEXT, or --data FILE --sample N [--seq-len T] [--format text|u16|u32]\n"
+    "  INPUT is --prompt TEXT, or --data FILE --sample N [--seq-len T] [--format F]\n"
     "  forward  runs embedding, every layer (NPT where the adapters convert it), logits and the\n"
     "           next-token loss checking every op; reports the first op whose output is\n"
     "           non-finite: layer, op, shapes, NaN/Inf counts, input ranges, token positions\n"
@@ -30,6 +29,7 @@ static const char *debug_help =
     "  --precision P     round weights and every op output to bf16 or fp16 (default float32)\n"
     "  --save FILE.h5    write the offending op's inputs (HDF5) for npt debug replay\n"
     "  --seq-len T       window length for --data (default min(256, model context))\n"
+    "  --format F        data format: auto (default: from the name), text, jsonl, u16, u32, hdf5\n"
     "  --json            machine-readable report\n"
     "exit status: 0 all finite, 3 a non-finite value was found, 1 error, 2 usage\n";
 
@@ -43,7 +43,7 @@ typedef struct {
 } DebugArgs;
 
 static int parse(int argc, char **argv, DebugArgs *a) {
-    *a = (DebugArgs){.sample = -1, .samples = -1, .format = "text"};
+    *a = (DebugArgs){.sample = -1, .samples = -1, .format = "auto"};
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(debug_help, argc < 2 ? stderr : stdout);
         exit(argc < 2 ? 2 : 0);
@@ -96,56 +96,20 @@ static int parse(int argc, char **argv, DebugArgs *a) {
 
 /* ---------------------------------------------------------------- setup */
 
-typedef struct {
-    LlamaModel m;
-    Tokenizer *tok;
-    NptModel npt, *np;
-    Dataset ds;
-    int have_ds;
-} Session;
-
-static void session_free(Session *s) {
-    if (s->have_ds) dataset_free(&s->ds);
-    if (s->np) npt_free(s->np);
-    tokenizer_free(s->tok);
-    llama_free(&s->m);
-}
-
-/* Loads the model (non-finite weights are named by the loader), the tokenizer when
- * text must be encoded or shown, the adapters and the dataset. */
-static int session_open(Session *s, const DebugArgs *a, int T) {
-    memset(s, 0, sizeof *s);
+/* Model, tokenizer (required for a prompt, or text data), adapters and the data. */
+static int open_session(Session *s, const DebugArgs *a, int T) {
     NptErr err;
     if (!a->model) {
         fprintf(stderr, "npt debug: error: --model is required\n");
         return -1;
     }
-    if (load_full_model(a->model, &s->m, &err)) {
+    if (session_open(s, a->model, a->tokenizer, a->prompt != NULL, a->adapters, &err) ||
+        (a->data && session_open_data(s, a->data, a->format, T, &err))) {
         fprintf(stderr, "npt debug: error: %s\n", err.msg);
-        return -1;
-    }
-    const char *tp = a->tokenizer ? a->tokenizer : s->m.tokenizer_path;
-    if (tp[0] && !(s->tok = tokenizer_load(tp, s->m.cfg.vocab_size, &err))) goto fail;
-    if (!s->tok && (a->prompt || !strcmp(a->format, "text"))) {
-        fprintf(stderr, "npt debug: error: no tokenizer found beside %s; pass --tokenizer\n", a->model);
         session_free(s);
         return -1;
     }
-    if (a->adapters) {
-        if (adapters_load(a->adapters, &s->m, &s->npt, &err)) goto fail;
-        s->np = &s->npt;
-    }
-    if (a->data) {
-        DatasetFormat fmt = !strcmp(a->format, "u16") ? DATASET_U16 : !strcmp(a->format, "u32") ? DATASET_U32 : DATASET_TEXT;
-        int bos = s->tok ? tokenizer_bos_id(s->tok) : s->m.cfg.bos_id;
-        if (dataset_open(&s->ds, a->data, fmt, s->tok, s->m.cfg.vocab_size, bos, T, 0, 0, &err)) goto fail;
-        s->have_ds = 1;
-    }
     return 0;
-fail:
-    fprintf(stderr, "npt debug: error: %s\n", err.msg);
-    session_free(s);
-    return -1;
 }
 
 static int window_len(const DebugArgs *a, const LlamaModel *m) {
@@ -233,7 +197,7 @@ static int check_input_flags(const DebugArgs *a) {
 static int run_forward(const DebugArgs *a, int layers_only) {
     if (check_input_flags(a)) return 2;
     Session s;
-    if (session_open(&s, a, a->seq_len ? (int)a->seq_len : 256)) return 1;
+    if (open_session(&s, a, a->seq_len ? (int)a->seq_len : 256)) return 1;
     int cap = window_len(a, &s.m);
     int *ids = malloc((size_t)(cap + 1) * sizeof(int));
     int T = ids ? input_tokens(&s, a, a->sample, ids, cap) : -1;
@@ -311,7 +275,7 @@ static int run_scan(const DebugArgs *a) {
         return 2;
     }
     Session s;
-    if (session_open(&s, a, a->seq_len ? (int)a->seq_len : 256)) return 1;
+    if (open_session(&s, a, a->seq_len ? (int)a->seq_len : 256)) return 1;
     int T = s.ds.seq_len;
     int *ids = malloc((size_t)T * sizeof(int));
     FILE *f = fopen(a->out, "w");

@@ -26,6 +26,18 @@ const char *dataset_format_name(DatasetFormat f) {
     return (unsigned)f < NPT_ARRAY_LEN(format_names) ? format_names[f] : "?";
 }
 
+int dataset_parse_format(const char *name, DatasetFormat *f) {
+    static const struct {
+        const char *name;
+        DatasetFormat f;
+    } short_names[] = {{"u16", DATASET_U16}, {"u32", DATASET_U32}};
+    for (int i = 0; i < (int)NPT_ARRAY_LEN(format_names); i++)
+        if (!strcmp(name, format_names[i])) return *f = (DatasetFormat)i, 0;
+    for (int i = 0; i < (int)NPT_ARRAY_LEN(short_names); i++)
+        if (!strcmp(name, short_names[i].name)) return *f = short_names[i].f, 0;
+    return -1;
+}
+
 DatasetFormat dataset_detect_format(const char *path) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return DATASET_TEXT;

@@ -98,6 +98,8 @@ int dataset_restore(Dataset *ds, const int64_t *cursor, int n, NptErr *err);
  * .jsonl/.ndjson -> JSONL; .bin/.u16 -> uint16 tokens; .u32 -> uint32; else text. */
 DatasetFormat dataset_detect_format(const char *path);
 const char *dataset_format_name(DatasetFormat f);
+/* A format by name: those of dataset_format_name, or u16 / u32 for short; -1 if none. */
+int dataset_parse_format(const char *name, DatasetFormat *f);
 /* The token cache used when none is configured: $NPT_CACHE_DIR, else
  * $XDG_CACHE_HOME/npt, else $HOME/.cache/npt, else ./.npt-cache. */
 void dataset_default_cache_dir(char *out, size_t n);

@@ -1,0 +1,43 @@
+/* cli/session.c — model, tokenizer, adapters and data for debug and eval (session.h). */
+#include "session.h"
+
+#include <string.h>
+
+#include "../train/adapters.h"
+
+int session_open(Session *s, const char *model, const char *tokenizer, int need_tok, const char *adapters,
+                 NptErr *err) {
+    memset(s, 0, sizeof *s);
+    if (load_full_model(model, &s->m, err)) return -1;
+    s->have_model = 1;
+    const char *tp = tokenizer ? tokenizer : s->m.tokenizer_path;
+    if (!tp[0] && need_tok) return npt_fail(err, "no tokenizer found beside %s; pass --tokenizer", model);
+    if (tp[0] && !(s->tok = tokenizer_load(tp, s->m.cfg.vocab_size, err))) return -1;
+    if (adapters) {
+        if (adapters_load(adapters, &s->m, &s->npt, err)) return -1;
+        s->np = &s->npt;
+    }
+    return 0;
+}
+
+int session_open_data(Session *s, const char *data, const char *format, int T, NptErr *err) {
+    DatasetFormat fmt;
+    if (dataset_parse_format(format, &fmt))
+        return npt_fail(err, "unknown data format '%s'; use auto, text, jsonl, u16, u32 or hdf5", format);
+    if (fmt == DATASET_AUTO) fmt = dataset_detect_format(data);
+    if ((fmt == DATASET_TEXT || fmt == DATASET_JSONL) && !s->tok)
+        return npt_fail(err, "%s is %s and no tokenizer was found beside the model; pass --tokenizer", data,
+                        dataset_format_name(fmt));
+    int bos = s->tok ? tokenizer_bos_id(s->tok) : s->m.cfg.bos_id;
+    if (dataset_open(&s->ds, data, fmt, s->tok, s->m.cfg.vocab_size, bos, T, 0, 0, err)) return -1;
+    s->have_ds = 1;
+    return 0;
+}
+
+void session_free(Session *s) {
+    if (s->have_ds) dataset_free(&s->ds);
+    if (s->np) npt_free(s->np);
+    tokenizer_free(s->tok);
+    if (s->have_model) llama_free(&s->m);
+    memset(s, 0, sizeof *s);
+}
