@@ -609,11 +609,11 @@ int train_run(const TrainArgs *a) {
         fail("%s", err.msg);
         goto done;
     }
-    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d threads\n",
+    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d thread%s\n",
             t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
             t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
             t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.n_sources ? "(data.sources)" : t->r.data.train, (unsigned long long)t->data.n_train,
-            (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads);
+            (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads, threads == 1 ? "" : "s");
     rc = run_loop(t);
     if (rc == 0) fprintf(stderr, "npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
                          (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);

@@ -159,3 +159,6 @@ END {
 }' "$res"
 echo
 BUILD=$BUILD NPT=$NPT PYTHON=$PYTHON sh tests/bench/bench_data.sh
+echo
+echo "debug mode: cost of checking every op (tests/test_debug: the same forward, same arena, with and without the checker)"
+"$BUILD"/tests/test_debug 2>/dev/null | sed -n 's/^NOTE: /  /p'
