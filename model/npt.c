@@ -137,7 +137,7 @@ Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, int
     Tensor *x = op_rmsnorm(g, h, &L->ffn_norm, m->cfg.norm_eps); /* on h, not h + a */
     Tensor *gate = (n->test_tanh_mul ? op_npt_modulate_tanh : op_npt_modulate)(g, op_linear(g, x, &L->w_gate), d_raw, d_add, n->scale);
     Tensor *act = op_swiglu(g, gate, op_linear(g, x, &L->w_up));
-    Tensor *out = op_add(g, h, op_linear(g, act, &L->w_down));
+    Tensor *out = op_add_into(g, h, op_linear(g, act, &L->w_down));
     if (reg) {
         Tensor *r = op_mean_row_sqnorm(g, d_add);
         if (d_raw) r = op_scale(g, op_add(g, r, op_mean_row_sqnorm(g, d_raw)), 0.5f);

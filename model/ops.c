@@ -28,6 +28,18 @@ static Tensor *like(Graph *g, const Tensor *x, const char *name) {
     return tensor_new(g->act, name, x->ndim, x->shape);
 }
 
+/* Output over the storage of x, an op output nothing else will read and the op's
+ * backward does not need (the caller's promise): one buffer fewer per call. With a debug
+ * observer attached the output gets its own buffer, since the checker keeps the inputs
+ * it reports. */
+static Tensor *over(Graph *g, Tensor *x, const char *name) {
+    if (g->observer || x->is_param) return like(g, x, name);
+    Tensor *y = arena_alloc(g->act, sizeof *y);
+    *y = (Tensor){.data = x->data, .ndim = x->ndim, .n = x->n, .name = name};
+    memcpy(y->shape, x->shape, sizeof y->shape);
+    return y;
+}
+
 static Tensor *scalar(Graph *g, const char *name, double v) {
     int one = 1;
     Tensor *t = tensor_new(g->act, name, 1, &one);
@@ -99,9 +111,9 @@ static void add_backward(Graph *g, Node *n) {
     }
 }
 
-Tensor *op_add(Graph *g, Tensor *a, Tensor *b) {
+static Tensor *add(Graph *g, Tensor *a, Tensor *b, int into_b) {
     same_shape(a, b, "add");
-    Tensor *y = like(g, a, "add");
+    Tensor *y = into_b ? over(g, b, "add") : like(g, a, "add");
     size_t len = a->n;
 #pragma omp parallel for schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) y->data[i] = a->data[i] + b->data[i];
@@ -110,6 +122,9 @@ Tensor *op_add(Graph *g, Tensor *a, Tensor *b) {
     observe(g, "add", y, in, 2);
     return y;
 }
+
+Tensor *op_add(Graph *g, Tensor *a, Tensor *b) { return add(g, a, b, 0); }
+Tensor *op_add_into(Graph *g, Tensor *a, Tensor *b) { return add(g, a, b, 1); }
 
 static void mul_backward(Graph *g, Node *n) {
     Tensor *a = n->in[0], *b = n->in[1];
@@ -351,12 +366,12 @@ static void rope_backward(Graph *g, Node *n) {
                -1.0f, 1);
 }
 
-Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta, RopeStyle style,
-                int pos0) {
+static Tensor *rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta, RopeStyle style,
+                    int pos0, int in_place) {
     if ((size_t)B * T * n_heads * head_dim != x->n || head_dim % 2)
         npt_die("rope: %s has %zu elements, expected %d x %d x %d x %d", x->name ? x->name : "?", x->n, B, T,
                 n_heads, head_dim);
-    Tensor *y = like(g, x, "rope");
+    Tensor *y = in_place ? over(g, x, "rope") : like(g, x, "rope"); /* rope_apply reads a pair before writing it */
     float *tab = rope_table(g, T, head_dim, theta, pos0);
     rope_apply(x->data, y->data, tab, B, T, n_heads, head_dim, style, 1.0f, 0);
     Tensor *in[1] = {x};
@@ -367,6 +382,16 @@ Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, fl
     }
     observe(g, "rope", y, in, 1);
     return y;
+}
+
+Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta, RopeStyle style,
+                int pos0) {
+    return rope(g, x, B, T, n_heads, head_dim, theta, style, pos0, 0);
+}
+
+Tensor *op_rope_inplace(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta, RopeStyle style,
+                        int pos0) {
+    return rope(g, x, B, T, n_heads, head_dim, theta, style, pos0, 1);
 }
 
 /* ---------------------------------------------------------------- attention */

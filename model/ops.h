@@ -17,6 +17,9 @@ Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b, int trans_a, int trans_b);
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w);
 
 Tensor *op_add(Graph *g, Tensor *a, Tensor *b);
+/* a + b written over b's storage: for a b that is a fresh op output nothing else reads
+ * (the layers' residual adds), saving a buffer. */
+Tensor *op_add_into(Graph *g, Tensor *a, Tensor *b);
 Tensor *op_mul(Graph *g, Tensor *a, Tensor *b);
 Tensor *op_scale(Graph *g, Tensor *x, float s);
 Tensor *op_silu(Graph *g, Tensor *x);
@@ -31,6 +34,10 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps);
  * position pos0 + t. */
 Tensor *op_rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta,
                 RopeStyle style, int pos0);
+/* The same over x's storage, for an x only the rope reads (q and k after their
+ * projections); its backward needs only the rotation table. */
+Tensor *op_rope_inplace(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim, float theta,
+                        RopeStyle style, int pos0);
 
 /* Fused causal grouped-query attention: q [B*T, nh*hd], k and v [B*T, nkv*hd];
  * query head h reads kv head h / (nh/nkv). Softmax probabilities are kept for backward. */

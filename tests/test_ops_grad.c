@@ -26,12 +26,17 @@ static float frand(void) { /* xorshift, uniform in (-1, 1) */
 static Arena act, grads;
 static Graph graph;
 
-enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, REG, MOD_FULL, MOD_SAFE, MOD_TANH };
+enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, REG, MOD_FULL, MOD_SAFE, MOD_TANH, ADD_INTO, ROPE_INPLACE };
 
 static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     switch (c->kind) {
     case MATMUL: return op_matmul(g, in[0], in[1], c->i[0], c->i[1]);
     case ADD: return op_add(g, in[0], in[1]);
+    /* the in-place variants overwrite their consumed input, so it is a fresh op output */
+    case ADD_INTO: return op_add_into(g, in[0], op_scale(g, in[1], 1.0f));
+    case ROPE_INPLACE:
+        return op_rope_inplace(g, op_scale(g, in[0], 1.0f), c->i[0], c->i[1], c->i[2], c->i[3], 10000.0f,
+                               (RopeStyle)c->i[4], c->i[5]);
     case MUL: return op_mul(g, in[0], in[1]);
     case SCALE: return op_scale(g, in[0], c->f[0]);
     case SILU: return op_silu(g, in[0]);
@@ -126,6 +131,7 @@ int main(void) {
         }
     const int s2[3][2] = {{4, 6}, {4, 6}, {4, 6}};
     check_op("add", &(Case){.kind = ADD}, 2, s2, 1.0f);
+    check_op("add_into (over b's storage)", &(Case){.kind = ADD_INTO}, 2, s2, 1.0f);
     check_op("mul", &(Case){.kind = MUL}, 2, s2, 1.0f);
     check_op("scale", &(Case){.kind = SCALE, .f = {-0.7f}}, 1, s2, 1.0f);
     check_op("silu", &(Case){.kind = SILU}, 1, s2, 3.0f);
@@ -138,6 +144,8 @@ int main(void) {
         const int srope[1][2] = {{6, 8}};
         check_op(style ? "rope rotate-half" : "rope interleaved",
                  &(Case){.kind = ROPE, .i = {2, 3, 2, 4, style, 5}}, 1, srope, 1.0f);
+        check_op(style ? "rope_inplace rotate-half" : "rope_inplace interleaved",
+                 &(Case){.kind = ROPE_INPLACE, .i = {2, 3, 2, 4, style, 5}}, 1, srope, 1.0f);
     }
     {   /* B=2, T=5, 4 query heads, 2 kv heads (GQA), hd=4 */
         const int sattn[3][2] = {{10, 16}, {10, 8}, {10, 8}};
