@@ -1,7 +1,8 @@
 # npt — top-level build. `make` builds ./npt; `make test` runs every test and ends
 # with "N passed, N failed"; `make asan` runs the loader/recipe error tests under
-# AddressSanitizer; `make bench` prints the benchmark table; `make setup` installs
-# the Debian packages a bare machine lacks.
+# AddressSanitizer; `make bench` prints the benchmark table; `make demo` runs the whole
+# story offline (scripts/demo.sh); `make setup` installs the Debian packages a bare
+# machine lacks.
 
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
@@ -25,7 +26,7 @@ CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard util/*.h model/*.h data/*.h optim/*.h train/*.h cli/*.h tests/*.h)
 
-.PHONY: all test asan bench setup clean
+.PHONY: all test asan bench demo setup clean
 all: $(NPT_BIN)
 
 $(BUILD)/.deps-ok:
@@ -57,6 +58,12 @@ asan:
 	    EXTRA_LDFLAGS="-fsanitize=address,undefined" \
 	    NPT_BIN=build-asan/npt build-asan/npt $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BINS))
 	@PYTHON=$(PYTHON) BUILD=build-asan NPT=build-asan/npt sh tests/run_tests.sh --asan
+
+# The whole story offline on a bare Debian machine (scripts/demo.sh): packages, build,
+# corpus, a byte-level Llama trained from scratch and exported as HF, safe NPT
+# distillation, eval, inspect + loss plot, generation side by side; all in demo-out/.
+demo:
+	sh scripts/demo.sh
 
 bench: $(NPT_BIN) $(TEST_BINS) $(BUILD)/tests/bench/bench_step
 	@PYTHON=$(PYTHON) sh tests/bench/run_bench.sh

@@ -10,6 +10,8 @@ int cmd_recipes(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_debug(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 
 /* Shared flag helpers (cli/args.c). arg_value returns argv[i+1] for "--flag VALUE" or

@@ -21,6 +21,8 @@ static const Verb verbs[] = {
     {"debug", cmd_debug, "find the op where the first NaN/Inf is born; per-layer table, scans"},
     {"inspect", cmd_inspect, "show, verify and diff checkpoints; say what a model file is"},
     {"data", cmd_data, "tokenize text/JSONL into token files (progress bar, all cores); token file stats"},
+    {"init", cmd_init, "write a new randomly initialised Llama model as an HF directory"},
+    {"export", cmd_export, "write a trained (all-weights) checkpoint or any model as an HF directory"},
 };
 
 static void usage(FILE *out) {

@@ -171,11 +171,16 @@ static int refuse_adapter_only(const char *path, NptErr *err) {
         ckpt_close(f);
         return npt_fail(err, "%s is an HDF5 file, not a model (%s)", path, e2.msg);
     }
-    npt_fail(err, "%s is an npt checkpoint (adapters only, rank %d on %d layers, step %lld), not a full model; it needs "
-             "its base model %s (%s, fingerprint %016llx, dim %d, %d layers): give that as the model and this file as "
-             "the adapters",
-             path, m.rank, m.n_npt_layers, (long long)m.step, m.base_path, m.base_format,
-             (unsigned long long)m.base_fingerprint, m.dim, m.n_layers);
+    if (m.n_npt_layers == 0) /* lm + train_all_weights: the weights of a model, not a model file */
+        npt_fail(err, "%s is an npt all-weights checkpoint (step %lld of training %s), not a model file; make one with: "
+                 "npt export %s --model %s --out DIR",
+                 path, (long long)m.step, m.base_path, path, m.base_path);
+    else
+        npt_fail(err, "%s is an npt checkpoint (adapters only, rank %d on %d layers, step %lld), not a full model; it "
+                 "needs its base model %s (%s, fingerprint %016llx, dim %d, %d layers): give that as the model and this "
+                 "file as the adapters",
+                 path, m.rank, m.n_npt_layers, (long long)m.step, m.base_path, m.base_format,
+                 (unsigned long long)m.base_fingerprint, m.dim, m.n_layers);
     ckpt_free(&m, NULL, 0);
     ckpt_close(f);
     return -1;

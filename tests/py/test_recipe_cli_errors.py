@@ -43,7 +43,10 @@ def test_help():
 
 def test_validate_bundled():
     for name in bundled_names():
-        rc, out, err = npt("validate", name)
+        # the demo's recipes name files the demo makes (demo-out/): before it has run, the
+        # recipe itself is checked without opening them
+        early = name.startswith("demo-") and not os.path.isdir("demo-out")
+        rc, out, err = npt("validate", name, *(["--schema-only"] if early else []))
         check(rc == 0 and out.splitlines()[0].endswith(f"{name}.json: OK"), f"npt validate {name}: OK, exit 0")
         if rc:
             print("NOTE:", err.strip())

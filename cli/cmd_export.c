@@ -1,0 +1,153 @@
+/* cli/cmd_export.c — `npt export`: the weights an all-weights lm run trained (a checkpoint's
+ * /weights/block on top of its base model), or any model npt loads, written as an HF
+ * directory (model/save_hf.h). */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../model/save_hf.h"
+#include "../train/adapters.h"
+#include "commands.h"
+
+static const char *export_help =
+    "usage: npt export CKPT.h5 --out DIR [--model M] [--tokenizer tokenizer.json]\n"
+    "       npt export MODEL --out DIR [--tokenizer tokenizer.json]\n\n"
+    "Writes an HF model directory (config.json, model.safetensors F32, tokenizer.json)\n"
+    "that npt, transformers and any safetensors reader load.\n\n"
+    "  CKPT.h5     a checkpoint of an all-weights lm run (objective.type \"lm\",\n"
+    "              objective.train_all_weights true): its trained weights are exported\n"
+    "  MODEL       an HF directory, llama2.c .bin or .gguf (q/k rows are permuted to HF's\n"
+    "              rotate-half RoPE order where the format uses interleaved pairs)\n"
+    "  --out DIR   new (or empty) directory; an existing non-empty one is refused\n"
+    "  --model M   the checkpoint's base model (default: the path recorded in the checkpoint)\n"
+    "  --tokenizer tokenizer.json to copy (default: the recipe's tokenizer, else the one\n"
+    "              beside the base model)\n";
+
+typedef struct {
+    const char *input, *out, *model, *tokenizer;
+} ExportArgs;
+
+static int parse(int argc, char **argv, ExportArgs *a) {
+    *a = (ExportArgs){0};
+    static const char *const flags[] = {"--out", "--model", "--tokenizer"};
+    const char **dst[] = {&a->out, &a->model, &a->tokenizer};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(export_help, stdout);
+            exit(0);
+        }
+        size_t k = 0;
+        while (k < NPT_ARRAY_LEN(flags) && !arg_is(argv[i], flags[k])) k++;
+        if (k < NPT_ARRAY_LEN(flags)) {
+            if (!(*dst[k] = arg_value(argc, argv, &i, flags[k], "export"))) return -1;
+        } else if (argv[i][0] == '-' || a->input) {
+            fprintf(stderr, "npt export: error: unexpected argument '%s' (see npt export --help)\n", argv[i]);
+            return -1;
+        } else {
+            a->input = argv[i];
+        }
+    }
+    if (!a->input || !a->out) {
+        fprintf(stderr, "npt export: error: %s is required (usage: npt export CKPT.h5|MODEL --out DIR)\n",
+                a->input ? "--out DIR" : "a checkpoint or model to export");
+        return -1;
+    }
+    return 0;
+}
+
+static int is_hdf5(const char *path) {
+    FILE *f = fopen(path, "rb");
+    unsigned char sig[8] = {0};
+    size_t n = f ? fread(sig, 1, sizeof sig, f) : 0;
+    if (f) fclose(f);
+    return n == 8 && !memcmp(sig, "\x89HDF\r\n\x1a\n", 8);
+}
+
+/* The tokenizer the run used: "tokenizer" of the checkpoint's recipe, "" when unset. */
+static void recipe_tokenizer(const CkptMeta *meta, char *out, size_t size) {
+    cJSON *r = meta->recipe_json ? cJSON_Parse(meta->recipe_json) : NULL;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(r, "tokenizer");
+    snprintf(out, size, "%s", cJSON_IsString(t) ? t->valuestring : "");
+    cJSON_Delete(r);
+}
+
+/* Loads the checkpoint's base model into m and overwrites its weights with /weights/block. */
+static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char *tok, size_t tok_size, NptErr *err) {
+    CkptFile *f = ckpt_open(a->input, err);
+    if (!f) return -1;
+    CkptTensor *list = NULL;
+    int n = 0, rc = -1;
+    if (ckpt_read_meta(f, meta, err) || ckpt_list_tensors(f, &list, &n, err)) goto done;
+    const CkptTensor *block = ckpt_find(list, n, "weights/block");
+    if (!block) {
+        npt_fail(err, "%s holds NPT adapters (rank %d on %d layers), not model weights: export needs a checkpoint of an "
+                 "all-weights lm run (objective.type \"lm\", objective.train_all_weights true); use adapters with "
+                 "--adapters in npt generate/eval",
+                 a->input, meta->rank, meta->n_npt_layers);
+        goto done;
+    }
+    const char *base = a->model ? a->model : meta->base_path;
+    NptErr e2;
+    if (load_full_model(base, m, &e2)) {
+        npt_fail(err, "%s: cannot load its base model: %s%s", a->input, e2.msg, a->model ? "" : " (pass --model M)");
+        goto done;
+    }
+    if (m->fingerprint != meta->base_fingerprint) {
+        npt_fail(err, "%s was trained from the model %s (fingerprint %016llx) but %s has fingerprint %016llx; give the "
+                 "model the run started from with --model", a->input, meta->base_path,
+                 (unsigned long long)meta->base_fingerprint, base, (unsigned long long)m->fingerprint);
+        goto done;
+    }
+    if (block->ndim != 1 || block->shape[0] != (int64_t)m->weights_floats) {
+        npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint does not fit its base",
+                 a->input, (long long)block->shape[0], base, m->weights_floats);
+        goto done;
+    }
+    if (ckpt_read_rows(f, block, 0, block->shape[0], m->weights_block, err) || llama_finish_load(m, err)) goto done;
+    if (a->tokenizer) snprintf(tok, tok_size, "%s", a->tokenizer);
+    else recipe_tokenizer(meta, tok, tok_size);
+    if (!tok[0]) snprintf(tok, tok_size, "%s", m->tokenizer_path);
+    rc = 0;
+done:
+    ckpt_free(NULL, list, n);
+    ckpt_close(f);
+    return rc;
+}
+
+int cmd_export(int argc, char **argv) {
+    ExportArgs a;
+    if (parse(argc, argv, &a)) return 2;
+    NptErr err;
+    LlamaModel m;
+    memset(&m, 0, sizeof m);
+    CkptMeta meta;
+    memset(&meta, 0, sizeof meta);
+    char tok[4096] = "";
+    struct stat st;
+    int from_ckpt = 0, rc = hf_check_out_dir(a.out, &err);
+    if (rc == 0 && stat(a.input, &st) != 0) rc = npt_fail(&err, "cannot open %s: %s", a.input, strerror(errno));
+    if (rc == 0) {
+        from_ckpt = S_ISREG(st.st_mode) && is_hdf5(a.input);
+        if (from_ckpt) rc = load_trained(&a, &m, &meta, tok, sizeof tok, &err);
+        else if (!(rc = load_full_model(a.input, &m, &err)))
+            snprintf(tok, sizeof tok, "%s", a.tokenizer ? a.tokenizer : m.tokenizer_path);
+    }
+    if (rc == 0 && !tok[0])
+        rc = npt_fail(&err, "%s: no tokenizer found beside the model; an HF directory needs one: pass --tokenizer "
+                      "tokenizer.json", a.input);
+    if (rc == 0) rc = hf_save_dir(&m, a.out, tok, &err);
+    if (rc) {
+        fprintf(stderr, "npt export: error: %s\n", err.msg);
+    } else if (from_ckpt) {
+        printf("npt export: wrote %s: the weights of %s (step %lld, last loss %.4g) on base %s; tokenizer from %s\n",
+               a.out, a.input, (long long)meta.step, meta.last_loss, a.model ? a.model : meta.base_path, tok);
+    } else {
+        printf("npt export: wrote %s from %s (%s); tokenizer from %s\n", a.out, a.input, model_format_name(m.format), tok);
+    }
+    ckpt_free(&meta, NULL, 0);
+    llama_free(&m);
+    return rc ? 1 : 0;
+}
