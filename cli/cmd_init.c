@@ -77,19 +77,7 @@ static int parse(int argc, char **argv, InitArgs *a) {
     return 0;
 }
 
-/* splitmix64 then Box-Muller: a portable, seeded normal stream. */
-static double uniform01(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return ((z >> 11) + 0.5) * (1.0 / 9007199254740992.0); /* (0, 1): log() below is finite */
-}
-
-static void fill_normal(const Tensor *t, double std, uint64_t *s) {
-    for (size_t i = 0; i < t->n; i++)
-        t->data[i] = (float)(std * sqrt(-2.0 * log(uniform01(s))) * cos(6.283185307179586 * uniform01(s)));
-}
+static void fill_normal(const Tensor *t, double std, uint64_t *s) { npt_fill_normal(t->data, t->n, (float)std, s); }
 
 static void fill_ones(const Tensor *t) {
     for (size_t i = 0; i < t->n; i++) t->data[i] = 1.0f;

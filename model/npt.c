@@ -97,29 +97,13 @@ void npt_free(NptModel *n) {
     memset(n, 0, sizeof *n);
 }
 
-/* splitmix64 + Box-Muller: portable, so a seed gives the same adapters everywhere. */
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void fill_normal(float *x, size_t n, float std, uint64_t *state) {
-    for (size_t i = 0; i < n; i++) {
-        double u1 = ((splitmix(state) >> 11) + 1.0) / 9007199254740993.0;
-        double u2 = (splitmix(state) >> 11) / 9007199254740992.0;
-        x[i] = std == 0.0f ? 0.0f : (float)(std * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
-    }
-}
-
 void npt_init_weights(NptModel *n, const NptConfig *cfg, uint64_t seed) {
     uint64_t state = seed;
     for (int k = 0; k < n->n_adapters; k++) {
         NptAdapter *ad = &n->adapters[k];
-        fill_normal(ad->A.data, ad->A.n, cfg->init_a_std, &state);
-        fill_normal(ad->B_add.data, ad->B_add.n, cfg->init_b_add_std, &state);
-        if (!n->safe_mode) fill_normal(ad->B_mul.data, ad->B_mul.n, cfg->init_b_mul_std, &state);
+        npt_fill_normal(ad->A.data, ad->A.n, cfg->init_a_std, &state);
+        npt_fill_normal(ad->B_add.data, ad->B_add.n, cfg->init_b_add_std, &state);
+        if (!n->safe_mode) npt_fill_normal(ad->B_mul.data, ad->B_mul.n, cfg->init_b_mul_std, &state);
     }
 }
 

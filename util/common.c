@@ -180,3 +180,18 @@ uint16_t npt_f32_to_f16(float f) {
     if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
     return (uint16_t)(sign | half);
 }
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void npt_fill_normal(float *x, size_t n, float std, uint64_t *state) {
+    for (size_t i = 0; i < n; i++) {
+        double u1 = ((splitmix(state) >> 11) + 1.0) / 9007199254740993.0; /* (0, 1]: log is finite */
+        double u2 = (splitmix(state) >> 11) / 9007199254740992.0;
+        x[i] = std == 0.0f ? 0.0f : (float)(std * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+    }
+}

@@ -48,4 +48,8 @@ uint16_t npt_f32_to_bf16(float f);
 
 #define NPT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* x[i] ~ N(0, std^2) from a seeded splitmix64 + Box-Muller stream: portable, so a seed
+ * gives the same weights on every machine (std 0 gives zeros). */
+void npt_fill_normal(float *x, size_t n, float std, uint64_t *state);
+
 #endif
