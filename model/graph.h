@@ -32,16 +32,9 @@ struct Node {
  * further checks (the op itself always completes). */
 typedef void (*OpObserver)(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx);
 
-/* A recycled range of the grads arena (byte offset and size, 64-byte multiples). */
-typedef struct {
-    size_t off, size;
-} GradBlock;
-
 struct Graph {
     Arena *act;       /* outputs of ops and saved data */
     Arena *grads;     /* activation gradients, allocated during backward */
-    GradBlock *free_blocks; /* freed gradient ranges, sorted by offset, coalesced */
-    int n_free;
     Node *nodes;
     int n_nodes, cap_nodes;
     int recording;    /* 0: pure inference, nothing goes on the tape */
@@ -67,7 +60,15 @@ void graph_backward_from(Graph *g, Tensor *out, const float *seed_grad);
 
 /* Used by ops: whether an op on these inputs must be recorded, and recording it. */
 int graph_needs_grad(const Graph *g, Tensor **in, int n_in);
+/* Its backward may read the data of every input and of the output. */
 Node *graph_record(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor **in, int n_in);
+/* Its backward reads the data of the inputs in `reads` (bit i: in[i]) and not the output's. */
+Node *graph_record_reads(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor **in, int n_in, unsigned reads);
+/* The forward pass is done with activation t (its last reader has run): its storage goes
+ * back to the activation arena unless a recorded backward reads it (or a debug observer
+ * is attached, which keeps inputs for its report). t->data is NULL afterwards if freed.
+ * Only for op outputs no other tensor shares storage with. */
+void graph_release(Graph *g, Tensor *t);
 /* Gradient buffer of t, allocated zeroed from the grads arena on first use. */
 float *graph_grad(Graph *g, Tensor *t);
 /* Backward-pass scratch from the same recycled pool (uninitialised); free it before the

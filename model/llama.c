@@ -16,6 +16,7 @@ Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *
     Tensor *q = op_linear(g, x, &L->wq);
     Tensor *k = op_linear(g, x, &L->wk);
     Tensor *v = op_linear(g, x, &L->wv);
+    graph_release(g, x); /* read again only if the projections are trained */
     q = op_rope_inplace(g, q, B, T, c->n_heads, c->head_dim, c->rope_theta, c->rope, 0);
     k = op_rope_inplace(g, k, B, T, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope, 0);
     Tensor *att = op_attention(g, q, k, v, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
@@ -28,7 +29,10 @@ Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, 
     Tensor *h1 = op_add_into(g, h, llama_attention_block(g, m, layer, h, B, T));
     Tensor *x = op_rmsnorm(g, h1, &L->ffn_norm, m->cfg.norm_eps);
     Tensor *act = op_swiglu(g, op_linear(g, x, &L->w_gate), op_linear(g, x, &L->w_up));
-    Tensor *out = op_add_into(g, h1, op_linear(g, act, &L->w_down));
+    graph_release(g, x);
+    Tensor *down = op_linear(g, act, &L->w_down);
+    graph_release(g, act);
+    Tensor *out = op_add_into(g, h1, down);
     g->layer = -1;
     return out;
 }

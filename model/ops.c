@@ -88,7 +88,9 @@ Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b, int trans_a, int trans_b) {
                 1.0f, a->data, a->shape[1], b->data, b->shape[1], 0.0f, c->data, N);
     Tensor *in[2] = {a, b};
     if (graph_needs_grad(g, in, 2)) {
-        Node *n = graph_record(g, "matmul", matmul_backward, c, in, 2);
+        /* dA needs B and dB needs A: a frozen weight's input is not read again */
+        unsigned reads = (a->requires_grad ? 2u : 0u) | (b->requires_grad ? 1u : 0u);
+        Node *n = graph_record_reads(g, "matmul", matmul_backward, c, in, 2, reads);
         n->i[0] = trans_a, n->i[1] = trans_b, n->i[2] = M, n->i[3] = N, n->i[4] = K;
     }
     observe(g, "matmul", c, in, 2);
@@ -118,7 +120,7 @@ static Tensor *add(Graph *g, Tensor *a, Tensor *b, int into_b) {
 #pragma omp parallel for schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) y->data[i] = a->data[i] + b->data[i];
     Tensor *in[2] = {a, b};
-    if (graph_needs_grad(g, in, 2)) graph_record(g, "add", add_backward, y, in, 2);
+    if (graph_needs_grad(g, in, 2)) graph_record_reads(g, "add", add_backward, y, in, 2, 0);
     observe(g, "add", y, in, 2);
     return y;
 }
@@ -168,7 +170,7 @@ Tensor *op_scale(Graph *g, Tensor *x, float s) {
 #pragma omp parallel for schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) y->data[i] = s * x->data[i];
     Tensor *in[1] = {x};
-    if (graph_needs_grad(g, in, 1)) graph_record(g, "scale", scale_backward, y, in, 1)->f[0] = s;
+    if (graph_needs_grad(g, in, 1)) graph_record_reads(g, "scale", scale_backward, y, in, 1, 0)->f[0] = s;
     observe(g, "scale", y, in, 1);
     return y;
 }
@@ -257,7 +259,7 @@ Tensor *op_swiglu(Graph *g, Tensor *gate, Tensor *up) {
 #pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
     for (size_t i = 0; i < len; i++) ys[i] = gs[i] * sigmoidf(gs[i]) * us[i];
     Tensor *in[2] = {gate, up};
-    if (graph_needs_grad(g, in, 2)) graph_record(g, "swiglu", swiglu_backward, y, in, 2);
+    if (graph_needs_grad(g, in, 2)) graph_record_reads(g, "swiglu", swiglu_backward, y, in, 2, 3u);
     observe(g, "swiglu", y, in, 2);
     return y;
 }
@@ -308,7 +310,7 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
         for (int j = 0; j < cols; j++) yr[j] = xr[j] * rs * w->data[j];
     }
     Tensor *in[2] = {x, w};
-    if (graph_needs_grad(g, in, 2)) graph_record(g, "rmsnorm", rmsnorm_backward, y, in, 2)->saved = rstd;
+    if (graph_needs_grad(g, in, 2)) graph_record_reads(g, "rmsnorm", rmsnorm_backward, y, in, 2, 3u)->saved = rstd;
     observe(g, "rmsnorm", y, in, 2);
     return y;
 }
@@ -376,7 +378,7 @@ static Tensor *rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim
     rope_apply(x->data, y->data, tab, B, T, n_heads, head_dim, style, 1.0f, 0);
     Tensor *in[1] = {x};
     if (graph_needs_grad(g, in, 1)) {
-        Node *n = graph_record(g, "rope", rope_backward, y, in, 1);
+        Node *n = graph_record_reads(g, "rope", rope_backward, y, in, 1, 0); /* the table suffices */
         n->saved = tab;
         n->i[0] = B, n->i[1] = T, n->i[2] = n_heads, n->i[3] = head_dim, n->i[4] = style;
     }
@@ -810,7 +812,8 @@ static Tensor *npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add
     Tensor *in[3] = {gate, d_add, d_raw};
     int n_in = d_raw ? 3 : 2;
     if (graph_needs_grad(g, in, n_in)) {
-        Node *n = graph_record(g, op, npt_modulate_backward, y, in, n_in);
+        /* full mode reads gate and d_raw; safe mode's backward reads no data */
+        Node *n = graph_record_reads(g, op, npt_modulate_backward, y, in, n_in, d_raw ? 5u : 0u);
         n->f[0] = s;
         n->f[1] = (float)legacy_tanh;
     }
