@@ -64,6 +64,30 @@ int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err) {
     return 0;
 }
 
+int runlog_trim_after_step(const char *path, int64_t last_step, NptErr *err) {
+    FILE *in = fopen(path, "r");
+    if (!in) return 0; /* nothing written yet */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return npt_fail(err, "cannot write %s", tmp);
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    long long step;
+    while (getline(&line, &cap, in) > 0)
+        if (sscanf(line, "{\"step\":%lld", &step) == 1 && step <= last_step) fputs(line, out);
+    free(line);
+    fclose(in);
+    if (fclose(out) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        return npt_fail(err, "cannot rewrite %s", path);
+    }
+    return 0;
+}
+
 static void clear_status(RunLog *r) {
     if (r->status_shown) fputs("\r\033[K", stderr);
     r->status_shown = 0;

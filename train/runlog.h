@@ -25,6 +25,9 @@ void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen);
 /* On resume: keep the first keep_lines lines (the steps the checkpoint's history
  * holds), dropping those of steps that will be redone. Atomic. */
 int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err);
+/* The same for a log whose lines start {"step":N (eval.jsonl): keeps the lines with
+ * N <= last_step, so a resumed run does not list a step twice. */
+int runlog_trim_after_step(const char *path, int64_t last_step, NptErr *err);
 /* The status line (terminal) or a plain line (pipe). */
 void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int64_t skipped_total, int final_line);
 /* A message line that does not fight with the status line. */

@@ -127,6 +127,8 @@ static int load_eval_windows(Trainer *t) {
     return 0;
 }
 
+static void eval_log_path(const Trainer *t, char *out, size_t n) { snprintf(out, n, "%s/eval.jsonl", t->r.output_dir); }
+
 /* One periodic eval: a log line, and the full figures as a line of eval.jsonl. */
 static int periodic_eval(Trainer *t) {
     NptErr err;
@@ -143,7 +145,7 @@ static int periodic_eval(Trainer *t) {
         runlog_say(&t->log, "eval at step %lld (%d windows): perplexity %.4g", (long long)t->meta.step, res.n_windows,
                    res.ppl_base);
     char path[4300];
-    snprintf(path, sizeof path, "%s/eval.jsonl", t->r.output_dir);
+    eval_log_path(t, path, sizeof path);
     FILE *f = fopen(path, "a");
     if (!f) {
         runlog_say(&t->log, "warning: cannot append to %s", path);
@@ -601,7 +603,10 @@ int train_run(const TrainArgs *a) {
         }
     }
     if (a->resume && resume_from(t, a->resume)) goto done;
-    if (t->meta.step > 0 && runlog_trim_metrics(metrics, t->meta.n_history, &err)) {
+    char eval_log[4300];
+    eval_log_path(t, eval_log, sizeof eval_log);
+    if (t->meta.step > 0 && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
+                             runlog_trim_after_step(eval_log, t->meta.step, &err))) {
         fail("%s", err.msg);
         goto done;
     }

@@ -205,8 +205,9 @@ def test_periodic(tmp):
     the last one equals `npt eval` of final.h5 on the same windows (data.valid is the
     validation file, whose first WINDOWS windows in file order are what npt eval reads)."""
     out = os.path.join(tmp, "periodic")
-    ckpt = train(SAFE, SAFE_S + ["train.max_steps=20", "train.warmup_steps=2", "eval.every=10",
-                                 f"eval.windows={WINDOWS}", f"data.valid={VALID}"], out)
+    sets = SAFE_S + ["train.max_steps=20", "train.warmup_steps=2", "eval.every=10", "checkpoint.every=10",
+                     f"eval.windows={WINDOWS}", f"data.valid={VALID}", "threads=1"]
+    ckpt = train(SAFE, sets, out)
     path = os.path.join(out, "eval.jsonl")
     rows = [json.loads(line) for line in open(path)] if ckpt and os.path.exists(path) else []
     check([r["step"] for r in rows] == [10, 20] and all(r["eval"]["windows"] == WINDOWS for r in rows),
@@ -217,6 +218,16 @@ def test_periodic(tmp):
     diffs = [d for d in differences(rows[-1]["eval"], c) if d[0] != "seconds"]
     worst = max(diffs, key=lambda d: d[3])
     check(worst[3] <= 1e-6, f"the step-20 periodic eval equals npt eval of final.h5 (max rel {worst[3]:.1e} at {worst[0]})")
+    # resumed from step 10: the evals after it are redone, not listed twice, and equal
+    os.remove(ckpt)
+    argv = [NPT, "train", SAFE] + [a for s in RUN + sets + [f"output_dir={out}"] for a in ("--set", s)]
+    r = subprocess.run(argv + ["--resume", os.path.join(out, "ckpt-00000010.h5")], capture_output=True, text=True,
+                       timeout=600)
+    again = [json.loads(line) for line in open(path)] if r.returncode == 0 else []
+    same = len(again) == 2 and all({k: v for k, v in a["eval"].items() if k != "seconds"} ==
+                                   {k: v for k, v in b["eval"].items() if k != "seconds"} for a, b in zip(again, rows))
+    check([e["step"] for e in again] == [10, 20] and same,
+          f"resumed at step 10: eval.jsonl lists steps {[e['step'] for e in again]}, the redone eval equal to the first run's")
     r = subprocess.run([NPT, "train", SAFE, "--set", f"output_dir={tmp}/noval", "--set", "eval.every=5"],
                        capture_output=True, text=True, timeout=300)
     check(r.returncode == 1 and "no validation split" in r.stderr,
