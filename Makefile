@@ -66,7 +66,7 @@ demo:
 	sh scripts/demo.sh
 
 bench: $(NPT_BIN) $(TEST_BINS) $(BUILD)/tests/bench/bench_step
-	@PYTHON=$(PYTHON) sh tests/bench/run_bench.sh
+	@PYTHON=$(PYTHON) BUILD=$(BUILD) NPT=./$(NPT_BIN) sh tests/bench/run_bench.sh
 
 setup:
 	sh scripts/setup.sh

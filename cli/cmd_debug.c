@@ -97,24 +97,19 @@ static int parse(int argc, char **argv, DebugArgs *a) {
 /* ---------------------------------------------------------------- setup */
 
 /* Model, tokenizer (required for a prompt, or text data), adapters and the data. */
-static int open_session(Session *s, const DebugArgs *a, int T) {
+static int open_session(Session *s, const DebugArgs *a) {
     NptErr err;
     if (!a->model) {
         fprintf(stderr, "npt debug: error: --model is required\n");
         return -1;
     }
     if (session_open(s, a->model, a->tokenizer, a->prompt != NULL, a->adapters, &err) ||
-        (a->data && session_open_data(s, a->data, a->format, T, &err))) {
+        (a->data && session_open_data(s, a->data, a->format, a->seq_len, &err))) {
         fprintf(stderr, "npt debug: error: %s\n", err.msg);
         session_free(s);
         return -1;
     }
     return 0;
-}
-
-static int window_len(const DebugArgs *a, const LlamaModel *m) {
-    int T = a->seq_len ? (int)a->seq_len : 256;
-    return T < m->cfg.seq_len ? T : m->cfg.seq_len;
 }
 
 /* Tokens of the prompt or of dataset window `sample`; returns T or -1. */
@@ -197,8 +192,8 @@ static int check_input_flags(const DebugArgs *a) {
 static int run_forward(const DebugArgs *a, int layers_only) {
     if (check_input_flags(a)) return 2;
     Session s;
-    if (open_session(&s, a, a->seq_len ? (int)a->seq_len : 256)) return 1;
-    int cap = window_len(a, &s.m);
+    if (open_session(&s, a)) return 1;
+    int cap = a->data ? s.ds.seq_len : s.m.cfg.seq_len; /* a prompt may fill the context */
     int *ids = malloc((size_t)(cap + 1) * sizeof(int));
     int T = ids ? input_tokens(&s, a, a->sample, ids, cap) : -1;
     int rc = 1, f32_found = 0;
@@ -275,7 +270,7 @@ static int run_scan(const DebugArgs *a) {
         return 2;
     }
     Session s;
-    if (open_session(&s, a, a->seq_len ? (int)a->seq_len : 256)) return 1;
+    if (open_session(&s, a)) return 1;
     int T = s.ds.seq_len;
     int *ids = malloc((size_t)T * sizeof(int));
     FILE *f = fopen(a->out, "w");
@@ -289,7 +284,7 @@ static int run_scan(const DebugArgs *a) {
     round_weights(&s, a->precision);
     fprintf(f, "# sample\tlayer\top\tnan\tinf\tpositions\texcerpt\n");
     for (long w = 0; w < n; w++) {
-        input_tokens(&s, a, w, ids, T);
+        if (input_tokens(&s, a, w, ids, T) < 0) goto done;
         DebugOptions o = {.precision = a->precision};
         DebugResult r;
         if (debug_run(&s.m, s.np, ids, T, &o, &r, &err)) {

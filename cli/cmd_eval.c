@@ -79,13 +79,10 @@ static int parse(int argc, char **argv, EvalArgs *a) {
 /* Model, adapters (checked against the model by adapters_load), tokenizer, and the first
  * windows of the data in file order into *tokens. Returns the window count. */
 static int open_windows(Session *s, const EvalArgs *a, int **tokens, int *T_out, NptErr *err) {
-    if (session_open(s, a->model, a->tokenizer, 0, a->adapters, err)) return -1;
-    int T = a->seq_len ? (int)a->seq_len : 256;
-    if (T > s->m.cfg.seq_len) {
-        if (a->seq_len) return npt_fail(err, "--seq-len %d is longer than the model's context of %d", T, s->m.cfg.seq_len);
-        T = s->m.cfg.seq_len;
-    }
-    if (session_open_data(s, a->data, a->format, T, err)) return -1;
+    if (session_open(s, a->model, a->tokenizer, 0, a->adapters, err) ||
+        session_open_data(s, a->data, a->format, a->seq_len, err))
+        return -1;
+    int T = s->ds.seq_len;
     int n = s->ds.n_windows < (size_t)a->windows ? (int)s->ds.n_windows : (int)a->windows;
     if (n < a->windows)
         fprintf(stderr, "npt eval: note: %s holds %d windows of %d tokens; evaluating all of them\n", a->data, n, T);

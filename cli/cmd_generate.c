@@ -6,8 +6,8 @@
 #include "../data/tokenizer.h"
 #include "../model/llama.h"
 #include "../model/sampler.h"
-#include "../train/adapters.h"
 #include "commands.h"
+#include "session.h"
 
 static const char *generate_help =
     "usage: npt generate --model M [--adapters CKPT] [--tokenizer T] [--prompt TEXT] [--steps N]\n"
@@ -91,41 +91,16 @@ int cmd_generate(int argc, char **argv) {
     GenerateArgs a;
     if (parse(argc, argv, &a)) return 2;
     NptErr err;
-    LlamaModel m;
-    if (load_full_model(a.model, &m, &err)) {
+    Session ses;
+    if (session_open(&ses, a.model, a.tokenizer, 1, a.adapters, &err)) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
+        session_free(&ses);
         return 1;
     }
-    const char *tok_path = a.tokenizer ? a.tokenizer : m.tokenizer_path;
-    if (!tok_path[0]) {
-        fprintf(stderr, "npt generate: error: no tokenizer found beside %s; pass --tokenizer\n", a.model);
-        llama_free(&m);
-        return 1;
-    }
-    Tokenizer *tok = tokenizer_load(tok_path, m.cfg.vocab_size, &err);
-    if (!tok) {
-        fprintf(stderr, "npt generate: error: %s\n", err.msg);
-        llama_free(&m);
-        return 1;
-    }
-    if (tokenizer_vocab_size(tok) != m.cfg.vocab_size) {
-        fprintf(stderr, "npt generate: error: tokenizer %s has %d tokens but model %s has a vocabulary of %d; pass the model's own tokenizer\n",
-                tok_path, tokenizer_vocab_size(tok), a.model, m.cfg.vocab_size);
-        tokenizer_free(tok);
-        llama_free(&m);
-        return 1;
-    }
-    NptModel npt, *np = NULL;
-    if (a.adapters) {
-        if (adapters_load(a.adapters, &m, &npt, &err)) {
-            fprintf(stderr, "npt generate: error: %s\n", err.msg);
-            tokenizer_free(tok);
-            llama_free(&m);
-            return 1;
-        }
-        np = &npt;
-    }
-    int steps = (int)a.steps < m.cfg.seq_len ? (int)a.steps : m.cfg.seq_len;
+    LlamaModel *m = &ses.m;
+    Tokenizer *tok = ses.tok;
+    NptModel *np = ses.np;
+    int steps = (int)a.steps < m->cfg.seq_len ? (int)a.steps : m->cfg.seq_len;
     int *ids = malloc((size_t)(steps + 1) * sizeof(int));
     int n_prompt = ids ? tokenizer_encode(tok, a.prompt, 1, ids, steps, &err) : -1;
     LlamaInfer s;
@@ -137,9 +112,9 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
     } else if (n_prompt > steps) {
         fprintf(stderr, "npt generate: error: the prompt is %d tokens, more than --steps %d allows\n", n_prompt, steps);
-    } else if (llama_infer_init(&s, &m.cfg, np, steps, &err)) {
+    } else if (llama_infer_init(&s, &m->cfg, np, steps, &err)) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
-    } else if (sampler_init(&smp, m.cfg.vocab_size, (float)a.temperature, (float)a.top_p, (uint64_t)a.seed)) {
+    } else if (sampler_init(&smp, m->cfg.vocab_size, (float)a.temperature, (float)a.top_p, (uint64_t)a.seed)) {
         fprintf(stderr, "npt generate: error: out of memory for the sampler\n");
         llama_infer_free(&s);
     } else {
@@ -149,7 +124,7 @@ int cmd_generate(int argc, char **argv) {
             for (int i = 1; i < n_prompt; i++) fputs(tokenizer_decode_token(tok, ids[i - 1], ids[i], buf), stdout);
         double t0 = npt_now_seconds();
         for (int pos = 0; pos < steps - 1; pos++) {
-            float *logits = llama_infer_step(&s, &m, np, ids[pos], pos);
+            float *logits = llama_infer_step(&s, m, np, ids[pos], pos);
             if (pos + 1 < n) continue; /* still reading the prompt */
             int next = sampler_next(&smp, logits);
             if (next == tokenizer_bos_id(tok) || next == tokenizer_eos_id(tok)) break;
@@ -178,8 +153,6 @@ int cmd_generate(int argc, char **argv) {
         llama_infer_free(&s);
     }
     free(ids);
-    tokenizer_free(tok);
-    if (np) npt_free(np);
-    llama_free(&m);
+    session_free(&ses);
     return rc;
 }

@@ -3,12 +3,12 @@
  * and `verify` are in cli/inspect_model.c. Tensors are read one block of rows at a time,
  * so memory does not grow with tensor size. */
 #include <cJSON.h>
-#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/debug.h"
 #include "../train/runlog.h"
 #include "commands.h"
 #include "inspect.h"
@@ -26,8 +26,6 @@ static const char *inspect_help =
     "  diff         per-tensor max |a-b| and ||a-b||/||a||, config and step differences;\n"
     "               exit 0 identical, 1 different, 2 error\n";
 
-#define FP16_MAX 65504.0
-#define BF16_MAX 3.3895313892515355e38
 
 /* ---------------------------------------------------------------- streaming stats */
 
@@ -46,12 +44,13 @@ int64_t inspect_block_rows(const CkptTensor *t) {
 static void stats_add_block(TensorStats *s, const float *x, int64_t n) {
     int64_t k = 0;
     double sum = 0, lo = INFINITY, hi = -INFINITY;
+    const double fp16_max = debug_precision_max(DEBUG_FP16), bf16_max = debug_precision_max(DEBUG_BF16);
     for (int64_t i = 0; i < n; i++) {
         double v = x[i];
         if (isnan(v)) { s->nan++; continue; }
         if (isinf(v)) { s->inf++; continue; }
-        s->beyond_fp16 += fabs(v) > FP16_MAX;
-        s->beyond_bf16 += fabs(v) > BF16_MAX;
+        s->beyond_fp16 += fabs(v) > fp16_max;
+        s->beyond_bf16 += fabs(v) > bf16_max;
         sum += v, k++;
         lo = fmin(lo, v), hi = fmax(hi, v);
     }

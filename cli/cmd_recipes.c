@@ -13,6 +13,7 @@
 #include "../data/dataset.h"
 #include "../model/llama.h"
 #include "../train/adapters.h"
+#include "../util/atomic_file.h"
 #include "../train/recipe.h"
 #include "commands.h"
 
@@ -118,9 +119,8 @@ static void check_environment(const Recipe *r, RecipeDiag *d, LlamaConfig *shape
     *shape = m.cfg;
     *loaded = 1;
     recipe_model_issues(r, m.cfg.dim, m.cfg.hidden_dim, m.cfg.n_layers, d);
-    int needs_tokenizer = r->data.train[0] && recipe_data_format(r->data.train, r->data.format) == DATA_TEXT;
-    if (needs_tokenizer && !r->tokenizer[0] && !m.tokenizer_path[0])
-        recipe_diag_add(d, 1, "tokenizer", "not set and none found beside the model; text data needs one");
+    if (recipe_needs_tokenizer(r) && !r->tokenizer[0] && !m.tokenizer_path[0])
+        recipe_diag_add(d, 1, "tokenizer", "not set and none found beside the model; text or JSONL data needs one");
     if (r->data.seq_len > m.cfg.seq_len) {
         char msg[160];
         snprintf(msg, sizeof msg, "%d is longer than the model's context (%d); positions beyond it were never trained",
@@ -312,21 +312,18 @@ static int recipes_show(const char *name) {
 /* Writes text to dest through a temporary file in the same directory, fsync and
  * rename, so dest is either untouched or complete. */
 static int write_atomic(const char *dest, const char *text, size_t len) {
-    char tmp[3 * RECIPE_PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dest, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        fprintf(stderr, "npt recipes: error: cannot create %s: %s\n", tmp, strerror(errno));
-        return -1;
+    NptAtomicFile o;
+    NptErr err;
+    FILE *f = npt_atomic_open(&o, dest, &err);
+    int rc = f ? 0 : -1;
+    if (f && fwrite(text, 1, len, f) != len) {
+        rc = npt_fail(&err, "cannot write %s: %s", dest, strerror(errno));
+        npt_atomic_abort(&o);
+    } else if (f) {
+        rc = npt_atomic_commit(&o, &err);
     }
-    int ok = fwrite(text, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int saved = errno;
-    ok = (fclose(f) == 0) && ok;
-    if (ok && rename(tmp, dest) == 0) return 0;
-    if (ok) saved = errno;
-    fprintf(stderr, "npt recipes: error: cannot write %s: %s\n", dest, strerror(saved));
-    unlink(tmp);
-    return -1;
+    if (rc) fprintf(stderr, "npt recipes: error: %s\n", err.msg);
+    return rc;
 }
 
 static int recipes_copy(const char *name, const char *dest_arg, int force) {

@@ -9,10 +9,12 @@ int session_open(Session *s, const char *model, const char *tokenizer, int need_
                  NptErr *err) {
     memset(s, 0, sizeof *s);
     if (load_full_model(model, &s->m, err)) return -1;
-    s->have_model = 1;
     const char *tp = tokenizer ? tokenizer : s->m.tokenizer_path;
     if (!tp[0] && need_tok) return npt_fail(err, "no tokenizer found beside %s; pass --tokenizer", model);
     if (tp[0] && !(s->tok = tokenizer_load(tp, s->m.cfg.vocab_size, err))) return -1;
+    if (s->tok && tokenizer_vocab_size(s->tok) != s->m.cfg.vocab_size)
+        return npt_fail(err, "tokenizer %s has %d tokens but model %s has a vocabulary of %d; pass the model's own tokenizer",
+                        tp, tokenizer_vocab_size(s->tok), model, s->m.cfg.vocab_size);
     if (adapters) {
         if (adapters_load(adapters, &s->m, &s->npt, err)) return -1;
         s->np = &s->npt;
@@ -20,7 +22,15 @@ int session_open(Session *s, const char *model, const char *tokenizer, int need_
     return 0;
 }
 
-int session_open_data(Session *s, const char *data, const char *format, int T, NptErr *err) {
+int session_window_len(const Session *s, long seq_len) {
+    if (seq_len) return (int)seq_len;
+    return s->m.cfg.seq_len < 256 ? s->m.cfg.seq_len : 256;
+}
+
+int session_open_data(Session *s, const char *data, const char *format, long seq_len, NptErr *err) {
+    int T = session_window_len(s, seq_len);
+    if (T > s->m.cfg.seq_len)
+        return npt_fail(err, "--seq-len %d is longer than the model's context of %d", T, s->m.cfg.seq_len);
     DatasetFormat fmt;
     if (dataset_parse_format(format, &fmt))
         return npt_fail(err, "unknown data format '%s'; use auto, text, jsonl, u16, u32 or hdf5", format);
@@ -29,15 +39,13 @@ int session_open_data(Session *s, const char *data, const char *format, int T, N
         return npt_fail(err, "%s is %s and no tokenizer was found beside the model; pass --tokenizer", data,
                         dataset_format_name(fmt));
     int bos = s->tok ? tokenizer_bos_id(s->tok) : s->m.cfg.bos_id;
-    if (dataset_open(&s->ds, data, fmt, s->tok, s->m.cfg.vocab_size, bos, T, 0, 0, err)) return -1;
-    s->have_ds = 1;
-    return 0;
+    return dataset_open(&s->ds, data, fmt, s->tok, s->m.cfg.vocab_size, bos, T, 0, 0, err);
 }
 
 void session_free(Session *s) {
-    if (s->have_ds) dataset_free(&s->ds);
+    dataset_free(&s->ds); /* both free calls are safe on zeroed structs */
     if (s->np) npt_free(s->np);
     tokenizer_free(s->tok);
-    if (s->have_model) llama_free(&s->m);
+    llama_free(&s->m);
     memset(s, 0, sizeof *s);
 }

@@ -1,4 +1,4 @@
-/* cli/session.h — what `npt debug` and `npt eval` both open before they run: a full
+/* cli/session.h — what `npt generate`, `npt debug` and `npt eval` open before they run: a full
  * model (adapter-only files refused), its tokenizer, adapters checked against that
  * model, and a dataset read in file order. */
 #ifndef NPT_CLI_SESSION_H
@@ -11,17 +11,22 @@ typedef struct {
     LlamaModel m;
     Tokenizer *tok;    /* the given one or the one beside the model; NULL if there is none */
     NptModel npt, *np; /* np = &npt when adapters were loaded */
-    Dataset ds;
-    int have_model, have_ds;
+    Dataset ds;        /* zeroed until session_open_data */
 } Session;
 
 /* Model, tokenizer (tokenizer may be NULL: the one beside the model, if any; need_tok
- * makes its absence an error) and adapters (NULL: none). */
+ * makes its absence an error; one of another vocabulary size is refused) and adapters
+ * (NULL: none). On failure the caller still calls session_free. */
 int session_open(Session *s, const char *model, const char *tokenizer, int need_tok, const char *adapters,
                  NptErr *err);
-/* data cut into windows of T tokens, in file order, no shuffle; format is a name for
- * dataset_parse_format ("auto" detects it from the path). Text and JSONL need the tokenizer. */
-int session_open_data(Session *s, const char *data, const char *format, int T, NptErr *err);
+/* data cut into windows in file order, no shuffle; format is a name for
+ * dataset_parse_format ("auto" detects it from the path). Text and JSONL need the
+ * tokenizer. seq_len is the window length asked for (--seq-len): 0 gives
+ * session_window_len's default; longer than the model's context is an error. The
+ * windows' length is then s->ds.seq_len. */
+int session_open_data(Session *s, const char *data, const char *format, long seq_len, NptErr *err);
+/* Window length for a --seq-len value: itself, or 0 -> min(256, the model's context). */
+int session_window_len(const Session *s, long seq_len);
 void session_free(Session *s);
 
 #endif

@@ -219,7 +219,6 @@ int dataset_next_batch(Dataset *ds, int B, int *tokens, int64_t *sample_ids) {
             rc = -1;
         }
         for (int t = 0; t < T; t++) dst[t] = ds->bos;
-        ds->io_failed = 1;
     }
     return rc ? -1 : 0;
 }

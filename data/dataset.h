@@ -66,7 +66,6 @@ typedef struct {
     uint64_t n_train, n_valid;
     uint64_t drawn;     /* training windows handed out so far */
     NptErr io_err;      /* set when dataset_next_batch failed */
-    int io_failed;
 } Dataset;
 
 /* Opens every source (tokenizing text/JSONL into the cache when needed). */

@@ -105,11 +105,6 @@ static int list_input(FileList *l, const char *input, NptErr *err) {
     return files_add(l, input, (uint64_t)st.st_size, err);
 }
 
-static int is_jsonl_name(const char *p) {
-    const char *dot = strrchr(p, '.');
-    return dot && !strchr(dot, '/') && (!strcmp(dot, ".jsonl") || !strcmp(dot, ".ndjson"));
-}
-
 /* ---------------------------------------------------------------- reader */
 
 typedef struct {
@@ -571,7 +566,7 @@ static int block_flush(Job *j, NptErr *err) {
 static int prepare_file(Job *j, int file, NptErr *err) {
     const char *path = j->files->path[file];
     DatasetFormat in = j->o->input_format;
-    int jsonl = in == DATASET_JSONL || (in == DATASET_AUTO && is_jsonl_name(path));
+    int jsonl = in == DATASET_JSONL || (in == DATASET_AUTO && dataset_detect_format(path) == DATASET_JSONL);
     Reader r = {.path = path, .jsonl = jsonl, .line = 1};
     r.fd = open(path, O_RDONLY | O_CLOEXEC);
     if (r.fd < 0) return npt_fail(err, "cannot open %s: %s", path, strerror(errno));

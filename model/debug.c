@@ -73,7 +73,7 @@ size_t debug_round_weights(LlamaModel *m, NptModel *npt, DebugPrecision p) {
 
 /* ---------------------------------------------------------------- statistics */
 
-void debug_stats(const char *name, const float *x, size_t n, int ndim, const int *shape, DebugStats *s) {
+static void debug_stats(const char *name, const float *x, size_t n, int ndim, const int *shape, DebugStats *s) {
     memset(s, 0, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name ? name : "?");
     s->ndim = ndim;
@@ -181,6 +181,7 @@ void debug_attach(Graph *g, DebugChecker *c, DebugResult *r, DebugPrecision p) {
     *c = (DebugChecker){.prec = p, .r = r};
     g->observer = check_op;
     g->observer_ctx = c;
+    g->keep_inputs = 1;
 }
 
 /* Replays the recorded tape backwards one node at a time (graph_backward's loop), so
@@ -277,20 +278,20 @@ int debug_run(const LlamaModel *m, const NptModel *npt, const int *tokens, int T
     r->loss = NAN;
     const LlamaConfig *cf = &m->cfg;
     if (T < 1 || T > cf->seq_len) return npt_fail(err, "debug: %d tokens, the model takes 1..%d", T, cf->seq_len);
-    r->n_stats = cf->n_layers + 2;
-    r->layers = npt_try_malloc((size_t)r->n_stats * sizeof(DebugLayerStat), "debug layer table", err);
+    DebugLayerStat *table = npt_try_malloc((size_t)(cf->n_layers + 2) * sizeof(DebugLayerStat), "debug layer table", err);
     int *targets = npt_try_malloc((size_t)T * sizeof(int), "debug targets", err);
     Arena act = {0}, grads = {0};
     Graph g = {0};
     size_t bytes = llama_activation_bytes(cf, 1, T, 1);
     int rc = -1;
-    if (!r->layers || !targets || arena_init(&act, bytes, "debug activations", err) ||
+    if (!table || !targets || arena_init(&act, bytes, "debug activations", err) ||
         (o->backward && arena_init(&grads, bytes, "debug gradients", err)) ||
-        graph_init(&g, &act, o->backward ? &grads : NULL, 64 * cf->n_layers + 64, err))
+        graph_init(&g, &act, o->backward ? &grads : NULL, 64 * cf->n_layers + 64, err)) {
+        free(table);
         goto done;
-    DebugLayerStat *table = r->layers;
+    }
     DebugChecker c;
-    debug_attach(&g, &c, r, o->precision);
+    debug_attach(&g, &c, r, o->precision); /* zeroes r, so the table goes in after */
     r->layers = table;
     r->n_stats = cf->n_layers + 2;
     g.recording = o->backward;
@@ -552,7 +553,7 @@ int debug_replay(const char *path, DebugResult *r, NptErr *err) {
         npt_fail(err, "%s: not an npt debug file (attributes op, n_inputs, head_dim, ... missing)", path);
         goto done;
     }
-    /* inputs, the output and attention's probabilities all fit in a few times the inputs */
+    /* the inputs, the output and attention's extra data */
     size_t bytes = 1 << 20;
     for (int i = 0; i < rp.n_in; i++) {
         char dname[16];
@@ -561,21 +562,17 @@ int debug_replay(const char *path, DebugResult *r, NptErr *err) {
         if (ds < 0) break;
         hid_t s = H5Dget_space(ds);
         hssize_t n = H5Sget_simple_extent_npoints(s);
+        hsize_t dims[2] = {0, 0};
+        if (i == 0 && !strcmp(rp.op, "attention") && rp.head_dim > 0 && H5Sget_simple_extent_ndims(s) == 2 &&
+            H5Sget_simple_extent_dims(s, dims, NULL) == 2) /* q: [T, heads x head_dim] */
+            bytes += op_attention_extra_floats(1, (int)dims[0], (int)dims[1] / rp.head_dim) * sizeof(float);
         bytes += n > 0 ? 4 * (size_t)n * sizeof(float) : 0;
         H5Sclose(s);
         H5Dclose(ds);
     }
-    if (arena_init(&act, bytes * 2, "replay", err) || graph_init(&g, &act, NULL, 8, err)) goto done;
+    if (arena_init(&act, bytes, "replay", err) || graph_init(&g, &act, NULL, 8, err)) goto done;
     for (int i = 0; i < rp.n_in; i++)
         if (replay_input(f, &act, &rp, i, path, err)) goto done;
-    if (!strcmp(rp.op, "attention") && rp.head_dim > 0) { /* probabilities: heads x T x T */
-        size_t T = (size_t)tensor_rows(rp.in[0]), nh = (size_t)tensor_cols(rp.in[0]) / (size_t)rp.head_dim;
-        arena_free(&act);
-        if (arena_init(&act, bytes * 2 + nh * T * T * sizeof(float), "replay", err)) goto done;
-        g.act = &act;
-        for (int i = 0; i < rp.n_in; i++)
-            if (replay_input(f, &act, &rp, i, path, err)) goto done;
-    }
     g.recording = 0;
     DebugChecker c;
     debug_attach(&g, &c, r, (DebugPrecision)rp.precision);

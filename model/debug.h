@@ -101,7 +101,6 @@ const char *debug_precision_name(DebugPrecision p);
 int debug_parse_precision(const char *s, DebugPrecision *p);
 float debug_precision_max(DebugPrecision p);
 
-void debug_stats(const char *name, const float *x, size_t n, int ndim, const int *shape, DebugStats *s);
 
 /* 1 when the run found a fault: a non-finite producer or a zero modulation factor. */
 int debug_found(const DebugResult *r);

@@ -56,7 +56,7 @@ Node *graph_record(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor 
 }
 
 void graph_release(Graph *g, Tensor *t) {
-    if (g->observer || t->keep || t->is_param || !t->data) return;
+    if (g->keep_inputs || t->keep || t->is_param || !t->data) return;
     arena_release(g->act, t->data, t->n * sizeof(float));
     t->data = NULL;
 }

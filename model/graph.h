@@ -28,8 +28,7 @@ struct Node {
 };
 
 /* Called after every op with its output and inputs: the debug mode's NaN producer
- * finder and precision emulation hook in here. Return non-zero to stop recording
- * further checks (the op itself always completes). */
+ * finder and precision emulation, and eval's modulation figures, hook in here. */
 typedef void (*OpObserver)(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx);
 
 struct Graph {
@@ -40,6 +39,7 @@ struct Graph {
     int recording;    /* 0: pure inference, nothing goes on the tape */
     OpObserver observer;
     void *observer_ctx;
+    int keep_inputs;  /* no in-place outputs, no graph_release: an observer holds inputs */
     int layer;        /* current layer index for observers (-1 outside layers) */
 };
 
@@ -65,8 +65,8 @@ Node *graph_record(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor 
 /* Its backward reads the data of the inputs in `reads` (bit i: in[i]) and not the output's. */
 Node *graph_record_reads(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor **in, int n_in, unsigned reads);
 /* The forward pass is done with activation t (its last reader has run): its storage goes
- * back to the activation arena unless a recorded backward reads it (or a debug observer
- * is attached, which keeps inputs for its report). t->data is NULL afterwards if freed.
+ * back to the activation arena unless a recorded backward reads it (or keep_inputs is
+ * set: the debug checker keeps inputs for its report). t->data is NULL afterwards if freed.
  * Only for op outputs no other tensor shares storage with. */
 void graph_release(Graph *g, Tensor *t);
 /* Gradient buffer of t, allocated zeroed from the grads arena on first use. */

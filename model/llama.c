@@ -1,7 +1,6 @@
 /* model/llama.c — the Llama forward pass built from autograd ops (see llama.h). */
 #include "llama.h"
 
-#include <omp.h>
 
 #include "ops.h"
 
@@ -48,8 +47,7 @@ size_t llama_activation_bytes(const LlamaConfig *c, int B, int T, int with_logit
     /* per layer: norms, q/k/v before and after rope, attention out + its row log-sum-exps
      * and per-thread score blocks, wo, residual adds, gate/up/act/down, plus the NPT
      * extras (z, d_add, d_raw, modulated gate) */
-    size_t attn = (size_t)B * c->n_heads * T + (size_t)omp_get_max_threads() * 64 * T + 64;
-    size_t per_layer = N * (4 * d + 3 * qd + 4 * kvd + 6 * f + 64) + attn + 4 * N;
+    size_t per_layer = N * (4 * d + 3 * qd + 4 * kvd + 6 * f + 64) + op_attention_extra_floats(B, T, c->n_heads) + 4 * N;
     size_t floats = per_layer * c->n_layers + N * (2 * d + 8);
     if (with_logits) floats += 2 * N * (size_t)c->vocab_size;
     return floats * sizeof(float) + (size_t)(c->n_layers + 4) * 64 * 1024 + (8u << 20);

@@ -25,13 +25,17 @@ typedef struct {
     char src[160];  /* the tensor's name in that file */
 } WeightName;
 
-enum { PER_LAYER = 9 };
-static const size_t layer_field[PER_LAYER] = {
-    offsetof(LlamaLayer, attn_norm), offsetof(LlamaLayer, wq),     offsetof(LlamaLayer, wk),
-    offsetof(LlamaLayer, wv),        offsetof(LlamaLayer, wo),     offsetof(LlamaLayer, ffn_norm),
-    offsetof(LlamaLayer, w_gate),    offsetof(LlamaLayer, w_up),   offsetof(LlamaLayer, w_down)};
-static const char *const layer_field_name[PER_LAYER] = {"attn_norm", "wq",     "wk",   "wv",    "wo",
-                                                        "ffn_norm",  "w_gate", "w_up", "w_down"};
+const LlamaLayerTensor llama_layer_tensors[LLAMA_LAYER_TENSORS] = {
+    {offsetof(LlamaLayer, attn_norm), "attn_norm", "input_layernorm.weight", "attn_norm"},
+    {offsetof(LlamaLayer, wq), "wq", "self_attn.q_proj.weight", "attn_q"},
+    {offsetof(LlamaLayer, wk), "wk", "self_attn.k_proj.weight", "attn_k"},
+    {offsetof(LlamaLayer, wv), "wv", "self_attn.v_proj.weight", "attn_v"},
+    {offsetof(LlamaLayer, wo), "wo", "self_attn.o_proj.weight", "attn_output"},
+    {offsetof(LlamaLayer, ffn_norm), "ffn_norm", "post_attention_layernorm.weight", "ffn_norm"},
+    {offsetof(LlamaLayer, w_gate), "w_gate", "mlp.gate_proj.weight", "ffn_gate"},
+    {offsetof(LlamaLayer, w_up), "w_up", "mlp.up_proj.weight", "ffn_up"},
+    {offsetof(LlamaLayer, w_down), "w_down", "mlp.down_proj.weight", "ffn_down"}};
+enum { PER_LAYER = LLAMA_LAYER_TENSORS };
 
 /* Weights in canonical order: tok_emb, each layer's nine in LlamaLayer order,
  * final_norm, lm_head. This is the block layout and the fingerprint order. */
@@ -44,7 +48,7 @@ static Tensor *weight_at(LlamaModel *m, int i) {
     if (i == 1 + PER_LAYER * L) return &m->final_norm;
     if (i == 2 + PER_LAYER * L) return &m->lm_head;
     i--;
-    return (Tensor *)((char *)&m->layers[i / PER_LAYER] + layer_field[i % PER_LAYER]);
+    return llama_layer_tensor(&m->layers[i / PER_LAYER], i % PER_LAYER);
 }
 
 static WeightName *weight_names(const LlamaModel *m) { return (WeightName *)(m->layers + m->cfg.n_layers); }
@@ -141,7 +145,7 @@ int llama_alloc_weights(LlamaModel *m, NptErr *err) {
             snprintf(name, sizeof names[i].name, "final_norm");
         else
             snprintf(name, sizeof names[i].name, "layers.%d.%s", (i - 1) / PER_LAYER,
-                     layer_field_name[(i - 1) % PER_LAYER]);
+                     llama_layer_tensors[(i - 1) % PER_LAYER].name);
         float *data = m->weights_block + off;
         if (i == lm_head_index(c) && c->tied) {
             data = m->tok_emb.data;

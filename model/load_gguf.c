@@ -322,19 +322,11 @@ static int load_weights(LlamaModel *m, const Gguf *g, NptErr *err) {
         load_tensor(m, g, &m->final_norm, "output_norm.weight", err) ||
         (!m->cfg.tied && load_tensor(m, g, &m->lm_head, "output.weight", err)))
         return -1;
-    static const struct {
-        const char *suffix;
-        size_t field;
-    } per_layer[] = {{"attn_norm", offsetof(LlamaLayer, attn_norm)}, {"attn_q", offsetof(LlamaLayer, wq)},
-                     {"attn_k", offsetof(LlamaLayer, wk)},           {"attn_v", offsetof(LlamaLayer, wv)},
-                     {"attn_output", offsetof(LlamaLayer, wo)},      {"ffn_norm", offsetof(LlamaLayer, ffn_norm)},
-                     {"ffn_gate", offsetof(LlamaLayer, w_gate)},     {"ffn_up", offsetof(LlamaLayer, w_up)},
-                     {"ffn_down", offsetof(LlamaLayer, w_down)}};
     for (int l = 0; l < m->cfg.n_layers; l++)
-        for (size_t k = 0; k < NPT_ARRAY_LEN(per_layer); k++) {
+        for (int k = 0; k < LLAMA_LAYER_TENSORS; k++) {
             char name[64];
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, per_layer[k].suffix);
-            if (load_tensor(m, g, (Tensor *)((char *)&m->layers[l] + per_layer[k].field), name, err)) return -1;
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, llama_layer_tensors[k].gguf);
+            if (load_tensor(m, g, llama_layer_tensor(&m->layers[l], k), name, err)) return -1;
         }
     return 0;
 }

@@ -426,24 +426,11 @@ static int load_weights(LlamaModel *m, const Safetensors *st, NptErr *err) {
         load_tensor(m, st, &m->final_norm, "model.norm.weight", err) ||
         (!m->cfg.tied && load_tensor(m, st, &m->lm_head, "lm_head.weight", err)))
         return -1;
-    static const struct {
-        const char *suffix;
-        size_t field;
-    } per_layer[] = {{"input_layernorm.weight", offsetof(LlamaLayer, attn_norm)},
-                     {"self_attn.q_proj.weight", offsetof(LlamaLayer, wq)},
-                     {"self_attn.k_proj.weight", offsetof(LlamaLayer, wk)},
-                     {"self_attn.v_proj.weight", offsetof(LlamaLayer, wv)},
-                     {"self_attn.o_proj.weight", offsetof(LlamaLayer, wo)},
-                     {"post_attention_layernorm.weight", offsetof(LlamaLayer, ffn_norm)},
-                     {"mlp.gate_proj.weight", offsetof(LlamaLayer, w_gate)},
-                     {"mlp.up_proj.weight", offsetof(LlamaLayer, w_up)},
-                     {"mlp.down_proj.weight", offsetof(LlamaLayer, w_down)}};
     for (int l = 0; l < m->cfg.n_layers; l++)
-        for (size_t k = 0; k < NPT_ARRAY_LEN(per_layer); k++) {
+        for (int k = 0; k < LLAMA_LAYER_TENSORS; k++) {
             char name[128];
-            snprintf(name, sizeof name, "model.layers.%d.%s", l, per_layer[k].suffix);
-            Tensor *t = (Tensor *)((char *)&m->layers[l] + per_layer[k].field);
-            if (load_tensor(m, st, t, name, err)) return -1;
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, llama_layer_tensors[k].hf);
+            if (load_tensor(m, st, llama_layer_tensor(&m->layers[l], k), name, err)) return -1;
         }
     return 0;
 }

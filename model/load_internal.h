@@ -1,5 +1,6 @@
 /* model/load_internal.h — helpers shared by the three format loaders (load_hf.c,
- * load_llama2c.c, load_gguf.c), implemented in llama_load.c. Not a public interface.
+ * load_llama2c.c, load_gguf.c) and the HF writer (save_hf.c), implemented in
+ * llama_load.c. Not a public interface.
  *
  * Contract of a format loader: it zeroes m, sets m->path and m->format, fills m->cfg,
  * calls llama_alloc_weights, reads every tensor into its view (llama_read_tensor) and
@@ -10,6 +11,20 @@
 #define NPT_LOAD_INTERNAL_H
 
 #include "llama.h"
+
+/* The nine tensors of a decoder layer in canonical order (the weight block's layout and
+ * the fingerprint's order): where each sits in LlamaLayer, npt's name, and its name in
+ * an HF file (under model.layers.N.) and a GGUF file (blk.N.<gguf>.weight). */
+enum { LLAMA_LAYER_TENSORS = 9 };
+typedef struct {
+    size_t field;
+    const char *name, *hf, *gguf;
+} LlamaLayerTensor;
+extern const LlamaLayerTensor llama_layer_tensors[LLAMA_LAYER_TENSORS];
+
+static inline Tensor *llama_layer_tensor(const LlamaLayer *L, int k) {
+    return (Tensor *)((char *)L + llama_layer_tensors[k].field);
+}
 
 /* Element encodings the loaders convert to float32. */
 typedef enum { WDT_F32 = 0, WDT_F16 = 1, WDT_BF16 = 2 } WeightDtype;

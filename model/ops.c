@@ -29,11 +29,11 @@ static Tensor *like(Graph *g, const Tensor *x, const char *name) {
 }
 
 /* Output over the storage of x, an op output nothing else will read and the op's
- * backward does not need (the caller's promise): one buffer fewer per call. With a debug
- * observer attached the output gets its own buffer, since the checker keeps the inputs
- * it reports. */
+ * backward does not need (the caller's promise): one buffer fewer per call. With
+ * keep_inputs set (the debug checker keeps the inputs it reports) the output gets its own
+ * buffer. */
 static Tensor *over(Graph *g, Tensor *x, const char *name) {
-    if (g->observer || x->is_param) return like(g, x, name);
+    if (g->keep_inputs || x->is_param) return like(g, x, name);
     Tensor *y = arena_alloc(g->act, sizeof *y);
     *y = (Tensor){.data = x->data, .ndim = x->ndim, .n = x->n, .name = name};
     memcpy(y->shape, x->shape, sizeof y->shape);
@@ -400,6 +400,11 @@ Tensor *op_rope_inplace(Graph *g, Tensor *x, int B, int T, int n_heads, int head
 
 #define ATTN_BLOCK 64 /* query rows per sgemm: small enough to skip most of the masked half */
 
+size_t op_attention_extra_floats(int B, int T, int n_heads) {
+    /* row log-sum-exps, each thread's score block, and the saved-data struct */
+    return (size_t)B * n_heads * T + (size_t)omp_get_max_threads() * ATTN_BLOCK * T + 64;
+}
+
 /* Backward recomputes the probabilities from Q, K and the saved log-sum-exp of each
  * score row instead of keeping the [B, heads, T, T] matrix: one extra Q K^T per block,
  * a few percent of the attention FLOPs, for 12.6 MB per layer at the 15M shape. */
@@ -596,6 +601,16 @@ static void cross_entropy_backward(Graph *g, Node *n) {
     }
 }
 
+double op_row_nll(const float *logits, int V, int target, double *lse) {
+    float mx = logits[0];
+    for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < V; j++) sum += exp((double)logits[j] - mx);
+    double log_sum = log(sum);
+    if (lse) *lse = mx + log_sum;
+    return ((double)mx - logits[target]) + log_sum; /* mx + log_sum first would round log_sum away near 3e38 */
+}
+
 Tensor *op_cross_entropy(Graph *g, Tensor *logits, const int *targets) {
     int rows = tensor_rows(logits), V = tensor_cols(logits);
     CeSaved *sv = arena_alloc(g->act, sizeof *sv);
@@ -609,14 +624,9 @@ Tensor *op_cross_entropy(Graph *g, Tensor *logits, const int *targets) {
         tg[r] = targets[r];
         if (tg[r] >= V) npt_die("cross_entropy: target %d outside vocabulary %d", tg[r], V);
         if (tg[r] < 0) continue;
-        const float *lr = logits->data + (size_t)r * V;
-        float mx = lr[0];
-        for (int j = 1; j < V; j++) mx = lr[j] > mx ? lr[j] : mx;
-        double sum = 0.0;
-        for (int j = 0; j < V; j++) sum += exp((double)lr[j] - mx);
-        double lse = mx + log(sum);
+        double lse;
+        total += op_row_nll(logits->data + (size_t)r * V, V, tg[r], &lse);
         sv->lse[r] = (float)lse;
-        total += lse - lr[tg[r]];
     }
     for (int r = 0; r < rows; r++) sv->count += tg[r] >= 0;
     if (sv->count == 0) npt_die("cross_entropy: no row has a target");
@@ -659,8 +669,6 @@ Tensor *op_mse(Graph *g, Tensor *x, Tensor *y) {
     return loss;
 }
 
-#define NMSE_FLOOR 1e-6
-
 /* Gradient of sum_j (u_j - v_j)^2 * coef through u = x / max(|x|, floor):
  * the projection (I - u u^T)/|x| when the norm is above the floor, 1/floor below. */
 static void nmse_row_grad(const float *x, const float *other, float norm_x, float norm_o, float coef, float sign,
@@ -670,7 +678,7 @@ static void nmse_row_grad(const float *x, const float *other, float norm_x, floa
         float u = x[j] / norm_x, gj = sign * coef * (u - other[j] / norm_o);
         ug += (double)u * gj;
     }
-    int projected = norm_x > (float)NMSE_FLOOR;
+    int projected = norm_x > (float)NPT_NMSE_FLOOR;
     for (int j = 0; j < cols; j++) {
         float u = x[j] / norm_x, gj = sign * coef * (u - other[j] / norm_o);
         dx[j] += projected ? (gj - u * (float)ug) / norm_x : gj / norm_x;
@@ -705,7 +713,7 @@ Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y) {
             sx += (double)xr[j] * xr[j];
             sy += (double)yr[j] * yr[j];
         }
-        double nx = fmax(sqrt(sx), NMSE_FLOOR), ny = fmax(sqrt(sy), NMSE_FLOOR);
+        double nx = fmax(sqrt(sx), NPT_NMSE_FLOOR), ny = fmax(sqrt(sy), NPT_NMSE_FLOOR);
         norms[2 * r] = (float)nx;
         norms[2 * r + 1] = (float)ny;
         double acc = 0.0;

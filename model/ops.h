@@ -40,7 +40,10 @@ Tensor *op_rope_inplace(Graph *g, Tensor *x, int B, int T, int n_heads, int head
                         RopeStyle style, int pos0);
 
 /* Fused causal grouped-query attention: q [B*T, nh*hd], k and v [B*T, nkv*hd];
- * query head h reads kv head h / (nh/nkv). Softmax probabilities are kept for backward. */
+ * query head h reads kv head h / (nh/nkv). Backward recomputes the softmax probabilities
+ * from the row log-sum-exps kept here (op_attention_extra_floats: what it takes from the
+ * activation arena besides its output). */
+size_t op_attention_extra_floats(int B, int T, int n_heads);
 Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads,
                      int n_kv_heads, int head_dim);
 
@@ -50,9 +53,14 @@ Tensor *op_embedding(Graph *g, Tensor *table, const int *ids, int n);
 /* Mean next-token cross-entropy; rows whose target is negative are ignored.
  * Accumulates in double; never overflows on a large vocabulary. */
 Tensor *op_cross_entropy(Graph *g, Tensor *logits, const int *targets);
+/* -log softmax(logits)[target] of one row of V, in double with the max subtracted (exact
+ * even for logits near the float maximum); lse (may be NULL) gets the row's log-sum-exp. */
+double op_row_nll(const float *logits, int V, int target, double *lse);
 
 /* Mean over all elements of (x - y)^2. */
 Tensor *op_mse(Graph *g, Tensor *x, Tensor *y);
+/* SPEC section 3: per-token norms are clamped to at least this in NMSE (and in eval's cosine). */
+#define NPT_NMSE_FLOOR 1e-6
 /* SPEC section 3: mean over rows and columns of (x/max(|x|,1e-6) - y/max(|y|,1e-6))^2
  * with |.| the row norm. */
 Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y);

@@ -45,7 +45,7 @@ static int by_prob_desc(const void *a, const void *b) {
     return (pa < pb) - (pa > pb);
 }
 
-int sampler_next(Sampler *s, float *logits) {
+int sampler_next(Sampler *s, const float *logits) {
     int n = s->vocab_size;
     if (s->temperature <= 0.0f) return argmax(logits, n);
     float mx = logits[argmax(logits, n)];

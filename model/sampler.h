@@ -15,7 +15,7 @@ typedef struct {
 
 int sampler_init(Sampler *s, int vocab_size, float temperature, float top_p, uint64_t seed);
 void sampler_free(Sampler *s);
-/* May modify logits in place. */
-int sampler_next(Sampler *s, float *logits);
+/* The next token: argmax when temperature is 0, else nucleus sampling (top_p). */
+int sampler_next(Sampler *s, const float *logits);
 
 #endif

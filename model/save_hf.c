@@ -7,6 +7,8 @@
 #include "save_hf.h"
 
 #include "../data/tokenizer.h"
+#include "../util/atomic_file.h"
+#include "load_internal.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -18,44 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- atomic files: written as PATH.tmp.PID, fsync'd, renamed over PATH ---- */
-
-typedef struct {
-    FILE *f;
-    const char *path;
-    char tmp[4200];
-} OutFile;
-
-static FILE *out_open(OutFile *o, const char *path, NptErr *err) {
-    o->path = path;
-    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof o->tmp) {
-        npt_fail(err, "path too long: %.200s", path);
-        return NULL;
-    }
-    o->f = fopen(o->tmp, "wb");
-    if (!o->f) npt_fail(err, "cannot create %s: %s", o->tmp, strerror(errno));
-    return o->f;
-}
-
-static void out_abort(OutFile *o) {
-    if (o->f) fclose(o->f);
-    o->f = NULL;
-    unlink(o->tmp);
-}
-
-static int out_commit(OutFile *o, NptErr *err) {
-    int bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
-    int e = errno;
-    if (fclose(o->f) != 0 && !bad) bad = 1, e = errno;
-    o->f = NULL;
-    if (bad || rename(o->tmp, o->path) != 0) {
-        if (!bad) e = errno;
-        unlink(o->tmp);
-        return npt_fail(err, "cannot write %s: %s", o->path, strerror(e));
-    }
-    return 0;
-}
-
 /* ---- config.json ---- */
 
 /* Shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06). */
@@ -66,12 +30,13 @@ static void float_repr(float x, char *buf, size_t size) {
     }
 }
 
-int hf_write_config(const LlamaConfig *c, const char *path, NptErr *err) {
+/* config.json for c: the LlamaForCausalLM fields load_hf.c reads. */
+static int hf_write_config(const LlamaConfig *c, const char *path, NptErr *err) {
     char eps[32], theta[32];
     float_repr(c->norm_eps, eps, sizeof eps);
     float_repr(c->rope_theta, theta, sizeof theta);
-    OutFile o;
-    FILE *f = out_open(&o, path, err);
+    NptAtomicFile o;
+    FILE *f = npt_atomic_open(&o, path, err);
     if (!f) return -1;
     fprintf(f,
             "{\n"
@@ -98,16 +63,11 @@ int hf_write_config(const LlamaConfig *c, const char *path, NptErr *err) {
             "}\n",
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len, eps,
             theta, c->tied ? "true" : "false", c->bos_id, c->eos_id);
-    return out_commit(&o, err);
+    return npt_atomic_commit(&o, err);
 }
 
 /* ---- model.safetensors ---- */
 
-enum { PER_LAYER = 9 };
-static const char *const layer_suffix[PER_LAYER] = {
-    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",   "mlp.up_proj.weight",      "mlp.down_proj.weight"};
 
 typedef struct {
     char name[96];
@@ -122,13 +82,12 @@ static int list_tensors(const LlamaModel *m, StEntry *e) {
     e[n++] = (StEntry){"model.embed_tokens.weight", &m->tok_emb, 0};
     for (int l = 0; l < c->n_layers; l++) {
         const LlamaLayer *L = &m->layers[l];
-        const Tensor *ts[PER_LAYER] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo,
-                                       &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
-        for (int k = 0; k < PER_LAYER; k++) {
-            e[n] = (StEntry){"", ts[k], 0};
-            snprintf(e[n].name, sizeof e[n].name, "model.layers.%d.%s", l, layer_suffix[k]);
-            if (interleaved && k == 1) e[n].rope_heads = c->n_heads;
-            if (interleaved && k == 2) e[n].rope_heads = c->n_kv_heads;
+        for (int k = 0; k < LLAMA_LAYER_TENSORS; k++) {
+            const Tensor *t = llama_layer_tensor(L, k);
+            e[n] = (StEntry){"", t, 0};
+            snprintf(e[n].name, sizeof e[n].name, "model.layers.%d.%s", l, llama_layer_tensors[k].hf);
+            if (interleaved && t == &L->wq) e[n].rope_heads = c->n_heads;
+            if (interleaved && t == &L->wk) e[n].rope_heads = c->n_kv_heads;
             n++;
         }
     }
@@ -179,14 +138,18 @@ static int source_row(const StEntry *e, int r) {
     return h * hd + 2 * (k % half) + k / half;
 }
 
-int hf_write_safetensors(const LlamaModel *m, const char *path, NptErr *err) {
-    StEntry *e = npt_try_malloc((size_t)(3 + PER_LAYER * m->cfg.n_layers) * sizeof *e, "the tensor list", err);
+/* model.safetensors: every weight as F32 under its HF name (model.embed_tokens.weight,
+ * model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight only when untied). Models
+ * that use interleaved RoPE (llama2.c, GGUF) get their q/k rows permuted to HF's
+ * rotate-half order, so the file computes the same function when loaded as HF. */
+static int hf_write_safetensors(const LlamaModel *m, const char *path, NptErr *err) {
+    StEntry *e = npt_try_malloc((size_t)(3 + LLAMA_LAYER_TENSORS * m->cfg.n_layers) * sizeof *e, "the tensor list", err);
     if (!e) return -1;
     int n = list_tensors(m, e);
     size_t hlen = 0;
     char *header = header_json(e, n, &hlen, err);
-    OutFile o;
-    FILE *f = header ? out_open(&o, path, err) : NULL;
+    NptAtomicFile o;
+    FILE *f = header ? npt_atomic_open(&o, path, err) : NULL;
     int rc = -1;
     if (f) {
         unsigned char len_le[8];
@@ -198,10 +161,10 @@ int hf_write_safetensors(const LlamaModel *m, const char *path, NptErr *err) {
                 ok = fwrite(e[i].t->data + (size_t)source_row(&e[i], r) * cols, sizeof(float), (size_t)cols, f) ==
                      (size_t)cols;
         }
-        if (ok) rc = out_commit(&o, err);
+        if (ok) rc = npt_atomic_commit(&o, err);
         else {
             npt_fail(err, "cannot write %s: %s", path, strerror(errno));
-            out_abort(&o);
+            npt_atomic_abort(&o);
         }
     }
     free(header);
@@ -215,14 +178,14 @@ static int write_json(cJSON *root, const char *path, NptErr *err) {
     char *text = root ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
     if (!text) return npt_fail(err, "out of memory building %s", path);
-    OutFile o;
-    FILE *f = out_open(&o, path, err);
+    NptAtomicFile o;
+    FILE *f = npt_atomic_open(&o, path, err);
     int rc = -1;
     if (f) {
-        if (fputs(text, f) >= 0 && fputc('\n', f) != EOF) rc = out_commit(&o, err);
+        if (fputs(text, f) >= 0 && fputc('\n', f) != EOF) rc = npt_atomic_commit(&o, err);
         else {
             npt_fail(err, "cannot write %s: %s", path, strerror(errno));
-            out_abort(&o);
+            npt_atomic_abort(&o);
         }
     }
     free(text);
@@ -282,7 +245,8 @@ static cJSON *byte_model(void) {
     return model;
 }
 
-int hf_write_byte_tokenizer(const char *dir, NptErr *err) {
+/* tokenizer.json + tokenizer_config.json of the byte-level tokenizer, into dir. */
+static int hf_write_byte_tokenizer(const char *dir, NptErr *err) {
     char path[4400];
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "version", "1.0");
@@ -318,18 +282,18 @@ int hf_write_byte_tokenizer(const char *dir, NptErr *err) {
 static int copy_file(const char *src, const char *dst, int required, NptErr *err) {
     FILE *in = fopen(src, "rb");
     if (!in) return required || errno != ENOENT ? npt_fail(err, "cannot open %s: %s", src, strerror(errno)) : 0;
-    OutFile o;
-    FILE *out = out_open(&o, dst, err);
+    NptAtomicFile o;
+    FILE *out = npt_atomic_open(&o, dst, err);
     int rc = -1;
     if (out) {
         char buf[1 << 16];
         size_t got;
         int ok = 1;
         while (ok && (got = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, got, out) == got;
-        if (ok && !ferror(in)) rc = out_commit(&o, err);
+        if (ok && !ferror(in)) rc = npt_atomic_commit(&o, err);
         else {
             npt_fail(err, "cannot copy %s to %s: %s", src, dst, strerror(errno));
-            out_abort(&o);
+            npt_atomic_abort(&o);
         }
     }
     fclose(in);

@@ -14,18 +14,6 @@
  * byte of the text is one token (id = byte + HF_BYTE_OFFSET). */
 enum { HF_BYTE_UNK = 0, HF_BYTE_BOS = 1, HF_BYTE_EOS = 2, HF_BYTE_OFFSET = 3, HF_BYTE_VOCAB = 259 };
 
-/* config.json for c: the LlamaForCausalLM fields load_hf.c reads. */
-int hf_write_config(const LlamaConfig *c, const char *path, NptErr *err);
-
-/* model.safetensors: every weight as F32 under its HF name (model.embed_tokens.weight,
- * model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight only when untied). Models
- * that use interleaved RoPE (llama2.c, GGUF) get their q/k rows permuted to HF's
- * rotate-half order, so the file computes the same function when loaded as HF. */
-int hf_write_safetensors(const LlamaModel *m, const char *path, NptErr *err);
-
-/* tokenizer.json + tokenizer_config.json of the byte-level tokenizer, into dir. */
-int hf_write_byte_tokenizer(const char *dir, NptErr *err);
-
 /* The whole directory: config.json, model.safetensors and a tokenizer: tokenizer_json
  * (an HF tokenizer.json, copied with the tokenizer_config.json / special_tokens_map.json
  * beside it) or, when NULL, the byte-level one. dir must not exist or be empty; an

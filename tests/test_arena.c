@@ -34,8 +34,12 @@ int main(void) {
     char *s1 = arena_alloc(&a, 100);
     arena_release(&a, s1, 100);
     check(a.n_free == 0 && arena_alloc(&a, 100) != s1, "blocks under ARENA_RECYCLE_MIN are not recycled");
+    char *lower = arena_alloc(&a, BIG);
+    arena_alloc(&a, BIG);
+    arena_release(&a, lower, BIG);
+    int listed = a.n_free;
     arena_reset(&a);
-    check(a.used == 0 && a.n_free == 0, "reset forgets the free list");
+    check(listed == 1 && a.used == 0 && a.n_free == 0, "reset forgets a listed free block (%d before)", listed);
 
     /* graph_release: frees an activation no recorded backward reads, keeps one that is read */
     Arena grads;

@@ -28,44 +28,6 @@ static const char *in_tmp(const char *name) {
     return out;
 }
 
-/* Every metadata field the writer was given comes back identical. */
-static int meta_equal(const CkptMeta *a, const CkptMeta *b, char *why, size_t size) {
-#define FIELD(f)                                                                                    \
-    if (memcmp(&a->f, &b->f, sizeof a->f) != 0) return snprintf(why, size, "field %s differs", #f), 0;
-#define STR(f)                                                                                      \
-    if (strcmp(a->f, b->f) != 0) return snprintf(why, size, "field %s: \"%.60s\" vs \"%.60s\"", #f, a->f, b->f), 0;
-    FIELD(step) FIELD(tokens_seen) STR(kind) STR(recipe_json) STR(base_path) STR(base_arch) STR(base_format)
-    FIELD(base_fingerprint) FIELD(dim) FIELD(hidden_dim) FIELD(n_layers) FIELD(n_heads) FIELD(n_kv_heads)
-    FIELD(vocab_size) FIELD(rank) FIELD(safe_mode) FIELD(modulation_scale) FIELD(n_npt_layers)
-    FIELD(npt_layers) STR(optimizer) FIELD(opt_step) FIELD(rng_state) FIELD(data_cursor) FIELD(skipped_total)
-    FIELD(consecutive_skips) FIELD(best_loss) FIELD(last_loss) FIELD(n_history)
-#undef FIELD
-#undef STR
-    for (int64_t i = 0; i < a->n_history; i++) {
-        const CkptHistoryRow *x = &a->history[i], *y = &b->history[i];
-        if (x->step != y->step || memcmp(&x->loss, &y->loss, 8) || memcmp(&x->lr, &y->lr, 8) ||
-            memcmp(&x->grad_norm, &y->grad_norm, 8) || memcmp(&x->nmse, &y->nmse, 8) || memcmp(&x->reg, &y->reg, 8) ||
-            x->skipped != y->skipped)
-            return snprintf(why, size, "history row %lld differs", (long long)i), 0;
-    }
-    return 1;
-}
-
-/* Loaded tensors are exactly the fixture's: same set, shapes, dtype and bits. */
-static int tensors_equal(const Fixture *fx, const CkptTensor *t, int n, char *why, size_t size) {
-    if (n != fx->n) return snprintf(why, size, "%d tensors, expected %d", n, fx->n), 0;
-    for (int i = 0; i < fx->n; i++) {
-        const CkptTensor *want = &fx->t[i], *got = ckpt_find(t, n, want->name);
-        if (!got) return snprintf(why, size, "tensor %s missing", want->name), 0;
-        if (got->ndim != want->ndim || memcmp(got->shape, want->shape, sizeof got->shape) ||
-            strcmp(got->dtype, "float32"))
-            return snprintf(why, size, "tensor %s: shape or dtype differs", want->name), 0;
-        if (memcmp(got->data, want->data, (size_t)(want->shape[0] * want->shape[1]) * sizeof(float)))
-            return snprintf(why, size, "tensor %s: values differ", want->name), 0;
-    }
-    return 1;
-}
-
 static void check_file_matches(const char *path, const Fixture *fx, const char *what) {
     CkptMeta m;
     CkptTensor *t;

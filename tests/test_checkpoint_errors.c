@@ -255,21 +255,10 @@ static void test_bit_rot(void) {
     expect_load_error(p, "one flipped bit in tensor data", "/adapters/layer_03/B_mul", "Fletcher32");
 }
 
-/* 1 if a loaded checkpoint differs from the fixture it was written from. */
+/* 1 if a loaded checkpoint differs in any field or bit from the fixture it was written from. */
 static int differs(const Fixture *fx, const CkptMeta *m, const CkptTensor *t, int n) {
-    if (n != fx->n || m->step != fx->meta.step || strcmp(m->recipe_json, fx->meta.recipe_json) ||
-        strcmp(m->base_path, fx->meta.base_path) || m->base_fingerprint != fx->meta.base_fingerprint ||
-        m->dim != fx->meta.dim || m->rank != fx->meta.rank || m->n_history != fx->meta.n_history ||
-        memcmp(m->rng_state, fx->meta.rng_state, sizeof m->rng_state) || strcmp(m->kind, fx->meta.kind))
-        return 1;
-    for (int64_t i = 0; i < m->n_history; i++)
-        if (m->history[i].loss != fx->history[i].loss || m->history[i].step != fx->history[i].step) return 1;
-    for (int i = 0; i < fx->n; i++) {
-        const CkptTensor *x = ckpt_find(t, n, fx->t[i].name);
-        if (!x || memcmp(x->data, fx->t[i].data, (size_t)(fx->t[i].shape[0] * fx->t[i].shape[1]) * sizeof(float)))
-            return 1;
-    }
-    return 0;
+    char why[160];
+    return !meta_equal(&fx->meta, m, why, sizeof why) || !tensors_equal(fx, t, n, why, sizeof why);
 }
 
 /* Damage one byte at a time all over the file: every load must either fail with a

@@ -63,7 +63,11 @@ static void test_text(const Tokenizer *tok) {
     rc = data_prepare(write_text("ok.txt", "Hello."), in_dir("no/such/dir/out.u16"), &o, &st, &err);
     check(rc == -1 && says(&err, "no/such/dir", "cannot create"), "an output in a missing folder: %s", err.msg);
     rc = data_prepare(in_dir("ok.txt"), in_dir("out.txt.json"), &o, &st, &err);
-    check(rc == 0, "an output of unknown extension gets the vocabulary's width (%s)", rc ? err.msg : "uint16");
+    struct stat out;
+    int64_t bytes = rc == 0 && stat(in_dir("out.txt.json"), &out) == 0 ? (int64_t)out.st_size : -1;
+    check(rc == 0 && st.tokens > 0 && bytes == 2 * (int64_t)st.tokens,
+          "an output of unknown extension gets the vocabulary's width: %lld bytes for %lld tokens (%s)", (long long)bytes,
+          (long long)st.tokens, rc ? err.msg : "uint16");
 }
 
 static void test_jsonl(const Tokenizer *tok) {

@@ -113,7 +113,11 @@ static void check_cache_path(const char *rel) {
     int tokens[B * T];
     for (int i = 0; i < B * T; i++) tokens[i] = (i * 37 + 11) % m.cfg.vocab_size;
     tokens[0] = tokens[T] = m.cfg.bos_id;
-    if (setup_graph(&m.cfg, B, T)) return;
+    if (setup_graph(&m.cfg, B, T)) {
+        check(0, "%s: KV-cache check: graph setup failed", rel);
+        llama_free(&m);
+        return;
+    }
     graph.recording = 0;
     Tensor *logits = forward(&m, tokens, B, T, NULL);
     LlamaInfer s;

@@ -61,12 +61,9 @@ static int ends_with(const char *s, const char *suffix) {
 
 static int load(const char *rel, LlamaModel *m) {
     NptErr err;
-    if (llama_load(shared_path(rel), m, &err)) {
-        check(0, "%s loads (%s)", rel, err.msg);
-        return -1;
-    }
-    check(1, "%s loads", rel);
-    return 0;
+    int rc = llama_load(shared_path(rel), m, &err);
+    check(rc == 0, "%s loads (%s)", rel, rc ? err.msg : "ok");
+    return rc;
 }
 
 /* MANIFEST.md: stories260K is dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads,

@@ -185,7 +185,10 @@ static void check_infer_path(const LlamaModel *m) {
     NptErr err;
     NptConfig nc = {.rank = 4, .safe_mode = 0, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_ALL,
                     .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
-    if (npt_create(&n, m, &nc, &err)) return;
+    if (npt_create(&n, m, &nc, &err)) {
+        check(0, "NPT KV-cache path: npt_create: %s", err.msg);
+        return;
+    }
     npt_init_weights(&n, &nc, 3);
     enum { T = 12 };
     int tokens[T];
@@ -197,7 +200,11 @@ static void check_infer_path(const LlamaModel *m) {
     Tensor *logits = llama_logits(&student, m, h);
     student.recording = 1;
     LlamaInfer s;
-    if (llama_infer_init(&s, &m->cfg, &n, T, &err)) return;
+    if (llama_infer_init(&s, &m->cfg, &n, T, &err)) {
+        check(0, "NPT KV-cache path: llama_infer_init: %s", err.msg);
+        npt_free(&n);
+        return;
+    }
     double maxdiff = 0, maxabs = 0;
     for (int t = 0; t < T; t++) {
         const float *a = llama_infer_step(&s, m, &n, tokens[t], t);

@@ -110,7 +110,7 @@ static void test_defaults(void) {
     check(r.objective.type == OBJECTIVE_DISTILL && r.objective.loss == LOSS_NMSE && r.objective.lambda == 0.01 &&
               r.objective.train_all_weights == 0,
           "default objective: distill, nmse, lambda 0.01");
-    check(!strcmp(r.data.train, "") && r.data.format == DATA_AUTO && r.data.seq_len == 256 && r.data.shuffle == 1 &&
+    check(!strcmp(r.data.train, "") && r.data.format == DATASET_AUTO && r.data.seq_len == 256 && r.data.shuffle == 1 &&
               !strcmp(r.data.valid, ""),
           "default data: auto format, seq_len 256, shuffled");
     check(r.train.max_steps == 1000 && r.train.batch_size == 8 && r.train.grad_accum == 1 &&
@@ -184,12 +184,29 @@ static void test_helpers(void) {
     check(n == 1 && ids[0] == 0, "upper_half of 1 layer = [0]");
     recipe_free(&r);
 
-    check(recipe_data_format("a/b.bin", DATA_AUTO) == DATA_TOKENS_U16 &&
-              recipe_data_format("x.u16", DATA_AUTO) == DATA_TOKENS_U16 &&
-              recipe_data_format("x.u32", DATA_AUTO) == DATA_TOKENS_U32 &&
-              recipe_data_format("x.txt", DATA_AUTO) == DATA_TEXT && recipe_data_format("dir.bin/x", DATA_AUTO) == DATA_TEXT &&
-              recipe_data_format("x.bin", DATA_TEXT) == DATA_TEXT,
-          "data.format auto: .bin/.u16 -> u16, .u32 -> u32, else text; explicit wins");
+    {   /* which recipes must tokenize: text or JSONL anywhere, by name or by data.format */
+        Recipe t;
+        RecipeSource sources[2];
+        memset(&t, 0, sizeof t);
+        memset(sources, 0, sizeof sources);
+        t.data.sources = sources;
+        snprintf(t.data.train, sizeof t.data.train, "a/b.bin");
+        int tokens_only = recipe_needs_tokenizer(&t);
+        t.data.format = DATASET_TEXT;
+        int forced_text = recipe_needs_tokenizer(&t);
+        t.data.format = DATASET_AUTO;
+        snprintf(t.data.valid, sizeof t.data.valid, "held-out.txt");
+        int text_valid = recipe_needs_tokenizer(&t);
+        t.data.valid[0] = t.data.train[0] = '\0';
+        t.data.n_sources = 2;
+        snprintf(t.data.sources[0].path, sizeof t.data.sources[0].path, "x.u32");
+        snprintf(t.data.sources[1].path, sizeof t.data.sources[1].path, "qa.jsonl");
+        int jsonl_source = recipe_needs_tokenizer(&t);
+        t.data.n_sources = 1;
+        int u32_source = recipe_needs_tokenizer(&t);
+        check(!tokens_only && forced_text && text_valid && jsonl_source && !u32_source,
+              "needs a tokenizer: .bin no, .bin as text yes, a text data.valid yes, a JSONL source yes, only .u32 no");
+    }
     check(!strcmp(recipe_choice_name("train.schedule", SCHEDULE_LINEAR), "linear") &&
               !strcmp(recipe_choice_name("objective.type", OBJECTIVE_LM), "lm") &&
               !strcmp(recipe_choice_name("npt.layers", LAYERS_LOWER_HALF), "lower_half") &&

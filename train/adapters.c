@@ -122,19 +122,10 @@ int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *er
 
 /* ---------------------------------------------------------------- adapter-only guard */
 
-static char *read_small_file(const char *path, long max) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    char *buf = malloc((size_t)max + 1);
-    size_t n = buf ? fread(buf, 1, (size_t)max, fp) : 0;
-    fclose(fp);
-    if (buf) buf[n] = 0;
-    return buf;
-}
-
 /* PEFT adapter directory: says what it is and which base it names. */
 static int refuse_peft(const char *dir, const char *cfg_path, NptErr *err) {
-    char *text = read_small_file(cfg_path, 1 << 20);
+    NptErr unread; /* an unreadable or broken config still means "adapters only" */
+    char *text = npt_read_file(cfg_path, NULL, &unread);
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     free(text);
     const cJSON *base = cJSON_GetObjectItemCaseSensitive(j, "base_model_name_or_path");

@@ -101,7 +101,6 @@ typedef struct CkptFile CkptFile;
 /* Opens path read-only and checks it is an npt checkpoint of a supported version. */
 CkptFile *ckpt_open(const char *path, NptErr *err);
 void ckpt_close(CkptFile *f);
-const char *ckpt_file_path(const CkptFile *f);
 int ckpt_read_meta(CkptFile *f, CkptMeta *meta, NptErr *err);
 /* Every tensor dataset with name, shape and dtype; data is NULL. */
 int ckpt_list_tensors(CkptFile *f, CkptTensor **out, int *n, NptErr *err);

@@ -18,7 +18,6 @@ struct CkptFile {
     char path[4096];
 };
 
-const char *ckpt_file_path(const CkptFile *f) { return f->path; }
 
 /* "<path>: <message>", with HDF5's own reason appended when it has one. */
 static int rfail(const CkptFile *f, NptErr *err, int with_detail, const char *fmt, ...)

@@ -17,7 +17,6 @@
 
 #include "../model/ops.h"
 
-#define NORM_FLOOR 1e-6                /* SPEC 3's NMSE floor, also used for cos and ||m|| */
 #define LOGIT_CHUNK_FLOATS (1u << 24)  /* logits made at most this many floats at a time */
 #define PAR_MIN (1 << 15)
 
@@ -35,13 +34,7 @@ typedef struct {
     LayerSums *sums;
 } ModObserver;
 
-double eval_token_nll(const float *logits, int V, int target) {
-    float mx = logits[0];
-    for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
-    double sum = 0.0;
-    for (int j = 0; j < V; j++) sum += exp((double)logits[j] - mx);
-    return ((double)mx - logits[target]) + log(sum); /* mx + log(sum) alone would round log(sum) away at 3e38 */
-}
+double eval_token_nll(const float *logits, int V, int target) { return op_row_nll(logits, V, target, NULL); }
 
 /* Modulation of one NPT layer's batch: gate g, d_add, d_raw (NULL in safe mode) [N, f]
  * and m = RMSNorm(h; w_ffn) [N, d]. */
@@ -67,7 +60,7 @@ static void modulation_sums(LayerSums *s, float scale, const Tensor *gate, const
             mul_max = fmax(mul_max, mul);
         }
         for (int j = 0; j < d; j++) mm += (double)mr[j] * mr[j];
-        double dw = sqrt(vv) / fmax(sqrt(mm), NORM_FLOOR);
+        double dw = sqrt(vv) / fmax(sqrt(mm), NPT_NMSE_FLOOR);
         dw_sum += dw;
         dw_max = fmax(dw_max, dw);
     }
@@ -96,7 +89,7 @@ static void compare_rows(const float *x, const float *y, int rows, int cols, dou
             sy += (double)yr[j] * yr[j];
             sxy += (double)xr[j] * yr[j];
         }
-        double nx = fmax(sqrt(sx), NORM_FLOOR), ny = fmax(sqrt(sy), NORM_FLOOR), acc = 0.0;
+        double nx = fmax(sqrt(sx), NPT_NMSE_FLOOR), ny = fmax(sqrt(sy), NPT_NMSE_FLOOR), acc = 0.0;
         for (int j = 0; j < cols; j++) {
             double dd = xr[j] / nx - yr[j] / ny;
             acc += dd * dd;
@@ -340,40 +333,34 @@ void eval_print_table(FILE *f, const EvalResult *r) {
     }
 }
 
-/* JSON has no NaN or Inf: figures that do not apply are null. */
-static void json_num(FILE *f, const char *key, double v, int comma) {
-    if (isfinite(v)) fprintf(f, "%s\"%s\":%.10g", comma ? "," : "", key, v);
-    else fprintf(f, "%s\"%s\":null", comma ? "," : "", key);
-}
-
 void eval_write_json(FILE *f, const EvalResult *r) {
     fprintf(f, "{\"windows\":%d,\"seq_len\":%d,\"tokens\":%lld,\"targets\":%lld,\"has_npt\":%s,\"safe_mode\":%s",
             r->n_windows, r->seq_len, r->n_tokens, r->n_targets, r->has_npt ? "true" : "false",
             r->safe_mode ? "true" : "false");
-    json_num(f, "modulation_scale", r->has_npt ? r->modulation_scale : NAN, 1);
-    json_num(f, "ce_base", r->ce_base, 1);
-    json_num(f, "ppl_base", r->ppl_base, 1);
-    json_num(f, "ce_npt", r->ce_npt, 1);
-    json_num(f, "ppl_npt", r->ppl_npt, 1);
-    json_num(f, "nmse_e2e_mean", r->nmse_e2e_mean, 1);
-    json_num(f, "nmse_local_mean", r->nmse_local_mean, 1);
-    json_num(f, "seconds", r->seconds, 1);
+    npt_json_number(f, "modulation_scale", r->has_npt ? r->modulation_scale : NAN);
+    npt_json_number(f, "ce_base", r->ce_base);
+    npt_json_number(f, "ppl_base", r->ppl_base);
+    npt_json_number(f, "ce_npt", r->ce_npt);
+    npt_json_number(f, "ppl_npt", r->ppl_npt);
+    npt_json_number(f, "nmse_e2e_mean", r->nmse_e2e_mean);
+    npt_json_number(f, "nmse_local_mean", r->nmse_local_mean);
+    npt_json_number(f, "seconds", r->seconds);
     fputs(",\"layers\":[", f);
     for (int l = 0; r->has_npt && l < r->n_layers; l++) {
         const EvalLayer *e = &r->layers[l];
         fprintf(f, "%s{\"layer\":%d,\"npt\":%s,\"compared\":%s", l ? "," : "", l, e->is_npt ? "true" : "false",
                 e->compared ? "true" : "false");
-        json_num(f, "nmse_e2e", e->nmse_e2e, 1);
-        json_num(f, "cos_e2e", e->cos_e2e, 1);
-        json_num(f, "nmse_local", e->nmse_local, 1);
-        json_num(f, "cos_local", e->cos_local, 1);
-        json_num(f, "d_add_mean", e->d_add_mean, 1);
-        json_num(f, "d_add_max", e->d_add_max, 1);
-        json_num(f, "d_mul_min", e->d_mul_min, 1);
-        json_num(f, "d_mul_max", e->d_mul_max, 1);
-        json_num(f, "d_mul_mean", e->d_mul_mean, 1);
-        json_num(f, "dw_fro_mean", e->dw_fro_mean, 1);
-        json_num(f, "dw_fro_max", e->dw_fro_max, 1);
+        npt_json_number(f, "nmse_e2e", e->nmse_e2e);
+        npt_json_number(f, "cos_e2e", e->cos_e2e);
+        npt_json_number(f, "nmse_local", e->nmse_local);
+        npt_json_number(f, "cos_local", e->cos_local);
+        npt_json_number(f, "d_add_mean", e->d_add_mean);
+        npt_json_number(f, "d_add_max", e->d_add_max);
+        npt_json_number(f, "d_mul_min", e->d_mul_min);
+        npt_json_number(f, "d_mul_max", e->d_mul_max);
+        npt_json_number(f, "d_mul_mean", e->d_mul_mean);
+        npt_json_number(f, "dw_fro_mean", e->dw_fro_mean);
+        npt_json_number(f, "dw_fro_max", e->dw_fro_max);
         fputc('}', f);
     }
     fputs("]}", f);

@@ -427,7 +427,7 @@ static int store_source(Ctx *c, const RecipeKey *k, const cJSON *e, const char *
         return 0;
     }
     int ok = 1;
-    *s = (RecipeSource){.weight = 1, .format = DATA_AUTO};
+    *s = (RecipeSource){.weight = 1, .format = DATASET_AUTO};
     for (const cJSON *m = e->child; m; m = m->next) {
         snprintf(sub, sizeof sub, "%s.%.40s", path, m->string);
         describe_json(m, got, sizeof got);
@@ -459,7 +459,7 @@ static int store_source(Ctx *c, const RecipeKey *k, const cJSON *e, const char *
                 error_at(c, sub, "expected %s, got %s", expected, got);
                 ok = 0;
             } else {
-                s->format = (DataFormat)found;
+                s->format = (DatasetFormat)found;
             }
         } else {
             error_at(c, sub, "unknown key; a source has path, weight, format and text_field");
@@ -862,15 +862,16 @@ int recipe_check_for_training(const Recipe *r, NptErr *err) {
     return 0;
 }
 
-DataFormat recipe_data_format(const char *path, DataFormat f) {
-    if (f != DATA_AUTO) return f;
-    switch (dataset_detect_format(path)) {
-    case DATASET_U16: return DATA_TOKENS_U16;
-    case DATASET_U32: return DATA_TOKENS_U32;
-    case DATASET_JSONL: return DATA_JSONL;
-    case DATASET_HDF5: return DATA_HDF5;
-    default: return DATA_TEXT;
-    }
+static int is_text(const char *path, DatasetFormat f) {
+    if (f == DATASET_AUTO) f = dataset_detect_format(path);
+    return f == DATASET_TEXT || f == DATASET_JSONL;
+}
+
+int recipe_needs_tokenizer(const Recipe *r) {
+    int text = (r->data.train[0] && is_text(r->data.train, r->data.format)) ||
+               (r->data.valid[0] && is_text(r->data.valid, r->data.format));
+    for (int i = 0; i < r->data.n_sources; i++) text |= is_text(r->data.sources[i].path, r->data.sources[i].format);
+    return text;
 }
 
 /* ---------------------------------------------------------------- output */

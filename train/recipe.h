@@ -9,6 +9,7 @@
 #ifndef NPT_RECIPE_H
 #define NPT_RECIPE_H
 
+#include "../data/dataset.h"
 #include "../util/common.h"
 
 #define RECIPE_PATH_MAX 4096
@@ -24,7 +25,6 @@ typedef enum { LAYERS_ALL, LAYERS_UPPER_HALF, LAYERS_LOWER_HALF, LAYERS_LIST } L
 typedef enum { NPT_INIT_DEFAULT } NptInit;
 typedef enum { OBJECTIVE_DISTILL, OBJECTIVE_LM } ObjectiveType;
 typedef enum { LOSS_NMSE, LOSS_MSE } DistillLoss;
-typedef enum { DATA_AUTO, DATA_TEXT, DATA_TOKENS_U16, DATA_TOKENS_U32, DATA_JSONL, DATA_HDF5 } DataFormat;
 typedef enum { BAD_RECORD_ERROR, BAD_RECORD_SKIP } BadRecordPolicy;
 
 #define RECIPE_MAX_SOURCES 32
@@ -34,7 +34,7 @@ typedef enum { BAD_RECORD_ERROR, BAD_RECORD_SKIP } BadRecordPolicy;
 typedef struct {
     char path[RECIPE_PATH_MAX];        /* file, folder, or FILE.h5:/DATASET */
     double weight;                     /* relative share of training windows */
-    DataFormat format;
+    DatasetFormat format;              /* data/dataset.h; the choice names follow its order */
     char text_field[RECIPE_FIELD_MAX]; /* "" = data.text_field */
 } RecipeSource;
 typedef enum { OPTIMIZER_ADAMW, OPTIMIZER_SGD } OptimizerType;
@@ -69,7 +69,7 @@ typedef struct {
     } objective;
     struct {
         char train[RECIPE_PATH_MAX];   /* this or sources is required by `npt train` */
-        DataFormat format;             /* DATA_AUTO: see recipe_data_format */
+        DatasetFormat format;          /* DATASET_AUTO: dataset_detect_format by path */
         int seq_len;
         int shuffle;
         char valid[RECIPE_PATH_MAX];
@@ -167,9 +167,9 @@ int recipe_check_for_training(const Recipe *r, NptErr *err);
  * lower_half = [0, n/2), upper_half = [n/2, n). */
 int recipe_resolve_layers(const Recipe *r, int n_layers, int *ids, NptErr *err);
 
-/* DATA_AUTO resolved from the path: a folder is text; FILE.h5:/D, .h5, .hdf5 -> HDF5;
- * .jsonl/.ndjson -> JSONL; .bin/.u16 -> u16 tokens; .u32 -> u32; else text. */
-DataFormat recipe_data_format(const char *path, DataFormat f);
+/* 1 when some data source (data.train, data.sources, data.valid) is text or JSONL, with
+ * formats resolved by dataset_detect_format: the run must tokenize, so it needs a tokenizer. */
+int recipe_needs_tokenizer(const Recipe *r);
 
 /* The effective recipe as a JSON object with every key (no comments), malloc'd; free().
  * Loading it back gives the same Recipe. Stored in checkpoints. */

@@ -16,7 +16,7 @@ static const char *const layer_names[] = {"all", "upper_half", "lower_half"};
 static const char *const init_names[] = {"default"};
 static const char *const objective_names[] = {"distill", "lm"};
 static const char *const loss_names[] = {"nmse", "mse"};
-static const char *const format_names[] = {"auto", "text", "tokens_u16", "tokens_u32", "jsonl", "hdf5"};
+static const char *const format_names[] = {"auto", "text", "jsonl", "tokens_u16", "tokens_u32", "hdf5"};
 static const char *const bad_record_names[] = {"error", "skip"};
 static const char *const optimizer_names[] = {"adamw", "sgd"};
 static const char *const schedule_names[] = {"cosine", "linear", "constant"};
@@ -25,7 +25,7 @@ _Static_assert(NPT_ARRAY_LEN(layer_names) == LAYERS_LIST, "layer_names vs LayerM
 _Static_assert(NPT_ARRAY_LEN(init_names) == NPT_INIT_DEFAULT + 1, "init_names vs NptInit");
 _Static_assert(NPT_ARRAY_LEN(objective_names) == OBJECTIVE_LM + 1, "objective_names");
 _Static_assert(NPT_ARRAY_LEN(loss_names) == LOSS_MSE + 1, "loss_names vs DistillLoss");
-_Static_assert(NPT_ARRAY_LEN(format_names) == DATA_HDF5 + 1, "format_names");
+_Static_assert(NPT_ARRAY_LEN(format_names) == DATASET_HDF5 + 1, "format_names vs DatasetFormat");
 _Static_assert(NPT_ARRAY_LEN(bad_record_names) == BAD_RECORD_SKIP + 1, "bad_record_names");
 _Static_assert(NPT_ARRAY_LEN(optimizer_names) == OPTIMIZER_SGD + 1, "optimizer_names");
 _Static_assert(NPT_ARRAY_LEN(schedule_names) == SCHEDULE_CONSTANT + 1, "schedule_names");

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../util/atomic_file.h"
+
 int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_step, NptErr *err) {
     memset(r, 0, sizeof *r);
     r->metrics = fopen(metrics_path, append ? "a" : "w");
@@ -22,70 +24,52 @@ void runlog_close(RunLog *r) {
     r->metrics = NULL;
 }
 
-/* JSON has no NaN or Inf: a skipped step's non-finite figures are written as null. */
-static void json_number(FILE *f, const char *key, double v) {
-    if (isfinite(v)) fprintf(f, ",\"%s\":%.9g", key, v);
-    else fprintf(f, ",\"%s\":null", key);
-}
-
 void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen) {
     fprintf(r->metrics, "{\"step\":%lld", (long long)row->step);
-    json_number(r->metrics, "loss", row->loss);
-    json_number(r->metrics, "fidelity", row->nmse);
-    json_number(r->metrics, "reg", row->reg);
-    json_number(r->metrics, "lr", row->lr);
-    json_number(r->metrics, "grad_norm", row->grad_norm);
+    npt_json_number(r->metrics, "loss", row->loss);
+    npt_json_number(r->metrics, "fidelity", row->nmse);
+    npt_json_number(r->metrics, "reg", row->reg);
+    npt_json_number(r->metrics, "lr", row->lr);
+    npt_json_number(r->metrics, "grad_norm", row->grad_norm);
     fprintf(r->metrics, ",\"skipped\":%d,\"tokens\":%lld,\"time\":%.3f}\n", row->skipped, (long long)tokens_seen,
             npt_now_seconds() - r->t_start);
     fflush(r->metrics);
 }
 
-int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err) {
+/* Rewrites path with the lines keep() accepts (line i, 0-based), atomically: temp file,
+ * then rename. A file not written yet is fine. */
+static int keep_lines_where(const char *path, int (*keep)(const char *line, int64_t i, int64_t arg), int64_t arg,
+                            NptErr *err) {
     FILE *in = fopen(path, "r");
-    if (!in) return 0; /* nothing written yet */
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
+    if (!in) return 0;
+    NptAtomicFile o;
+    FILE *out = npt_atomic_open(&o, path, err);
     if (!out) {
         fclose(in);
-        return npt_fail(err, "cannot write %s", tmp);
-    }
-    int64_t lines = 0;
-    int c;
-    while (lines < keep_lines && (c = fgetc(in)) != EOF) {
-        fputc(c, out);
-        lines += c == '\n';
-    }
-    fclose(in);
-    if (fclose(out) != 0 || rename(tmp, path) != 0) {
-        remove(tmp);
-        return npt_fail(err, "cannot rewrite %s", path);
-    }
-    return 0;
-}
-
-int runlog_trim_after_step(const char *path, int64_t last_step, NptErr *err) {
-    FILE *in = fopen(path, "r");
-    if (!in) return 0; /* nothing written yet */
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
-        fclose(in);
-        return npt_fail(err, "cannot write %s", tmp);
+        return -1;
     }
     char *line = NULL;
     size_t cap = 0;
-    long long step;
-    while (getline(&line, &cap, in) > 0)
-        if (sscanf(line, "{\"step\":%lld", &step) == 1 && step <= last_step) fputs(line, out);
+    for (int64_t i = 0; getline(&line, &cap, in) > 0; i++)
+        if (keep(line, i, arg)) fputs(line, out);
     free(line);
     fclose(in);
-    if (fclose(out) != 0 || rename(tmp, path) != 0) {
-        remove(tmp);
-        return npt_fail(err, "cannot rewrite %s", path);
-    }
-    return 0;
+    return npt_atomic_commit(&o, err);
+}
+
+static int line_before(const char *line, int64_t i, int64_t n) { return (void)line, i < n; }
+
+static int step_at_most(const char *line, int64_t i, int64_t last_step) {
+    long long step;
+    return (void)i, sscanf(line, "{\"step\":%lld", &step) == 1 && step <= last_step;
+}
+
+int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err) {
+    return keep_lines_where(path, line_before, keep_lines, err);
+}
+
+int runlog_trim_after_step(const char *path, int64_t last_step, NptErr *err) {
+    return keep_lines_where(path, step_at_most, last_step, err);
 }
 
 static void clear_status(RunLog *r) {
@@ -136,10 +120,9 @@ int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, con
     if (!isfinite(lo)) lo = -1, hi = 0;
     if (hi - lo < 1e-3) hi = lo + 1;
     if (smax <= smin) smax = smin + 1;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return npt_fail(err, "cannot write %s", tmp);
+    NptAtomicFile o;
+    FILE *f = npt_atomic_open(&o, path, err);
+    if (!f) return -1;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"22\" font-size=\"15\">%s</text>\n", L, title);
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", L, TOP, W - L - R, H - TOP - B);
@@ -172,9 +155,5 @@ int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, con
     fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\" fill=\"#d62728\">%lld skipped batch%s (red)</text>\n", W - R, TOP - 8,
             (long long)skips, skips == 1 ? "" : "es");
     fputs("</svg>\n", f);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        remove(tmp);
-        return npt_fail(err, "cannot write %s", path);
-    }
-    return 0;
+    return npt_atomic_commit(&o, err);
 }

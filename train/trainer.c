@@ -97,19 +97,6 @@ static int in_list(const int64_t *list, int64_t n, int64_t v) {
     return 0;
 }
 
-/* The recipe's format enum (ordered as its file format) to the loader's. */
-static DatasetFormat dataset_format(DataFormat f) {
-    static const DatasetFormat map[] = {[DATA_AUTO] = DATASET_AUTO, [DATA_TEXT] = DATASET_TEXT,
-                                        [DATA_TOKENS_U16] = DATASET_U16, [DATA_TOKENS_U32] = DATASET_U32,
-                                        [DATA_JSONL] = DATASET_JSONL, [DATA_HDF5] = DATASET_HDF5};
-    return map[f];
-}
-
-static int is_text(const DataSourceSpec *s) {
-    DatasetFormat f = s->format == DATASET_AUTO ? dataset_detect_format(s->path) : s->format;
-    return f == DATASET_TEXT || f == DATASET_JSONL;
-}
-
 /* eval.every: the first eval.windows validation windows, read once; every periodic eval
  * sees the same ones, so its figures are comparable across steps. */
 static int load_eval_windows(Trainer *t) {
@@ -166,15 +153,14 @@ static int open_data(Trainer *t) {
     NptErr err;
     Recipe *r = &t->r;
     const LlamaConfig *c = &t->model.cfg;
-    DataSourceSpec specs[RECIPE_MAX_SOURCES], valid = {r->data.valid, dataset_format(r->data.format), 1, r->data.text_field};
-    int n = r->data.n_sources ? r->data.n_sources : 1, needs_tok = r->data.valid[0] && is_text(&valid);
+    DataSourceSpec specs[RECIPE_MAX_SOURCES], valid = {r->data.valid, r->data.format, 1, r->data.text_field};
+    int n = r->data.n_sources ? r->data.n_sources : 1;
     for (int i = 0; i < n; i++) {
         const RecipeSource *s = r->data.n_sources ? &r->data.sources[i] : NULL;
-        specs[i] = s ? (DataSourceSpec){s->path, dataset_format(s->format), s->weight, s->text_field[0] ? s->text_field : r->data.text_field}
-                     : (DataSourceSpec){r->data.train, dataset_format(r->data.format), 1, r->data.text_field};
-        needs_tok |= is_text(&specs[i]);
+        specs[i] = s ? (DataSourceSpec){s->path, s->format, s->weight, s->text_field[0] ? s->text_field : r->data.text_field}
+                     : (DataSourceSpec){r->data.train, r->data.format, 1, r->data.text_field};
     }
-    if (needs_tok) {
+    if (recipe_needs_tokenizer(r)) {
         const char *tp = r->tokenizer[0] ? r->tokenizer : t->model.tokenizer_path;
         if (!tp[0]) return fail("no tokenizer found beside %s for text data; set \"tokenizer\" in the recipe", r->model);
         if (!(t->tok = tokenizer_load(tp, c->vocab_size, &err))) return fail("%s", err.msg);

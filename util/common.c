@@ -195,3 +195,8 @@ void npt_fill_normal(float *x, size_t n, float std, uint64_t *state) {
         x[i] = std == 0.0f ? 0.0f : (float)(std * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
     }
 }
+
+void npt_json_number(FILE *f, const char *key, double v) {
+    if (isfinite(v)) fprintf(f, ",\"%s\":%.10g", key, v);
+    else fprintf(f, ",\"%s\":null", key);
+}

@@ -52,4 +52,8 @@ uint16_t npt_f32_to_bf16(float f);
  * gives the same weights on every machine (std 0 gives zeros). */
 void npt_fill_normal(float *x, size_t n, float std, uint64_t *state);
 
+/* ,"key":v into a JSON object being printed; JSON has no NaN or Inf, so a non-finite v
+ * is written as null (metrics.jsonl, eval's --json). */
+void npt_json_number(FILE *f, const char *key, double v);
+
 #endif

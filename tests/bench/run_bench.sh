@@ -56,30 +56,21 @@ for t in $THREADS; do
         measure sgemm openblas "$t" "$BENCH" sgemm $shape 5
     done
 done
-for mode in full safe; do
-    for t in $THREADS; do
-        # shellcheck disable=SC2086
-        measure "stories260K $mode" npt "$t" "$BENCH" train "$M260" $mode $SMALL
-        # shellcheck disable=SC2086
-        measure "stories260K $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py "$M260" $mode "$t" $SMALL
+# bench_train NAME MODEL "WARMUP STEPS BUDGET": the step of npt and of PyTorch, both
+# modes, every thread count
+bench_train() {
+    for mode in full safe; do
+        for t in $THREADS; do
+            # shellcheck disable=SC2086
+            measure "$1 $mode" npt "$t" "$BENCH" train "$2" $mode $3
+            # shellcheck disable=SC2086
+            measure "$1 $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py "$2" $mode "$t" $3
+        done
     done
-done
-for mode in full safe; do
-    for t in $THREADS; do
-        # shellcheck disable=SC2086
-        measure "stories15M-shape $mode" npt "$t" "$BENCH" train random15m $mode $LARGE
-        # shellcheck disable=SC2086
-        measure "stories15M-shape $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py random15m $mode "$t" $LARGE
-    done
-done
-for mode in full safe; do
-    for t in $THREADS; do
-        # shellcheck disable=SC2086
-        measure "stories110M-shape $mode" npt "$t" "$BENCH" train random110m $mode $HUGE
-        # shellcheck disable=SC2086
-        measure "stories110M-shape $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py random110m $mode "$t" $HUGE
-    done
-done
+}
+bench_train stories260K "$M260" "$SMALL"
+bench_train stories15M-shape random15m "$LARGE"
+bench_train stories110M-shape random110m "$HUGE"
 measure "gen stories15M-shape" npt 1 "$BENCH" generate random15m 256
 measure "gen stories15M-shape" npt 2 "$BENCH" generate random15m 256
 measure "gen stories110M-shape" npt 2 "$BENCH" generate random110m 256

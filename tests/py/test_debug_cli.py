@@ -69,7 +69,7 @@ def main():
             w[off["wq"] + 3 * dim * dim] = np.nan
         m = planted(tmp, "nan.bin", nan_wq)
         rc, out, err = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time")
-        check(rc == 1 and "wq" in err and "3" in err and "1 non-finite" in err,
+        check(rc == 1 and "wq[layer 3]" in err and "1 non-finite" in err,
               f"NaN planted in layer 3 wq: refused at load naming it ({err.strip()[:120]})")
 
         # 2. fp16-only overflow at layer 2
@@ -88,6 +88,29 @@ def main():
         rc, out, _ = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time there was",
                          "--precision", "fp16")
         check("float32: all finite" in out and "layer 2" in out, "text report compares fp16 with float32")
+
+        # 2b. layer 1's wq and wk x1e19: finite projections whose scores overflow, so the
+        # NaN is born in layer 1's attention (softmax of Inf); the saved op replays alike
+        def huge_qk(w):
+            kv = c["kv"]
+            w[off["wq"] + dim * dim:off["wq"] + 2 * dim * dim] *= 1e19
+            w[off["wk"] + kv * dim:off["wk"] + 2 * kv * dim] *= 1e19
+        m = planted(tmp, "att.bin", huge_qk)
+        saved = os.path.join(tmp, "att.h5")
+        rc, out, _ = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time", "--save", saved)
+        rc2, out2, _ = run("replay", saved)
+        check(rc == 3 and "layer 1, op attention" in out and "produced from finite inputs" in out and rc2 == 3
+              and "layer 1, op attention" in out2,
+              f"wq, wk x1e19 at layer 1: found at layer 1's attention, from finite inputs, and replayed (exit {rc}, {rc2})")
+
+        # 2c. a window longer than the model's context (512 in the header) is refused, not read
+        valid = "../shared/data/tinystories-valid-1000.txt"
+        rc, out, err = run("forward", "--model", BIN, "--tokenizer", TOK, "--data", valid, "--sample", "0", "--seq-len", "600")
+        check(rc == 1 and "context of 512" in err, f"--seq-len 600 on a 512-token model: exit {rc}, {err.strip()[:90]}")
+        rc, out, _ = run("forward", "--model", BIN, "--tokenizer", TOK, "--data", valid, "--sample", "0", "--json")
+        j = json.loads(out) if out.strip() else {}
+        check(rc == 0 and len(j.get("layers", [])) == 7 and j.get("found") is False,
+              "--data window 0 with the default length runs clean")
 
         # 3. token-specific fault, scan and overlap
         X, T, W = 300, 32, 16
