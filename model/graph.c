@@ -74,6 +74,13 @@ float *graph_grad(Graph *g, Tensor *t) {
     return t->grad;
 }
 
+float *graph_grad_store(Graph *g, Tensor *t, int *fresh) {
+    *fresh = !t->grad && !t->is_param;
+    if (!*fresh) return graph_grad(g, t);
+    t->grad = arena_alloc(g->grads, t->n * sizeof(float));
+    return t->grad;
+}
+
 void graph_backward(Graph *g, Tensor *loss, float seed) {
     if (loss->n != 1) npt_die("backward needs a scalar loss, got %zu elements", loss->n);
     graph_backward_from(g, loss, &seed);

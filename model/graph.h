@@ -15,7 +15,7 @@ typedef struct Node Node;
 typedef struct Graph Graph;
 typedef void (*BackwardFn)(Graph *g, Node *n);
 
-#define NODE_MAX_INPUTS 3
+#define NODE_MAX_INPUTS 4
 
 struct Node {
     BackwardFn backward;
@@ -71,6 +71,10 @@ Node *graph_record_reads(Graph *g, const char *op, BackwardFn bw, Tensor *out, T
 void graph_release(Graph *g, Tensor *t);
 /* Gradient buffer of t, allocated zeroed from the grads arena on first use. */
 float *graph_grad(Graph *g, Tensor *t);
+/* The same for an op that writes every element of t's gradient: if no contribution has
+ * arrived yet, the buffer comes back uninitialised with *fresh = 1 and the op stores into
+ * it (no zeroing pass); otherwise it is graph_grad's, *fresh = 0, and the op adds. */
+float *graph_grad_store(Graph *g, Tensor *t, int *fresh);
 /* Backward-pass scratch from the same recycled pool (uninitialised); free it before the
  * backward function returns. */
 float *graph_scratch(Graph *g, size_t bytes);

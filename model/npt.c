@@ -119,17 +119,16 @@ Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, int
     Tensor *d_add = op_linear(g, z, &ad->B_add);
     Tensor *d_raw = n->safe_mode ? NULL : op_linear(g, z, &ad->B_mul);
     Tensor *x = op_rmsnorm(g, h, &L->ffn_norm, m->cfg.norm_eps); /* on h, not h + a */
-    Tensor *g_lin = op_linear(g, x, &L->w_gate);
-    Tensor *gate = (n->test_tanh_mul ? op_npt_modulate_tanh : op_npt_modulate)(g, g_lin, d_raw, d_add, n->scale);
-    graph_release(g, g_lin); /* safe mode's modulation backward does not read it */
-    Tensor *act = op_swiglu(g, gate, op_linear(g, x, &L->w_up));
+    Tensor *g_lin = op_linear(g, x, &L->w_gate), *up = op_linear(g, x, &L->w_up);
     graph_release(g, x); /* read again only by trained projections */
+    Tensor *act = n->test_tanh_mul && d_raw ? op_swiglu(g, op_npt_modulate_tanh(g, g_lin, d_raw, d_add, n->scale), up)
+                                            : op_npt_swiglu(g, g_lin, up, d_add, d_raw, n->scale);
     Tensor *down = op_linear(g, act, &L->w_down);
     graph_release(g, act);
     Tensor *out = op_add_into(g, h, down);
     if (reg) {
-        Tensor *r = op_mean_row_sqnorm(g, d_add);
-        if (d_raw) r = op_scale(g, op_add(g, r, op_mean_row_sqnorm(g, d_raw)), 0.5f);
+        Tensor *r = op_lowrank_sqnorm(g, z, &ad->B_add);
+        if (d_raw) r = op_scale(g, op_add(g, r, op_lowrank_sqnorm(g, z, &ad->B_mul)), 0.5f);
         *reg = r;
     }
     g->layer = -1;

@@ -277,6 +277,7 @@ static void rmsnorm_backward(Graph *g, Node *n) {
             const float *xr = x->data + (size_t)r * cols, *dyr = dy + (size_t)r * cols;
             float *dxr = dx + (size_t)r * cols;
             double dot = 0.0; /* sum_j (dy_j w_j) x_j */
+#pragma omp simd reduction(+ : dot)
             for (int j = 0; j < cols; j++) dot += (double)dyr[j] * w->data[j] * xr[j];
             float rs = rstd[r];
             float coef = (float)(dot * rs * rs * rs / cols);
@@ -304,6 +305,7 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
         const float *xr = x->data + (size_t)r * cols;
         float *yr = y->data + (size_t)r * cols;
         double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
         for (int j = 0; j < cols; j++) ss += (double)xr[j] * xr[j];
         float rs = (float)(1.0 / sqrt(ss / cols + eps));
         rstd[r] = rs;
@@ -421,9 +423,11 @@ static void causal_softmax_rows(float *s, int r0, int rows, int T, float *lse) {
         float *row = s + (size_t)i * T;
         int last = r0 + i;
         float mx = row[0];
+#pragma omp simd reduction(max : mx)
         for (int j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
         for (int j = 0; j <= last; j++) row[j] = npt_expf(row[j] - mx); /* vectorized; the sum apart */
         double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j <= last; j++) sum += row[j];
         float inv = (float)(1.0 / sum);
         for (int j = 0; j <= last; j++) row[j] *= inv;
@@ -484,6 +488,7 @@ static void attention_backward(Graph *g, Node *n) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dor, qs, vb, ks, 0.0f, dpr, T);
                 for (int i = r0; i < r0 + rows; i++) {
                     double dsum = 0.0;
+#pragma omp simd reduction(+ : dsum)
                     for (int d = 0; d < hd; d++) dsum += (double)dob[(size_t)i * qs + d] * ob[(size_t)i * qs + d];
                     float *row = dp + (size_t)(i - r0) * T;
                     const float *prow = pblk + (size_t)(i - r0) * T;
@@ -709,6 +714,7 @@ Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y) {
     for (int r = 0; r < rows; r++) {
         const float *xr = x->data + (size_t)r * cols, *yr = y->data + (size_t)r * cols;
         double sx = 0.0, sy = 0.0;
+#pragma omp simd reduction(+ : sx, sy)
         for (int j = 0; j < cols; j++) {
             sx += (double)xr[j] * xr[j];
             sy += (double)yr[j] * yr[j];
@@ -717,6 +723,7 @@ Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y) {
         norms[2 * r] = (float)nx;
         norms[2 * r + 1] = (float)ny;
         double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
         for (int j = 0; j < cols; j++) {
             double d = xr[j] / nx - yr[j] / ny;
             acc += d * d;
@@ -730,109 +737,187 @@ Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y) {
     return loss;
 }
 
-static void mean_row_sqnorm_backward(Graph *g, Node *n) {
-    Tensor *x = n->in[0];
-    float coef = 2.0f * n->out->grad[0] / (float)tensor_rows(x);
-    float *dx = graph_grad(g, x);
-    size_t len = x->n;
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
-    for (size_t i = 0; i < len; i++) dx[i] += coef * x->data[i];
+/* The NPT regularizer term of one projection d = z B^T (z [rows, r], B [f, r]): the mean
+ * over rows of |d_row|^2, computed as z_row G z_row^T with the r x r Gram matrix
+ * G = B^T B. Equal to summing d^2, but it never reads d: r^2 work per row instead of f,
+ * and d need not be kept for backward. */
+static void lowrank_sqnorm_backward(Graph *g, Node *n) {
+    Tensor *z = n->in[0], *b = n->in[1];
+    int rows = tensor_rows(z), r = tensor_cols(z), f = tensor_rows(b);
+    float coef = 2.0f * n->out->grad[0] / (float)rows;
+    if (z->requires_grad) /* dz += coef z G; G = B^T B again, r x r */ {
+        float *gram = graph_scratch(g, (size_t)r * r * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, r, f, 1.0f, b->data, r, b->data, r, 0.0f, gram, r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, r, coef, z->data, r, gram, r, 1.0f,
+                    graph_grad(g, z), r);
+        graph_scratch_free(g, gram, (size_t)r * r * sizeof(float));
+    }
+    if (b->requires_grad) { /* dB += coef B (z^T z) */
+        float *zz = graph_scratch(g, (size_t)r * r * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, r, rows, 1.0f, z->data, r, z->data, r, 0.0f, zz, r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f, r, r, coef, b->data, r, zz, r, 1.0f,
+                    graph_grad(g, b), r);
+        graph_scratch_free(g, zz, (size_t)r * r * sizeof(float));
+    }
 }
 
-Tensor *op_mean_row_sqnorm(Graph *g, Tensor *x) {
+Tensor *op_lowrank_sqnorm(Graph *g, Tensor *z, Tensor *b) {
+    int rows = tensor_rows(z), r = tensor_cols(z), f = tensor_rows(b);
+    if (tensor_cols(b) != r) npt_die("lowrank_sqnorm: %s has %d columns, z has %d", b->name ? b->name : "?", tensor_cols(b), r);
+    /* the Gram matrix in double: the quadratic forms below then lose nothing to it */
+    double *gram = arena_alloc(g->act, (size_t)r * r * sizeof(double));
+    for (int i = 0; i < r; i++)
+        for (int j = 0; j <= i; j++) {
+            double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+            for (int k = 0; k < f; k++) acc += (double)b->data[(size_t)k * r + i] * b->data[(size_t)k * r + j];
+            gram[i * r + j] = gram[j * r + i] = acc;
+        }
     double total = 0.0;
-    size_t len = x->n;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (len > PAR_MIN)
-    for (size_t i = 0; i < len; i++) total += (double)x->data[i] * x->data[i];
-    Tensor *loss = scalar(g, "mean_row_sqnorm", total / tensor_rows(x));
-    Tensor *in[1] = {x};
-    if (graph_needs_grad(g, in, 1)) graph_record(g, "mean_row_sqnorm", mean_row_sqnorm_backward, loss, in, 1);
-    observe(g, "mean_row_sqnorm", loss, in, 1);
+#pragma omp parallel for schedule(static) reduction(+ : total) if ((size_t)rows * r * r > PAR_MIN)
+    for (int row = 0; row < rows; row++) {
+        const float *zr = z->data + (size_t)row * r;
+        double q = 0.0;
+        for (int i = 0; i < r; i++) {
+            double gz = 0.0;
+            for (int j = 0; j < r; j++) gz += gram[i * r + j] * zr[j];
+            q += zr[i] * gz;
+        }
+        total += q;
+    }
+    arena_release(g->act, gram, (size_t)r * r * sizeof(double));
+    Tensor *loss = scalar(g, "lowrank_sqnorm", total / rows);
+    Tensor *in[2] = {z, b};
+    if (graph_needs_grad(g, in, 2)) graph_record(g, "lowrank_sqnorm", lowrank_sqnorm_backward, loss, in, 2);
+    observe(g, "lowrank_sqnorm", loss, in, 2);
     return loss;
 }
 
 /* ---------------------------------------------------------------- NPT modulation */
 
-/* The multiplicative factor d_mul of the gate and its derivative. SPEC: 0.5 sigmoid + 0.5,
- * bounded to (0.5, 1); the legacy tanh form (tests only) can reach zero. */
-static inline float modulation_factor(float d_raw, int legacy_tanh, float *dfactor) {
-    if (legacy_tanh) {
-        float t = tanhf(d_raw);
-        *dfactor = 1.0f - t * t;
-        return t;
-    }
-    float sig = sigmoidf(d_raw);
-    *dfactor = 0.5f * sig * (1.0f - sig);
-    return 0.5f * sig + 0.5f;
-}
+/* The NPT MLP's elementwise middle in one pass (SPEC section 2):
+ *   m = gate * (0.5 sigmoid(d_raw) + 0.5) + s d_add   (safe mode, d_raw NULL: gate + s d_add)
+ *   out = silu(m) * up
+ * Backward recomputes m from the inputs instead of keeping it: the modulated gate never
+ * exists as a buffer, and backward writes the four input gradients in one pass. */
+enum { NPT_SWIGLU_CHUNK = 512 }; /* elements per backward chunk: four chunk buffers stay in L1 */
 
-static void npt_modulate_backward(Graph *g, Node *n) {
-    Tensor *gate = n->in[0], *d_add = n->in[1], *d_raw = n->in[2];
-    float s = n->f[0];
-    int legacy_tanh = n->f[1] != 0.0f;
-    const float *restrict dy = n->out->grad, *restrict gs = gate->data;
-    float *restrict dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
-    float *restrict da = d_add->requires_grad ? graph_grad(g, d_add) : NULL;
-    float *restrict dr = d_raw && d_raw->requires_grad ? graph_grad(g, d_raw) : NULL;
-    size_t len = gate->n;
-    if (d_raw && !legacy_tanh) { /* the SPEC factor: vectorized (tanhf would keep the loop scalar) */
-        const float *restrict rs = d_raw->data;
-#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
-        for (size_t i = 0; i < len; i++) {
-            float sig = sigmoidf(rs[i]);
-            if (dg) dg[i] += dy[i] * (0.5f * sig + 0.5f);
-            if (da) da[i] += dy[i] * s;
-            if (dr) dr[i] += dy[i] * gs[i] * 0.5f * sig * (1.0f - sig);
+/* The four input gradients of n elements (v[0..3]: gate, up, d_add, d_raw). Branch-free
+ * bodies, so that both loops vectorize. */
+static void npt_swiglu_grad_chunk(const float *restrict dy, const float *restrict gs, const float *restrict us,
+                                  const float *restrict as, const float *restrict rs, float s, size_t n,
+                                  float v[4][NPT_SWIGLU_CHUNK]) {
+    if (rs) {
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            float sr = sigmoidf(rs[i]), factor = 0.5f * sr + 0.5f;
+            float m = gs[i] * factor + s * as[i], sm = sigmoidf(m);
+            float dm = dy[i] * us[i] * sm * (1.0f + m * (1.0f - sm));
+            v[0][i] = dm * factor;
+            v[1][i] = dy[i] * m * sm;
+            v[2][i] = dm * s;
+            v[3][i] = dm * gs[i] * 0.5f * sr * (1.0f - sr);
         }
         return;
     }
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
-    for (size_t i = 0; i < len; i++) {
-        float dfactor = 0.0f;
-        float factor = d_raw ? modulation_factor(d_raw->data[i], legacy_tanh, &dfactor) : 1.0f;
-        if (dg) dg[i] += dy[i] * factor;
-        if (da) da[i] += dy[i] * s;
-        if (dr) dr[i] += dy[i] * gate->data[i] * dfactor;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float m = gs[i] + s * as[i], sm = sigmoidf(m);
+        float dm = dy[i] * us[i] * sm * (1.0f + m * (1.0f - sm));
+        v[0][i] = dm;
+        v[1][i] = dy[i] * m * sm;
+        v[2][i] = dm * s;
     }
 }
 
-static Tensor *npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s, int legacy_tanh) {
-    const char *op = legacy_tanh ? "npt_modulate_tanh" : "npt_modulate";
-    same_shape(gate, d_add, op);
-    if (d_raw) same_shape(gate, d_raw, op);
-    Tensor *y = like(g, gate, op);
+static void npt_swiglu_backward(Graph *g, Node *n) {
+    Tensor *gate = n->in[0], *up = n->in[1], *d_add = n->in[2], *d_raw = n->in[3];
+    float s = n->f[0];
     size_t len = gate->n;
-    const float *restrict gs = gate->data, *restrict as = d_add->data;
-    float *restrict ys = y->data;
-    if (!d_raw) {
-#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
-        for (size_t i = 0; i < len; i++) ys[i] = gs[i] + s * as[i];
-    } else if (!legacy_tanh) {
-        const float *restrict rs = d_raw->data;
-#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
-        for (size_t i = 0; i < len; i++) ys[i] = gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i];
-    } else {
-        for (size_t i = 0; i < len; i++) {
-            float dfactor;
-            ys[i] = gs[i] * modulation_factor(d_raw->data[i], 1, &dfactor) + s * as[i];
+    const float *dy = n->out->grad, *rs = d_raw ? d_raw->data : NULL;
+    /* Gradients nobody has written yet are stored rather than accumulated: no zeroing pass.
+     * If any already holds a contribution, the fresh ones are zeroed and all accumulate. */
+    Tensor *ins[4] = {gate, up, d_add, d_raw};
+    float *d[4] = {0};
+    int fresh[4] = {0}, acc = 0;
+    for (int k = 0; k < 4; k++)
+        if (ins[k] && ins[k]->requires_grad) {
+            d[k] = graph_grad_store(g, ins[k], &fresh[k]);
+            acc |= !fresh[k];
+        }
+    for (int k = 0; k < 4 && acc; k++)
+        if (d[k] && fresh[k]) memset(d[k], 0, len * sizeof(float));
+#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+    for (size_t c0 = 0; c0 < len; c0 += NPT_SWIGLU_CHUNK) {
+        float v[4][NPT_SWIGLU_CHUNK];
+        size_t cn = len - c0 < NPT_SWIGLU_CHUNK ? len - c0 : NPT_SWIGLU_CHUNK;
+        npt_swiglu_grad_chunk(dy + c0, gate->data + c0, up->data + c0, d_add->data + c0, rs ? rs + c0 : NULL, s, cn, v);
+        for (int k = 0; k < 4; k++) {
+            if (!d[k]) continue;
+            float *restrict dk = d[k] + c0;
+            if (!acc) {
+                memcpy(dk, v[k], cn * sizeof(float));
+                continue;
+            }
+#pragma omp simd
+            for (size_t i = 0; i < cn; i++) dk[i] += v[k][i];
         }
     }
-    Tensor *in[3] = {gate, d_add, d_raw};
-    int n_in = d_raw ? 3 : 2;
-    if (graph_needs_grad(g, in, n_in)) {
-        /* full mode reads gate and d_raw; safe mode's backward reads no data */
-        Node *n = graph_record_reads(g, op, npt_modulate_backward, y, in, n_in, d_raw ? 5u : 0u);
-        n->f[0] = s;
-        n->f[1] = (float)legacy_tanh;
+}
+
+Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *d_add, Tensor *d_raw, float s) {
+    same_shape(gate, up, "npt_swiglu");
+    same_shape(gate, d_add, "npt_swiglu");
+    if (d_raw) same_shape(gate, d_raw, "npt_swiglu");
+    Tensor *y = like(g, gate, "npt_swiglu");
+    size_t len = gate->n;
+    const float *restrict gs = gate->data, *restrict us = up->data, *restrict as = d_add->data;
+    float *restrict ys = y->data;
+    if (d_raw) {
+        const float *restrict rs = d_raw->data;
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) {
+            float m = gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i];
+            ys[i] = m * sigmoidf(m) * us[i];
+        }
+    } else {
+#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
+        for (size_t i = 0; i < len; i++) {
+            float m = gs[i] + s * as[i];
+            ys[i] = m * sigmoidf(m) * us[i];
+        }
     }
-    observe(g, op, y, in, n_in);
+    Tensor *in[4] = {gate, up, d_add, d_raw};
+    int n_in = d_raw ? 4 : 3;
+    if (graph_needs_grad(g, in, n_in)) graph_record(g, "npt_swiglu", npt_swiglu_backward, y, in, n_in)->f[0] = s;
+    observe(g, "npt_swiglu", y, in, n_in);
     return y;
 }
 
-Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s) {
-    return npt_modulate(g, gate, d_raw, d_add, s, 0);
+/* The pre-SPEC factor d_mul = tanh(d_raw), which reaches zero (B_mul = 0 switches the
+ * gate off): g' = g * tanh(d_raw) + s * d_add. Tests only (see ops.h). */
+static void npt_modulate_tanh_backward(Graph *g, Node *n) {
+    Tensor *gate = n->in[0], *d_add = n->in[1], *d_raw = n->in[2];
+    float s = n->f[0];
+    const float *dy = n->out->grad;
+    float *dg = gate->requires_grad ? graph_grad(g, gate) : NULL;
+    float *da = d_add->requires_grad ? graph_grad(g, d_add) : NULL;
+    float *dr = d_raw->requires_grad ? graph_grad(g, d_raw) : NULL;
+    for (size_t i = 0; i < gate->n; i++) {
+        float t = tanhf(d_raw->data[i]);
+        if (dg) dg[i] += dy[i] * t;
+        if (da) da[i] += dy[i] * s;
+        if (dr) dr[i] += dy[i] * gate->data[i] * (1.0f - t * t);
+    }
 }
 
 Tensor *op_npt_modulate_tanh(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s) {
-    return npt_modulate(g, gate, d_raw, d_add, s, 1);
+    same_shape(gate, d_add, "npt_modulate_tanh");
+    same_shape(gate, d_raw, "npt_modulate_tanh");
+    Tensor *y = like(g, gate, "npt_modulate_tanh");
+    for (size_t i = 0; i < gate->n; i++) y->data[i] = gate->data[i] * tanhf(d_raw->data[i]) + s * d_add->data[i];
+    Tensor *in[3] = {gate, d_add, d_raw};
+    if (graph_needs_grad(g, in, 3)) graph_record(g, "npt_modulate_tanh", npt_modulate_tanh_backward, y, in, 3)->f[0] = s;
+    observe(g, "npt_modulate_tanh", y, in, 3);
+    return y;
 }

@@ -64,17 +64,18 @@ Tensor *op_mse(Graph *g, Tensor *x, Tensor *y);
 /* SPEC section 3: mean over rows and columns of (x/max(|x|,1e-6) - y/max(|y|,1e-6))^2
  * with |.| the row norm. */
 Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y);
-/* Mean over rows of the squared row norm: the NPT regularizer term. */
-Tensor *op_mean_row_sqnorm(Graph *g, Tensor *x);
+/* The NPT regularizer term of d = z B^T: mean over rows of |d_row|^2, computed through
+ * the r x r Gram matrix B^T B, without forming d. */
+Tensor *op_lowrank_sqnorm(Graph *g, Tensor *z, Tensor *b);
 
-/* NPT gate modulation, fused (SPEC section 2):
- *   full: g' = g * (0.5 * sigmoid(d_raw) + 0.5) + s * d_add
- *   safe (d_raw == NULL): g' = g + s * d_add */
-Tensor *op_npt_modulate(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s);
-/* The same with the pre-SPEC factor d_mul = tanh(d_raw), which reaches zero (B_mul = 0
- * switches the gate off). Tests only: it lets debug's zero-factor check find a real
- * producer; no model path uses it unless NptModel.test_tanh_mul is set. */
+/* The NPT MLP middle, fused (SPEC section 2): out = silu(m) * up with
+ *   full: m = gate * (0.5 * sigmoid(d_raw) + 0.5) + s * d_add
+ *   safe (d_raw == NULL): m = gate + s * d_add */
+Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *d_add, Tensor *d_raw, float s);
+/* The modulation alone with the pre-SPEC factor d_mul = tanh(d_raw), which reaches zero
+ * (B_mul = 0 switches the gate off): g' = gate * tanh(d_raw) + s * d_add. Tests only: it
+ * lets debug's zero-factor check find a real producer; no model path uses it unless
+ * NptModel.test_tanh_mul is set (followed by op_swiglu). */
 Tensor *op_npt_modulate_tanh(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_add, float s);
-
 
 #endif

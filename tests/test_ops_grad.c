@@ -8,7 +8,7 @@
 #include "model/ops.h"
 #include "test.h"
 
-#define MAX_IN 3
+#define MAX_IN 4
 
 typedef struct {
     int kind; /* which op to build */
@@ -26,7 +26,7 @@ static float frand(void) { /* xorshift, uniform in (-1, 1) */
 static Arena act, grads;
 static Graph graph;
 
-enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, REG, MOD_FULL, MOD_SAFE, MOD_TANH, ADD_INTO, ROPE_INPLACE };
+enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, LOWRANK, NPT_SWIGLU_FULL, NPT_SWIGLU_SAFE, NPT_SWIGLU_FRESH, NPT_SWIGLU_MIXED, MOD_TANH, ADD_INTO, ROPE_INPLACE };
 
 static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     switch (c->kind) {
@@ -49,9 +49,18 @@ static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     case CE: return op_cross_entropy(g, in[0], c->ids);
     case MSE: return op_mse(g, in[0], in[1]);
     case NMSE: return op_nmse(g, in[0], in[1]);
-    case REG: return op_mean_row_sqnorm(g, in[0]);
-    case MOD_FULL: return op_npt_modulate(g, in[0], in[2], in[1], c->f[0]);
-    case MOD_SAFE: return op_npt_modulate(g, in[0], NULL, in[1], c->f[0]);
+    case LOWRANK: return op_lowrank_sqnorm(g, in[0], in[1]);
+    case NPT_SWIGLU_FULL: return op_npt_swiglu(g, in[0], in[1], in[2], in[3], c->f[0]);
+    case NPT_SWIGLU_SAFE: return op_npt_swiglu(g, in[0], in[1], in[2], NULL, c->f[0]);
+    /* inputs that are op outputs: their gradients are stored, not accumulated (graph_grad_store);
+     * MIXED: the gate also feeds a later add, so its gradient already holds a contribution */
+    case NPT_SWIGLU_FRESH:
+    case NPT_SWIGLU_MIXED: {
+        Tensor *t[4];
+        for (int k = 0; k < 4; k++) t[k] = op_scale(g, in[k], 1.0f);
+        Tensor *y = op_npt_swiglu(g, t[0], t[1], t[2], t[3], c->f[0]);
+        return c->kind == NPT_SWIGLU_MIXED ? op_add(g, y, t[0]) : y;
+    }
     case MOD_TANH: return op_npt_modulate_tanh(g, in[0], in[2], in[1], c->f[0]);
     }
     return NULL;
@@ -129,7 +138,7 @@ int main(void) {
             snprintf(what, sizeof what, "matmul %s", names[ta * 2 + tb]);
             check_op(what, &c, 2, shapes, 1.0f);
         }
-    const int s2[3][2] = {{4, 6}, {4, 6}, {4, 6}};
+    const int s2[4][2] = {{4, 6}, {4, 6}, {4, 6}, {4, 6}};
     check_op("add", &(Case){.kind = ADD}, 2, s2, 1.0f);
     check_op("add_into (over b's storage)", &(Case){.kind = ADD_INTO}, 2, s2, 1.0f);
     check_op("mul", &(Case){.kind = MUL}, 2, s2, 1.0f);
@@ -166,9 +175,12 @@ int main(void) {
     }
     check_op("mse", &(Case){.kind = MSE}, 2, s2, 1.0f);
     check_op("nmse", &(Case){.kind = NMSE}, 2, s2, 1.0f);
-    check_op("mean_row_sqnorm", &(Case){.kind = REG}, 1, s2, 1.0f);
-    check_op("npt_modulate full", &(Case){.kind = MOD_FULL, .f = {0.1f}}, 3, s2, 2.0f);
-    check_op("npt_modulate safe", &(Case){.kind = MOD_SAFE, .f = {0.1f}}, 2, s2, 2.0f);
+    const int slr[2][2] = {{5, 3}, {7, 3}}; /* z [rows, r], B [f, r] */
+    check_op("lowrank_sqnorm (z and B)", &(Case){.kind = LOWRANK}, 2, slr, 1.0f);
+    check_op("npt_swiglu full (gate, up, d_add, d_raw)", &(Case){.kind = NPT_SWIGLU_FULL, .f = {0.1f}}, 4, s2, 2.0f);
+    check_op("npt_swiglu safe (gate, up, d_add)", &(Case){.kind = NPT_SWIGLU_SAFE, .f = {0.1f}}, 3, s2, 2.0f);
+    check_op("npt_swiglu, gradients stored into fresh buffers", &(Case){.kind = NPT_SWIGLU_FRESH, .f = {0.1f}}, 4, s2, 2.0f);
+    check_op("npt_swiglu, gate gradient already started", &(Case){.kind = NPT_SWIGLU_MIXED, .f = {0.1f}}, 4, s2, 2.0f);
     check_op("npt_modulate_tanh (test-only legacy form)", &(Case){.kind = MOD_TANH, .f = {0.1f}}, 3, s2, 2.0f);
 
     /* Forward values that finite differences cannot see. */
@@ -187,12 +199,45 @@ int main(void) {
         Tensor hx = tensor_view2(huge, "hx", 1, 2), hy = tensor_view2(hugey, "hy", 1, 2);
         Tensor *nh = op_nmse(&graph, &hx, &hy);
         check(fabsf(nh->data[0] - 2.0f) < 1e-5f, "nmse with norms near float max stays finite (got %g, want 2)", nh->data[0]);
-        float dr[2] = {-1e4f, 1e4f}, gt[2] = {1.0f, 1.0f}, da[2] = {0, 0};
-        Tensor tr = tensor_view2(dr, "d_raw", 1, 2), tg2 = tensor_view2(gt, "gate", 1, 2), ta = tensor_view2(da, "d_add", 1, 2);
-        Tensor *m = op_npt_modulate(&graph, &tg2, &tr, &ta, 0.1f);
-        /* SPEC section 2: d_mul = 0.5 * sigmoid(d_raw) + 0.5, never zero */
-        check(fabsf(m->data[0] - 0.5f) < 1e-6f && fabsf(m->data[1] - 1.0f) < 1e-6f,
-              "npt modulation factor 0.5*sigmoid+0.5 saturates at 0.5 and 1.0, never 0 (got %g, %g)", m->data[0], m->data[1]);
+        /* SPEC section 2: d_mul = 0.5 * sigmoid(d_raw) + 0.5, never zero: with gate = up = 1
+         * and d_add = 0 the output is silu(0.5) and silu(1.0) at saturated d_raw */
+        float dr[2] = {-1e4f, 1e4f}, ones[2] = {1.0f, 1.0f}, da[2] = {0, 0};
+        Tensor tr = tensor_view2(dr, "d_raw", 1, 2), t1 = tensor_view2(ones, "gate", 1, 2), ta = tensor_view2(da, "d_add", 1, 2);
+        Tensor *m = op_npt_swiglu(&graph, &t1, &t1, &ta, &tr, 0.1f);
+        float silu_half = 0.5f / (1.0f + expf(-0.5f)), silu_one = 1.0f / (1.0f + expf(-1.0f));
+        check(fabsf(m->data[0] - silu_half) < 1e-6f && fabsf(m->data[1] - silu_one) < 1e-6f,
+              "npt_swiglu: modulation factor saturates at 0.5 and 1.0, never 0 (got %g, %g; want %g, %g)", m->data[0],
+              m->data[1], silu_half, silu_one);
+    }
+    {   /* the fused ops against the SPEC formulas written out here in double */
+        enum { R = 9, C = 11, RK = 4 };
+        static float gt[R * C], up[R * C], ad[R * C], rw[R * C], z[R * RK], b[C * RK];
+        for (int i = 0; i < R * C; i++) gt[i] = 3 * frand(), up[i] = frand(), ad[i] = 3 * frand(), rw[i] = 4 * frand();
+        for (int i = 0; i < R * RK; i++) z[i] = frand();
+        for (int i = 0; i < C * RK; i++) b[i] = frand();
+        Tensor tg = tensor_view2(gt, "gate", R, C), tu = tensor_view2(up, "up", R, C), ta = tensor_view2(ad, "d_add", R, C);
+        Tensor tr = tensor_view2(rw, "d_raw", R, C), tz = tensor_view2(z, "z", R, RK), tb = tensor_view2(b, "B", C, RK);
+        for (int safe = 0; safe < 2; safe++) {
+            graph_reset(&graph);
+            Tensor *y = op_npt_swiglu(&graph, &tg, &tu, &ta, safe ? NULL : &tr, 0.3f);
+            double worst = 0.0;
+            for (int i = 0; i < R * C; i++) {
+                double factor = safe ? 1.0 : 0.5 / (1.0 + exp(-(double)rw[i])) + 0.5;
+                double mm = gt[i] * factor + 0.3 * ad[i], want = mm / (1.0 + exp(-mm)) * up[i];
+                worst = fmax(worst, fabs(y->data[i] - want) / fmax(fabs(want), 1e-3));
+            }
+            check(worst < 1e-5, "npt_swiglu %s = silu(gate * d_mul + s d_add) * up: max rel err %.2e", safe ? "safe" : "full", worst);
+        }
+        double want = 0.0;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < C; j++) {
+                double d = 0.0;
+                for (int k = 0; k < RK; k++) d += (double)z[r * RK + k] * b[j * RK + k];
+                want += d * d / R;
+            }
+        graph_reset(&graph);
+        Tensor *l = op_lowrank_sqnorm(&graph, &tz, &tb);
+        check(fabs(l->data[0] - want) <= 1e-6 * want, "lowrank_sqnorm = mean row |z B^T|^2 (%.9g vs %.9g)", l->data[0], want);
     }
     graph_free(&graph);
     arena_free(&act);

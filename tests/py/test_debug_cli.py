@@ -166,12 +166,15 @@ def main():
             if os.path.isdir(out_dir) else []
         txt = open(os.path.join(out_dir, reports[0])).read() if reports else ""
         seqs = txt.count("== sequence")
-        at_l3 = txt.count("forward pass, layer 3, op swiglu")
+        at_l3 = txt.count("forward pass, layer 3, op npt_swiglu")  # the NPT MLP's fused middle
         check(p.returncode == 3 and reports == ["debug_step0_skip1.txt", "debug_step0_skip2.txt"] and seqs == 4 and at_l3 == 4
               and "where it is born" in p.stderr,
               f"debug_on_skip: 2 skipped steps (exit {p.returncode}) give reports {reports}; "
-              f"{at_l3} of {seqs} windows (2 x 2 micro-batches) born at layer 3 op swiglu")
-        check(os.path.exists(os.path.join(out_dir, "debug_step0_skip1.h5")), "debug_on_skip saves the producer's inputs (.h5)")
+              f"{at_l3} of {seqs} windows (2 x 2 micro-batches) born at layer 3 op npt_swiglu")
+        saved = os.path.join(out_dir, "debug_step0_skip1.h5")
+        rc, out, _ = run("replay", saved) if os.path.exists(saved) else (None, "", "")
+        check(rc == 3 and "layer 3, op npt_swiglu" in out and "produced from finite inputs" in out,
+              f"debug_on_skip saves the producer's inputs (.h5) and they replay to the same op (exit {rc})")
     return 1 if failures else 0
 
 
