@@ -22,10 +22,10 @@ Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *
     return op_linear(g, att, &L->wo);
 }
 
-Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+Tensor *llama_layer_rest(Graph *g, const LlamaModel *m, int layer, Tensor *h, Tensor *a) {
     LlamaLayer *L = &m->layers[layer];
     g->layer = layer;
-    Tensor *h1 = op_add_into(g, h, llama_attention_block(g, m, layer, h, B, T));
+    Tensor *h1 = op_add_into(g, h, a);
     Tensor *x = op_rmsnorm(g, h1, &L->ffn_norm, m->cfg.norm_eps);
     Tensor *act = op_swiglu(g, op_linear(g, x, &L->w_gate), op_linear(g, x, &L->w_up));
     graph_release(g, x);
@@ -34,6 +34,11 @@ Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, 
     Tensor *out = op_add_into(g, h1, down);
     g->layer = -1;
     return out;
+}
+
+Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+    g->layer = layer;
+    return llama_layer_rest(g, m, layer, h, llama_attention_block(g, m, layer, h, B, T));
 }
 
 Tensor *llama_logits(Graph *g, const LlamaModel *m, Tensor *h) {

@@ -88,6 +88,9 @@ Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n);
 Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
 /* Base decoder layer: h1 = h + a; out = h1 + W_down(SiLU(W_gate m) * W_up m), m = RMSNorm(h1) */
 Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
+/* The same layer after its attention block a (computed by the caller, who may keep a copy;
+ * a's storage is overwritten by h + a) */
+Tensor *llama_layer_rest(Graph *g, const LlamaModel *m, int layer, Tensor *h, Tensor *a);
 /* final RMSNorm + lm_head: [n, vocab] */
 Tensor *llama_logits(Graph *g, const LlamaModel *m, Tensor *h);
 

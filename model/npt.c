@@ -109,12 +109,12 @@ void npt_init_weights(NptModel *n, const NptConfig *cfg, uint64_t seed) {
 
 void npt_zero_grads(NptModel *n) { memset(n->grads, 0, n->n_params * sizeof(float)); }
 
-Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, int B, int T, Tensor **reg) {
+Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, Tensor *attn, int B, int T, Tensor **reg) {
     const LlamaModel *m = n->base;
     LlamaLayer *L = &m->layers[layer];
     NptAdapter *ad = &n->adapters[n->adapter_of_layer[layer]];
     g->layer = layer;
-    Tensor *a = llama_attention_block(g, m, layer, h, B, T);
+    Tensor *a = attn ? attn : llama_attention_block(g, m, layer, h, B, T);
     Tensor *z = op_linear(g, a, &ad->A);
     Tensor *d_add = op_linear(g, z, &ad->B_add);
     Tensor *d_raw = n->safe_mode ? NULL : op_linear(g, z, &ad->B_mul);
@@ -136,7 +136,7 @@ Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, int
 }
 
 Tensor *npt_student_layer(Graph *g, const NptModel *n, int layer, Tensor *h, int B, int T, Tensor **reg) {
-    if (n->adapter_of_layer[layer] >= 0) return npt_layer_forward(g, n, layer, h, B, T, reg);
+    if (n->adapter_of_layer[layer] >= 0) return npt_layer_forward(g, n, layer, h, NULL, B, T, reg);
     if (reg) *reg = NULL;
     return llama_layer(g, n->base, layer, h, B, T);
 }

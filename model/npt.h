@@ -55,8 +55,10 @@ void npt_init_weights(NptModel *n, const NptConfig *cfg, uint64_t seed);
 void npt_zero_grads(NptModel *n);
 
 /* One NPT decoder layer; *reg gets the layer's regularizer (SPEC section 2) when reg
- * is not NULL. */
-Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, int B, int T, Tensor **reg);
+ * is not NULL. attn (may be NULL) is the layer's attention block output on h when the
+ * caller already has it: the teacher's, for the first converted layer, whose input is
+ * the teacher's own and frozen (train/objective.c). */
+Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, Tensor *attn, int B, int T, Tensor **reg);
 /* Layer `layer` of the student: NPT if converted, the base layer otherwise. */
 Tensor *npt_student_layer(Graph *g, const NptModel *n, int layer, Tensor *h, int B, int T, Tensor **reg);
 

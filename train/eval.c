@@ -72,8 +72,8 @@ static void observe_modulation(Graph *g, const char *op, Tensor *out, Tensor **i
     ModObserver *o = ctx;
     if (!o->collect || g->layer < 0) return;
     if (!strcmp(op, "rmsnorm") && in[1] == &o->m->layers[g->layer].ffn_norm) o->ffn_in = out;
-    else if (!strcmp(op, "npt_modulate") && o->ffn_in)
-        modulation_sums(&o->sums[g->layer], o->scale, in[0], in[1], n_in == 3 ? in[2] : NULL, o->ffn_in);
+    else if (!strcmp(op, "npt_swiglu") && o->ffn_in) /* inputs: gate, up, d_add (, d_raw) */
+        modulation_sums(&o->sums[g->layer], o->scale, in[0], in[2], n_in == 4 ? in[3] : NULL, o->ffn_in);
 }
 
 /* Adds the NMSE numerator (sum over tokens and dims) and the sum over tokens of the
@@ -183,7 +183,7 @@ static void eval_batch(EvalBuffers *b, const LlamaModel *m, const NptModel *npt,
             obs->collect = 0;
             compare_rows(so->data, to->data, N, d, &s->nmse_e2e, &s->cos_e2e);
             if (npt->adapter_of_layer[l] >= 0) {
-                Tensor *lo = npt_layer_forward(g, npt, l, &tin, B, T, NULL);
+                Tensor *lo = npt_layer_forward(g, npt, l, &tin, NULL, B, T, NULL);
                 compare_rows(lo->data, to->data, N, d, &s->nmse_local, &s->cos_local);
             }
             memcpy(b->hs, so->data, bytes);

@@ -21,10 +21,16 @@ static ObjectiveValues distill(ObjectiveGraphs *gr, const LlamaModel *m, const N
     graph_reset(tg);
     Tensor *h = keep(sg, llama_embed(tg, m, tokens, N), "h0");
     if (poison) h->data[0] = NAN;
-    Tensor *student_in = first == 0 ? h : NULL;
+    Tensor *student_in = first == 0 ? h : NULL, *first_attn = NULL;
     for (int l = 0; l < L; l++) {
         arena_reset(tg->act);
-        h = keep(sg, llama_layer(tg, m, l, h, B, T), "teacher_hidden");
+        if (l == first) { /* the student's first layer sees this very input: its attention is this one */
+            Tensor *a = llama_attention_block(tg, m, l, h, B, T);
+            first_attn = keep(sg, a, "teacher_attention");
+            h = keep(sg, llama_layer_rest(tg, m, l, h, a), "teacher_hidden");
+        } else {
+            h = keep(sg, llama_layer(tg, m, l, h, B, T), "teacher_hidden");
+        }
         teacher_out[l] = h;
         if (l + 1 == first) student_in = h;
     }
@@ -34,7 +40,7 @@ static ObjectiveValues distill(ObjectiveGraphs *gr, const LlamaModel *m, const N
     int n_compared = 0;
     for (int l = first; l < L; l++) {
         Tensor *r;
-        h = npt_student_layer(sg, npt, l, h, B, T, &r);
+        h = l == first ? npt_layer_forward(sg, npt, l, h, first_attn, B, T, &r) : npt_student_layer(sg, npt, l, h, B, T, &r);
         Tensor *d = oc->use_mse ? op_mse(sg, h, teacher_out[l]) : op_nmse(sg, h, teacher_out[l]);
         fid = fid ? op_add(sg, fid, d) : d;
         if (r) reg = reg ? op_add(sg, reg, r) : r;
