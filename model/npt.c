@@ -120,9 +120,9 @@ Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, Ten
     Tensor *d_raw = n->safe_mode ? NULL : op_linear(g, z, &ad->B_mul);
     Tensor *x = op_rmsnorm(g, h, &L->ffn_norm, m->cfg.norm_eps); /* on h, not h + a */
     Tensor *g_lin = op_linear(g, x, &L->w_gate), *up = op_linear(g, x, &L->w_up);
-    graph_release(g, x); /* read again only by trained projections */
     Tensor *act = n->test_tanh_mul && d_raw ? op_swiglu(g, op_npt_modulate_tanh(g, g_lin, d_raw, d_add, n->scale), up)
                                             : op_npt_swiglu(g, g_lin, up, d_add, d_raw, n->scale);
+    graph_release(g, x); /* read again only by trained projections; eval's observer reads it up to here */
     Tensor *down = op_linear(g, act, &L->w_down);
     graph_release(g, act);
     Tensor *out = op_add_into(g, h, down);
