@@ -324,13 +324,14 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
 static float *rope_table(Graph *g, int T, int head_dim, float theta, int pos0) {
     int half = head_dim / 2;
     float *tab = arena_alloc(g->act, (size_t)T * half * 2 * sizeof(float));
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            double freq = pow((double)theta, -2.0 * i / head_dim);
+    for (int i = 0; i < half; i++) {
+        double freq = pow((double)theta, -2.0 * i / head_dim);
+        for (int t = 0; t < T; t++) {
             double ang = (double)(pos0 + t) * freq;
             tab[((size_t)t * half + i) * 2] = (float)cos(ang);
             tab[((size_t)t * half + i) * 2 + 1] = (float)sin(ang);
         }
+    }
     return tab;
 }
 
@@ -415,22 +416,26 @@ typedef struct {
     int B, T, nh, nkv, hd;
 } AttnSaved;
 
-/* Causal softmax in place over `rows` rows of a score block with row stride T; the
- * block's first row is query r0, so row i sees columns 0..r0+i. lse (may be NULL) gets
- * each row's log-sum-exp. */
-static void causal_softmax_rows(float *s, int r0, int rows, int T, float *lse) {
+/* Causal softmax numerators in place over `rows` rows of a score block with row stride
+ * T: exp(s - rowmax), left unnormalized; the block's first row is query r0, so row i
+ * sees columns 0..r0+i. inv_sum gets each row's 1 / sum, applied to the hd-wide output
+ * row after P V rather than to the up to T-wide P row; lse (may be NULL) gets each row's
+ * log-sum-exp. */
+static void causal_softmax_rows(float *s, int r0, int rows, int T, float *lse, float *inv_sum) {
     for (int i = 0; i < rows; i++) {
         float *row = s + (size_t)i * T;
         int last = r0 + i;
         float mx = row[0];
 #pragma omp simd reduction(max : mx)
         for (int j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
-        for (int j = 0; j <= last; j++) row[j] = npt_expf(row[j] - mx); /* vectorized; the sum apart */
         double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-        for (int j = 0; j <= last; j++) sum += row[j];
-        float inv = (float)(1.0 / sum);
-        for (int j = 0; j <= last; j++) row[j] *= inv;
+        for (int j = 0; j <= last; j++) {
+            float e = npt_expf(row[j] - mx);
+            row[j] = e;
+            sum += e;
+        }
+        inv_sum[i] = (float)(1.0 / sum);
         for (int j = last + 1; j < r0 + rows; j++) row[j] = 0.0f;
         if (lse) lse[i] = mx + (float)log(sum);
     }
@@ -538,9 +543,12 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, in
             int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, qb + (size_t)r0 * qs, qs,
                         kb, ks, 0.0f, p, T);
-            causal_softmax_rows(p, r0, rows, T, sv ? sv->lse + (size_t)task * T + r0 : NULL);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, p, T, vb, ks, 0.0f,
-                        o->data + ((size_t)b * T + r0) * qs + h * head_dim, qs);
+            float inv_sum[ATTN_BLOCK];
+            causal_softmax_rows(p, r0, rows, T, sv ? sv->lse + (size_t)task * T + r0 : NULL, inv_sum);
+            float *ob = o->data + ((size_t)b * T + r0) * qs + h * head_dim;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, p, T, vb, ks, 0.0f, ob, qs);
+            for (int i = 0; i < rows; i++)
+                for (int d = 0; d < head_dim; d++) ob[(size_t)i * qs + d] *= inv_sum[i];
         }
     }
     if (record) graph_record(g, "attention", attention_backward, o, in, 3)->saved = sv;
