@@ -99,7 +99,9 @@ static double step_flops(const LlamaConfig *c, int B, int T, int r, int safe) {
     double mlp = 6 * N * d * f;
     double base = proj + core + mlp;
     double adapter = 2 * N * r * d + 2 * N * r * f * (safe ? 1 : 2);
-    double teacher = L * base, student = L * (base + adapter);
+    /* the student's first layer sees the teacher's input: its attention block (proj +
+     * core) is the teacher's, computed once (train/objective.c) */
+    double teacher = L * base, student = L * (base + adapter) - (proj + core);
     /* layers above the first: every activation gradient (attention core twice) plus the
      * adapter weight gradients; the first layer's input is frozen, so it only needs
      * W_down's input gradient, the B input gradients and the adapter weight gradients */
