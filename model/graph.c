@@ -44,7 +44,7 @@ Node *graph_record_reads(Graph *g, const char *op, BackwardFn bw, Tensor *out, T
     n->out = out;
     for (int i = 0; i < n_in; i++) {
         n->in[i] = in[i];
-        if (in[i] && (reads >> i & 1u)) in[i]->keep = 1;
+        if (in[i] && (reads >> i & 1u) && !in[i]->keep) in[i]->keep = 1; /* shared weights: read, not written */
     }
     out->requires_grad = 1;
     return n;

@@ -154,7 +154,9 @@ int llama_alloc_weights(LlamaModel *m, NptErr *err) {
             memset(data + n, 0, (round_up16(n) - n) * sizeof(float)); /* padding stays defined */
             off += round_up16(n);
         }
-        *weight_at(m, i) = cols ? tensor_view2(data, name, rows, cols) : tensor_view1(data, name, rows);
+        Tensor *w = weight_at(m, i);
+        *w = cols ? tensor_view2(data, name, rows, cols) : tensor_view1(data, name, rows);
+        w->keep = 1; /* never released; and graphs running side by side only read the flag */
     }
     return 0;
 }

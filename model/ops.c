@@ -84,8 +84,11 @@ Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b, int trans_a, int trans_b) {
         npt_die("matmul: inner dimensions differ (%s: %d, %s: %d)", a->name ? a->name : "?", K,
                 b->name ? b->name : "?", Kb);
     Tensor *c = tensor_new2(g->act, "matmul", M, N);
+    /* beta = 1 onto a memset buffer: OpenBLAS zeroes C for beta = 0 with its own loop,
+     * slower than memset (2048x768 outputs: 1.34 -> 1.02 ms for K = 16) */
+    memset(c->data, 0, c->n * sizeof(float));
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
-                1.0f, a->data, a->shape[1], b->data, b->shape[1], 0.0f, c->data, N);
+                1.0f, a->data, a->shape[1], b->data, b->shape[1], 1.0f, c->data, N);
     Tensor *in[2] = {a, b};
     if (graph_needs_grad(g, in, 2)) {
         /* dA needs B and dB needs A: a frozen weight's input is not read again */
@@ -401,7 +404,9 @@ Tensor *op_rope_inplace(Graph *g, Tensor *x, int B, int T, int n_heads, int head
 
 /* ---------------------------------------------------------------- attention */
 
+#ifndef ATTN_BLOCK
 #define ATTN_BLOCK 64 /* query rows per sgemm: small enough to skip most of the masked half */
+#endif
 
 size_t op_attention_extra_floats(int B, int T, int n_heads) {
     /* row log-sum-exps, each thread's score block, and the saved-data struct */

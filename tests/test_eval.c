@@ -47,20 +47,12 @@ static void huge_logits(void) {
 
 static ObjectiveValues objective(const LlamaModel *m, const NptModel *n, const int *tokens, int B, int T, int distill) {
     NptErr err;
-    Arena act, scratch;
-    Graph sg, tg;
-    size_t bytes = llama_activation_bytes(&m->cfg, B, T, 1) + (size_t)(m->cfg.n_layers + 2) * B * T * m->cfg.dim * 4;
-    if (arena_init(&act, bytes, "act", &err) || arena_init(&scratch, bytes, "scratch", &err) ||
-        graph_init(&sg, &act, NULL, 16, &err) || graph_init(&tg, &scratch, NULL, 16, &err))
-        npt_die("%s", err.msg);
-    sg.recording = tg.recording = 0;
-    ObjectiveGraphs gr = {&sg, &tg};
     ObjectiveConfig oc = {.distill = distill, .lambda = 0.0f, .train_all_weights = n == NULL};
-    ObjectiveValues v = objective_step(&gr, m, n ? n : NULL, &oc, tokens, B, T, 1.0f, 0);
-    graph_free(&sg);
-    graph_free(&tg);
-    arena_free(&act);
-    arena_free(&scratch);
+    ObjectiveRunner runner;
+    if (objective_init(&runner, m, n, &oc, B, T, 1, &err)) npt_die("%s", err.msg);
+    runner.forward_only = 1;
+    ObjectiveValues v = objective_step(&runner, m, n, &oc, tokens, 1.0f, 0);
+    objective_free(&runner);
     return v;
 }
 

@@ -22,29 +22,19 @@
 #include "test.h"
 #include "train/objective.h"
 
-static Arena act, grads, scratch;
-static Graph student, teacher;
+static ObjectiveRunner runner; /* one shard unless a test says otherwise */
+static const ObjectiveConfig distill_oc = {.distill = 1, .lambda = 0.01f};
 
-static int setup(const LlamaConfig *c, int B, int T) {
+static int setup(const LlamaModel *m, const NptModel *n, int B, int T, int shards) {
     NptErr err;
-    size_t bytes = llama_activation_bytes(c, B, T, 1) + (size_t)(c->n_layers + 2) * B * T * c->dim * 4;
-    if (arena_init(&act, bytes, "act", &err) || arena_init(&grads, bytes, "grads", &err) ||
-        arena_init(&scratch, bytes, "scratch", &err) || graph_init(&student, &act, &grads, 4096, &err) ||
-        graph_init(&teacher, &scratch, NULL, 16, &err)) {
+    if (objective_init(&runner, m, n, &distill_oc, B, T, shards, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
-    teacher.recording = 0;
     return 0;
 }
 
-static void teardown(void) {
-    graph_free(&student);
-    graph_free(&teacher);
-    arena_free(&act);
-    arena_free(&grads);
-    arena_free(&scratch);
-}
+static void teardown(void) { objective_free(&runner); }
 
 static int parse_layers(const char *s, NptConfig *nc, int *list) {
     if (!strcmp(s, "all")) nc->layer_mode = NPT_LAYERS_ALL;
@@ -59,14 +49,10 @@ static int parse_layers(const char *s, NptConfig *nc, int *list) {
     return 0;
 }
 
-static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *tokens, int B, int T, int backward) {
-    ObjectiveGraphs gr = {&student, &teacher};
-    ObjectiveConfig oc = {.distill = 1, .lambda = 0.01f};
-    student.recording = backward;
+static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *tokens, int backward) {
+    runner.forward_only = !backward;
     if (backward) npt_zero_grads(n);
-    ObjectiveValues v = objective_step(&gr, m, n, &oc, tokens, B, T, 1.0f, 0);
-    student.recording = 1;
-    return v;
+    return objective_step(&runner, m, n, &distill_oc, tokens, 1.0f, 0);
 }
 
 static int dump(char **argv) {
@@ -92,12 +78,13 @@ static int dump(char **argv) {
         return 1;
     }
     fclose(f);
-    if (setup(&m.cfg, B, T)) return 1;
+    /* the trainer's sharding for this thread count: PyTorch checks it too */
+    if (setup(&m, &n, B, T, objective_auto_shards(&distill_oc, &n, B))) return 1;
     char path[4200];
     snprintf(path, sizeof path, "%s/losses.txt", outdir);
     FILE *lf = fopen(path, "w");
     if (!lf) return 1;
-    ObjectiveValues v = loss_at(&m, &n, tokens, B, T, 1);
+    ObjectiveValues v = loss_at(&m, &n, tokens, 1);
     fprintf(lf, "%.9g %.9g %.9g\n", v.loss, v.fidelity, v.reg);
     if (write_floats(outdir, "params.f32", n.params, n.n_params) || write_floats(outdir, "grads.f32", n.grads, n.n_params))
         return 1;
@@ -105,7 +92,7 @@ static int dump(char **argv) {
     if (optim_init(&opt, OPTIM_ADAMW, n.params, n.grads, n.n_params, &err)) return 1;
     for (int s = 0; s < steps; s++) {
         optim_step(&opt, lr);
-        v = loss_at(&m, &n, tokens, B, T, 1);
+        v = loss_at(&m, &n, tokens, 1);
         fprintf(lf, "%.9g\n", v.loss);
     }
     fclose(lf);
@@ -133,7 +120,7 @@ static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode) {
     enum { B = 2, T = 16 };
     int tokens[B * T];
     for (int i = 0; i < B * T; i++) tokens[i] = (i * 29 + 3) % m->cfg.vocab_size;
-    loss_at(m, &n, tokens, B, T, 1);
+    loss_at(m, &n, tokens, 1);
     float *analytic = npt_xmalloc(n.n_params * sizeof(float), "grads copy");
     memcpy(analytic, n.grads, n.n_params * sizeof(float));
     double diff2 = 0, num2 = 0;
@@ -141,9 +128,9 @@ static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode) {
     for (size_t i = 0; i < n.n_params; i += n.n_params / 40 + 1) {
         float saved = n.params[i], h = 1e-2f;
         n.params[i] = saved + h;
-        double lp = loss_at(m, &n, tokens, B, T, 0).loss;
+        double lp = loss_at(m, &n, tokens, 0).loss;
         n.params[i] = saved - h;
-        double lm = loss_at(m, &n, tokens, B, T, 0).loss;
+        double lm = loss_at(m, &n, tokens, 0).loss;
         n.params[i] = saved;
         double num = (lp - lm) / (2 * h);
         diff2 += (num - analytic[i]) * (num - analytic[i]);
@@ -193,12 +180,13 @@ static void check_infer_path(const LlamaModel *m) {
     enum { T = 12 };
     int tokens[T];
     for (int i = 0; i < T; i++) tokens[i] = (i * 13 + 1) % m->cfg.vocab_size;
-    graph_reset(&student);
-    student.recording = 0;
-    Tensor *h = llama_embed(&student, m, tokens, T);
-    for (int l = 0; l < m->cfg.n_layers; l++) h = npt_student_layer(&student, &n, l, h, 1, T, NULL);
-    Tensor *logits = llama_logits(&student, m, h);
-    student.recording = 1;
+    Graph *g = &runner.shards[0].student;
+    graph_reset(g);
+    g->recording = 0;
+    Tensor *h = llama_embed(g, m, tokens, T);
+    for (int l = 0; l < m->cfg.n_layers; l++) h = npt_student_layer(g, &n, l, h, 1, T, NULL);
+    Tensor *logits = llama_logits(g, m, h);
+    g->recording = 1;
     LlamaInfer s;
     if (llama_infer_init(&s, &m->cfg, &n, T, &err)) {
         check(0, "NPT KV-cache path: llama_infer_init: %s", err.msg);
@@ -218,6 +206,51 @@ static void check_infer_path(const LlamaModel *m) {
     npt_free(&n);
 }
 
+/* A micro-batch split into shards run side by side (objective_init's n_shards) gives
+ * the loss and the adapter gradients of the whole batch in one graph. */
+static void check_shards(const LlamaModel *m) {
+    NptModel n;
+    NptErr err;
+    NptConfig nc = {.rank = 4, .safe_mode = 0, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_ALL,
+                    .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
+    if (npt_create(&n, m, &nc, &err)) {
+        check(0, "shards: npt_create: %s", err.msg);
+        return;
+    }
+    npt_init_weights(&n, &nc, 11);
+    enum { B = 4, T = 16 };
+    int tokens[B * T];
+    for (int i = 0; i < B * T; i++) tokens[i] = (i * 37 + 5) % m->cfg.vocab_size;
+    float *whole = npt_xmalloc(n.n_params * sizeof(float), "grads");
+    double loss1 = 0;
+    for (int shards = 1; shards <= 4; shards *= 2) {
+        ObjectiveRunner r;
+        if (objective_init(&r, m, &n, &distill_oc, B, T, shards, &err)) {
+            check(0, "shards: objective_init with %d shards: %s", shards, err.msg);
+            continue;
+        }
+        npt_zero_grads(&n);
+        ObjectiveValues v = objective_step(&r, m, &n, &distill_oc, tokens, 1.0f, 0);
+        objective_free(&r);
+        if (shards == 1) {
+            loss1 = v.loss;
+            memcpy(whole, n.grads, n.n_params * sizeof(float));
+            continue;
+        }
+        double d2 = 0, g2 = 0;
+        for (size_t i = 0; i < n.n_params; i++) d2 += pow(n.grads[i] - whole[i], 2), g2 += pow(whole[i], 2);
+        check(fabs(v.loss - loss1) <= 1e-6 * loss1 && sqrt(d2) <= 1e-5 * sqrt(g2),
+              "%d shards of a 4-sequence batch = one graph: loss %.9g vs %.9g, gradient rel diff %.2e", shards, v.loss,
+              loss1, sqrt(d2 / g2));
+    }
+    ObjectiveRunner r;
+    int rc = objective_init(&r, m, &n, &distill_oc, B, T, 3, &err);
+    check(rc != 0 && strstr(err.msg, "3 shards of a batch of 4"), "3 shards of 4 sequences refused: %s", rc ? err.msg : "accepted");
+    if (!rc) objective_free(&r);
+    free(whole);
+    npt_free(&n);
+}
+
 int main(int argc, char **argv) {
     if (argc == 13 && !strcmp(argv[1], "--dump")) return dump(argv);
     if (argc != 1) {
@@ -230,13 +263,14 @@ int main(int argc, char **argv) {
         check(0, "stories260K loads: %s", err.msg);
         return test_finish();
     }
-    if (setup(&m.cfg, 2, 16)) return 1;
+    if (setup(&m, NULL, 2, 16, 1)) return 1;
     check_structure(&m);
     check_fd(&m, 1, NPT_LAYERS_ALL);
     check_fd(&m, 0, NPT_LAYERS_ALL);
     check_fd(&m, 0, NPT_LAYERS_UPPER_HALF);
     check_fd(&m, 1, NPT_LAYERS_LOWER_HALF);
     check_infer_path(&m);
+    check_shards(&m);
     teardown();
     llama_free(&m);
     return test_finish();

@@ -2,6 +2,8 @@
 #include "objective.h"
 
 #include <math.h>
+#include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../model/ops.h"
@@ -13,9 +15,9 @@ static Tensor *keep(Graph *g, const Tensor *t, const char *name) {
     return k;
 }
 
-static ObjectiveValues distill(ObjectiveGraphs *gr, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
+static ObjectiveValues distill(ObjectiveShard *sh, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
                                const int *tokens, int B, int T, float grad_scale, int poison) {
-    Graph *sg = gr->student, *tg = gr->teacher;
+    Graph *sg = &sh->student, *tg = &sh->teacher;
     int L = m->cfg.n_layers, first = npt->first_layer, N = B * T;
     Tensor **teacher_out = arena_alloc(sg->act, (size_t)L * sizeof(Tensor *));
     graph_reset(tg);
@@ -54,9 +56,9 @@ static ObjectiveValues distill(ObjectiveGraphs *gr, const LlamaModel *m, const N
     return v;
 }
 
-static ObjectiveValues language_model(ObjectiveGraphs *gr, const LlamaModel *m, const NptModel *npt, const int *tokens,
+static ObjectiveValues language_model(ObjectiveShard *sh, const LlamaModel *m, const NptModel *npt, const int *tokens,
                                       int B, int T, float grad_scale, int poison) {
-    Graph *sg = gr->student;
+    Graph *sg = &sh->student;
     int N = B * T;
     int *targets = arena_alloc(sg->act, (size_t)N * sizeof(int));
     for (int b = 0; b < B; b++)
@@ -75,9 +77,105 @@ static ObjectiveValues language_model(ObjectiveGraphs *gr, const LlamaModel *m, 
     return v;
 }
 
-ObjectiveValues objective_step(ObjectiveGraphs *gr, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
-                               const int *tokens, int B, int T, float grad_scale, int poison) {
-    graph_reset(gr->student);
-    if (oc->distill) return distill(gr, m, npt, oc, tokens, B, T, grad_scale, poison);
-    return language_model(gr, m, oc->train_all_weights ? NULL : npt, tokens, B, T, grad_scale, poison);
+int objective_auto_shards(const ObjectiveConfig *oc, const NptModel *npt, int B) {
+    int threads = omp_get_max_threads();
+    return oc->distill && npt && threads > 1 && B % threads == 0 ? threads : 1;
+}
+
+/* Arenas sized for B x T (one shard's part of the micro-batch): the student's activations
+ * plus the teacher's kept layer outputs, its gradients, and the teacher's per-layer scratch. */
+static int shard_init(ObjectiveShard *sh, const LlamaConfig *c, const ObjectiveConfig *oc, int B, int T, NptErr *err) {
+    size_t bytes = llama_activation_bytes(c, B, T, !oc->distill);
+    size_t hidden = (size_t)B * T * c->dim * sizeof(float);
+    size_t act_bytes = bytes + (size_t)(c->n_layers + 2) * hidden;
+    size_t scratch_bytes = bytes / (size_t)(c->n_layers > 0 ? c->n_layers : 1) + 8 * hidden + (4u << 20);
+    if (arena_init(&sh->act, act_bytes, "activations", err) || arena_init(&sh->grads, bytes, "activation gradients", err) ||
+        arena_init(&sh->scratch, scratch_bytes, "teacher scratch", err) ||
+        graph_init(&sh->student, &sh->act, &sh->grads, 64 * (c->n_layers + 4), err) ||
+        graph_init(&sh->teacher, &sh->scratch, NULL, 16, err))
+        return -1;
+    sh->teacher.recording = 0;
+    return 0;
+}
+
+/* The shard's view of the adapters: the same parameters, gradients into its own buffer. */
+static int shard_adapters(ObjectiveShard *sh, const NptModel *npt, NptErr *err) {
+    sh->npt = *npt;
+    sh->grad_buf = npt_aligned_alloc(npt->n_params * sizeof(float), "shard adapter gradients", err);
+    sh->npt.adapters = npt_try_malloc((size_t)npt->n_adapters * sizeof(NptAdapter), "shard adapters", err);
+    if (!sh->grad_buf || !sh->npt.adapters) return -1;
+    sh->npt.grads = sh->grad_buf;
+    for (int k = 0; k < npt->n_adapters; k++) {
+        NptAdapter *ad = &sh->npt.adapters[k];
+        *ad = npt->adapters[k];
+        Tensor *views[3] = {&ad->A, &ad->B_add, &ad->B_mul};
+        for (int t = 0; t < 3; t++)
+            if (views[t]->grad) views[t]->grad = sh->grad_buf + (views[t]->grad - npt->grads);
+    }
+    return 0;
+}
+
+int objective_init(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc, int B, int T,
+                   int n_shards, NptErr *err) {
+    memset(r, 0, sizeof *r);
+    if (n_shards < 1 || B % n_shards || (n_shards > 1 && (!oc->distill || !npt)))
+        return npt_fail(err, "objective: %d shards of a batch of %d (shards need distillation into adapters and divide the batch)",
+                        n_shards, B);
+    r->n_shards = n_shards, r->B = B, r->T = T;
+    r->shards = npt_try_malloc((size_t)n_shards * sizeof(ObjectiveShard), "objective shards", err);
+    if (!r->shards) return -1;
+    memset(r->shards, 0, (size_t)n_shards * sizeof(ObjectiveShard));
+    for (int s = 0; s < n_shards; s++)
+        if (shard_init(&r->shards[s], &m->cfg, oc, B / n_shards, T, err) ||
+            (n_shards > 1 && shard_adapters(&r->shards[s], npt, err))) {
+            objective_free(r);
+            return -1;
+        }
+    return 0;
+}
+
+void objective_free(ObjectiveRunner *r) {
+    for (int s = 0; r->shards && s < r->n_shards; s++) {
+        ObjectiveShard *sh = &r->shards[s];
+        graph_free(&sh->student), graph_free(&sh->teacher);
+        arena_free(&sh->act), arena_free(&sh->grads), arena_free(&sh->scratch);
+        free(sh->npt.adapters);
+        free(sh->grad_buf);
+    }
+    free(r->shards);
+    memset(r, 0, sizeof *r);
+}
+
+static ObjectiveValues shard_step(ObjectiveShard *sh, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
+                                  const int *tokens, int B, int T, float grad_scale, int poison, int forward_only) {
+    graph_reset(&sh->student);
+    sh->student.recording = !forward_only;
+    if (oc->distill) return distill(sh, m, npt, oc, tokens, B, T, grad_scale, poison);
+    return language_model(sh, m, oc->train_all_weights ? NULL : npt, tokens, B, T, grad_scale, poison);
+}
+
+ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
+                               const int *tokens, float grad_scale, int poison) {
+    int S = r->n_shards, Bs = r->B / S, T = r->T;
+    if (S == 1) return shard_step(&r->shards[0], m, npt, oc, tokens, Bs, T, grad_scale, poison, r->forward_only);
+    ObjectiveValues vals[S];
+#pragma omp parallel for num_threads(S) schedule(static, 1)
+    for (int s = 0; s < S; s++) {
+        ObjectiveShard *sh = &r->shards[s];
+        memset(sh->grad_buf, 0, npt->n_params * sizeof(float));
+        vals[s] = shard_step(sh, m, &sh->npt, oc, tokens + (size_t)s * Bs * T, Bs, T, grad_scale / S, poison && s == 0,
+                             r->forward_only);
+    }
+    /* equal shares: the means of the shards' means are the batch's means */
+    ObjectiveValues v = {0, 0, 0};
+    for (int s = 0; s < S; s++) v.loss += vals[s].loss / S, v.fidelity += vals[s].fidelity / S, v.reg += vals[s].reg / S;
+    if (r->forward_only || !isfinite(v.loss)) return v;
+    size_t n = npt->n_params;
+#pragma omp parallel for schedule(static) if (n > (1u << 16))
+    for (size_t i = 0; i < n; i++) {
+        float acc = npt->grads[i];
+        for (int s = 0; s < S; s++) acc += r->shards[s].grad_buf[i];
+        npt->grads[i] = acc;
+    }
+    return v;
 }

@@ -22,16 +22,42 @@ typedef struct {
     int train_all_weights; /* lm: base weights are parameters (no adapters) */
 } ObjectiveConfig;
 
+/* One shard's graphs: the student's (recording; act + grads arenas) and the teacher's
+ * (nothing recorded; a scratch arena reset per layer), and with several shards its own
+ * view of the adapters whose gradients go to its own buffer. */
 typedef struct {
-    Graph *student;        /* recording graph (act + grads arenas) */
-    Graph *teacher;        /* non-recording graph over a scratch arena reset per layer */
-} ObjectiveGraphs;
+    Arena act, grads, scratch;
+    Graph student, teacher;
+    NptModel npt;        /* shards > 1: the shared adapter params, gradients in grad_buf */
+    float *grad_buf;
+} ObjectiveShard;
 
-/* Forward + backward of one micro-batch; gradients accumulate scaled by grad_scale.
+/* What one micro-batch step needs, sized once for B x T. With n_shards > 1 the B
+ * sequences are split into n_shards equal parts run side by side, one thread each
+ * (OpenBLAS runs single-threaded inside them): sgemm on one core is more efficient on
+ * these skinny shapes than one sgemm split over two, and the elementwise passes need no
+ * synchronisation. The shard gradients are summed into npt->grads in shard order, so a
+ * run is deterministic for a given shard count. */
+typedef struct {
+    int n_shards, B, T;
+    int forward_only;      /* set by the caller: record nothing, compute the loss only */
+    ObjectiveShard *shards;
+} ObjectiveRunner;
+
+/* Shards for a step of B sequences on the current OpenMP thread count: the thread count
+ * when the objective is distillation into NPT adapters and it divides B, else 1. */
+int objective_auto_shards(const ObjectiveConfig *oc, const NptModel *npt, int B);
+/* Arenas and graphs for micro-batches of B x T (npt may be NULL: lm objective without
+ * adapters); n_shards > 1 needs oc->distill, npt and B % n_shards == 0. */
+int objective_init(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc, int B, int T,
+                   int n_shards, NptErr *err);
+void objective_free(ObjectiveRunner *r);
+
+/* Forward + backward of one micro-batch of r->B x r->T tokens; gradients accumulate into
+ * npt->grads (or the base weights' for lm with train_all_weights) scaled by grad_scale.
  * poison: test hook making this batch non-finite. Returns the loss (may be non-finite:
  * the caller skips such batches). The backward is skipped when the loss is not finite. */
-ObjectiveValues objective_step(ObjectiveGraphs *gr, const LlamaModel *m, const NptModel *npt,
-                               const ObjectiveConfig *oc, const int *tokens, int B, int T, float grad_scale,
-                               int poison);
+ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
+                               const int *tokens, float grad_scale, int poison);
 
 #endif

@@ -40,8 +40,7 @@ typedef struct {
     size_t n_params;
     Schedule sched;
     ObjectiveConfig oc;
-    Arena act, grads_arena, scratch;
-    Graph student, teacher;
+    ObjectiveRunner runner; /* graphs and arenas of a micro-batch, split into shards */
     CkptMeta meta;         /* training state carried in checkpoints */
     int64_t history_cap;
     RunLog log;
@@ -214,7 +213,6 @@ static int make_base_trainable(Trainer *t, NptErr *err) {
 static int setup_training(Trainer *t) {
     NptErr err;
     Recipe *r = &t->r;
-    const LlamaConfig *c = &t->model.cfg;
     t->oc = (ObjectiveConfig){.distill = r->objective.type == OBJECTIVE_DISTILL, .use_mse = r->objective.loss == LOSS_MSE,
                               .lambda = (float)r->objective.lambda, .train_all_weights = r->objective.train_all_weights};
     if (t->oc.distill || !t->oc.train_all_weights) {
@@ -237,16 +235,9 @@ static int setup_training(Trainer *t) {
                           .min_lr_ratio = (float)r->train.min_lr_ratio, .warmup_steps = r->train.warmup_steps,
                           .total_steps = r->train.max_steps};
     int B = r->train.batch_size, T = r->data.seq_len;
-    size_t bytes = llama_activation_bytes(c, B, T, !t->oc.distill);
-    /* the student arena also holds the teacher's kept layer outputs */
-    size_t act_bytes = bytes + (size_t)(c->n_layers + 2) * B * T * c->dim * sizeof(float);
-    size_t scratch_bytes = bytes / (size_t)(c->n_layers > 0 ? c->n_layers : 1) + (size_t)B * T * c->dim * 8 * sizeof(float) + (4u << 20);
-    if (arena_init(&t->act, act_bytes, "activations", &err) || arena_init(&t->grads_arena, bytes, "activation gradients", &err) ||
-        arena_init(&t->scratch, scratch_bytes, "teacher scratch", &err) ||
-        graph_init(&t->student, &t->act, &t->grads_arena, 64 * (c->n_layers + 4), &err) ||
-        graph_init(&t->teacher, &t->scratch, NULL, 16, &err))
+    if (objective_init(&t->runner, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, B, T,
+                       objective_auto_shards(&t->oc, t->have_npt ? &t->npt : NULL, B), &err))
         return fail("%s", err.msg);
-    t->teacher.recording = 0;
     /* a whole step's micro-batches, so a skipped step can be handed to the debugger */
     t->tokens = npt_xmalloc((size_t)r->train.grad_accum * B * T * sizeof(int), "step tokens");
     t->sample_ids = npt_xmalloc((size_t)B * sizeof(int64_t), "batch sample ids");
@@ -383,7 +374,6 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
     Recipe *r = &t->r;
     int B = r->train.batch_size, T = r->data.seq_len, A = r->train.grad_accum;
     memset(t->grads, 0, t->n_params * sizeof(float));
-    ObjectiveGraphs gr = {&t->student, &t->teacher};
     double loss = 0, fid = 0, reg = 0;
     int finite = 1;
     *n_ids = 0;
@@ -394,7 +384,7 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
         } while (in_list(t->drop, t->n_drop, t->batches_drawn++));
         int poison = in_list(t->poison, t->n_poison, t->batches_drawn - 1);
         for (int b = 0; b < B; b++) ids_out[(*n_ids)++] = t->sample_ids[b];
-        ObjectiveValues v = objective_step(&gr, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, tokens, B, T, 1.0f / A, poison);
+        ObjectiveValues v = objective_step(&t->runner, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, tokens, 1.0f / A, poison);
         if (!isfinite(v.loss)) finite = 0;
         loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
     }
@@ -518,11 +508,7 @@ static int run_loop(Trainer *t) {
 
 static void trainer_free(Trainer *t) {
     runlog_close(&t->log);
-    graph_free(&t->student);
-    graph_free(&t->teacher);
-    arena_free(&t->act);
-    arena_free(&t->grads_arena);
-    arena_free(&t->scratch);
+    objective_free(&t->runner);
     optim_free(&t->opt);
     if (t->have_npt) npt_free(&t->npt);
     else if (t->grads) free(t->grads);
@@ -600,11 +586,12 @@ int train_run(const TrainArgs *a) {
         fail("%s", err.msg);
         goto done;
     }
-    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d thread%s\n",
+    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d thread%s%s\n",
             t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
             t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
             t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.n_sources ? "(data.sources)" : t->r.data.train, (unsigned long long)t->data.n_train,
-            (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads, threads == 1 ? "" : "s");
+            (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads, threads == 1 ? "" : "s",
+            t->runner.n_shards > 1 ? " (each micro-batch split over them)" : "");
     rc = run_loop(t);
     if (rc == 0) fprintf(stderr, "npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
                          (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);

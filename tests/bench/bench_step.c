@@ -134,22 +134,6 @@ static int run_sgemm(int M, int N, int K, int reps) {
     return 0;
 }
 
-static int setup_graphs(const LlamaConfig *c, Arena *act, Arena *grads, Arena *scratch, Graph *student, Graph *teacher) {
-    NptErr err;
-    /* the trainer's sizing (train/trainer.c), so the RSS is the trainer's */
-    size_t bytes = llama_activation_bytes(c, BATCH, SEQ, 0);
-    size_t act_bytes = bytes + (size_t)(c->n_layers + 2) * BATCH * SEQ * c->dim * sizeof(float);
-    size_t scratch_bytes = bytes / (size_t)c->n_layers + (size_t)BATCH * SEQ * c->dim * 8 * sizeof(float) + (4u << 20);
-    if (arena_init(act, act_bytes, "activations", &err) || arena_init(grads, bytes, "activation gradients", &err) ||
-        arena_init(scratch, scratch_bytes, "teacher scratch", &err) ||
-        graph_init(student, act, grads, 64 * (c->n_layers + 4), &err) || graph_init(teacher, scratch, NULL, 16, &err)) {
-        fprintf(stderr, "bench_step: %s\n", err.msg);
-        return -1;
-    }
-    teacher->recording = 0;
-    return 0;
-}
-
 static int run_train(const char *model, int safe, int warmup, int steps, double budget) {
     LlamaModel m;
     NptModel n;
@@ -165,19 +149,21 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
     }
     npt_init_weights(&n, &nc, 1);
     opt.weight_decay = 0.01f;
-    Arena act, grads, scratch;
-    Graph student, teacher;
-    if (setup_graphs(c, &act, &grads, &scratch, &student, &teacher)) return 1;
     int *tokens = npt_xmalloc((size_t)BATCH * SEQ * sizeof(int), "tokens");
     for (int i = 0; i < BATCH * SEQ; i++) tokens[i] = (int)(rng_u32() % (uint32_t)c->vocab_size);
-    ObjectiveGraphs gr = {&student, &teacher};
     ObjectiveConfig oc = {.distill = 1, .lambda = 0.01f};
+    /* the trainer's graphs, arenas and sharding (train/trainer.c), so RSS and speed are its own */
+    ObjectiveRunner runner;
+    if (objective_init(&runner, &m, &n, &oc, BATCH, SEQ, objective_auto_shards(&oc, &n, BATCH), &err)) {
+        fprintf(stderr, "bench_step: %s\n", err.msg);
+        return 1;
+    }
     double t0 = 0, cpu0 = 0, first_loss = 0, last_loss = 0, first_norm = 0;
     int s = 0;
     for (; s < warmup + steps && !(s > warmup && npt_now_seconds() - t0 > budget); s++) {
         if (s == warmup) t0 = npt_now_seconds(), cpu0 = cpu_seconds();
         npt_zero_grads(&n);
-        ObjectiveValues v = objective_step(&gr, &m, &n, &oc, tokens, BATCH, SEQ, 1.0f, 0);
+        ObjectiveValues v = objective_step(&runner, &m, &n, &oc, tokens, 1.0f, 0);
         double norm = grad_global_norm(n.grads, n.n_params);
         if (!isfinite(v.loss) || !isfinite(norm)) {
             fprintf(stderr, "bench_step: non-finite loss or gradient at step %d\n", s);
@@ -194,8 +180,7 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
            "grad_norm_first=%.4g params=%zu steps=%d\n", omp_get_max_threads(), sec * 1e3, BATCH * SEQ / sec, peak_rss_mb(), cores,
            step_flops(c, BATCH, SEQ, RANK, safe), first_loss, last_loss, first_norm, n.n_params, steps);
     free(tokens);
-    graph_free(&student), graph_free(&teacher);
-    arena_free(&act), arena_free(&grads), arena_free(&scratch);
+    objective_free(&runner);
     optim_free(&opt);
     npt_free(&n);
     llama_free(&m);
