@@ -54,10 +54,11 @@ static Tensor *scalar(Graph *g, const char *name, double v) {
  * 768 output with K = 16: 1.34 -> 1.02 ms). */
 static void sgemm_into_zeroed(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int rows, int cols, int k, float alpha,
                               const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    for (int i = 0; i < rows; i++) memset(c + (size_t)i * ldc, 0, (size_t)cols * sizeof(float));
+    if (ldc == cols) memset(c, 0, (size_t)rows * cols * sizeof(float));
+    else
+        for (int i = 0; i < rows; i++) memset(c + (size_t)i * ldc, 0, (size_t)cols * sizeof(float));
     cblas_sgemm(CblasRowMajor, ta, tb, rows, cols, k, alpha, a, lda, b, ldb, 1.0f, c, ldc);
 }
-
 
 static void matmul_backward(Graph *g, Node *n) {
     Tensor *a = n->in[0], *b = n->in[1], *c = n->out;
@@ -411,9 +412,7 @@ Tensor *op_rope_inplace(Graph *g, Tensor *x, int B, int T, int n_heads, int head
 
 /* ---------------------------------------------------------------- attention */
 
-#ifndef ATTN_BLOCK
 #define ATTN_BLOCK 64 /* query rows per sgemm: small enough to skip most of the masked half */
-#endif
 
 size_t op_attention_extra_floats(int B, int T, int n_heads) {
     /* row log-sum-exps, each thread's score block, and the saved-data struct */

@@ -157,6 +157,7 @@ static ObjectiveValues shard_step(ObjectiveShard *sh, const LlamaModel *m, const
 ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
                                const int *tokens, float grad_scale, int poison) {
     int S = r->n_shards, Bs = r->B / S, T = r->T;
+    if (S > 1 && r->shards[0].npt.params != npt->params) npt_die("objective_step: the adapters are not those given to objective_init");
     if (S == 1) return shard_step(&r->shards[0], m, npt, oc, tokens, Bs, T, grad_scale, poison, r->forward_only);
     ObjectiveValues vals[S];
 #pragma omp parallel for num_threads(S) schedule(static, 1)
