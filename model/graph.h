@@ -62,7 +62,9 @@ void graph_backward_from(Graph *g, Tensor *out, const float *seed_grad);
 int graph_needs_grad(const Graph *g, Tensor **in, int n_in);
 /* Its backward may read the data of every input and of the output. */
 Node *graph_record(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor **in, int n_in);
-/* Its backward reads the data of the inputs in `reads` (bit i: in[i]) and not the output's. */
+/* Its backward reads the data of the inputs in `reads` (bit i: in[i]) and not the output's.
+ * The inputs read get keep = 1, written only if not set yet: tensors shared by graphs
+ * running in parallel (the model's weights, marked at load) are then only read. */
 Node *graph_record_reads(Graph *g, const char *op, BackwardFn bw, Tensor *out, Tensor **in, int n_in, unsigned reads);
 /* The forward pass is done with activation t (its last reader has run): its storage goes
  * back to the activation arena unless a recorded backward reads it (or keep_inputs is

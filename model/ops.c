@@ -907,7 +907,8 @@ Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *d_add, Tensor 
     }
     Tensor *in[4] = {gate, up, d_add, d_raw};
     int n_in = d_raw ? 4 : 3;
-    if (graph_needs_grad(g, in, n_in)) graph_record(g, "npt_swiglu", npt_swiglu_backward, y, in, n_in)->f[0] = s;
+    /* backward reads every input, never the output: act goes as soon as W_down has read it */
+    if (graph_needs_grad(g, in, n_in)) graph_record_reads(g, "npt_swiglu", npt_swiglu_backward, y, in, n_in, 0xFu)->f[0] = s;
     observe(g, "npt_swiglu", y, in, n_in);
     return y;
 }
@@ -935,7 +936,8 @@ Tensor *op_npt_modulate_tanh(Graph *g, Tensor *gate, Tensor *d_raw, Tensor *d_ad
     Tensor *y = like(g, gate, "npt_modulate_tanh");
     for (size_t i = 0; i < gate->n; i++) y->data[i] = gate->data[i] * tanhf(d_raw->data[i]) + s * d_add->data[i];
     Tensor *in[3] = {gate, d_add, d_raw};
-    if (graph_needs_grad(g, in, 3)) graph_record(g, "npt_modulate_tanh", npt_modulate_tanh_backward, y, in, 3)->f[0] = s;
+    if (graph_needs_grad(g, in, 3)) /* backward reads gate and d_raw */
+        graph_record_reads(g, "npt_modulate_tanh", npt_modulate_tanh_backward, y, in, 3, 5u)->f[0] = s;
     observe(g, "npt_modulate_tanh", y, in, 3);
     return y;
 }

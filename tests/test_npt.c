@@ -208,10 +208,10 @@ static void check_infer_path(const LlamaModel *m) {
 
 /* A micro-batch split into shards run side by side (objective_init's n_shards) gives
  * the loss and the adapter gradients of the whole batch in one graph. */
-static void check_shards(const LlamaModel *m) {
+static void check_shards(const LlamaModel *m, int safe, NptLayerMode mode) {
     NptModel n;
     NptErr err;
-    NptConfig nc = {.rank = 4, .safe_mode = 0, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_ALL,
+    NptConfig nc = {.rank = 4, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,
                     .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
     if (npt_create(&n, m, &nc, &err)) {
         check(0, "shards: npt_create: %s", err.msg);
@@ -240,8 +240,8 @@ static void check_shards(const LlamaModel *m) {
         double d2 = 0, g2 = 0;
         for (size_t i = 0; i < n.n_params; i++) d2 += pow(n.grads[i] - whole[i], 2), g2 += pow(whole[i], 2);
         check(fabs(v.loss - loss1) <= 1e-6 * loss1 && sqrt(d2) <= 1e-5 * sqrt(g2),
-              "%d shards of a 4-sequence batch = one graph: loss %.9g vs %.9g, gradient rel diff %.2e", shards, v.loss,
-              loss1, sqrt(d2 / g2));
+              "%d shards of a 4-sequence batch = one graph (%s mode, first NPT layer %d): loss %.9g vs %.9g, gradient "
+              "rel diff %.2e", shards, safe ? "safe" : "full", n.first_layer, v.loss, loss1, sqrt(d2 / g2));
     }
     ObjectiveRunner r;
     int rc = objective_init(&r, m, &n, &distill_oc, B, T, 3, &err);
@@ -270,7 +270,8 @@ int main(int argc, char **argv) {
     check_fd(&m, 0, NPT_LAYERS_UPPER_HALF);
     check_fd(&m, 1, NPT_LAYERS_LOWER_HALF);
     check_infer_path(&m);
-    check_shards(&m);
+    check_shards(&m, 0, NPT_LAYERS_ALL);
+    check_shards(&m, 1, NPT_LAYERS_UPPER_HALF);
     teardown();
     llama_free(&m);
     return test_finish();

@@ -5,7 +5,7 @@
  * residual streams (base and NPT) persist between layers, in buffers sized once; every
  * layer's activations live in one scratch arena reset per layer. The modulation figures
  * are read off the NPT forward itself through the graph's op observer (the ffn RMSNorm
- * output m and the npt_modulate op's inputs g, d_add, d_raw), so they describe exactly
+ * output m and the npt_swiglu op's inputs gate, d_add, d_raw), so they describe exactly
  * what model/npt.c computed. Logits are made a chunk of rows at a time, so a large
  * vocabulary needs no [tokens x vocab] buffer. */
 #include "eval.h"

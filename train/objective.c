@@ -98,21 +98,31 @@ static int shard_init(ObjectiveShard *sh, const LlamaConfig *c, const ObjectiveC
     return 0;
 }
 
-/* The shard's view of the adapters: the same parameters, gradients into its own buffer. */
-static int shard_adapters(ObjectiveShard *sh, const NptModel *npt, NptErr *err) {
-    sh->npt = *npt;
+/* Room for the shard's view of the adapters and its gradients. */
+static int shard_adapters_alloc(ObjectiveShard *sh, const NptModel *npt, NptErr *err) {
     sh->grad_buf = npt_aligned_alloc(npt->n_params * sizeof(float), "shard adapter gradients", err);
     sh->npt.adapters = npt_try_malloc((size_t)npt->n_adapters * sizeof(NptAdapter), "shard adapters", err);
-    if (!sh->grad_buf || !sh->npt.adapters) return -1;
+    sh->npt.n_adapters = npt->n_adapters, sh->npt.n_params = npt->n_params;
+    return sh->grad_buf && sh->npt.adapters ? 0 : -1;
+}
+
+/* The shard's view of the adapters, taken at every step so that it follows the model
+ * (scale, flags, parameters): the same tensors, gradients into the shard's own buffer. */
+static void shard_view(ObjectiveShard *sh, const NptModel *npt) {
+    if (npt->n_adapters != sh->npt.n_adapters || npt->n_params != sh->npt.n_params)
+        npt_die("objective_step: the adapters (%d, %zu parameters) are not the shape given to objective_init (%d, %zu)",
+                npt->n_adapters, npt->n_params, sh->npt.n_adapters, sh->npt.n_params);
+    NptAdapter *ads = sh->npt.adapters;
+    sh->npt = *npt;
+    sh->npt.adapters = ads;
     sh->npt.grads = sh->grad_buf;
     for (int k = 0; k < npt->n_adapters; k++) {
-        NptAdapter *ad = &sh->npt.adapters[k];
+        NptAdapter *ad = &ads[k];
         *ad = npt->adapters[k];
         Tensor *views[3] = {&ad->A, &ad->B_add, &ad->B_mul};
         for (int t = 0; t < 3; t++)
             if (views[t]->grad) views[t]->grad = sh->grad_buf + (views[t]->grad - npt->grads);
     }
-    return 0;
 }
 
 int objective_init(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc, int B, int T,
@@ -122,12 +132,15 @@ int objective_init(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt,
         return npt_fail(err, "objective: %d shards of a batch of %d (shards need distillation into adapters and divide the batch)",
                         n_shards, B);
     r->n_shards = n_shards, r->B = B, r->T = T;
+    /* inside a shard every loop runs on the shard's thread; nested teams would only
+     * oversubscribe the cores (OMP_MAX_ACTIVE_LEVELS > 1 in the environment) */
+    if (n_shards > 1) omp_set_max_active_levels(1);
     r->shards = npt_try_malloc((size_t)n_shards * sizeof(ObjectiveShard), "objective shards", err);
     if (!r->shards) return -1;
     memset(r->shards, 0, (size_t)n_shards * sizeof(ObjectiveShard));
     for (int s = 0; s < n_shards; s++)
         if (shard_init(&r->shards[s], &m->cfg, oc, B / n_shards, T, err) ||
-            (n_shards > 1 && shard_adapters(&r->shards[s], npt, err))) {
+            (n_shards > 1 && shard_adapters_alloc(&r->shards[s], npt, err))) {
             objective_free(r);
             return -1;
         }
@@ -157,12 +170,12 @@ static ObjectiveValues shard_step(ObjectiveShard *sh, const LlamaModel *m, const
 ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
                                const int *tokens, float grad_scale, int poison) {
     int S = r->n_shards, Bs = r->B / S, T = r->T;
-    if (S > 1 && r->shards[0].npt.params != npt->params) npt_die("objective_step: the adapters are not those given to objective_init");
     if (S == 1) return shard_step(&r->shards[0], m, npt, oc, tokens, Bs, T, grad_scale, poison, r->forward_only);
     ObjectiveValues vals[S];
 #pragma omp parallel for num_threads(S) schedule(static, 1)
     for (int s = 0; s < S; s++) {
         ObjectiveShard *sh = &r->shards[s];
+        shard_view(sh, npt);
         memset(sh->grad_buf, 0, npt->n_params * sizeof(float));
         vals[s] = shard_step(sh, m, &sh->npt, oc, tokens + (size_t)s * Bs * T, Bs, T, grad_scale / S, poison && s == 0,
                              r->forward_only);

@@ -28,7 +28,7 @@ typedef struct {
 typedef struct {
     Arena act, grads, scratch;
     Graph student, teacher;
-    NptModel npt;        /* shards > 1: the shared adapter params, gradients in grad_buf */
+    NptModel npt;        /* shards > 1: a view of the adapters, gradients into grad_buf */
     float *grad_buf;
 } ObjectiveShard;
 
@@ -53,8 +53,8 @@ int objective_init(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt,
                    int n_shards, NptErr *err);
 void objective_free(ObjectiveRunner *r);
 
-/* Forward + backward of one micro-batch of r->B x r->T tokens (with shards, npt must be
- * the adapters given to objective_init); gradients accumulate into
+/* Forward + backward of one micro-batch of r->B x r->T tokens (with shards, npt must
+ * have the adapter shape given to objective_init); gradients accumulate into
  * npt->grads (or the base weights' for lm with train_all_weights) scaled by grad_scale.
  * poison: test hook making this batch non-finite. Returns the loss (may be non-finite:
  * the caller skips such batches). The backward is skipped when the loss is not finite. */

@@ -99,41 +99,54 @@ def attrs(path, group="/"):
 # ---------------------------------------------------------------------------
 
 
-def test_skip(tmp):
-    """One poisoned batch is skipped and equals a run without it."""
-    p_dir, d_dir = os.path.join(tmp, "poison1"), os.path.join(tmp, "drop1")
-    sets = SHORT + ["checkpoint.every=5", "checkpoint.keep_last=10"]  # keep ckpt-5 for test_ten_in_a_row
+def with_threads(sets, threads):
+    return [s for s in sets if not s.startswith("threads=")] + [f"threads={threads}"]
+
+
+def split_over_threads(stderr):
+    """Whether npt train said it splits each micro-batch over its threads (shards)."""
+    return "each micro-batch split over them" in stderr
+
+
+def test_skip(tmp, threads=1):
+    """One poisoned batch is skipped and equals a run without it. On 2 threads each batch
+    of 4 runs as two shards of 2 sequences, the poison in the first."""
+    lab = "" if threads == 1 else f" ({threads} threads, batch split)"
+    p_dir, d_dir = os.path.join(tmp, f"poison1-{threads}"), os.path.join(tmp, f"drop1-{threads}")
+    sets = with_threads(SHORT, threads) + ["checkpoint.every=5", "checkpoint.keep_last=10"]  # keep ckpt-5 for test_ten_in_a_row
     p = train(SAFE, sets, p_dir, {"NPT_TEST_POISON_BATCHES": str(POISON_AT)})
     d = train(SAFE, sets, d_dir, {"NPT_TEST_DROP_BATCHES": str(POISON_AT)})
     if p.returncode != 0 or d.returncode != 0:
-        check(False, f"skip: runs exited {p.returncode} (poisoned) / {d.returncode} (dropped): {tail(p.stderr + d.stderr)}")
+        check(False, f"skip{lab}: runs exited {p.returncode} (poisoned) / {d.returncode} (dropped): {tail(p.stderr + d.stderr)}")
         return None
+    if threads > 1:
+        check(split_over_threads(p.stderr), f"skip{lab}: npt train says each micro-batch is split over the threads")
     rows, bad = metrics(os.path.join(p_dir, "metrics.jsonl"))
     skipped = [i for i, r in enumerate(rows) if r["skipped"]]
     ok = (skipped == [POISON_AT] and rows[POISON_AT]["loss"] is None
           and rows[POISON_AT]["step"] == rows[POISON_AT - 1]["step"] == POISON_AT and len(rows) == 31)
-    check(ok, f"skip: metrics.jsonl has one skipped row (row {skipped}, loss {rows[POISON_AT]['loss']}, step "
+    check(ok, f"skip{lab}: metrics.jsonl has one skipped row (row {skipped}, loss {rows[POISON_AT]['loss']}, step "
           f"{rows[POISON_AT]['step']} = steps done before it) among {len(rows)} rows")
-    check(not bad, f"skip: every metrics.jsonl line is strict JSON" + (f"; not: {bad[0]}" if bad else ""))
+    check(not bad, f"skip{lab}: every metrics.jsonl line is strict JSON" + (f"; not: {bad[0]}" if bad else ""))
     m = re.search(r"skipped non-finite batch.*samples \[([0-9,]*)\]", p.stderr)
     ids = [int(x) for x in m.group(1).split(",")] if m and m.group(1) else []
-    check(len(ids) == 4 and len(set(ids)) == 4, f"skip: stderr names the batch's 4 sample ids: "
+    check(len(ids) == 4 and len(set(ids)) == 4, f"skip{lab}: stderr names the batch's 4 sample ids: "
           f"{m.group(0) if m else tail(p.stderr)}")
     # Same steps, same numbers: the skipped batch changed neither parameters nor schedule.
     d_rows, _ = metrics(os.path.join(d_dir, "metrics.jsonl"))
     good = [r for r in rows if not r["skipped"]]
     keys = ("step", "loss", "lr", "grad_norm")
     same_rows = len(good) == len(d_rows) and all(a[k] == b[k] for a, b in zip(good, d_rows) for k in keys)
-    check(same_rows, f"skip: the {len(good)} good rows equal the dropped-batch run's rows (step, loss, lr, grad_norm)")
+    check(same_rows, f"skip{lab}: the {len(good)} good rows equal the dropped-batch run's rows (step, loss, lr, grad_norm)")
     pa, da = datasets(os.path.join(p_dir, "final.h5"), ("adapters/", "optimizer/")), \
         datasets(os.path.join(d_dir, "final.h5"), ("adapters/", "optimizer/"))
     diff = identical(pa, da)
     n_ad = sum(n.startswith("adapters/") for n in pa)
-    check(not diff and n_ad == 10, f"skip: final adapters ({n_ad} datasets) and optimizer moments bit-identical "
+    check(not diff and n_ad == 10, f"skip{lab}: final adapters ({n_ad} datasets) and optimizer moments bit-identical "
           f"to the run without batch {POISON_AT}" + (f"; differ: {diff[:4]}" if diff else ""))
     st = attrs(os.path.join(p_dir, "final.h5"), "state")
     check(st["skipped_total"] == 1 and attrs(os.path.join(p_dir, "final.h5"))["step"] == 30,
-          f"skip: final.h5 step 30, state.skipped_total {st['skipped_total']}")
+          f"skip{lab}: final.h5 step 30, state.skipped_total {st['skipped_total']}")
     return p_dir
 
 
@@ -168,14 +181,18 @@ def test_ten_in_a_row(tmp, clean_dir):
           f"{next((ln for ln in r2.stderr.splitlines() if 'resumed' in ln), tail(r2.stderr))}")
 
 
-def test_kill_resume(tmp):
-    """kill -9 after the step-20 checkpoint, --resume auto: bit-identical to no kill."""
+def test_kill_resume(tmp, threads=1):
+    """kill -9 after the step-20 checkpoint, --resume auto: bit-identical to no kill
+    (on 2 threads: each batch of 8 as two shards of 4)."""
+    lab = "" if threads == 1 else f" ({threads} threads, batch split)"
     sets = ["train.max_steps=40", "train.warmup_steps=2", "checkpoint.every=10", "data.seq_len=128",
-            "train.batch_size=8", "threads=1"]
-    a_dir, b_dir = os.path.join(tmp, "uninterrupted"), os.path.join(tmp, "killed")
+            "train.batch_size=8", f"threads={threads}"]
+    a_dir, b_dir = os.path.join(tmp, f"uninterrupted-{threads}"), os.path.join(tmp, f"killed-{threads}")
     a = train(SAFE, sets, a_dir)
+    if threads > 1:
+        check(split_over_threads(a.stderr), f"kill/resume{lab}: npt train says each micro-batch is split over the threads")
     if a.returncode != 0:
-        check(False, f"kill/resume: uninterrupted run exited {a.returncode}: {tail(a.stderr)}")
+        check(False, f"kill/resume{lab}: uninterrupted run exited {a.returncode}: {tail(a.stderr)}")
         return
     argv = [NPT, "train", SAFE] + [x for s in sets + [f"output_dir={b_dir}"] for x in ("--set", s)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -192,18 +209,18 @@ def test_kill_resume(tmp):
             and time.time() < deadline:
         time.sleep(0.005)
     if proc.poll() is not None:
-        check(False, f"kill/resume: the run ended (status {proc.returncode}) before it could be killed")
+        check(False, f"kill/resume{lab}: the run ended (status {proc.returncode}) before it could be killed")
         return
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     rows_at_kill = logged()
     newest = max(f for f in os.listdir(b_dir) if f.startswith("ckpt-"))
     check(proc.returncode == -signal.SIGKILL and not os.path.exists(os.path.join(b_dir, "final.h5")),
-          f"kill/resume: killed with SIGKILL at step {rows_at_kill}, newest checkpoint {newest}, no final.h5")
+          f"kill/resume{lab}: killed with SIGKILL at step {rows_at_kill}, newest checkpoint {newest}, no final.h5")
     b = train(SAFE, sets, b_dir, extra=["--resume", "auto"])
     resumed = next((ln for ln in b.stderr.splitlines() if "resumed from" in ln), "")
     check(b.returncode == 0 and f"{newest} at step {int(newest[5:13])}" in resumed,
-          f"kill/resume: --resume auto exit {b.returncode}: {resumed or tail(b.stderr)}")
+          f"kill/resume{lab}: --resume auto exit {b.returncode}: {resumed or tail(b.stderr)}")
     if b.returncode != 0:
         return
     # resume cuts metrics.jsonl back to the checkpoint, so redone steps appear once
@@ -211,19 +228,19 @@ def test_kill_resume(tmp):
     a_rows = metrics(os.path.join(a_dir, "metrics.jsonl"))[0]
     same = [r["step"] for r in rows] == [r["step"] for r in a_rows] and all(
         x["loss"] == y["loss"] for x, y in zip(rows, a_rows))
-    check(same, f"kill/resume: metrics.jsonl ({len(rows)} rows) equals the uninterrupted run's row for row "
+    check(same, f"kill/resume{lab}: metrics.jsonl ({len(rows)} rows) equals the uninterrupted run's row for row "
           f"({len(a_rows)} rows), each step once")
     fa, fb = os.path.join(a_dir, "final.h5"), os.path.join(b_dir, "final.h5")
     da, db = datasets(fa), datasets(fb)
     diff = identical(da, db)
     kinds = {n.split("/")[0] for n in da}
     check(not diff and kinds == {"adapters", "optimizer", "history"},
-          f"kill/resume: final.h5 adapters, optimizer moments and history ({len(da)} datasets) bit-identical to "
+          f"kill/resume{lab}: final.h5 adapters, optimizer moments and history ({len(da)} datasets) bit-identical to "
           f"the uninterrupted run" + (f"; differ: {diff[:4]}" if diff else ""))
     sa, sb = attrs(fa, "state"), attrs(fb, "state")
     same = (list(sa["data_cursor"]) == list(sb["data_cursor"]) and attrs(fa)["step"] == attrs(fb)["step"] == 40
             and attrs(fa, "optimizer")["step"] == attrs(fb, "optimizer")["step"])
-    check(same, f"kill/resume: step 40, optimizer step and data cursor {list(sb['data_cursor'])} equal")
+    check(same, f"kill/resume{lab}: step 40, optimizer step and data cursor {list(sb['data_cursor'])} equal")
 
 
 def greedy_ids(extra):
@@ -336,8 +353,10 @@ def main():
     try:
         t0 = time.time()
         run_dir = test_skip(tmp)
+        test_skip(tmp, threads=2)
         test_ten_in_a_row(tmp, run_dir)
         test_kill_resume(tmp)
+        test_kill_resume(tmp, threads=2)
         test_learns(tmp)
         test_lm_all_weights(tmp)
         if run_dir:
