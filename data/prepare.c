@@ -10,6 +10,7 @@
  * named is the first in the file whatever the thread count. Memory: one block of text
  * and its tokens, independent of the corpus size. */
 #include "data_internal.h"
+#include "../util/path.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -652,19 +653,6 @@ static uint64_t tokenizer_hash(const Tokenizer *t) {
     return h;
 }
 
-static int mkdir_p(const char *path, NptErr *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p && *p != '/') continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return npt_fail(err, "cannot create directory %s: %s", buf, strerror(errno));
-        if (!c) return 0;
-        *p = c;
-    }
-}
-
 int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOptions *o, char *out, size_t out_n,
                        NptErr *err) {
     FileList files = {0};
@@ -702,7 +690,7 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
         if (o->log) fprintf(o->log, "npt: %s: using cached tokens %s\n", input, out);
         return 0;
     }
-    if (mkdir_p(cache_dir, err)) return -1;
+    if (npt_mkdir_p(cache_dir, err)) return -1;
     if (o->log) fprintf(o->log, "npt: %s: tokenizing into the cache %s\n", input, out);
     PrepareStats ps;
     return data_prepare(input, out, o, &ps, err);

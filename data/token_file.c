@@ -4,6 +4,7 @@
  * checked against the vocabulary, so a file made with another tokenizer is an error
  * naming the position, never an out-of-bounds embedding lookup. */
 #include "data_internal.h"
+#include "../util/path.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,11 +16,6 @@
 
 enum { CHUNK = 4096 };
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 int data_split_h5_spec(const char *spec, char *file, size_t file_n, char *dset, size_t dset_n) {
     static const char *const exts[] = {".h5:", ".hdf5:", ".hdf:"};
     for (size_t i = 0; i < NPT_ARRAY_LEN(exts); i++) {
@@ -30,7 +26,7 @@ int data_split_h5_spec(const char *spec, char *file, size_t file_n, char *dset, 
         snprintf(dset, dset_n, "%s", colon[1] ? colon + 1 : "/tokens");
         return 1;
     }
-    if (ends_with(spec, ".h5") || ends_with(spec, ".hdf5") || ends_with(spec, ".hdf")) {
+    if (npt_ends_with(spec, ".h5") || npt_ends_with(spec, ".hdf5") || npt_ends_with(spec, ".hdf")) {
         snprintf(file, file_n, "%s", spec);
         snprintf(dset, dset_n, "/tokens");
         return 1;

@@ -10,6 +10,7 @@
  * tokenizer_decode fuses byte tokens into bytes and then replaces every byte that is
  * not part of valid UTF-8 with U+FFFD, so its result is always valid UTF-8. */
 #include "tok_internal.h"
+#include "../util/path.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -61,11 +62,6 @@ void tok_find_byte_tokens(Tokenizer *t) {
     }
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 Tokenizer *tokenizer_load(const char *path, int vocab_size_hint, NptErr *err) {
     struct stat st;
     if (stat(path, &st) != 0) {
@@ -84,7 +80,7 @@ Tokenizer *tokenizer_load(const char *path, int vocab_size_hint, NptErr *err) {
         }
         return tok_hf_load(json, vocab_size_hint, err);
     }
-    if (ends_with(path, ".json")) return tok_hf_load(path, vocab_size_hint, err);
+    if (npt_ends_with(path, ".json")) return tok_hf_load(path, vocab_size_hint, err);
     return tok_llama2c_load(path, vocab_size_hint, err);
 }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "load_internal.h"
+#include "../util/path.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npt reads little-endian weight files directly into memory; big-endian hosts are not supported"
@@ -296,23 +297,6 @@ const char *llama_basename(const char *path) {
 
 /* ---- format detection ---- */
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
-/* Directory part of path ("." when there is none). */
-static void dir_of(const char *path, char *out, size_t cap) {
-    snprintf(out, cap, "%s", path);
-    char *slash = strrchr(out, '/');
-    if (!slash)
-        snprintf(out, cap, ".");
-    else if (slash == out)
-        out[1] = '\0';
-    else
-        *slash = '\0';
-}
-
 static int is_regular_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
@@ -361,7 +345,7 @@ int llama_load(const char *path, LlamaModel *m, NptErr *err) {
         unsigned char magic[8] = {0};
         int n = read_magic(path, magic, (int)sizeof magic, err);
         if (n < 0) return -1;
-        dir_of(path, dir, sizeof dir);
+        npt_dir_of(path, dir, sizeof dir);
         if (n >= 4 && !memcmp(magic, "GGUF", 4))
             rc = llama_load_gguf(path, m, err);
         else if (n >= 8 && !memcmp(magic, "\211HDF\r\n\032\n", 8))
@@ -374,10 +358,10 @@ int llama_load(const char *path, LlamaModel *m, NptErr *err) {
                             "%s is a zip archive (a PyTorch .pt/.bin pickle?); npt reads safetensors, llama2.c .bin "
                             "and GGUF: convert it with save_pretrained(..., safe_serialization=True)",
                             path);
-        else if (ends_with(path, ".safetensors") || ends_with(path, "/config.json") || !strcmp(path, "config.json") ||
-                 ends_with(path, ".safetensors.index.json"))
+        else if (npt_ends_with(path, ".safetensors") || npt_ends_with(path, "/config.json") || !strcmp(path, "config.json") ||
+                 npt_ends_with(path, ".safetensors.index.json"))
             rc = llama_load_hf(dir, m, err); /* a file of an HF model directory: load the directory */
-        else if (ends_with(path, ".gguf"))
+        else if (npt_ends_with(path, ".gguf"))
             return npt_fail(err, "%s: named .gguf but does not start with the GGUF magic; the file is corrupt", path);
         else
             rc = llama_load_llama2c(path, m, err);

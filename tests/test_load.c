@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "model/llama.h"
+#include "util/path.h"
 #include "test.h"
 
 /* Every weight view in canonical order; lm_head last. */
@@ -54,11 +55,6 @@ static int dump(const char *path) {
     return 0;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
 static int load(const char *rel, LlamaModel *m) {
     NptErr err;
     int rc = llama_load(shared_path(rel), m, &err);
@@ -80,7 +76,7 @@ static void check_stories_config(const LlamaModel *m, const char *what, ModelFor
           "%s: norm_eps 1e-5, rope_theta 1e4, bos 1, eos 2 (got %g %g %d %d)", what, c->norm_eps, c->rope_theta,
           c->bos_id, c->eos_id);
     check(c->tied && m->lm_head.data == m->tok_emb.data, "%s: classifier shared with the embedding", what);
-    check(ends_with(m->tokenizer_path, "/tok512.bin"), "%s: tokenizer tok512.bin found beside it (%s)", what,
+    check(npt_ends_with(m->tokenizer_path, "/tok512.bin"), "%s: tokenizer tok512.bin found beside it (%s)", what,
           m->tokenizer_path);
 }
 
@@ -144,12 +140,12 @@ static void check_tinystories(void) {
               c->eos_id == 2 && m.format == MODEL_FMT_HF,
           "TinyStories-656K: eps 1e-6, theta 1e4, rotate-half RoPE, bos 1, eos 2, format hf");
     check(c->tied && m.lm_head.data == m.tok_emb.data, "TinyStories-656K: tied (embedding read from lm_head.weight)");
-    check(ends_with(m.tokenizer_path, "TinyStories-656K/tokenizer.json"), "TinyStories-656K: tokenizer.json found (%s)",
+    check(npt_ends_with(m.tokenizer_path, "TinyStories-656K/tokenizer.json"), "TinyStories-656K: tokenizer.json found (%s)",
           m.tokenizer_path);
     check_views(&m, "TinyStories-656K");
     if (load("models/TinyStories-656K/model.safetensors", &viafile) == 0) {
         check(viafile.fingerprint == m.fingerprint && viafile.format == MODEL_FMT_HF &&
-                  ends_with(viafile.path, "model.safetensors"),
+                  npt_ends_with(viafile.path, "model.safetensors"),
               "a .safetensors path loads its directory, keeping the given path");
         llama_free(&viafile);
     }

@@ -7,6 +7,7 @@
  * everything a resumed run needs to continue bit for bit: adapters, moments, step,
  * data cursor, history. */
 #include "trainer.h"
+#include "../util/path.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -63,19 +64,6 @@ static int __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
     return 1;
-}
-
-static int mkdir_p(const char *path, NptErr *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST) return npt_fail(err, "cannot create directory %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) && errno != EEXIST) return npt_fail(err, "cannot create directory %s: %s", buf, strerror(errno));
-    return 0;
 }
 
 /* Comma-separated list of micro-batch indices (0-based, in the order drawn) from an
@@ -561,7 +549,7 @@ int train_run(const TrainArgs *a) {
     char metrics[2 * RECIPE_PATH_MAX + 2];
     snprintf(metrics, sizeof metrics, "%s/%s", t->r.output_dir, t->r.log.metrics_file);
     if (setup_model_and_data(t) || setup_training(t)) goto done;
-    if (mkdir_p(t->r.output_dir, &err)) {
+    if (npt_mkdir_p(t->r.output_dir, &err)) {
         fail("%s", err.msg);
         goto done;
     }

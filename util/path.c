@@ -1,0 +1,36 @@
+/* util/path.c — path helpers (see path.h). */
+#include "path.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int npt_ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+void npt_dir_of(const char *path, char *out, size_t cap) {
+    snprintf(out, cap, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (!slash)
+        snprintf(out, cap, ".");
+    else if (slash == out)
+        out[1] = '\0';
+    else
+        *slash = '\0';
+}
+
+int npt_mkdir_p(const char *path, NptErr *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return npt_fail(err, "directory path too long: %.64s...", path);
+    for (char *p = buf + 1;; p++) { /* each prefix ending at a '/', then the whole path */
+        if (*p && *p != '/') continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return npt_fail(err, "cannot create directory %s: %s", buf, strerror(errno));
+        if (!c) return 0;
+        *p = c;
+    }
+}

@@ -1,0 +1,17 @@
+/* util/path.h — the few path helpers several modules need (suffix test, directory part,
+ * mkdir -p), written once. */
+#ifndef NPT_PATH_H
+#define NPT_PATH_H
+
+#include <stddef.h>
+
+#include "common.h"
+
+/* Whether s ends with suffix. */
+int npt_ends_with(const char *s, const char *suffix);
+/* Directory part of path into out ("." when there is none, "/" for a file at the root). */
+void npt_dir_of(const char *path, char *out, size_t cap);
+/* Creates path and its missing parents (0755); existing directories are fine. */
+int npt_mkdir_p(const char *path, NptErr *err);
+
+#endif
