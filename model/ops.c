@@ -763,13 +763,9 @@ static void lowrank_sqnorm_backward(Graph *g, Node *n) {
     Tensor *z = n->in[0], *b = n->in[1];
     int rows = tensor_rows(z), r = tensor_cols(z), f = tensor_rows(b);
     float coef = 2.0f * n->out->grad[0] / (float)rows;
-    if (z->requires_grad) /* dz += coef z G; G = B^T B again, r x r */ {
-        float *gram = graph_scratch(g, (size_t)r * r * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, r, f, 1.0f, b->data, r, b->data, r, 0.0f, gram, r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, r, coef, z->data, r, gram, r, 1.0f,
+    if (z->requires_grad) /* dz += coef z G, with the forward's G = B^T B (r x r) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, r, coef, z->data, r, n->saved, r, 1.0f,
                     graph_grad(g, z), r);
-        graph_scratch_free(g, gram, (size_t)r * r * sizeof(float));
-    }
     if (b->requires_grad) { /* dB += coef B (z^T z) */
         float *zz = graph_scratch(g, (size_t)r * r * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, r, rows, 1.0f, z->data, r, z->data, r, 0.0f, zz, r);
@@ -803,10 +799,14 @@ Tensor *op_lowrank_sqnorm(Graph *g, Tensor *z, Tensor *b) {
         }
         total += q;
     }
-    arena_release(g->act, gram, (size_t)r * r * sizeof(double));
     Tensor *loss = scalar(g, "lowrank_sqnorm", total / rows);
     Tensor *in[2] = {z, b};
-    if (graph_needs_grad(g, in, 2)) graph_record(g, "lowrank_sqnorm", lowrank_sqnorm_backward, loss, in, 2);
+    if (graph_needs_grad(g, in, 2)) { /* backward's dz needs G: kept as float, r^2 values */
+        float *gram_f = arena_alloc(g->act, (size_t)r * r * sizeof(float));
+        for (int i = 0; i < r * r; i++) gram_f[i] = (float)gram[i];
+        graph_record(g, "lowrank_sqnorm", lowrank_sqnorm_backward, loss, in, 2)->saved = gram_f;
+    }
+    arena_release(g->act, gram, (size_t)r * r * sizeof(double));
     observe(g, "lowrank_sqnorm", loss, in, 2);
     return loss;
 }

@@ -17,16 +17,10 @@ import tempfile
 
 import h5py
 import numpy as np
+from harness import check, exit_code
 
 BUILD = os.environ.get("BUILD", "build")
 BIN = os.path.join(BUILD, "tests", "test_checkpoint")
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
-    failures += 0 if ok else 1
 
 
 # ---- the fixture, recomputed from its definition ----
@@ -180,7 +174,7 @@ def main():
               + " | ".join(r.stdout.strip().splitlines()[-3:]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import tok_ref  # noqa: E402
 import vocab_ref  # noqa: E402
+from harness import check, exit_code  # noqa: E402
 
 NPT = os.environ.get("NPT", "./npt")
 SHARED = os.environ.get("NPT_SHARED", "../shared")
@@ -35,13 +36,6 @@ TOK512 = f"{SHARED}/models/stories260K/tok512.bin"
 TOK_HF = f"{SHARED}/models/TinyStories-656K/tokenizer.json"
 SAFE = "recipes/stories260k-safe.json"
 N_ENCODE = 40  # stories compared id by id with the O(n^2) reference encoder
-failures = 0
-
-
-def check(ok, msg):
-    global failures
-    failures += not ok
-    print(("PASS: " if ok else "FAIL: ") + msg, flush=True)
 
 
 def npt(*args, timeout=600):
@@ -231,7 +225,7 @@ def main():
         test_errors(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

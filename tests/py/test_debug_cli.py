@@ -19,17 +19,11 @@ import subprocess
 import tempfile
 
 import numpy as np
+from harness import check, exit_code
 
 NPT = os.environ.get("NPT", "./npt")
 DIR = "../shared/models/stories260K"
 BIN, TOK = f"{DIR}/stories260K.bin", f"{DIR}/tok512.bin"
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
-    failures += 0 if ok else 1
 
 
 def run(*args):
@@ -175,7 +169,7 @@ def main():
         rc, out, _ = run("replay", saved) if os.path.exists(saved) else (None, "", "")
         check(rc == 3 and "layer 3, op npt_swiglu" in out and "produced from finite inputs" in out,
               f"debug_on_skip saves the producer's inputs (.h5) and they replay to the same op (exit {rc})")
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

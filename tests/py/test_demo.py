@@ -19,16 +19,10 @@ import tempfile
 
 import h5py
 import numpy as np
+from harness import check, exit_code, failures
 
 NPT = os.path.abspath(os.environ.get("NPT", "./npt"))
 SHARED = os.environ.get("NPT_SHARED", "../shared")
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
-    failures += 0 if ok else 1
 
 
 def run(*args, cwd=None):
@@ -263,6 +257,6 @@ if os.path.isdir(stories) and os.path.isdir(hf656):
 else:
     print("SKIP: ../shared not present: export of the shared models not checked")
 
-if failures == 0:
+if failures() == 0:
     shutil.rmtree(tmp, ignore_errors=True)
-sys.exit(1 if failures else 0)
+sys.exit(exit_code())

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from harness import check, exit_code, failures
 
 NPT = os.environ.get("NPT", "./npt")
 BUILD = os.environ.get("BUILD", "build")
@@ -37,14 +38,6 @@ TOL = 1e-3
 # s = 1 instead of the recipe's 0.1: at the safe-mode lr cap (1e-4) 300 steps then move
 # the mean NMSE by ~3% (observed 7.81e-3 -> 7.56e-3) rather than ~0.1%
 SAFE_S = ["npt.modulation_scale=1.0"]
-
-failures = 0
-
-
-def check(ok, msg):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + msg, flush=True)
-    failures += 0 if ok else 1
 
 
 def train(recipe, sets, out):
@@ -244,8 +237,8 @@ def main():
         test_periodic(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{failures} failure(s)")
-    return 1 if failures else 0
+    print(f"{failures()} failure(s)")
+    return exit_code()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import tempfile
 
 import h5py
 import numpy as np
+from harness import check, exit_code, failures
 
 NPT = os.environ.get("NPT", "./npt")
 MODELS = "../shared/models"
@@ -22,13 +23,6 @@ BIN = f"{MODELS}/stories260K/stories260K.bin"
 TOK = f"{MODELS}/stories260K/tok512.bin"
 GGUF = f"{MODELS}/stories260K/tinyllamas-stories-260k-f32.gguf"
 HF656 = f"{MODELS}/TinyStories-656K"
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
-    failures += 0 if ok else 1
 
 
 def run(*args):
@@ -225,5 +219,5 @@ check(big_kb - small_kb < 16 * 1024,
       f"a 96 MiB tensor adds {(big_kb - small_kb) / 1024:.1f} MiB to the peak RSS ({small_kb // 1024} -> {big_kb // 1024} MiB; streamed, < 16)")
 
 shutil.rmtree(tmp)
-print(f"{failures} failures")
-raise SystemExit(1 if failures else 0)
+print(f"{failures()} failures")
+raise SystemExit(exit_code())

@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import numpy as np
+from harness import check, exit_code
 
 BUILD = os.environ.get("BUILD", "build")
 SHARED = os.environ.get("NPT_SHARED", "../shared")
@@ -22,14 +23,6 @@ TOOL = os.path.join(BUILD, "tests", "test_load")
 STORIES = os.path.join(SHARED, "models/stories260K/stories260K.bin")
 GGUF = os.path.join(SHARED, "models/stories260K/tinyllamas-stories-260k-f32.gguf")
 HF = os.path.join(SHARED, "models/TinyStories-656K")
-
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
-    failures += 0 if ok else 1
 
 
 LAYER_KEYS = ["attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down"]
@@ -424,7 +417,7 @@ def main():
         hf_variants(tmp)
     finally:
         shutil.rmtree(tmp)
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

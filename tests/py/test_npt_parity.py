@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import llama_ref  # noqa: E402
 import npt_ref  # noqa: E402
+from harness import check, exit_code  # noqa: E402
 
 BUILD = os.environ.get("BUILD", "build")
 SHARED = os.environ.get("NPT_SHARED", "../shared")
@@ -49,14 +50,6 @@ CONFIGS = [  # mode, layers, rank
     ("safe", "lower_half", 16),
     ("full", "1,3", 8),
 ]
-
-failures = 0
-
-
-def check(ok, msg):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + msg, flush=True)
-    failures += 0 if ok else 1
 
 
 def token_window(bos, vocab_size):
@@ -161,7 +154,7 @@ def main():
         ids.tofile(tok_path)
         for mode, layers, rank in CONFIGS:
             check_config(base, tokens, tok_path, mode, layers, rank, tmp)
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import llama_ref  # noqa: E402
 import write_variants  # noqa: E402
 from vocab_ref import Vocab  # noqa: E402
+from harness import check, exit_code  # noqa: E402
 
 BUILD = os.environ.get("BUILD", "build")
 NPT = os.environ.get("NPT", "./npt")
@@ -43,14 +44,6 @@ MODELS = [  # name, model, tokenizer
     ("stories260K.gguf", os.path.join(S260, "tinyllamas-stories-260k-f32.gguf"), os.path.join(S260, "tok512.bin")),
     ("TinyStories-656K", S656, os.path.join(S656, "tokenizer.json")),
 ]
-
-failures = 0
-
-
-def check(ok, msg):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + msg, flush=True)
-    failures += 0 if ok else 1
 
 
 def shared(rel):
@@ -312,7 +305,7 @@ def main():
     if os.access(DRIVER, os.X_OK):
         check_generation()
     check_npt_generate()
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

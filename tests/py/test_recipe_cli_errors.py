@@ -10,16 +10,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from harness import check, exit_code
 
 NPT = os.environ.get("NPT", "./npt")
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + what, flush=True)
-    if not ok:
-        failures += 1
 
 
 def npt(*args, env=None):
@@ -209,7 +202,7 @@ def main():
         test_validate_usage()
         test_recipes(d)
         test_keys()
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

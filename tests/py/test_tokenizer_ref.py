@@ -12,6 +12,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import tok_ref  # noqa: E402
+from harness import check, exit_code  # noqa: E402
 
 BUILD = os.environ.get("BUILD", "build")
 SHARED = os.environ.get("NPT_SHARED", "../shared")
@@ -19,7 +20,6 @@ LLAMA_TOK = f"{SHARED}/models/stories260K/tok512.bin"
 HF_TOK = f"{SHARED}/models/TinyStories-656K/tokenizer.json"
 FILES = [f"{SHARED}/data/tinystories-train-head.txt", f"{SHARED}/data/tinystories-valid-1000.txt"]
 N_REF = 300  # stories per file for the O(n^2) Python references
-failures = 0
 
 AWKWARD = [
     "", " ", "a", "  leading and trailing  ", "tabs\tand\nnew\n\nlines\n", "Hello, world!",
@@ -28,12 +28,6 @@ AWKWARD = [
     "<unk> <s> </s> <0x41>", "123456789 0.5", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     "the the the the the", "Lily and Ben played in the park. They were happy!",
 ]
-
-
-def check(ok, msg):
-    global failures
-    failures += not ok
-    print(("PASS: " if ok else "FAIL: ") + msg, flush=True)
 
 
 def c_encode(tok, path, max_n=0):
@@ -107,7 +101,7 @@ def main():
             compare(f"tok512 C vs SentencePiece, {label}", c_encode(LLAMA_TOK, path), [sp.encode(s) for s in texts], texts)
     finally:
         os.unlink(awkward_path)
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 
 import h5py
 import numpy as np
+from harness import check, exit_code
 
 NPT = os.environ.get("NPT", "./npt")
 SHARED = os.environ.get("NPT_SHARED", "../shared")
@@ -40,14 +41,6 @@ POISON_AT = 5                # 0-based micro-batch index (grad_accum is 1: batch
 KILL_AFTER_STEPS = 24        # test 3 kills once this many steps are logged (checkpoints every 10)
 MIN_LOSS_DROP = 2.2          # test 4, first-10 / last-10 mean loss of the bundled full recipe; observed 2.57
 MIN_COMMON_PREFIX = 15       # test 4, greedy tokens shared with the base model; observed 21 (untrained-like adapters: 4)
-
-failures = 0
-
-
-def check(ok, msg):
-    global failures
-    print(("PASS: " if ok else "FAIL: ") + msg, flush=True)
-    failures += 0 if ok else 1
 
 
 def train(recipe, sets, out, env=None, extra=(), timeout=300):
@@ -365,7 +358,7 @@ def main():
         print(f"NOTE: test_train took {time.time() - t0:.0f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if failures else 0
+    return exit_code()
 
 
 if __name__ == "__main__":
