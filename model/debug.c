@@ -528,8 +528,8 @@ static int replay_op(Graph *g, Replay *rp, const char *path, NptErr *err) {
         op_rope(g, in[0], 1, tensor_rows(in[0]), tensor_cols(in[0]) / hd, hd, rp->rope_theta, (RopeStyle)rp->rope_style, 0);
     else if (!strcmp(op, "attention") && rp->n_in == 3 && hd > 0)
         op_attention(g, in[0], in[1], in[2], 1, tensor_rows(in[0]), tensor_cols(in[0]) / hd, tensor_cols(in[1]) / hd, hd);
-    else if (!strcmp(op, "npt_swiglu") && rp->n_in >= 3) /* gate, up, d_add (, d_raw in full mode) */
-        op_npt_swiglu(g, in[0], in[1], in[2], rp->n_in == 4 ? in[3] : NULL, rp->scale);
+    else if (!strcmp(op, "npt_swiglu") && rp->n_in >= 4) /* gate, up, z, B_add (, B_mul in full mode) */
+        op_npt_swiglu(g, in[0], in[1], in[2], in[3], rp->n_in == 5 ? in[4] : NULL, rp->scale);
     else return npt_fail(err, "%s: op %s cannot be replayed from its inputs alone (token ids or targets are not saved)", path, op);
     return 0;
 }

@@ -15,7 +15,7 @@ typedef struct Node Node;
 typedef struct Graph Graph;
 typedef void (*BackwardFn)(Graph *g, Node *n);
 
-#define NODE_MAX_INPUTS 4
+#define NODE_MAX_INPUTS 5
 
 struct Node {
     BackwardFn backward;

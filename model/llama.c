@@ -51,7 +51,8 @@ size_t llama_activation_bytes(const LlamaConfig *c, int B, int T, int with_logit
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     /* per layer: norms, q/k/v before and after rope, attention out + its row log-sum-exps
      * and per-thread score blocks, wo, residual adds, gate/up/act/down, plus the NPT
-     * extras (z, d_add, d_raw, and slack) */
+     * extras (z; op_npt_swiglu's transient row tiles; d_add and d_raw, stored only by the
+     * test-only tanh modulation path; slack) */
     size_t per_layer = N * (4 * d + 3 * qd + 4 * kvd + 6 * f + 64) + op_attention_extra_floats(B, T, c->n_heads) + 4 * N;
     size_t floats = per_layer * c->n_layers + N * (2 * d + 8);
     if (with_logits) floats += 2 * N * (size_t)c->vocab_size;

@@ -116,19 +116,23 @@ Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, Ten
     g->layer = layer;
     Tensor *a = attn ? attn : llama_attention_block(g, m, layer, h, B, T);
     Tensor *z = op_linear(g, a, &ad->A);
-    Tensor *d_add = op_linear(g, z, &ad->B_add);
-    Tensor *d_raw = n->safe_mode ? NULL : op_linear(g, z, &ad->B_mul);
+    Tensor *b_mul = n->safe_mode ? NULL : &ad->B_mul;
     Tensor *x = op_rmsnorm(g, h, &L->ffn_norm, m->cfg.norm_eps); /* on h, not h + a */
     Tensor *g_lin = op_linear(g, x, &L->w_gate), *up = op_linear(g, x, &L->w_up);
-    Tensor *act = n->test_tanh_mul && d_raw ? op_swiglu(g, op_npt_modulate_tanh(g, g_lin, d_raw, d_add, n->scale), up)
-                                            : op_npt_swiglu(g, g_lin, up, d_add, d_raw, n->scale);
+    Tensor *act;
+    if (n->test_tanh_mul && b_mul) { /* the legacy tanh factor: d_add and d_raw stored */
+        Tensor *d_add = op_linear(g, z, &ad->B_add), *d_raw = op_linear(g, z, b_mul);
+        act = op_swiglu(g, op_npt_modulate_tanh(g, g_lin, d_raw, d_add, n->scale), up);
+    } else {
+        act = op_npt_swiglu(g, g_lin, up, z, &ad->B_add, b_mul, n->scale);
+    }
     graph_release(g, x); /* read again only by trained projections; eval's observer reads it up to here */
     Tensor *down = op_linear(g, act, &L->w_down);
     graph_release(g, act);
     Tensor *out = op_add_into(g, h, down);
     if (reg) {
         Tensor *r = op_lowrank_sqnorm(g, z, &ad->B_add);
-        if (d_raw) r = op_scale(g, op_add(g, r, op_lowrank_sqnorm(g, z, &ad->B_mul)), 0.5f);
+        if (b_mul) r = op_scale(g, op_add(g, r, op_lowrank_sqnorm(g, z, b_mul)), 0.5f);
         *reg = r;
     }
     g->layer = -1;

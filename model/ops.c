@@ -813,15 +813,57 @@ Tensor *op_lowrank_sqnorm(Graph *g, Tensor *z, Tensor *b) {
 
 /* ---------------------------------------------------------------- NPT modulation */
 
-/* The NPT MLP's elementwise middle in one pass (SPEC section 2):
- *   m = gate * (0.5 sigmoid(d_raw) + 0.5) + s d_add   (safe mode, d_raw NULL: gate + s d_add)
+/* The NPT MLP's middle in one op (SPEC section 2), from z = A a on:
+ *   d_add = z B_add^T, d_raw = z B_mul^T          (z [rows, r], B [f, r])
+ *   m = gate * (0.5 sigmoid(d_raw) + 0.5) + s d_add   (safe mode, B_mul NULL: gate + s d_add)
  *   out = silu(m) * up
- * Backward recomputes m from the inputs instead of keeping it: the modulated gate never
- * exists as a buffer, and backward writes the four input gradients in one pass. */
+ * d_add and d_raw only ever exist one row tile at a time, in per-thread buffers that stay
+ * in L2: a tile's sgemm writes them and the elementwise pass reads them at once. As
+ * [rows, f] activations they would be written, read, and read again in backward beside
+ * two gradients of the same size: about 8 x rows x f floats of memory traffic per layer,
+ * where this op moves the same data through L2 for r multiply-adds per element. Backward
+ * recomputes the tile (and m) instead of keeping anything. */
 enum { NPT_SWIGLU_CHUNK = 512 }; /* elements per backward chunk: four chunk buffers stay in L1 */
 
-/* The four input gradients of n elements (v[0..3]: gate, up, d_add, d_raw). Branch-free
- * bodies, so that both loops vectorize. */
+/* Rows per tile: the d_add and d_raw tiles together are at most 512 KB, half of a core's L2 here. */
+static int npt_swiglu_tile_rows(int f) {
+    int t = (1 << 16) / f;
+    return t < 8 ? 8 : t > 128 ? 128 : t;
+}
+
+/* Threads for a loop over `items` independent pieces of `work` elements: one when nested
+ * inside an active region (a shard of train/objective.c already owns its core). */
+static int loop_threads(size_t work, int items) {
+    if (work <= PAR_MIN || omp_get_active_level() >= omp_get_max_active_levels()) return 1;
+    int t = omp_get_max_threads();
+    return t < items ? t : items;
+}
+
+/* d = z B^T for the n rows of z from row r0, into d [n, f]. */
+static void lowrank_tile(const Tensor *z, const Tensor *b, int r0, int n, float *d) {
+    int r = tensor_cols(z), f = tensor_rows(b);
+    sgemm_into_zeroed(CblasNoTrans, CblasTrans, n, f, r, 1.0f, z->data + (size_t)r0 * r, r, b->data, r, d, f);
+}
+
+static void npt_swiglu_span(const float *restrict gs, const float *restrict us, const float *restrict as,
+                            const float *restrict rs, float s, size_t n, float *restrict ys) {
+    if (rs) {
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            float m = gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i];
+            ys[i] = m * sigmoidf(m) * us[i];
+        }
+        return;
+    }
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float m = gs[i] + s * as[i];
+        ys[i] = m * sigmoidf(m) * us[i];
+    }
+}
+
+/* The gradients of n elements with respect to gate, up, d_add and d_raw (v[0..3]).
+ * Branch-free bodies, so that both loops vectorize. */
 static void npt_swiglu_grad_chunk(const float *restrict dy, const float *restrict gs, const float *restrict us,
                                   const float *restrict as, const float *restrict rs, float s, size_t n,
                                   float v[4][NPT_SWIGLU_CHUNK]) {
@@ -848,32 +890,30 @@ static void npt_swiglu_grad_chunk(const float *restrict dy, const float *restric
     }
 }
 
-static void npt_swiglu_backward(Graph *g, Node *n) {
-    Tensor *gate = n->in[0], *up = n->in[1], *d_add = n->in[2], *d_raw = n->in[3];
-    float s = n->f[0];
-    size_t len = gate->n;
-    const float *dy = n->out->grad, *rs = d_raw ? d_raw->data : NULL;
-    /* Gradients nobody has written yet are stored rather than accumulated: no zeroing pass.
-     * If any already holds a contribution, the fresh ones are zeroed and all accumulate. */
-    Tensor *ins[4] = {gate, up, d_add, d_raw};
-    float *d[4] = {0};
-    int fresh[4] = {0}, acc = 0;
-    for (int k = 0; k < 4; k++)
-        if (ins[k] && ins[k]->requires_grad) {
-            d[k] = graph_grad_store(g, ins[k], &fresh[k]);
-            acc |= !fresh[k];
-        }
-    for (int k = 0; k < 4 && acc; k++)
-        if (d[k] && fresh[k]) memset(d[k], 0, len * sizeof(float));
-#pragma omp parallel for schedule(static) if (len > PAR_MIN)
+/* What backward writes: gate/up gradients (NULL if not needed; `add` says whether they
+ * already hold a contribution), dz, and dB_add/dB_mul (this thread's partial sums). */
+typedef struct {
+    float *dgate, *dup, *dz, *db[2];
+    int add;
+} NptSwigluGrads;
+
+/* Backward of one row tile. On entry tile[0..1] hold the tile's d_add and d_raw; they are
+ * overwritten with the loss's gradients with respect to them, which then go through the
+ * two low-rank products into dz and dB. */
+static void npt_swiglu_tile_backward(const Node *n, int r0, int rows, float *tile[2], const NptSwigluGrads *out) {
+    const Tensor *gate = n->in[0], *z = n->in[2], *b[2] = {n->in[3], n->in[4]};
+    int f = tensor_cols(gate), r = tensor_cols(z);
+    size_t off = (size_t)r0 * f, len = (size_t)rows * f;
+    const float *dy = n->out->grad + off, *gs = gate->data + off, *us = n->in[1]->data + off;
+    float *dst[4] = {out->dgate ? out->dgate + off : NULL, out->dup ? out->dup + off : NULL, tile[0], tile[1]};
     for (size_t c0 = 0; c0 < len; c0 += NPT_SWIGLU_CHUNK) {
         float v[4][NPT_SWIGLU_CHUNK];
         size_t cn = len - c0 < NPT_SWIGLU_CHUNK ? len - c0 : NPT_SWIGLU_CHUNK;
-        npt_swiglu_grad_chunk(dy + c0, gate->data + c0, up->data + c0, d_add->data + c0, rs ? rs + c0 : NULL, s, cn, v);
-        for (int k = 0; k < 4; k++) {
-            if (!d[k]) continue;
-            float *restrict dk = d[k] + c0;
-            if (!acc) {
+        npt_swiglu_grad_chunk(dy + c0, gs + c0, us + c0, tile[0] + c0, b[1] ? tile[1] + c0 : NULL, n->f[0], cn, v);
+        for (int k = 0; k < (b[1] ? 4 : 3); k++) {
+            if (!dst[k]) continue;
+            float *restrict dk = dst[k] + c0;
+            if (k >= 2 || !out->add) {
                 memcpy(dk, v[k], cn * sizeof(float));
                 continue;
             }
@@ -881,34 +921,92 @@ static void npt_swiglu_backward(Graph *g, Node *n) {
             for (size_t i = 0; i < cn; i++) dk[i] += v[k][i];
         }
     }
+    for (int t = 0; t < 2 && b[t]; t++) {
+        if (out->dz) /* dz += dD B */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, f, 1.0f, tile[t], f, b[t]->data, r, 1.0f,
+                        out->dz + (size_t)r0 * r, r);
+        if (out->db[t]) /* dB += dD^T z */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, f, r, rows, 1.0f, tile[t], f, z->data + (size_t)r0 * r,
+                        r, 1.0f, out->db[t], r);
+    }
 }
 
-Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *d_add, Tensor *d_raw, float s) {
-    same_shape(gate, up, "npt_swiglu");
-    same_shape(gate, d_add, "npt_swiglu");
-    if (d_raw) same_shape(gate, d_raw, "npt_swiglu");
-    Tensor *y = like(g, gate, "npt_swiglu");
-    size_t len = gate->n;
-    const float *restrict gs = gate->data, *restrict us = up->data, *restrict as = d_add->data;
-    float *restrict ys = y->data;
-    if (d_raw) {
-        const float *restrict rs = d_raw->data;
-#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
-        for (size_t i = 0; i < len; i++) {
-            float m = gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i];
-            ys[i] = m * sigmoidf(m) * us[i];
-        }
-    } else {
-#pragma omp parallel for simd schedule(static) if (len > PAR_MIN)
-        for (size_t i = 0; i < len; i++) {
-            float m = gs[i] + s * as[i];
-            ys[i] = m * sigmoidf(m) * us[i];
+static void npt_swiglu_backward(Graph *g, Node *n) {
+    Tensor *gate = n->in[0], *up = n->in[1], *z = n->in[2], *b[2] = {n->in[3], n->in[4]};
+    int rows = tensor_rows(gate), f = tensor_cols(gate), r = tensor_cols(z);
+    int tr = npt_swiglu_tile_rows(f), n_tiles = (rows + tr - 1) / tr;
+    NptSwigluGrads grads = {0};
+    /* gate/up gradients nobody has written yet are stored rather than accumulated: no
+     * zeroing pass. If either already holds a contribution, both accumulate. */
+    int fresh[2] = {1, 1};
+    if (gate->requires_grad) grads.dgate = graph_grad_store(g, gate, &fresh[0]);
+    if (up->requires_grad) grads.dup = graph_grad_store(g, up, &fresh[1]);
+    grads.add = !fresh[0] || !fresh[1];
+    if (grads.add && grads.dgate && fresh[0]) memset(grads.dgate, 0, gate->n * sizeof(float));
+    if (grads.add && grads.dup && fresh[1]) memset(grads.dup, 0, up->n * sizeof(float));
+    if (z->requires_grad) grads.dz = graph_grad(g, z);
+    for (int t = 0; t < 2; t++)
+        if (b[t] && b[t]->requires_grad) grads.db[t] = graph_grad(g, b[t]);
+    /* per thread: two tiles, and past thread 0 its own dB partial sums (added in thread
+     * order below, so a run is deterministic for a given thread count) */
+    int threads = loop_threads(gate->n, n_tiles);
+    size_t tile_floats = 2 * (size_t)tr * f, db_floats = 2 * (size_t)f * r;
+    size_t bytes = (size_t)threads * tile_floats * sizeof(float) + (size_t)(threads - 1) * db_floats * sizeof(float);
+    float *scratch = graph_scratch(g, bytes), *partials = scratch + (size_t)threads * tile_floats;
+    memset(partials, 0, (size_t)(threads - 1) * db_floats * sizeof(float));
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *tile[2] = {scratch + (size_t)t * tile_floats, scratch + (size_t)t * tile_floats + (size_t)tr * f};
+        NptSwigluGrads mine = grads;
+        for (int k = 0; t > 0 && k < 2; k++)
+            if (mine.db[k]) mine.db[k] = partials + (size_t)(t - 1) * db_floats + (size_t)k * f * r;
+        for (int i = t * n_tiles / nt; i < (t + 1) * n_tiles / nt; i++) {
+            int r0 = i * tr, nr = rows - r0 < tr ? rows - r0 : tr;
+            for (int k = 0; k < 2 && b[k]; k++) lowrank_tile(z, b[k], r0, nr, tile[k]);
+            npt_swiglu_tile_backward(n, r0, nr, tile, &mine);
         }
     }
-    Tensor *in[4] = {gate, up, d_add, d_raw};
-    int n_in = d_raw ? 4 : 3;
+    for (int t = 1; t < threads; t++)
+        for (int k = 0; k < 2; k++) {
+            if (!grads.db[k]) continue;
+            const float *p = partials + (size_t)(t - 1) * db_floats + (size_t)k * f * r;
+            for (size_t i = 0; i < (size_t)f * r; i++) grads.db[k][i] += p[i];
+        }
+    graph_scratch_free(g, scratch, bytes);
+}
+
+Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *z, Tensor *b_add, Tensor *b_mul, float s) {
+    same_shape(gate, up, "npt_swiglu");
+    int rows = tensor_rows(gate), f = tensor_cols(gate), r = tensor_cols(z);
+    Tensor *b[2] = {b_add, b_mul};
+    if (tensor_rows(z) != rows) npt_die("npt_swiglu: z has %d rows, the gate %d", tensor_rows(z), rows);
+    for (int k = 0; k < 2 && b[k]; k++)
+        if (tensor_rows(b[k]) != f || tensor_cols(b[k]) != r)
+            npt_die("npt_swiglu: %s is %d x %d, expected %d x %d", b[k]->name ? b[k]->name : "?", tensor_rows(b[k]),
+                    tensor_cols(b[k]), f, r);
+    Tensor *y = like(g, gate, "npt_swiglu");
+    int tr = npt_swiglu_tile_rows(f), n_tiles = (rows + tr - 1) / tr;
+    int threads = loop_threads(gate->n, n_tiles);
+    size_t tile_floats = 2 * (size_t)tr * f;
+    float *scratch = arena_alloc(g->act, (size_t)threads * tile_floats * sizeof(float));
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *tile[2] = {scratch + (size_t)t * tile_floats, scratch + (size_t)t * tile_floats + (size_t)tr * f};
+        for (int i = t * n_tiles / nt; i < (t + 1) * n_tiles / nt; i++) {
+            int r0 = i * tr, nr = rows - r0 < tr ? rows - r0 : tr;
+            size_t off = (size_t)r0 * f;
+            for (int k = 0; k < 2 && b[k]; k++) lowrank_tile(z, b[k], r0, nr, tile[k]);
+            npt_swiglu_span(gate->data + off, up->data + off, tile[0], b_mul ? tile[1] : NULL, s, (size_t)nr * f,
+                            y->data + off);
+        }
+    }
+    arena_release(g->act, scratch, (size_t)threads * tile_floats * sizeof(float));
+    Tensor *in[5] = {gate, up, z, b_add, b_mul};
+    int n_in = b_mul ? 5 : 4;
     /* backward reads every input, never the output: act goes as soon as W_down has read it */
-    if (graph_needs_grad(g, in, n_in)) graph_record_reads(g, "npt_swiglu", npt_swiglu_backward, y, in, n_in, 0xFu)->f[0] = s;
+    if (graph_needs_grad(g, in, n_in)) graph_record_reads(g, "npt_swiglu", npt_swiglu_backward, y, in, n_in, 0x1Fu)->f[0] = s;
     observe(g, "npt_swiglu", y, in, n_in);
     return y;
 }

@@ -68,10 +68,11 @@ Tensor *op_nmse(Graph *g, Tensor *x, Tensor *y);
  * the r x r Gram matrix B^T B, without forming d. */
 Tensor *op_lowrank_sqnorm(Graph *g, Tensor *z, Tensor *b);
 
-/* The NPT MLP middle, fused (SPEC section 2): out = silu(m) * up with
- *   full: m = gate * (0.5 * sigmoid(d_raw) + 0.5) + s * d_add
- *   safe (d_raw == NULL): m = gate + s * d_add */
-Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *d_add, Tensor *d_raw, float s);
+/* The NPT MLP middle, fused (SPEC section 2), from z = A a [rows, r] on: out = silu(m) * up with
+ *   full: m = gate * (0.5 * sigmoid(z B_mul^T) + 0.5) + s * z B_add^T
+ *   safe (b_mul == NULL): m = gate + s * z B_add^T
+ * d_add = z B_add^T and d_raw = z B_mul^T are made a row tile at a time, never stored. */
+Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *z, Tensor *b_add, Tensor *b_mul, float s);
 /* The modulation alone with the pre-SPEC factor d_mul = tanh(d_raw), which reaches zero
  * (B_mul = 0 switches the gate off): g' = gate * tanh(d_raw) + s * d_add. Tests only: it
  * lets debug's zero-factor check find a real producer; no model path uses it unless

@@ -8,7 +8,7 @@
 #include "model/ops.h"
 #include "test.h"
 
-#define MAX_IN 4
+#define MAX_IN 5
 
 typedef struct {
     int kind; /* which op to build */
@@ -50,15 +50,17 @@ static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     case MSE: return op_mse(g, in[0], in[1]);
     case NMSE: return op_nmse(g, in[0], in[1]);
     case LOWRANK: return op_lowrank_sqnorm(g, in[0], in[1]);
-    case NPT_SWIGLU_FULL: return op_npt_swiglu(g, in[0], in[1], in[2], in[3], c->f[0]);
-    case NPT_SWIGLU_SAFE: return op_npt_swiglu(g, in[0], in[1], in[2], NULL, c->f[0]);
-    /* inputs that are op outputs: their gradients are stored, not accumulated (graph_grad_store);
-     * MIXED: the gate also feeds a later add, so its gradient already holds a contribution */
+    /* inputs gate, up, z, B_add (, B_mul) */
+    case NPT_SWIGLU_FULL: return op_npt_swiglu(g, in[0], in[1], in[2], in[3], in[4], c->f[0]);
+    case NPT_SWIGLU_SAFE: return op_npt_swiglu(g, in[0], in[1], in[2], in[3], NULL, c->f[0]);
+    /* gate, up and z as op outputs: their gradients are stored, not accumulated
+     * (graph_grad_store); MIXED: the gate also feeds a later add, so its gradient already
+     * holds a contribution */
     case NPT_SWIGLU_FRESH:
     case NPT_SWIGLU_MIXED: {
-        Tensor *t[4];
-        for (int k = 0; k < 4; k++) t[k] = op_scale(g, in[k], 1.0f);
-        Tensor *y = op_npt_swiglu(g, t[0], t[1], t[2], t[3], c->f[0]);
+        Tensor *t[3];
+        for (int k = 0; k < 3; k++) t[k] = op_scale(g, in[k], 1.0f);
+        Tensor *y = op_npt_swiglu(g, t[0], t[1], t[2], in[3], in[4], c->f[0]);
         return c->kind == NPT_SWIGLU_MIXED ? op_add(g, y, t[0]) : y;
     }
     case MOD_TANH: return op_npt_modulate_tanh(g, in[0], in[2], in[1], c->f[0]);
@@ -177,10 +179,11 @@ int main(void) {
     check_op("nmse", &(Case){.kind = NMSE}, 2, s2, 1.0f);
     const int slr[2][2] = {{5, 3}, {7, 3}}; /* z [rows, r], B [f, r] */
     check_op("lowrank_sqnorm (z and B)", &(Case){.kind = LOWRANK}, 2, slr, 1.0f);
-    check_op("npt_swiglu full (gate, up, d_add, d_raw)", &(Case){.kind = NPT_SWIGLU_FULL, .f = {0.1f}}, 4, s2, 2.0f);
-    check_op("npt_swiglu safe (gate, up, d_add)", &(Case){.kind = NPT_SWIGLU_SAFE, .f = {0.1f}}, 3, s2, 2.0f);
-    check_op("npt_swiglu, gradients stored into fresh buffers", &(Case){.kind = NPT_SWIGLU_FRESH, .f = {0.1f}}, 4, s2, 2.0f);
-    check_op("npt_swiglu, gate gradient already started", &(Case){.kind = NPT_SWIGLU_MIXED, .f = {0.1f}}, 4, s2, 2.0f);
+    const int snpt[5][2] = {{4, 6}, {4, 6}, {4, 3}, {6, 3}, {6, 3}}; /* gate, up, z [rows, r], B_add, B_mul [f, r] */
+    check_op("npt_swiglu full (gate, up, z, B_add, B_mul)", &(Case){.kind = NPT_SWIGLU_FULL, .f = {0.1f}}, 5, snpt, 1.5f);
+    check_op("npt_swiglu safe (gate, up, z, B_add)", &(Case){.kind = NPT_SWIGLU_SAFE, .f = {0.1f}}, 4, snpt, 1.5f);
+    check_op("npt_swiglu, gradients stored into fresh buffers", &(Case){.kind = NPT_SWIGLU_FRESH, .f = {0.1f}}, 5, snpt, 1.5f);
+    check_op("npt_swiglu, gate gradient already started", &(Case){.kind = NPT_SWIGLU_MIXED, .f = {0.1f}}, 5, snpt, 1.5f);
     check_op("npt_modulate_tanh (test-only legacy form)", &(Case){.kind = MOD_TANH, .f = {0.1f}}, 3, s2, 2.0f);
 
     /* Forward values that finite differences cannot see. */
@@ -200,10 +203,11 @@ int main(void) {
         Tensor *nh = op_nmse(&graph, &hx, &hy);
         check(fabsf(nh->data[0] - 2.0f) < 1e-5f, "nmse with norms near float max stays finite (got %g, want 2)", nh->data[0]);
         /* SPEC section 2: d_mul = 0.5 * sigmoid(d_raw) + 0.5, never zero: with gate = up = 1
-         * and d_add = 0 the output is silu(0.5) and silu(1.0) at saturated d_raw */
-        float dr[2] = {-1e4f, 1e4f}, ones[2] = {1.0f, 1.0f}, da[2] = {0, 0};
-        Tensor tr = tensor_view2(dr, "d_raw", 1, 2), t1 = tensor_view2(ones, "gate", 1, 2), ta = tensor_view2(da, "d_add", 1, 2);
-        Tensor *m = op_npt_swiglu(&graph, &t1, &t1, &ta, &tr, 0.1f);
+         * and d_add = 0 the output is silu(0.5) and silu(1.0) at saturated d_raw = z B_mul^T */
+        float bm[2] = {-1e4f, 1e4f}, ones[2] = {1.0f, 1.0f}, ba[2] = {0, 0};
+        Tensor tm = tensor_view2(bm, "B_mul", 2, 1), t1 = tensor_view2(ones, "gate", 1, 2), ta = tensor_view2(ba, "B_add", 2, 1);
+        Tensor tz = tensor_view2(ones, "z", 1, 1);
+        Tensor *m = op_npt_swiglu(&graph, &t1, &t1, &tz, &ta, &tm, 0.1f);
         float silu_half = 0.5f / (1.0f + expf(-0.5f)), silu_one = 1.0f / (1.0f + expf(-1.0f));
         check(fabsf(m->data[0] - silu_half) < 1e-6f && fabsf(m->data[1] - silu_one) < 1e-6f,
               "npt_swiglu: modulation factor saturates at 0.5 and 1.0, never 0 (got %g, %g; want %g, %g)", m->data[0],
@@ -211,64 +215,89 @@ int main(void) {
     }
     {   /* the fused ops against the SPEC formulas written out here in double */
         enum { R = 9, C = 11, RK = 4 };
-        static float gt[R * C], up[R * C], ad[R * C], rw[R * C], z[R * RK], b[C * RK];
-        for (int i = 0; i < R * C; i++) gt[i] = 3 * frand(), up[i] = frand(), ad[i] = 3 * frand(), rw[i] = 4 * frand();
+        static float gt[R * C], up[R * C], z[R * RK], ba[C * RK], bm[C * RK];
+        for (int i = 0; i < R * C; i++) gt[i] = 3 * frand(), up[i] = frand();
         for (int i = 0; i < R * RK; i++) z[i] = frand();
-        for (int i = 0; i < C * RK; i++) b[i] = frand();
-        Tensor tg = tensor_view2(gt, "gate", R, C), tu = tensor_view2(up, "up", R, C), ta = tensor_view2(ad, "d_add", R, C);
-        Tensor tr = tensor_view2(rw, "d_raw", R, C), tz = tensor_view2(z, "z", R, RK), tb = tensor_view2(b, "B", C, RK);
+        for (int i = 0; i < C * RK; i++) ba[i] = 1.5f * frand(), bm[i] = 2 * frand();
+        Tensor tg = tensor_view2(gt, "gate", R, C), tu = tensor_view2(up, "up", R, C), tz = tensor_view2(z, "z", R, RK);
+        Tensor ta = tensor_view2(ba, "B_add", C, RK), tm = tensor_view2(bm, "B_mul", C, RK);
         for (int safe = 0; safe < 2; safe++) {
             graph_reset(&graph);
-            Tensor *y = op_npt_swiglu(&graph, &tg, &tu, &ta, safe ? NULL : &tr, 0.3f);
+            Tensor *y = op_npt_swiglu(&graph, &tg, &tu, &tz, &ta, safe ? NULL : &tm, 0.3f);
             double worst = 0.0;
-            for (int i = 0; i < R * C; i++) {
-                double factor = safe ? 1.0 : 0.5 / (1.0 + exp(-(double)rw[i])) + 0.5;
-                double mm = gt[i] * factor + 0.3 * ad[i], want = mm / (1.0 + exp(-mm)) * up[i];
-                worst = fmax(worst, fabs(y->data[i] - want) / fmax(fabs(want), 1e-3));
-            }
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < C; j++) {
+                    double d_add = 0.0, d_raw = 0.0;
+                    for (int k = 0; k < RK; k++) d_add += (double)z[r * RK + k] * ba[j * RK + k], d_raw += (double)z[r * RK + k] * bm[j * RK + k];
+                    double factor = safe ? 1.0 : 0.5 / (1.0 + exp(-d_raw)) + 0.5;
+                    double mm = gt[r * C + j] * factor + 0.3 * d_add, want = mm / (1.0 + exp(-mm)) * up[r * C + j];
+                    worst = fmax(worst, fabs(y->data[r * C + j] - want) / fmax(fabs(want), 1e-3));
+                }
             check(worst < 1e-5, "npt_swiglu %s = silu(gate * d_mul + s d_add) * up: max rel err %.2e", safe ? "safe" : "full", worst);
         }
         double want = 0.0;
         for (int r = 0; r < R; r++)
             for (int j = 0; j < C; j++) {
                 double d = 0.0;
-                for (int k = 0; k < RK; k++) d += (double)z[r * RK + k] * b[j * RK + k];
+                for (int k = 0; k < RK; k++) d += (double)z[r * RK + k] * ba[j * RK + k];
                 want += d * d / R;
             }
         graph_reset(&graph);
-        Tensor *l = op_lowrank_sqnorm(&graph, &tz, &tb);
+        Tensor *l = op_lowrank_sqnorm(&graph, &tz, &ta);
         check(fabs(l->data[0] - want) <= 1e-6 * want, "lowrank_sqnorm = mean row |z B^T|^2 (%.9g vs %.9g)", l->data[0], want);
     }
-    {   /* npt_swiglu backward on 180,600 elements (parallel loop, 512-element chunks with a
-         * tail, gradients stored into fresh buffers) against the derivatives written out */
-        enum { R = 600, C = 301 };
+    {   /* npt_swiglu backward on 600 x 301 (three row tiles, the last one short, split over
+         * the threads with per-thread dB sums; chunk tails; gate and up gradients stored
+         * into fresh buffers) against the derivatives written out in double */
+        enum { R = 600, C = 301, RK = 5 };
         size_t n = (size_t)R * C;
-        float *buf = npt_xmalloc(5 * n * sizeof(float), "npt_swiglu inputs");
-        for (size_t i = 0; i < 5 * n; i++) buf[i] = 3.0f * frand();
-        Tensor t[4];
-        const char *nm[4] = {"gate", "up", "d_add", "d_raw"};
-        for (int k = 0; k < 4; k++) {
-            t[k] = tensor_view2(buf + k * n, nm[k], R, C);
-            t[k].requires_grad = 1; /* leaves, not parameters: graph_grad_store's fresh path */
+        float *buf = npt_xmalloc((3 * n + R * RK + 2 * C * RK) * sizeof(float), "npt_swiglu inputs");
+        float *grad_buf = npt_xcalloc(R * RK + 2 * C * RK, sizeof(float), "npt_swiglu parameter gradients");
+        for (size_t i = 0; i < 3 * n + R * RK + 2 * C * RK; i++) buf[i] = frand();
+        Tensor t[5];
+        const char *nm[5] = {"gate", "up", "z", "B_add", "B_mul"};
+        const int shape[5][2] = {{R, C}, {R, C}, {R, RK}, {C, RK}, {C, RK}};
+        float *p = buf, *gp = grad_buf;
+        for (int k = 0; k < 5; k++) {
+            t[k] = tensor_view2(p, nm[k], shape[k][0], shape[k][1]);
+            t[k].requires_grad = 1; /* gate and up: leaves, so graph_grad_store's fresh path */
+            if (k >= 2) t[k].grad = gp, t[k].is_param = 1, gp += t[k].n;
+            p += t[k].n;
         }
-        const float *seed = buf + 4 * n, sc = 0.3f;
+        for (size_t i = 0; i < 2 * n; i++) buf[i] *= 3.0f;
+        const float *seed = buf + 2 * n, sc = 0.3f;
         graph_reset(&graph);
         graph.recording = 1;
-        Tensor *y = op_npt_swiglu(&graph, &t[0], &t[1], &t[2], &t[3], sc);
+        Tensor *y = op_npt_swiglu(&graph, &t[0], &t[1], &t[2], &t[3], &t[4], sc);
         graph_backward_from(&graph, y, seed);
-        double d2[4] = {0}, w2[4] = {0};
-        for (size_t i = 0; i < n; i++) {
-            double g = t[0].data[i], u = t[1].data[i], a = t[2].data[i], r = t[3].data[i];
-            double sr = 1.0 / (1.0 + exp(-r)), f = 0.5 * sr + 0.5, mm = g * f + sc * a, sm = 1.0 / (1.0 + exp(-mm));
-            double dm = seed[i] * u * sm * (1.0 + mm * (1.0 - sm));
-            double want[4] = {dm * f, seed[i] * mm * sm, dm * sc, dm * g * 0.5 * sr * (1.0 - sr)};
-            for (int k = 0; k < 4; k++) d2[k] += pow(t[k].grad[i] - want[k], 2), w2[k] += want[k] * want[k];
-        }
+        double *want[5], d2[5] = {0}, w2[5] = {0};
+        for (int k = 0; k < 5; k++) want[k] = npt_xcalloc(t[k].n, sizeof(double), "wanted gradients");
+        const float *z = t[2].data, *ba = t[3].data, *bm = t[4].data;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < C; j++) {
+                size_t i = (size_t)r * C + j;
+                double a = 0.0, raw = 0.0;
+                for (int k = 0; k < RK; k++) a += (double)z[r * RK + k] * ba[j * RK + k], raw += (double)z[r * RK + k] * bm[j * RK + k];
+                double g = t[0].data[i], u = t[1].data[i];
+                double sr = 1.0 / (1.0 + exp(-raw)), f = 0.5 * sr + 0.5, mm = g * f + sc * a, sm = 1.0 / (1.0 + exp(-mm));
+                double dm = seed[i] * u * sm * (1.0 + mm * (1.0 - sm)), da = dm * sc, dr = dm * g * 0.5 * sr * (1.0 - sr);
+                want[0][i] = dm * f, want[1][i] = seed[i] * mm * sm;
+                for (int k = 0; k < RK; k++) {
+                    want[2][r * RK + k] += da * ba[j * RK + k] + dr * bm[j * RK + k];
+                    want[3][j * RK + k] += da * z[r * RK + k];
+                    want[4][j * RK + k] += dr * z[r * RK + k];
+                }
+            }
         double worst = 0.0;
-        for (int k = 0; k < 4; k++) worst = fmax(worst, sqrt(d2[k] / w2[k]));
-        check(worst < 1e-5, "npt_swiglu backward, 600 x 301 (parallel, chunk tail, fresh gradients) = written-out derivatives: "
-              "rel err %.2e", worst);
+        for (int k = 0; k < 5; k++) {
+            for (size_t i = 0; i < t[k].n; i++) d2[k] += pow(t[k].grad[i] - want[k][i], 2), w2[k] += want[k][i] * want[k][i];
+            worst = fmax(worst, sqrt(d2[k] / w2[k]));
+            free(want[k]);
+        }
+        check(worst < 1e-5, "npt_swiglu backward, 600 x 301 rank 5 (row tiles over threads, chunk tails) = written-out "
+              "derivatives of gate, up, z, B_add, B_mul: rel err %.2e", worst);
         free(buf);
+        free(grad_buf);
     }
     graph_free(&graph);
     arena_free(&act);

@@ -5,7 +5,7 @@
  * residual streams (base and NPT) persist between layers, in buffers sized once; every
  * layer's activations live in one scratch arena reset per layer. The modulation figures
  * are read off the NPT forward itself through the graph's op observer (the ffn RMSNorm
- * output m and the npt_swiglu op's inputs gate, d_add, d_raw), so they describe exactly
+ * output m and the npt_swiglu op's inputs gate, z, B_add, B_mul), so they describe exactly
  * what model/npt.c computed. Logits are made a chunk of rows at a time, so a large
  * vocabulary needs no [tokens x vocab] buffer. */
 #include "eval.h"
@@ -36,21 +36,24 @@ typedef struct {
 
 double eval_token_nll(const float *logits, int V, int target) { return op_row_nll(logits, V, target, NULL); }
 
-/* Modulation of one NPT layer's batch: gate g, d_add, d_raw (NULL in safe mode) [N, f]
- * and m = RMSNorm(h; w_ffn) [N, d]. */
-static void modulation_sums(LayerSums *s, float scale, const Tensor *gate, const Tensor *d_add, const Tensor *d_raw,
-                            const Tensor *mt) {
-    int N = tensor_rows(gate), f = tensor_cols(gate), d = tensor_cols(mt);
+/* Modulation of one NPT layer's batch, from the npt_swiglu op's inputs: gate [N, f],
+ * z [N, r], B_add and B_mul [f, r] (B_mul NULL in safe mode), and m = RMSNorm(h; w_ffn)
+ * [N, d]. d_add and d_raw are rebuilt here from z, r products per element, in double. */
+static void modulation_sums(LayerSums *s, float scale, const Tensor *gate, const Tensor *z, const Tensor *b_add,
+                            const Tensor *b_mul, const Tensor *mt) {
+    int N = tensor_rows(gate), f = tensor_cols(gate), d = tensor_cols(mt), rank = tensor_cols(z);
     double add_sum = 0, add_max = s->add_max, mul_min = s->mul_min, mul_max = s->mul_max, mul_sum = 0, dw_sum = 0,
            dw_max = s->dw_max;
 #pragma omp parallel for schedule(static) if ((size_t)N * f > PAR_MIN) \
     reduction(+ : add_sum, mul_sum, dw_sum) reduction(max : add_max, mul_max, dw_max) reduction(min : mul_min)
     for (int r = 0; r < N; r++) {
-        const float *g = gate->data + (size_t)r * f, *a = d_add->data + (size_t)r * f;
-        const float *raw = d_raw ? d_raw->data + (size_t)r * f : NULL, *mr = mt->data + (size_t)r * d;
+        const float *g = gate->data + (size_t)r * f, *zr = z->data + (size_t)r * rank, *mr = mt->data + (size_t)r * d;
         double vv = 0.0, mm = 0.0;
         for (int j = 0; j < f; j++) {
-            double add = (double)scale * a[j], mul = raw ? 0.5 / (1.0 + exp(-(double)raw[j])) + 0.5 : 1.0;
+            double a = 0.0, raw = 0.0;
+            for (int k = 0; k < rank; k++) a += (double)zr[k] * b_add->data[(size_t)j * rank + k];
+            for (int k = 0; b_mul && k < rank; k++) raw += (double)zr[k] * b_mul->data[(size_t)j * rank + k];
+            double add = scale * a, mul = b_mul ? 0.5 / (1.0 + exp(-raw)) + 0.5 : 1.0;
             double v = g[j] * (mul - 1.0) + add;
             vv += v * v;
             add_sum += fabs(add);
@@ -72,8 +75,8 @@ static void observe_modulation(Graph *g, const char *op, Tensor *out, Tensor **i
     ModObserver *o = ctx;
     if (!o->collect || g->layer < 0) return;
     if (!strcmp(op, "rmsnorm") && in[1] == &o->m->layers[g->layer].ffn_norm) o->ffn_in = out;
-    else if (!strcmp(op, "npt_swiglu") && o->ffn_in) /* inputs: gate, up, d_add (, d_raw) */
-        modulation_sums(&o->sums[g->layer], o->scale, in[0], in[2], n_in == 4 ? in[3] : NULL, o->ffn_in);
+    else if (!strcmp(op, "npt_swiglu") && o->ffn_in) /* inputs: gate, up, z, B_add (, B_mul) */
+        modulation_sums(&o->sums[g->layer], o->scale, in[0], in[2], in[3], n_in == 5 ? in[4] : NULL, o->ffn_in);
 }
 
 /* Adds the NMSE numerator (sum over tokens and dims) and the sum over tokens of the
