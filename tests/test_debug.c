@@ -178,8 +178,8 @@ static void test_npt_adapter(const LlamaModel *m, const int *ids, int T, int k) 
     n.adapters[n.adapter_of_layer[k]].B_add.data[0] = NAN;
     rc = debug_run(m, &n, ids, T, &o, &r, &err);
     const DebugProducer *p = &r.first;
-    check(rc == 0 && p->found && !p->backward && p->layer == k && !strcmp(p->op, "matmul") && p->bad_input == 1 &&
-              !strcmp(p->in[1].name, "B_add"),
+    check(rc == 0 && p->found && !p->backward && p->layer == k && !strcmp(p->op, "npt_swiglu") && p->bad_input == 3 &&
+              !strcmp(p->in[3].name, "B_add"),
           "NaN in the B_add of layer %d: found at layer %d op %s, input %s", k, p->layer, p->op,
           p->bad_input >= 0 ? p->in[p->bad_input].name : "none");
     if (rc == 0) debug_result_free(&r);
