@@ -6,6 +6,8 @@
 
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
+# make bench: rounds of the stories260K and 15M-shape steps (tests/bench/run_bench.sh)
+ROUNDS   ?= 3
 OPT      ?= -O3 -march=native
 CFLAGS   ?= $(OPT) -g
 # -fno-trapping-math: npt never traps on FP exceptions (it checks values with isfinite),
@@ -66,7 +68,7 @@ demo:
 	sh scripts/demo.sh
 
 bench: $(NPT_BIN) $(TEST_BINS) $(BUILD)/tests/bench/bench_step
-	@PYTHON=$(PYTHON) BUILD=$(BUILD) NPT=./$(NPT_BIN) sh tests/bench/run_bench.sh
+	@PYTHON=$(PYTHON) BUILD=$(BUILD) NPT=./$(NPT_BIN) ROUNDS=$(ROUNDS) sh tests/bench/run_bench.sh
 
 setup:
 	sh scripts/setup.sh
