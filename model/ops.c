@@ -839,10 +839,16 @@ static int loop_threads(size_t work, int items) {
     return t < items ? t : items;
 }
 
-/* d = z B^T for the n rows of z from row r0, into d [n, f]. */
-static void lowrank_tile(const Tensor *z, const Tensor *b, int r0, int n, float *d) {
-    int r = tensor_cols(z), f = tensor_rows(b);
-    sgemm_into_zeroed(CblasNoTrans, CblasTrans, n, f, r, 1.0f, z->data + (size_t)r0 * r, r, b->data, r, d, f);
+/* Row tile i of tr rows (the last may be short): its first row in *r0, d_add and d_raw
+ * (z B^T for each B present) into tile[0], tile[1] [rows, f]; returns its row count. */
+static int lowrank_tiles(const Tensor *z, Tensor *const b[2], int i, int tr, float *tile[2], int *r0) {
+    int rows = tensor_rows(z), r = tensor_cols(z), nr;
+    *r0 = i * tr;
+    nr = rows - *r0 < tr ? rows - *r0 : tr;
+    for (int k = 0; k < 2 && b[k]; k++)
+        sgemm_into_zeroed(CblasNoTrans, CblasTrans, nr, tensor_rows(b[k]), r, 1.0f, z->data + (size_t)*r0 * r, r,
+                          b[k]->data, r, tile[k], tensor_rows(b[k]));
+    return nr;
 }
 
 static void npt_swiglu_span(const float *restrict gs, const float *restrict us, const float *restrict as,
@@ -962,8 +968,7 @@ static void npt_swiglu_backward(Graph *g, Node *n) {
         for (int k = 0; t > 0 && k < 2; k++)
             if (mine.db[k]) mine.db[k] = partials + (size_t)(t - 1) * db_floats + (size_t)k * f * r;
         for (int i = t * n_tiles / nt; i < (t + 1) * n_tiles / nt; i++) {
-            int r0 = i * tr, nr = rows - r0 < tr ? rows - r0 : tr;
-            for (int k = 0; k < 2 && b[k]; k++) lowrank_tile(z, b[k], r0, nr, tile[k]);
+            int r0, nr = lowrank_tiles(z, b, i, tr, tile, &r0);
             npt_swiglu_tile_backward(n, r0, nr, tile, &mine);
         }
     }
@@ -995,9 +1000,8 @@ Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *z, Tensor *b_a
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
         float *tile[2] = {scratch + (size_t)t * tile_floats, scratch + (size_t)t * tile_floats + (size_t)tr * f};
         for (int i = t * n_tiles / nt; i < (t + 1) * n_tiles / nt; i++) {
-            int r0 = i * tr, nr = rows - r0 < tr ? rows - r0 : tr;
+            int r0, nr = lowrank_tiles(z, b, i, tr, tile, &r0);
             size_t off = (size_t)r0 * f;
-            for (int k = 0; k < 2 && b[k]; k++) lowrank_tile(z, b[k], r0, nr, tile[k]);
             npt_swiglu_span(gate->data + off, up->data + off, tile[0], b_mul ? tile[1] : NULL, s, (size_t)nr * f,
                             y->data + off);
         }

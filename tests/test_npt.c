@@ -105,18 +105,25 @@ static int dump(char **argv) {
     return rc ? 1 : 0;
 }
 
+/* Rank-4 adapters with every matrix drawn at std 0.05 (B_mul too, so that the
+ * multiplicative path carries gradient): the gradient checks' model. */
+static int test_adapters(const LlamaModel *m, int safe, NptLayerMode mode, uint64_t seed, NptModel *n) {
+    NptErr err;
+    NptConfig nc = {.rank = 4, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,
+                    .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
+    if (npt_create(n, m, &nc, &err)) {
+        check(0, "npt_create: %s", err.msg);
+        return -1;
+    }
+    npt_init_weights(n, &nc, seed);
+    return 0;
+}
+
 /* Finite differences of the whole objective (teacher, student, NMSE, regularizer)
  * with respect to a sample of adapter weights of every kind. */
 static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode) {
     NptModel n;
-    NptErr err;
-    NptConfig nc = {.rank = 4, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,
-                    .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
-    if (npt_create(&n, m, &nc, &err)) {
-        check(0, "npt_create (%s)", err.msg);
-        return;
-    }
-    npt_init_weights(&n, &nc, 7);
+    if (test_adapters(m, safe, mode, 7, &n)) return;
     enum { B = 2, T = 16 };
     int tokens[B * T];
     for (int i = 0; i < B * T; i++) tokens[i] = (i * 29 + 3) % m->cfg.vocab_size;
@@ -211,13 +218,7 @@ static void check_infer_path(const LlamaModel *m) {
 static void check_shards(const LlamaModel *m, int safe, NptLayerMode mode) {
     NptModel n;
     NptErr err;
-    NptConfig nc = {.rank = 4, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,
-                    .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
-    if (npt_create(&n, m, &nc, &err)) {
-        check(0, "shards: npt_create: %s", err.msg);
-        return;
-    }
-    npt_init_weights(&n, &nc, 11);
+    if (test_adapters(m, safe, mode, 11, &n)) return;
     enum { B = 4, T = 16 };
     int tokens[B * T];
     for (int i = 0; i < B * T; i++) tokens[i] = (i * 37 + 5) % m->cfg.vocab_size;

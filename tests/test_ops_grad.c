@@ -68,6 +68,13 @@ static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     return NULL;
 }
 
+/* (z B^T)[row, col] in double: z [rows, rank], B [cols, rank] */
+static double zbt(const float *z, const float *b, int row, int col, int rank) {
+    double acc = 0.0;
+    for (int k = 0; k < rank; k++) acc += (double)z[row * rank + k] * b[col * rank + k];
+    return acc;
+}
+
 static double loss_of(const Case *c, Tensor **in, const float *R) {
     graph_reset(&graph);
     graph.recording = 0;
@@ -227,8 +234,7 @@ int main(void) {
             double worst = 0.0;
             for (int r = 0; r < R; r++)
                 for (int j = 0; j < C; j++) {
-                    double d_add = 0.0, d_raw = 0.0;
-                    for (int k = 0; k < RK; k++) d_add += (double)z[r * RK + k] * ba[j * RK + k], d_raw += (double)z[r * RK + k] * bm[j * RK + k];
+                    double d_add = zbt(z, ba, r, j, RK), d_raw = zbt(z, bm, r, j, RK);
                     double factor = safe ? 1.0 : 0.5 / (1.0 + exp(-d_raw)) + 0.5;
                     double mm = gt[r * C + j] * factor + 0.3 * d_add, want = mm / (1.0 + exp(-mm)) * up[r * C + j];
                     worst = fmax(worst, fabs(y->data[r * C + j] - want) / fmax(fabs(want), 1e-3));
@@ -238,8 +244,7 @@ int main(void) {
         double want = 0.0;
         for (int r = 0; r < R; r++)
             for (int j = 0; j < C; j++) {
-                double d = 0.0;
-                for (int k = 0; k < RK; k++) d += (double)z[r * RK + k] * ba[j * RK + k];
+                double d = zbt(z, ba, r, j, RK);
                 want += d * d / R;
             }
         graph_reset(&graph);
@@ -276,8 +281,7 @@ int main(void) {
         for (int r = 0; r < R; r++)
             for (int j = 0; j < C; j++) {
                 size_t i = (size_t)r * C + j;
-                double a = 0.0, raw = 0.0;
-                for (int k = 0; k < RK; k++) a += (double)z[r * RK + k] * ba[j * RK + k], raw += (double)z[r * RK + k] * bm[j * RK + k];
+                double a = zbt(z, ba, r, j, RK), raw = zbt(z, bm, r, j, RK);
                 double g = t[0].data[i], u = t[1].data[i];
                 double sr = 1.0 / (1.0 + exp(-raw)), f = 0.5 * sr + 0.5, mm = g * f + sc * a, sm = 1.0 / (1.0 + exp(-mm));
                 double dm = seed[i] * u * sm * (1.0 + mm * (1.0 - sm)), da = dm * sc, dr = dm * g * 0.5 * sr * (1.0 - sr);
