@@ -51,7 +51,7 @@ static ObjectiveValues objective(const LlamaModel *m, const NptModel *n, const i
     ObjectiveRunner runner;
     if (objective_init(&runner, m, n, &oc, B, T, 1, &err)) npt_die("%s", err.msg);
     runner.forward_only = 1;
-    ObjectiveValues v = objective_step(&runner, m, n, &oc, tokens, 1.0f, 0);
+    ObjectiveValues v = objective_step(&runner, m, n, &oc, tokens, NULL, 1.0f, 0);
     objective_free(&runner);
     return v;
 }

@@ -52,7 +52,7 @@ static int parse_layers(const char *s, NptConfig *nc, int *list) {
 static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *tokens, int backward) {
     runner.forward_only = !backward;
     if (backward) npt_zero_grads(n);
-    return objective_step(&runner, m, n, &distill_oc, tokens, 1.0f, 0);
+    return objective_step(&runner, m, n, &distill_oc, tokens, NULL, 1.0f, 0);
 }
 
 static int dump(char **argv) {
@@ -231,7 +231,7 @@ static void check_shards(const LlamaModel *m, int safe, NptLayerMode mode) {
             continue;
         }
         npt_zero_grads(&n);
-        ObjectiveValues v = objective_step(&r, m, &n, &distill_oc, tokens, 1.0f, 0);
+        ObjectiveValues v = objective_step(&r, m, &n, &distill_oc, tokens, NULL, 1.0f, 0);
         objective_free(&r);
         if (shards == 1) {
             loss1 = v.loss;
@@ -249,6 +249,66 @@ static void check_shards(const LlamaModel *m, int safe, NptLayerMode mode) {
     check(rc != 0 && strstr(err.msg, "3 shards of a batch of 4"), "3 shards of 4 sequences refused: %s", rc ? err.msg : "accepted");
     if (!rc) objective_free(&r);
     free(whole);
+    npt_free(&n);
+}
+
+/* The teacher cache (train/teacher_cache.h) over five micro-batches of windows seen
+ * again, in other positions and shard splits, some twice in one batch, some after the
+ * records ran out: every loss and gradient is bit-identical to a run without the cache,
+ * and the hit / miss / record counts are the ones worked out by hand beside the ids. */
+static void check_teacher_cache(const LlamaModel *m, int safe, NptLayerMode mode, int shards) {
+    enum { B = 4, T = 16, BATCHES = 5 };
+    static const int64_t ids[BATCHES][B] = {
+        {0, 1, 2, 3}, /* 4 misses, records 0-3 */
+        {4, 5, 5, 6}, /* 4 misses (the second 5 is not stored twice), records 4-6 */
+        {2, 0, 7, 5}, /* 3 hits, 7 stored */
+        {8, 3, 9, 9}, /* 8 takes the ninth and last record, 3 hits, 9 twice uncached */
+        {9, 8, 1, 6}, /* 9 uncached, 3 hits */
+    };
+    const int64_t want_hits = 7, want_misses = 13, want_records = 9;
+    NptModel n;
+    NptErr err;
+    if (test_adapters(m, safe, mode, 13, &n)) return;
+    int slots = m->cfg.n_layers - n.first_layer + 2;
+    double record = (double)slots * T * m->cfg.dim * sizeof(float);
+    TeacherCache cache;
+    ObjectiveRunner with, without;
+    if (teacher_cache_open(&cache, "/tmp", 9.5 * record, 10, slots, T, m->cfg.dim, &err) ||
+        objective_init(&with, m, &n, &distill_oc, B, T, shards, &err) ||
+        objective_init(&without, m, &n, &distill_oc, B, T, shards, &err)) {
+        check(0, "teacher cache setup: %s", err.msg);
+        npt_free(&n);
+        return;
+    }
+    with.teacher_cache = &cache;
+    float *ref = npt_xmalloc(n.n_params * sizeof(float), "grads");
+    int same = 1;
+    for (int k = 0; k < BATCHES; k++) {
+        int tokens[B * T];
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) tokens[b * T + t] = (int)((ids[k][b] * 31 + t * 7 + 1) % m->cfg.vocab_size);
+        npt_zero_grads(&n);
+        ObjectiveValues a = objective_step(&without, m, &n, &distill_oc, tokens, ids[k], 1.0f, 0);
+        memcpy(ref, n.grads, n.n_params * sizeof(float));
+        npt_zero_grads(&n);
+        ObjectiveValues c = objective_step(&with, m, &n, &distill_oc, tokens, ids[k], 1.0f, 0);
+        same &= a.loss == c.loss && !memcmp(ref, n.grads, n.n_params * sizeof(float));
+    }
+    const char *what = safe ? "safe mode, upper half" : "full mode, all layers";
+    check(same, "teacher cache (%s, %d shard(s)): 5 batches' losses and gradients bit-identical to no cache", what, shards);
+    check(cache.hits == want_hits && cache.misses == want_misses && cache.n_records == want_records,
+          "teacher cache (%s, %d shard(s)): %lld hits, %lld misses, %d records (want %lld, %lld, %lld)", what, shards,
+          (long long)cache.hits, (long long)cache.misses, cache.n_records, (long long)want_hits, (long long)want_misses,
+          (long long)want_records);
+    /* a poisoned batch bypasses the cache: nothing counted, nothing stored */
+    int tokens[B * T] = {0};
+    static const int64_t fresh[B] = {9, 9, 9, 9};
+    objective_step(&with, m, &n, &distill_oc, tokens, fresh, 1.0f, 1);
+    check(cache.hits == want_hits && cache.misses == want_misses && !cache.failed,
+          "teacher cache (%s): a poisoned batch is neither looked up nor stored", what);
+    free(ref);
+    objective_free(&with), objective_free(&without);
+    teacher_cache_close(&cache);
     npt_free(&n);
 }
 
@@ -273,6 +333,9 @@ int main(int argc, char **argv) {
     check_infer_path(&m);
     check_shards(&m, 0, NPT_LAYERS_ALL);
     check_shards(&m, 1, NPT_LAYERS_UPPER_HALF);
+    check_teacher_cache(&m, 0, NPT_LAYERS_ALL, 2);
+    check_teacher_cache(&m, 1, NPT_LAYERS_UPPER_HALF, 1);
+    check_teacher_cache(&m, 1, NPT_LAYERS_UPPER_HALF, 2);
     teardown();
     llama_free(&m);
     return test_finish();

@@ -8,42 +8,88 @@
 
 #include "../model/ops.h"
 
-/* Copies t into the student's arena so the teacher's scratch can be reset. */
-static Tensor *keep(Graph *g, const Tensor *t, const char *name) {
-    Tensor *k = tensor_new(g->act, name, t->ndim, t->shape);
-    memcpy(k->data, t->data, t->n * sizeof(float));
-    return k;
+/* Rows of sequence src_seq (T rows of d) of a compact tensor into sequence dst_seq of another. */
+static void copy_sequence(Tensor *dst, int dst_seq, const Tensor *src, int src_seq, int T) {
+    size_t n = (size_t)T * tensor_cols(src);
+    memcpy(dst->data + (size_t)dst_seq * n, src->data + (size_t)src_seq * n, n * sizeof(float));
+}
+
+/* The teacher's states a shard's B sequences need, one [B T, d] tensor per slot (the
+ * record layout of train/teacher_cache.h): [0] the student's input (the embedding, or
+ * the output of the layer below the first converted one), [1] the first converted
+ * layer's attention (the student's first layer sees the teacher's input, so its
+ * attention is this one), [2 + l - first] the output of compared layer l. Windows the
+ * cache holds are read from it; the others run through the teacher together, as a
+ * batch of their own, and those the plan says to store are stored. */
+static Tensor **teacher_states(ObjectiveShard *sh, const LlamaModel *m, int first, const int *tokens, int B, int T,
+                               int poison, const ObjectiveCache *cache) {
+    Graph *sg = &sh->student, *tg = &sh->teacher;
+    int L = m->cfg.n_layers, d = m->cfg.dim, n_slots = L - first + 2;
+    size_t seq = (size_t)T * d;
+    Tensor **st = arena_alloc(sg->act, (size_t)n_slots * sizeof(Tensor *));
+    static const char *const names[3] = {"student_input", "teacher_attention", "teacher_hidden"};
+    for (int s = 0; s < n_slots; s++) st[s] = tensor_new2(sg->act, names[s < 2 ? s : 2], B * T, d);
+    int *run = arena_alloc(sg->act, (size_t)B * sizeof(int)), n_run = 0;
+    float **blocks = arena_alloc(sg->act, (size_t)n_slots * sizeof(float *));
+    for (int b = 0; b < B; b++) {
+        if (cache && !poison && cache->actions[b] == CACHE_HIT) {
+            for (int s = 0; s < n_slots; s++) blocks[s] = st[s]->data + (size_t)b * seq;
+            if (teacher_cache_read(cache->cache, cache->window_ids[b], blocks) == 0) continue;
+        }
+        run[n_run++] = b;
+    }
+    if (n_run == 0) return st;
+    /* One sequence at a time: OpenBLAS's result for a row depends on the row's place
+     * in the matrix, so a window's states would depend on its neighbours in the
+     * batch and a cached window would differ in the last bits from a recomputed one.
+     * Alone, a window always gives the same floats, batch or cache, fresh or resumed
+     * run. h ping-pongs between two buffers of the student's arena, since the
+     * teacher's scratch is reset at every layer. */
+    Tensor *buf[2] = {tensor_new2(sg->act, "teacher_h", T, d), tensor_new2(sg->act, "teacher_h", T, d)};
+    for (int i = 0; i < n_run; i++) {
+        int b = run[i];
+        graph_reset(tg);
+        Tensor *h = llama_embed(tg, m, tokens + (size_t)b * T, T);
+        if (poison && b == 0) h->data[0] = NAN;
+        memcpy(buf[0]->data, h->data, h->n * sizeof(float));
+        h = buf[0];
+        for (int l = 0; l <= L; l++) {
+            if (l >= first) copy_sequence(st[l == first ? 0 : 1 + l - first], b, h, 0, T);
+            if (l == L) break;
+            arena_reset(tg->act);
+            Tensor *out;
+            if (l == first) {
+                Tensor *a = llama_attention_block(tg, m, l, h, 1, T);
+                copy_sequence(st[1], b, a, 0, T);
+                out = llama_layer_rest(tg, m, l, h, a);
+            } else {
+                out = llama_layer(tg, m, l, h, 1, T);
+            }
+            Tensor *next = buf[h == buf[0]];
+            memcpy(next->data, out->data, out->n * sizeof(float));
+            h = next;
+        }
+    }
+    arena_reset(tg->act);
+    for (int i = 0; cache && !poison && i < n_run; i++)
+        if (cache->actions[run[i]] == CACHE_STORE) {
+            for (int s = 0; s < n_slots; s++) blocks[s] = st[s]->data + (size_t)run[i] * seq;
+            teacher_cache_write(cache->cache, cache->window_ids[run[i]], blocks);
+        }
+    return st;
 }
 
 static ObjectiveValues distill(ObjectiveShard *sh, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
-                               const int *tokens, int B, int T, float grad_scale, int poison) {
-    Graph *sg = &sh->student, *tg = &sh->teacher;
-    int L = m->cfg.n_layers, first = npt->first_layer, N = B * T;
-    Tensor **teacher_out = arena_alloc(sg->act, (size_t)L * sizeof(Tensor *));
-    graph_reset(tg);
-    Tensor *h = keep(sg, llama_embed(tg, m, tokens, N), "h0");
-    if (poison) h->data[0] = NAN;
-    Tensor *student_in = first == 0 ? h : NULL, *first_attn = NULL;
-    for (int l = 0; l < L; l++) {
-        arena_reset(tg->act);
-        if (l == first) { /* the student's first layer sees this very input: its attention is this one */
-            Tensor *a = llama_attention_block(tg, m, l, h, B, T);
-            first_attn = keep(sg, a, "teacher_attention");
-            h = keep(sg, llama_layer_rest(tg, m, l, h, a), "teacher_hidden");
-        } else {
-            h = keep(sg, llama_layer(tg, m, l, h, B, T), "teacher_hidden");
-        }
-        teacher_out[l] = h;
-        if (l + 1 == first) student_in = h;
-    }
-    arena_reset(tg->act);
-    Tensor *fid = NULL, *reg = NULL;
-    h = student_in;
+                               const int *tokens, int B, int T, float grad_scale, int poison, const ObjectiveCache *cache) {
+    Graph *sg = &sh->student;
+    int L = m->cfg.n_layers, first = npt->first_layer;
+    Tensor **st = teacher_states(sh, m, first, tokens, B, T, poison, cache);
+    Tensor *fid = NULL, *reg = NULL, *h = st[0];
     int n_compared = 0;
     for (int l = first; l < L; l++) {
-        Tensor *r;
-        h = l == first ? npt_layer_forward(sg, npt, l, h, first_attn, B, T, &r) : npt_student_layer(sg, npt, l, h, B, T, &r);
-        Tensor *d = oc->use_mse ? op_mse(sg, h, teacher_out[l]) : op_nmse(sg, h, teacher_out[l]);
+        Tensor *r, *target = st[2 + l - first];
+        h = l == first ? npt_layer_forward(sg, npt, l, h, st[1], B, T, &r) : npt_student_layer(sg, npt, l, h, B, T, &r);
+        Tensor *d = oc->use_mse ? op_mse(sg, h, target) : op_nmse(sg, h, target);
         fid = fid ? op_add(sg, fid, d) : d;
         if (r) reg = reg ? op_add(sg, reg, r) : r;
         n_compared++;
@@ -83,12 +129,15 @@ int objective_auto_shards(const ObjectiveConfig *oc, const NptModel *npt, int B)
 }
 
 /* Arenas sized for B x T (one shard's part of the micro-batch): the student's activations
- * plus the teacher's kept layer outputs, its gradients, and the teacher's per-layer scratch. */
+ * plus the teacher's states (at most n_layers + 2 slots) and the two one-sequence buffers
+ * the teacher's hidden state ping-pongs between, its gradients, and the teacher's
+ * per-layer scratch for one sequence (teacher_states runs one at a time). */
 static int shard_init(ObjectiveShard *sh, const LlamaConfig *c, const ObjectiveConfig *oc, int B, int T, NptErr *err) {
     size_t bytes = llama_activation_bytes(c, B, T, !oc->distill);
     size_t hidden = (size_t)B * T * c->dim * sizeof(float);
-    size_t act_bytes = bytes + (size_t)(c->n_layers + 2) * hidden;
-    size_t scratch_bytes = bytes / (size_t)(c->n_layers > 0 ? c->n_layers : 1) + 8 * hidden + (4u << 20);
+    size_t act_bytes = bytes + (size_t)(c->n_layers + 2) * hidden + 2 * hidden / (size_t)B;
+    size_t one_seq = llama_activation_bytes(c, 1, T, 0);
+    size_t scratch_bytes = one_seq / (size_t)(c->n_layers > 0 ? c->n_layers : 1) + 8 * hidden / (size_t)B + (4u << 20);
     if (arena_init(&sh->act, act_bytes, "activations", err) || arena_init(&sh->grads, bytes, "activation gradients", err) ||
         arena_init(&sh->scratch, scratch_bytes, "teacher scratch", err) ||
         graph_init(&sh->student, &sh->act, &sh->grads, 64 * (c->n_layers + 4), err) ||
@@ -135,8 +184,12 @@ int objective_init(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt,
     /* inside a shard every loop runs on the shard's thread; nested teams would only
      * oversubscribe the cores (OMP_MAX_ACTIVE_LEVELS > 1 in the environment) */
     if (n_shards > 1) omp_set_max_active_levels(1);
-    r->shards = npt_try_malloc((size_t)n_shards * sizeof(ObjectiveShard), "objective shards", err);
-    if (!r->shards) return -1;
+    r->actions = npt_try_malloc((size_t)B * sizeof(CacheAction), "teacher cache plan", err);
+    r->shards = r->actions ? npt_try_malloc((size_t)n_shards * sizeof(ObjectiveShard), "objective shards", err) : NULL;
+    if (!r->shards) {
+        free(r->actions);
+        return -1;
+    }
     memset(r->shards, 0, (size_t)n_shards * sizeof(ObjectiveShard));
     for (int s = 0; s < n_shards; s++)
         if (shard_init(&r->shards[s], &m->cfg, oc, B / n_shards, T, err) ||
@@ -156,21 +209,29 @@ void objective_free(ObjectiveRunner *r) {
         free(sh->grad_buf);
     }
     free(r->shards);
+    free(r->actions);
     memset(r, 0, sizeof *r);
 }
 
 static ObjectiveValues shard_step(ObjectiveShard *sh, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
-                                  const int *tokens, int B, int T, float grad_scale, int poison, int forward_only) {
+                                  const int *tokens, int B, int T, float grad_scale, int poison, int forward_only,
+                                  const ObjectiveCache *cache) {
     graph_reset(&sh->student);
     sh->student.recording = !forward_only;
-    if (oc->distill) return distill(sh, m, npt, oc, tokens, B, T, grad_scale, poison);
+    if (oc->distill) return distill(sh, m, npt, oc, tokens, B, T, grad_scale, poison, cache);
     return language_model(sh, m, oc->train_all_weights ? NULL : npt, tokens, B, T, grad_scale, poison);
 }
 
 ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
-                               const int *tokens, float grad_scale, int poison) {
+                               const int *tokens, const int64_t *window_ids, float grad_scale, int poison) {
     int S = r->n_shards, Bs = r->B / S, T = r->T;
-    if (S == 1) return shard_step(&r->shards[0], m, npt, oc, tokens, Bs, T, grad_scale, poison, r->forward_only);
+    ObjectiveCache caches[S];
+    int cached = r->teacher_cache && window_ids && oc->distill && !poison;
+    if (cached) teacher_cache_plan(r->teacher_cache, window_ids, r->B, r->actions); /* serial: it hands out records */
+    for (int s = 0; cached && s < S; s++)
+        caches[s] = (ObjectiveCache){r->teacher_cache, window_ids + (size_t)s * Bs, r->actions + (size_t)s * Bs};
+    if (S == 1) return shard_step(&r->shards[0], m, npt, oc, tokens, Bs, T, grad_scale, poison, r->forward_only,
+                                  cached ? &caches[0] : NULL);
     ObjectiveValues vals[S];
 #pragma omp parallel for num_threads(S) schedule(static, 1)
     for (int s = 0; s < S; s++) {
@@ -178,7 +239,7 @@ ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const Np
         shard_view(sh, npt);
         memset(sh->grad_buf, 0, npt->n_params * sizeof(float));
         vals[s] = shard_step(sh, m, &sh->npt, oc, tokens + (size_t)s * Bs * T, Bs, T, grad_scale / S, poison && s == 0,
-                             r->forward_only);
+                             r->forward_only, cached ? &caches[s] : NULL);
     }
     /* equal shares: the means of the shards' means are the batch's means */
     ObjectiveValues v = {0, 0, 0};

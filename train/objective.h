@@ -10,6 +10,7 @@
 #define NPT_OBJECTIVE_H
 
 #include "../model/npt.h"
+#include "teacher_cache.h"
 
 typedef struct {
     double loss, fidelity, reg; /* fidelity: mean NMSE (or MSE) for distill, CE for lm */
@@ -38,9 +39,18 @@ typedef struct {
  * these skinny shapes than one sgemm split over two, and the elementwise passes need no
  * synchronisation. The shard gradients are summed into npt->grads in shard order, so a
  * run is deterministic for a given shard count. */
+/* A shard's part of a micro-batch's cache plan (distillation only). */
+typedef struct {
+    TeacherCache *cache;
+    const int64_t *window_ids;
+    const CacheAction *actions;
+} ObjectiveCache;
+
 typedef struct {
     int n_shards, B, T;
     int forward_only;      /* set by the caller: record nothing, compute the loss only */
+    TeacherCache *teacher_cache; /* set by the caller (distill): teacher states kept across epochs; NULL = none */
+    CacheAction *actions;  /* [B]: this micro-batch's cache plan */
     ObjectiveShard *shards;
 } ObjectiveRunner;
 
@@ -56,9 +66,11 @@ void objective_free(ObjectiveRunner *r);
 /* Forward + backward of one micro-batch of r->B x r->T tokens (with shards, npt must
  * have the adapter shape given to objective_init); gradients accumulate into
  * npt->grads (or the base weights' for lm with train_all_weights) scaled by grad_scale.
- * poison: test hook making this batch non-finite. Returns the loss (may be non-finite:
- * the caller skips such batches). The backward is skipped when the loss is not finite. */
+ * window_ids: the windows' ids, for r->teacher_cache (may be NULL: no caching).
+ * poison: test hook making this batch non-finite (it bypasses the cache). Returns the
+ * loss (may be non-finite: the caller skips such batches). The backward is skipped when
+ * the loss is not finite. */
 ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,
-                               const int *tokens, float grad_scale, int poison);
+                               const int *tokens, const int64_t *window_ids, float grad_scale, int poison);
 
 #endif

@@ -372,7 +372,8 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
         } while (in_list(t->drop, t->n_drop, t->batches_drawn++));
         int poison = in_list(t->poison, t->n_poison, t->batches_drawn - 1);
         for (int b = 0; b < B; b++) ids_out[(*n_ids)++] = t->sample_ids[b];
-        ObjectiveValues v = objective_step(&t->runner, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, tokens, 1.0f / A, poison);
+        ObjectiveValues v = objective_step(&t->runner, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, tokens,
+                                           t->sample_ids, 1.0f / A, poison);
         if (!isfinite(v.loss)) finite = 0;
         loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
     }

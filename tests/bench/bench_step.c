@@ -163,7 +163,7 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
     for (; s < warmup + steps && !(s > warmup && npt_now_seconds() - t0 > budget); s++) {
         if (s == warmup) t0 = npt_now_seconds(), cpu0 = cpu_seconds();
         npt_zero_grads(&n);
-        ObjectiveValues v = objective_step(&runner, &m, &n, &oc, tokens, 1.0f, 0);
+        ObjectiveValues v = objective_step(&runner, &m, &n, &oc, tokens, NULL, 1.0f, 0);
         double norm = grad_global_norm(n.grads, n.n_params);
         if (!isfinite(v.loss) || !isfinite(norm)) {
             fprintf(stderr, "bench_step: non-finite loss or gradient at step %d\n", s);
