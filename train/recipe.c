@@ -629,6 +629,9 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     if (ok[all] && ok[type] && r->objective.train_all_weights && r->objective.type != OBJECTIVE_LM)
         error_at(c, "objective.train_all_weights",
                  "only applies to objective.type \"lm\"; distillation trains the adapters against the frozen model");
+    int cache = key_index("train.teacher_cache_gb");
+    if (ok[cache] && ok[type] && r->train.teacher_cache_gb > 0 && r->objective.type != OBJECTIVE_DISTILL)
+        error_at(c, "train.teacher_cache_gb", "only applies to objective.type \"distill\" (the lm objective has no teacher); set it to 0");
     if (c->d->n_errors) return; /* the warnings below read values that may not be stored */
     if (r->objective.type == OBJECTIVE_LM && set_non_default("objective.loss", r, given))
         warn_at(c->d, "objective.loss", "ignored: objective.type is \"lm\"");

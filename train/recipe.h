@@ -94,6 +94,7 @@ typedef struct {
         int skip_nonfinite;
         int debug_on_skip;
         int max_consecutive_skips;
+        double teacher_cache_gb;       /* 0 = off */
     } train;
     struct {
         int every;

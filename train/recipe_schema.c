@@ -122,6 +122,8 @@ const RecipeKey recipe_keys[] = {
          "When a batch is skipped, find where its first NaN/Inf is born (npt debug) and write debug_step<N>_skip<K>.txt/.h5 to output_dir (first 20 skips)."),
     INT("train.max_consecutive_skips", "10", 1, train.max_consecutive_skips,
         "Stop the run (non-zero exit) after this many skipped batches in a row."),
+    NUM("train.teacher_cache_gb", "0", 0, 0, INFINITY, 0, train.teacher_cache_gb,
+        "Distill: keep the teacher's hidden states of up to this many GB of training windows (a file in output_dir, deleted with the process) so windows seen again skip the teacher; 0 = off. A window takes (layers from the first converted one + 2) x seq_len x dim x 4 bytes."),
 
     INT("log.every", "10", 1, log.every, "Log a line every N optimizer steps."),
     STR("log.metrics_file", "\"metrics.jsonl\"", NULL, RK_NONEMPTY, log.metrics_file,

@@ -42,6 +42,8 @@ typedef struct {
     Schedule sched;
     ObjectiveConfig oc;
     ObjectiveRunner runner; /* graphs and arenas of a micro-batch, split into shards */
+    TeacherCache cache;    /* train.teacher_cache_gb > 0: the teacher's states of seen windows */
+    int cache_reported;    /* the cache's failure has been logged */
     CkptMeta meta;         /* training state carried in checkpoints */
     int64_t history_cap;
     RunLog log;
@@ -412,6 +414,22 @@ static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
     else runlog_say(&t->log, "debug: %d of %d windows reproduce a non-finite value; where it is born: %s.txt", failing, n_ids, stem);
 }
 
+/* train.teacher_cache_gb: records of the teacher's states in output_dir. A resumed run
+ * starts with an empty cache (teacher_cache.h says why that is safe and exact). */
+static int open_teacher_cache(Trainer *t) {
+    if (!t->oc.distill || t->r.train.teacher_cache_gb <= 0) return 0;
+    NptErr err;
+    const LlamaConfig *c = &t->model.cfg;
+    if (teacher_cache_open(&t->cache, t->r.output_dir, t->r.train.teacher_cache_gb * 1e9, (int64_t)t->data.n_windows,
+                           c->n_layers - t->npt.first_layer + 2, t->r.data.seq_len, c->dim, &err))
+        return fail("%s (train.teacher_cache_gb = %g)", err.msg, t->r.train.teacher_cache_gb);
+    t->runner.teacher_cache = &t->cache;
+    fprintf(stderr, "npt train: teacher cache: up to %d of %llu windows (%.2f GB, %.2f MB each) in a deleted file in %s\n",
+            t->cache.max_records, (unsigned long long)t->data.n_windows,
+            (double)t->cache.max_records * t->cache.record_bytes / 1e9, t->cache.record_bytes / 1e6, t->r.output_dir);
+    return 0;
+}
+
 static int run_loop(Trainer *t) {
     Recipe *r = &t->r;
     int64_t max_ids = (int64_t)r->train.grad_accum * r->train.batch_size;
@@ -423,6 +441,10 @@ static int run_loop(Trainer *t) {
         CkptHistoryRow row;
         int n_ids;
         int skipped = train_step(t, &row, ids, &n_ids);
+        if (t->cache.failed && !t->cache_reported) {
+            runlog_say(&t->log, "warning: %s", t->cache.last_error);
+            t->cache_reported = 1;
+        }
         if (skipped < 0) {
             runlog_say(&t->log, "npt train: error: %s; the checkpoints on disk are from before it", t->data.io_err.msg);
             rc = 1;
@@ -497,6 +519,7 @@ static int run_loop(Trainer *t) {
 
 static void trainer_free(Trainer *t) {
     runlog_close(&t->log);
+    if (t->runner.teacher_cache) teacher_cache_close(&t->cache); /* never opened: fd is 0, not ours */
     objective_free(&t->runner);
     optim_free(&t->opt);
     if (t->have_npt) npt_free(&t->npt);
@@ -554,6 +577,7 @@ int train_run(const TrainArgs *a) {
         fail("%s", err.msg);
         goto done;
     }
+    if (open_teacher_cache(t)) goto done;
     if (!a->resume) {
         char existing[4300];
         int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
@@ -582,6 +606,9 @@ int train_run(const TrainArgs *a) {
             (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads, threads == 1 ? "" : "s",
             t->runner.n_shards > 1 ? " (each micro-batch split over them)" : "");
     rc = run_loop(t);
+    if (t->runner.teacher_cache)
+        fprintf(stderr, "npt train: teacher cache: %lld hits, %lld misses, %d windows stored\n", (long long)t->cache.hits,
+                (long long)t->cache.misses, t->cache.n_records);
     if (rc == 0) fprintf(stderr, "npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
                          (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);
 done:

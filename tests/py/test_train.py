@@ -10,7 +10,8 @@ outside: exit codes, stderr, metrics.jsonl, and the HDF5 checkpoints read with h
   3. kill -9 mid-run, then --resume auto: final.h5 bit-identical to an uninterrupted run;
   4. the distillation loss goes down (full mode, small lambda);
   5. resuming onto another base model or another adapter shape is refused by name;
-  6. bad invocations: non-zero exit, one clear message, no crash.
+  6. bad invocations: non-zero exit, one clear message, no crash;
+  7. the teacher cache (train.teacher_cache_gb) changes no bit of a run, resumed or not.
 Run from the repo root: /usr/bin/python3 tests/py/test_train.py
 """
 import hashlib
@@ -291,6 +292,66 @@ def test_lm_all_weights(tmp):
           f"token embeddings moved from the file's) and moments; resumed from step 10 == uninterrupted, bit for bit")
 
 
+def cache_stats(stderr):
+    """(hits, misses, stored) from npt train's teacher cache line, or None."""
+    m = re.search(r"teacher cache: (\d+) hits, (\d+) misses, (\d+) windows stored", stderr)
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def test_teacher_cache(tmp):
+    """train.teacher_cache_gb: over three epochs of a small corpus, on 2 threads, the
+    run ends bit-identical to one without the cache, also when the cache holds only 50
+    windows and when resumed from a checkpoint (cold cache); the counts add up; the
+    cache file never outlives the run; bad values are refused by name."""
+    small = os.path.join(tmp, "small.txt")
+    with open(os.path.join(SHARED, "data", "tinystories-train-head.txt"), "rb") as f:
+        head = f.read(20000)
+    with open(small, "wb") as f:
+        f.write(head[:head.rfind(b"\n") + 1])
+    steps, B = 60, 8
+    sets = [f"train.max_steps={steps}", "train.warmup_steps=2", "checkpoint.every=20", "data.seq_len=64",
+            f"train.batch_size={B}", "threads=2", f"data.train={small}"]
+    # one window: (5 layers - first 0 + 2) blocks of 64 x 64 floats
+    record = 7 * 64 * 64 * 4
+    runs = {"none": [], "cache": ["train.teacher_cache_gb=1"], "50 windows": [f"train.teacher_cache_gb={50.5 * record / 1e9}"]}
+    out = {k: train(FULL, sets + v, os.path.join(tmp, f"tc-{k.replace(' ', '')}")) for k, v in runs.items()}
+    if any(r.returncode for r in out.values()):
+        check(False, "teacher cache: runs exited " + ", ".join(f"{k} {r.returncode}" for k, r in out.items())
+              + f": {tail(' '.join(r.stderr for r in out.values()))}")
+        return
+    m = re.search(r"(\d+) training \+", out["none"].stderr)
+    n_train = int(m.group(1)) if m else -1
+    final = {k: datasets(os.path.join(tmp, f"tc-{k.replace(' ', '')}", "final.h5")) for k in runs}
+    for k in ("cache", "50 windows"):
+        diff = identical(final["none"], final[k])
+        check(not diff and len(final[k]) > 3, f"teacher cache ({k}): final.h5 adapters, moments and history bit-identical "
+              f"to the run without it" + (f"; differ: {diff[:4]}" if diff else ""))
+    full, part = cache_stats(out["cache"].stderr), cache_stats(out["50 windows"].stderr)
+    draws = steps * B
+    # every window misses once, when first drawn; a window drawn twice in one batch (at an
+    # epoch boundary) misses on its second copy too, so misses may exceed n_train by < B
+    check(full is not None and 0 < n_train < draws / 2 and full[0] + full[1] == draws and full[2] == n_train
+          and n_train <= full[1] < n_train + B,
+          f"teacher cache: {draws} windows drawn from {n_train}: hits, misses, stored = {full}")
+    check(part is not None and part[2] == 50 and part[0] + part[1] == draws and part[0] < full[0],
+          f"teacher cache holding 50 windows: hits, misses, stored = {part}")
+    check(all(not any(".npt-teacher-cache" in f for f in os.listdir(os.path.join(tmp, f"tc-{k.replace(' ', '')}")))
+              for k in runs), "teacher cache: no cache file left in the output directories")
+    # resume from step 20 with a cold cache: the same floats are recomputed
+    b_dir = os.path.join(tmp, "tc-cache")
+    os.remove(os.path.join(b_dir, "final.h5"))
+    r = train(FULL, sets + runs["cache"], b_dir, extra=["--resume", os.path.join(b_dir, "ckpt-00000020.h5")])
+    diff = identical(final["none"], datasets(os.path.join(b_dir, "final.h5"))) if r.returncode == 0 else ["(run failed)"]
+    check(r.returncode == 0 and not diff, f"teacher cache: resumed from step 20 (cold cache) == the run without it, bit for "
+          f"bit (exit {r.returncode}{', differ: ' + str(diff[:4]) if diff else ''})")
+    for sets_bad, words in ((["train.teacher_cache_gb=1e-9"], ("train.teacher_cache_gb", "holds no window")),
+                            (["train.teacher_cache_gb=-1"], ("train.teacher_cache_gb",)),
+                            (["train.teacher_cache_gb=1", "objective.type=lm"], ("train.teacher_cache_gb", "lm"))):
+        r = train(FULL, sets + sets_bad, os.path.join(tmp, "tc-bad"))
+        msg = next((ln for ln in r.stderr.splitlines() if "teacher_cache_gb" in ln), tail(r.stderr))
+        check(r.returncode == 1 and all(w in msg for w in words), f"teacher cache {sets_bad}: exit {r.returncode}, {msg}")
+
+
 def snapshot(d):
     out = {}
     for f in sorted(os.listdir(d)):
@@ -352,6 +413,7 @@ def main():
         test_kill_resume(tmp, threads=2)
         test_learns(tmp)
         test_lm_all_weights(tmp)
+        test_teacher_cache(tmp)
         if run_dir:
             test_resume_mismatch(tmp, run_dir)
         test_bad_invocations(tmp)
