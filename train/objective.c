@@ -8,10 +8,9 @@
 
 #include "../model/ops.h"
 
-/* Rows of sequence src_seq (T rows of d) of a compact tensor into sequence dst_seq of another. */
-static void copy_sequence(Tensor *dst, int dst_seq, const Tensor *src, int src_seq, int T) {
-    size_t n = (size_t)T * tensor_cols(src);
-    memcpy(dst->data + (size_t)dst_seq * n, src->data + (size_t)src_seq * n, n * sizeof(float));
+/* One sequence's rows (all of src) into sequence seq of dst. */
+static void copy_sequence(Tensor *dst, int seq, const Tensor *src) {
+    memcpy(dst->data + (size_t)seq * src->n, src->data, src->n * sizeof(float));
 }
 
 /* The teacher's states a shard's B sequences need, one [B T, d] tensor per slot (the
@@ -19,8 +18,8 @@ static void copy_sequence(Tensor *dst, int dst_seq, const Tensor *src, int src_s
  * the output of the layer below the first converted one), [1] the first converted
  * layer's attention (the student's first layer sees the teacher's input, so its
  * attention is this one), [2 + l - first] the output of compared layer l. Windows the
- * cache holds are read from it; the others run through the teacher together, as a
- * batch of their own, and those the plan says to store are stored. */
+ * cache holds are read from it; the others run through the teacher, and those the
+ * plan says to store are stored (cache is NULL for a poisoned batch). */
 static Tensor **teacher_states(ObjectiveShard *sh, const LlamaModel *m, int first, const int *tokens, int B, int T,
                                int poison, const ObjectiveCache *cache) {
     Graph *sg = &sh->student, *tg = &sh->teacher;
@@ -32,7 +31,7 @@ static Tensor **teacher_states(ObjectiveShard *sh, const LlamaModel *m, int firs
     int *run = arena_alloc(sg->act, (size_t)B * sizeof(int)), n_run = 0;
     float **blocks = arena_alloc(sg->act, (size_t)n_slots * sizeof(float *));
     for (int b = 0; b < B; b++) {
-        if (cache && !poison && cache->actions[b] == CACHE_HIT) {
+        if (cache && cache->actions[b] == CACHE_HIT) {
             for (int s = 0; s < n_slots; s++) blocks[s] = st[s]->data + (size_t)b * seq;
             if (teacher_cache_read(cache->cache, cache->window_ids[b], blocks) == 0) continue;
         }
@@ -54,13 +53,13 @@ static Tensor **teacher_states(ObjectiveShard *sh, const LlamaModel *m, int firs
         memcpy(buf[0]->data, h->data, h->n * sizeof(float));
         h = buf[0];
         for (int l = 0; l <= L; l++) {
-            if (l >= first) copy_sequence(st[l == first ? 0 : 1 + l - first], b, h, 0, T);
+            if (l >= first) copy_sequence(st[l == first ? 0 : 1 + l - first], b, h);
             if (l == L) break;
             arena_reset(tg->act);
             Tensor *out;
             if (l == first) {
                 Tensor *a = llama_attention_block(tg, m, l, h, 1, T);
-                copy_sequence(st[1], b, a, 0, T);
+                copy_sequence(st[1], b, a);
                 out = llama_layer_rest(tg, m, l, h, a);
             } else {
                 out = llama_layer(tg, m, l, h, 1, T);
@@ -71,7 +70,7 @@ static Tensor **teacher_states(ObjectiveShard *sh, const LlamaModel *m, int firs
         }
     }
     arena_reset(tg->act);
-    for (int i = 0; cache && !poison && i < n_run; i++)
+    for (int i = 0; cache && i < n_run; i++)
         if (cache->actions[run[i]] == CACHE_STORE) {
             for (int s = 0; s < n_slots; s++) blocks[s] = st[s]->data + (size_t)run[i] * seq;
             teacher_cache_write(cache->cache, cache->window_ids[run[i]], blocks);

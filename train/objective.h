@@ -1,7 +1,8 @@
 /* train/objective.h — the losses of one micro-batch (SPEC section 3), built on the tape.
  *
- * distill: the teacher (frozen base, nothing recorded) runs every layer once; layers
- * below the first converted layer are shared: their output is the student's input.
+ * distill: the teacher (frozen base, nothing recorded) runs every layer once, one
+ * window at a time, unless the teacher cache holds the window's states; layers below
+ * the first converted layer are shared: their output is the student's input.
  * The student runs from the first converted layer up, NPT where converted, and its
  * residual output at every compared layer is held against the teacher's:
  *   loss = mean_l NMSE(hS_l, hT_l) + lambda * mean_{NPT l} reg_l

@@ -6,12 +6,15 @@
  *
  *   bench_step sgemm M N K REPS
  *       best-of-REPS cblas_sgemm of x[M,K] W[N,K]^T (the layout of every linear in npt)
- *   bench_step train MODEL full|safe WARMUP STEPS BUDGET
+ *   bench_step train MODEL full|safe WARMUP STEPS BUDGET [cached]
  *       the NPT distillation step, all layers converted, rank 16, batch 8 x 256:
  *       objective_step (teacher + student forward, backward) + global norm + clip +
  *       AdamW, timed over up to STEPS steps after WARMUP, stopping early once BUDGET
  *       seconds have passed (at least one timed step); also prints the necessary
- *       FLOPs of the step (see step_flops and docs/bench.md)
+ *       FLOPs of the step (see step_flops and docs/bench.md). cached: the step of
+ *       epochs after the first with train.teacher_cache_gb: the warm-up stores the
+ *       batch's teacher states (train/teacher_cache.c, a file in $TMPDIR or /tmp) and
+ *       the timed steps read them instead of running the teacher
  *   bench_step generate MODEL STEPS
  *       greedy generation from BOS with the KV cache (llama_infer_step), tokens/s
  *
@@ -91,7 +94,7 @@ static int load_model(const char *what, LlamaModel *m) {
 
 /* Necessary matmul FLOPs of one distillation step with every layer converted (the
  * formula is in docs/bench.md). Causal attention counts only the unmasked half. */
-static double step_flops(const LlamaConfig *c, int B, int T, int r, int safe) {
+static double step_flops(const LlamaConfig *c, int B, int T, int r, int safe, int cached) {
     double N = (double)B * T, d = c->dim, f = c->hidden_dim, L = c->n_layers;
     double qd = (double)c->n_heads * c->head_dim, kvd = (double)c->n_kv_heads * c->head_dim;
     double proj = 2 * N * d * (qd + 2 * kvd) + 2 * N * qd * d;
@@ -101,7 +104,7 @@ static double step_flops(const LlamaConfig *c, int B, int T, int r, int safe) {
     double adapter = 2 * N * r * d + 2 * N * r * f * (safe ? 1 : 2);
     /* the student's first layer sees the teacher's input: its attention block (proj +
      * core) is the teacher's, computed once (train/objective.c) */
-    double teacher = L * base, student = L * (base + adapter) - (proj + core);
+    double teacher = cached ? 0 : L * base, student = L * (base + adapter) - (proj + core);
     /* layers above the first: every activation gradient (attention core twice) plus the
      * adapter weight gradients; the first layer's input is frozen, so it only needs
      * W_down's input gradient, the B input gradients and the adapter weight gradients */
@@ -134,7 +137,7 @@ static int run_sgemm(int M, int N, int K, int reps) {
     return 0;
 }
 
-static int run_train(const char *model, int safe, int warmup, int steps, double budget) {
+static int run_train(const char *model, int safe, int warmup, int steps, double budget, int cached) {
     LlamaModel m;
     NptModel n;
     Optimizer opt;
@@ -158,12 +161,23 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
         fprintf(stderr, "bench_step: %s\n", err.msg);
         return 1;
     }
+    TeacherCache cache;
+    int64_t ids[BATCH];
+    for (int b = 0; b < BATCH; b++) ids[b] = b;
+    const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    if (cached) {
+        if (teacher_cache_open(&cache, tmp, 1e12, BATCH, c->n_layers + 2, SEQ, c->dim, &err)) {
+            fprintf(stderr, "bench_step: %s\n", err.msg);
+            return 1;
+        }
+        runner.teacher_cache = &cache;
+    }
     double t0 = 0, cpu0 = 0, first_loss = 0, last_loss = 0, first_norm = 0;
     int s = 0;
     for (; s < warmup + steps && !(s > warmup && npt_now_seconds() - t0 > budget); s++) {
         if (s == warmup) t0 = npt_now_seconds(), cpu0 = cpu_seconds();
         npt_zero_grads(&n);
-        ObjectiveValues v = objective_step(&runner, &m, &n, &oc, tokens, NULL, 1.0f, 0);
+        ObjectiveValues v = objective_step(&runner, &m, &n, &oc, tokens, ids, 1.0f, 0);
         double norm = grad_global_norm(n.grads, n.n_params);
         if (!isfinite(v.loss) || !isfinite(norm)) {
             fprintf(stderr, "bench_step: non-finite loss or gradient at step %d\n", s);
@@ -175,11 +189,17 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
         last_loss = v.loss;
     }
     steps = s - warmup;
+    if (cached && (cache.failed || cache.hits != (int64_t)steps * BATCH)) {
+        fprintf(stderr, "bench_step: the timed steps did not all read the teacher cache (%lld hits) %s\n",
+                (long long)cache.hits, cache.last_error);
+        return 1;
+    }
     double wall = npt_now_seconds() - t0, sec = wall / steps, cores = (cpu_seconds() - cpu0) / wall;
     printf("kind=train threads=%d ms=%.1f tok_s=%.0f rss_mb=%.0f cores=%.2f flops=%.4g loss_first=%.6g loss_last=%.6g "
            "grad_norm_first=%.4g params=%zu steps=%d\n", omp_get_max_threads(), sec * 1e3, BATCH * SEQ / sec, peak_rss_mb(), cores,
-           step_flops(c, BATCH, SEQ, RANK, safe), first_loss, last_loss, first_norm, n.n_params, steps);
+           step_flops(c, BATCH, SEQ, RANK, safe, cached), first_loss, last_loss, first_norm, n.n_params, steps);
     free(tokens);
+    if (cached) teacher_cache_close(&cache);
     objective_free(&runner);
     optim_free(&opt);
     npt_free(&n);
@@ -216,11 +236,12 @@ static int run_generate(const char *model, int steps) {
 int main(int argc, char **argv) {
     openblas_set_num_threads(omp_get_max_threads());
     if (argc == 6 && !strcmp(argv[1], "sgemm")) return run_sgemm(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
-    if (argc == 7 && !strcmp(argv[1], "train") && (!strcmp(argv[3], "full") || !strcmp(argv[3], "safe")) &&
-        atoi(argv[5]) > 0)
-        return run_train(argv[2], !strcmp(argv[3], "safe"), atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
+    int cached = argc == 8 && !strcmp(argv[7], "cached");
+    if ((argc == 7 || cached) && !strcmp(argv[1], "train") && (!strcmp(argv[3], "full") || !strcmp(argv[3], "safe")) &&
+        atoi(argv[4]) >= cached && atoi(argv[5]) > 0) /* cached: a warm-up step fills the cache */
+        return run_train(argv[2], !strcmp(argv[3], "safe"), atoi(argv[4]), atoi(argv[5]), atof(argv[6]), cached);
     if (argc == 4 && !strcmp(argv[1], "generate")) return run_generate(argv[2], atoi(argv[3]));
-    fprintf(stderr, "usage: bench_step sgemm M N K REPS | train MODEL|random15m|random110m full|safe WARMUP STEPS BUDGET |\n"
+    fprintf(stderr, "usage: bench_step sgemm M N K REPS | train MODEL|random15m|random110m full|safe WARMUP STEPS BUDGET [cached] |\n"
                     "                  generate MODEL|random15m|random110m STEPS\n");
     return 2;
 }

@@ -61,10 +61,11 @@ bench_sgemm() {
     done
 }
 bench_sgemm
-# bench_train NAME MODEL "WARMUP STEPS BUDGET" ROUNDS: the step of npt and of PyTorch,
-# both modes, every thread count, ROUNDS times with npt and PyTorch interleaved. The
-# machine's speed drifts by 10% and more within minutes (other tenants); each side's
-# best round is its figure, so a slow spell hits neither side alone.
+# bench_train NAME MODEL "WARMUP STEPS BUDGET" ROUNDS [cached]: the step of npt and of
+# PyTorch, both modes, every thread count, ROUNDS times with npt and PyTorch
+# interleaved. The machine's speed drifts by 10% and more within minutes (other
+# tenants); each side's best round is its figure, so a slow spell hits neither side
+# alone. cached: also npt's step of later epochs with the teacher cache (2 threads).
 bench_train() {
     for round in $(seq "$4"); do
         for mode in full safe; do
@@ -74,11 +75,13 @@ bench_train() {
                 # shellcheck disable=SC2086
                 measure "$1 $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py "$2" $mode "$t" $3
             done
+            # shellcheck disable=SC2086
+            [ "${5:-}" = cached ] && measure "$1 $mode cached" npt 2 "$BENCH" train "$2" $mode $3 cached
         done
     done
 }
 bench_train stories260K "$M260" "$SMALL" "$ROUNDS"
-bench_train stories15M-shape random15m "$LARGE" "$ROUNDS"
+bench_train stories15M-shape random15m "$LARGE" "$ROUNDS" cached
 bench_train stories110M-shape random110m "$HUGE" 1
 bench_sgemm
 measure "gen stories15M-shape" npt 1 "$BENCH" generate random15m 256
@@ -138,13 +141,15 @@ END {
         if (cfg in flops) printf "necessary FLOPs per step (%s): %.1f GFLOP\n", cfg, flops[cfg] / 1e9
     }
     for (i = 1; i <= ncfgs; i++) {
-        cfg = cfgs[i]; tk = cfg SUBSEP "torch"
+        cfg = cfgs[i]; base = cfg; sub(/ cached$/, "", base); tk = base SUBSEP "torch"
         if (cfg ~ /^gen /) continue
         nk = cfg SUBSEP "npt"
         if (!(nk in best) || !(tk in best)) { printf "ratio npt/torch-best (%s): not measured\n", cfg; continue }
         printf "ratio npt/torch-best (%s): %s with npt on 2 threads, %.2fx npt best (%s thr) vs torch best (%s thr); peak RSS %.2fx\n",
                cfg, (cfg in npt2) ? sprintf("%.2fx", npt2[cfg] / best[tk]) : "-", best[nk] / best[tk], best_thr[nk],
                best_thr[tk], best_rss[nk] / best_rss[tk]
+        if (cfg != base)
+            printf "  (%s: npt in epochs after the first, teacher states read from its teacher cache; PyTorch recomputes its teacher)\n", cfg
     }
     printf "\ngeneration (greedy, KV cache, 256 positions from BOS)\n"
     if (gen260 != "") printf "  stories260K (%s generate, 1 thread): %.0f tok/s\n", npt, gen260

@@ -180,11 +180,11 @@ def test_recipes(d):
 def test_keys():
     rc, out, _ = npt("recipes", "keys")
     rows = [l for l in out.splitlines() if l.startswith("| `")]
-    check(rc == 0 and out.startswith("| key | default |") and len(rows) == 54, f"keys: Markdown table of 54 keys ({len(rows)})")
+    check(rc == 0 and out.startswith("| key | default |") and len(rows) == 55, f"keys: Markdown table of 55 keys ({len(rows)})")
     check("| `train.lr` | `1e-4` | a number > 0 |" in out, "keys row for train.lr: default and range")
     rc, out2, _ = npt("recipes", "keys", "--json")
     j = json.loads(out2)
-    check(rc == 0 and len(j) == 54 and {"key", "type", "default", "allowed", "doc"} <= set(j[0]), "keys --json")
+    check(rc == 0 and len(j) == 55 and {"key", "type", "default", "allowed", "doc"} <= set(j[0]), "keys --json")
     with open("docs/recipes.md") as f:
         docs = f.read()
     check(out.strip() in docs, "docs/recipes.md holds the current `npt recipes keys` table")
