@@ -50,7 +50,7 @@ static const char *const documented_keys[] = {
     "train.max_steps", "train.batch_size", "train.grad_accum", "train.optimizer", "train.lr", "train.min_lr_ratio",
     "train.schedule", "train.warmup_steps", "train.weight_decay", "train.beta1", "train.beta2", "train.eps",
     "train.momentum", "train.clip_grad_norm", "train.skip_nonfinite", "train.debug_on_skip",
-    "train.max_consecutive_skips", "log.every", "log.metrics_file", "eval.every", "eval.windows", "checkpoint.every", "checkpoint.keep_last", "checkpoint.save_best",
+    "train.max_consecutive_skips", "train.teacher_cache_gb", "log.every", "log.metrics_file", "eval.every", "eval.windows", "checkpoint.every", "checkpoint.keep_last", "checkpoint.save_best",
 };
 
 static void test_json_has_every_key(void) {

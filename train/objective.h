@@ -34,12 +34,6 @@ typedef struct {
     float *grad_buf;
 } ObjectiveShard;
 
-/* What one micro-batch step needs, sized once for B x T. With n_shards > 1 the B
- * sequences are split into n_shards equal parts run side by side, one thread each
- * (OpenBLAS runs single-threaded inside them): sgemm on one core is more efficient on
- * these skinny shapes than one sgemm split over two, and the elementwise passes need no
- * synchronisation. The shard gradients are summed into npt->grads in shard order, so a
- * run is deterministic for a given shard count. */
 /* A shard's part of a micro-batch's cache plan (distillation only). */
 typedef struct {
     TeacherCache *cache;
@@ -47,6 +41,12 @@ typedef struct {
     const CacheAction *actions;
 } ObjectiveCache;
 
+/* What one micro-batch step needs, sized once for B x T. With n_shards > 1 the B
+ * sequences are split into n_shards equal parts run side by side, one thread each
+ * (OpenBLAS runs single-threaded inside them): sgemm on one core is more efficient on
+ * these skinny shapes than one sgemm split over two, and the elementwise passes need no
+ * synchronisation. The shard gradients are summed into npt->grads in shard order, so a
+ * run is deterministic for a given shard count. */
 typedef struct {
     int n_shards, B, T;
     int forward_only;      /* set by the caller: record nothing, compute the loss only */
