@@ -13,6 +13,11 @@ static void copy_sequence(Tensor *dst, int seq, const Tensor *src) {
     memcpy(dst->data + (size_t)seq * src->n, src->data, src->n * sizeof(float));
 }
 
+/* Where sequence b's record blocks lie in the state tensors (one per slot). */
+static void sequence_blocks(Tensor **st, int n_slots, int b, size_t seq, float **blocks) {
+    for (int s = 0; s < n_slots; s++) blocks[s] = st[s]->data + (size_t)b * seq;
+}
+
 /* The teacher's states a shard's B sequences need, one [B T, d] tensor per slot (the
  * record layout of train/teacher_cache.h): [0] the student's input (the embedding, or
  * the output of the layer below the first converted one), [1] the first converted
@@ -32,7 +37,7 @@ static Tensor **teacher_states(ObjectiveShard *sh, const LlamaModel *m, int firs
     float **blocks = arena_alloc(sg->act, (size_t)n_slots * sizeof(float *));
     for (int b = 0; b < B; b++) {
         if (cache && cache->actions[b] == CACHE_HIT) {
-            for (int s = 0; s < n_slots; s++) blocks[s] = st[s]->data + (size_t)b * seq;
+            sequence_blocks(st, n_slots, b, seq, blocks);
             if (teacher_cache_read(cache->cache, cache->window_ids[b], blocks) == 0) continue;
         }
         run[n_run++] = b;
@@ -72,7 +77,7 @@ static Tensor **teacher_states(ObjectiveShard *sh, const LlamaModel *m, int firs
     arena_reset(tg->act);
     for (int i = 0; cache && i < n_run; i++)
         if (cache->actions[run[i]] == CACHE_STORE) {
-            for (int s = 0; s < n_slots; s++) blocks[s] = st[s]->data + (size_t)run[i] * seq;
+            sequence_blocks(st, n_slots, run[i], seq, blocks);
             teacher_cache_write(cache->cache, cache->window_ids[run[i]], blocks);
         }
     return st;

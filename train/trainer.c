@@ -577,7 +577,6 @@ int train_run(const TrainArgs *a) {
         fail("%s", err.msg);
         goto done;
     }
-    if (open_teacher_cache(t)) goto done;
     if (!a->resume) {
         char existing[4300];
         int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
@@ -588,6 +587,7 @@ int train_run(const TrainArgs *a) {
         }
     }
     if (a->resume && resume_from(t, a->resume)) goto done;
+    if (open_teacher_cache(t)) goto done; /* after the checks that refuse the run directory */
     char eval_log[4300];
     eval_log_path(t, eval_log, sizeof eval_log);
     if (t->meta.step > 0 && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
