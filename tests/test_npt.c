@@ -14,7 +14,10 @@
  * init: A ~ N(0, 0.02^2), B_add ~ N(0, 0.001^2), B_mul ~ N(0, 0.01^2) (non-zero so
  * that its gradient path is exercised). */
 #include <math.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "model/npt.h"
 #include "model/ops.h"
@@ -252,6 +255,23 @@ static void check_shards(const LlamaModel *m, int safe, NptLayerMode mode) {
     npt_free(&n);
 }
 
+/* One micro-batch of windows ids[0..B-1] (tokens derived from the ids) through a runner
+ * with a teacher cache and one without: 1 if loss and gradients are bit-identical. */
+static int same_step(const LlamaModel *m, NptModel *n, ObjectiveRunner *with, ObjectiveRunner *without,
+                     const int64_t *ids, float *ref) {
+    int B = with->B, T = with->T;
+    int *tokens = npt_xmalloc((size_t)B * T * sizeof(int), "tokens");
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) tokens[b * T + t] = (int)((ids[b] * 31 + t * 7 + 1) % m->cfg.vocab_size);
+    npt_zero_grads(n);
+    ObjectiveValues a = objective_step(without, m, n, &distill_oc, tokens, ids, 1.0f, 0);
+    memcpy(ref, n->grads, n->n_params * sizeof(float));
+    npt_zero_grads(n);
+    ObjectiveValues c = objective_step(with, m, n, &distill_oc, tokens, ids, 1.0f, 0);
+    free(tokens);
+    return a.loss == c.loss && !memcmp(ref, n->grads, n->n_params * sizeof(float));
+}
+
 /* The teacher cache (train/teacher_cache.h) over five micro-batches of windows seen
  * again, in other positions and shard splits, some twice in one batch, some after the
  * records ran out: every loss and gradient is bit-identical to a run without the cache,
@@ -283,17 +303,7 @@ static void check_teacher_cache(const LlamaModel *m, int safe, NptLayerMode mode
     with.teacher_cache = &cache;
     float *ref = npt_xmalloc(n.n_params * sizeof(float), "grads");
     int same = 1;
-    for (int k = 0; k < BATCHES; k++) {
-        int tokens[B * T];
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++) tokens[b * T + t] = (int)((ids[k][b] * 31 + t * 7 + 1) % m->cfg.vocab_size);
-        npt_zero_grads(&n);
-        ObjectiveValues a = objective_step(&without, m, &n, &distill_oc, tokens, ids[k], 1.0f, 0);
-        memcpy(ref, n.grads, n.n_params * sizeof(float));
-        npt_zero_grads(&n);
-        ObjectiveValues c = objective_step(&with, m, &n, &distill_oc, tokens, ids[k], 1.0f, 0);
-        same &= a.loss == c.loss && !memcmp(ref, n.grads, n.n_params * sizeof(float));
-    }
+    for (int k = 0; k < BATCHES; k++) same &= same_step(m, &n, &with, &without, ids[k], ref);
     const char *what = safe ? "safe mode, upper half" : "full mode, all layers";
     check(same, "teacher cache (%s, %d shard(s)): 5 batches' losses and gradients bit-identical to no cache", what, shards);
     check(cache.hits == want_hits && cache.misses == want_misses && cache.n_records == want_records,
@@ -309,6 +319,74 @@ static void check_teacher_cache(const LlamaModel *m, int safe, NptLayerMode mode
     free(ref);
     objective_free(&with), objective_free(&without);
     teacher_cache_close(&cache);
+    npt_free(&n);
+}
+
+/* A cache whose file fails turns itself off with one message naming the operation, and
+ * every window it could not serve is recomputed: the step stays bit-identical to no
+ * cache. Writes fail on a file-size limit (EFBIG, as on a full disk), reads on a file
+ * truncated under the cache. A cache larger than the disk's free space is refused before
+ * any file is made. */
+static void check_teacher_cache_failures(const LlamaModel *m) {
+    enum { B = 4, T = 16 };
+    static const int64_t ids[B] = {0, 1, 2, 3};
+    NptModel n;
+    NptErr err;
+    if (test_adapters(m, 0, NPT_LAYERS_ALL, 17, &n)) return;
+    int slots = m->cfg.n_layers - n.first_layer + 2;
+    double record = (double)slots * T * m->cfg.dim * sizeof(float);
+    TeacherCache huge;
+    int rc = teacher_cache_open(&huge, "/tmp", 1e18, 1000000000000LL, slots, T, m->cfg.dim, &err);
+    check(rc != 0 && strstr(err.msg, "GB free") && strstr(err.msg, "lower it"),
+          "a teacher cache larger than the free disk is refused: %s", rc ? err.msg : "opened");
+    if (!rc) teacher_cache_close(&huge);
+
+    ObjectiveRunner with, without;
+    if (objective_init(&with, m, &n, &distill_oc, B, T, 2, &err) ||
+        objective_init(&without, m, &n, &distill_oc, B, T, 2, &err)) {
+        check(0, "teacher cache failure setup: %s", err.msg);
+        npt_free(&n);
+        return;
+    }
+    float *ref = npt_xmalloc(n.n_params * sizeof(float), "grads");
+    for (int op = 0; op < 2; op++) { /* 0: writes fail, 1: reads fail */
+        const char *what = op ? "read" : "write";
+        TeacherCache cache;
+        if (teacher_cache_open(&cache, "/tmp", 10 * record, 10, slots, T, m->cfg.dim, &err)) {
+            check(0, "teacher cache for a failing %s: %s", what, err.msg);
+            break;
+        }
+        with.teacher_cache = &cache;
+        int same = 1;
+        if (op == 0) {
+            /* room for one and a half records: the second write is cut short, then EFBIG */
+            struct rlimit saved, small;
+            void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+            getrlimit(RLIMIT_FSIZE, &saved);
+            small = saved;
+            small.rlim_cur = (rlim_t)(1.5 * record);
+            setrlimit(RLIMIT_FSIZE, &small);
+            same &= same_step(m, &n, &with, &without, ids, ref);
+            setrlimit(RLIMIT_FSIZE, &saved);
+            signal(SIGXFSZ, old_handler);
+        } else {
+            same &= same_step(m, &n, &with, &without, ids, ref); /* stores all four */
+            check(!cache.failed && cache.n_records == B, "teacher cache: %d records stored before truncation",
+                  cache.n_records);
+            check(ftruncate(cache.fd, (off_t)(1.5 * record)) == 0, "teacher cache file truncated");
+        }
+        same &= same_step(m, &n, &with, &without, ids, ref);
+        check(cache.failed && strstr(cache.last_error, what) && strstr(cache.last_error, "recomputed"),
+              "teacher cache: a failed %s turns the cache off with a message: %s", what, cache.last_error);
+        check(same, "teacher cache: with a failing %s, losses and gradients stay bit-identical to no cache", what);
+        int64_t hits = cache.hits;
+        same_step(m, &n, &with, &without, ids, ref);
+        check(cache.hits == hits, "teacher cache: after a failed %s nothing is looked up (%lld hits)", what,
+              (long long)cache.hits);
+        teacher_cache_close(&cache);
+    }
+    free(ref);
+    objective_free(&with), objective_free(&without);
     npt_free(&n);
 }
 
@@ -336,6 +414,7 @@ int main(int argc, char **argv) {
     check_teacher_cache(&m, 0, NPT_LAYERS_ALL, 2);
     check_teacher_cache(&m, 1, NPT_LAYERS_UPPER_HALF, 1);
     check_teacher_cache(&m, 1, NPT_LAYERS_UPPER_HALF, 2);
+    check_teacher_cache_failures(&m);
     teardown();
     llama_free(&m);
     return test_finish();
