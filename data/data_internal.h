@@ -12,8 +12,6 @@
 #include "dataset.h"
 #include "prepare.h"
 
-/* splitmix64's finalizer: the one hash of the data pipeline. */
-uint64_t data_mix64(uint64_t z);
 /* A bijection of [0, n) chosen by key; O(1) memory (Feistel + cycle walking). */
 uint64_t data_permute(uint64_t i, uint64_t n, uint64_t key);
 

@@ -196,7 +196,7 @@ static int read_window(Dataset *ds, DataSource *s, uint64_t w, int *tokens, NptE
 /* Source of draw k: a uniform number from (seed, k) against the cumulative weights. */
 static int pick_source(const Dataset *ds, uint64_t k) {
     if (ds->n_src == 1) return 0;
-    double u = (double)(data_mix64(ds->seed * 0x9E3779B97F4A7C15ull ^ data_mix64(k + 0xA076BULL)) >> 11) * 0x1p-53;
+    double u = (double)(npt_mix64(ds->seed * 0x9E3779B97F4A7C15ull ^ npt_mix64(k + 0xA076BULL)) >> 11) * 0x1p-53;
     int s = 0;
     while (s < ds->n_src - 1 && u >= ds->cum_weight[s]) s++;
     return s;
@@ -211,7 +211,7 @@ int dataset_next_batch(Dataset *ds, int B, int *tokens, int64_t *sample_ids) {
         } else {
             DataSource *s = &ds->src[pick_source(ds, ds->drawn)];
             uint64_t k = s->drawn++, epoch = k / s->n_train, pos = k % s->n_train;
-            uint64_t key = data_mix64(ds->seed ^ data_mix64(((uint64_t)(s - ds->src) << 48) ^ epoch ^ 0x51ED27ull));
+            uint64_t key = npt_mix64(ds->seed ^ npt_mix64(((uint64_t)(s - ds->src) << 48) ^ epoch ^ 0x51ED27ull));
             uint64_t w = ds->shuffle ? data_permute(pos, s->n_train, key) : pos;
             ds->drawn++;
             if (sample_ids) sample_ids[b] = (int64_t)(s->first + w);

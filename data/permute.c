@@ -7,19 +7,13 @@
  * billions of windows costs no memory. */
 #include "data_internal.h"
 
-uint64_t data_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 enum { ROUNDS = 4 };
 
 static uint64_t feistel(uint64_t x, int half_bits, uint64_t key) {
     uint64_t mask = (1ull << half_bits) - 1;
     uint64_t left = x >> half_bits, right = x & mask;
     for (int r = 0; r < ROUNDS; r++) {
-        uint64_t f = data_mix64(right ^ data_mix64(key + (uint64_t)r * 0x9E3779B97F4A7C15ull)) & mask;
+        uint64_t f = npt_mix64(right ^ npt_mix64(key + (uint64_t)r * 0x9E3779B97F4A7C15ull)) & mask;
         uint64_t next = left ^ f;
         left = right;
         right = next;

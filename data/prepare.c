@@ -633,15 +633,15 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
 
 /* ---------------------------------------------------------------- token cache */
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
-    return data_mix64(h);
-}
+/* The cache names' seed: FNV-1a's offset basis short of its last digit, as the first
+ * versions wrote it. Any seed works; keeping this one keeps existing caches' names. */
+#define TOKEN_CACHE_SEED 1469598103934665603ull
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) { return npt_mix64(npt_fnv1a(h, p, n)); }
 
 /* Identity of a tokenizer: its pieces and merge table (equal files give equal hashes). */
 static uint64_t tokenizer_hash(const Tokenizer *t) {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = TOKEN_CACHE_SEED;
     int head[4] = {t->kind, t->vocab_size, t->bos, t->eos};
     h = hash_bytes(h, head, sizeof head);
     h = hash_bytes(h, t->pieces.p, t->pieces.n);
@@ -662,7 +662,7 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
     }
     char real[PATH_MAX];
     const char *where = realpath(input, real) ? real : input;
-    uint64_t h = hash_bytes(1469598103934665603ull, "npt-token-cache-1", 17);
+    uint64_t h = hash_bytes(TOKEN_CACHE_SEED, "npt-token-cache-1", 17);
     h = hash_bytes(h, where, strlen(where));
     for (int i = 0; i < files.n; i++) {
         struct stat st;

@@ -50,11 +50,7 @@ const char *tok_piece(const Tokenizer *t, int id, int *len) {
 }
 
 /* FNV-1a: pieces are short, and the table is read far more than it is built. */
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
+static uint64_t hash_bytes(const char *s, size_t n) { return npt_fnv1a(NPT_FNV1A_OFFSET, s, n); }
 
 static size_t table_cap(size_t n) {
     size_t cap = 16;
@@ -97,13 +93,6 @@ static uint64_t pair_key(int left, int right) {
     return ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
 }
 
-static uint64_t hash_u64(uint64_t x) { /* splitmix64 finalizer */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 int pairmap_init(PairMap *m, size_t expected, NptErr *err) {
     memset(m, 0, sizeof *m);
@@ -120,7 +109,7 @@ int pairmap_init(PairMap *m, size_t expected, NptErr *err) {
 }
 
 static size_t pair_slot(const PairMap *m, uint64_t key) {
-    size_t i = hash_u64(key) & (m->cap - 1);
+    size_t i = npt_mix64(key) & (m->cap - 1);
     while (m->key[i] != UINT64_MAX && m->key[i] != key) i = (i + 1) & (m->cap - 1);
     return i;
 }

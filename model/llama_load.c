@@ -207,12 +207,11 @@ static int scan_nonfinite(LlamaModel *m, NptErr *err) {
 /* FNV-1a 64 over the float32 bytes of every stored weight in canonical order (lm_head
  * only when untied; padding excluded). */
 static uint64_t fingerprint(LlamaModel *m) {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = NPT_FNV1A_OFFSET;
     for (int i = 0; i < n_weights(&m->cfg); i++) {
         if (i == lm_head_index(&m->cfg) && m->cfg.tied) continue;
         const Tensor *t = weight_at(m, i);
-        const unsigned char *p = (const unsigned char *)t->data;
-        for (size_t j = 0; j < t->n * sizeof(float); j++) h = (h ^ p[j]) * 0x100000001b3ull;
+        h = npt_fnv1a(h, t->data, t->n * sizeof(float));
     }
     return h;
 }

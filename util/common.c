@@ -181,12 +181,13 @@ uint16_t npt_f32_to_f16(float f) {
     return (uint16_t)(sign | half);
 }
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+uint64_t npt_fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
 }
+
+static uint64_t splitmix(uint64_t *s) { return npt_mix64(*s += 0x9E3779B97F4A7C15ull); }
 
 void npt_fill_normal(float *x, size_t n, float std, uint64_t *state) {
     for (size_t i = 0; i < n; i++) {

@@ -48,6 +48,18 @@ uint16_t npt_f32_to_bf16(float f);
 
 #define NPT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The project's two hashes. FNV-1a 64 continues h (start from NPT_FNV1A_OFFSET) over n
+ * bytes: the base-model fingerprint stored in checkpoints and the token cache key depend
+ * on its exact values. npt_mix64 is splitmix64's finalizer, a bijection of 64-bit values
+ * that spreads every input bit (hash tables, seeds, the data permutation). */
+#define NPT_FNV1A_OFFSET 0xcbf29ce484222325ull
+uint64_t npt_fnv1a(uint64_t h, const void *p, size_t n);
+static inline uint64_t npt_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 /* x[i] ~ N(0, std^2) from a seeded splitmix64 + Box-Muller stream: portable, so a seed
  * gives the same weights on every machine (std 0 gives zeros). */
 void npt_fill_normal(float *x, size_t n, float std, uint64_t *state);
