@@ -93,7 +93,6 @@ static uint64_t pair_key(int left, int right) {
     return ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
 }
 
-
 int pairmap_init(PairMap *m, size_t expected, NptErr *err) {
     memset(m, 0, sizeof *m);
     m->cap = table_cap(expected);

@@ -362,13 +362,14 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
             /* room for one and a half records: the second write is cut short, then EFBIG */
             struct rlimit saved, small;
             void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
-            getrlimit(RLIMIT_FSIZE, &saved);
+            int limited = old_handler != SIG_ERR && getrlimit(RLIMIT_FSIZE, &saved) == 0;
             small = saved;
             small.rlim_cur = (rlim_t)(1.5 * record);
-            setrlimit(RLIMIT_FSIZE, &small);
+            limited = limited && setrlimit(RLIMIT_FSIZE, &small) == 0;
+            check(limited, "file-size limit of 1.5 records set for the teacher cache's writes");
             same &= same_step(m, &n, &with, &without, ids, ref);
-            setrlimit(RLIMIT_FSIZE, &saved);
-            signal(SIGXFSZ, old_handler);
+            check(!limited || setrlimit(RLIMIT_FSIZE, &saved) == 0, "file-size limit restored");
+            if (old_handler != SIG_ERR) signal(SIGXFSZ, old_handler);
         } else {
             same &= same_step(m, &n, &with, &without, ids, ref); /* stores all four */
             check(!cache.failed && cache.n_records == B, "teacher cache: %d records stored before truncation",
