@@ -293,7 +293,7 @@ static void check_teacher_cache(const LlamaModel *m, int safe, NptLayerMode mode
     double record = (double)slots * T * m->cfg.dim * sizeof(float);
     TeacherCache cache;
     ObjectiveRunner with, without;
-    if (teacher_cache_open(&cache, "/tmp", 9.5 * record, 10, slots, T, m->cfg.dim, &err) ||
+    if (teacher_cache_open(&cache, "/tmp", 9.5 * record, 10, 10, slots, T, m->cfg.dim, &err) ||
         objective_init(&with, m, &n, &distill_oc, B, T, shards, &err) ||
         objective_init(&without, m, &n, &distill_oc, B, T, shards, &err)) {
         check(0, "teacher cache setup: %s", err.msg);
@@ -336,9 +336,14 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
     int slots = m->cfg.n_layers - n.first_layer + 2;
     double record = (double)slots * T * m->cfg.dim * sizeof(float);
     TeacherCache huge;
-    int rc = teacher_cache_open(&huge, "/tmp", 1e18, 1000000000000LL, slots, T, m->cfg.dim, &err);
+    int rc = teacher_cache_open(&huge, "/tmp", 1e18, 1000000000000LL, 1000000000000LL, slots, T, m->cfg.dim, &err);
     check(rc != 0 && strstr(err.msg, "GB free") && strstr(err.msg, "lower it"),
           "a teacher cache larger than the free disk is refused: %s", rc ? err.msg : "opened");
+    if (!rc) teacher_cache_close(&huge);
+    /* ids run over 10 windows, 4 of which training can draw: 4 records at most, however large the size */
+    rc = teacher_cache_open(&huge, "/tmp", 100 * record, 10, 4, slots, T, m->cfg.dim, &err);
+    check(rc == 0 && huge.max_records == 4, "teacher cache of 100 records' size over 4 trainable of 10 windows: %d records",
+          rc ? -1 : huge.max_records);
     if (!rc) teacher_cache_close(&huge);
 
     ObjectiveRunner with, without;
@@ -352,7 +357,7 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
     for (int op = 0; op < 2; op++) { /* 0: writes fail, 1: reads fail */
         const char *what = op ? "read" : "write";
         TeacherCache cache;
-        if (teacher_cache_open(&cache, "/tmp", 10 * record, 10, slots, T, m->cfg.dim, &err)) {
+        if (teacher_cache_open(&cache, "/tmp", 10 * record, 10, 10, slots, T, m->cfg.dim, &err)) {
             check(0, "teacher cache for a failing %s: %s", what, err.msg);
             break;
         }

@@ -10,8 +10,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-int teacher_cache_open(TeacherCache *c, const char *dir, double max_bytes, int64_t n_windows, int n_slots, int T, int d,
-                       NptErr *err) {
+int teacher_cache_open(TeacherCache *c, const char *dir, double max_bytes, int64_t n_windows, int64_t max_windows,
+                       int n_slots, int T, int d, NptErr *err) {
     memset(c, 0, sizeof *c);
     c->fd = -1;
     c->n_slots = n_slots, c->T = T, c->d = d, c->n_windows = n_windows;
@@ -20,7 +20,7 @@ int teacher_cache_open(TeacherCache *c, const char *dir, double max_bytes, int64
     if (records < 1)
         return npt_fail(err, "teacher cache: %.3g MB holds no window (one takes %.2f MB): raise it or set it to 0 (off)",
                         max_bytes / 1e6, c->record_bytes / 1e6);
-    if (records > (double)n_windows) records = (double)n_windows;
+    if (records > (double)max_windows) records = (double)max_windows;
     if (records > INT32_MAX) records = INT32_MAX;
     c->max_records = (int32_t)records;
     double need = (double)c->max_records * c->record_bytes;

@@ -38,10 +38,12 @@ typedef struct {
     char last_error[256];
 } TeacherCache;
 
-/* Records of n_slots x T x d floats for up to max_bytes (at least one record) in an
- * unlinked file in dir. Fails with the reason when dir cannot hold it. */
-int teacher_cache_open(TeacherCache *c, const char *dir, double max_bytes, int64_t n_windows, int n_slots, int T, int d,
-                       NptErr *err);
+/* Records of n_slots x T x d floats for up to max_bytes (at least one record) and at
+ * most max_windows records (the windows training can draw; ids run to n_windows, which
+ * also counts validation windows), in an unlinked file in dir. Fails with the reason
+ * when dir cannot hold it. */
+int teacher_cache_open(TeacherCache *c, const char *dir, double max_bytes, int64_t n_windows, int64_t max_windows,
+                       int n_slots, int T, int d, NptErr *err);
 void teacher_cache_close(TeacherCache *c);
 
 /* What a micro-batch does with its B windows, decided before the shards run: HIT for a

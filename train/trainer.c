@@ -421,11 +421,11 @@ static int open_teacher_cache(Trainer *t) {
     NptErr err;
     const LlamaConfig *c = &t->model.cfg;
     if (teacher_cache_open(&t->cache, t->r.output_dir, t->r.train.teacher_cache_gb * 1e9, (int64_t)t->data.n_windows,
-                           c->n_layers - t->npt.first_layer + 2, t->r.data.seq_len, c->dim, &err))
+                           (int64_t)t->data.n_train, c->n_layers - t->npt.first_layer + 2, t->r.data.seq_len, c->dim, &err))
         return fail("%s (train.teacher_cache_gb = %g)", err.msg, t->r.train.teacher_cache_gb);
     t->runner.teacher_cache = &t->cache;
     fprintf(stderr, "npt train: teacher cache: up to %d of %llu windows (%.2f GB, %.2f MB each) in a deleted file in %s\n",
-            t->cache.max_records, (unsigned long long)t->data.n_windows,
+            t->cache.max_records, (unsigned long long)t->data.n_train,
             (double)t->cache.max_records * t->cache.record_bytes / 1e9, t->cache.record_bytes / 1e6, t->r.output_dir);
     return 0;
 }

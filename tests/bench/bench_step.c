@@ -166,7 +166,7 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
     for (int b = 0; b < BATCH; b++) ids[b] = b;
     if (cached) {
         const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        if (teacher_cache_open(&cache, tmp, 1e12, BATCH, c->n_layers + 2, SEQ, c->dim, &err)) {
+        if (teacher_cache_open(&cache, tmp, 1e12, BATCH, BATCH, c->n_layers + 2, SEQ, c->dim, &err)) {
             fprintf(stderr, "bench_step: %s\n", err.msg);
             return 1;
         }
