@@ -8,7 +8,7 @@ Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n) {
     return op_embedding(g, (Tensor *)&m->tok_emb, tokens, n);
 }
 
-Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+Tensor *llama_attention_heads(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
     const LlamaConfig *c = &m->cfg;
     LlamaLayer *L = &m->layers[layer];
     Tensor *x = op_rmsnorm(g, h, &L->attn_norm, c->norm_eps);
@@ -18,8 +18,11 @@ Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *
     graph_release(g, x); /* read again only if the projections are trained */
     q = op_rope_inplace(g, q, B, T, c->n_heads, c->head_dim, c->rope_theta, c->rope, 0);
     k = op_rope_inplace(g, k, B, T, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope, 0);
-    Tensor *att = op_attention(g, q, k, v, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
-    return op_linear(g, att, &L->wo);
+    return op_attention(g, q, k, v, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
+}
+
+Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+    return op_linear(g, llama_attention_heads(g, m, layer, h, B, T), &m->layers[layer].wo);
 }
 
 Tensor *llama_layer_rest(Graph *g, const LlamaModel *m, int layer, Tensor *h, Tensor *a) {

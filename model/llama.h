@@ -84,7 +84,10 @@ const char *model_format_name(ModelFormat f);
 #include "graph.h"
 
 Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n);
-/* a = Wo Attn(RoPE(Wq x), RoPE(Wk x), Wv x) with x = RMSNorm(h; attn_norm) */
+/* The heads' outputs before the output projection, [B T, n_heads head_dim]:
+ * Attn(RoPE(Wq x), RoPE(Wk x), Wv x) with x = RMSNorm(h; attn_norm) */
+Tensor *llama_attention_heads(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
+/* a = Wo llama_attention_heads(h) */
 Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
 /* Base decoder layer: h1 = h + a; out = h1 + W_down(SiLU(W_gate m) * W_up m), m = RMSNorm(h1) */
 Tensor *llama_layer(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);

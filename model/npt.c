@@ -109,13 +109,25 @@ void npt_init_weights(NptModel *n, const NptConfig *cfg, uint64_t seed) {
 
 void npt_zero_grads(NptModel *n) { memset(n->grads, 0, n->n_params * sizeof(float)); }
 
+/* z = A a with a = Wo c, the attention block's output (attn when the caller has it).
+ * In an NPT layer a feeds nothing but A, so z is computed as (A Wo) c: the r x qd
+ * product A Wo costs r d qd once, and the d x qd output projection (forward, and its
+ * input gradient in backward) is never run over the tokens. Same value up to rounding.
+ * An observed graph (debug, eval) keeps the literal order, where every op's rows are
+ * token positions and a fp16 emulation rounds a as a real run would. */
+static Tensor *adapter_input(Graph *g, const LlamaModel *m, int layer, Tensor *A, Tensor *h, Tensor *attn, int B, int T) {
+    if (attn) return op_linear(g, attn, A);
+    if (g->observer) return op_linear(g, llama_attention_block(g, m, layer, h, B, T), A);
+    Tensor *a_wo = op_matmul(g, A, &m->layers[layer].wo, 0, 0);
+    return op_linear(g, llama_attention_heads(g, m, layer, h, B, T), a_wo);
+}
+
 Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, Tensor *attn, int B, int T, Tensor **reg) {
     const LlamaModel *m = n->base;
     LlamaLayer *L = &m->layers[layer];
     NptAdapter *ad = &n->adapters[n->adapter_of_layer[layer]];
     g->layer = layer;
-    Tensor *a = attn ? attn : llama_attention_block(g, m, layer, h, B, T);
-    Tensor *z = op_linear(g, a, &ad->A);
+    Tensor *z = adapter_input(g, m, layer, &ad->A, h, attn, B, T);
     Tensor *b_mul = n->safe_mode ? NULL : &ad->B_mul;
     Tensor *x = op_rmsnorm(g, h, &L->ffn_norm, m->cfg.norm_eps); /* on h, not h + a */
     Tensor *g_lin = op_linear(g, x, &L->w_gate), *up = op_linear(g, x, &L->w_up);

@@ -57,7 +57,8 @@ void npt_zero_grads(NptModel *n);
 /* One NPT decoder layer; *reg gets the layer's regularizer (SPEC section 2) when reg
  * is not NULL. attn (may be NULL) is the layer's attention block output on h when the
  * caller already has it: the teacher's, for the first converted layer, whose input is
- * the teacher's own and frozen (train/objective.c). */
+ * the teacher's own and frozen (train/objective.c). Otherwise z = A a is computed as
+ * (A Wo) c from the heads' output c, unless an observer watches the graph. */
 Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, Tensor *attn, int B, int T, Tensor **reg);
 /* Layer `layer` of the student: NPT if converted, the base layer otherwise. */
 Tensor *npt_student_layer(Graph *g, const NptModel *n, int layer, Tensor *h, int B, int T, Tensor **reg);

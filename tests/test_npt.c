@@ -216,6 +216,54 @@ static void check_infer_path(const LlamaModel *m) {
     npt_free(&n);
 }
 
+static void observe_nothing(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx) {
+    (void)g, (void)op, (void)out, (void)in, (void)n_in, (void)ctx;
+}
+
+/* The NPT layer folds A into the output projection, z = (A Wo) c, unless an observer
+ * watches (model/npt.c, adapter_input). The student's output and every adapter
+ * gradient must equal the literal z = A (Wo c), and the fold must have happened: one
+ * A x Wo matmul per converted layer on the tape, none in the literal graph. */
+static void check_folded_output_projection(const LlamaModel *m, NptLayerMode mode) {
+    NptModel n;
+    if (test_adapters(m, 0, mode, 5, &n)) return;
+    enum { B = 2, T = 16 };
+    int tokens[B * T], L = m->cfg.n_layers, folds[2] = {0, 0};
+    for (int i = 0; i < B * T; i++) tokens[i] = (i * 41 + 7) % m->cfg.vocab_size;
+    size_t out_n = (size_t)B * T * m->cfg.dim;
+    float *out[2] = {npt_xmalloc(out_n * sizeof(float), "output"), npt_xmalloc(out_n * sizeof(float), "output")};
+    float *grads[2] = {npt_xmalloc(n.n_params * sizeof(float), "grads"), npt_xmalloc(n.n_params * sizeof(float), "grads")};
+    Graph *g = &runner.shards[0].student;
+    for (int literal = 0; literal < 2; literal++) {
+        graph_reset(g);
+        g->recording = 1;
+        g->observer = literal ? observe_nothing : NULL;
+        npt_zero_grads(&n);
+        Tensor *h = llama_embed(g, m, tokens, B * T);
+        for (int l = 0; l < L; l++) h = npt_student_layer(g, &n, l, h, B, T, NULL);
+        memcpy(out[literal], h->data, out_n * sizeof(float));
+        Tensor *target = tensor_new2(g->act, "target", B * T, m->cfg.dim);
+        memset(target->data, 0, out_n * sizeof(float));
+        graph_backward(g, op_mse(g, h, target), 1.0f);
+        memcpy(grads[literal], n.grads, n.n_params * sizeof(float));
+        for (int i = 0; i < g->n_nodes; i++)
+            for (int k = 0; k < n.n_adapters; k++)
+                folds[literal] += g->nodes[i].in[0] == &n.adapters[k].A &&
+                                  g->nodes[i].in[1] == &m->layers[n.adapters[k].layer].wo;
+        g->observer = NULL;
+    }
+    double od = 0, oa = 0, gd = 0, ga = 0;
+    for (size_t i = 0; i < out_n; i++) od = fmax(od, fabs(out[0][i] - out[1][i])), oa = fmax(oa, fabs(out[1][i]));
+    for (size_t i = 0; i < n.n_params; i++) gd = fmax(gd, fabs(grads[0][i] - grads[1][i])), ga = fmax(ga, fabs(grads[1][i]));
+    const char *what = mode == NPT_LAYERS_ALL ? "all layers" : "upper half";
+    check(folds[0] == n.n_adapters && folds[1] == 0, "A folded into Wo (%s): %d A x Wo products on the tape (want %d), "
+          "%d in the observed, literal graph (want 0)", what, folds[0], n.n_adapters, folds[1]);
+    check(od <= 1e-5 * oa && gd <= 1e-4 * ga, "A folded into Wo (%s) == literal A (Wo c): output max diff %.2e (max %.2e), "
+          "adapter gradient max diff %.2e (max %.2e)", what, od, oa, gd, ga);
+    for (int i = 0; i < 2; i++) free(out[i]), free(grads[i]);
+    npt_free(&n);
+}
+
 /* A micro-batch split into shards run side by side (objective_init's n_shards) gives
  * the loss and the adapter gradients of the whole batch in one graph. */
 static void check_shards(const LlamaModel *m, int safe, NptLayerMode mode) {
@@ -415,6 +463,8 @@ int main(int argc, char **argv) {
     check_fd(&m, 0, NPT_LAYERS_UPPER_HALF);
     check_fd(&m, 1, NPT_LAYERS_LOWER_HALF);
     check_infer_path(&m);
+    check_folded_output_projection(&m, NPT_LAYERS_ALL);
+    check_folded_output_projection(&m, NPT_LAYERS_UPPER_HALF);
     check_shards(&m, 0, NPT_LAYERS_ALL);
     check_shards(&m, 1, NPT_LAYERS_UPPER_HALF);
     check_teacher_cache(&m, 0, NPT_LAYERS_ALL, 2);

@@ -102,13 +102,16 @@ static double step_flops(const LlamaConfig *c, int B, int T, int r, int safe, in
     double mlp = 6 * N * d * f;
     double base = proj + core + mlp;
     double adapter = 2 * N * r * d + 2 * N * r * f * (safe ? 1 : 2);
+    /* above the first layer A is folded into Wo (model/npt.c): the student never runs
+     * Wo over the tokens, forward or backward, and makes the r x qd product A Wo */
+    double wo = 2 * N * qd * d, fold = 2.0 * r * d * qd;
     /* the student's first layer sees the teacher's input: its attention block (proj +
      * core) is the teacher's, computed once (train/objective.c) */
-    double teacher = cached ? 0 : L * base, student = L * (base + adapter) - (proj + core);
+    double teacher = cached ? 0 : L * base, student = L * (base + adapter) - (proj + core) - (L - 1) * (wo - fold);
     /* layers above the first: every activation gradient (attention core twice) plus the
      * adapter weight gradients; the first layer's input is frozen, so it only needs
      * W_down's input gradient, the B input gradients and the adapter weight gradients */
-    double bwd_upper = (L - 1) * (base + core + 2 * adapter);
+    double bwd_upper = (L - 1) * (base + core + 2 * adapter - wo + fold);
     double bwd_first = 2 * N * f * d + 2 * N * r * f * (safe ? 1 : 2) + adapter;
     return teacher + student + bwd_upper + bwd_first;
 }
