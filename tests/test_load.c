@@ -46,10 +46,15 @@ static int dump(const char *path) {
     Tensor *t[4096];
     int n = all_tensors(&m, t);
     for (int i = 0; i < n; i++) {
-        double sum = 0.0;
-        for (size_t j = 0; j < t[i]->n; j++) sum += t[i]->data[j];
-        printf("tensor %s %d %d %.17g %.9g %.9g\n", t[i]->name, t[i]->shape[0], t[i]->ndim == 2 ? t[i]->shape[1] : 0,
-               sum, t[i]->data[0], t[i]->data[t[i]->n - 1]);
+        /* the weighted sum sees a transposed or row-permuted tensor that the sum cannot;
+         * weights (j * 2654435761 mod 1009) / 1009 - 0.5, as in test_load_values.py */
+        double sum = 0.0, weighted = 0.0;
+        for (size_t j = 0; j < t[i]->n; j++) {
+            sum += t[i]->data[j];
+            weighted += t[i]->data[j] * ((double)((j * 2654435761u) % 1009u) / 1009.0 - 0.5);
+        }
+        printf("tensor %s %d %d %.17g %.9g %.9g %.17g\n", t[i]->name, t[i]->shape[0],
+               t[i]->ndim == 2 ? t[i]->shape[1] : 0, sum, t[i]->data[0], t[i]->data[t[i]->n - 1], weighted);
     }
     llama_free(&m);
     return 0;

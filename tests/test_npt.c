@@ -148,7 +148,7 @@ static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode) {
         samples++;
     }
     double rel = sqrt(diff2 / fmax(num2, 1e-30));
-    check(rel < 2e-2, "distill loss gradient vs finite differences, %s mode, layers %s: rel err %.2e over %d weights",
+    check(rel < 5e-3, "distill loss gradient vs finite differences, %s mode, layers %s: rel err %.2e over %d weights",
           safe ? "safe" : "full", mode == NPT_LAYERS_ALL ? "all" : mode == NPT_LAYERS_UPPER_HALF ? "upper_half" : "lower_half", rel, samples);
     free(analytic);
     npt_free(&n);

@@ -34,7 +34,11 @@ B, T = 2, 64
 SEED = 1234
 STEPS, LR = 10, 1e-2
 LAMBDA, SCALE = 0.01, 0.1   # what the C driver uses
-TOL_LOSS, TOL_GRAD, TOL_CURVE = 1e-5, 1e-3, 1e-3
+# Gradients: worst over layers of max|C - ref| / max|ref| within one layer's tensor of
+# a kind (observed <= 1.3e-6, so a wrong gradient in a layer whose gradients are small
+# beside another layer's cannot hide). Curve: relative loss difference at each of the
+# 10 steps (observed <= 1.4e-7, while the 10 steps move the loss by 3e-3..7e-3).
+TOL_LOSS, TOL_GRAD, TOL_CURVE = 1e-5, 2e-5, 1e-5
 # Final adapters after 10 AdamW steps (lr 1e-2, so each weight moves up to ~1e-1).
 # Adam divides each gradient element by its own RMS, so the step error of a weight is
 # the relative error of its gradient times lr: float32 gradients are good to ~1e-6 of
@@ -118,12 +122,14 @@ def check_config(base, tokens, tok_path, mode, layers, rank, tmp):
     cg = torch.from_numpy(c["grads"].astype(np.float64))
     figs, ok = [], True
     for kind, spans in ref.kind_slices().items():
-        r = torch.cat([grad[a:b] for a, b in spans])
-        k = torch.cat([cg[a:b] for a, b in spans])
-        rel = float((k - r).abs().max() / r.abs().max()) if torch.isfinite(k).all() else float("inf")
+        rel, top = 0.0, 0.0
+        for a, b in spans:
+            r, k = grad[a:b], cg[a:b]
+            rel = max(rel, float((k - r).abs().max() / r.abs().max()) if torch.isfinite(k).all() else float("inf"))
+            top = max(top, float(r.abs().max()))
         ok = ok and rel < TOL_GRAD
-        figs.append(f"{kind} {rel:.1e} (max|g| {float(r.abs().max()):.1e})")
-    check(ok, f"{name}: gradient max-rel " + ", ".join(figs) + f" (< {TOL_GRAD:g})")
+        figs.append(f"{kind} {rel:.1e} (max|g| {top:.1e})")
+    check(ok, f"{name}: gradient max-rel per layer " + ", ".join(figs) + f" (< {TOL_GRAD:g})")
 
     r_curve, r_final = ref.adamw(tokens, p0, STEPS, LR)
     if len(c["curve"]) != STEPS:

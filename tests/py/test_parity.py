@@ -31,7 +31,7 @@ ENCODER = os.path.join(BUILD, "tests", "test_tokenizer")
 REF_CLI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref", "llama_ref.py")
 
 B, T = 3, 128
-TOL_LOGITS, TOL_DX, TOL_LOSS = 1e-4, 1e-3, 1e-5
+TOL_LOGITS, TOL_DX, TOL_LOSS = 1e-4, 1e-4, 1e-5  # observed: logits ~1.4e-6, dx <= 4.8e-6
 GEN_STEPS_260K = 80          # the MANIFEST text ends after about 60 tokens
 GEN_STEPS_656K = 160
 MIN_TIE_FREE_STEPS = 100     # greedy ids must agree at least this far
