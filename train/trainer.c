@@ -53,7 +53,7 @@ typedef struct {
     int eval_n;
     int64_t *sample_ids;
     int debug_reports;     /* debug_on_skip reports written by this process */
-    int64_t *poison, n_poison, *drop, n_drop; /* test hooks, see parse_index_list */
+    int64_t *poison, n_poison, *poison_grads, n_poison_grads, *drop, n_drop; /* test hooks, see parse_index_list */
     int64_t batches_drawn;
 } Trainer;
 
@@ -70,7 +70,8 @@ static int __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...) {
 
 /* Comma-separated list of micro-batch indices (0-based, in the order drawn) from an
  * environment variable. Test hooks: NPT_TEST_POISON_BATCHES makes those batches
- * non-finite, NPT_TEST_DROP_BATCHES removes them from the stream. */
+ * non-finite, NPT_TEST_POISON_GRADS makes only their gradients non-finite (the loss
+ * stays finite), NPT_TEST_DROP_BATCHES removes them from the stream. */
 static int64_t *parse_index_list(const char *env, int64_t *count) {
     const char *s = getenv(env);
     *count = 0;
@@ -232,6 +233,7 @@ static int setup_training(Trainer *t) {
     t->tokens = npt_xmalloc((size_t)r->train.grad_accum * B * T * sizeof(int), "step tokens");
     t->sample_ids = npt_xmalloc((size_t)B * sizeof(int64_t), "batch sample ids");
     t->poison = parse_index_list("NPT_TEST_POISON_BATCHES", &t->n_poison);
+    t->poison_grads = parse_index_list("NPT_TEST_POISON_GRADS", &t->n_poison_grads);
     t->drop = parse_index_list("NPT_TEST_DROP_BATCHES", &t->n_drop);
     return 0;
 }
@@ -376,6 +378,7 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
         for (int b = 0; b < B; b++) ids_out[(*n_ids)++] = t->sample_ids[b];
         ObjectiveValues v = objective_step(&t->runner, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, tokens,
                                            t->sample_ids, 1.0f / A, poison);
+        if (in_list(t->poison_grads, t->n_poison_grads, t->batches_drawn - 1)) t->grads[t->n_params - 1] = NAN;
         if (!isfinite(v.loss)) finite = 0;
         loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
     }
@@ -533,6 +536,7 @@ static void trainer_free(Trainer *t) {
     free(t->eval_tokens);
     free(t->sample_ids);
     free(t->poison);
+    free(t->poison_grads);
     free(t->drop);
     recipe_free(&t->r);
 }

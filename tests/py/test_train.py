@@ -11,7 +11,10 @@ outside: exit codes, stderr, metrics.jsonl, and the HDF5 checkpoints read with h
   4. the distillation loss goes down (full mode, small lambda);
   5. resuming onto another base model or another adapter shape is refused by name;
   6. bad invocations: non-zero exit, one clear message, no crash;
-  7. the teacher cache (train.teacher_cache_gb) changes no bit of a run, resumed or not.
+  7. the teacher cache (train.teacher_cache_gb) changes no bit of a run, resumed or not;
+  8. finite loss with non-finite gradients is skipped too (NPT_TEST_POISON_GRADS);
+  9. grad_accum k x batch B/k equals one batch of B (SGD, so the update is linear);
+ 10. parameters made non-finite by a learning rate beyond float range stop the run.
 Run from the repo root: /usr/bin/python3 tests/py/test_train.py
 """
 import hashlib
@@ -142,6 +145,70 @@ def test_skip(tmp, threads=1):
     check(st["skipped_total"] == 1 and attrs(os.path.join(p_dir, "final.h5"))["step"] == 30,
           f"skip{lab}: final.h5 step 30, state.skipped_total {st['skipped_total']}")
     return p_dir
+
+
+def test_nonfinite_grads(tmp):
+    """A batch whose loss is finite but whose gradients are not is skipped as well, and
+    the run equals the one without that batch (test_skip's dropped-batch run)."""
+    out, ref = os.path.join(tmp, "poison-grads"), os.path.join(tmp, "drop1-1")
+    sets = SHORT + ["checkpoint.every=5", "checkpoint.keep_last=10"]
+    r = train(SAFE, sets, out, {"NPT_TEST_POISON_GRADS": str(POISON_AT)})
+    if r.returncode != 0 or not os.path.exists(os.path.join(ref, "final.h5")):
+        check(False, f"non-finite gradients: exit {r.returncode}, reference run present "
+              f"{os.path.exists(os.path.join(ref, 'final.h5'))}: {tail(r.stderr)}")
+        return
+    rows, _ = metrics(os.path.join(out, "metrics.jsonl"))
+    skipped = [i for i, row in enumerate(rows) if row["skipped"]]
+    row = rows[POISON_AT] if len(rows) > POISON_AT else {}
+    check(skipped == [POISON_AT] and isinstance(row.get("loss"), float) and math.isfinite(row["loss"])
+          and row.get("grad_norm") is None,
+          f"non-finite gradients: row {skipped} skipped with a finite loss ({row.get('loss')}) and grad_norm "
+          f"{row.get('grad_norm')} (want null)")
+    diff = identical(datasets(os.path.join(out, "final.h5"), ("adapters/", "optimizer/")),
+                     datasets(os.path.join(ref, "final.h5"), ("adapters/", "optimizer/")))
+    check(not diff, "non-finite gradients: final adapters and moments bit-identical to the run without that batch"
+          + (f"; differ: {diff[:4]}" if diff else ""))
+
+
+def test_grad_accum(tmp):
+    """grad_accum k with batch_size B/k is the step of one batch of B (same windows,
+    drawn in the same order): per-step loss and gradient norm, and the adapters after
+    SGD steps (linear in the gradient, unlike Adam's first steps), agree to rounding."""
+    sets = [s for s in SHORT if not s.startswith(("train.max_steps", "train.batch_size"))] + [
+        "train.max_steps=6", "train.optimizer=sgd", "train.lr=0.5", "checkpoint.every=6"]
+    runs = {}
+    for batch, accum in ((4, 1), (2, 2), (1, 4)):
+        out = os.path.join(tmp, f"accum-{batch}x{accum}")
+        r = train(FULL, sets + [f"train.batch_size={batch}", f"train.grad_accum={accum}"], out)
+        if r.returncode != 0:
+            check(False, f"grad_accum: batch {batch} x {accum} exited {r.returncode}: {tail(r.stderr)}")
+            return
+        runs[(batch, accum)] = (metrics(os.path.join(out, "metrics.jsonl"))[0],
+                                datasets(os.path.join(out, "final.h5"), ("adapters/",)))
+    rows, final = runs[(4, 1)]
+    for key in ((2, 2), (1, 4)):
+        k_rows, k_final = runs[key]
+        worst = max((abs(a[f] - b[f]) / abs(b[f]) for a, b in zip(k_rows, rows) for f in ("loss", "grad_norm")),
+                    default=float("inf"))
+        same = len(k_rows) == len(rows) == 6 and worst < 1e-5
+        check(same, f"grad_accum: batch {key[0]} x {key[1]} = batch 4 x 1, loss and grad_norm of {len(k_rows)} steps "
+              f"within rel {worst:.1e} (< 1e-5)")
+        # a step moves a weight by up to lr x grad_norm (about 8e-5); 1e-7 is a thousandth
+        # of that and above float32 rounding of the weights (|w| < 0.1: ulp 7.5e-9)
+        diff = max(float(np.abs(k_final[n].astype(np.float64) - final[n]).max()) for n in final)
+        check(diff <= 1e-7, f"grad_accum: batch {key[0]} x {key[1]}: adapters after 6 SGD steps max diff {diff:.1e} "
+              f"from batch 4 x 1 (< 1e-7)")
+
+
+def test_nonfinite_params(tmp):
+    """A learning rate beyond float range makes the parameters infinite from finite
+    gradients: the run stops (exit 4), says to lower train.lr, and saves nothing."""
+    out = os.path.join(tmp, "huge-lr")
+    r = train(FULL, SHORT + ["train.lr=1e39", "train.optimizer=sgd"], out)  # safe mode would cap lr
+    err = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    saved = [f for f in os.listdir(out) if f.endswith(".h5")] if os.path.isdir(out) else []
+    check(r.returncode == 4 and len(err) == 1 and "non-finite" in err[0] and "train.lr" in err[0] and not saved,
+          f"lr 1e39: exit {r.returncode} (want 4), {err[0] if err else tail(r.stderr)}; checkpoints {saved}")
 
 
 def test_ten_in_a_row(tmp, clean_dir):
@@ -409,6 +476,9 @@ def main():
         run_dir = test_skip(tmp)
         test_skip(tmp, threads=2)
         test_ten_in_a_row(tmp, run_dir)
+        test_nonfinite_grads(tmp)
+        test_grad_accum(tmp)
+        test_nonfinite_params(tmp)
         test_kill_resume(tmp)
         test_kill_resume(tmp, threads=2)
         test_learns(tmp)
