@@ -52,10 +52,15 @@ static int parse_layers(const char *s, NptConfig *nc, int *list) {
     return 0;
 }
 
-static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *tokens, int backward) {
-    runner.forward_only = !backward;
+static ObjectiveValues objective_at(ObjectiveRunner *r, const ObjectiveConfig *oc, const LlamaModel *m, NptModel *n,
+                                    const int *tokens, int backward) {
+    r->forward_only = !backward;
     if (backward) npt_zero_grads(n);
-    return objective_step(&runner, m, n, &distill_oc, tokens, NULL, 1.0f, 0);
+    return objective_step(r, m, n, oc, tokens, NULL, 1.0f, 0);
+}
+
+static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *tokens, int backward) {
+    return objective_at(&runner, &distill_oc, m, n, tokens, backward);
 }
 
 static int dump(char **argv) {
@@ -122,35 +127,84 @@ static int test_adapters(const LlamaModel *m, int safe, NptLayerMode mode, uint6
     return 0;
 }
 
-/* Finite differences of the whole objective (teacher, student, NMSE, regularizer)
- * with respect to a sample of adapter weights of every kind. */
-static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode) {
-    NptModel n;
-    if (test_adapters(m, safe, mode, 7, &n)) return;
-    enum { B = 2, T = 16 };
-    int tokens[B * T];
-    for (int i = 0; i < B * T; i++) tokens[i] = (i * 29 + 3) % m->cfg.vocab_size;
-    loss_at(m, &n, tokens, 1);
-    float *analytic = npt_xmalloc(n.n_params * sizeof(float), "grads copy");
-    memcpy(analytic, n.grads, n.n_params * sizeof(float));
+/* Central differences of single adapter weights (a sample of every kind) against the
+ * analytic gradient: relative error of the sampled gradient vector. */
+static double fd_single_weights(ObjectiveRunner *r, const ObjectiveConfig *oc, const LlamaModel *m, NptModel *n,
+                                const int *tokens, const float *analytic, int *samples) {
     double diff2 = 0, num2 = 0;
-    int samples = 0;
-    for (size_t i = 0; i < n.n_params; i += n.n_params / 40 + 1) {
-        float saved = n.params[i], h = 1e-2f;
-        n.params[i] = saved + h;
-        double lp = loss_at(m, &n, tokens, 0).loss;
-        n.params[i] = saved - h;
-        double lm = loss_at(m, &n, tokens, 0).loss;
-        n.params[i] = saved;
+    for (size_t i = 0; i < n->n_params; i += n->n_params / 40 + 1, (*samples)++) {
+        float saved = n->params[i], h = 1e-2f;
+        n->params[i] = saved + h;
+        double lp = objective_at(r, oc, m, n, tokens, 0).loss;
+        n->params[i] = saved - h;
+        double lm = objective_at(r, oc, m, n, tokens, 0).loss;
+        n->params[i] = saved;
         double num = (lp - lm) / (2 * h);
         diff2 += (num - analytic[i]) * (num - analytic[i]);
         num2 += num * num;
-        samples++;
     }
-    double rel = sqrt(diff2 / fmax(num2, 1e-30));
-    check(rel < 5e-3, "distill loss gradient vs finite differences, %s mode, layers %s: rel err %.2e over %d weights",
-          safe ? "safe" : "full", mode == NPT_LAYERS_ALL ? "all" : mode == NPT_LAYERS_UPPER_HALF ? "upper_half" : "lower_half", rel, samples);
+    return sqrt(diff2 / fmax(num2, 1e-30));
+}
+
+/* Central differences along unit directions over all adapter weights (the gradient's
+ * own, then random ones) against g . v: the worst error as a fraction of |g|. */
+static double fd_directions(ObjectiveRunner *r, const ObjectiveConfig *oc, const LlamaModel *m, NptModel *n,
+                            const int *tokens, const float *analytic, int *samples) {
+    size_t P = n->n_params;
+    float *v = npt_xmalloc(P * sizeof(float), "direction"), *start = npt_xmalloc(P * sizeof(float), "params copy");
+    memcpy(start, n->params, P * sizeof(float));
+    uint64_t state = 99;
+    double gnorm = 0, worst = 0;
+    for (size_t i = 0; i < P; i++) gnorm += (double)analytic[i] * analytic[i];
+    gnorm = sqrt(gnorm);
+    for (int d = 0; d < 4; d++, (*samples)++) {
+        double norm = 0, gv = 0, h = 3e-2, l[2];
+        if (d == 0) memcpy(v, analytic, P * sizeof(float));
+        else npt_fill_normal(v, P, 1.0f, &state);
+        for (size_t i = 0; i < P; i++) norm += (double)v[i] * v[i];
+        norm = sqrt(norm);
+        for (size_t i = 0; i < P; i++) gv += (double)analytic[i] * v[i] / norm;
+        for (int side = 0; side < 2; side++) {
+            for (size_t i = 0; i < P; i++) n->params[i] = (float)(start[i] + (side ? -h : h) * v[i] / norm);
+            l[side] = objective_at(r, oc, m, n, tokens, 0).loss;
+        }
+        worst = fmax(worst, fabs((l[0] - l[1]) / (2 * h) - gv) / gnorm);
+    }
+    memcpy(n->params, start, P * sizeof(float));
+    free(v);
+    free(start);
+    return worst;
+}
+
+/* Finite differences of the whole objective (distill: teacher, student, NMSE or MSE,
+ * regularizer; lm: next-token cross-entropy through the NPT layers) with respect to
+ * the adapters. NMSE: single weights. MSE and lm, whose losses are large beside their
+ * adapter gradients so that a one-weight difference drowns in float32 rounding:
+ * directions over all weights (observed errors <= 2.7e-4 of |g|). */
+static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode, const ObjectiveConfig *oc) {
+    NptModel n;
+    NptErr err;
+    ObjectiveRunner r;
+    enum { B = 2, T = 16 };
+    if (test_adapters(m, safe, mode, 7, &n)) return;
+    if (objective_init(&r, m, &n, oc, B, T, 1, &err)) {
+        check(0, "finite differences: objective_init: %s", err.msg);
+        npt_free(&n);
+        return;
+    }
+    int tokens[B * T], samples = 0, directional = !oc->distill || oc->use_mse;
+    for (int i = 0; i < B * T; i++) tokens[i] = (i * 29 + 3) % m->cfg.vocab_size;
+    objective_at(&r, oc, m, &n, tokens, 1);
+    float *analytic = npt_xmalloc(n.n_params * sizeof(float), "grads copy");
+    memcpy(analytic, n.grads, n.n_params * sizeof(float));
+    double rel = directional ? fd_directions(&r, oc, m, &n, tokens, analytic, &samples)
+                             : fd_single_weights(&r, oc, m, &n, tokens, analytic, &samples);
+    const char *obj = !oc->distill ? "lm" : oc->use_mse ? "distill mse" : "distill nmse";
+    const char *layers = mode == NPT_LAYERS_ALL ? "all" : mode == NPT_LAYERS_UPPER_HALF ? "upper_half" : "lower_half";
+    check(rel < (directional ? 2e-3 : 5e-3), "%s loss gradient vs finite differences, %s mode, layers %s: rel err %.2e "
+          "over %d %s", obj, safe ? "safe" : "full", layers, rel, samples, directional ? "directions" : "weights");
     free(analytic);
+    objective_free(&r);
     npt_free(&n);
 }
 
@@ -261,6 +315,65 @@ static void check_folded_output_projection(const LlamaModel *m, NptLayerMode mod
     check(od <= 1e-5 * oa && gd <= 1e-4 * ga, "A folded into Wo (%s) == literal A (Wo c): output max diff %.2e (max %.2e), "
           "adapter gradient max diff %.2e (max %.2e)", what, od, oa, gd, ga);
     for (int i = 0; i < 2; i++) free(out[i]), free(grads[i]);
+    npt_free(&n);
+}
+
+/* SPEC section 2 init: A ~ N(0, 0.02^2), B_add ~ N(0, 0.001^2), B_mul = 0, over every
+ * converted layer (sample std within 5% and mean within 5 standard errors). */
+static void check_default_init(const LlamaModel *m) {
+    NptModel n;
+    NptErr err;
+    NptConfig nc = {.rank = 16, .modulation_scale = 0.1f, .layer_mode = NPT_LAYERS_ALL, .init_a_std = 0.02f,
+                    .init_b_add_std = 0.001f, .init_b_mul_std = 0.0f};
+    if (npt_create(&n, m, &nc, &err)) {
+        check(0, "default init: npt_create: %s", err.msg);
+        return;
+    }
+    npt_init_weights(&n, &nc, 42);
+    const double want[3] = {0.02, 0.001, 0.0};
+    const char *names[3] = {"A", "B_add", "B_mul"};
+    for (int t = 0; t < 3; t++) {
+        double sum = 0, sum2 = 0, count = 0;
+        for (int k = 0; k < n.n_adapters; k++) {
+            const Tensor *x = t == 0 ? &n.adapters[k].A : t == 1 ? &n.adapters[k].B_add : &n.adapters[k].B_mul;
+            for (size_t i = 0; i < x->n; i++) sum += x->data[i], sum2 += (double)x->data[i] * x->data[i], count++;
+        }
+        double mean = sum / count, std = sqrt(sum2 / count - mean * mean);
+        int ok = want[t] == 0 ? sum2 == 0 : fabs(std / want[t] - 1) < 0.05 && fabs(mean) < 5 * want[t] / sqrt(count);
+        check(ok, "default init: %s over %d layers: mean %.2e, std %.3e (want N(0, %g^2)), %.0f values", names[t],
+              n.n_adapters, mean, std, want[t], count);
+    }
+    npt_free(&n);
+}
+
+typedef struct {
+    const float *vocab_matrix;
+    int ops, vocab_reads;
+} VocabWatch;
+
+static void watch_vocab(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx) {
+    VocabWatch *w = ctx;
+    w->ops++;
+    for (int i = 0; i < n_in; i++) w->vocab_reads += strcmp(op, "embedding") != 0 && in[i]->data == w->vocab_matrix;
+}
+
+/* SPEC section 3: distillation never computes the vocabulary projection. Every op of a
+ * step's teacher and student graphs is watched for one reading the lm_head matrix
+ * (the embedding lookup, which reads its rows when tied, aside). */
+static void check_no_logits(const LlamaModel *m) {
+    NptModel n;
+    if (test_adapters(m, 0, NPT_LAYERS_ALL, 13, &n)) return;
+    enum { B = 2, T = 16 };
+    int tokens[B * T];
+    for (int i = 0; i < B * T; i++) tokens[i] = (i * 7 + 1) % m->cfg.vocab_size;
+    VocabWatch w = {m->lm_head.data, 0, 0};
+    Graph *graphs[2] = {&runner.shards[0].student, &runner.shards[0].teacher};
+    for (int i = 0; i < 2; i++) graphs[i]->observer = watch_vocab, graphs[i]->observer_ctx = &w;
+    loss_at(m, &n, tokens, 1);
+    for (int i = 0; i < 2; i++) graphs[i]->observer = NULL, graphs[i]->observer_ctx = NULL;
+    check(w.ops > 20 * m->cfg.n_layers && w.vocab_reads == 0,
+          "distillation step: %d ops watched in teacher and student, %d read the %d x %d vocabulary matrix (want 0)",
+          w.ops, w.vocab_reads, m->cfg.vocab_size, m->cfg.dim);
     npt_free(&n);
 }
 
@@ -458,11 +571,17 @@ int main(int argc, char **argv) {
     }
     if (setup(&m, NULL, 2, 16, 1)) return 1;
     check_structure(&m);
-    check_fd(&m, 1, NPT_LAYERS_ALL);
-    check_fd(&m, 0, NPT_LAYERS_ALL);
-    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF);
-    check_fd(&m, 1, NPT_LAYERS_LOWER_HALF);
+    const ObjectiveConfig mse_oc = {.distill = 1, .use_mse = 1, .lambda = 0.01f}, lm_oc = {.distill = 0};
+    check_fd(&m, 1, NPT_LAYERS_ALL, &distill_oc);
+    check_fd(&m, 0, NPT_LAYERS_ALL, &distill_oc);
+    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, &distill_oc);
+    check_fd(&m, 1, NPT_LAYERS_LOWER_HALF, &distill_oc);
+    check_fd(&m, 0, NPT_LAYERS_ALL, &mse_oc);
+    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, &lm_oc);
+    check_fd(&m, 1, NPT_LAYERS_ALL, &lm_oc);
     check_infer_path(&m);
+    check_default_init(&m);
+    check_no_logits(&m);
     check_folded_output_projection(&m, NPT_LAYERS_ALL);
     check_folded_output_projection(&m, NPT_LAYERS_UPPER_HALF);
     check_shards(&m, 0, NPT_LAYERS_ALL);
