@@ -1,5 +1,6 @@
 /* cli/cmd_debug.c — `npt debug`: where is the first NaN/Inf born (SPEC section 7).
  * Sub-commands forward, layers, scan, overlap and replay over model/debug.h. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@ static const char *debug_help =
     "  --format F        data format: auto (default: from the name), text, jsonl, u16, u32, hdf5\n"
     "  --json            machine-readable report\n"
     "exit status: 0 all finite, 3 a non-finite value was found, 1 error, 2 usage\n";
+
+#define SCAN_HEADER "# sample" /* first line of a scan list */
 
 typedef struct {
     const char *sub, *model, *adapters, *tokenizer, *prompt, *data, *out, *save, *format;
@@ -91,6 +94,39 @@ static int parse(int argc, char **argv, DebugArgs *a) {
             return -1;
         }
     }
+    return 0;
+}
+
+/* Each flag belongs to some sub-commands; given to another it is a usage error, not
+ * silently ignored (scan with --prompt would read past the prompt's tokens). */
+static int check_sub_flags(const DebugArgs *a) {
+    static const char *const subs = " forward layers scan overlap replay ";
+    char key[64];
+    snprintf(key, sizeof key, " %s ", a->sub);
+    if (!strstr(subs, key)) return 0; /* cmd_debug names the unknown sub-command */
+    const struct { const char *flag; int given; const char *for_subs; } t[] = {
+        {"--model", a->model != NULL, " forward layers scan "},
+        {"--adapters", a->adapters != NULL, " forward layers scan "},
+        {"--tokenizer", a->tokenizer != NULL, " forward layers scan "},
+        {"--prompt", a->prompt != NULL, " forward layers "},
+        {"--data", a->data != NULL, " forward layers scan "},
+        {"--sample", a->sample >= 0, " forward layers "},
+        {"--samples", a->samples >= 0, " scan "},
+        {"--seq-len", a->seq_len > 0, " forward layers scan "},
+        {"--format", strcmp(a->format, "auto") != 0, " forward layers scan "},
+        {"--precision", a->precision != DEBUG_F32, " forward layers scan "},
+        {"--backward", a->backward, " forward "},
+        {"--save", a->save != NULL, " forward "},
+        {"--out", a->out != NULL, " scan "},
+        {"--json", a->json, " forward layers "},
+        {"a file argument", a->n_files > 0, " overlap replay "},
+    };
+    for (size_t i = 0; i < NPT_ARRAY_LEN(t); i++)
+        if (t[i].given && !strstr(t[i].for_subs, key)) {
+            fprintf(stderr, "npt debug %s: error: %s does not apply to %s (it is for:%.*s; see npt debug --help)\n", a->sub,
+                    t[i].flag, a->sub, (int)strlen(t[i].for_subs) - 1, t[i].for_subs);
+            return -1;
+        }
     return 0;
 }
 
@@ -282,7 +318,7 @@ static int run_scan(const DebugArgs *a) {
         goto done;
     }
     round_weights(&s, a->precision);
-    fprintf(f, "# sample\tlayer\top\tnan\tinf\tpositions\texcerpt\n");
+    fprintf(f, SCAN_HEADER "\tlayer\top\tnan\tinf\tpositions\texcerpt\n");
     for (long w = 0; w < n; w++) {
         if (input_tokens(&s, a, w, ids, T) < 0) goto done;
         DebugOptions o = {.precision = a->precision};
@@ -317,17 +353,25 @@ done:
 static long *read_list(const char *path, int *count) {
     FILE *f = fopen(path, "r");
     if (!f) {
-        fprintf(stderr, "npt debug overlap: error: cannot open %s\n", path);
+        fprintf(stderr, "npt debug overlap: error: cannot open %s: %s\n", path, strerror(errno));
         return NULL;
     }
     long *ids = NULL;
-    int n = 0, cap = 0;
+    int n = 0, cap = 0, line_no = 0;
     char line[4096];
     while (fgets(line, sizeof line, f)) {
         char *end;
+        line_no++;
+        if (line_no == 1 && strncmp(line, SCAN_HEADER, strlen(SCAN_HEADER)) != 0) {
+            fprintf(stderr, "npt debug overlap: error: %s is not a scan list (no '# sample' header); write one with npt debug scan --out\n", path);
+            goto bad;
+        }
         if (line[0] == '#') continue;
         long v = strtol(line, &end, 10);
-        if (end == line) continue;
+        if (end == line || *end != '\t' || v < 0) {
+            fprintf(stderr, "npt debug overlap: error: %s line %d is not a scan list row (sample id, tab, ...)\n", path, line_no);
+            goto bad;
+        }
         if (n == cap) {
             long *grown = realloc(ids, (size_t)(cap = cap ? 2 * cap : 64) * sizeof(long));
             if (!grown) {
@@ -340,9 +384,21 @@ static long *read_list(const char *path, int *count) {
         }
         ids[n++] = v;
     }
+    if (ferror(f)) {
+        fprintf(stderr, "npt debug overlap: error: cannot read %s: %s\n", path, strerror(errno));
+        goto bad;
+    }
+    if (line_no == 0) {
+        fprintf(stderr, "npt debug overlap: error: %s is empty, not a scan list; write one with npt debug scan --out\n", path);
+        goto bad;
+    }
     fclose(f);
     *count = n;
     return ids ? ids : calloc(1, sizeof(long));
+bad:
+    free(ids);
+    fclose(f);
+    return NULL;
 }
 
 static int contains(const long *ids, int n, long v) {
@@ -398,7 +454,7 @@ static int run_replay(const DebugArgs *a) {
 
 int cmd_debug(int argc, char **argv) {
     DebugArgs a;
-    if (parse(argc, argv, &a)) return 2;
+    if (parse(argc, argv, &a) || check_sub_flags(&a)) return 2;
     if (!strcmp(a.sub, "forward")) return run_forward(&a, 0);
     if (!strcmp(a.sub, "layers")) return run_forward(&a, 1);
     if (!strcmp(a.sub, "scan")) return run_scan(&a);

@@ -296,6 +296,11 @@ static void inspect_tensors(CkptFile *f, const char *path, const CkptTensor *t, 
             snprintf(msg, sizeof msg, "%s: tensor /%s holds %lld NaN and %lld Inf values (of %lld)", path, t[i].name,
                      (long long)s.nan, (long long)s.inf, (long long)s.count);
             problem(p, msg);
+        } else if (ckpt_is_second_moment(t[i].name) && s.min < 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s: tensor /%s (AdamW second moments) holds negative values (min %g)", path,
+                     t[i].name, s.min);
+            problem(p, msg);
         }
         if (json) cJSON_AddItemToArray(arr, tensor_json(&t[i], &s));
         else print_tensor_row(&t[i], &s);
@@ -384,8 +389,8 @@ static int diff_tensor(CkptFile *fa, CkptFile *fb, const CkptTensor *ta, const C
         int64_t nr = ta->shape[0] - r < block ? ta->shape[0] - r : block;
         if (ckpt_read_rows(fa, ta, r, nr, a, err) || ckpt_read_rows(fb, tb, r, nr, b, err)) rc = -1;
         for (int64_t i = 0; rc == 0 && i < nr * row; i++) {
-            double x = a[i], y = b[i], e = fabs(x - y);
-            if (!(e <= d->max_abs)) d->max_abs = e; /* NaN propagates */
+            double x = a[i], y = b[i], e = isnan(x) && isnan(y) ? 0.0 : fabs(x - y);
+            if (!isnan(d->max_abs) && !(e <= d->max_abs)) d->max_abs = e; /* a NaN on one side sticks */
             d->diff2 += e * e, d->a2 += x * x;
         }
     }

@@ -1,4 +1,5 @@
 /* cli/main.c — the `npt` binary: dispatches to one function per verb (cli/commands.h). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +44,22 @@ static void prefer_passive_waiting(char **argv) {
     /* exec failed (no /proc): run on with libgomp's default, only slower when shared */
 }
 
+/* Output that did not reach its file (a full disk, /dev/full) is an error, whatever the
+ * verb returned: stdout is flushed and checked as the process exits. Registered first,
+ * so it runs after every other exit handler. */
+static void check_stdout_at_exit(void) {
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "npt: error: writing standard output failed: %s\n", strerror(errno));
+        _exit(1);
+    }
+}
+
 int main(int argc, char **argv) {
     prefer_passive_waiting(argv);
+    if (atexit(check_stdout_at_exit) != 0) {
+        fprintf(stderr, "npt: error: cannot register the exit handler\n");
+        return 1;
+    }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -113,8 +113,11 @@ int ckpt_read_rows(CkptFile *f, const CkptTensor *t, int64_t row0, int64_t nrows
  * has A [rank, dim], B_add [hidden_dim, rank] and, unless safe_mode, B_mul
  * [hidden_dim, rank]; no stray adapter tensors; optimizer/X.m|v shaped like adapters/X. */
 int ckpt_validate(const char *path, const CkptMeta *meta, const CkptTensor *t, int n, NptErr *err);
-/* Fails naming the first tensor holding NaN or Inf, with the counts. */
+/* Fails naming the first tensor holding NaN or Inf, or an AdamW second moment (optimizer/X.v)
+ * holding negative values, with the counts. */
 int ckpt_check_finite(const char *path, const CkptTensor *t, int n, NptErr *err);
+/* 1 if the tensor name is an AdamW second moment (optimizer/X.v), which is never negative. */
+int ckpt_is_second_moment(const char *name);
 
 /* --- Run directories (train/ckpt_dir.c) --- */
 

@@ -393,6 +393,13 @@ static int check_meta(CkptFile *f, const CkptMeta *m, NptErr *err) {
             return rfail(f, err, 0, "attribute '%s' of %s is %lld; it must be at least 1", positive[i].name,
                          positive[i].obj, (long long)positive[i].v);
     if (m->step < 0) return rfail(f, err, 0, "attribute 'step' of / is negative (%lld)", (long long)m->step);
+    if (!isfinite(m->modulation_scale))
+        return rfail(f, err, 0, "attribute 'modulation_scale' of /adapters is %g; it must be finite", m->modulation_scale);
+    if (m->safe_mode != 0 && m->safe_mode != 1)
+        return rfail(f, err, 0, "attribute 'safe_mode' of /adapters is %d; it must be 0 or 1", m->safe_mode);
+    if (m->optimizer[0] && strcmp(m->optimizer, "adamw") && strcmp(m->optimizer, "sgd"))
+        return rfail(f, err, 0, "attribute 'type' of /optimizer is \"%s\"; npt writes adamw, sgd or none", m->optimizer);
+    if (m->opt_step < 0) return rfail(f, err, 0, "attribute 'step' of /optimizer is negative (%lld)", (long long)m->opt_step);
     for (int i = 0; i < m->n_npt_layers; i++) {
         int l = m->npt_layers[i];
         if (l < 0 || l >= m->n_layers)
@@ -611,6 +618,11 @@ int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int 
     return 0;
 }
 
+int ckpt_is_second_moment(const char *name) {
+    size_t len = strlen(name);
+    return strncmp(name, "optimizer/", 10) == 0 && len > 2 && strcmp(name + len - 2, ".v") == 0;
+}
+
 int ckpt_check_finite(const char *path, const CkptTensor *t, int n, NptErr *err) {
     for (int i = 0; i < n; i++) {
         if (!t[i].data) continue;
@@ -622,6 +634,14 @@ int ckpt_check_finite(const char *path, const CkptTensor *t, int n, NptErr *err)
         if (nan || inf)
             return npt_fail(err, "%s: tensor /%s holds %zu NaN and %zu Inf values (of %zu)", path, t[i].name, nan, inf,
                             count);
+        /* AdamW's second moments are means of squares: a negative one is corruption, and
+         * resuming would take its square root */
+        size_t negative = 0;
+        if (ckpt_is_second_moment(t[i].name))
+            for (size_t k = 0; k < count; k++) negative += t[i].data[k] < 0;
+        if (negative)
+            return npt_fail(err, "%s: tensor /%s (AdamW second moments) holds %zu negative value%s (of %zu)", path,
+                            t[i].name, negative, negative == 1 ? "" : "s", count);
     }
     return 0;
 }
