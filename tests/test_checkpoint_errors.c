@@ -227,6 +227,34 @@ static void test_damaged(void) {
     H5Ldelete(f, "/recipe", H5P_DEFAULT);
     H5Fclose(f);
     expect_load_error(p, "missing recipe", "dataset /recipe missing", NULL);
+
+    f = edit("scale_nan", p);
+    double nan = NAN;
+    set_int_attr(f, "/adapters", "modulation_scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &nan);
+    H5Fclose(f);
+    expect_load_error(p, "NaN modulation scale", "attribute 'modulation_scale' of /adapters is nan; it must be finite", NULL);
+
+    f = edit("opt_type", p);
+    set_str_attr(f, "/optimizer", "type", "lion");
+    H5Fclose(f);
+    expect_load_error(p, "unknown optimizer", "attribute 'type' of /optimizer is \"lion\"", NULL);
+
+    f = edit("opt_step", p);
+    long long minus3 = -3;
+    set_int_attr(f, "/optimizer", "step", H5T_STD_I64LE, H5T_NATIVE_LLONG, 0, &minus3);
+    H5Fclose(f);
+    expect_load_error(p, "negative optimizer step", "attribute 'step' of /optimizer is negative (-3)", NULL);
+
+    f = edit("negative_v", p);
+    d = H5Dopen2(f, "/optimizer/layer_03/B_add.v", H5P_DEFAULT);
+    float v[172 * 4];
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    v[7] = -1e-9f;
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    H5Dclose(d);
+    H5Fclose(f);
+    expect_load_error(p, "negative AdamW second moment",
+                      "tensor /optimizer/layer_03/B_add.v (AdamW second moments) holds 1 negative value (of 688)", NULL);
 }
 
 /* Flips a byte inside the stored data of a dataset: the Fletcher-32 checksum catches it. */

@@ -4,11 +4,13 @@
  *
  * Tensor k (in the order: for layer in LAYERS, for part in A, B_add, B_mul, for suffix
  * in "", ".m", ".v"; parameters under adapters/, moments under optimizer/) holds at flat
- * index i the value ((i*37 + k*11) % 1001 - 500) / 64, exact in float32. */
+ * index i the value ((i*37 + k*11) % 1001 - 500) / 64, exact in float32; the AdamW second
+ * moments (".v") hold its absolute value, since a checkpoint with a negative one is refused. */
 #ifndef NPT_TEST_CHECKPOINT_FIXTURE_H
 #define NPT_TEST_CHECKPOINT_FIXTURE_H
 
 #include <dirent.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,7 +77,7 @@ static void fix_build(Fixture *f, int safe, int64_t step) {
                 t->shape[1] = p == 0 ? m->dim : m->rank;
                 size_t count = (size_t)(t->shape[0] * t->shape[1]);
                 t->data = malloc(count * sizeof(float));
-                for (size_t i = 0; i < count; i++) t->data[i] = fix_value(k, (int64_t)i);
+                for (size_t i = 0; i < count; i++) t->data[i] = s == 2 ? fabsf(fix_value(k, (int64_t)i)) : fix_value(k, (int64_t)i);
             }
 }
 

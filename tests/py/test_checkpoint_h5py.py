@@ -42,6 +42,8 @@ def fixture_tensors(safe=False):
                 shape = (RANK, DIM) if part == "A" else (HIDDEN, RANK)
                 i = np.arange(shape[0] * shape[1], dtype=np.int64)
                 vals = (((i * 37 + k * 11) % 1001 - 500).astype(np.float32) / np.float32(64)).reshape(shape)
+                if suffix == ".v":  # AdamW second moments are never negative
+                    vals = np.abs(vals)
                 if not (safe and part == "B_mul"):
                     group = "optimizer" if suffix else "adapters"
                     out[f"{group}/layer_{layer:02d}/{part}{suffix}"] = vals

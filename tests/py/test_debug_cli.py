@@ -145,6 +145,25 @@ def main():
         check(rc == 0 and f"in common: {len(a & b)}" in out and f"only in A: {len(a - b)} (1 7)" in out
               and f"only in B: {len(b - a)} (9 12)" in out, f"overlap: {len(a & b)} common, A-only {sorted(a - b)}, B-only {sorted(b - a)}")
 
+        # overlap reads only scan lists; sub-commands refuse the flags of another
+        bad = os.path.join(tmp, "notalist.txt")
+        with open(bad, "w") as f:
+            f.write("Once upon a time\n")
+        empty = os.path.join(tmp, "empty.tsv")
+        open(empty, "w").close()
+        for label, path, want in (("a text file", bad, "is not a scan list"), ("an empty file", empty, "is empty"),
+                                  ("a directory", tmp, "Is a directory")):
+            rc, out, err = run("overlap", path, lists["A"][0])
+            check(rc == 1 and want in err and len(err.strip().splitlines()) == 1 and not out,
+                  f"overlap of {label}: exit {rc} (want 1), one line: {err.strip()}")
+        for args, flag in ((["scan", "--model", BIN, "--data", os.path.join(tmp, "A.u16"), "--samples", "2", "--out",
+                             os.path.join(tmp, "x.tsv"), "--prompt", "hi"], "--prompt"),
+                           (["layers", "--model", BIN, "--prompt", "hi", "--save", os.path.join(tmp, "x.h5")], "--save"),
+                           (["replay", "x.h5", "--json"], "--json"), (["overlap", "a", "b", "--model", BIN], "--model")):
+            rc, out, err = run(*args)
+            check(rc == 2 and f"{flag} does not apply to {args[0]}" in err and not os.path.exists(os.path.join(tmp, "x.tsv")),
+                  f"debug {args[0]} with {flag}: usage error (exit {rc}): {err.strip()}")
+
         # 4. in training: layer 3's ffn_norm x1e22 overflows float32 in its SwiGLU for every
         # window, so every batch is skipped; train.debug_on_skip must say where, per skip.
         def huge_norm(w):

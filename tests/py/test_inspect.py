@@ -186,6 +186,15 @@ for name, fn, expect in cases:
     rc, out, _ = run("inspect", "verify", p, "--model", BIN)
     fail_line = [l for l in out.splitlines() if l.startswith("verify: FAIL")]
     check(rc == 1 and len(fail_line) == 1 and expect in fail_line[0], f"verify {name} fails with the reason on one line")
+# a NaN on one side is a difference, wherever it falls among the finite values
+rc, out, _ = run("inspect", "diff", final, os.path.join(tmp, "nan.h5"), "--json")
+d = json.loads(out) if out.strip() else {}
+t = next((t for t in d.get("tensors", []) if t["name"] == "adapters/layer_02/A"), {})
+check(rc == 1 and d.get("identical") is False and t.get("max_abs_diff", 0) is None,
+      f"diff against a copy with one NaN: exit {rc} (want 1), not identical, its tensor's max diff "
+      f"{t.get('max_abs_diff', 'absent')} (NaN, null in JSON)")
+rc, out, _ = run("inspect", "diff", os.path.join(tmp, "nan.h5"), os.path.join(tmp, "nan.h5"))
+check(rc == 0 and "checkpoints are identical" in out, f"diff of the NaN copy with itself: identical (exit {rc})")
 rc, jn, _ = inspect_json(os.path.join(tmp, "nan.h5"))
 t = next(t for t in jn["tensors"] if t["name"] == "adapters/layer_02/A")
 with h5py.File(os.path.join(tmp, "nan.h5"), "r") as f:

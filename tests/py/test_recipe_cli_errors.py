@@ -127,6 +127,15 @@ def test_validate_usage():
     check(rc == 2 and "--set needs a value" in err, "--set without a value: exit 2")
 
 
+def test_stdout_full():
+    """Output that cannot be written (a full disk) is an error, not a silent exit 0."""
+    for args in (["recipes", "list"], ["recipes", "show", "npt-safe"], ["validate", "npt-safe"], ["--help"]):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([NPT, *args], stdout=full, stderr=subprocess.PIPE, text=True)
+        check(p.returncode == 1 and "writing standard output failed" in p.stderr,
+              f"npt {' '.join(args)} > /dev/full: exit {p.returncode} (want 1): {p.stderr.strip()[-120:]}")
+
+
 def test_recipes(d):
     names = bundled_names()
     rc, out, _ = npt("recipes")
@@ -200,6 +209,7 @@ def main():
         test_validate_errors(d)
         test_validate_model_checks(d)
         test_validate_usage()
+        test_stdout_full()
         test_recipes(d)
         test_keys()
     return exit_code()

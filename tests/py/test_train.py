@@ -357,6 +357,12 @@ def test_lm_all_weights(tmp):
           and not identical(da, db) and moved,
           f"lm all weights: checkpoint holds the trained weights ({da['weights/block'].size if 'weights/block' in da else 0} floats, "
           f"token embeddings moved from the file's) and moments; resumed from step 10 == uninterrupted, bit for bit")
+    model = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
+    g = subprocess.run([NPT, "generate", "--model", model, "--adapters", os.path.join(a, "final.h5"), "--steps", "4"],
+                       capture_output=True, text=True, timeout=60)
+    check(g.returncode == 1 and "not NPT adapters" in g.stderr and "npt export" in g.stderr
+          and len(g.stderr.strip().splitlines()) == 1,
+          f"lm all weights: its checkpoint given as --adapters is refused, pointing to npt export: {g.stderr.strip()}")
 
 
 def cache_stats(stderr):
