@@ -56,7 +56,7 @@ static hid_t edit(const char *name, char *path_out) {
     return H5Fopen(path_out, H5F_ACC_RDWR, H5P_DEFAULT);
 }
 
-static void set_int_attr(hid_t loc, const char *obj, const char *name, hid_t ftype, hid_t mtype, int n, const void *v) {
+static void set_attr(hid_t loc, const char *obj, const char *name, hid_t ftype, hid_t mtype, int n, const void *v) {
     H5Adelete_by_name(loc, obj, name, H5P_DEFAULT);
     hsize_t dims = (hsize_t)n;
     hid_t s = n ? H5Screate_simple(1, &dims, NULL) : H5Screate(H5S_SCALAR);
@@ -69,7 +69,7 @@ static void set_int_attr(hid_t loc, const char *obj, const char *name, hid_t fty
 static void set_str_attr(hid_t loc, const char *obj, const char *name, const char *v) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, strlen(v) + 1);
-    set_int_attr(loc, obj, name, t, t, 0, v);
+    set_attr(loc, obj, name, t, t, 0, v);
     H5Tclose(t);
 }
 
@@ -137,7 +137,7 @@ static void test_damaged(void) {
 
     f = edit("version", p);
     int seven = 7;
-    set_int_attr(f, "/", "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &seven);
+    set_attr(f, "/", "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &seven);
     H5Fclose(f);
     expect_load_error(p, "newer format_version", "was written by a newer npt (format_version 7 > 1)", NULL);
 
@@ -186,13 +186,13 @@ static void test_damaged(void) {
 
     f = edit("safe_bmul", p);
     int one = 1;
-    set_int_attr(f, "/adapters", "safe_mode", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &one);
+    set_attr(f, "/adapters", "safe_mode", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &one);
     H5Fclose(f);
     expect_load_error(p, "B_mul in a safe-mode checkpoint", "dataset /adapters/layer_02/B_mul present although", NULL);
 
     f = edit("layers", p);
     int layers[3] = {2, 3, 9};
-    set_int_attr(f, "/adapters", "layers", H5T_STD_I32LE, H5T_NATIVE_INT, 3, layers);
+    set_attr(f, "/adapters", "layers", H5T_STD_I32LE, H5T_NATIVE_INT, 3, layers);
     H5Fclose(f);
     expect_load_error(p, "layer index beyond the model", "lists layer 9, but the base model has 5 layers", NULL);
 
@@ -230,7 +230,7 @@ static void test_damaged(void) {
 
     f = edit("scale_nan", p);
     double nan = NAN;
-    set_int_attr(f, "/adapters", "modulation_scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &nan);
+    set_attr(f, "/adapters", "modulation_scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &nan);
     H5Fclose(f);
     expect_load_error(p, "NaN modulation scale", "attribute 'modulation_scale' of /adapters is nan; it must be finite", NULL);
 
@@ -241,7 +241,7 @@ static void test_damaged(void) {
 
     f = edit("opt_step", p);
     long long minus3 = -3;
-    set_int_attr(f, "/optimizer", "step", H5T_STD_I64LE, H5T_NATIVE_LLONG, 0, &minus3);
+    set_attr(f, "/optimizer", "step", H5T_STD_I64LE, H5T_NATIVE_LLONG, 0, &minus3);
     H5Fclose(f);
     expect_load_error(p, "negative optimizer step", "attribute 'step' of /optimizer is negative (-3)", NULL);
 
