@@ -16,12 +16,26 @@ int graph_init(Graph *g, Arena *act, Arena *grads, int max_nodes, NptErr *err) {
     return 0;
 }
 
+static void rope_tables_free(RopeTable *t) {
+    while (t) {
+        RopeTable *older = t->older;
+        free(t);
+        t = older;
+    }
+}
+
 void graph_free(Graph *g) {
     free(g->nodes);
     g->nodes = NULL;
+    rope_tables_free(g->rope);
+    g->rope = NULL;
 }
 
 void graph_reset(Graph *g) {
+    if (g->rope) { /* no tape reads the replaced tables any more */
+        rope_tables_free(g->rope->older);
+        g->rope->older = NULL;
+    }
     g->n_nodes = 0;
     g->layer = -1;
     arena_reset(g->act);

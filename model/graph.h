@@ -30,6 +30,14 @@ struct Node {
 /* Called after every op with its output and inputs: the debug mode's NaN producer
  * finder and precision emulation, and eval's modulation figures, hook in here. */
 typedef void (*OpObserver)(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx);
+/* A RoPE cos/sin table for positions [0, positions) (model/ops.c). It outlives steps, so
+ * the sines and cosines are computed once per run, not once per layer and step. */
+typedef struct RopeTable {
+    struct RopeTable *older; /* replaced tables this step's tape may still read */
+    int positions, head_dim;
+    float theta;
+    float cs[]; /* [positions][head_dim / 2][cos, sin] */
+} RopeTable;
 
 struct Graph {
     Arena *act;       /* outputs of ops and saved data */
@@ -41,6 +49,7 @@ struct Graph {
     void *observer_ctx;
     int keep_inputs;  /* no in-place outputs, no graph_release: an observer holds inputs */
     int layer;        /* current layer index for observers (-1 outside layers) */
+    RopeTable *rope;  /* newest first; the older ones are freed at the next reset */
 };
 
 int graph_init(Graph *g, Arena *act, Arena *grads, int max_nodes, NptErr *err);

@@ -8,6 +8,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../util/fastmath.h"
@@ -330,20 +331,30 @@ Tensor *op_rmsnorm(Graph *g, Tensor *x, Tensor *w, float eps) {
 
 /* ---------------------------------------------------------------- rope */
 
-/* cos/sin of pos * theta^(-2i/hd) for T positions and hd/2 frequencies, computed in
- * double so both conventions match a float64 reference to float rounding. */
-static float *rope_table(Graph *g, int T, int head_dim, float theta, int pos0) {
-    int half = head_dim / 2;
-    float *tab = arena_alloc(g->act, (size_t)T * half * 2 * sizeof(float));
+/* cos/sin of pos * theta^(-2i/hd) for positions pos0 .. pos0 + T - 1 and hd/2 frequencies,
+ * computed in double so both conventions match a float64 reference to float rounding.
+ * The graph keeps the table (from position 0) across steps: recomputing it per call cost
+ * about 1% of a training step in sincos. A request it does not cover replaces it; the
+ * replaced table stays valid until the next graph_reset, since this step's tape may hold it. */
+static const float *rope_table(Graph *g, int T, int head_dim, float theta, int pos0) {
+    int half = head_dim / 2, positions = pos0 + T;
+    RopeTable *t = g->rope;
+    if (t && t->head_dim == head_dim && t->theta == theta && t->positions >= positions)
+        return t->cs + (size_t)pos0 * half * 2;
+    t = malloc(sizeof *t + (size_t)positions * half * 2 * sizeof(float));
+    if (!t) npt_die("out of memory for a RoPE table of %d positions", positions);
+    t->positions = positions, t->head_dim = head_dim, t->theta = theta;
     for (int i = 0; i < half; i++) {
         double freq = pow((double)theta, -2.0 * i / head_dim);
-        for (int t = 0; t < T; t++) {
-            double ang = (double)(pos0 + t) * freq;
-            tab[((size_t)t * half + i) * 2] = (float)cos(ang);
-            tab[((size_t)t * half + i) * 2 + 1] = (float)sin(ang);
+        for (int p = 0; p < positions; p++) {
+            double ang = (double)p * freq;
+            t->cs[((size_t)p * half + i) * 2] = (float)cos(ang);
+            t->cs[((size_t)p * half + i) * 2 + 1] = (float)sin(ang);
         }
     }
-    return tab;
+    t->older = g->rope;
+    g->rope = t;
+    return t->cs + (size_t)pos0 * half * 2;
 }
 
 /* Rotates every head of every row by +angle (dir 1) or -angle (dir -1). */
@@ -388,12 +399,12 @@ static Tensor *rope(Graph *g, Tensor *x, int B, int T, int n_heads, int head_dim
         npt_die("rope: %s has %zu elements, expected %d x %d x %d x %d", x->name ? x->name : "?", x->n, B, T,
                 n_heads, head_dim);
     Tensor *y = in_place ? over(g, x, "rope") : like(g, x, "rope"); /* rope_apply reads a pair before writing it */
-    float *tab = rope_table(g, T, head_dim, theta, pos0);
+    const float *tab = rope_table(g, T, head_dim, theta, pos0);
     rope_apply(x->data, y->data, tab, B, T, n_heads, head_dim, style, 1.0f, 0);
     Tensor *in[1] = {x};
     if (graph_needs_grad(g, in, 1)) {
         Node *n = graph_record_reads(g, "rope", rope_backward, y, in, 1, 0); /* the table suffices */
-        n->saved = tab;
+        n->saved = (void *)tab; /* owned by g->rope */
         n->i[0] = B, n->i[1] = T, n->i[2] = n_heads, n->i[3] = head_dim, n->i[4] = style;
     }
     observe(g, "rope", y, in, 1);
