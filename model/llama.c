@@ -8,17 +8,23 @@ Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n) {
     return op_embedding(g, (Tensor *)&m->tok_emb, tokens, n);
 }
 
-Tensor *llama_attention_heads(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+Tensor *llama_attention_heads_values(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T, Tensor *wv,
+                                     int v_heads, int v_dim) {
     const LlamaConfig *c = &m->cfg;
     LlamaLayer *L = &m->layers[layer];
     Tensor *x = op_rmsnorm(g, h, &L->attn_norm, c->norm_eps);
     Tensor *q = op_linear(g, x, &L->wq);
     Tensor *k = op_linear(g, x, &L->wk);
-    Tensor *v = op_linear(g, x, &L->wv);
+    Tensor *v = op_linear(g, x, wv);
     graph_release(g, x); /* read again only if the projections are trained */
     q = op_rope_inplace(g, q, B, T, c->n_heads, c->head_dim, c->rope_theta, c->rope, 0);
     k = op_rope_inplace(g, k, B, T, c->n_kv_heads, c->head_dim, c->rope_theta, c->rope, 0);
-    return op_attention(g, q, k, v, B, T, c->n_heads, c->n_kv_heads, c->head_dim);
+    return op_attention_values(g, q, k, v, B, T, c->n_heads, c->n_kv_heads, c->head_dim, v_heads, v_dim);
+}
+
+Tensor *llama_attention_heads(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {
+    const LlamaConfig *c = &m->cfg;
+    return llama_attention_heads_values(g, m, layer, h, B, T, &m->layers[layer].wv, c->n_kv_heads, c->head_dim);
 }
 
 Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T) {

@@ -87,6 +87,10 @@ Tensor *llama_embed(Graph *g, const LlamaModel *m, const int *tokens, int n);
 /* The heads' outputs before the output projection, [B T, n_heads head_dim]:
  * Attn(RoPE(Wq x), RoPE(Wk x), Wv x) with x = RMSNorm(h; attn_norm) */
 Tensor *llama_attention_heads(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
+/* The same with the value projection wv [v_heads v_dim, dim] in place of the layer's
+ * (v_heads: n_kv_heads or n_heads, see op_attention_values): [B T, n_heads v_dim]. */
+Tensor *llama_attention_heads_values(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T, Tensor *wv,
+                                     int v_heads, int v_dim);
 /* a = Wo llama_attention_heads(h) */
 Tensor *llama_attention_block(Graph *g, const LlamaModel *m, int layer, Tensor *h, int B, int T);
 /* Base decoder layer: h1 = h + a; out = h1 + W_down(SiLU(W_gate m) * W_up m), m = RMSNorm(h1) */

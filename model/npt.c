@@ -110,16 +110,29 @@ void npt_init_weights(NptModel *n, const NptConfig *cfg, uint64_t seed) {
 void npt_zero_grads(NptModel *n) { memset(n->grads, 0, n->n_params * sizeof(float)); }
 
 /* z = A a with a = Wo c, the attention block's output (attn when the caller has it).
- * In an NPT layer a feeds nothing but A, so z is computed as (A Wo) c: the r x qd
- * product A Wo costs r d qd once, and the d x qd output projection (forward, and its
- * input gradient in backward) is never run over the tokens. Same value up to rounding.
- * An observed graph (debug, eval) keeps the literal order, where every op's rows are
- * token positions and a fp16 emulation rounds a as a real run would. */
+ * In an NPT layer a feeds nothing but A, so z is computed without a:
+ *  - A folds into Wo: F = A Wo (r x qd, once per step), so the d x qd output projection
+ *    (forward, and its input gradient in backward) is never run over the tokens;
+ *  - when the heads are wider than r, F folds further into the values: head h's share
+ *    of z is P_h (x Wv_h^T) F_h^T = P_h (x (F_h Wv_h)^T), so the values are projected to
+ *    r columns per head instead of head_dim, P V runs on r columns, and z is the sum
+ *    over heads (op_head_products, op_attention_values, op_sum_blocks).
+ * Same value up to rounding. An observed graph (debug, eval) keeps the literal order,
+ * where every op's rows are token positions and a fp16 emulation rounds a as a real run
+ * would. */
 static Tensor *adapter_input(Graph *g, const LlamaModel *m, int layer, Tensor *A, Tensor *h, Tensor *attn, int B, int T) {
+    const LlamaConfig *c = &m->cfg;
+    int r = tensor_rows(A);
     if (attn) return op_linear(g, attn, A);
     if (g->observer) return op_linear(g, llama_attention_block(g, m, layer, h, B, T), A);
     Tensor *a_wo = op_matmul(g, A, &m->layers[layer].wo, 0, 0);
-    return op_linear(g, llama_attention_heads(g, m, layer, h, B, T), a_wo);
+    if (c->n_heads * r >= c->n_kv_heads * c->head_dim) /* folding into Wv would widen the values */
+        return op_linear(g, llama_attention_heads(g, m, layer, h, B, T), a_wo);
+    Tensor *wv = op_head_products(g, a_wo, &m->layers[layer].wv, c->n_heads, c->n_kv_heads, c->head_dim);
+    Tensor *heads = llama_attention_heads_values(g, m, layer, h, B, T, wv, c->n_heads, r);
+    Tensor *z = op_sum_blocks(g, heads, c->n_heads);
+    graph_release(g, heads);
+    return z;
 }
 
 Tensor *npt_layer_forward(Graph *g, const NptModel *n, int layer, Tensor *h, Tensor *attn, int B, int T, Tensor **reg) {

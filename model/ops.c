@@ -111,6 +111,72 @@ Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b, int trans_a, int trans_b) {
 
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w) { return op_matmul(g, x, w, 0, 1); }
 
+static void head_products_backward(Graph *g, Node *n) {
+    Tensor *f = n->in[0], *w = n->in[1];
+    int nh = n->i[0], group = nh / n->i[1], hd = n->i[2], r = tensor_rows(f), d = tensor_cols(w);
+    const float *dy = n->out->grad;
+    for (int h = 0; h < nh; h++) {
+        const float *dyh = dy + (size_t)h * r * d, *wh = w->data + (size_t)(h / group) * hd * d;
+        if (f->requires_grad) /* dF_h += dY_h W_kv^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, hd, d, 1.0f, dyh, d, wh, d, 1.0f,
+                        graph_grad(g, f) + h * hd, nh * hd);
+        if (w->requires_grad) /* dW_kv += F_h^T dY_h */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hd, d, r, 1.0f, f->data + h * hd, nh * hd, dyh, d,
+                        1.0f, graph_grad(g, w) + (size_t)(h / group) * hd * d, d);
+    }
+}
+
+Tensor *op_head_products(Graph *g, Tensor *f, Tensor *w, int n_heads, int n_kv_heads, int head_dim) {
+    int r = tensor_rows(f), d = tensor_cols(w);
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads || tensor_cols(f) != n_heads * head_dim ||
+        tensor_rows(w) != n_kv_heads * head_dim)
+        npt_die("head_products: %s [%d, %d] and %s [%d, %d] do not fit %d/%d heads of %d", f->name ? f->name : "?", r,
+                tensor_cols(f), w->name ? w->name : "?", tensor_rows(w), d, n_heads, n_kv_heads, head_dim);
+    Tensor *y = tensor_new2(g->act, "head_products", n_heads * r, d);
+    int group = n_heads / n_kv_heads;
+    for (int h = 0; h < n_heads; h++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, d, head_dim, 1.0f, f->data + h * head_dim,
+                    n_heads * head_dim, w->data + (size_t)(h / group) * head_dim * d, d, 0.0f,
+                    y->data + (size_t)h * r * d, d);
+    Tensor *in[2] = {f, w};
+    if (graph_needs_grad(g, in, 2)) {
+        unsigned reads = (f->requires_grad ? 2u : 0u) | (w->requires_grad ? 1u : 0u); /* dF needs W, dW needs F */
+        Node *nd = graph_record_reads(g, "head_products", head_products_backward, y, in, 2, reads);
+        nd->i[0] = n_heads, nd->i[1] = n_kv_heads, nd->i[2] = head_dim;
+    }
+    observe(g, "head_products", y, in, 2);
+    return y;
+}
+
+static void sum_blocks_backward(Graph *g, Node *n) {
+    Tensor *x = n->in[0];
+    int rows = tensor_rows(x), cols = tensor_cols(x), w = tensor_cols(n->out);
+    float *dx = graph_grad(g, x);
+    const float *dy = n->out->grad;
+#pragma omp parallel for schedule(static) if (x->n > PAR_MIN)
+    for (int i = 0; i < rows; i++)
+        for (int c = 0; c < cols; c++) dx[(size_t)i * cols + c] += dy[(size_t)i * w + c % w];
+}
+
+Tensor *op_sum_blocks(Graph *g, Tensor *x, int n) {
+    int rows = tensor_rows(x), cols = tensor_cols(x);
+    if (n <= 0 || cols % n) npt_die("sum_blocks: %d columns of %s do not split into %d blocks", cols, x->name ? x->name : "?", n);
+    int w = cols / n;
+    Tensor *y = tensor_new2(g->act, "sum_blocks", rows, w);
+#pragma omp parallel for schedule(static) if (x->n > PAR_MIN)
+    for (int i = 0; i < rows; i++) {
+        const float *xr = x->data + (size_t)i * cols;
+        float *yr = y->data + (size_t)i * w;
+        for (int j = 0; j < w; j++) yr[j] = xr[j];
+        for (int b = 1; b < n; b++)
+            for (int j = 0; j < w; j++) yr[j] += xr[b * w + j];
+    }
+    Tensor *in[1] = {x};
+    if (graph_needs_grad(g, in, 1)) graph_record_reads(g, "sum_blocks", sum_blocks_backward, y, in, 1, 0);
+    observe(g, "sum_blocks", y, in, 1);
+    return y;
+}
+
 /* ---------------------------------------------------------------- add, mul, scale */
 
 static void add_backward(Graph *g, Node *n) {
@@ -435,7 +501,7 @@ size_t op_attention_extra_floats(int B, int T, int n_heads) {
  * a few percent of the attention FLOPs, for 12.6 MB per layer at the 15M shape. */
 typedef struct {
     float *lse; /* [B, n_heads, T]: log of each causal row's softmax denominator (scaled scores) */
-    int B, T, nh, nkv, hd;
+    int B, T, nh, nkv, hd, nv, vd;
 } AttnSaved;
 
 /* Causal softmax numerators in place over `rows` rows of a score block with row stride
@@ -480,7 +546,7 @@ static void attention_backward(Graph *g, Node *n) {
     AttnSaved *sv = n->saved;
     Tensor *q = n->in[0], *k = n->in[1], *v = n->in[2], *o = n->out;
     int B = sv->B, T = sv->T, nh = sv->nh, nkv = sv->nkv, hd = sv->hd, group = nh / nkv;
-    int qs = nh * hd, ks = nkv * hd;
+    int vd = sv->vd, vgroup = nh / sv->nv, qs = nh * hd, ks = nkv * hd, vs = sv->nv * vd, os = nh * vd;
     float scale = 1.0f / sqrtf((float)hd);
     float *dq = q->requires_grad ? graph_grad(g, q) : NULL;
     float *dk = k->requires_grad ? graph_grad(g, k) : NULL;
@@ -490,33 +556,34 @@ static void attention_backward(Graph *g, Node *n) {
     size_t scratch_bytes = (size_t)nthreads * per_thread * sizeof(float);
     float *scratch = graph_scratch(g, scratch_bytes);
     /* One task per (sequence, kv head): the query heads sharing a kv head accumulate
-     * into the same dK/dV rows, so they run in the same task, race-free. */
+     * into the same dK/dV rows, so they run in the same task, race-free (a value head is
+     * shared by the same heads as the kv head, or by none). */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < B * nkv; task++) {
         int b = task / nkv, kh = task % nkv;
         float *pblk = scratch + (size_t)omp_get_thread_num() * per_thread, *dp = pblk + (size_t)ATTN_BLOCK * T;
         const float *kb = k->data + (size_t)b * T * ks + kh * hd;
-        const float *vb = v->data + (size_t)b * T * ks + kh * hd;
         for (int h = kh * group; h < (kh + 1) * group; h++) {
             const float *lse = sv->lse + ((size_t)b * nh + h) * T;
             const float *qb = q->data + (size_t)b * T * qs + h * hd;
-            const float *ob = o->data + (size_t)b * T * qs + h * hd;
-            const float *dob = o->grad + (size_t)b * T * qs + h * hd;
+            const float *vb = v->data + (size_t)b * T * vs + h / vgroup * vd;
+            const float *ob = o->data + (size_t)b * T * os + h * vd;
+            const float *dob = o->grad + (size_t)b * T * os + h * vd;
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
                 int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, keys = r0 + rows;
-                const float *pr = pblk, *dor = dob + (size_t)r0 * qs;
+                const float *pr = pblk, *dor = dob + (size_t)r0 * os;
                 attention_probs_block(pblk, qb, kb, lse, r0, rows, T, qs, ks, hd, scale);
                 if (dv) /* dV[:keys] += P[rows, :keys]^T dO[rows] */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, pr, T, dor, qs, 1.0f,
-                                dv + (size_t)b * T * ks + kh * hd, ks);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, vd, rows, 1.0f, pr, T, dor, os, 1.0f,
+                                dv + (size_t)b * T * vs + h / vgroup * vd, vs);
                 if (!dq && !dk) continue;
                 /* dP = dO V^T; dS = P * (dP - rowsum(dO * O)) * scale */
                 float *dpr = dp;
-                sgemm_into_zeroed(CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dor, qs, vb, ks, dpr, T);
+                sgemm_into_zeroed(CblasNoTrans, CblasTrans, rows, keys, vd, 1.0f, dor, os, vb, vs, dpr, T);
                 for (int i = r0; i < r0 + rows; i++) {
                     double dsum = 0.0;
 #pragma omp simd reduction(+ : dsum)
-                    for (int d = 0; d < hd; d++) dsum += (double)dob[(size_t)i * qs + d] * ob[(size_t)i * qs + d];
+                    for (int d = 0; d < vd; d++) dsum += (double)dob[(size_t)i * os + d] * ob[(size_t)i * os + d];
                     float *row = dp + (size_t)(i - r0) * T;
                     const float *prow = pblk + (size_t)(i - r0) * T;
                     for (int j = 0; j <= i; j++) row[j] = prow[j] * (row[j] - (float)dsum) * scale;
@@ -534,23 +601,27 @@ static void attention_backward(Graph *g, Node *n) {
     graph_scratch_free(g, scratch, scratch_bytes);
 }
 
-Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads, int n_kv_heads,
-                     int head_dim) {
-    int qs = n_heads * head_dim, ks = n_kv_heads * head_dim;
+Tensor *op_attention_values(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads, int n_kv_heads,
+                            int head_dim, int v_heads, int v_dim) {
+    int qs = n_heads * head_dim, ks = n_kv_heads * head_dim, vs = v_heads * v_dim, os = n_heads * v_dim;
     if (n_kv_heads <= 0 || n_heads % n_kv_heads) npt_die("attention: %d heads not a multiple of %d kv heads", n_heads, n_kv_heads);
-    if (q->n != (size_t)B * T * qs || k->n != (size_t)B * T * ks || v->n != (size_t)B * T * ks)
-        npt_die("attention: q/k/v sizes do not match B=%d T=%d heads=%d/%d hd=%d", B, T, n_heads, n_kv_heads, head_dim);
-    Tensor *o = tensor_new2(g->act, "attention", B * T, qs);
+    if (v_heads != n_kv_heads && v_heads != n_heads)
+        npt_die("attention: %d value heads, expected %d (one per kv head) or %d (one per query head)", v_heads,
+                n_kv_heads, n_heads);
+    if (q->n != (size_t)B * T * qs || k->n != (size_t)B * T * ks || v->n != (size_t)B * T * vs)
+        npt_die("attention: q/k/v sizes do not match B=%d T=%d heads=%d/%d/%d hd=%d/%d", B, T, n_heads, n_kv_heads,
+                v_heads, head_dim, v_dim);
+    Tensor *o = tensor_new2(g->act, "attention", B * T, os);
     Tensor *in[3] = {q, k, v};
     int record = graph_needs_grad(g, in, 3);
     AttnSaved *sv = NULL;
     if (record) {
         sv = arena_alloc(g->act, sizeof *sv);
-        *sv = (AttnSaved){.B = B, .T = T, .nh = n_heads, .nkv = n_kv_heads, .hd = head_dim};
+        *sv = (AttnSaved){.B = B, .T = T, .nh = n_heads, .nkv = n_kv_heads, .hd = head_dim, .nv = v_heads, .vd = v_dim};
         sv->lse = arena_alloc(g->act, (size_t)B * n_heads * T * sizeof(float));
     }
     float scale = 1.0f / sqrtf((float)head_dim);
-    int group = n_heads / n_kv_heads;
+    int group = n_heads / n_kv_heads, vgroup = n_heads / v_heads;
     float *blocks = arena_alloc(g->act, (size_t)omp_get_max_threads() * ATTN_BLOCK * T * sizeof(float));
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < B * n_heads; task++) {
@@ -558,7 +629,7 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, in
         float *p = blocks + (size_t)omp_get_thread_num() * ATTN_BLOCK * T;
         const float *qb = q->data + (size_t)b * T * qs + h * head_dim;
         const float *kb = k->data + (size_t)b * T * ks + kh * head_dim;
-        const float *vb = v->data + (size_t)b * T * ks + kh * head_dim;
+        const float *vb = v->data + (size_t)b * T * vs + h / vgroup * v_dim;
         /* Row blocks see only the keys up to their last row: the masked half of Q K^T
          * and of P V is never computed. */
         for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
@@ -566,15 +637,20 @@ Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, in
             sgemm_into_zeroed(CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, qb + (size_t)r0 * qs, qs, kb, ks, p, T);
             float inv_sum[ATTN_BLOCK];
             causal_softmax_rows(p, r0, rows, T, sv ? sv->lse + (size_t)task * T + r0 : NULL, inv_sum);
-            float *ob = o->data + ((size_t)b * T + r0) * qs + h * head_dim;
-            sgemm_into_zeroed(CblasNoTrans, CblasNoTrans, rows, head_dim, keys, 1.0f, p, T, vb, ks, ob, qs);
+            float *ob = o->data + ((size_t)b * T + r0) * os + h * v_dim;
+            sgemm_into_zeroed(CblasNoTrans, CblasNoTrans, rows, v_dim, keys, 1.0f, p, T, vb, vs, ob, os);
             for (int i = 0; i < rows; i++)
-                for (int d = 0; d < head_dim; d++) ob[(size_t)i * qs + d] *= inv_sum[i];
+                for (int d = 0; d < v_dim; d++) ob[(size_t)i * os + d] *= inv_sum[i];
         }
     }
     if (record) graph_record(g, "attention", attention_backward, o, in, 3)->saved = sv;
     observe(g, "attention", o, in, 3);
     return o;
+}
+
+Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads, int n_kv_heads,
+                     int head_dim) {
+    return op_attention_values(g, q, k, v, B, T, n_heads, n_kv_heads, head_dim, n_kv_heads, head_dim);
 }
 
 /* ---------------------------------------------------------------- embedding */

@@ -15,6 +15,12 @@
 Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b, int trans_a, int trans_b);
 /* y = x W^T for a PyTorch-layout weight W [out, in]. */
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w);
+/* Per-head products, for folding a product into a projection head by head:
+ * f [r, nh*hd], w [nkv*hd, d] -> [nh*r, d], whose row block h is
+ * f[:, h*hd : (h+1)*hd] w[kv*hd : (kv+1)*hd, :] with kv = h / (nh/nkv). */
+Tensor *op_head_products(Graph *g, Tensor *f, Tensor *w, int n_heads, int n_kv_heads, int head_dim);
+/* y[i, j] = sum over blocks b of x[i, b*w + j]: x [rows, n*w] -> [rows, w]. */
+Tensor *op_sum_blocks(Graph *g, Tensor *x, int n);
 
 Tensor *op_add(Graph *g, Tensor *a, Tensor *b);
 /* a + b written over b's storage: for a b that is a fresh op output nothing else reads
@@ -46,6 +52,11 @@ Tensor *op_rope_inplace(Graph *g, Tensor *x, int B, int T, int n_heads, int head
 size_t op_attention_extra_floats(int B, int T, int n_heads);
 Tensor *op_attention(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads,
                      int n_kv_heads, int head_dim);
+/* The same with values of their own width v_dim: v [B*T, v_heads*v_dim], v_heads either
+ * nkv (query head h reads value head h / (nh/nkv)) or nh (one value head per query head);
+ * the output is [B*T, nh*v_dim]. The NPT layer's folded attention (model/npt.c) uses it. */
+Tensor *op_attention_values(Graph *g, Tensor *q, Tensor *k, Tensor *v, int B, int T, int n_heads,
+                            int n_kv_heads, int head_dim, int v_heads, int v_dim);
 
 /* Rows of table picked by ids: [n, dim]. A trainable table gets scatter-added grads. */
 Tensor *op_embedding(Graph *g, Tensor *table, const int *ids, int n);

@@ -115,9 +115,11 @@ static int dump(char **argv) {
 
 /* Rank-4 adapters with every matrix drawn at std 0.05 (B_mul too, so that the
  * multiplicative path carries gradient): the gradient checks' model. */
-static int test_adapters(const LlamaModel *m, int safe, NptLayerMode mode, uint64_t seed, NptModel *n) {
+/* Rank 4 on stories260K (8 query heads, 4 kv heads of 8) folds A into Wo only; rank 2 or
+ * 3 also folds it into the values (model/npt.c, adapter_input). */
+static int test_adapters(const LlamaModel *m, int safe, NptLayerMode mode, uint64_t seed, int rank, NptModel *n) {
     NptErr err;
-    NptConfig nc = {.rank = 4, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,
+    NptConfig nc = {.rank = rank, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,
                     .init_a_std = 0.05f, .init_b_add_std = 0.05f, .init_b_mul_std = 0.05f};
     if (npt_create(n, m, &nc, &err)) {
         check(0, "npt_create: %s", err.msg);
@@ -181,12 +183,12 @@ static double fd_directions(ObjectiveRunner *r, const ObjectiveConfig *oc, const
  * the adapters. NMSE: single weights. MSE and lm, whose losses are large beside their
  * adapter gradients so that a one-weight difference drowns in float32 rounding:
  * directions over all weights (observed errors <= 2.7e-4 of |g|). */
-static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode, const ObjectiveConfig *oc) {
+static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode, int rank, const ObjectiveConfig *oc) {
     NptModel n;
     NptErr err;
     ObjectiveRunner r;
     enum { B = 2, T = 16 };
-    if (test_adapters(m, safe, mode, 7, &n)) return;
+    if (test_adapters(m, safe, mode, 7, rank, &n)) return;
     if (objective_init(&r, m, &n, oc, B, T, 1, &err)) {
         check(0, "finite differences: objective_init: %s", err.msg);
         npt_free(&n);
@@ -201,8 +203,8 @@ static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode, const Obj
                              : fd_single_weights(&r, oc, m, &n, tokens, analytic, &samples);
     const char *obj = !oc->distill ? "lm" : oc->use_mse ? "distill mse" : "distill nmse";
     const char *layers = mode == NPT_LAYERS_ALL ? "all" : mode == NPT_LAYERS_UPPER_HALF ? "upper_half" : "lower_half";
-    check(rel < (directional ? 2e-3 : 5e-3), "%s loss gradient vs finite differences, %s mode, layers %s: rel err %.2e "
-          "over %d %s", obj, safe ? "safe" : "full", layers, rel, samples, directional ? "directions" : "weights");
+    check(rel < (directional ? 2e-3 : 5e-3), "%s loss gradient vs finite differences, %s mode, layers %s, rank %d: rel "
+          "err %.2e over %d %s", obj, safe ? "safe" : "full", layers, rank, rel, samples, directional ? "directions" : "weights");
     free(analytic);
     objective_free(&r);
     npt_free(&n);
@@ -274,15 +276,18 @@ static void observe_nothing(Graph *g, const char *op, Tensor *out, Tensor **in, 
     (void)g, (void)op, (void)out, (void)in, (void)n_in, (void)ctx;
 }
 
-/* The NPT layer folds A into the output projection, z = (A Wo) c, unless an observer
- * watches (model/npt.c, adapter_input). The student's output and every adapter
- * gradient must equal the literal z = A (Wo c), and the fold must have happened: one
- * A x Wo matmul per converted layer on the tape, none in the literal graph. */
-static void check_folded_output_projection(const LlamaModel *m, NptLayerMode mode) {
+/* The NPT layer folds A into the output projection, z = (A Wo) c, and at ranks below the
+ * head width further into the values, unless an observer watches (model/npt.c,
+ * adapter_input). The student's output and every adapter gradient must equal the
+ * literal z = A (Wo c), and the folds must have happened: one A x Wo matmul per
+ * converted layer on the tape, and one per-head product with Wv where the rank is small
+ * enough; none in the literal graph. */
+static void check_folded_output_projection(const LlamaModel *m, NptLayerMode mode, int rank) {
     NptModel n;
-    if (test_adapters(m, 0, mode, 5, &n)) return;
+    if (test_adapters(m, 0, mode, 5, rank, &n)) return;
     enum { B = 2, T = 16 };
-    int tokens[B * T], L = m->cfg.n_layers, folds[2] = {0, 0};
+    int tokens[B * T], L = m->cfg.n_layers, folds[2] = {0, 0}, value_folds[2] = {0, 0};
+    int want_value_folds = m->cfg.n_heads * rank < m->cfg.n_kv_heads * m->cfg.head_dim ? n.n_adapters : 0;
     for (int i = 0; i < B * T; i++) tokens[i] = (i * 41 + 7) % m->cfg.vocab_size;
     size_t out_n = (size_t)B * T * m->cfg.dim;
     float *out[2] = {npt_xmalloc(out_n * sizeof(float), "output"), npt_xmalloc(out_n * sizeof(float), "output")};
@@ -300,20 +305,25 @@ static void check_folded_output_projection(const LlamaModel *m, NptLayerMode mod
         memset(target->data, 0, out_n * sizeof(float));
         graph_backward(g, op_mse(g, h, target), 1.0f);
         memcpy(grads[literal], n.grads, n.n_params * sizeof(float));
-        for (int i = 0; i < g->n_nodes; i++)
+        for (int i = 0; i < g->n_nodes; i++) {
+            value_folds[literal] += !strcmp(g->nodes[i].op, "head_products");
             for (int k = 0; k < n.n_adapters; k++)
                 folds[literal] += g->nodes[i].in[0] == &n.adapters[k].A &&
                                   g->nodes[i].in[1] == &m->layers[n.adapters[k].layer].wo;
+        }
         g->observer = NULL;
     }
     double od = 0, oa = 0, gd = 0, ga = 0;
     for (size_t i = 0; i < out_n; i++) od = fmax(od, fabs(out[0][i] - out[1][i])), oa = fmax(oa, fabs(out[1][i]));
     for (size_t i = 0; i < n.n_params; i++) gd = fmax(gd, fabs(grads[0][i] - grads[1][i])), ga = fmax(ga, fabs(grads[1][i]));
     const char *what = mode == NPT_LAYERS_ALL ? "all layers" : "upper half";
-    check(folds[0] == n.n_adapters && folds[1] == 0, "A folded into Wo (%s): %d A x Wo products on the tape (want %d), "
-          "%d in the observed, literal graph (want 0)", what, folds[0], n.n_adapters, folds[1]);
-    check(od <= 1e-5 * oa && gd <= 1e-4 * ga, "A folded into Wo (%s) == literal A (Wo c): output max diff %.2e (max %.2e), "
-          "adapter gradient max diff %.2e (max %.2e)", what, od, oa, gd, ga);
+    check(folds[0] == n.n_adapters && folds[1] == 0, "A folded into Wo (%s, rank %d): %d A x Wo products on the tape "
+          "(want %d), %d in the observed, literal graph (want 0)", what, rank, folds[0], n.n_adapters, folds[1]);
+    check(value_folds[0] == want_value_folds && value_folds[1] == 0, "A Wo folded into the values (%s, rank %d): %d "
+          "per-head products with Wv on the tape (want %d), %d in the literal graph (want 0)", what, rank, value_folds[0],
+          want_value_folds, value_folds[1]);
+    check(od <= 1e-5 * oa && gd <= 1e-4 * ga, "folded attention (%s, rank %d) == literal A (Wo c): output max diff %.2e "
+          "(max %.2e), adapter gradient max diff %.2e (max %.2e)", what, rank, od, oa, gd, ga);
     for (int i = 0; i < 2; i++) free(out[i]), free(grads[i]);
     npt_free(&n);
 }
@@ -362,7 +372,7 @@ static void watch_vocab(Graph *g, const char *op, Tensor *out, Tensor **in, int 
  * (the embedding lookup, which reads its rows when tied, aside). */
 static void check_no_logits(const LlamaModel *m) {
     NptModel n;
-    if (test_adapters(m, 0, NPT_LAYERS_ALL, 13, &n)) return;
+    if (test_adapters(m, 0, NPT_LAYERS_ALL, 13, 4, &n)) return;
     enum { B = 2, T = 16 };
     int tokens[B * T];
     for (int i = 0; i < B * T; i++) tokens[i] = (i * 7 + 1) % m->cfg.vocab_size;
@@ -382,7 +392,7 @@ static void check_no_logits(const LlamaModel *m) {
 static void check_shards(const LlamaModel *m, int safe, NptLayerMode mode) {
     NptModel n;
     NptErr err;
-    if (test_adapters(m, safe, mode, 11, &n)) return;
+    if (test_adapters(m, safe, mode, 11, 4, &n)) return;
     enum { B = 4, T = 16 };
     int tokens[B * T];
     for (int i = 0; i < B * T; i++) tokens[i] = (i * 37 + 5) % m->cfg.vocab_size;
@@ -449,7 +459,7 @@ static void check_teacher_cache(const LlamaModel *m, int safe, NptLayerMode mode
     const int64_t want_hits = 7, want_misses = 13, want_records = 9;
     NptModel n;
     NptErr err;
-    if (test_adapters(m, safe, mode, 13, &n)) return;
+    if (test_adapters(m, safe, mode, 13, 4, &n)) return;
     int slots = m->cfg.n_layers - n.first_layer + 2;
     double record = (double)slots * T * m->cfg.dim * sizeof(float);
     TeacherCache cache;
@@ -493,7 +503,7 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
     static const int64_t ids[B] = {0, 1, 2, 3};
     NptModel n;
     NptErr err;
-    if (test_adapters(m, 0, NPT_LAYERS_ALL, 17, &n)) return;
+    if (test_adapters(m, 0, NPT_LAYERS_ALL, 17, 4, &n)) return;
     int slots = m->cfg.n_layers - n.first_layer + 2;
     double record = (double)slots * T * m->cfg.dim * sizeof(float);
     TeacherCache huge;
@@ -572,18 +582,21 @@ int main(int argc, char **argv) {
     if (setup(&m, NULL, 2, 16, 1)) return 1;
     check_structure(&m);
     const ObjectiveConfig mse_oc = {.distill = 1, .use_mse = 1, .lambda = 0.01f}, lm_oc = {.distill = 0};
-    check_fd(&m, 1, NPT_LAYERS_ALL, &distill_oc);
-    check_fd(&m, 0, NPT_LAYERS_ALL, &distill_oc);
-    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, &distill_oc);
-    check_fd(&m, 1, NPT_LAYERS_LOWER_HALF, &distill_oc);
-    check_fd(&m, 0, NPT_LAYERS_ALL, &mse_oc);
-    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, &lm_oc);
-    check_fd(&m, 1, NPT_LAYERS_ALL, &lm_oc);
+    check_fd(&m, 1, NPT_LAYERS_ALL, 4, &distill_oc);
+    check_fd(&m, 0, NPT_LAYERS_ALL, 4, &distill_oc);
+    check_fd(&m, 0, NPT_LAYERS_ALL, 2, &distill_oc); /* A Wo folded into the values too */
+    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, 4, &distill_oc);
+    check_fd(&m, 1, NPT_LAYERS_LOWER_HALF, 3, &distill_oc);
+    check_fd(&m, 0, NPT_LAYERS_ALL, 4, &mse_oc);
+    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, 4, &lm_oc);
+    check_fd(&m, 1, NPT_LAYERS_ALL, 2, &lm_oc);
     check_infer_path(&m);
     check_default_init(&m);
     check_no_logits(&m);
-    check_folded_output_projection(&m, NPT_LAYERS_ALL);
-    check_folded_output_projection(&m, NPT_LAYERS_UPPER_HALF);
+    check_folded_output_projection(&m, NPT_LAYERS_ALL, 4);
+    check_folded_output_projection(&m, NPT_LAYERS_UPPER_HALF, 4);
+    check_folded_output_projection(&m, NPT_LAYERS_ALL, 2);
+    check_folded_output_projection(&m, NPT_LAYERS_UPPER_HALF, 3);
     check_shards(&m, 0, NPT_LAYERS_ALL);
     check_shards(&m, 1, NPT_LAYERS_UPPER_HALF);
     check_teacher_cache(&m, 0, NPT_LAYERS_ALL, 2);

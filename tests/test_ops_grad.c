@@ -26,7 +26,7 @@ static float frand(void) { /* xorshift, uniform in (-1, 1) */
 static Arena act, grads;
 static Graph graph;
 
-enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, LOWRANK, NPT_SWIGLU_FULL, NPT_SWIGLU_SAFE, NPT_SWIGLU_FRESH, NPT_SWIGLU_MIXED, MOD_TANH, ADD_INTO, ROPE_INPLACE };
+enum { MATMUL, ADD, MUL, SCALE, SILU, SIGMOID, SWIGLU, RMSNORM, ROPE, ATTN, EMBED, CE, MSE, NMSE, LOWRANK, NPT_SWIGLU_FULL, NPT_SWIGLU_SAFE, NPT_SWIGLU_FRESH, NPT_SWIGLU_MIXED, MOD_TANH, ADD_INTO, ROPE_INPLACE, ATTN_VALUES, HEAD_PRODUCTS, SUM_BLOCKS };
 
 static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     switch (c->kind) {
@@ -45,6 +45,10 @@ static Tensor *build(Graph *g, const Case *c, Tensor **in) {
     case RMSNORM: return op_rmsnorm(g, in[0], in[1], 1e-5f);
     case ROPE: return op_rope(g, in[0], c->i[0], c->i[1], c->i[2], c->i[3], 10000.0f, (RopeStyle)c->i[4], c->i[5]);
     case ATTN: return op_attention(g, in[0], in[1], in[2], c->i[0], c->i[1], c->i[2], c->i[3], c->i[4]);
+    case ATTN_VALUES: /* i: B, T, heads, kv heads, head dim, value dim; value heads = heads */
+        return op_attention_values(g, in[0], in[1], in[2], c->i[0], c->i[1], c->i[2], c->i[3], c->i[4], c->i[2], c->i[5]);
+    case HEAD_PRODUCTS: return op_head_products(g, in[0], in[1], c->i[0], c->i[1], c->i[2]);
+    case SUM_BLOCKS: return op_sum_blocks(g, in[0], c->i[0]);
     case EMBED: return op_embedding(g, in[0], c->ids, c->i[0]);
     case CE: return op_cross_entropy(g, in[0], c->ids);
     case MSE: return op_mse(g, in[0], in[1]);
@@ -173,6 +177,19 @@ int main(void) {
         /* T = 70 spans two row blocks of the causal sgemm tiling (ATTN_BLOCK 64) */
         const int slong[3][2] = {{70, 8}, {70, 4}, {70, 4}};
         check_op("attention GQA 2q/1kv, T=70 (two row blocks)", &(Case){.kind = ATTN, .i = {1, 70, 2, 1, 4}}, 3, slong, 1.5f);
+        /* values of width 3, one value head per query head, over 4 query / 2 kv heads */
+        const int svals[3][2] = {{10, 16}, {10, 8}, {10, 12}};
+        check_op("attention_values GQA 4q/2kv, a value head of width 3 per query head",
+                 &(Case){.kind = ATTN_VALUES, .i = {2, 5, 4, 2, 4, 3}}, 3, svals, 1.5f);
+        const int svlong[3][2] = {{70, 8}, {70, 4}, {70, 4}};
+        check_op("attention_values 2q/1kv, width 2, T=70 (two row blocks)",
+                 &(Case){.kind = ATTN_VALUES, .i = {1, 70, 2, 1, 4, 2}}, 3, svlong, 1.5f);
+    }
+    {   /* f [r=2, 4 heads x 3], w [2 kv heads x 3, d=5] -> [4 x 2, 5] */
+        const int shp[2][2] = {{2, 12}, {6, 5}};
+        check_op("head_products GQA 4q/2kv (f and w)", &(Case){.kind = HEAD_PRODUCTS, .i = {4, 2, 3}}, 2, shp, 1.0f);
+        const int ssum[1][2] = {{4, 9}};
+        check_op("sum_blocks, 3 blocks of 3 columns", &(Case){.kind = SUM_BLOCKS, .i = {3}}, 1, ssum, 1.0f);
     }
     {
         static const int ids[5] = {3, 1, 3, 0, 6};

@@ -113,7 +113,13 @@ static double step_flops(const LlamaConfig *c, int B, int T, int r, int safe, in
      * W_down's input gradient, the B input gradients and the adapter weight gradients */
     double bwd_upper = (L - 1) * (base + core + 2 * adapter - wo + fold);
     double bwd_first = 2 * N * f * d + 2 * N * r * f * (safe ? 1 : 2) + adapter;
-    return teacher + student + bwd_upper + bwd_first;
+    /* ...and where nh r < kv heads x hd, A Wo goes on into the values: V is projected to r
+     * columns per query head (forward and input gradient), P V, dV and dP run on r
+     * columns instead of hd, for the per-head products F_h Wv_h (r hd d, each way) */
+    double nh = c->n_heads, hd = c->head_dim, vfold = 0;
+    if (nh * r < kvd)
+        vfold = 2 * (2 * N * d * (kvd - nh * r)) + 3.0 * B * nh * (hd - r) * T * (T + 1.0) - 2 * (2.0 * r * hd * d * nh);
+    return teacher + student + bwd_upper + bwd_first - (L - 1) * vfold;
 }
 
 static int run_sgemm(int M, int N, int K, int reps) {

@@ -53,6 +53,9 @@ CONFIGS = [  # mode, layers, rank
     ("full", "upper_half", 16),
     ("safe", "lower_half", 16),
     ("full", "1,3", 8),
+    # ranks below the head width: A Wo is folded into the values too (model/npt.c)
+    ("full", "all", 2),
+    ("safe", "upper_half", 3),
 ]
 
 
@@ -104,7 +107,7 @@ def run_driver(mode, layers, rank, tok_path, out):
 
 def check_config(base, tokens, tok_path, mode, layers, rank, tmp):
     name = f"{mode}/{layers} rank {rank}"
-    out = os.path.join(tmp, f"{mode}_{layers.replace(',', '-')}")
+    out = os.path.join(tmp, f"{mode}_{layers.replace(',', '-')}_rank{rank}")
     os.makedirs(out)
     c = run_driver(mode, layers, rank, tok_path, out)
     if c is None:
