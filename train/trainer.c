@@ -307,6 +307,36 @@ static int save_checkpoint(Trainer *t, const char *kind) {
     return 0;
 }
 
+/* Whether two paths name the same existing directory. */
+static int same_directory(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* A run writes final.h5, its checkpoints, metrics and plot into output_dir, so it refuses
+ * a directory holding another run's instead of replacing them: a new run, or one resumed
+ * from a checkpoint of another directory. Continuing the run that is there (--resume
+ * auto, or one of its own checkpoints) is what resuming is for. */
+static int refuse_other_run(const Trainer *t, const char *resume, const char *metrics) {
+    NptErr err;
+    char existing[4300];
+    struct stat st;
+    if (resume && !strcmp(resume, "auto")) return 0;
+    if (resume) {
+        npt_dir_of(resume, existing, sizeof existing);
+        if (same_directory(existing, t->r.output_dir)) return 0;
+    }
+    int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
+    if (found < 0) return fail("%s", err.msg);
+    if (found > 0)
+        return fail("%s already holds a run (%s); continue it with --resume auto, or choose another output_dir "
+                    "(--set output_dir=...)", t->r.output_dir, existing);
+    if (stat(metrics, &st) == 0)
+        return fail("%s holds the log of an earlier run (%s) but no checkpoint; remove the file, or choose another "
+                    "output_dir (--set output_dir=...)", t->r.output_dir, metrics);
+    return 0;
+}
+
 static int resume_from(Trainer *t, const char *spec) {
     NptErr err;
     char path[4300];
@@ -581,15 +611,7 @@ int train_run(const TrainArgs *a) {
         fail("%s", err.msg);
         goto done;
     }
-    if (!a->resume) {
-        char existing[4300];
-        int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
-        if (found != 0) {
-            fail("%s already holds a run (%s); continue it with --resume auto, or choose another output_dir (--set output_dir=...)",
-                 t->r.output_dir, found > 0 ? existing : err.msg);
-            goto done;
-        }
-    }
+    if (refuse_other_run(t, a->resume, metrics)) goto done;
     if (a->resume && resume_from(t, a->resume)) goto done;
     if (open_teacher_cache(t)) goto done; /* after the checks that refuse the run directory */
     char eval_log[4300];

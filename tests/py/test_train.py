@@ -450,6 +450,28 @@ def test_resume_mismatch(tmp, run_dir):
         check(r.returncode == 1 and all(w in msg for w in words), f"resume as {what}: exit {r.returncode}, {msg}")
 
 
+def test_other_runs_kept(tmp, run_dir):
+    """A run never replaces another run's files: resuming a checkpoint into a directory
+    holding another run, or starting a run where an earlier one left only its log, is
+    refused with the directory named, and nothing there changes."""
+    other = os.path.join(tmp, "other_run")
+    shutil.copytree(run_dir, other)
+    before = snapshot(other)
+    r = train(SAFE, SHORT, other, extra=["--resume", os.path.join(run_dir, "final.h5")])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and other in msg and "already holds a run" in msg and snapshot(other) == before,
+          f"resume into another run's directory: exit {r.returncode}, {msg}; files unchanged: {snapshot(other) == before}")
+    log_only = os.path.join(tmp, "log_only")
+    os.makedirs(log_only)
+    with open(os.path.join(log_only, "metrics.jsonl"), "w") as f:
+        f.write('{"step": 1, "loss": 0.5}\n')
+    before = snapshot(log_only)
+    r = train(SAFE, SHORT, log_only)
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and "metrics.jsonl" in msg and "no checkpoint" in msg and snapshot(log_only) == before,
+          f"new run over an earlier run's log: exit {r.returncode}, {msg}; files unchanged: {snapshot(log_only) == before}")
+
+
 def test_bad_invocations(tmp):
     out = os.path.join(tmp, "bad")
     cases = [  # argv after "npt train", words the message must contain
@@ -492,6 +514,7 @@ def main():
         test_teacher_cache(tmp)
         if run_dir:
             test_resume_mismatch(tmp, run_dir)
+            test_other_runs_kept(tmp, run_dir)
         test_bad_invocations(tmp)
         print(f"NOTE: test_train took {time.time() - t0:.0f} s")
     finally:
