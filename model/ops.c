@@ -155,7 +155,8 @@ static void sum_blocks_backward(Graph *g, Node *n) {
     const float *dy = n->out->grad;
 #pragma omp parallel for schedule(static) if (x->n > PAR_MIN)
     for (int i = 0; i < rows; i++)
-        for (int c = 0; c < cols; c++) dx[(size_t)i * cols + c] += dy[(size_t)i * w + c % w];
+        for (int c0 = 0; c0 < cols; c0 += w)
+            for (int j = 0; j < w; j++) dx[(size_t)i * cols + c0 + j] += dy[(size_t)i * w + j];
 }
 
 Tensor *op_sum_blocks(Graph *g, Tensor *x, int n) {
