@@ -132,6 +132,8 @@ static void test_types(void) {
     expect_error("negative rank", "{\"model\": \"x\", \"npt\": {\"rank\": -1}}", "npt.rank",
                  "expected an integer >= 1, got -1", 1);
     expect_error("zero rank", "{\"model\": \"x\", \"npt\": {\"rank\": 0}}", "npt.rank", "got 0", 1);
+    expect_error("threads beyond any machine", "{\"model\": \"x\", \"threads\": 100000}", "threads",
+                 "expected an integer in [0, 1024], got 1e+05", 1);
     expect_error("int overflow", "{\"model\": \"x\", \"seed\": 3000000000}", "seed", "expected an integer >= 0, got 3e+09", 1);
     expect_error("non-finite number", "{\"model\": \"x\", \"train\": {\"lr\": 1e999}}", "train.lr", "too large", 1);
     expect_error("zero lr", "{\"model\": \"x\", \"train\": {\"lr\": 0}}", "train.lr", "expected a number > 0, got 0", 1);

@@ -37,6 +37,7 @@ _Static_assert(sizeof(LayerMode) == sizeof(int) && sizeof(ScheduleType) == sizeo
 #define STR(p, def, def_doc, flags, f, doc) \
     {p, RK_STRING, def, def_doc, 0, 0, 0, 0, flags, NULL, 0, FIELD(f), doc}
 #define INT(p, def, lo, f, doc) {p, RK_INT, def, NULL, lo, INT_MAX, 0, 0, 0, NULL, 0, FIELD(f), doc}
+#define INT_IN(p, def, lo, hi, f, doc) {p, RK_INT, def, NULL, lo, hi, 0, 0, 0, NULL, 0, FIELD(f), doc}
 #define NUM(p, def, lo, lo_open, hi, hi_open, f, doc) \
     {p, RK_NUMBER, def, NULL, lo, hi, lo_open, hi_open, 0, NULL, 0, FIELD(f), doc}
 #define BOOL(p, def, f, doc) {p, RK_BOOL, def, NULL, 0, 0, 0, 0, 0, NULL, 0, FIELD(f), doc}
@@ -53,7 +54,7 @@ const RecipeKey recipe_keys[] = {
     STR("output_dir", NULL, "runs/<name>", RK_NONEMPTY, output_dir,
         "Where checkpoints and metrics go."),
     INT("seed", "1234", 0, seed, "Seeds adapter init and data shuffling."),
-    INT("threads", "0", 0, threads, "Worker threads; 0 = all cores."),
+    INT_IN("threads", "0", 0, 1024, threads, "Worker threads; 0 = all cores."),
 
     {"npt.layers", RK_LAYERS, "\"all\"", NULL, 0, INT_MAX, 0, 0, 0, layer_names,
      (int)NPT_ARRAY_LEN(layer_names), FIELD(npt.layers),
@@ -217,7 +218,10 @@ void recipe_key_expected(const RecipeKey *k, char *buf, size_t n) {
         snprintf(buf, n, "%s", (k->flags & RK_NONEMPTY) ? "a non-empty string" : "a string");
         return;
     case RK_BOOL: snprintf(buf, n, "true or false"); return;
-    case RK_INT: snprintf(buf, n, "an integer >= %s", lo); return;
+    case RK_INT:
+        if (k->hi < INT_MAX) snprintf(buf, n, "an integer in [%s, %s]", lo, hi);
+        else snprintf(buf, n, "an integer >= %s", lo);
+        return;
     case RK_NUMBER:
         if (isinf(k->hi))
             snprintf(buf, n, "a number %s %s", k->lo_open ? ">" : ">=", lo);
