@@ -511,11 +511,46 @@ static int replay_input(hid_t f, Arena *act, Replay *rp, int i, const char *path
     return rc ? npt_fail(err, "%s: cannot read dataset %s", path, dname) : 0;
 }
 
+static int same_size(const Tensor *a, const Tensor *b) { return tensor_rows(a) == tensor_rows(b) && tensor_cols(a) == tensor_cols(b); }
+
+/* Why the saved inputs cannot feed the saved op (NULL if they can): the ops themselves
+ * stop the process on such shapes, as on a bug, and a file edited by hand is not one. */
+static const char *replay_misfit(const Replay *rp) {
+    Tensor *const *in = rp->in;
+    const char *op = rp->op;
+    int hd = rp->head_dim, n = rp->n_in;
+    for (int i = 0; i < n; i++)
+        if (in[i]->ndim > 2) return "an input has more than 2 dimensions";
+    if (!strcmp(op, "matmul"))
+        return n == 2 && (tensor_cols(in[0]) == tensor_rows(in[1]) || tensor_cols(in[0]) == tensor_cols(in[1]))
+                   ? NULL : "the matmul's inner dimensions differ";
+    if (!strcmp(op, "add") || !strcmp(op, "mul") || !strcmp(op, "swiglu"))
+        return n == 2 && same_size(in[0], in[1]) ? NULL : "the two inputs differ in shape";
+    if (!strcmp(op, "rmsnorm")) return n == 2 && in[1]->n == (size_t)tensor_cols(in[0]) ? NULL : "the weight does not match the row width";
+    if (!strcmp(op, "rope")) return hd > 0 && hd % 2 == 0 && tensor_cols(in[0]) % hd == 0 ? NULL : "head_dim does not split the rows";
+    if (!strcmp(op, "attention")) {
+        if (n != 3 || hd <= 0 || !same_size(in[1], in[2]) || tensor_rows(in[0]) != tensor_rows(in[1]) ||
+            tensor_cols(in[0]) % hd || tensor_cols(in[1]) % hd || tensor_cols(in[1]) == 0 ||
+            (tensor_cols(in[0]) / hd) % (tensor_cols(in[1]) / hd))
+            return "q, k and v do not fit head_dim and one another";
+        return NULL;
+    }
+    if (!strcmp(op, "npt_swiglu")) {
+        if (n < 4 || !same_size(in[0], in[1]) || tensor_rows(in[2]) != tensor_rows(in[0])) return "gate, up and z differ in rows";
+        for (int k = 3; k < n; k++)
+            if (tensor_rows(in[k]) != tensor_cols(in[0]) || tensor_cols(in[k]) != tensor_cols(in[2]))
+                return "a B matrix does not match the gate width and z's rank";
+    }
+    return NULL;
+}
+
 /* Runs the saved op; the geometry of attention and rope follows from the shapes. */
 static int replay_op(Graph *g, Replay *rp, const char *path, NptErr *err) {
     Tensor **in = rp->in;
     const char *op = rp->op;
     int hd = rp->head_dim;
+    const char *misfit = replay_misfit(rp);
+    if (misfit) return npt_fail(err, "%s: the saved inputs of %s do not fit together (%s); the file was edited or damaged", path, op, misfit);
     if (!strcmp(op, "matmul")) /* forward matmuls are linears x W^T unless shapes chain directly */
         op_matmul(g, in[0], in[1], 0, tensor_cols(in[0]) == tensor_cols(in[1]));
     else if (!strcmp(op, "add") && rp->n_in == 2) op_add(g, in[0], in[1]);

@@ -15,9 +15,11 @@ reported follows from where it was planted:
 """
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 
+import h5py
 import numpy as np
 from harness import check, exit_code
 
@@ -96,6 +98,17 @@ def main():
         check(rc == 3 and "layer 1, op attention" in out and "produced from finite inputs" in out and rc2 == 3
               and "layer 1, op attention" in out2,
               f"wq, wk x1e19 at layer 1: found at layer 1's attention, from finite inputs, and replayed (exit {rc}, {rc2})")
+        # the same file with v cut to half its columns: a one-line error, not the op's abort
+        edited = os.path.join(tmp, "att_edited.h5")
+        shutil.copy(saved, edited)
+        with h5py.File(edited, "r+") as f:
+            v = f["in2"][()]
+            del f["in2"]
+            f["in2"] = v[:, : v.shape[1] // 2]
+        rc3, out3, err3 = run("replay", edited)
+        lines = [ln for ln in err3.splitlines() if ln.strip()]
+        check(rc3 == 1 and len(lines) == 1 and "do not fit together" in lines[0] and "internal error" not in err3,
+              f"replay of an op file whose v was cut: exit {rc3}, {lines[0] if lines else 'nothing on stderr'}")
 
         # 2c. a window longer than the model's context (512 in the header) is refused, not read
         valid = "../shared/data/tinystories-valid-1000.txt"
