@@ -730,8 +730,12 @@ static int stats_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
 
 int data_token_stats(const char *spec, DatasetFormat fmt, int bos, TokenStats *st, NptErr *err) {
     memset(st, 0, sizeof *st);
+    DatasetFormat kind = fmt == DATASET_AUTO ? dataset_detect_format(spec) : fmt;
+    if (kind == DATASET_TEXT || kind == DATASET_JSONL) /* read as uint16 it would give figures of nonsense */
+        return npt_fail(err, "%s is a %s source, not a token file (.bin, .u16, .u32, .h5): tokenize it first "
+                        "with npt data prepare %s -o FILE.u16 --tokenizer T", spec, dataset_format_name(kind), spec);
     TokenFile f;
-    if (token_file_open(&f, spec, fmt, 0, err)) return -1;
+    if (token_file_open(&f, spec, kind, 0, err)) return -1;
     StatsCtx c = {st, bos, 0};
     st->tokens = f.n_tokens;
     int rc = token_file_scan(&f, stats_chunk, &c, err);

@@ -199,6 +199,7 @@ def test_errors(tmp):
         (["data", "prepare", TRAIN_TXT, "-o", os.path.join(tmp, "x.u16")], 2, "--tokenizer is required"),
         (["data", "prepare", "/nonexistent.txt", "-o", os.path.join(tmp, "x.u16"), "--tokenizer", TOK512], 1, "No such file"),
         (["data", "stats", os.path.join(tmp, "nothing.u16")], 1, "No such file"),
+        (["data", "stats", TRAIN_TXT], 1, "is a text source, not a token file"),
         (["data", "shuffle", "x"], 2, "unknown subcommand"),
         (["data", "prepare", TRAIN_TXT, "--frobnicate"], 2, "unknown option"),
         (["validate", SAFE, "--set", 'data.sources=[{"path": "a.txt", "weight": -1}]'], 1,
