@@ -168,6 +168,10 @@ static void test_types(void) {
                  "duplicate key", 1);
     expect_error("warmup > max_steps", "{\"model\": \"x\", \"train\": {\"max_steps\": 100, \"warmup_steps\": 200}}",
                  "train.warmup_steps", "200 is more than train.max_steps (100)", 1);
+    expect_error("metrics file named like a checkpoint", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"final.h5\"}}",
+                 "log.metrics_file", "\"final.h5\" is a name the run gives its checkpoints", 1);
+    expect_error("metrics file named like the plot", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"loss.svg\"}}",
+                 "log.metrics_file", "is a name the run gives", 1);
     expect_error("train_all_weights with distill", "{\"model\": \"x\", \"objective\": {\"train_all_weights\": true}}",
                  "objective.train_all_weights", "only applies to objective.type \"lm\"", 1);
     /* a very long string is cut in the message, not copied whole */

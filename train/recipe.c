@@ -3,6 +3,7 @@
  * (recipe_schema.c) with every error collected, cross-field and model checks, safe
  * mode, and the effective recipe back to JSON for checkpoints. */
 #include "recipe.h"
+#include "../util/path.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -629,6 +630,14 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     if (ok[all] && ok[type] && r->objective.train_all_weights && r->objective.type != OBJECTIVE_LM)
         error_at(c, "objective.train_all_weights",
                  "only applies to objective.type \"lm\"; distillation trains the adapters against the frozen model");
+    /* the log shares output_dir with the run's other files; one of those names would be
+     * overwritten by the other writer */
+    const char *log = r->log.metrics_file;
+    int metrics = key_index("log.metrics_file");
+    if (ok[metrics] && (npt_ends_with(log, ".h5") || npt_ends_with(log, ".svg") || !strcmp(log, "eval.jsonl") ||
+                        !strncmp(log, "debug_step", 10)))
+        error_at(c, "log.metrics_file", "\"%s\" is a name the run gives its checkpoints, plot, evaluations or debug "
+                 "reports; use another, e.g. \"metrics.jsonl\"", log);
     int cache = key_index("train.teacher_cache_gb");
     if (ok[cache] && ok[type] && r->train.teacher_cache_gb > 0 && r->objective.type != OBJECTIVE_DISTILL)
         error_at(c, "train.teacher_cache_gb", "only applies to objective.type \"distill\" (the lm objective has no teacher); set it to 0");
