@@ -227,10 +227,17 @@ static int setup_training(Trainer *t) {
                           .total_steps = r->train.max_steps};
     int B = r->train.batch_size, T = r->data.seq_len;
     if (objective_init(&t->runner, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, B, T,
-                       objective_auto_shards(&t->oc, t->have_npt ? &t->npt : NULL, B), &err))
+                       objective_auto_shards(&t->oc, t->have_npt ? &t->npt : NULL, B), &err)) {
+        if (strstr(err.msg, "out of memory")) /* the arenas grow with one micro-batch */
+            return fail("%s: train.batch_size %d x data.seq_len %d is too large for this machine; lower train.batch_size "
+                        "(train.grad_accum keeps the batch per optimizer step)", err.msg, B, T);
         return fail("%s", err.msg);
+    }
     /* a whole step's micro-batches, so a skipped step can be handed to the debugger */
-    t->tokens = npt_xmalloc((size_t)r->train.grad_accum * B * T * sizeof(int), "step tokens");
+    t->tokens = npt_try_malloc((size_t)r->train.grad_accum * B * T * sizeof(int), "step tokens", &err);
+    if (!t->tokens)
+        return fail("%s: train.grad_accum %d x train.batch_size %d x data.seq_len %d token ids are too many for this "
+                    "machine; lower train.grad_accum", err.msg, r->train.grad_accum, B, T);
     t->sample_ids = npt_xmalloc((size_t)B * sizeof(int64_t), "batch sample ids");
     t->poison = parse_index_list("NPT_TEST_POISON_BATCHES", &t->n_poison);
     t->poison_grads = parse_index_list("NPT_TEST_POISON_GRADS", &t->n_poison_grads);
