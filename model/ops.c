@@ -135,9 +135,8 @@ Tensor *op_head_products(Graph *g, Tensor *f, Tensor *w, int n_heads, int n_kv_h
     Tensor *y = tensor_new2(g->act, "head_products", n_heads * r, d);
     int group = n_heads / n_kv_heads;
     for (int h = 0; h < n_heads; h++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, d, head_dim, 1.0f, f->data + h * head_dim,
-                    n_heads * head_dim, w->data + (size_t)(h / group) * head_dim * d, d, 0.0f,
-                    y->data + (size_t)h * r * d, d);
+        sgemm_into_zeroed(CblasNoTrans, CblasNoTrans, r, d, head_dim, 1.0f, f->data + h * head_dim, n_heads * head_dim,
+                          w->data + (size_t)(h / group) * head_dim * d, d, y->data + (size_t)h * r * d, d);
     Tensor *in[2] = {f, w};
     if (graph_needs_grad(g, in, 2)) {
         unsigned reads = (f->requires_grad ? 2u : 0u) | (w->requires_grad ? 1u : 0u); /* dF needs W, dW needs F */

@@ -113,10 +113,10 @@ static int dump(char **argv) {
     return rc ? 1 : 0;
 }
 
-/* Rank-4 adapters with every matrix drawn at std 0.05 (B_mul too, so that the
- * multiplicative path carries gradient): the gradient checks' model. */
-/* Rank 4 on stories260K (8 query heads, 4 kv heads of 8) folds A into Wo only; rank 2 or
- * 3 also folds it into the values (model/npt.c, adapter_input). */
+/* Adapters with every matrix drawn at std 0.05 (B_mul too, so that the multiplicative
+ * path carries gradient): the gradient checks' model. On stories260K (8 query heads, 4
+ * kv heads of 8) rank 4 folds A into Wo only; rank 2 or 3 also folds it into the values
+ * (model/npt.c, adapter_input). */
 static int test_adapters(const LlamaModel *m, int safe, NptLayerMode mode, uint64_t seed, int rank, NptModel *n) {
     NptErr err;
     NptConfig nc = {.rank = rank, .safe_mode = safe, .modulation_scale = 0.1f, .layer_mode = mode,

@@ -105,7 +105,7 @@ def main():
             v = f["in2"][()]
             del f["in2"]
             f["in2"] = v[:, : v.shape[1] // 2]
-        rc3, out3, err3 = run("replay", edited)
+        rc3, _, err3 = run("replay", edited)
         lines = [ln for ln in err3.splitlines() if ln.strip()]
         check(rc3 == 1 and len(lines) == 1 and "do not fit together" in lines[0] and "internal error" not in err3,
               f"replay of an op file whose v was cut: exit {rc3}, {lines[0] if lines else 'nothing on stderr'}")
