@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "commands.h"
 
@@ -44,4 +45,12 @@ int parse_float_arg(const char *s, const char *flag, const char *verb, double lo
     }
     *out = v;
     return 0;
+}
+
+int refuse_existing_output(const char *path, const char *flag, int force, const char *verb) {
+    struct stat st;
+    if (force || stat(path, &st) != 0) return 0;
+    fprintf(stderr, "npt %s: error: %s %s already exists; choose another path, or pass --force to replace it\n", verb,
+            flag, path);
+    return -1;
 }

@@ -23,6 +23,7 @@ static const char *data_help =
     "  --append-eos       end every document with EOS (every document starts with BOS)\n"
     "  --threads N        tokenizer threads (default: all cores)\n"
     "  --quiet            no progress bar\n"
+    "  --force            replace OUT if it exists (without it an existing OUT is kept)\n"
     "  --json             print the summary as JSON\n\n"
     "Documents: text is split at \"<|endoftext|>\" (with one newline on each side of it); each\n"
     "JSONL line is a document. Each document becomes BOS + its tokens.\n\n"
@@ -34,16 +35,36 @@ typedef struct {
     const char *input, *output, *tokenizer, *text_field;
     long vocab, threads, bos, seq_len;
     DatasetFormat format;
-    int skip_bad, append_eos, quiet, json;
+    int skip_bad, append_eos, quiet, json, force;
 } DataArgs;
 
-static int parse(int argc, char **argv, DataArgs *a) {
+/* A flag of the other subcommand is refused rather than ignored: `data stats -o X`
+ * would otherwise look as if it had written X. */
+static int other_verbs_flag(const char *arg, int is_prepare) {
+    static const char *const prepare_only[] = {"--output", "--format", "--text-field", "--skip-bad", "--append-eos",
+                                               "--threads", "--quiet", "--force"};
+    static const char *const stats_only[] = {"--bos", "--seq-len"};
+    const char *const *list = is_prepare ? stats_only : prepare_only;
+    size_t n = is_prepare ? NPT_ARRAY_LEN(stats_only) : NPT_ARRAY_LEN(prepare_only);
+    int hit = !is_prepare && !strcmp(arg, "-o");
+    for (size_t k = 0; k < n && !hit; k++) hit = arg_is(arg, list[k]);
+    if (hit)
+        fprintf(stderr, "npt data %s: error: %s is a flag of npt data %s (see npt data --help)\n",
+                is_prepare ? "prepare" : "stats", arg, is_prepare ? "stats" : "prepare");
+    return hit;
+}
+
+static int parse(int argc, char **argv, int is_prepare, DataArgs *a) {
     *a = (DataArgs){.bos = -1, .format = DATASET_AUTO};
     for (int i = 2; i < argc; i++) {
         const char *v;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (other_verbs_flag(argv[i], is_prepare)) {
+            return -1;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(data_help, stdout);
             exit(0);
+        } else if (!strcmp(argv[i], "--force")) {
+            a->force = 1;
         } else if (!strcmp(argv[i], "--json")) {
             a->json = 1;
         } else if (!strcmp(argv[i], "--skip-bad")) {
@@ -105,6 +126,7 @@ static int prepare(const DataArgs *a) {
                 a->output ? "--tokenizer" : "-o OUTPUT");
         return 2;
     }
+    if (refuse_existing_output(a->output, "--output", a->force, "data prepare")) return 1;
     NptErr err;
     Tokenizer *tok = tokenizer_load(a->tokenizer, (int)a->vocab, &err);
     if (!tok) {
@@ -207,6 +229,6 @@ int cmd_data(int argc, char **argv) {
         return 2;
     }
     DataArgs a;
-    if (parse(argc, argv, &a)) return 2;
+    if (parse(argc, argv, is_prepare, &a)) return 2;
     return is_prepare ? prepare(&a) : stats(&a);
 }

@@ -12,10 +12,10 @@
 
 static const char *debug_help =
     "usage: npt debug forward --model M [--adapters CKPT] [--tokenizer T] INPUT [--backward]\n"
-    "                         [--precision bf16|fp16] [--save FILE.h5] [--json]\n"
+    "                         [--precision bf16|fp16] [--save FILE.h5 [--force]] [--json]\n"
     "       npt debug layers  --model M [--adapters CKPT] [--tokenizer T] INPUT [--precision P]\n"
     "       npt debug scan    --model M [--adapters CKPT] [--tokenizer T] --data FILE --samples N\n"
-    "                         --out LIST.tsv [--seq-len T] [--precision P]\n"
+    "                         --out LIST.tsv [--force] [--seq-len T] [--precision P]\n"
     "       npt debug overlap A.tsv B.tsv\n"
     "       npt debug replay FILE.h5\n\n"
     "  INPUT is --prompt TEXT, or --data FILE --sample N [--seq-len T] [--format F]\n"
@@ -29,6 +29,7 @@ static const char *debug_help =
     "  --backward        also replay the backward pass of the loss, node by node\n"
     "  --precision P     round weights and every op output to bf16 or fp16 (default float32)\n"
     "  --save FILE.h5    write the offending op's inputs (HDF5) for npt debug replay\n"
+    "  --force           replace an existing --save or --out file (without it, it is kept)\n"
     "  --seq-len T       window length for --data (default min(256, model context))\n"
     "  --format F        data format: auto (default: from the name), text, jsonl, u16, u32, hdf5\n"
     "  --json            machine-readable report\n"
@@ -41,7 +42,7 @@ typedef struct {
     const char *files[2];
     int n_files;
     long sample, samples, seq_len;
-    int backward, json;
+    int backward, json, force;
     DebugPrecision precision;
 } DebugArgs;
 
@@ -72,6 +73,8 @@ static int parse(int argc, char **argv, DebugArgs *a) {
             a->json = 1;
         } else if (!strcmp(argv[i], "--backward")) {
             a->backward = 1;
+        } else if (!strcmp(argv[i], "--force")) {
+            a->force = 1;
         } else if (arg_is(argv[i], "--sample")) {
             if (!(v = arg_value(argc, argv, &i, "--sample", "debug")) || parse_int_arg(v, "--sample", "debug", 0, 1L << 40, &a->sample))
                 return -1;
@@ -118,6 +121,7 @@ static int check_sub_flags(const DebugArgs *a) {
         {"--backward", a->backward, " forward "},
         {"--save", a->save != NULL, " forward "},
         {"--out", a->out != NULL, " scan "},
+        {"--force", a->force, " forward scan "},
         {"--json", a->json, " forward layers "},
         {"a file argument", a->n_files > 0, " overlap replay "},
     };
@@ -455,6 +459,9 @@ static int run_replay(const DebugArgs *a) {
 int cmd_debug(int argc, char **argv) {
     DebugArgs a;
     if (parse(argc, argv, &a) || check_sub_flags(&a)) return 2;
+    if ((a.out && refuse_existing_output(a.out, "--out", a.force, "debug scan")) ||
+        (a.save && refuse_existing_output(a.save, "--save", a.force, "debug forward")))
+        return 1;
     if (!strcmp(a.sub, "forward")) return run_forward(&a, 0);
     if (!strcmp(a.sub, "layers")) return run_forward(&a, 1);
     if (!strcmp(a.sub, "scan")) return run_scan(&a);

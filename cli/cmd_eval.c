@@ -6,12 +6,13 @@
 #include <string.h>
 
 #include "../train/eval.h"
+#include "../util/atomic_file.h"
 #include "commands.h"
 #include "session.h"
 
 static const char *eval_help =
     "usage: npt eval --model M [--adapters CKPT] [--tokenizer T] --data FILE [--format F]\n"
-    "                [--seq-len N] [--windows N] [--batch N] [--save-windows FILE] [--json]\n\n"
+    "                [--seq-len N] [--windows N] [--batch N] [--save-windows FILE [--force]] [--json]\n\n"
     "  --model M           HF directory, llama2.c .bin or .gguf file (the base model)\n"
     "  --adapters CKPT     npt checkpoint: compare the NPT model with the base (without it: base\n"
     "                      perplexity only)\n"
@@ -22,13 +23,14 @@ static const char *eval_help =
     "  --windows N         evaluate the first N windows of the data (default 64; fewer if the data\n"
     "                      holds fewer)\n"
     "  --batch N           windows per forward pass (default 8; memory grows with it)\n"
-    "  --save-windows FILE write the evaluated windows as uint32 token ids [windows x seq-len]\n"
+    "  --save-windows FILE write the evaluated windows as uint32 token ids [windows x seq-len]; an\n"
+    "                      existing FILE is kept unless --force\n"
     "  --json              one JSON object instead of the table (see docs/eval.md)\n";
 
 typedef struct {
     const char *model, *adapters, *tokenizer, *data, *format, *save_windows;
     long seq_len, windows, batch;
-    int json;
+    int json, force;
 } EvalArgs;
 
 static int parse(int argc, char **argv, EvalArgs *a) {
@@ -46,6 +48,8 @@ static int parse(int argc, char **argv, EvalArgs *a) {
             exit(0);
         } else if (!strcmp(argv[i], "--json")) {
             a->json = matched = 1;
+        } else if (!strcmp(argv[i], "--force")) {
+            a->force = matched = 1;
         }
         for (size_t s = 0; s < NPT_ARRAY_LEN(str) && !matched; s++)
             if (arg_is(argv[i], str[s].flag)) {
@@ -92,21 +96,25 @@ static int open_windows(Session *s, const EvalArgs *a, int **tokens, int *T_out,
     return n;
 }
 
+/* Through a temporary and a rename, so a full disk never leaves a cut file at PATH. */
 static int save_windows(const char *path, const int *tokens, size_t n, NptErr *err) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return npt_fail(err, "cannot write %s", path);
-    int bad = 0;
-    for (size_t i = 0; i < n && !bad; i++) {
+    NptAtomicFile o;
+    FILE *f = npt_atomic_open(&o, path, err);
+    if (!f) return -1;
+    for (size_t i = 0; i < n; i++) {
         uint32_t v = (uint32_t)tokens[i];
-        bad = fwrite(&v, sizeof v, 1, f) != 1;
+        if (fwrite(&v, sizeof v, 1, f) != 1) {
+            npt_atomic_abort(&o);
+            return npt_fail(err, "writing %s failed (disk full?)", path);
+        }
     }
-    if (fclose(f) != 0 || bad) return npt_fail(err, "writing %s failed (disk full?)", path);
-    return 0;
+    return npt_atomic_commit(&o, err);
 }
 
 int cmd_eval(int argc, char **argv) {
     EvalArgs a;
     if (parse(argc, argv, &a)) return 2;
+    if (a.save_windows && refuse_existing_output(a.save_windows, "--save-windows", a.force, "eval")) return 1;
     Session s;
     NptErr err;
     EvalResult r;

@@ -14,14 +14,15 @@
 #include "inspect.h"
 
 static const char *inspect_help =
-    "usage: npt inspect CKPT.h5 [--json] [--plot[=FILE.svg]]\n"
+    "usage: npt inspect CKPT.h5 [--json] [--plot[=FILE.svg] [--force]]\n"
     "       npt inspect MODEL [--json]            (HF directory, .safetensors, llama2.c .bin, .gguf)\n"
     "       npt inspect verify CKPT.h5 --model M\n"
     "       npt inspect diff A.h5 B.h5 [--json]\n\n"
     "  CKPT.h5      summary, tensor table (min, max, mean, std, NaN/Inf, beyond fp16/bf16 range),\n"
     "               history; exit 1 if the checkpoint has problems (each is printed)\n"
     "  --json       the same as one JSON object on stdout\n"
-    "  --plot       write the loss curve as SVG (default FILE: CKPT.loss.svg beside the checkpoint)\n"
+    "  --plot       write the loss curve as SVG (default FILE: CKPT.loss.svg beside the checkpoint,\n"
+    "               replaced on each run); an existing FILE given by name is kept unless --force\n"
     "  verify       shapes, finiteness, base fingerprint and a forward pass on model M; exit 0 pass, 1 fail\n"
     "  diff         per-tensor max |a-b| and ||a-b||/||a||, config and step differences;\n"
     "               exit 0 identical, 1 different, 2 error\n";
@@ -551,13 +552,15 @@ int cmd_inspect(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "verify")) return inspect_verify(argc - 1, argv + 1);
     int diff = argc >= 2 && !strcmp(argv[1], "diff");
     const char *files[2] = {NULL, NULL}, *plot = NULL;
-    int n_files = 0, json = 0, want_plot = 0;
+    int n_files = 0, json = 0, want_plot = 0, force = 0;
     for (int i = diff ? 2 : 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(inspect_help, stdout);
             return 0;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if (!strcmp(argv[i], "--force")) {
+            force = 1;
         } else if (!strcmp(argv[i], "--plot")) {
             want_plot = 1;
             size_t len = i + 1 < argc ? strlen(argv[i + 1]) : 0;
@@ -580,7 +583,13 @@ int cmd_inspect(int argc, char **argv) {
                 diff ? "diff needs two checkpoints: npt inspect diff A.h5 B.h5" : "give a checkpoint or a model file");
         return 2;
     }
+    if ((diff && want_plot) || (force && (!plot || !plot[0]))) {
+        fprintf(stderr, "npt inspect: error: %s (see npt inspect --help)\n",
+                diff && want_plot ? "--plot is for one checkpoint, not diff" : "--force only goes with --plot=FILE.svg");
+        return 2;
+    }
     if (diff) return inspect_diff(files[0], files[1], json);
+    if (plot && plot[0] && refuse_existing_output(plot, "--plot", force, "inspect")) return 1;
     if (is_hdf5_file(files[0])) return inspect_checkpoint(files[0], json, want_plot, plot);
     if (want_plot) {
         fprintf(stderr, "npt inspect: error: --plot needs a checkpoint; %s is not one\n", files[0]);

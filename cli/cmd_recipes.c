@@ -399,6 +399,12 @@ int cmd_recipes(int argc, char **argv) {
             fprintf(stderr, "npt recipes: error: usage: %s\n", subs[s].usage);
             return 2;
         }
+        /* refused rather than ignored: `show X --force` or `copy --json` would do less than asked */
+        if ((force && s != 2) || (json && (s == 1 || s == 2))) {
+            fprintf(stderr, "npt recipes %s: error: %s is not a flag of this subcommand; usage: %s\n", sub,
+                    force && s != 2 ? "--force" : "--json", subs[s].usage);
+            return 2;
+        }
         switch (s) {
         case 0: return recipes_list(json);
         case 1: return recipes_show(pos[1]);

@@ -20,5 +20,9 @@ const char *arg_value(int argc, char **argv, int *i, const char *flag, const cha
 int arg_is(const char *arg, const char *flag);
 int parse_int_arg(const char *s, const char *flag, const char *verb, long lo, long hi, long *out);
 int parse_float_arg(const char *s, const char *flag, const char *verb, double lo, double hi, double *out);
+/* An output file named by a flag never replaces an existing file without --force: a
+ * reused name must not cost someone a prepared dataset or a scan list. Prints the error
+ * and returns -1 when PATH exists and force is 0. */
+int refuse_existing_output(const char *path, const char *flag, int force, const char *verb);
 
 #endif

@@ -46,7 +46,7 @@ echo
 echo "npt data prepare, $(du -m "$DIR/stories.txt" | cut -f1) MB of TinyStories text, llama2.c tokenizer (tok512)"
 printf '%-10s %10s %14s %10s\n' "threads" "MB/s" "M tokens/s" "seconds"
 for t in 1 2; do
-    j=$("$NPT" data prepare "$DIR/stories.txt" -o "$DIR/stories.u16" --tokenizer "$TOK" --threads $t --quiet --json)
+    j=$("$NPT" data prepare "$DIR/stories.txt" -o "$DIR/stories.u16" --force --tokenizer "$TOK" --threads $t --quiet --json)
     printf '%-10s %10s %14s %10s\n' "$t" "$(echo "$j" | sed -n 's/.*"mb_per_s":\([0-9.]*\).*/\1/p')" \
         "$(echo "$j" | sed -n 's/.*"tokens_per_s":\([0-9.]*\).*/\1/p' | awk '{printf "%.2f", $1 / 1e6}')" \
         "$(echo "$j" | sed -n 's/.*"seconds":\([0-9.]*\).*/\1/p')"

@@ -86,6 +86,18 @@ check(rc == 0 and os.path.exists(svg) and "<polyline" in open(svg).read(), "--pl
 custom = os.path.join(tmp, "curve.svg")
 rc, out, _ = run("inspect", final, "--plot", custom)
 check(rc == 0 and "<polyline" in open(custom).read() and custom in out, "--plot FILE.svg writes FILE.svg")
+rc, _, err = run("inspect", final, "--plot", custom)
+check(rc == 1 and "already exists" in err and "--force" in err and "<polyline" in open(custom).read(),
+      f"--plot FILE.svg onto an existing FILE: exit {rc} (want 1), names --force, FILE kept")
+with open(custom, "w") as f:
+    f.write("my notes\n")
+rc, _, _ = run("inspect", final, "--plot=" + custom, "--force")
+check(rc == 0 and "<polyline" in open(custom).read(), "--plot=FILE --force replaces it")
+rc, _, _ = run("inspect", final, "--plot")
+check(rc == 0, "--plot without a name replaces CKPT.loss.svg, npt's own file, on each run")
+for args in (("diff", final, final, "--plot"), (final, "--force")):
+    rc, _, err = run("inspect", *args)
+    check(rc == 2 and "see npt inspect --help" in err, f"inspect {' '.join(args[-2:])}: usage error, exit {rc} (want 2)")
 
 # ---- verify and refusals ----
 for model in (BIN, GGUF):

@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""tests/py/test_cli_outputs.py — files named by an output flag are never replaced
+without --force, and a subcommand refuses the flags of its siblings.
+
+For each output flag (eval --save-windows, data prepare -o, debug scan --out, debug
+forward --save; inspect --plot is in test_inspect.py): a file already at the path is
+kept byte for byte, the command exits 1 naming the path and --force, and with --force
+the file is written. Then flags given to the wrong subcommand of `npt data` and
+`npt recipes` are usage errors (exit 2) instead of being ignored.
+Run from the repo root: /usr/bin/python3 tests/py/test_cli_outputs.py
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+from harness import check, exit_code
+
+NPT = os.environ.get("NPT", "./npt")
+SHARED = os.environ.get("NPT_SHARED", "../shared")
+BIN = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
+TOK = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
+TEXT = os.path.join(SHARED, "data", "tinystories-valid-1000.txt")
+MINE = b"my own file, not to be lost\n"
+
+
+def npt(*args):
+    p = subprocess.run([NPT, *args], capture_output=True, timeout=600)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def check_kept(tmp, name, flag, args):
+    """args: the command with OUT where the output path goes."""
+    out = os.path.join(tmp, name)
+    with open(out, "wb") as f:
+        f.write(MINE)
+    argv = [out if a == "OUT" else a for a in args]
+    rc, _, err = npt(*argv)
+    with open(out, "rb") as f:
+        kept = f.read() == MINE
+    check(rc == 1 and kept and out in err and "--force" in err and len(err.strip().splitlines()) == 1,
+          f"npt {' '.join(args[:2])} {flag} onto an existing file: exit {rc} (want 1), file kept: {kept}, "
+          f"one line naming it and --force: {err.strip()[:160]!r}")
+    rc, _, err = npt(*argv, "--force")
+    with open(out, "rb") as f:
+        body = f.read()
+    check(rc == 0 and body != MINE and len(body) > 0,
+          f"... with --force: exit {rc} (want 0), file rewritten ({len(body)} bytes) {err.strip()[-160:]!r}")
+    left = [f for f in os.listdir(tmp) if ".tmp." in f]
+    check(not left, f"no temporary files left behind ({left})")
+
+
+def test_outputs(tmp):
+    check_kept(tmp, "windows.u32", "--save-windows",
+               ["eval", "--model", BIN, "--data", TEXT, "--windows", "2", "--seq-len", "32", "--save-windows", "OUT"])
+    check_kept(tmp, "tokens.u16", "-o", ["data", "prepare", TEXT, "-o", "OUT", "--tokenizer", TOK, "--quiet"])
+    check_kept(tmp, "list.tsv", "--out",
+               ["debug", "scan", "--model", BIN, "--data", TEXT, "--samples", "1", "--seq-len", "32", "--out", "OUT"])
+    # forward on finite weights finds nothing to save: only the refusal is checked
+    out = os.path.join(tmp, "op.h5")
+    with open(out, "wb") as f:
+        f.write(MINE)
+    rc, _, err = npt("debug", "forward", "--model", BIN, "--prompt", "Once", "--save", out)
+    with open(out, "rb") as f:
+        kept = f.read() == MINE
+    check(rc == 1 and kept and "--force" in err, f"debug forward --save onto an existing file: exit {rc}, kept: {kept}")
+    rc, _, err = npt("debug", "forward", "--model", BIN, "--prompt", "Once", "--save", out, "--force")
+    check(rc == 0, f"... with --force it runs (exit {rc}, want 0: all finite) {err.strip()[-120:]!r}")
+    rc, _, err = npt("debug", "layers", "--model", BIN, "--prompt", "Once", "--force")
+    check(rc == 2 and "--force does not apply to layers" in err, f"debug layers --force: exit {rc} (want 2)")
+
+
+def test_sibling_flags(tmp):
+    out = os.path.join(tmp, "never.u16")
+    cases = [
+        (["data", "stats", TEXT, "-o", out], "-o is a flag of npt data prepare"),
+        (["data", "stats", TEXT, "--output=" + out], "--output=" + out + " is a flag of npt data prepare"),
+        (["data", "stats", TEXT, "--force"], "--force is a flag of npt data prepare"),
+        (["data", "prepare", TEXT, "-o", out, "--tokenizer", TOK, "--seq-len", "64"],
+         "--seq-len is a flag of npt data stats"),
+        (["data", "prepare", TEXT, "-o", out, "--tokenizer", TOK, "--bos=1"], "--bos=1 is a flag of npt data stats"),
+        (["recipes", "show", "npt-safe", "--force"], "--force is not a flag of this subcommand"),
+        (["recipes", "copy", "npt-safe", os.path.join(tmp, "r.json"), "--json"], "--json is not a flag"),
+    ]
+    for args, want in cases:
+        rc, _, err = npt(*args)
+        check(rc == 2 and want in err, f"npt {' '.join(a if a != out else 'OUT' for a in args[:2] + args[3:])}: "
+              f"exit {rc} (want 2) {err.strip()[:120]!r}")
+    check(not os.path.exists(out) and not os.path.exists(os.path.join(tmp, "r.json")),
+          "nothing was written by the refused commands")
+    rc, out_text, _ = npt("recipes", "list", "--json")
+    check(rc == 0 and out_text.lstrip().startswith("["), "recipes list --json still works")
+
+
+def main():
+    if not os.access(NPT, os.X_OK):
+        check(False, f"{NPT} is built (make npt)")
+        return 1
+    with tempfile.TemporaryDirectory(prefix="npt-outputs-") as tmp:
+        test_outputs(tmp)
+        test_sibling_flags(tmp)
+    return exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
