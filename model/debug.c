@@ -605,7 +605,13 @@ int debug_replay(const char *path, DebugResult *r, NptErr *err) {
         H5Sclose(s);
         H5Dclose(ds);
     }
-    if (arena_init(&act, bytes, "replay", err) || graph_init(&g, &act, NULL, 8, err)) goto done;
+    if (arena_init(&act, bytes, "replay", err)) { /* say which file asks for it */
+        NptErr why = *err;
+        npt_fail(err, "%s: its inputs need %.1f MB to replay, which cannot be allocated (%s)", path,
+                 (double)bytes / 1e6, why.msg);
+        goto done;
+    }
+    if (graph_init(&g, &act, NULL, 8, err)) goto done;
     for (int i = 0; i < rp.n_in; i++)
         if (replay_input(f, &act, &rp, i, path, err)) goto done;
     g.recording = 0;

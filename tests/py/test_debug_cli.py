@@ -109,6 +109,16 @@ def main():
         lines = [ln for ln in err3.splitlines() if ln.strip()]
         check(rc3 == 1 and len(lines) == 1 and "do not fit together" in lines[0] and "internal error" not in err3,
               f"replay of an op file whose v was cut: exit {rc3}, {lines[0] if lines else 'nothing on stderr'}")
+        # v declared 2^24 x 2^24 (chunked, never written: the file stays small): 2^52 bytes to
+        # replay, beyond any address space, so the allocation fails whatever the overcommit policy
+        with h5py.File(edited, "r+") as f:
+            del f["in2"]
+            f.create_dataset("in2", shape=(1 << 24, 1 << 24), dtype="f4", chunks=(64, 64))
+        rc4, _, err4 = run("replay", edited)
+        lines = [ln for ln in err4.splitlines() if ln.strip()]
+        check(rc4 == 1 and len(lines) == 1 and edited in lines[0] and "cannot be allocated" in lines[0],
+              f"replay of an op file declaring a 2^48-element input: exit {rc4}, one line naming the file: "
+              f"{lines[0][:160] if lines else 'nothing on stderr'}")
 
         # 2c. a window longer than the model's context (512 in the header) is refused, not read
         valid = "../shared/data/tinystories-valid-1000.txt"
