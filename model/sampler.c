@@ -1,5 +1,6 @@
 /* model/sampler.c — next-token choice (see sampler.h). Top-p keeps the smallest set of
- * tokens whose probabilities sum past p, after dropping tokens that cannot matter. */
+ * tokens whose probabilities reach p (Holtzman et al.'s nucleus), after dropping tokens
+ * that cannot matter. */
 #include "sampler.h"
 
 #include <math.h>
@@ -59,18 +60,21 @@ int sampler_next(Sampler *s, const float *logits) {
             if (r < (cdf += s->probs[i])) return i;
         return n - 1; /* rounding */
     }
-    /* Tokens below (1-p)/(n-1) can never be in the nucleus: skip sorting them. */
+    /* Tokens below (1-p)/(n-1) can never be in the nucleus: skip sorting them. When p is
+     * below 1/n a flat distribution can put every token under that cutoff; the nucleus is
+     * then the most likely token alone (its probability, at least 1/n, reaches p). */
     float cutoff = (1.0f - s->top_p) / (float)(n - 1);
     int m = 0;
     for (int i = 0; i < n; i++)
         if (s->probs[i] >= cutoff) s->index[m++] = i;
+    if (m == 0) return argmax(s->probs, n);
     sort_probs = s->probs;
     qsort(s->index, (size_t)m, sizeof(int), by_prob_desc);
     float cum = 0.0f;
     int last = m - 1;
     for (int i = 0; i < m; i++) {
         cum += s->probs[s->index[i]];
-        if (cum > s->top_p) {
+        if (cum >= s->top_p) {
             last = i;
             break;
         }
