@@ -79,6 +79,146 @@ static void test_nan_weight(LlamaModel *m, const int *ids, int T, int k, const c
     }
 }
 
+/* stories260K's header, from ../shared/models/MANIFEST.md (not from the loader): the
+ * shapes a report must print are derived from these. */
+enum {
+    S260_DIM = 64, S260_HEADS = 8, S260_KV_HEADS = 4, S260_VOCAB = 512,
+    S260_KV_DIM = S260_DIM * S260_KV_HEADS / S260_HEADS /* wk, wv rows: 32 */
+};
+
+static int shape_is(const DebugStats *s, int rows, int cols) {
+    return s->ndim == 2 && s->shape[0] == rows && s->shape[1] == cols;
+}
+
+/* "[a, b]" or "[a, b, ...]" of a report's stats, for messages */
+static const char *shape_str(const DebugStats *s) {
+    static char buf[4][48];
+    static int slot;
+    char *b = buf[slot++ & 3];
+    int o = snprintf(b, 48, "[");
+    for (int d = 0; d < s->ndim && d < NPT_MAX_DIMS && o < 40; d++)
+        o += snprintf(b + o, 48 - o, d ? ", %d" : "%d", s->shape[d]);
+    snprintf(b + o, 48 - o, "]");
+    return b;
+}
+
+/* The printed report of r, for substring checks. */
+static void report_text(const DebugResult *r, const int *ids, char *buf, size_t size) {
+    buf[0] = 0;
+    FILE *f = fmemopen(buf, size - 1, "w");
+    if (!f) return;
+    debug_print_producer(f, r, ids);
+    fclose(f);
+}
+
+/* An Inf (not a NaN) in wk of layer k: wk is [kv_dim, dim] = [64 * 4 / 8, 64] = [32, 64],
+ * not square, so a transposed shape shows. It must be reported at layer k's matmul reading
+ * it (q's matmul comes first and is finite), as 1 Inf and 0 NaN in input 1; the matmul
+ * reads the attention norm's output [T, 64] and writes [T, 32]. Row t of the output,
+ * column 0, is x[t] . wk[0] = x[t][0] * Inf + finite terms: an Inf (x[t][0] is a nonzero
+ * rmsnorm output), so T Inf, 0 NaN, every position. */
+static void test_inf_weight(LlamaModel *m, const int *ids, int T, int k) {
+    float saved = m->layers[k].wk.data[0];
+    m->layers[k].wk.data[0] = INFINITY;
+    DebugOptions o = {0};
+    DebugResult r;
+    NptErr err;
+    int rc = debug_run(m, NULL, ids, T, &o, &r, &err);
+    m->layers[k].wk.data[0] = saved;
+    char want[32];
+    snprintf(want, sizeof want, "layers.%d.wk", k);
+    const DebugProducer *p = &r.first;
+    if (rc) {
+        check(0, "Inf in %s: debug_run: %s", want, err.msg);
+        return;
+    }
+    check(p->found && !p->backward && p->layer == k && !strcmp(p->op, "matmul") && p->n_in == 2,
+          "Inf in %s: reported at layer %d op matmul with 2 inputs (got layer %d op %s, %d inputs)", want, k, p->layer,
+          p->op, p->n_in);
+    check(p->bad_input == 1 && !strcmp(p->in[1].name, want) && p->in[1].inf == 1 && p->in[1].nan == 0,
+          "Inf in %s: the weight is named as the non-finite input with 1 Inf, 0 NaN (got %s, %zu Inf, %zu NaN)", want,
+          p->bad_input >= 0 ? p->in[p->bad_input].name : "none", p->in[1].inf, p->in[1].nan);
+    check(p->out.inf == (size_t)T && p->out.nan == 0 && p->rows_total == T,
+          "Inf in %s: output has %d Inf and 0 NaN at all %d positions (got %zu Inf, %zu NaN, %d positions)", want, T, T,
+          p->out.inf, p->out.nan, p->rows_total);
+    check(shape_is(&p->in[1], S260_KV_DIM, S260_DIM) && shape_is(&p->in[0], T, S260_DIM) &&
+              shape_is(&p->out, T, S260_KV_DIM),
+          "Inf in %s: shapes weight [%d, %d], activation [%d, %d], output [%d, %d] (got %s, %s, %s)", want, S260_KV_DIM,
+          S260_DIM, T, S260_DIM, T, S260_KV_DIM, shape_str(&p->in[1]), shape_str(&p->in[0]), shape_str(&p->out));
+    char buf[8192], line[3][128];
+    report_text(&r, ids, buf, sizeof buf);
+    snprintf(line[0], sizeof line[0], "output %s [%d, %d]: 0 NaN, %d Inf\n", p->out.name, T, S260_KV_DIM, T);
+    snprintf(line[1], sizeof line[1], "cause: input %s was already non-finite (0 NaN, 1 Inf)\n", want);
+    snprintf(line[2], sizeof line[2], "input 1 %s [%d, %d]: ", want, S260_KV_DIM, S260_DIM);
+    check(strstr(buf, line[0]) && strstr(buf, line[1]) && strstr(buf, line[2]),
+          "Inf in %s: the printed report shows the output's shape and Inf count, the cause and the weight's shape "
+          "(\"%.*s\" ...)", want, (int)strcspn(strstr(buf, "  output") ? strstr(buf, "  output") + 2 : buf, "\n"),
+          strstr(buf, "  output") ? strstr(buf, "  output") + 2 : buf);
+    debug_result_free(&r);
+}
+
+/* A -Inf in the input: the embedding row of X, the prompt's most frequent token, gets
+ * one -Inf. Reported outside the layers (-1), op embedding, input 0 the table tok_emb of
+ * shape [vocab, dim] = [512, 64] with 1 Inf; output [T, 64] holding one Inf per
+ * occurrence of X, at exactly those positions. */
+static void test_inf_embedding(LlamaModel *m, const int *ids, int T) {
+    int X = ids[0], occ = 0, pos[256], pos_ok = 1;
+    for (int t = 0, best = 0; t < T; t++) {
+        int n = 0;
+        for (int u = 0; u < T; u++) n += ids[u] == ids[t];
+        if (n > best) best = n, X = ids[t];
+    }
+    for (int t = 0; t < T; t++)
+        if (ids[t] == X) pos[occ++] = t;
+    float *row = m->tok_emb.data + (size_t)X * S260_DIM, saved = row[5];
+    row[5] = -INFINITY;
+    DebugOptions o = {0};
+    DebugResult r;
+    NptErr err;
+    int rc = debug_run(m, NULL, ids, T, &o, &r, &err);
+    row[5] = saved;
+    if (rc) {
+        check(0, "-Inf in tok_emb: debug_run: %s", err.msg);
+        return;
+    }
+    const DebugProducer *p = &r.first;
+    pos_ok = p->rows_total == occ && p->n_rows == occ;
+    for (int i = 0; pos_ok && i < occ; i++) pos_ok &= p->rows[i] == pos[i];
+    check(p->found && p->layer == -1 && !strcmp(p->op, "embedding") && p->bad_input == 0 && !strcmp(p->in[0].name, "tok_emb") &&
+              p->in[0].inf == 1 && p->in[0].nan == 0,
+          "-Inf in the embedding row of token %d: reported outside the layers, op embedding, input tok_emb with 1 Inf "
+          "(got layer %d op %s, input %s, %zu Inf, %zu NaN)", X, p->layer, p->op,
+          p->bad_input >= 0 ? p->in[p->bad_input].name : "none", p->in[0].inf, p->in[0].nan);
+    check(p->out.inf == (size_t)occ && p->out.nan == 0 && pos_ok,
+          "-Inf in the embedding row of token %d: %d Inf, 0 NaN, at the %d positions holding it (got %zu Inf, %zu NaN, "
+          "%d positions)", X, occ, occ, p->out.inf, p->out.nan, p->rows_total);
+    check(r.n_stats > 0 && !strcmp(debug_layer_state(&r.layers[0]), "Inf") && r.layers[0].inf == (size_t)occ &&
+              r.layers[0].nan == 0,
+          "-Inf in tok_emb: the layer table's embedding row reads Inf with %d Inf, 0 NaN (got %s, %zu Inf, %zu NaN)", occ,
+          r.n_stats > 0 ? debug_layer_state(&r.layers[0]) : "no table", r.n_stats > 0 ? r.layers[0].inf : 0,
+          r.n_stats > 0 ? r.layers[0].nan : 0);
+    check(shape_is(&p->in[0], S260_VOCAB, S260_DIM) && shape_is(&p->out, T, S260_DIM),
+          "-Inf in tok_emb: shapes table [%d, %d], output [%d, %d] (got %s, %s)", S260_VOCAB, S260_DIM, T, S260_DIM,
+          shape_str(&p->in[0]), shape_str(&p->out));
+    char buf[8192], line[2][128];
+    report_text(&r, ids, buf, sizeof buf);
+    snprintf(line[0], sizeof line[0], "outside the layers, op embedding");
+    snprintf(line[1], sizeof line[1], "input 0 tok_emb [%d, %d]: ", S260_VOCAB, S260_DIM);
+    int out_line = 0;
+    const char *o_at = strstr(buf, "  output ");
+    if (o_at) {
+        char want_tail[64];
+        snprintf(want_tail, sizeof want_tail, " [%d, %d]: 0 NaN, %d Inf\n", T, S260_DIM, occ);
+        const char *nl = strchr(o_at, '\n');
+        size_t tl = strlen(want_tail);
+        out_line = nl && (size_t)(nl + 1 - o_at) >= tl && !strncmp(nl + 1 - tl, want_tail, tl);
+    }
+    check(out_line && strstr(buf, line[0]) && strstr(buf, line[1]),
+          "-Inf in tok_emb: the printed report shows output [%d, %d] with %d Inf and input 0 tok_emb [%d, %d] (\"%.*s\")", T,
+          S260_DIM, occ, S260_VOCAB, S260_DIM, o_at ? (int)strcspn(o_at + 2, "\n") : 0, o_at ? o_at + 2 : "");
+    debug_result_free(&r);
+}
+
 /* Scaling the ffn_norm of layer k by 1000 makes the MLP of layer k produce values far
  * above 65504 but well inside float32 and bf16: only fp16 may fail, and at layer k. */
 static void test_fp16_overflow(LlamaModel *m, const int *ids, int T, int k) {
@@ -328,6 +468,15 @@ int main(void) {
         test_clean(&m, ids, T);
         test_nan_weight(&m, ids, T, 0, "build/tests/debug_nan_l0.h5");
         test_nan_weight(&m, ids, T, 3, "build/tests/debug_nan_l3.h5");
+        check(m.cfg.dim == S260_DIM && m.cfg.n_heads == S260_HEADS && m.cfg.n_kv_heads == S260_KV_HEADS &&
+                  m.cfg.vocab_size == S260_VOCAB,
+              "stories260K loads with the MANIFEST's dim %d, %d heads, %d kv heads, vocab %d", S260_DIM, S260_HEADS,
+              S260_KV_HEADS, S260_VOCAB);
+        /* the first 21 tokens: a length unlike any model dimension (64, 32, 172, 512), so
+         * a swapped or transposed shape shows */
+        int T21 = T < 21 ? T : 21;
+        test_inf_weight(&m, ids, T21, 2);
+        test_inf_embedding(&m, ids, T21);
         test_npt_adapter(&m, ids, T, 1);
         test_zero_factor(&m, ids, T, 2);
         test_report_batch(&m, ids, T);

@@ -88,8 +88,15 @@ static double loss_of(const Case *c, Tensor **in, const float *R) {
     return L;
 }
 
-/* shapes[k] = {rows, cols}; the inputs are trainable parameters with their own grads */
-static void check_op(const char *what, const Case *c, int n_in, const int shapes[][2], float input_scale) {
+/* A frozen input's gradient buffer is filled with this before backward; it must come
+ * back untouched (an op that ignored requires_grad would add into it). */
+#define FROZEN_SENTINEL 12345.0f
+
+/* shapes[k] = {rows, cols}. Input k is a trainable parameter with its own grad when bit
+ * k of `trainable` is set; otherwise a frozen one (requires_grad 0, like a base weight)
+ * whose grad buffer holds FROZEN_SENTINEL, checked unchanged after backward. */
+static void check_op_masked(const char *what, const Case *c, int n_in, const int shapes[][2], float input_scale,
+                            unsigned trainable) {
     Tensor in_t[MAX_IN], *in[MAX_IN] = {0};
     for (int k = 0; k < n_in; k++) {
         size_t n = (size_t)shapes[k][0] * shapes[k][1];
@@ -97,7 +104,10 @@ static void check_op(const char *what, const Case *c, int n_in, const int shapes
         for (size_t i = 0; i < n; i++) d[i] = input_scale * frand();
         in_t[k] = tensor_view2(d, "input", shapes[k][0], shapes[k][1]);
         in_t[k].grad = npt_xcalloc(n, sizeof(float), "grad");
-        in_t[k].requires_grad = in_t[k].is_param = 1;
+        in_t[k].is_param = 1;
+        in_t[k].requires_grad = (int)(trainable >> k & 1u);
+        if (!in_t[k].requires_grad)
+            for (size_t i = 0; i < n; i++) in_t[k].grad[i] = FROZEN_SENTINEL;
         in[k] = &in_t[k];
     }
     /* analytic */
@@ -109,6 +119,13 @@ static void check_op(const char *what, const Case *c, int n_in, const int shapes
     graph_backward_from(&graph, out, R);
     /* numeric, central differences, compared per input by relative error norm */
     for (int k = 0; k < n_in; k++) {
+        if (!in[k]->requires_grad) {
+            size_t touched = 0;
+            for (size_t i = 0; i < in[k]->n; i++) touched += in[k]->grad[i] != FROZEN_SENTINEL;
+            check(touched == 0, "%s: frozen input %d: nothing written to its gradient (%zu of %zu elements changed)", what,
+                  k, touched, in[k]->n);
+            continue;
+        }
         double num2 = 0.0, diff2 = 0.0, maxdiff = 0.0;
         for (size_t i = 0; i < in[k]->n; i++) {
             float saved = in[k]->data[i];
@@ -132,6 +149,87 @@ static void check_op(const char *what, const Case *c, int n_in, const int shapes
         free(in[k]->grad);
     }
     free(R);
+}
+
+/* every input trainable */
+static void check_op(const char *what, const Case *c, int n_in, const int shapes[][2], float input_scale) {
+    check_op_masked(what, c, n_in, shapes, input_scale, ~0u);
+}
+
+static double row_norm(const float *x, int n) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+/* NMSE on token rows whose norm is under the floor (SPEC section 3: rows are divided by
+ * max(|row|, 1e-6)). Under the floor u = x / 1e-6 is linear in x, so the gradient there is
+ * 2 (u - v) / (rows cols) / floor, not the projection (I - u u^T) / |x| of a normal row.
+ * Rows of x and y (6 columns): 0 both normal, 1 x under, 2 y under, 3 both under, 4 x
+ * exactly zero, y normal.
+ * Steps: the entries of an under-floor row are at most 1e-7 in size, so its norm is at
+ * most sqrt(6) 1e-7 = 2.45e-7, and they take h = 1e-7: x +- h has norm at most 3.45e-7,
+ * still under 1e-6, so both evaluations of a central difference see the same (linear)
+ * branch (the test measures the stepped norms too). check_op's h = 1e-2 would carry such
+ * a row far above the floor, onto the other branch. Normal rows (norm ~1) take check_op's
+ * h = 1e-2 max(1, |x|), which moves a norm by at most 1e-2: they stay far above it.
+ * Under the floor the loss is quadratic in each entry, so central differences are exact
+ * but for rounding (the loss comes back as a float scalar: ~3e-8 |L| against a change of
+ * 2h |grad| ~ 5e-3, some 1e-6 relative): bound 1e-4 there, check_op's 2e-3 on the normal
+ * rows. The step divided by is the difference of the two float inputs actually evaluated.
+ * Errors are measured per row group: the under-floor gradients are ~1e6 times the normal
+ * ones and would hide them. */
+static void check_nmse_floor(void) {
+    enum { ROWS = 5, COLS = 6 };
+    static const int x_under[ROWS] = {0, 1, 0, 1, 1}, y_under[ROWS] = {0, 0, 1, 1, 0};
+    float xd[ROWS * COLS], yd[ROWS * COLS];
+    for (int r = 0; r < ROWS; r++)
+        for (int j = 0; j < COLS; j++) {
+            xd[r * COLS + j] = r == 4 ? 0.0f : x_under[r] ? 1e-7f * frand() : frand();
+            yd[r * COLS + j] = y_under[r] ? 1e-7f * frand() : frand();
+        }
+    float gx[ROWS * COLS] = {0}, gy[ROWS * COLS] = {0};
+    Tensor tx = tensor_view2(xd, "x", ROWS, COLS), ty = tensor_view2(yd, "y", ROWS, COLS);
+    tx.grad = gx, ty.grad = gy;
+    tx.requires_grad = tx.is_param = ty.requires_grad = ty.is_param = 1;
+    Tensor *in[2] = {&tx, &ty};
+    const Case c = {.kind = NMSE};
+    const float R[1] = {0.75f};
+    graph_reset(&graph);
+    graph.recording = 1;
+    Tensor *out = build(&graph, &c, in);
+    graph_backward_from(&graph, out, R);
+    const int *under[2] = {x_under, y_under};
+    for (int k = 0; k < 2; k++) {
+        double num2[2] = {0}, diff2[2] = {0}, maxg[2] = {0}; /* [0] normal rows, [1] rows under the floor */
+        double max_norm = 0.0; /* largest norm an under-floor row reached while stepped */
+        for (int r = 0; r < ROWS; r++) {
+            int u = under[k][r];
+            for (int j = 0; j < COLS; j++) {
+                float *v = &in[k]->data[r * COLS + j], saved = *v;
+                float h = u ? 1e-7f : 1e-2f * fmaxf(1.0f, fabsf(saved));
+                float up = saved + h, dn = saved - h;
+                double lp, lm;
+                *v = up;
+                lp = loss_of(&c, in, R);
+                if (u) max_norm = fmax(max_norm, row_norm(in[k]->data + r * COLS, COLS));
+                *v = dn;
+                lm = loss_of(&c, in, R);
+                if (u) max_norm = fmax(max_norm, row_norm(in[k]->data + r * COLS, COLS));
+                *v = saved;
+                double num = (lp - lm) / ((double)up - dn), d = num - in[k]->grad[r * COLS + j];
+                num2[u] += num * num;
+                diff2[u] += d * d;
+                maxg[u] = fmax(maxg[u], fabs(in[k]->grad[r * COLS + j]));
+            }
+        }
+        double rel_under = sqrt(diff2[1]) / fmax(sqrt(num2[1]), 1e-8), rel_normal = sqrt(diff2[0]) / fmax(sqrt(num2[0]), 1e-8);
+        check(max_norm < NPT_NMSE_FLOOR && rel_under < 1e-4,
+              "nmse, %s rows with norm under the floor 1e-6 (stepped norms up to %.3g): d/d%s finite-difference rel err "
+              "%.2e (bound 1e-4), gradients up to %.3g", k ? "y" : "x", max_norm, k ? "y" : "x", rel_under, maxg[1]);
+        check(rel_normal < 2e-3, "nmse, normal %s rows beside rows under the floor: d/d%s finite-difference rel err %.2e, "
+              "gradients up to %.3g", k ? "y" : "x", k ? "y" : "x", rel_normal, maxg[0]);
+    }
 }
 
 int main(void) {
@@ -320,6 +418,25 @@ int main(void) {
         free(buf);
         free(grad_buf);
     }
+
+    /* Rows of NMSE under the norm floor, and ops with only some inputs trainable (the
+     * `requires_grad ? grad : NULL` branches of their backward): the trainable inputs'
+     * gradients against finite differences, the frozen ones' buffers untouched. */
+    check_nmse_floor();
+    check_op_masked("swiglu, gate trainable, up frozen", &(Case){.kind = SWIGLU}, 2, s2, 3.0f, 1u);
+    check_op_masked("swiglu, up trainable, gate frozen", &(Case){.kind = SWIGLU}, 2, s2, 3.0f, 2u);
+    check_op_masked("npt_swiglu full, gate frozen", &(Case){.kind = NPT_SWIGLU_FULL, .f = {0.1f}}, 5, snpt, 1.5f, 0x1Eu);
+    check_op_masked("npt_swiglu full, up frozen", &(Case){.kind = NPT_SWIGLU_FULL, .f = {0.1f}}, 5, snpt, 1.5f, 0x1Du);
+    check_op_masked("npt_swiglu full, gate and up frozen (z, B_add, B_mul trainable)",
+                    &(Case){.kind = NPT_SWIGLU_FULL, .f = {0.1f}}, 5, snpt, 1.5f, 0x1Cu);
+    check_op_masked("npt_swiglu safe, gate frozen", &(Case){.kind = NPT_SWIGLU_SAFE, .f = {0.1f}}, 4, snpt, 1.5f, 0xEu);
+    check_op_masked("npt_swiglu safe, up frozen", &(Case){.kind = NPT_SWIGLU_SAFE, .f = {0.1f}}, 4, snpt, 1.5f, 0xDu);
+    /* through op_scale: the frozen leaf makes a gate (up) that needs no gradient, the
+     * other is stored fresh (FRESH) or added to a started one (MIXED: the gate) */
+    check_op_masked("npt_swiglu, gate frozen, up gradient stored fresh", &(Case){.kind = NPT_SWIGLU_FRESH, .f = {0.1f}}, 5,
+                    snpt, 1.5f, 0x1Eu);
+    check_op_masked("npt_swiglu, up frozen, gate gradient already started", &(Case){.kind = NPT_SWIGLU_MIXED, .f = {0.1f}},
+                    5, snpt, 1.5f, 0x1Du);
     graph_free(&graph);
     arena_free(&act);
     arena_free(&grads);

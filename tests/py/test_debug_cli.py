@@ -168,6 +168,43 @@ def main():
         check(rc == 0 and f"in common: {len(a & b)}" in out and f"only in A: {len(a - b)} (1 7)" in out
               and f"only in B: {len(b - a)} (9 12)" in out, f"overlap: {len(a & b)} common, A-only {sorted(a - b)}, B-only {sorted(b - a)}")
 
+        # 3b. the same copy, one window, forward --json and text: in fp16 the row of token X
+        # (1e5 > 65504) becomes dim Infs when the weights are rounded, so the embedding is
+        # reported with an Inf (not NaN) input. Shapes from the header: table [vocab, dim],
+        # output [T, dim]. Window 1 is BOS + stream tokens T-1 .. 2(T-1)-1 (docs/data.md), so
+        # X at stream offsets 3, 11, 19 of it sits at positions 4, 12, 20.
+        T1 = 21
+        ids = rng.integers(3, 512, size=3 * (T1 - 1)).astype(np.uint16)
+        ids[ids == X] = X + 1
+        want_pos = [4, 12, 20]
+        for p_ in want_pos:
+            ids[(T1 - 1) + p_ - 1] = X
+        one = os.path.join(tmp, "one.u16")
+        ids.tofile(one)
+        args = ["forward", "--model", m, "--tokenizer", TOK, "--data", one, "--format", "u16", "--sample", "1",
+                "--seq-len", str(T1), "--precision", "fp16"]
+        rc, out, _ = run(*args, "--json")
+        j = json.loads(out) if out.strip() else {}
+        o, ins = j.get("output", {}), j.get("inputs", [{}])
+        check(rc == 3 and j.get("layer") == -1 and j.get("op") == "embedding" and j.get("bad_input") == 0
+              and not j.get("overflow") and o.get("inf") == len(want_pos) * dim and o.get("nan") == 0
+              and j.get("positions") == want_pos,
+              f"fp16 Inf in token {X}'s embedding row: reported at the embedding as {len(want_pos) * dim} Inf, 0 NaN at "
+              f"positions {want_pos} (exit {rc}, op {j.get('op')}, {o.get('inf')} Inf, {o.get('nan')} NaN, "
+              f"positions {j.get('positions')})")
+        check(o.get("shape") == [T1, dim] and len(ins) == 1 and ins[0].get("name") == "tok_emb"
+              and ins[0].get("shape") == [c["vocab"], dim] and ins[0].get("inf") == dim and ins[0].get("nan") == 0,
+              f"fp16 Inf in token {X}'s embedding row: JSON shapes output {[T1, dim]}, input tok_emb {[c['vocab'], dim]} "
+              f"with {dim} Inf (got output {o.get('shape')}, input {ins[0].get('name')} {ins[0].get('shape')} "
+              f"with {ins[0].get('inf')} Inf)")
+        rc, out, _ = run(*args)
+        lines = [ln.strip() for ln in out.splitlines()]
+        check(rc == 3 and f"output embedding [{T1}, {dim}]: 0 NaN, {len(want_pos) * dim} Inf" in lines
+              and any(ln.startswith(f"input 0 tok_emb [{c['vocab']}, {dim}]: ") and ln.endswith(f"0 NaN {dim} Inf")
+                      for ln in lines),
+              f"fp16 Inf in token {X}'s embedding row: the text report prints output [{T1}, {dim}] and tok_emb "
+              f"[{c['vocab']}, {dim}] with their Inf counts")
+
         # overlap reads only scan lists; sub-commands refuse the flags of another
         bad = os.path.join(tmp, "notalist.txt")
         with open(bad, "w") as f:
