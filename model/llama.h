@@ -62,6 +62,11 @@ typedef struct {
  * GGUF, else llama2.c). Reports non-finite weights by tensor name as an error. */
 int llama_load(const char *path, LlamaModel *m, NptErr *err);
 void llama_free(LlamaModel *m);
+/* Makes every weight a trainable parameter (the lm objective with train_all_weights):
+ * returns their gradients as one zeroed block laid out like weights_block (the caller
+ * frees it), NULL with err set if it cannot be allocated. A tied lm_head shares
+ * tok_emb's gradient. */
+float *llama_make_trainable(LlamaModel *m, NptErr *err);
 
 /* Format-specific loaders (model/load_hf.c, load_llama2c.c, load_gguf.c). Each fills
  * m->cfg and the weights via llama_alloc_weights; llama_load then runs llama_finish_load. */

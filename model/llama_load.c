@@ -223,6 +223,26 @@ int llama_finish_load(LlamaModel *m, NptErr *err) {
     return 0;
 }
 
+static void make_param(Tensor *w, float *grad_block, const float *weights_block) {
+    w->grad = grad_block + (w->data - weights_block);
+    w->requires_grad = w->is_param = 1;
+}
+
+float *llama_make_trainable(LlamaModel *m, NptErr *err) {
+    float *g = npt_aligned_alloc(m->weights_floats * sizeof(float), "weight gradients", err);
+    if (!g) return NULL;
+    memset(g, 0, m->weights_floats * sizeof(float));
+    Tensor *shared[3] = {&m->tok_emb, &m->final_norm, &m->lm_head};
+    for (int k = 0; k < (m->cfg.tied ? 2 : 3); k++) make_param(shared[k], g, m->weights_block);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LlamaLayer *L = &m->layers[l];
+        Tensor *ts[9] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 9; k++) make_param(ts[k], g, m->weights_block);
+    }
+    if (m->cfg.tied) m->lm_head.grad = m->tok_emb.grad, m->lm_head.requires_grad = m->lm_head.is_param = 1;
+    return g;
+}
+
 void llama_free(LlamaModel *m) {
     free(m->weights_block);
     free(m->layers);

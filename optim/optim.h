@@ -26,7 +26,10 @@ typedef struct {
 
 int optim_init(Optimizer *o, OptimKind kind, float *params, float *grads, size_t n, NptErr *err);
 void optim_free(Optimizer *o);
-/* One update with learning rate lr; the caller has checked the gradients are finite. */
+/* One update with learning rate lr; the caller has checked the gradients are finite.
+ * AdamW: p -= lr wd p, then the Adam step (decoupled decay, Loshchilov & Hutter). SGD:
+ * m = momentum m + g (no dampening), p -= lr (m + wd p): the decay is decoupled here too,
+ * kept out of the momentum buffer (torch.optim.SGD adds it to g instead). */
 void optim_step(Optimizer *o, float lr);
 
 /* sqrt(sum g^2) accumulated in double; +Inf or NaN when any gradient is not finite. */

@@ -4,7 +4,7 @@
  * with respect to adapter weights, the KV-cache NPT path against the tape, safe mode
  * having no B_mul at all, layer selections). With arguments it is the C side of the
  * PyTorch parity test (tests/py/test_npt_parity.py):
- *   test_npt --dump MODEL TOKENS.i32 B T safe|full LAYERS RANK SEED STEPS LR OUTDIR
+ *   test_npt --dump MODEL TOKENS.i32 B T safe|full LAYERS RANK SEED STEPS LR OUTDIR [TRAIN...]
  * LAYERS is all, upper_half, lower_half or a comma list. It writes OUTDIR/params.f32
  * (initial adapters, flat: per converted layer ascending A [r,d], B_add [f,r], then
  * B_mul [f,r] in full mode), grads.f32 (gradient of the loss at the initial adapters,
@@ -12,7 +12,19 @@
  * AdamW steps on the same batch with constant LR, betas 0.9/0.999, eps 1e-8, no decay,
  * no clipping), final.f32 (adapters after those steps). lambda = 0.01, scale = 0.1,
  * init: A ~ N(0, 0.02^2), B_add ~ N(0, 0.001^2), B_mul ~ N(0, 0.01^2) (non-zero so
- * that its gradient path is exercised). */
+ * that its gradient path is exercised).
+ * With TRAIN = adamw|sgd WEIGHT_DECAY MOMENTUM WARMUP MIN_LR_RATIO MAX_NORM (the C side
+ * of tests/py/test_train_parity.py) the STEPS steps are the trainer's instead
+ * (train/trainer.c, train_step): gradient, global norm, the step's rate from a warmup +
+ * cosine schedule (base LR, WARMUP steps, decay to LR * MIN_LR_RATIO at STEPS), clipping
+ * to MAX_NORM, the update. It writes params.f32, then steps.txt (per step: loss before
+ * the update, gradient norm, lr, clip factor; then the loss after the last update) and
+ * final.f32 instead of grads.f32 and losses.txt.
+ *   test_npt --dump-lm MODEL TOKENS.i32 B T OUTDIR   (also tests/py/test_train_parity.py)
+ * The lm objective with every base weight trained (objective.train_all_weights): loss.txt
+ * and grads.f32, the loss's gradient per tensor in the order tok_emb, per layer attn_norm,
+ * wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down, then final_norm and, when the model
+ * is not tied, lm_head (tied: tok_emb's gradient holds both uses). */
 #include <math.h>
 #include <signal.h>
 #include <string.h>
@@ -63,54 +75,204 @@ static ObjectiveValues loss_at(const LlamaModel *m, NptModel *n, const int *toke
     return objective_at(&runner, &distill_oc, m, n, tokens, backward);
 }
 
-static int dump(char **argv) {
+/* B x T int32 ids from a file; NULL (after saying why) if it holds fewer. */
+static int *read_tokens(const char *path, int B, int T) {
+    int *tokens = npt_xmalloc((size_t)B * T * sizeof(int), "tokens");
+    FILE *f = fopen(path, "rb");
+    int ok = f && fread(tokens, sizeof(int), (size_t)B * T, f) == (size_t)B * T;
+    if (f) fclose(f);
+    if (!ok) {
+        fprintf(stderr, "cannot read %d x %d tokens from %s\n", B, T, path);
+        free(tokens);
+        return NULL;
+    }
+    return tokens;
+}
+
+/* What both --dump forms start from: the model, the adapters of argv[6..9] at their
+ * init, the batch, and the runner with the trainer's sharding for this thread count
+ * (PyTorch checks it too). Writes the initial adapters to OUTDIR/params.f32. */
+static int *dump_setup(char **argv, LlamaModel *m, NptModel *n) {
     const char *model_path = argv[2], *tokens_path = argv[3], *outdir = argv[12];
-    int B = atoi(argv[4]), T = atoi(argv[5]), steps = atoi(argv[10]);
-    float lr = (float)atof(argv[11]);
-    LlamaModel m;
-    NptModel n;
+    int B = atoi(argv[4]), T = atoi(argv[5]);
     NptErr err;
     int list[64];
     NptConfig nc = {.rank = atoi(argv[8]), .safe_mode = !strcmp(argv[6], "safe"), .modulation_scale = 0.1f,
                     .init_a_std = 0.02f, .init_b_add_std = 0.001f, .init_b_mul_std = 0.01f};
     parse_layers(argv[7], &nc, list);
-    if (llama_load(model_path, &m, &err) || npt_create(&n, &m, &nc, &err)) {
+    if (llama_load(model_path, m, &err) || npt_create(n, m, &nc, &err)) {
         fprintf(stderr, "%s\n", err.msg);
-        return 1;
+        return NULL;
     }
-    npt_init_weights(&n, &nc, (uint64_t)atoll(argv[9]));
-    int *tokens = npt_xmalloc((size_t)B * T * sizeof(int), "tokens");
-    FILE *f = fopen(tokens_path, "rb");
-    if (!f || fread(tokens, sizeof(int), (size_t)B * T, f) != (size_t)B * T) {
-        fprintf(stderr, "cannot read tokens from %s\n", tokens_path);
-        return 1;
+    npt_init_weights(n, &nc, (uint64_t)atoll(argv[9]));
+    int *tokens = read_tokens(tokens_path, B, T);
+    if (!tokens || setup(m, n, B, T, objective_auto_shards(&distill_oc, n, B)) ||
+        write_floats(outdir, "params.f32", n->params, n->n_params)) {
+        free(tokens);
+        return NULL;
     }
-    fclose(f);
-    /* the trainer's sharding for this thread count: PyTorch checks it too */
-    if (setup(&m, &n, B, T, objective_auto_shards(&distill_oc, &n, B))) return 1;
+    return tokens;
+}
+
+static void dump_free(LlamaModel *m, NptModel *n, int *tokens) {
+    teardown();
+    npt_free(n);
+    llama_free(m);
+    free(tokens);
+}
+
+/* The gradient at the initial adapters, then STEPS AdamW steps at constant LR. */
+static int dump(char **argv) {
+    const char *outdir = argv[12];
+    int steps = atoi(argv[10]);
+    float lr = (float)atof(argv[11]);
+    LlamaModel m;
+    NptModel n;
+    NptErr err;
+    int *tokens = dump_setup(argv, &m, &n);
+    if (!tokens) return 1;
     char path[4200];
     snprintf(path, sizeof path, "%s/losses.txt", outdir);
     FILE *lf = fopen(path, "w");
     if (!lf) return 1;
     ObjectiveValues v = loss_at(&m, &n, tokens, 1);
-    fprintf(lf, "%.9g %.9g %.9g\n", v.loss, v.fidelity, v.reg);
-    if (write_floats(outdir, "params.f32", n.params, n.n_params) || write_floats(outdir, "grads.f32", n.grads, n.n_params))
+    if (fprintf(lf, "%.9g %.9g %.9g\n", v.loss, v.fidelity, v.reg) < 0 ||
+        write_floats(outdir, "grads.f32", n.grads, n.n_params))
         return 1;
     Optimizer opt;
-    if (optim_init(&opt, OPTIM_ADAMW, n.params, n.grads, n.n_params, &err)) return 1;
-    for (int s = 0; s < steps; s++) {
+    if (optim_init(&opt, OPTIM_ADAMW, n.params, n.grads, n.n_params, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    int rc = 0;
+    for (int s = 0; s < steps && !rc; s++) {
         optim_step(&opt, lr);
         v = loss_at(&m, &n, tokens, 1);
-        fprintf(lf, "%.9g\n", v.loss);
+        rc = fprintf(lf, "%.9g\n", v.loss) < 0;
     }
-    fclose(lf);
-    int rc = write_floats(outdir, "final.f32", n.params, n.n_params);
+    rc |= fclose(lf) != 0 || write_floats(outdir, "final.f32", n.params, n.n_params);
     optim_free(&opt);
-    teardown();
-    npt_free(&n);
-    llama_free(&m);
-    free(tokens);
+    dump_free(&m, &n, tokens);
     return rc ? 1 : 0;
+}
+
+/* One optimizer step in the order of train/trainer.c's train_step: the batch's gradient,
+ * its global norm, the step's rate, clipping, the update. Writes "loss norm lr factor". */
+static int trainer_step(const LlamaModel *m, NptModel *n, const int *tokens, Optimizer *opt, const Schedule *sched,
+                        int64_t step, float max_norm, FILE *out) {
+    ObjectiveValues v = loss_at(m, n, tokens, 1);
+    double norm = grad_global_norm(n->grads, n->n_params);
+    float lr = schedule_lr(sched, step);
+    if (!isfinite(v.loss) || !isfinite(norm)) { /* the trainer would skip it: the comparison has no step */
+        fprintf(stderr, "step %lld: loss %g, gradient norm %g\n", (long long)step, v.loss, norm);
+        return -1;
+    }
+    float factor = grad_clip(n->grads, n->n_params, norm, max_norm);
+    optim_step(opt, lr);
+    return fprintf(out, "%.9g %.9g %.9g %.9g\n", v.loss, norm, lr, factor) < 0 ? -1 : 0;
+}
+
+/* --dump with TRAIN: STEPS trainer steps with the optimizer, schedule and clipping of
+ * argv[13..18] (see the header). */
+static int dump_trainer(char **argv) {
+    const char *outdir = argv[12];
+    int steps = atoi(argv[10]);
+    LlamaModel m;
+    NptModel n;
+    NptErr err;
+    Optimizer opt;
+    if (strcmp(argv[13], "sgd") && strcmp(argv[13], "adamw")) {
+        fprintf(stderr, "optimizer %s: adamw or sgd\n", argv[13]);
+        return 2;
+    }
+    int *tokens = dump_setup(argv, &m, &n);
+    if (!tokens) return 1;
+    OptimKind kind = !strcmp(argv[13], "sgd") ? OPTIM_SGD : OPTIM_ADAMW;
+    if (optim_init(&opt, kind, n.params, n.grads, n.n_params, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        dump_free(&m, &n, tokens);
+        return 1;
+    }
+    opt.weight_decay = (float)atof(argv[14]), opt.momentum = (float)atof(argv[15]);
+    Schedule sched = {.kind = SCHED_COSINE, .base_lr = (float)atof(argv[11]), .min_lr_ratio = (float)atof(argv[17]),
+                      .warmup_steps = atoll(argv[16]), .total_steps = steps};
+    float max_norm = (float)atof(argv[18]);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/steps.txt", outdir);
+    FILE *sf = fopen(path, "w");
+    int rc = !sf;
+    for (int s = 0; !rc && s < steps; s++) rc = trainer_step(&m, &n, tokens, &opt, &sched, s, max_norm, sf);
+    if (!rc) {
+        double last = objective_at(&runner, &distill_oc, &m, &n, tokens, 0).loss;
+        rc = !isfinite(last) || fprintf(sf, "%.9g\n", last) < 0;
+    }
+    if (sf && fclose(sf) != 0) rc = 1;
+    rc = rc || write_floats(outdir, "final.f32", n.params, n.n_params);
+    if (rc) fprintf(stderr, "--dump %s: writing %s or final.f32 failed or a step was not finite\n", argv[13], path);
+    optim_free(&opt);
+    dump_free(&m, &n, tokens);
+    return rc ? 1 : 0;
+}
+
+/* Every base tensor in the order of --dump-lm's grads.f32 (lm_head last, when untied). */
+static int base_tensors(LlamaModel *m, Tensor **out) {
+    int k = 0;
+    out[k++] = &m->tok_emb;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        LlamaLayer *L = &m->layers[l];
+        Tensor *ts[9] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 9; i++) out[k++] = ts[i];
+    }
+    out[k++] = &m->final_norm;
+    if (!m->cfg.tied) out[k++] = &m->lm_head;
+    return k;
+}
+
+/* loss.txt and grads.f32 of --dump-lm (the tensors' gradients one after another). */
+static int write_lm_outputs(const char *outdir, double loss, Tensor **ts, int count) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/loss.txt", outdir);
+    FILE *f = fopen(path, "w");
+    int rc = !f || fprintf(f, "%.9g\n", loss) < 0;
+    if (f && fclose(f) != 0) rc = 1;
+    snprintf(path, sizeof path, "%s/grads.f32", outdir);
+    f = rc ? NULL : fopen(path, "wb");
+    for (int k = 0; f && k < count; k++) rc |= fwrite(ts[k]->grad, sizeof(float), ts[k]->n, f) != ts[k]->n;
+    if (!f || fclose(f) != 0) rc = 1;
+    if (rc) fprintf(stderr, "--dump-lm: cannot write %s/loss.txt or grads.f32\n", outdir);
+    return rc;
+}
+
+/* --dump-lm: the lm loss and its gradient with respect to every base weight, through
+ * the runner the trainer builds for lm + train_all_weights (no adapters, one shard). */
+static int dump_lm(char **argv) {
+    int B = atoi(argv[4]), T = atoi(argv[5]), rc = 1;
+    const ObjectiveConfig lm_all = {.distill = 0, .train_all_weights = 1};
+    LlamaModel m;
+    NptErr err;
+    ObjectiveRunner r;
+    if (llama_load(argv[2], &m, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    Tensor **ts = npt_xmalloc((size_t)(3 + 9 * m.cfg.n_layers) * sizeof(Tensor *), "tensor list");
+    int count = base_tensors(&m, ts);
+    int *tokens = read_tokens(argv[3], B, T);
+    float *g = llama_make_trainable(&m, &err); /* as train/trainer.c does for lm + train_all_weights */
+    if (!g || objective_init(&r, &m, NULL, &lm_all, B, T, objective_auto_shards(&lm_all, NULL, B), &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+    } else {
+        ObjectiveValues v = {.loss = NAN};
+        if (tokens) v = objective_step(&r, &m, NULL, &lm_all, tokens, NULL, 1.0f, 0);
+        objective_free(&r);
+        if (!isfinite(v.loss)) fprintf(stderr, "--dump-lm: no tokens, or the loss is %g\n", v.loss);
+        else rc = write_lm_outputs(argv[6], v.loss, ts, count);
+    }
+    free(g);
+    free(tokens);
+    free(ts);
+    llama_free(&m);
+    return rc;
 }
 
 /* Adapters with every matrix drawn at std 0.05 (B_mul too, so that the multiplicative
@@ -569,8 +731,12 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
 
 int main(int argc, char **argv) {
     if (argc == 13 && !strcmp(argv[1], "--dump")) return dump(argv);
+    if (argc == 19 && !strcmp(argv[1], "--dump")) return dump_trainer(argv);
+    if (argc == 7 && !strcmp(argv[1], "--dump-lm")) return dump_lm(argv);
     if (argc != 1) {
-        fprintf(stderr, "usage: test_npt [--dump MODEL TOKENS B T safe|full LAYERS RANK SEED STEPS LR OUTDIR]\n");
+        fprintf(stderr, "usage: test_npt [--dump MODEL TOKENS B T safe|full LAYERS RANK SEED STEPS LR OUTDIR\n"
+                        "                 [adamw|sgd WEIGHT_DECAY MOMENTUM WARMUP MIN_LR_RATIO MAX_NORM]]\n"
+                        "       test_npt --dump-lm MODEL TOKENS B T OUTDIR\n");
         return 2;
     }
     LlamaModel m;
