@@ -79,6 +79,30 @@ static double worst_sigma(const int *counts, const double *q, int n, int N, int 
 /* Not sorted, so that a sampler confusing sorted and vocabulary order shows. */
 static const float logits8[8] = {1.0f, -0.3f, 2.0f, 0.5f, 0.2f, 1.5f, -0.6f, 0.0f};
 
+/* What draws from logits8 show against an expected distribution: counts per token,
+ * distinct tokens drawn, ids outside [0, 8), draws of tokens it excludes, and
+ * worst_sigma's deviation. */
+typedef struct {
+    int counts[8], drawn, bad, forbidden;
+    double z;
+} Draws;
+
+/* N_DRAWS draws at temperature T and top-p p against want; -1 if no sampler is made. */
+
+static int draws_against(float T, float p, uint64_t seed, const double *want, Draws *d) {
+    Sampler s;
+    if (sampler_init(&s, 8, T, p, seed)) {
+        check(0, "sampler_init");
+        return -1;
+    }
+    draw(&s, logits8, 8, N_DRAWS, d->counts, &d->bad);
+    sampler_free(&s);
+    d->drawn = 0;
+    for (int i = 0; i < 8; i++) d->drawn += d->counts[i] > 0;
+    d->z = worst_sigma(d->counts, want, 8, N_DRAWS, &d->forbidden);
+    return 0;
+}
+
 static void test_greedy(void) {
     uint64_t st = 12345;
     int ok = 1, n_cases = 0, last = -1;
@@ -113,18 +137,11 @@ static void test_temperature(float T, uint64_t seed) {
     softmax_ref(logits8, 8, T, q);
     double qmin = 1.0;
     for (int i = 0; i < 8; i++) qmin = fmin(qmin, q[i]);
-    Sampler s;
-    if (sampler_init(&s, 8, T, 1.0f, seed)) {
-        check(0, "sampler_init");
-        return;
-    }
-    int counts[8], bad, forbidden;
-    draw(&s, logits8, 8, N_DRAWS, counts, &bad);
-    double z = worst_sigma(counts, q, 8, N_DRAWS, &forbidden);
-    check(bad == 0 && z < 5.0,
+    Draws d;
+    if (draws_against(T, 1.0f, seed, q, &d)) return;
+    check(d.bad == 0 && d.z < 5.0,
           "temperature %.2g, %d draws over 8 tokens: frequencies match softmax(logits/T) within %.2f sigma (bound 5; "
-          "smallest N q %.0f; token 2: %d draws, want %.0f)", T, N_DRAWS, z, N_DRAWS * qmin, counts[2], N_DRAWS * q[2]);
-    sampler_free(&s);
+          "smallest N q %.0f; token 2: %d draws, want %.0f)", T, N_DRAWS, d.z, N_DRAWS * qmin, d.counts[2], N_DRAWS * q[2]);
 }
 
 static void test_top_p(float p, float T, uint64_t seed) {
@@ -136,40 +153,24 @@ static void test_top_p(float p, float T, uint64_t seed) {
     for (int i = 0; i < 8; i++) mass += in[i] ? q[i] : 0.0;
     double want[8];
     for (int i = 0; i < 8; i++) want[i] = in[i] ? q[i] / mass : 0.0;
-    Sampler s;
-    if (sampler_init(&s, 8, T, p, seed)) {
-        check(0, "sampler_init");
-        return;
-    }
-    int counts[8], bad, forbidden, drawn = 0;
-    draw(&s, logits8, 8, N_DRAWS, counts, &bad);
-    for (int i = 0; i < 8; i++) drawn += counts[i] > 0;
-    double z = worst_sigma(counts, want, 8, N_DRAWS, &forbidden);
-    check(margin > 1e-3 && bad == 0 && forbidden == 0 && drawn == k,
+    Draws d;
+    if (draws_against(T, p, seed, want, &d)) return;
+    check(margin > 1e-3 && d.bad == 0 && d.forbidden == 0 && d.drawn == k,
           "top-p %.2g at temperature %.2g: nucleus of %d tokens (mass %.4f, p off the cumulative sums by %.4f); "
-          "%d distinct tokens drawn, %d draws outside the nucleus", p, T, k, mass, margin, drawn, forbidden);
-    check(bad == 0 && z < 5.0,
+          "%d distinct tokens drawn, %d draws outside the nucleus", p, T, k, mass, margin, d.drawn, d.forbidden);
+    check(d.bad == 0 && d.z < 5.0,
           "top-p %.2g at temperature %.2g: frequencies inside the nucleus match the renormalized probabilities "
-          "within %.2f sigma (bound 5)", p, T, z);
-    sampler_free(&s);
+          "within %.2f sigma (bound 5)", p, T, d.z);
 }
 
 /* top-p 1 is plain sampling: every token is reachable, at its softmax probability. */
 static void test_top_p_one(void) {
     double q[8];
     softmax_ref(logits8, 8, 1.0, q);
-    Sampler s;
-    if (sampler_init(&s, 8, 1.0f, 1.0f, 99)) {
-        check(0, "sampler_init");
-        return;
-    }
-    int counts[8], bad, forbidden, drawn = 0;
-    draw(&s, logits8, 8, N_DRAWS, counts, &bad);
-    for (int i = 0; i < 8; i++) drawn += counts[i] > 0;
-    double z = worst_sigma(counts, q, 8, N_DRAWS, &forbidden);
-    check(bad == 0 && drawn == 8 && z < 5.0,
-          "top-p 1.0: plain sampling, all 8 tokens drawn, frequencies within %.2f sigma of softmax (bound 5)", z);
-    sampler_free(&s);
+    Draws d;
+    if (draws_against(1.0f, 1.0f, 99, q, &d)) return;
+    check(d.bad == 0 && d.drawn == 8 && d.z < 5.0,
+          "top-p 1.0: plain sampling, all 8 tokens drawn, frequencies within %.2f sigma of softmax (bound 5)", d.z);
 }
 
 /* A p below the top probability leaves the argmax alone in the nucleus, so every draw

@@ -74,12 +74,12 @@ def token_window(bos, vocab_size):
     return np.array(stream[:B * T], dtype="<i4")
 
 
-def check_reference(base, tokens):
-    """The reference's gradient against a central finite difference (float64), full mode
-    with a base layer between two NPT layers so every path is exercised."""
-    ref = npt_ref.RefNPT(base, "1,3", 4, safe=False, scale=SCALE, lam=LAMBDA)
-    g = torch.Generator().manual_seed(5)
-    p = 0.05 * torch.randn(ref.n_params, generator=g, dtype=torch.float64)
+def check_reference(base, tokens, layers="1,3", rank=4, std=0.05, seed=5):
+    """The reference's gradient against a central finite difference (float64), full mode;
+    by default with a base layer between two NPT layers so every path is exercised."""
+    ref = npt_ref.RefNPT(base, layers, rank, safe=False, scale=SCALE, lam=LAMBDA)
+    g = torch.Generator().manual_seed(seed)
+    p = std * torch.randn(ref.n_params, generator=g, dtype=torch.float64)
     _, _, _, grad = ref.loss_and_grad(tokens, p)
     v = torch.randn(ref.n_params, generator=g, dtype=torch.float64)
     eps = 1e-6
@@ -88,7 +88,8 @@ def check_reference(base, tokens):
         lm = ref.loss(tokens, p - eps * v)[0].item()
     fd, an = (lp - lm) / (2 * eps), float(grad @ v)
     rel = abs(fd - an) / abs(fd)
-    check(rel < 1e-6, f"reference: NPT loss gradient matches a finite difference (rel {rel:.1e})")
+    check(rel < 1e-6, f"reference: NPT loss gradient (full/{layers} rank {rank}) matches a finite difference "
+          f"(rel {rel:.1e})")
 
 
 def run_driver(mode, layers, rank, tok_path, out):

@@ -41,7 +41,7 @@ import llama_ref  # noqa: E402
 import npt_ref  # noqa: E402
 import write_variants  # noqa: E402
 from harness import check, exit_code  # noqa: E402
-from test_npt_parity import B, DRIVER, ENCODER, LAMBDA, MODEL, SCALE, SEED, T, token_window  # noqa: E402
+from test_npt_parity import B, DRIVER, ENCODER, LAMBDA, MODEL, SCALE, SEED, T, check_reference, token_window  # noqa: E402
 
 STEPS, WARMUP, MIN_LR_RATIO = 10, 3, 0.1
 # name, optimizer, base lr, weight decay, momentum, clipping max_norm. The distillation
@@ -179,21 +179,6 @@ def check_torch_semantics():
     print(f"NOTE: torch.nn.utils.clip_grad_norm_(max_norm 3e-5) scales a gradient of norm 2.99995e-5 by "
           f"{float(p.grad.norm()) / 2.99995e-5:.4f} (max_norm / (norm + 1e-6)); npt's grad_clip leaves it (factor 1), "
           f"so the reference clips only above max_norm")
-
-
-def check_npt_reference(base, tokens):
-    """The NPT reference's gradient in the configuration used below against a central
-    finite difference (float64)."""
-    ref = npt_ref.RefNPT(base, "all", 16, safe=False, scale=SCALE, lam=LAMBDA)
-    g = torch.Generator().manual_seed(7)
-    p = 0.02 * torch.randn(ref.n_params, generator=g, dtype=torch.float64)
-    _, _, _, grad = ref.loss_and_grad(tokens, p)
-    v = torch.randn(ref.n_params, generator=g, dtype=torch.float64)
-    eps = 1e-6
-    with torch.no_grad():
-        fd = (ref.loss(tokens, p + eps * v)[0].item() - ref.loss(tokens, p - eps * v)[0].item()) / (2 * eps)
-    rel = abs(fd - float(grad @ v)) / abs(fd)
-    check(rel < 1e-6, f"reference: NPT loss gradient (full/all rank 16) matches a finite difference (rel {rel:.1e})")
 
 
 def reference_steps(ref, tokens, p0, kind, lr, wd, momentum, max_norm):
@@ -362,7 +347,7 @@ def main():
     tokens = torch.from_numpy(ids.astype(np.int64)).view(B, T)
     print(f"NOTE: stories260K, {B} x {T} TinyStories ids from the C tokenizer, lambda {LAMBDA}, scale {SCALE}, "
           f"{STEPS} steps")
-    check_npt_reference(base, tokens)
+    check_reference(base, tokens, "all", 16, std=0.02, seed=7)  # the configuration used below
     with tempfile.TemporaryDirectory(prefix="npt-train-parity-") as tmp:
         tok_path = os.path.join(tmp, "tokens.i32")
         ids.tofile(tok_path)
