@@ -96,6 +96,20 @@ static int open_windows(Session *s, const EvalArgs *a, int **tokens, int *T_out,
     return n;
 }
 
+/* A model whose logits overflow float32 has no perplexity: name the first such window
+ * and the debug command that shows where its first NaN/Inf is born (exit 3, as debug). */
+static int report_non_finite(const EvalArgs *a, const EvalResult *r, int T) {
+    int base = r->bad_window_base >= 0, w = base ? r->bad_window_base : r->bad_window_npt;
+    fprintf(stderr, "npt eval: error: the %s model's logits are not finite in window %d of %s (it overflows float32 there); "
+            "see where with: npt debug forward --model %s", base ? "base" : "NPT", w, a->data, a->model);
+    if (!base) fprintf(stderr, " --adapters %s", a->adapters);
+    if (a->tokenizer) fprintf(stderr, " --tokenizer %s", a->tokenizer);
+    fprintf(stderr, " --data %s --sample %d --seq-len %d", a->data, w, T);
+    if (strcmp(a->format, "auto")) fprintf(stderr, " --format %s", a->format);
+    fputc('\n', stderr);
+    return 3;
+}
+
 /* Through a temporary and a rename, so a full disk never leaves a cut file at PATH. */
 static int save_windows(const char *path, const int *tokens, size_t n, NptErr *err) {
     NptAtomicFile o;
@@ -126,6 +140,9 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "npt eval: error: %s\n", err.msg);
     } else if (eval_run(&s.m, s.np, tokens, n, T, (int)a.batch, &r, &err)) {
         fprintf(stderr, "npt eval: error: %s\n", err.msg);
+    } else if (r.bad_window_base >= 0 || r.bad_window_npt >= 0) {
+        rc = report_non_finite(&a, &r, T);
+        eval_result_free(&r);
     } else {
         if (a.json) {
             eval_write_json(stdout, &r);

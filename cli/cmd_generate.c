@@ -1,4 +1,5 @@
 /* cli/cmd_generate.c — `npt generate`: sample text from a model with a KV cache. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,25 @@ static void print_json_string(const char *s) {
     putchar('"');
 }
 
+/* Number of NaN/Inf among the n logits: sampling from them would print garbage. */
+static int count_non_finite(const float *logits, int n) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += !isfinite(logits[i]);
+    return bad;
+}
+
+/* The model overflowed float32 at position pos: say so, and how to find where (exit 3,
+ * as npt debug). The text streamed so far is the rest of the input that reproduces it. */
+static int report_non_finite(const GenerateArgs *a, int pos, int bad, int vocab, int generated) {
+    if (!a->json) putchar('\n');
+    fprintf(stderr, "npt generate: error: %d of the %d logits at position %d are NaN/Inf (the model overflows float32 "
+            "there); see where with: npt debug forward --model %s", bad, vocab, pos, a->model);
+    if (a->adapters) fprintf(stderr, " --adapters %s", a->adapters);
+    if (a->tokenizer) fprintf(stderr, " --tokenizer %s", a->tokenizer);
+    fprintf(stderr, " --prompt TEXT, TEXT = %s\n", generated ? "the prompt and the text generated so far" : "the prompt");
+    return 3;
+}
+
 int cmd_generate(int argc, char **argv) {
     GenerateArgs a;
     if (parse(argc, argv, &a)) return 2;
@@ -123,9 +143,14 @@ int cmd_generate(int argc, char **argv) {
         if (!a.json)
             for (int i = 1; i < n_prompt; i++) fputs(tokenizer_decode_token(tok, ids[i - 1], ids[i], buf), stdout);
         double t0 = npt_now_seconds();
+        int bad = 0, bad_pos = -1;
         for (int pos = 0; pos < steps - 1; pos++) {
             float *logits = llama_infer_step(&s, m, np, ids[pos], pos);
             if (pos + 1 < n) continue; /* still reading the prompt */
+            if ((bad = count_non_finite(logits, m->cfg.vocab_size))) {
+                bad_pos = pos;
+                break;
+            }
             int next = sampler_next(&smp, logits);
             if (next == tokenizer_bos_id(tok) || next == tokenizer_eos_id(tok)) break;
             ids[n++] = next;
@@ -135,7 +160,9 @@ int cmd_generate(int argc, char **argv) {
             }
         }
         double dt = npt_now_seconds() - t0;
-        if (a.json) {
+        if (bad_pos >= 0) {
+            rc = report_non_finite(&a, bad_pos, bad, m->cfg.vocab_size, n > n_prompt);
+        } else if (a.json) {
             char *text = tokenizer_decode(tok, ids + 1, n - 1, &err);
             printf("{\"prompt_tokens\":%d,\"tokens\":[", n_prompt);
             for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
@@ -148,7 +175,7 @@ int cmd_generate(int argc, char **argv) {
             fflush(stdout);
             fprintf(stderr, "[%d tokens, %.1f tokens/s]\n", n - n_prompt, (n - 1) / (dt > 0 ? dt : 1e-9));
         }
-        rc = 0;
+        if (bad_pos < 0) rc = 0;
         sampler_free(&smp);
         llama_infer_free(&s);
     }

@@ -7,7 +7,10 @@
  *      the base / NPT cross-entropies equal the lm objective's op_cross_entropy, a
  *      different implementation; the figures do not depend on the eval batch size;
  *      cosine and NMSE obey their identity cos = 1 - d NMSE / 2.
- *   3. Bad input: a token outside the vocabulary, windows of one token. */
+ *   3. A model that makes non-finite logits: eval_run names the first window affected, for
+ *      the base and the NPT model apart (a NaN planted in memory in the embedding row of a
+ *      token only window 3 holds, then in one adapter's B_add); none for finite models.
+ *   4. Bad input: a token outside the vocabulary, windows of one token. */
 #include <math.h>
 #include <string.h>
 
@@ -54,6 +57,50 @@ static ObjectiveValues objective(const LlamaModel *m, const NptModel *n, const i
     ObjectiveValues v = objective_step(&runner, m, n, &oc, tokens, NULL, 1.0f, 0);
     objective_free(&runner);
     return v;
+}
+
+/* NaNs planted in memory (the loaders refuse them in files): the first window whose NLL
+ * is not finite is named, per model; batches of 2, so window 3 is in the second batch. */
+static void non_finite_windows(LlamaModel *m, NptModel *n, int *tokens, int B, int T) {
+    int t = 0, seen[512] = {0};
+    for (int i = 0; i < B * T; i++) seen[tokens[i]] = 1;
+    while (t < m->cfg.vocab_size && seen[t]) t++;
+    if (t == m->cfg.vocab_size || t >= 512) {
+        check(0, "a token id none of the windows holds");
+        return;
+    }
+    /* stories260K ties the classifier to the embedding: untie it for the test, so the NaN
+     * is on the input side only (a NaN logit column would hit every window) */
+    float *tied = m->lm_head.data, *head = npt_xmalloc(m->tok_emb.n * sizeof(float), "untied classifier");
+    memcpy(head, tied, m->tok_emb.n * sizeof(float));
+    m->lm_head.data = head;
+    int saved_token = tokens[3 * T + 5];
+    float *row = m->tok_emb.data + (size_t)t * m->cfg.dim, saved_emb = row[7];
+    tokens[3 * T + 5] = t, row[7] = NAN;
+    EvalResult r;
+    NptErr err;
+    if (eval_run(m, n, tokens, B, T, 2, &r, &err)) {
+        check(0, "eval_run with a NaN embedding row: %s", err.msg);
+    } else {
+        check(r.bad_window_base == 3 && r.bad_window_npt == 3 && isnan(r.ce_base),
+              "a NaN in the embedding of a token only window 3 holds: window %d (base), %d (NPT) named", r.bad_window_base,
+              r.bad_window_npt);
+        eval_result_free(&r);
+    }
+    tokens[3 * T + 5] = saved_token, row[7] = saved_emb;
+    m->lm_head.data = tied;
+    free(head);
+    float *b_add = n->adapters[n->adapter_of_layer[3]].B_add.data, saved_b = b_add[11];
+    b_add[11] = NAN;
+    if (eval_run(m, n, tokens, B, T, 2, &r, &err)) {
+        check(0, "eval_run with a NaN in B_add: %s", err.msg);
+    } else {
+        check(r.bad_window_base == -1 && r.bad_window_npt == 0 && isfinite(r.ce_base),
+              "a NaN in layer 3's B_add: the NPT model from window %d, the base model %d (none)", r.bad_window_npt,
+              r.bad_window_base);
+        eval_result_free(&r);
+    }
+    b_add[11] = saved_b;
 }
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-30); }
@@ -123,6 +170,10 @@ static void against_objective(void) {
               "without adapters: base cross-entropy %.9g only", rb.ce_base);
         eval_result_free(&rb);
     }
+
+    check(r2.bad_window_base == -1 && r2.bad_window_npt == -1 && r5.bad_window_base == -1,
+          "finite models: no window reported non-finite (%d, %d)", r2.bad_window_base, r2.bad_window_npt);
+    non_finite_windows(&m, &n, tokens, B, T);
 
     tokens[B * T - 1] = m.cfg.vocab_size;
     int rc = eval_run(&m, &n, tokens, B, T, 2, &rb, &err);

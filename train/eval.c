@@ -10,6 +10,7 @@
  * vocabulary needs no [tokens x vocab] buffer. */
 #include "eval.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -105,9 +106,12 @@ static void compare_rows(const float *x, const float *y, int rows, int cols, dou
 }
 
 /* Sum of next-token NLLs of the hidden states h [B*T, d] (positions 0..T-2 of each
- * window predict the next token), logits made `chunk` rows at a time. */
-static double sum_nll(Graph *g, const LlamaModel *m, float *h, const int *tokens, int N, int T, int chunk) {
-    int V = m->cfg.vocab_size;
+ * window predict the next token), logits made `chunk` rows at a time. The first window
+ * (numbered from window0) with a non-finite NLL lowers *bad_window, so the caller can
+ * name it instead of printing a NaN perplexity. */
+static double sum_nll(Graph *g, const LlamaModel *m, float *h, const int *tokens, int N, int T, int chunk, int window0,
+                      int *bad_window) {
+    int V = m->cfg.vocab_size, bad = INT_MAX;
     double total = 0.0;
     for (int r0 = 0; r0 < N; r0 += chunk) {
         int rows = N - r0 < chunk ? N - r0 : chunk;
@@ -115,14 +119,17 @@ static double sum_nll(Graph *g, const LlamaModel *m, float *h, const int *tokens
         Tensor hv = tensor_view2(h + (size_t)r0 * m->cfg.dim, "eval_hidden", rows, m->cfg.dim);
         Tensor *logits = llama_logits(g, m, &hv);
         double part = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : part) if ((size_t)rows * V > PAR_MIN)
+#pragma omp parallel for schedule(static) reduction(+ : part) reduction(min : bad) if ((size_t)rows * V > PAR_MIN)
         for (int r = 0; r < rows; r++) {
             int row = r0 + r;
             if (row % T == T - 1) continue;
-            part += eval_token_nll(logits->data + (size_t)r * V, V, tokens[row + 1]);
+            double nll = eval_token_nll(logits->data + (size_t)r * V, V, tokens[row + 1]);
+            if (!isfinite(nll) && window0 + row / T < bad) bad = window0 + row / T;
+            part += nll;
         }
         total += part;
     }
+    if (bad < *bad_window) *bad_window = bad;
     return total;
 }
 
@@ -168,7 +175,7 @@ static int buffers_init(EvalBuffers *b, const LlamaModel *m, int with_npt, int B
 
 /* One batch of B windows: layer sums into sums, NLL sums into *nll_base / *nll_npt. */
 static void eval_batch(EvalBuffers *b, const LlamaModel *m, const NptModel *npt, ModObserver *obs, const int *tokens,
-                       int B, int T, double *nll_base, double *nll_npt) {
+                       int window0, int B, int T, EvalResult *r, double *nll_base, double *nll_npt) {
     Graph *g = &b->g;
     int N = B * T, d = m->cfg.dim;
     size_t bytes = (size_t)N * d * sizeof(float);
@@ -196,8 +203,8 @@ static void eval_batch(EvalBuffers *b, const LlamaModel *m, const NptModel *npt,
         }
         memcpy(b->ht, to->data, bytes);
     }
-    *nll_base += sum_nll(g, m, b->ht, tokens, N, T, b->chunk);
-    if (npt) *nll_npt += sum_nll(g, m, b->hs, tokens, N, T, b->chunk);
+    *nll_base += sum_nll(g, m, b->ht, tokens, N, T, b->chunk, window0, &r->bad_window_base);
+    if (npt) *nll_npt += sum_nll(g, m, b->hs, tokens, N, T, b->chunk, window0, &r->bad_window_npt);
 }
 
 static void finish(EvalResult *r, const LayerSums *sums, const LlamaModel *m, const NptModel *npt, double nll_base,
@@ -259,10 +266,13 @@ int eval_run(const LlamaModel *m, const NptModel *npt, const int *tokens, int n_
     b.g.observer = observe_modulation;
     b.g.observer_ctx = &obs;
     double t0 = npt_now_seconds(), nll_base = 0.0, nll_npt = 0.0;
+    r->bad_window_base = r->bad_window_npt = INT_MAX;
     for (int w = 0; w < n_windows; w += B) {
         int nb = n_windows - w < B ? n_windows - w : B;
-        eval_batch(&b, m, npt, &obs, tokens + (size_t)w * T, nb, T, &nll_base, &nll_npt);
+        eval_batch(&b, m, npt, &obs, tokens + (size_t)w * T, w, nb, T, r, &nll_base, &nll_npt);
     }
+    if (r->bad_window_base == INT_MAX) r->bad_window_base = -1;
+    if (r->bad_window_npt == INT_MAX) r->bad_window_npt = -1;
     r->has_npt = npt != NULL;
     r->safe_mode = npt ? npt->safe_mode : 0;
     r->modulation_scale = npt ? npt->scale : 0.0f;

@@ -47,6 +47,8 @@ typedef struct {
     double ce_base, ppl_base;        /* nats per token, exp(ce) */
     double ce_npt, ppl_npt;          /* has_npt only */
     double nmse_e2e_mean;            /* mean over compared layers: the distillation fidelity */
+    int bad_window_base;             /* first window with a non-finite NLL (the model overflows */
+    int bad_window_npt;              /*   float32 there), base / NPT model; -1 if none */
     double nmse_local_mean;          /* mean over NPT layers */
     EvalLayer *layers;               /* [n_layers], malloc'd */
     double seconds;
@@ -55,7 +57,8 @@ typedef struct {
 /* Evaluates base model m, and when npt is not NULL the NPT model, on n_windows windows
  * of T tokens (tokens[n_windows * T], each window starting with BOS), `batch` windows
  * at a time; memory is sized once from (batch, T). Fills r (free with
- * eval_result_free). Token ids outside the vocabulary are an error. */
+ * eval_result_free). Token ids outside the vocabulary are an error. A model whose
+ * logits are not finite is not: its perplexity is NaN and bad_window_* says where. */
 int eval_run(const LlamaModel *m, const NptModel *npt, const int *tokens, int n_windows, int T, int batch,
              EvalResult *r, NptErr *err);
 void eval_result_free(EvalResult *r);

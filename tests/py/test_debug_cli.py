@@ -11,7 +11,9 @@ reported follows from where it was planted:
   300; the overlap of two scans is checked against set arithmetic on the windows
   planted here;
 - layer 3's ffn_norm x1e22 (float32 overflow in every window): a training run with
-  train.debug_on_skip writes a report per skipped step naming layer 3's SwiGLU.
+  train.debug_on_skip writes a report per skipped step naming layer 3's SwiGLU; eval
+  and generate refuse the same copy's NaN logits (exit 3), and the debug command their
+  error line suggests finds layer 3's SwiGLU.
 """
 import json
 import os
@@ -248,6 +250,29 @@ def main():
         rc, out, _ = run("replay", saved) if os.path.exists(saved) else (None, "", "")
         check(rc == 3 and "layer 3, op npt_swiglu" in out and "produced from finite inputs" in out,
               f"debug_on_skip saves the producer's inputs (.h5) and they replay to the same op (exit {rc})")
+
+        # 5. the same copy in the other verbs: eval and generate refuse its NaN logits with
+        # one line naming the window / position and the debug command, which finds it
+        valid = "../shared/data/tinystories-valid-1000.txt"
+        p = subprocess.run([NPT, "eval", "--model", m, "--tokenizer", TOK, "--data", valid, "--windows", "3",
+                            "--seq-len", "32"], capture_output=True, text=True)
+        lines = p.stderr.strip().splitlines()
+        hint = lines[0].split("see where with: ", 1)[-1].split() if len(lines) == 1 else []
+        check(p.returncode == 3 and p.stdout == "" and len(lines) == 1 and "base model's logits are not finite in window 0"
+              in lines[0] and hint[:3] == ["npt", "debug", "forward"],
+              f"eval of a model overflowing float32: exit {p.returncode}, {lines[0][:110] if lines else 'no message'}")
+        rc, out, _ = run(*hint[2:]) if hint[:3] == ["npt", "debug", "forward"] else (None, "", "")
+        check(rc == 3 and "layer 3, op swiglu" in out, f"eval's suggested debug command finds layer 3's SwiGLU (exit {rc})")
+        for extra in ([], ["--json"], ["--temperature", "0.8"]):
+            p = subprocess.run([NPT, "generate", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time",
+                                "--steps", "16", *extra], capture_output=True, text=True)
+            lines = p.stderr.strip().splitlines()
+            check(p.returncode == 3 and len(lines) == 1 and "logits at position 4 are NaN/Inf" in lines[0]
+                  and f"npt debug forward --model {m} --tokenizer {TOK} --prompt" in lines[0] and "<unk>" not in p.stdout,
+                  f"generate {' '.join(extra)} on it: exit {p.returncode}, no garbage tokens, "
+                  f"{lines[0][:100] if lines else 'no message'}")
+        rc, out, _ = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time")
+        check(rc == 3 and "layer 3, op swiglu" in out, f"generate's suggested debug command finds layer 3's SwiGLU (exit {rc})")
     return exit_code()
 
 
