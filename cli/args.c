@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../util/common.h"
 #include "commands.h"
 
 int arg_is(const char *arg, const char *flag) {
@@ -13,7 +14,24 @@ int arg_is(const char *arg, const char *flag) {
     return !strncmp(arg, flag, n) && (arg[n] == '\0' || arg[n] == '=');
 }
 
+/* A value flag given twice is refused rather than "last one wins": in a long command line
+ * the earlier --lr or --model would be dropped without a word. One verb runs per process,
+ * so the flags seen so far are this verb's. --set is meant to repeat. */
+static int seen_before(const char *flag) {
+    static const char *seen[64];
+    static int n_seen;
+    if (!strcmp(flag, "--set")) return 0;
+    for (int k = 0; k < n_seen; k++)
+        if (!strcmp(seen[k], flag)) return 1;
+    if (n_seen < (int)NPT_ARRAY_LEN(seen)) seen[n_seen++] = flag;
+    return 0;
+}
+
 const char *arg_value(int argc, char **argv, int *i, const char *flag, const char *verb) {
+    if (seen_before(flag)) {
+        fprintf(stderr, "npt %s: error: %s is given twice; give it once (see npt %s --help)\n", verb, flag, verb);
+        return NULL;
+    }
     const char *eq = strchr(argv[*i], '=');
     if (eq) return eq + 1;
     if (*i + 1 >= argc) {

@@ -15,7 +15,8 @@ int cmd_export(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 
 /* Shared flag helpers (cli/args.c). arg_value returns argv[i+1] for "--flag VALUE" or
- * the part after '=' for "--flag=VALUE", advancing *i; NULL (with a message) if missing. */
+ * the part after '=' for "--flag=VALUE", advancing *i; NULL (with a message) if missing,
+ * or if the flag was already given (only --set may repeat). */
 const char *arg_value(int argc, char **argv, int *i, const char *flag, const char *verb);
 int arg_is(const char *arg, const char *flag);
 int parse_int_arg(const char *s, const char *flag, const char *verb, long lo, long hi, long *out);
