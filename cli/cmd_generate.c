@@ -103,7 +103,10 @@ static int report_non_finite(const GenerateArgs *a, int pos, int bad, int vocab,
             "there); see where with: npt debug forward --model %s", bad, vocab, pos, a->model);
     if (a->adapters) fprintf(stderr, " --adapters %s", a->adapters);
     if (a->tokenizer) fprintf(stderr, " --tokenizer %s", a->tokenizer);
-    fprintf(stderr, " --prompt TEXT, TEXT = %s\n", generated ? "the prompt and the text generated so far" : "the prompt");
+    if (!generated && !strchr(a->prompt, '\''))
+        fprintf(stderr, " --prompt '%s'\n", a->prompt);
+    else
+        fprintf(stderr, " --prompt TEXT (TEXT: the prompt%s)\n", generated ? " and the text generated so far" : "");
     return 3;
 }
 
