@@ -6,7 +6,9 @@ For each output flag (eval --save-windows, data prepare -o, debug scan --out, de
 forward --save; inspect --plot is in test_inspect.py): a file already at the path is
 kept byte for byte, the command exits 1 naming the path and --force, and with --force
 the file is written. Then flags given to the wrong subcommand of `npt data` and
-`npt recipes` are usage errors (exit 2) instead of being ignored.
+`npt recipes` are usage errors (exit 2) instead of being ignored, and so is a value flag
+given twice in any verb, where "last one wins" would drop the earlier value (nothing on
+stdout, nothing written); --set, meant to repeat, still does.
 Run from the repo root: /usr/bin/python3 tests/py/test_cli_outputs.py
 """
 import os
@@ -21,6 +23,7 @@ SHARED = os.environ.get("NPT_SHARED", "../shared")
 BIN = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
 TOK = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
 TEXT = os.path.join(SHARED, "data", "tinystories-valid-1000.txt")
+SAFE = "recipes/stories260k-safe.json"
 MINE = b"my own file, not to be lost\n"
 
 
@@ -92,6 +95,33 @@ def test_sibling_flags(tmp):
     check(rc == 0 and out_text.lstrip().startswith("["), "recipes list --json still works")
 
 
+def test_repeated_flags(parent):
+    tmp = tempfile.mkdtemp(prefix="repeated-", dir=parent)
+    a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+    cases = [
+        (["generate", "--model", BIN, "--model", BIN, "--steps", "4"], "--model"),
+        (["generate", "--model", BIN, "--steps", "4", "--steps=5"], "--steps"),
+        (["eval", "--model", BIN, "--data", TEXT, "--data", TEXT, "--save-windows", a], "--data"),
+        (["train", SAFE, "--set", f"output_dir={a}", "--resume", a, "--resume", b], "--resume"),
+        (["data", "prepare", TEXT, "--tokenizer", TOK, "-o", a, "--output", b], "--output"),
+        (["data", "stats", TEXT, "--seq-len", "8", "--seq-len", "9"], "--seq-len"),
+        (["debug", "forward", "--model", BIN, "--prompt", "Once", "--prompt", "upon"], "--prompt"),
+        (["init", "--out", a, "--dim", "32", "--dim", "64"], "--dim"),
+        (["export", BIN, "--out", a, "--out", b], "--out"),
+    ]
+    for args, flag in cases:
+        rc, out, err = npt(*args)
+        lines = err.strip().splitlines()
+        written = os.listdir(tmp)
+        check(rc == 2 and out == "" and len(lines) == 1 and f"{flag} is given twice" in lines[0] and not written,
+              f"npt {args[0]} with {flag} twice: exit {rc}, {lines[0] if lines else 'no message'}"
+              f"{', wrote ' + str(written) if written else ''}")
+    rc, _, err = npt("validate", SAFE, "--set", "train.max_steps=500", "--set", "train.lr=1e-5")
+    check(rc == 0, f"--set may repeat: validate with two --set exits {rc} {err.strip()[:100]}")
+    rc, _, err = npt("validate", SAFE, "--set", "train.max_steps=500", "--set", "train.lr=abc")
+    check(rc == 1 and "train.lr" in err, f"the second --set is applied too: a bad value in it is reported (exit {rc})")
+
+
 def main():
     if not os.access(NPT, os.X_OK):
         check(False, f"{NPT} is built (make npt)")
@@ -99,6 +129,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="npt-outputs-") as tmp:
         test_outputs(tmp)
         test_sibling_flags(tmp)
+        test_repeated_flags(tmp)
     return exit_code()
 
 
