@@ -149,13 +149,22 @@ def check_config(base, tokens, tok_path, mode, layers, rank, tmp):
           f"< {TOL_FINAL:g})")
 
 
-def main():
+def load_base_and_window():
+    """Torch threads as OMP_NUM_THREADS says, the C drivers present, then stories260K's
+    float64 reference and the token window; None (with a failed check) without a driver."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     if not os.access(DRIVER, os.X_OK) or not os.access(ENCODER, os.X_OK):
         check(False, f"{DRIVER} or {ENCODER} missing (make {DRIVER} {ENCODER})")
-        return 1
+        return None
     base = llama_ref.RefLlama(MODEL)
-    ids = token_window(base.cfg["bos_id"], base.cfg["vocab_size"])
+    return base, token_window(base.cfg["bos_id"], base.cfg["vocab_size"])
+
+
+def main():
+    loaded = load_base_and_window()
+    if not loaded:
+        return 1
+    base, ids = loaded
     tokens = torch.from_numpy(ids.astype(np.int64)).view(B, T)
     print(f"NOTE: stories260K, {B} x {T} TinyStories ids from the C tokenizer, lambda {LAMBDA}, scale {SCALE}")
     check_reference(base, tokens)

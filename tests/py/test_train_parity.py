@@ -41,7 +41,7 @@ import llama_ref  # noqa: E402
 import npt_ref  # noqa: E402
 import write_variants  # noqa: E402
 from harness import check, exit_code  # noqa: E402
-from test_npt_parity import B, DRIVER, ENCODER, LAMBDA, MODEL, SCALE, SEED, T, check_reference, token_window  # noqa: E402
+from test_npt_parity import B, DRIVER, LAMBDA, MODEL, SCALE, SEED, T, check_reference, load_base_and_window  # noqa: E402
 
 STEPS, WARMUP, MIN_LR_RATIO = 10, 3, 0.1
 # name, optimizer, base lr, weight decay, momentum, clipping max_norm. The distillation
@@ -337,13 +337,11 @@ def check_lm_all_weights(path, label, ids, tmp):
 
 
 def main():
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if not os.access(DRIVER, os.X_OK) or not os.access(ENCODER, os.X_OK):
-        check(False, f"{DRIVER} or {ENCODER} missing (make {DRIVER} {ENCODER})")
+    loaded = load_base_and_window()
+    if not loaded:
         return 1
+    base, ids = loaded
     check_torch_semantics()
-    base = llama_ref.RefLlama(MODEL)
-    ids = token_window(base.cfg["bos_id"], base.cfg["vocab_size"])
     tokens = torch.from_numpy(ids.astype(np.int64)).view(B, T)
     print(f"NOTE: stories260K, {B} x {T} TinyStories ids from the C tokenizer, lambda {LAMBDA}, scale {SCALE}, "
           f"{STEPS} steps")
