@@ -95,9 +95,10 @@ static void check_data(RecipeDiag *d, const char *key, const char *spec) {
     check_file(d, key, file, 1);
 }
 
-/* The checks only the machine can answer: files exist, the model's shape fits. Fills
- * *shape when the model loaded. */
-static void check_environment(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int *loaded) {
+/* The files the recipe names exist. Also run on a recipe with schema errors: the paths
+ * that were stored are checked, so one validate lists a wrong type and a missing model
+ * together instead of one after the other (a path with an error of its own is empty). */
+static void check_paths(const Recipe *r, RecipeDiag *d) {
     check_file(d, "model", r->model, 1);
     check_file(d, "tokenizer", r->tokenizer, 0);
     check_data(d, "data.train", r->data.train);
@@ -107,6 +108,11 @@ static void check_environment(const Recipe *r, RecipeDiag *d, LlamaConfig *shape
         snprintf(key, sizeof key, "data.sources[%d].path", i);
         check_data(d, key, r->data.sources[i].path);
     }
+}
+
+/* The checks that need a valid recipe and its files: the model loads and its shape fits.
+ * Fills *shape when the model loaded. */
+static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int *loaded) {
     if (!r->data.train[0] && !r->data.n_sources)
         recipe_diag_add(d, 0, "data.train", "not set; npt train needs it (set it, or --set data.train=PATH)");
     if (d->n_errors) return;
@@ -205,7 +211,8 @@ int cmd_validate(int argc, char **argv) {
         ok = 0;
     } else {
         ok = recipe_load(path, sets, n_sets, &r, &d) == 0;
-        if (ok && !schema_only) check_environment(&r, &d, &shape, &loaded);
+        if (!schema_only) check_paths(&r, &d);
+        if (ok && !schema_only) check_model(&r, &d, &shape, &loaded);
         ok = ok && d.n_errors == 0;
     }
     if (json) {

@@ -107,6 +107,16 @@ def test_validate_model_checks(d):
     check(rc == 1 and "model: no/such/model.bin: No such file" in err, "missing model file named")
     rc, out, _ = npt("validate", missing, "--schema-only")
     check(rc == 0 and "OK" in out, "--schema-only skips file and model checks")
+    # A schema error and a missing file in one recipe: both are listed by one validate.
+    both = write(d, "both.json", '{"model": "no/such/model.bin", "train": {"lr": "fast"}, "data": {"train": "x"}}')
+    rc, _, err = npt("validate", both)
+    lines = err.strip().splitlines()
+    check(rc == 1 and 'train.lr: expected a number > 0, got string "fast"' in lines
+          and any(l.startswith("model: no/such/model.bin: No such file") for l in lines)
+          and any(l.startswith("data.train: x: No such file") for l in lines) and lines[-1] == f"{both}: 3 errors",
+          f"schema error and missing files reported together: {lines}")
+    rc, _, err = npt("validate", both, "--schema-only")
+    check(rc == 1 and err.strip().splitlines()[-1] == f"{both}: 1 error", "--schema-only: the schema error alone")
     rc, out, err = npt("validate", "stories260k-safe", "--set", "train.lr=3e-4")
     check(rc == 0 and "warning: train.lr: 3e-4 exceeds the safe-mode cap; using 1e-4" in err,
           "safe-mode lr cap warning printed, still valid")
