@@ -456,12 +456,34 @@ static int open_teacher_cache(Trainer *t) {
     return 0;
 }
 
+/* The mean loss of the applied steps since the last periodic checkpoint boundary (the
+ * interval best.h5 is judged on), NAN when there is none. Read from the history, which
+ * every checkpoint holds, so a resumed run (from a periodic, emergency or final
+ * checkpoint) judges the same interval as the uninterrupted one. */
+static double interval_mean_loss(const Trainer *t) {
+    int64_t step = t->meta.step, every = t->r.checkpoint.every, start = step > 0 ? (step - 1) / every * every : 0;
+    int64_t first = t->meta.n_history;
+    while (first > 0 && t->meta.history[first - 1].step > start) first--;
+    double sum = 0; /* in step order, as the mean is defined */
+    int n = 0;
+    for (int64_t i = first; i < t->meta.n_history; i++)
+        if (!t->meta.history[i].skipped) sum += t->meta.history[i].loss, n++;
+    return n ? sum / n : NAN;
+}
+
+/* Whether the interval that ends now is the best so far; records it in meta.best_loss
+ * before any checkpoint is written, so the periodic checkpoint of this step holds it. */
+static int interval_is_best(Trainer *t) {
+    double mean = interval_mean_loss(t);
+    if (!t->r.checkpoint.save_best || !(mean < t->meta.best_loss)) return 0;
+    t->meta.best_loss = mean;
+    return 1;
+}
+
 static int run_loop(Trainer *t) {
     Recipe *r = &t->r;
     int64_t max_ids = (int64_t)r->train.grad_accum * r->train.batch_size;
     int64_t *ids = npt_xmalloc((size_t)max_ids * sizeof(int64_t), "sample ids");
-    double interval_sum = 0;
-    int interval_n = 0;
     int rc = 0;
     while (t->meta.step < r->train.max_steps) {
         CkptHistoryRow row;
@@ -502,8 +524,6 @@ static int run_loop(Trainer *t) {
         }
         t->meta.consecutive_skips = 0;
         t->meta.last_loss = row.loss;
-        interval_sum += row.loss;
-        interval_n++;
         if (npt_count_nonfinite(t->params, t->n_params)) { /* cannot happen with finite grads; never save it */
             runlog_say(&t->log, "npt train: error: parameters became non-finite at step %lld although the gradients were finite; lower train.lr",
                        (long long)t->meta.step);
@@ -517,27 +537,16 @@ static int run_loop(Trainer *t) {
             break;
         }
         if (t->meta.step % r->checkpoint.every == 0 && !last) {
-            double mean = interval_sum / interval_n;
-            if (save_checkpoint(t, "periodic")) {
+            int best = interval_is_best(t);
+            if (save_checkpoint(t, "periodic") || (best && save_checkpoint(t, "best"))) {
                 rc = 4;
                 break;
             }
-            if (r->checkpoint.save_best && mean < t->meta.best_loss) {
-                t->meta.best_loss = mean;
-                if (save_checkpoint(t, "best")) {
-                    rc = 4;
-                    break;
-                }
-            }
-            interval_sum = 0, interval_n = 0;
         }
     }
     if (rc == 0) {
-        if (interval_n && r->checkpoint.save_best && interval_sum / interval_n < t->meta.best_loss) {
-            t->meta.best_loss = interval_sum / interval_n;
-            rc = save_checkpoint(t, "best") ? 4 : 0;
-        }
-        if (rc == 0) rc = save_checkpoint(t, "final") ? 4 : 0;
+        int best = interval_is_best(t);
+        rc = (best && save_checkpoint(t, "best")) || save_checkpoint(t, "final") ? 4 : 0;
     }
     free(ids);
     return rc;

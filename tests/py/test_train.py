@@ -242,6 +242,23 @@ def test_ten_in_a_row(tmp, clean_dir):
           f"{next((ln for ln in r2.stderr.splitlines() if 'resumed' in ln), tail(r2.stderr))}")
 
 
+def check_best_loss(paths, every, lab):
+    """Each checkpoint's best_loss is the lowest mean loss of an interval of `every` steps,
+    the interval the checkpoint closes included (best.h5 is that interval's checkpoint),
+    recomputed here from the checkpoint's own history rows."""
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            h = [f["history"][k][()] for k in ("step", "loss", "skipped")]
+            got, end = f["state"].attrs["best_loss"], int(f.attrs["step"])
+        means = []
+        for e in range(every, end + every, every):
+            ls = [loss for st, loss, sk in zip(*h) if not sk and e - every < st <= min(e, end)]
+            if ls:
+                means.append(sum(ls) / len(ls))
+        check(got == min(means), f"{lab}: {os.path.basename(path)} holds best_loss {got}, the lowest interval mean of "
+              f"its history ({min(means)} over {len(means)} intervals)")
+
+
 def test_kill_resume(tmp, threads=1):
     """kill -9 after the step-20 checkpoint, --resume auto: bit-identical to no kill
     (on 2 threads: each batch of 8 as two shards of 4)."""
@@ -302,6 +319,11 @@ def test_kill_resume(tmp, threads=1):
     same = (list(sa["data_cursor"]) == list(sb["data_cursor"]) and attrs(fa)["step"] == attrs(fb)["step"] == 40
             and attrs(fa, "optimizer")["step"] == attrs(fb, "optimizer")["step"])
     check(same, f"kill/resume{lab}: step 40, optimizer step and data cursor {list(sb['data_cursor'])} equal")
+    check_best_loss([os.path.join(a_dir, "ckpt-00000020.h5"), fa], 10, f"kill/resume{lab}")
+    ba, bb = os.path.join(a_dir, "best.h5"), os.path.join(b_dir, "best.h5")
+    diff = identical(datasets(ba), datasets(bb))
+    check(not diff and attrs(ba)["step"] == attrs(bb)["step"] and sa["best_loss"] == sb["best_loss"],
+          f"kill/resume{lab}: best.h5 (step {attrs(ba)['step']}) and best_loss equal the uninterrupted run's")
 
 
 def greedy_ids(extra):
@@ -324,6 +346,10 @@ def test_learns(tmp):
     check(len(loss) == 300 and first / last >= MIN_LOSS_DROP,
           f"learning: {FULL} (300 steps of 8 x 128): mean loss first 10 {first:.5f}, last 10 {last:.5f}, "
           f"x{first / last:.2f} (>= x{MIN_LOSS_DROP})")
+    # checkpoint.every 100, keep_last 2; while the loss falls, each interval is a new best
+    kept = [os.path.join(out, f) for f in ("ckpt-00000100.h5", "ckpt-00000200.h5", "final.h5")]
+    check_best_loss(kept, 100, "learning")
+    check(attrs(os.path.join(out, "best.h5"))["step"] == 300, "learning: best.h5 is the last interval's (step 300)")
     base, npt = greedy_ids([]), greedy_ids(["--adapters", os.path.join(out, "final.h5")])
     if not base or not npt:
         check(False, "learning: npt generate failed")
