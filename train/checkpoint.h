@@ -128,6 +128,8 @@ int ckpt_path_for(char *out, size_t out_size, const char *dir, const char *kind,
  * never best.h5 or final.h5, and temp files left by crashed writers. keep_last <= 0
  * keeps everything. */
 int ckpt_rotate(const char *dir, int keep_last, NptErr *err);
+/* The step attribute of the checkpoint at path (its metadata only). */
+int ckpt_read_step(const char *path, int64_t *step, NptErr *err);
 /* For --resume auto: the periodic or final checkpoint with the highest step attribute
  * (final.h5 on a tie) that loads completely (ckpt_load: checksums, shapes, finiteness).
  * Files that fail (e.g. truncated by a crash) are skipped with a warning on stderr.

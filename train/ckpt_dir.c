@@ -99,7 +99,7 @@ static int cmp_candidates(const void *a, const void *b) {
     return y->is_final - x->is_final;
 }
 
-static int read_step(const char *path, int64_t *step, NptErr *err) {
+int ckpt_read_step(const char *path, int64_t *step, NptErr *err) {
     CkptFile *f = ckpt_open(path, err);
     if (!f) return -1;
     CkptMeta m;
@@ -127,7 +127,7 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
         if (!is_final && periodic_step(e->d_name) < 0) continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         int64_t step;
-        if (read_step(path, &step, &why)) {
+        if (ckpt_read_step(path, &step, &why)) {
             fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
             continue;
         }

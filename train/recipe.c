@@ -763,6 +763,57 @@ void recipe_free(Recipe *r) {
     r->data.n_sources = 0;
 }
 
+/* Keys whose change under a checkpoint is refused: the adapters (modulation scale), the
+ * optimizer moments (optimizer), the loss being minimized, or the window stream the data
+ * cursor counts in (seed, order, window length, tokens) would change meaning. The
+ * adapter shape (rank, layers, safe mode) is checked before, with its own message. */
+static const char *const resume_fixed[] = {
+    "npt.modulation_scale", "objective.type",  "objective.loss", "objective.train_all_weights", "train.optimizer",
+    "seed",                 "data.seq_len",    "data.shuffle",   "data.append_eos",             "data.format",
+    "data.text_field",
+};
+/* Keys that may change on resume, at the price of bit-exact reproduction. Paths, output,
+ * logging, eval, checkpointing and the init of adapters that already exist change freely. */
+static const char *const resume_changes_run[] = {
+    "train.lr",          "train.min_lr_ratio", "train.schedule",   "train.warmup_steps", "train.max_steps",
+    "train.weight_decay", "train.beta1",       "train.beta2",      "train.eps",          "train.momentum",
+    "train.clip_grad_norm", "objective.lambda", "train.batch_size", "train.grad_accum",
+};
+
+int recipe_resume_check(const char *saved_json, const char *now_json, const char *ckpt_path, char *changed,
+                        size_t changed_size, NptErr *err) {
+    cJSON *saved = cJSON_Parse(saved_json ? saved_json : "{}"), *now = cJSON_Parse(now_json ? now_json : "{}");
+    int rc = 0;
+    size_t used = 0;
+    changed[0] = '\0';
+    if (!saved || !now) {
+        rc = npt_fail(err, "%s: its recipe (the /recipe dataset) is not valid JSON; resume from another checkpoint", ckpt_path);
+        goto done;
+    }
+    for (size_t i = 0; i < NPT_ARRAY_LEN(resume_fixed) && rc == 0; i++) {
+        const cJSON *a = lookup(saved, resume_fixed[i]), *b = lookup(now, resume_fixed[i]);
+        if (!a || !b || cJSON_Compare(a, b, 1)) continue;
+        char *va = cJSON_PrintUnformatted(a), *vb = cJSON_PrintUnformatted(b);
+        rc = npt_fail(err, "%s was trained with %s %s; the recipe has %s; resume with the recipe that wrote it, or start a "
+                           "new run in another output_dir",
+                      ckpt_path, resume_fixed[i], va ? va : "?", vb ? vb : "?");
+        free(va), free(vb);
+    }
+    /* max_steps moves the lr of the remaining steps only when the lr decays */
+    const cJSON *schedule = lookup(now, "train.schedule");
+    int decays = !cJSON_IsString(schedule) || strcmp(schedule->valuestring, "constant") != 0;
+    for (size_t i = 0; i < NPT_ARRAY_LEN(resume_changes_run) && rc == 0; i++) {
+        const cJSON *a = lookup(saved, resume_changes_run[i]), *b = lookup(now, resume_changes_run[i]);
+        if (!a || !b || cJSON_Compare(a, b, 1) || (!decays && !strcmp(resume_changes_run[i], "train.max_steps"))) continue;
+        int n = snprintf(changed + used, changed_size - used, "%s%s", used ? ", " : "", resume_changes_run[i]);
+        if (n > 0 && (size_t)n < changed_size - used) used += (size_t)n;
+    }
+done:
+    cJSON_Delete(saved);
+    cJSON_Delete(now);
+    return rc ? -1 : 0;
+}
+
 void recipe_copy(Recipe *dst, const Recipe *src) {
     *dst = *src;
     if (src->npt.layer_ids) {

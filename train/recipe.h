@@ -176,6 +176,16 @@ int recipe_needs_tokenizer(const Recipe *r);
  * Loading it back gives the same Recipe. Stored in checkpoints. */
 char *recipe_to_json(const Recipe *r);
 
+/* Resuming a checkpoint written with the recipe saved_json (its /recipe) under recipe
+ * now_json. Returns -1 with err naming the first key whose change would make the
+ * checkpoint's state mean something else (modulation scale, objective, optimizer, data
+ * order...): the resume is refused. Otherwise 0, with the keys whose change lets the run
+ * go on but not reproduce an uninterrupted one (learning rate, schedule, batch...) listed
+ * in changed ("" when none). Keys absent from saved_json (an older file) are not
+ * compared; model and data identity are checked elsewhere (fingerprint, data cursor). */
+int recipe_resume_check(const char *saved_json, const char *now_json, const char *ckpt_path, char *changed,
+                        size_t changed_size, NptErr *err);
+
 /* Shortest text that reads back as the same double, small values in e-notation:
  * 3e-4, 0.1, 1000. */
 void recipe_format_number(double v, char *buf, size_t n);

@@ -306,6 +306,22 @@ static int same_directory(const char *a, const char *b) {
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* --resume PATH into PATH's own directory rewinds the run there. The abandoned future
+ * (checkpoints past PATH's step, final.h5) would stay beside the new files, and a later
+ * --resume auto would pick it by step; so that is refused rather than mixed. */
+static int refuse_abandoned_future(const Trainer *t, const char *resume) {
+    NptErr err;
+    char newest[4300];
+    int64_t from, newest_step;
+    if (ckpt_read_step(resume, &from, &err)) return 0; /* resume_from reports it */
+    int found = ckpt_find_latest(t->r.output_dir, newest, sizeof newest, &err);
+    if (found < 0) return fail("%s", err.msg);
+    if (found == 0 || ckpt_read_step(newest, &newest_step, &err) || newest_step <= from) return 0;
+    return fail("%s also holds a later state of this run (%s, step %lld; %s is step %lld), which a later --resume auto "
+                "would pick; resume into a new directory (--set output_dir=NEW --resume %s) or move the later files away",
+                t->r.output_dir, newest, (long long)newest_step, resume, (long long)from, resume);
+}
+
 /* A run writes final.h5, its checkpoints, metrics and plot into output_dir, so it refuses
  * a directory holding another run's instead of replacing them: a new run, or one resumed
  * from a checkpoint of another directory. Continuing the run that is there (--resume
@@ -317,7 +333,7 @@ static int refuse_other_run(const Trainer *t, const char *resume, const char *me
     if (resume && !strcmp(resume, "auto")) return 0;
     if (resume) {
         npt_dir_of(resume, existing, sizeof existing);
-        if (same_directory(existing, t->r.output_dir)) return 0;
+        if (same_directory(existing, t->r.output_dir)) return refuse_abandoned_future(t, resume);
     }
     int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
     if (found < 0) return fail("%s", err.msg);
@@ -346,6 +362,7 @@ static int resume_from(Trainer *t, const char *spec) {
     CkptMeta meta, want;
     CkptTensor *tensors = NULL;
     int n = 0;
+    char changed[512];
     if (ckpt_load(path, &meta, &tensors, &n, &err)) return fail("%s", err.msg);
     memset(&want, 0, sizeof want);
     adapters_fill_meta(&want, &t->model, t->have_npt ? &t->npt : NULL);
@@ -358,6 +375,8 @@ static int resume_from(Trainer *t, const char *spec) {
         fail("%s holds adapters of rank %d, %s mode, %d layers; the recipe asks for rank %d, %s mode, %d layers; resume with the recipe that wrote it",
              path, meta.rank, meta.safe_mode ? "safe" : "full", meta.n_npt_layers, want.rank, want.safe_mode ? "safe" : "full",
              want.n_npt_layers);
+    } else if (recipe_resume_check(meta.recipe_json, t->recipe_json, path, changed, sizeof changed, &err)) {
+        fail("%s", err.msg);
     } else if (t->have_npt && adapters_restore(&t->npt, &t->opt, path, tensors, n, &err)) {
         fail("%s", err.msg);
     } else if (!t->have_npt && restore_weights(t, path, tensors, n, &err)) {
@@ -378,6 +397,10 @@ static int resume_from(Trainer *t, const char *spec) {
         meta.history = NULL;
         meta.n_history = 0;
         fprintf(stderr, "npt train: resumed from %s at step %lld\n", path, (long long)meta.step);
+        if (changed[0])
+            fprintf(stderr, "npt train: warning: %s differ%s from the recipe that wrote %s: the run goes on from it, but "
+                            "will not reproduce an uninterrupted run of either recipe\n",
+                    changed, strchr(changed, ',') ? "" : "s", path);
         rc = 0;
     }
     ckpt_free(&meta, tensors, n);
@@ -618,12 +641,14 @@ int train_run(const TrainArgs *a) {
     if (open_teacher_cache(t)) goto done; /* after the checks that refuse the run directory */
     char eval_log[4300];
     eval_log_path(t, eval_log, sizeof eval_log);
-    if (t->meta.step > 0 && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
-                             runlog_trim_after_step(eval_log, t->meta.step, &err))) {
+    /* A resume keeps the logs up to its checkpoint (its history may hold skipped rows at
+     * step 0); one that found no checkpoint starts them over like a new run. */
+    if (a->resume && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
+                      runlog_trim_after_step(eval_log, t->meta.step, &err))) {
         fail("%s", err.msg);
         goto done;
     }
-    if (runlog_open(&t->log, metrics, t->meta.step > 0, t->meta.step, &err)) {
+    if (runlog_open(&t->log, metrics, a->resume != NULL, t->meta.step, &err)) {
         fail("%s", err.msg);
         goto done;
     }

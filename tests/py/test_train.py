@@ -242,6 +242,22 @@ def test_ten_in_a_row(tmp, clean_dir):
           f"{next((ln for ln in r2.stderr.splitlines() if 'resumed' in ln), tail(r2.stderr))}")
 
 
+def test_resume_step0_logs(tmp):
+    """The first ten batches poisoned: the emergency checkpoint is at step 0 with ten skipped
+    rows in its history; resuming it in place keeps those rows in metrics.jsonl."""
+    out = os.path.join(tmp, "poison_from_0")
+    r = train(SAFE, SHORT, out, {"NPT_TEST_POISON_BATCHES": ",".join(map(str, range(10)))})
+    check(r.returncode == 3 and os.path.exists(os.path.join(out, "ckpt-00000000.h5")),
+          f"step-0 stop: exit {r.returncode} (want 3) with ckpt-00000000.h5")
+    r = train(SAFE, SHORT, out, extra=["--resume", "auto"])
+    rows = metrics(os.path.join(out, "metrics.jsonl"))[0]
+    with h5py.File(os.path.join(out, "final.h5"), "r") as f:
+        n_history = len(f["history/step"])
+    check(r.returncode == 0 and len(rows) == n_history == 40 and [x["skipped"] for x in rows[:11]] == [1] * 10 + [0],
+          f"step-0 resume: exit {r.returncode}; metrics.jsonl keeps the 10 skipped rows: {len(rows)} rows, "
+          f"history {n_history} (want 40 = 10 skipped + 30 steps)")
+
+
 def check_best_loss(paths, every, lab):
     """Each checkpoint's best_loss is the lowest mean loss of an interval of `every` steps,
     the interval the checkpoint closes included (best.h5 is that interval's checkpoint),
@@ -474,6 +490,25 @@ def test_resume_mismatch(tmp, run_dir):
         r = train(SAFE, SHORT + sets, os.path.join(tmp, "mismatch"), extra=["--resume", ckpt])
         msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
         check(r.returncode == 1 and all(w in msg for w in words), f"resume as {what}: exit {r.returncode}, {msg}")
+    # keys that would change what the adapters, moments or data cursor mean: refused
+    for sets, words in ((["npt.modulation_scale=0.5"], ("npt.modulation_scale 0.1", "has 0.5")),
+                        (["train.optimizer=sgd"], ('train.optimizer "adamw"', '"sgd"')),
+                        (["objective.loss=mse"], ('objective.loss "nmse"', '"mse"')),
+                        (["data.shuffle=false"], ("data.shuffle true", "has false"))):
+        r = train(SAFE, SHORT + sets, os.path.join(tmp, "mismatch"), extra=["--resume", ckpt])
+        msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+        check(r.returncode == 1 and all(w in msg for w in words) and not os.path.exists(os.path.join(tmp, "mismatch", "final.h5")),
+              f"resume with {sets[0]}: exit {r.returncode}, {msg}")
+    # the learning rate and the length may change, with a warning that the run no longer
+    # reproduces an uninterrupted one
+    r = train(SAFE, SHORT + ["train.lr=5e-5", "train.max_steps=40"], os.path.join(tmp, "lr_changed"),
+              extra=["--resume", ckpt])
+    warn = next((ln for ln in r.stderr.splitlines() if "warning" in ln), "")
+    check(r.returncode == 0 and "train.lr, train.max_steps differ" in warn and "will not reproduce" in warn,
+          f"resume with train.lr and max_steps changed: exit {r.returncode}, {warn or tail(r.stderr)}")
+    r = train(SAFE, SHORT + ["log.every=3", "checkpoint.keep_last=5"], os.path.join(tmp, "log_changed"),
+              extra=["--resume", ckpt])
+    check(r.returncode == 0 and "warning" not in r.stderr, f"resume with log.every changed: exit {r.returncode}, no warning")
 
 
 def test_other_runs_kept(tmp, run_dir):
@@ -487,6 +522,17 @@ def test_other_runs_kept(tmp, run_dir):
     msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
     check(r.returncode == 1 and other in msg and "already holds a run" in msg and snapshot(other) == before,
           f"resume into another run's directory: exit {r.returncode}, {msg}; files unchanged: {snapshot(other) == before}")
+    # rewinding in place: the later checkpoints and final.h5 would stay and win a later
+    # --resume auto, so it is refused; rewinding into a new directory is the way
+    rewind = os.path.join(tmp, "rewind")
+    shutil.copytree(run_dir, rewind)
+    before = snapshot(rewind)
+    r = train(SAFE, SHORT, rewind, extra=["--resume", os.path.join(rewind, "ckpt-00000010.h5")])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and "final.h5, step 30" in msg and "output_dir=NEW" in msg and snapshot(rewind) == before,
+          f"rewind in place: exit {r.returncode}, {msg}; files unchanged: {snapshot(rewind) == before}")
+    r = train(SAFE, SHORT, os.path.join(tmp, "rewound"), extra=["--resume", os.path.join(rewind, "ckpt-00000010.h5")])
+    check(r.returncode == 0 and "at step 10" in r.stderr, f"rewind into a new output_dir: exit {r.returncode}")
     log_only = os.path.join(tmp, "log_only")
     os.makedirs(log_only)
     with open(os.path.join(log_only, "metrics.jsonl"), "w") as f:
@@ -539,6 +585,7 @@ def main():
         test_nonfinite_grads(tmp)
         test_grad_accum(tmp)
         test_nonfinite_params(tmp)
+        test_resume_step0_logs(tmp)
         test_kill_resume(tmp)
         test_kill_resume(tmp, threads=2)
         test_learns(tmp)
