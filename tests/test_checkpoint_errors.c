@@ -401,6 +401,22 @@ static void test_base_mismatch(void) {
     check(ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err) == 0, "same fingerprint, other path/format: accepted");
     model.base_fingerprint ^= 1;
     check(ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err) != 0, "same dims, other fingerprint: refused");
+    /* Same weights under another RoPE base or norm eps (an edited config.json): refused. */
+    model = fx.meta;
+    model.rope_theta = 1e6;
+    rc = ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err);
+    check(rc != 0 && strstr(err.msg, "rope theta 10000, but") && strstr(err.msg, "rope theta 1e+06"),
+          "same weights, rope theta 1e6 instead of 10000: refused: %s", err.msg);
+    model = fx.meta;
+    model.norm_eps = 1e-2;
+    check(ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err) != 0 && strstr(err.msg, "norm eps 0.01"),
+          "same weights, norm eps 1e-2 instead of 1e-5: refused: %s", err.msg);
+    model.norm_eps = 1e-5f; /* the float a loader holds for the double 1e-5 */
+    check(ckpt_check_base("runs/x/final.h5", &fx.meta, &model, &err) == 0, "norm eps 1e-5 as float vs double: accepted");
+    CkptMeta older = fx.meta;
+    older.norm_eps = older.rope_theta = 0; /* a file written before they were recorded */
+    model.rope_theta = 1e6;
+    check(ckpt_check_base("runs/x/final.h5", &older, &model, &err) == 0, "checkpoint without eps/theta: not compared");
     fix_free(&fx);
 }
 

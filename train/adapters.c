@@ -19,6 +19,7 @@ void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n) 
     meta->base_fingerprint = m->fingerprint;
     meta->dim = c->dim, meta->hidden_dim = c->hidden_dim, meta->n_layers = c->n_layers;
     meta->n_heads = c->n_heads, meta->n_kv_heads = c->n_kv_heads, meta->vocab_size = c->vocab_size;
+    meta->norm_eps = c->norm_eps, meta->rope_theta = c->rope_theta;
     if (!n) return;
     meta->rank = n->rank;
     meta->safe_mode = n->safe_mode;

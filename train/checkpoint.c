@@ -202,7 +202,8 @@ static int write_base(Writer *w, const CkptMeta *m) {
              put_attr(w, g, o, "fingerprint_u64", H5T_STD_U64LE, H5T_NATIVE_UINT64, NULL, &m->base_fingerprint) ||
              put_i32(w, g, o, "dim", m->dim) || put_i32(w, g, o, "hidden_dim", m->hidden_dim) ||
              put_i32(w, g, o, "n_layers", m->n_layers) || put_i32(w, g, o, "n_heads", m->n_heads) ||
-             put_i32(w, g, o, "n_kv_heads", m->n_kv_heads) || put_i32(w, g, o, "vocab_size", m->vocab_size)
+             put_i32(w, g, o, "n_kv_heads", m->n_kv_heads) || put_i32(w, g, o, "vocab_size", m->vocab_size) ||
+             put_f64(w, g, o, "norm_eps", m->norm_eps) || put_f64(w, g, o, "rope_theta", m->rope_theta)
                  ? -1 : 0;
     H5Gclose(g);
     return rc;

@@ -58,6 +58,7 @@ typedef struct {
     char base_format[16];           /* "hf" | "llama2c" | "gguf" */
     uint64_t base_fingerprint;
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size;
+    double norm_eps, rope_theta;    /* the config's; 0 when not recorded (files before 2026-11-25) */
     /* adapters */
     int rank;
     int safe_mode;                  /* 1: additive modulation only, no B_mul tensors */

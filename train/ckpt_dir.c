@@ -169,12 +169,22 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
     return found;
 }
 
+/* Whether two recorded config values differ (0 = not recorded). Compared as the float
+ * the model computes with, so a value read as float or double matches itself. */
+static int config_differs(double a, double b) { return a != 0 && b != 0 && (float)a != (float)b; }
+
 int ckpt_check_base(const char *ckpt_path, const CkptMeta *c, const CkptMeta *m, NptErr *err) {
     /* Equal fingerprints mean equal weights, whatever the file format or path. */
-    if (c->base_fingerprint == m->base_fingerprint && c->dim == m->dim && c->hidden_dim == m->hidden_dim &&
-        c->n_layers == m->n_layers && c->n_heads == m->n_heads && c->n_kv_heads == m->n_kv_heads &&
-        c->vocab_size == m->vocab_size)
-        return 0;
+    int same_weights = c->base_fingerprint == m->base_fingerprint && c->dim == m->dim && c->hidden_dim == m->hidden_dim &&
+                       c->n_layers == m->n_layers && c->n_heads == m->n_heads && c->n_kv_heads == m->n_kv_heads &&
+                       c->vocab_size == m->vocab_size;
+    /* The same weights under another norm eps or RoPE base compute something else. */
+    if (same_weights && (config_differs(c->norm_eps, m->norm_eps) || config_differs(c->rope_theta, m->rope_theta)))
+        return npt_fail(err,
+                        "adapters in %s were trained on a model with norm eps %g and rope theta %g, but %s has the same "
+                        "weights with norm eps %g and rope theta %g; use the configuration the adapters were trained with",
+                        ckpt_path, c->norm_eps, c->rope_theta, m->base_path, m->norm_eps, m->rope_theta);
+    if (same_weights) return 0;
     return npt_fail(err,
                     "adapters in %s were trained on %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers) "
                     "but the model given is %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers); "

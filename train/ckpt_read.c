@@ -299,6 +299,11 @@ static int read_base(CkptFile *f, CkptMeta *m, NptErr *err) {
         read_int(f, o, "n_layers", &m->n_layers, err) || read_int(f, o, "n_heads", &m->n_heads, err) ||
         read_int(f, o, "n_kv_heads", &m->n_kv_heads, err) || read_int(f, o, "vocab_size", &m->vocab_size, err))
         return -1;
+    /* recorded since 2026-11-25; older files leave them 0 (not compared) */
+    m->norm_eps = m->rope_theta = 0;
+    if (H5Aexists_by_name(f->file, o, "norm_eps", H5P_DEFAULT) > 0 && read_f64(f, o, "norm_eps", &m->norm_eps, err)) return -1;
+    if (H5Aexists_by_name(f->file, o, "rope_theta", H5P_DEFAULT) > 0 && read_f64(f, o, "rope_theta", &m->rope_theta, err))
+        return -1;
     char expect[17];
     snprintf(expect, sizeof expect, "%016llx", (unsigned long long)m->base_fingerprint);
     if (strcmp(hex, expect) != 0)

@@ -92,6 +92,8 @@ def check_c_written(path):
               and b["fingerprint_u64"].dtype == np.uint64, "/base: fingerprint as hex string and uint64")
         dims = [int(b[k]) for k in ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size"]]
         check(dims == [64, 172, 5, 8, 4, 512], f"/base: dims {dims}")
+        check(b["norm_eps"] == 1e-5 and b["rope_theta"] == 10000.0 and b["norm_eps"].dtype == np.float64,
+              f"/base: norm_eps {b['norm_eps']}, rope_theta {b['rope_theta']} (float64)")
         ad = f["adapters"].attrs
         check(ad["rank"] == 4 and ad["safe_mode"] == 0 and ad["modulation_scale"] == 0.1
               and list(ad["layers"]) == LAYERS, "/adapters: rank, safe_mode, modulation_scale, layers")
@@ -143,7 +145,8 @@ def write_with_h5py(path):
         b = f.create_group("base")
         b.attrs.update(path="/work/shared/models/stories260K/stories260K.bin", architecture="llama", format="llama2c",
                        fingerprint=f"{FINGERPRINT:016x}", fingerprint_u64=np.uint64(FINGERPRINT), dim=64,
-                       hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512)
+                       hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, norm_eps=1e-5,
+                       rope_theta=10000.0)
         f.create_group("adapters").attrs.update(rank=4, safe_mode=0, modulation_scale=0.1,
                                                 layers=np.array(LAYERS, dtype=np.int32))
         f.create_group("optimizer").attrs.update(type="adamw", step=500)
