@@ -113,6 +113,11 @@ int llama_validate_config(LlamaModel *m, NptErr *err) {
         return npt_fail(err, "%s: invalid model configuration: norm_eps %g must be positive", m->path, c->norm_eps);
     if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
         return npt_fail(err, "%s: invalid model configuration: rope_theta %g must be positive", m->path, c->rope_theta);
+    /* Every window starts with BOS: an id outside the embedding would be read out of bounds. */
+    if (c->bos_id < 0 || c->bos_id >= c->vocab_size || c->eos_id < 0 || c->eos_id >= c->vocab_size)
+        return npt_fail(err, "%s: invalid model configuration: bos_token_id %d / eos_token_id %d outside the vocabulary "
+                             "[0, %d); fix the model's config",
+                        m->path, c->bos_id, c->eos_id, c->vocab_size);
     return 0;
 }
 

@@ -419,9 +419,22 @@ static int resolve_embeddings(LlamaModel *m, const Safetensors *st, const char *
     return 0;
 }
 
+/* A layer beyond num_hidden_layers means config.json undercounts: the model would run
+ * with its top layers silently dropped. */
+static int check_no_extra_layers(const LlamaModel *m, const Safetensors *st, NptErr *err) {
+    for (int i = 0; i < st->n; i++) {
+        int layer;
+        if (sscanf(st->t[i].name, "model.layers.%d.", &layer) == 1 && layer >= m->cfg.n_layers)
+            return npt_fail(err, "%s: %s holds tensor %s but config.json says num_hidden_layers = %d; fix config.json",
+                            m->path, st->where, st->t[i].name, m->cfg.n_layers);
+    }
+    return 0;
+}
+
 static int load_weights(LlamaModel *m, const Safetensors *st, NptErr *err) {
     const char *emb = NULL;
-    if (resolve_embeddings(m, st, &emb, err) || llama_alloc_weights(m, err)) return -1;
+    if (resolve_embeddings(m, st, &emb, err) || check_no_extra_layers(m, st, err) || llama_alloc_weights(m, err))
+        return -1;
     if (load_tensor(m, st, &m->tok_emb, emb, err) ||
         load_tensor(m, st, &m->final_norm, "model.norm.weight", err) ||
         (!m->cfg.tied && load_tensor(m, st, &m->lm_head, "lm_head.weight", err)))

@@ -138,6 +138,18 @@ static void hf_cases(void) {
     expect_fail(hf_dir("three_layers", c, st_orig, st_len), "model.layers.2.input_layernorm.weight", "missing",
                 "config with more layers than the file");
     free(c);
+    c = config_patch("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
+    expect_fail(hf_dir("one_layer", c, st_orig, st_len), "model.layers.1.", "num_hidden_layers = 1",
+                "config with fewer layers than the file (top layer silently dropped before)");
+    free(c);
+    c = config_patch("\"bos_token_id\": 1", "\"bos_token_id\": 100000000");
+    expect_fail(hf_dir("bos_huge", c, st_orig, st_len), "bos_token_id 100000000", "outside the vocabulary [0, 2048)",
+                "BOS id beyond the vocabulary (was read out of bounds)");
+    free(c);
+    c = config_patch("\"eos_token_id\": 2", "\"eos_token_id\": -1");
+    expect_fail(hf_dir("eos_negative", c, st_orig, st_len), "eos_token_id -1", "outside the vocabulary",
+                "negative EOS id");
+    free(c);
     c = config_patch("\"intermediate_size\": 384", "\"intermediate_size\": 385");
     expect_fail(hf_dir("wrong_ffn", c, st_orig, st_len), "model.safetensors", "[384, 128]",
                 "config shape differing from the tensors");

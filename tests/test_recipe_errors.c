@@ -172,6 +172,10 @@ static void test_types(void) {
                  "log.metrics_file", "\"final.h5\" is a name the run gives its checkpoints", 1);
     expect_error("metrics file named like the plot", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"loss.svg\"}}",
                  "log.metrics_file", "is a name the run gives", 1);
+    expect_error("metrics file outside output_dir", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"../../precious.txt\"}}",
+                 "log.metrics_file", "\"../../precious.txt\" is a path; give a file name", 1);
+    expect_error("metrics file as an absolute path", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"/etc/passwd\"}}",
+                 "log.metrics_file", "is a path", 1);
     expect_error("train_all_weights with distill", "{\"model\": \"x\", \"objective\": {\"train_all_weights\": true}}",
                  "objective.train_all_weights", "only applies to objective.type \"lm\"", 1);
     /* a very long string is cut in the message, not copied whole */

@@ -638,6 +638,10 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
                         !strncmp(log, "debug_step", 10)))
         error_at(c, "log.metrics_file", "\"%s\" is a name the run gives its checkpoints, plot, evaluations or debug "
                  "reports; use another, e.g. \"metrics.jsonl\"", log);
+    /* a file name inside output_dir, never a path out of it: resume trims and appends to it */
+    else if (ok[metrics] && (strchr(log, '/') || !strcmp(log, ".") || !strcmp(log, "..")))
+        error_at(c, "log.metrics_file", "\"%s\" is a path; give a file name, which is written inside output_dir "
+                 "(e.g. \"metrics.jsonl\")", log);
     int cache = key_index("train.teacher_cache_gb");
     if (ok[cache] && ok[type] && r->train.teacher_cache_gb > 0 && r->objective.type != OBJECTIVE_DISTILL)
         error_at(c, "train.teacher_cache_gb", "only applies to objective.type \"distill\" (the lm objective has no teacher); set it to 0");

@@ -128,7 +128,7 @@ const RecipeKey recipe_keys[] = {
 
     INT("log.every", "10", 1, log.every, "Log a line every N optimizer steps."),
     STR("log.metrics_file", "\"metrics.jsonl\"", NULL, RK_NONEMPTY, log.metrics_file,
-        "Per-step metrics, one JSON object a line, in output_dir; not a name the run gives its other files (*.h5, *.svg, eval.jsonl, debug_step*)."),
+        "Per-step metrics, one JSON object a line: a file name (no /) in output_dir, not one the run gives its other files (*.h5, *.svg, eval.jsonl, debug_step*)."),
 
     INT("eval.every", "0", 0, eval.every,
         "Every N optimizer steps (and at the end), evaluate on the validation split (npt eval's figures) into eval.jsonl; 0 = off."),

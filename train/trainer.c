@@ -322,27 +322,34 @@ static int refuse_abandoned_future(const Trainer *t, const char *resume) {
                 t->r.output_dir, newest, (long long)newest_step, resume, (long long)from, resume);
 }
 
-/* A run writes final.h5, its checkpoints, metrics and plot into output_dir, so it refuses
- * a directory holding another run's instead of replacing them: a new run, or one resumed
- * from a checkpoint of another directory. Continuing the run that is there (--resume
- * auto, or one of its own checkpoints) is what resuming is for. */
+/* A run writes final.h5, its checkpoints, best.h5, metrics, evaluations and plot into
+ * output_dir, so it refuses a directory holding another run's instead of replacing them:
+ * a new run, one resumed from a checkpoint of another directory, or --resume auto where
+ * no checkpoint is left to continue. Continuing the run that is there (--resume auto, or
+ * one of its own checkpoints) is what resuming is for. */
 static int refuse_other_run(const Trainer *t, const char *resume, const char *metrics) {
     NptErr err;
-    char existing[4300];
+    char existing[2 * RECIPE_PATH_MAX + 64]; /* a checkpoint path, or the metrics path */
     struct stat st;
-    if (resume && !strcmp(resume, "auto")) return 0;
-    if (resume) {
+    int is_auto = resume && !strcmp(resume, "auto");
+    if (resume && !is_auto) {
         npt_dir_of(resume, existing, sizeof existing);
         if (same_directory(existing, t->r.output_dir)) return refuse_abandoned_future(t, resume);
     }
     int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
     if (found < 0) return fail("%s", err.msg);
+    if (found > 0 && is_auto) return 0;
     if (found > 0)
         return fail("%s already holds a run (%s); continue it with --resume auto, or choose another output_dir "
                     "(--set output_dir=...)", t->r.output_dir, existing);
-    if (stat(metrics, &st) == 0)
-        return fail("%s holds the log of an earlier run (%s) but no checkpoint; remove the file, or choose another "
-                    "output_dir (--set output_dir=...)", t->r.output_dir, metrics);
+    const char *const written[] = {"best.h5", "eval.jsonl", "loss.svg"};
+    for (size_t i = 0; i <= NPT_ARRAY_LEN(written); i++) {
+        if (i < NPT_ARRAY_LEN(written)) snprintf(existing, sizeof existing, "%s/%s", t->r.output_dir, written[i]);
+        else snprintf(existing, sizeof existing, "%s", metrics);
+        if (stat(existing, &st) == 0)
+            return fail("%s holds %s of an earlier run but no checkpoint to continue; remove the file, or choose "
+                        "another output_dir (--set output_dir=...)", t->r.output_dir, existing);
+    }
     return 0;
 }
 

@@ -542,6 +542,19 @@ def test_other_runs_kept(tmp, run_dir):
     msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
     check(r.returncode == 1 and "metrics.jsonl" in msg and "no checkpoint" in msg and snapshot(log_only) == before,
           f"new run over an earlier run's log: exit {r.returncode}, {msg}; files unchanged: {snapshot(log_only) == before}")
+    r = train(SAFE, SHORT, log_only, extra=["--resume", "auto"])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and "metrics.jsonl" in msg and "no checkpoint" in msg and snapshot(log_only) == before,
+          f"--resume auto with nothing to continue over an earlier run's log: exit {r.returncode}, {msg}; "
+          f"files unchanged: {snapshot(log_only) == before}")
+    best_only = os.path.join(tmp, "best_only")
+    os.makedirs(best_only)
+    shutil.copy(os.path.join(run_dir, "best.h5"), best_only)
+    before = snapshot(best_only)
+    r = train(SAFE, SHORT, best_only)
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and "best.h5" in msg and snapshot(best_only) == before,
+          f"new run over another run's best.h5: exit {r.returncode}, {msg}; files unchanged: {snapshot(best_only) == before}")
 
 
 def test_bad_invocations(tmp):
