@@ -67,8 +67,22 @@ int parse_float_arg(const char *s, const char *flag, const char *verb, double lo
 
 int refuse_existing_output(const char *path, const char *flag, int force, const char *verb) {
     struct stat st;
-    if (force || stat(path, &st) != 0) return 0;
+    if (stat(path, &st) != 0) return 0;
+    /* --force replaces a file, never a device, directory or pipe (as root, a rename would) */
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "npt %s: error: %s %s exists and is not a regular file; choose another path\n", verb, flag, path);
+        return -1;
+    }
+    if (force) return 0;
     fprintf(stderr, "npt %s: error: %s %s already exists; choose another path, or pass --force to replace it\n", verb,
             flag, path);
+    return -1;
+}
+
+int refuse_output_over_input(const char *path, const char *flag, const char *input, const char *verb) {
+    struct stat so, si;
+    if (!input || stat(path, &so) != 0 || stat(input, &si) != 0 || so.st_dev != si.st_dev || so.st_ino != si.st_ino)
+        return 0;
+    fprintf(stderr, "npt %s: error: %s %s is the input %s itself; choose another path\n", verb, flag, path, input);
     return -1;
 }

@@ -126,7 +126,10 @@ static int prepare(const DataArgs *a) {
                 a->output ? "--tokenizer" : "-o OUTPUT");
         return 2;
     }
-    if (refuse_existing_output(a->output, "--output", a->force, "data prepare")) return 1;
+    if (refuse_output_over_input(a->output, "--output", a->input, "data prepare") ||
+        refuse_output_over_input(a->output, "--output", a->tokenizer, "data prepare") ||
+        refuse_existing_output(a->output, "--output", a->force, "data prepare"))
+        return 1;
     NptErr err;
     Tokenizer *tok = tokenizer_load(a->tokenizer, (int)a->vocab, &err);
     if (!tok) {

@@ -72,6 +72,10 @@ static int parse(int argc, char **argv, EvalArgs *a) {
         fprintf(stderr, "npt eval: error: %s is required (see npt eval --help)\n", !a->model ? "--model" : "--data");
         return -1;
     }
+    if (a->force && !a->save_windows) { /* refused rather than ignored, as inspect does */
+        fprintf(stderr, "npt eval: error: --force only goes with --save-windows FILE (see npt eval --help)\n");
+        return -1;
+    }
     DatasetFormat f;
     if (dataset_parse_format(a->format, &f)) {
         fprintf(stderr, "npt eval: error: --format must be auto, text, jsonl, u16, u32 or hdf5, got '%s'\n", a->format);
@@ -128,7 +132,11 @@ static int save_windows(const char *path, const int *tokens, size_t n, NptErr *e
 int cmd_eval(int argc, char **argv) {
     EvalArgs a;
     if (parse(argc, argv, &a)) return 2;
-    if (a.save_windows && refuse_existing_output(a.save_windows, "--save-windows", a.force, "eval")) return 1;
+    if (a.save_windows && (refuse_output_over_input(a.save_windows, "--save-windows", a.data, "eval") ||
+                           refuse_output_over_input(a.save_windows, "--save-windows", a.model, "eval") ||
+                           refuse_output_over_input(a.save_windows, "--save-windows", a.adapters, "eval") ||
+                           refuse_existing_output(a.save_windows, "--save-windows", a.force, "eval")))
+        return 1;
     Session s;
     NptErr err;
     EvalResult r;

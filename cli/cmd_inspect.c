@@ -589,7 +589,9 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
     if (diff) return inspect_diff(files[0], files[1], json);
-    if (plot && plot[0] && refuse_existing_output(plot, "--plot", force, "inspect")) return 1;
+    if (plot && plot[0] && (refuse_output_over_input(plot, "--plot", files[0], "inspect") ||
+                            refuse_existing_output(plot, "--plot", force, "inspect")))
+        return 1;
     if (is_hdf5_file(files[0])) return inspect_checkpoint(files[0], json, want_plot, plot);
     if (want_plot) {
         fprintf(stderr, "npt inspect: error: --plot needs a checkpoint; %s is not one\n", files[0]);

@@ -23,7 +23,10 @@ int parse_int_arg(const char *s, const char *flag, const char *verb, long lo, lo
 int parse_float_arg(const char *s, const char *flag, const char *verb, double lo, double hi, double *out);
 /* An output file named by a flag never replaces an existing file without --force: a
  * reused name must not cost someone a prepared dataset or a scan list. Prints the error
- * and returns -1 when PATH exists and force is 0. */
+ * and returns -1 when PATH exists and force is 0, or exists and is not a regular file. */
 int refuse_existing_output(const char *path, const char *flag, int force, const char *verb);
+/* Prints the error and returns -1 when the output PATH is the file input (even with
+ * --force: the command would destroy what it reads). input may be NULL. */
+int refuse_output_over_input(const char *path, const char *flag, const char *input, const char *verb);
 
 #endif

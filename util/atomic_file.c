@@ -3,11 +3,18 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 FILE *npt_atomic_open(NptAtomicFile *o, const char *path, NptErr *err) {
     o->path = path;
     o->f = NULL;
+    struct stat st;
+    /* the rename would replace a device or pipe node itself (as root, /dev/full) */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        npt_fail(err, "%s exists and is not a regular file; choose another path", path);
+        return NULL;
+    }
     if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof o->tmp) {
         npt_fail(err, "path too long: %.200s", path);
         return NULL;

@@ -73,6 +73,31 @@ def test_outputs(tmp):
     check(rc == 2 and "--force does not apply to layers" in err, f"debug layers --force: exit {rc} (want 2)")
 
 
+def test_output_is_input(tmp):
+    """--force replaces an output file, never the command's own input nor a device or pipe
+    node (a rename would replace the node itself; a pipe stands in for /dev/full)."""
+    node = os.path.join(tmp, "node")
+    os.mkfifo(node)
+    data = os.path.join(tmp, "mine.txt")
+    with open(TEXT, "rb") as f, open(data, "wb") as g:
+        g.write(f.read())
+    before = open(data, "rb").read()
+    for argv, words in ((["data", "prepare", data, "-o", data, "--format", "text", "--tokenizer", TOK, "--force"],
+                         "is the input"),
+                        (["eval", "--model", BIN, "--data", data, "--windows", "1", "--seq-len", "32",
+                          "--save-windows", data, "--force"], "is the input"),
+                        (["recipes", "copy", "npt-safe", node, "--force"], "not a regular file"),
+                        (["data", "prepare", TEXT, "-o", node, "--tokenizer", TOK, "--force"], "not a regular file")):
+        rc, out, err = npt(*argv)
+        lines = err.strip().splitlines()
+        check(rc == 1 and len(lines) == 1 and words in lines[0] and open(data, "rb").read() == before
+              and not os.path.isfile(node),
+              f"npt {' '.join(argv[:2])} ... --force onto {'its input' if 'input' in words else 'a pipe node'}: "
+              f"exit {rc}, {lines[-1] if lines else ''}")
+    rc, _, err = npt("eval", "--model", BIN, "--data", TEXT, "--force")
+    check(rc == 2 and "--force only goes with --save-windows" in err, f"eval --force without --save-windows: exit {rc}")
+
+
 def test_sibling_flags(tmp):
     out = os.path.join(tmp, "never.u16")
     cases = [
@@ -128,6 +153,7 @@ def main():
         return 1
     with tempfile.TemporaryDirectory(prefix="npt-outputs-") as tmp:
         test_outputs(tmp)
+        test_output_is_input(tmp)
         test_sibling_flags(tmp)
         test_repeated_flags(tmp)
     return exit_code()
