@@ -234,6 +234,18 @@ static void test_damaged(void) {
     H5Fclose(f);
     expect_load_error(p, "NaN modulation scale", "attribute 'modulation_scale' of /adapters is nan; it must be finite", NULL);
 
+    f = edit("scale_negative", p);
+    double minus_one = -1;
+    set_attr(f, "/adapters", "modulation_scale", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &minus_one);
+    H5Fclose(f);
+    expect_load_error(p, "negative modulation scale", "attribute 'modulation_scale' of /adapters is -1; it must be > 0", NULL);
+
+    f = edit("skips_negative", p);
+    int64_t minus_seven = -7;
+    set_attr(f, "/state", "skipped_total", H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &minus_seven);
+    H5Fclose(f);
+    expect_load_error(p, "negative skip count", "attribute 'skipped_total' of /state is negative (-7)", NULL);
+
     f = edit("opt_type", p);
     set_str_attr(f, "/optimizer", "type", "lion");
     H5Fclose(f);

@@ -172,6 +172,10 @@ static void test_types(void) {
                  "log.metrics_file", "\"final.h5\" is a name the run gives its checkpoints", 1);
     expect_error("metrics file named like the plot", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"loss.svg\"}}",
                  "log.metrics_file", "is a name the run gives", 1);
+    expect_error("lr beyond float32", "{\"model\": \"x\", \"train\": {\"lr\": 1e39}}", "train.lr",
+                 "1e+39 is beyond the float32 range", 1);
+    expect_error("modulation scale beyond float32", "{\"model\": \"x\", \"npt\": {\"modulation_scale\": 1e39}}",
+                 "npt.modulation_scale", "beyond the float32 range", 1);
     expect_error("metrics file outside output_dir", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"../../precious.txt\"}}",
                  "log.metrics_file", "\"../../precious.txt\" is a path; give a file name", 1);
     expect_error("metrics file as an absolute path", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"/etc/passwd\"}}",

@@ -397,14 +397,22 @@ static int check_meta(CkptFile *f, const CkptMeta *m, NptErr *err) {
         if (positive[i].v < 1 && !(positive[i].name[0] == 'r' && m->n_npt_layers == 0)) /* rank 0: no adapters (all-weights lm) */
             return rfail(f, err, 0, "attribute '%s' of %s is %lld; it must be at least 1", positive[i].name,
                          positive[i].obj, (long long)positive[i].v);
-    if (m->step < 0) return rfail(f, err, 0, "attribute 'step' of / is negative (%lld)", (long long)m->step);
     if (!isfinite(m->modulation_scale))
         return rfail(f, err, 0, "attribute 'modulation_scale' of /adapters is %g; it must be finite", m->modulation_scale);
+    if (m->n_npt_layers > 0 && !(m->modulation_scale > 0)) /* s <= 0 flips or removes d_add: no run writes it */
+        return rfail(f, err, 0, "attribute 'modulation_scale' of /adapters is %g; it must be > 0", m->modulation_scale);
+    struct { const char *obj, *name; int64_t v; } counts[] = {
+        {"/", "step", m->step}, {"/", "tokens_seen", m->tokens_seen}, {"/optimizer", "step", m->opt_step},
+        {"/state", "skipped_total", m->skipped_total}, {"/state", "consecutive_skips", m->consecutive_skips},
+    };
+    for (size_t i = 0; i < NPT_ARRAY_LEN(counts); i++)
+        if (counts[i].v < 0)
+            return rfail(f, err, 0, "attribute '%s' of %s is negative (%lld)", counts[i].name, counts[i].obj,
+                         (long long)counts[i].v);
     if (m->safe_mode != 0 && m->safe_mode != 1)
         return rfail(f, err, 0, "attribute 'safe_mode' of /adapters is %d; it must be 0 or 1", m->safe_mode);
     if (m->optimizer[0] && strcmp(m->optimizer, "adamw") && strcmp(m->optimizer, "sgd"))
         return rfail(f, err, 0, "attribute 'type' of /optimizer is \"%s\"; npt writes adamw, sgd or none", m->optimizer);
-    if (m->opt_step < 0) return rfail(f, err, 0, "attribute 'step' of /optimizer is negative (%lld)", (long long)m->opt_step);
     for (int i = 0; i < m->n_npt_layers; i++) {
         int l = m->npt_layers[i];
         if (l < 0 || l >= m->n_layers)

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -522,6 +523,10 @@ static int store(Ctx *c, const RecipeKey *k, const cJSON *v, Recipe *r) {
         if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) break;
         double x = v->valuedouble;
         if (x < k->lo || (k->lo_open && x == k->lo) || x > k->hi || (k->hi_open && x == k->hi)) break;
+        if (fabs(x) > FLT_MAX) { /* the run computes in float32: it would be Inf there */
+            error_at(c, k->path, "%g is beyond the float32 range (3.4e38) the run computes in", x);
+            return 0;
+        }
         *(double *)field(r, k) = x;
         return 1;
     }

@@ -384,6 +384,9 @@ static int resume_from(Trainer *t, const char *spec) {
              want.n_npt_layers);
     } else if (recipe_resume_check(meta.recipe_json, t->recipe_json, path, changed, sizeof changed, &err)) {
         fail("%s", err.msg);
+    } else if (meta.step > t->r.train.max_steps) {
+        fail("%s is at step %lld, past train.max_steps %d: there is nothing to continue; raise train.max_steps", path,
+             (long long)meta.step, t->r.train.max_steps);
     } else if (t->have_npt && adapters_restore(&t->npt, &t->opt, path, tensors, n, &err)) {
         fail("%s", err.msg);
     } else if (!t->have_npt && restore_weights(t, path, tensors, n, &err)) {
@@ -436,9 +439,13 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
         loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
     }
     double norm = finite ? grad_global_norm(t->grads, t->n_params) : NAN;
+    /* AdamW squares the (clipped) gradient in float32: a norm whose square overflows would
+     * turn the second moments Inf while every test above passes, so it counts as non-finite. */
+    double clip = r->train.clip_grad_norm, applied = clip > 0 && norm > clip ? clip : norm;
+    int overflows = isfinite(norm) && isinf((float)(applied * applied));
     *row = (CkptHistoryRow){.step = t->meta.step + 1, .loss = loss, .nmse = fid, .reg = reg,
                             .lr = schedule_lr(&t->sched, t->meta.step), .grad_norm = norm};
-    if (!isfinite(loss) || !isfinite(norm)) {
+    if (!isfinite(loss) || !isfinite(norm) || overflows) {
         row->skipped = 1;
         row->step = t->meta.step; /* the schedule does not move */
         return 1;

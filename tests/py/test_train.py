@@ -258,6 +258,34 @@ def test_resume_step0_logs(tmp):
           f"history {n_history} (want 40 = 10 skipped + 30 steps)")
 
 
+def test_moment_overflow(tmp):
+    """Finite gradients whose square overflows float32 (a stories260K copy with its final
+    norm x1e22, lm objective, clipping off: loss ~4e22, grad norm ~3e21, both finite)
+    would turn AdamW's second
+    moments Inf while loss and norm stay finite; such a batch is skipped like a NaN one,
+    so the run stops on its skip limit with a usable checkpoint instead of failing to
+    write one (exit 4, nothing saved)."""
+    base = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
+    w = np.fromfile(base, dtype=np.float32)
+    dim, hidden, L, nh, nkv, vocab = (int(x) for x in w[:6].view(np.int32))
+    kv = dim * nkv // nh
+    # llama2.c order (after a 7-int header): tok_emb, attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3, final norm
+    final_norm = 7 + abs(vocab) * dim + L * dim + 2 * L * dim * dim + 2 * L * kv * dim + L * dim + 3 * L * hidden * dim
+    w[final_norm:final_norm + dim] *= 1e22
+    model, out = os.path.join(tmp, "overflow.bin"), os.path.join(tmp, "overflow_run")
+    w.tofile(model)
+    r = train(FULL, SHORT + [f"model={model}", "objective.type=lm", "train.clip_grad_norm=0",
+                             "train.max_consecutive_skips=3"], out)
+    rows = metrics(os.path.join(out, "metrics.jsonl"))[0] if os.path.isdir(out) else []
+    ckpt = os.path.join(out, "ckpt-00000000.h5")
+    moments = datasets(ckpt, ("optimizer/",)) if os.path.exists(ckpt) else {}
+    check(r.returncode == 3 and len(rows) == 3
+          and all(x["skipped"] == 1 and x["loss"] is not None and (x["grad_norm"] or 0) > 1.9e19 for x in rows)
+          and moments and all(np.all(np.isfinite(v)) for v in moments.values()),
+          f"moment overflow: exit {r.returncode} (want 3), {len(rows)} skipped rows with grad norms "
+          f"{[x['grad_norm'] for x in rows]}, emergency checkpoint with {len(moments)} finite moment tensors")
+
+
 def check_best_loss(paths, every, lab):
     """Each checkpoint's best_loss is the lowest mean loss of an interval of `every` steps,
     the interval the checkpoint closes included (best.h5 is that interval's checkpoint),
@@ -506,6 +534,11 @@ def test_resume_mismatch(tmp, run_dir):
     warn = next((ln for ln in r.stderr.splitlines() if "warning" in ln), "")
     check(r.returncode == 0 and "train.lr, train.max_steps differ" in warn and "will not reproduce" in warn,
           f"resume with train.lr and max_steps changed: exit {r.returncode}, {warn or tail(r.stderr)}")
+    r = train(SAFE, SHORT + ["train.max_steps=20", "train.warmup_steps=2"], os.path.join(tmp, "shorter"),
+              extra=["--resume", ckpt])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and "is at step 30, past train.max_steps 20" in msg,
+          f"resume past max_steps: exit {r.returncode}, {msg}")
     r = train(SAFE, SHORT + ["log.every=3", "checkpoint.keep_last=5"], os.path.join(tmp, "log_changed"),
               extra=["--resume", ckpt])
     check(r.returncode == 0 and "warning" not in r.stderr, f"resume with log.every changed: exit {r.returncode}, no warning")
@@ -599,6 +632,7 @@ def main():
         test_grad_accum(tmp)
         test_nonfinite_params(tmp)
         test_resume_step0_logs(tmp)
+        test_moment_overflow(tmp)
         test_kill_resume(tmp)
         test_kill_resume(tmp, threads=2)
         test_learns(tmp)
