@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../model/debug.h"
+#include "../util/atomic_file.h"
 #include "commands.h"
 #include "session.h"
 
@@ -304,6 +305,8 @@ static void write_excerpt(FILE *f, const Tokenizer *tok, const int *ids, int T) 
     free(text);
 }
 
+/* The list is written to LIST.tmp.PID and renamed over LIST only once complete, so an
+ * interrupted or failed scan leaves the previous list (with --force) as it was. */
 static int run_scan(const DebugArgs *a) {
     if (!a->data || a->samples < 1 || !a->out) {
         fprintf(stderr, "npt debug scan: error: --data FILE, --samples N and --out LIST.tsv are required\n");
@@ -313,23 +316,26 @@ static int run_scan(const DebugArgs *a) {
     if (open_session(&s, a)) return 1;
     int T = s.ds.seq_len;
     int *ids = malloc((size_t)T * sizeof(int));
-    FILE *f = fopen(a->out, "w");
-    int rc = 1, failing = 0;
-    long n = a->samples < (long)s.ds.n_windows ? a->samples : (long)s.ds.n_windows;
     NptErr err;
-    if (!ids || !f) {
-        fprintf(stderr, "npt debug scan: error: cannot write %s\n", a->out);
-        goto done;
+    NptAtomicFile out;
+    FILE *f = ids ? npt_atomic_open(&out, a->out, &err) : NULL;
+    int failing = 0, complete = 0;
+    long n = a->samples < (long)s.ds.n_windows ? a->samples : (long)s.ds.n_windows, w = 0;
+    if (!f) {
+        fprintf(stderr, "npt debug scan: error: %s\n", ids ? err.msg : "out of memory for a window's tokens");
+        free(ids);
+        session_free(&s);
+        return 1;
     }
     round_weights(&s, a->precision);
     fprintf(f, SCAN_HEADER "\tlayer\top\tnan\tinf\tpositions\texcerpt\n");
-    for (long w = 0; w < n; w++) {
-        if (input_tokens(&s, a, w, ids, T) < 0) goto done;
+    for (; w < n && !ferror(f); w++) { /* a write error (full disk) stops the scan; the commit names it */
+        if (input_tokens(&s, a, w, ids, T) < 0) break;
         DebugOptions o = {.precision = a->precision};
         DebugResult r;
         if (debug_run(&s.m, s.np, ids, T, &o, &r, &err)) {
             fprintf(stderr, "npt debug scan: error: %s\n", err.msg);
-            goto done;
+            break;
         }
         const DebugProducer *p = &r.first;
         if (p->found) {
@@ -340,13 +346,16 @@ static int run_scan(const DebugArgs *a) {
         }
         debug_result_free(&r);
     }
-    rc = failing ? 3 : 0;
-    printf("%d of %ld samples (%d tokens each, %s) have non-finite values; list in %s\n", failing, n, T,
-           debug_precision_name(a->precision), a->out);
-done:
-    if (f && fclose(f) != 0) {
-        fprintf(stderr, "npt debug scan: error: writing %s failed\n", a->out);
-        rc = 1;
+    complete = w == n || ferror(f); /* else an error was printed: the list is given up */
+    int rc = 1;
+    if (!complete) {
+        npt_atomic_abort(&out);
+    } else if (npt_atomic_commit(&out, &err)) { /* flush, fsync, rename; the temp file is removed on failure */
+        fprintf(stderr, "npt debug scan: error: %s; no scan list was written (nothing was replaced)\n", err.msg);
+    } else {
+        rc = failing ? 3 : 0;
+        printf("%d of %ld samples (%d tokens each, %s) have non-finite values; list in %s\n", failing, n, T,
+               debug_precision_name(a->precision), a->out);
     }
     free(ids);
     session_free(&s);

@@ -10,6 +10,8 @@
  * named is the first in the file whatever the thread count. Memory: one block of text
  * and its tokens, independent of the corpus size. */
 #include "data_internal.h"
+#include "../util/h5_out.h" /* NptH5Out: HDF5 files written whole or not at all */
+#include "../util/atomic_file.h"
 #include "../util/path.h"
 
 #include <dirent.h>
@@ -385,10 +387,14 @@ static int block_tokenize(const PrepareOptions *o, Block *b, NptErr *err) {
 
 /* ---------------------------------------------------------------- writer */
 
+/* Token files are written as OUTPUT.tmp.PID, fsync'd and renamed into place, so OUTPUT is
+ * whole or absent: raw ids through NptAtomicFile, HDF5 through NptH5Out (which reports
+ * a write the OS refuses, e.g. on a full disk, with its reason). */
 typedef struct {
     DatasetFormat kind;
-    char tmp[4200];
-    FILE *fp;
+    const char *output;
+    NptAtomicFile raw; /* .u16, .u32 */
+    NptH5Out h5;       /* .h5 */
     hid_t file, dset;
     uint64_t n;
     void *conv;
@@ -399,23 +405,28 @@ typedef struct {
 static int writer_open(Writer *w, const char *output, DatasetFormat kind, int wide, NptErr *err) {
     memset(w, 0, sizeof *w);
     w->kind = kind;
+    w->output = output;
     w->file = w->dset = -1;
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp-%d", output, (int)getpid());
-    if (kind != DATASET_HDF5) {
-        if (!(w->fp = fopen(w->tmp, "wb"))) return npt_fail(err, "cannot create %s: %s", w->tmp, strerror(errno));
-        return 0;
-    }
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (kind != DATASET_HDF5) return npt_atomic_open(&w->raw, output, err) ? 0 : -1;
+    if ((w->file = npt_h5out_create(&w->h5, output, "token file", H5P_DEFAULT, err)) < 0) return -1;
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = 1 << 18;
     hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = space >= 0 && dcpl >= 0 && w->file >= 0 && H5Pset_chunk(dcpl, 1, &chunk) >= 0;
-    if (ok) w->dset = H5Dcreate2(w->file, "/tokens", wide ? H5T_STD_U32LE : H5T_STD_U16LE, space,
-                                 H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (space >= 0) H5Sclose(space);
-    if (dcpl >= 0) H5Pclose(dcpl);
-    if (!ok || w->dset < 0) return npt_fail(err, "cannot create HDF5 file %s", w->tmp);
+    int ok = space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 1, &chunk) >= 0 &&
+             (w->dset = H5Dcreate2(w->file, "/tokens", wide ? H5T_STD_U32LE : H5T_STD_U16LE, space, H5P_DEFAULT, dcpl,
+                                   H5P_DEFAULT)) >= 0;
+    ok &= (space < 0 || H5Sclose(space) >= 0) & (dcpl < 0 || H5Pclose(dcpl) >= 0);
+    if (!ok) return npt_fail(err, "cannot write token file %s: HDF5 cannot create its /tokens dataset", output);
     return 0;
+}
+
+/* A write the OS refused (the driver kept HDF5 from seeing it): closes the file, which
+ * removes it and puts the reason into err. */
+static int writer_refused(Writer *w, NptErr *err) {
+    if (w->dset >= 0) H5Dclose(w->dset); /* the file is being given up: its result changes nothing */
+    w->dset = -1;
+    npt_h5out_close(&w->h5, err);
+    w->file = -1;
+    return -1;
 }
 
 static int writer_put(Writer *w, const int *ids, size_t n, NptErr *err) {
@@ -431,16 +442,19 @@ static int writer_put(Writer *w, const int *ids, size_t n, NptErr *err) {
     else
         for (size_t i = 0; i < n; i++) ((uint32_t *)w->conv)[i] = (uint32_t)ids[i];
     if (w->kind != DATASET_HDF5) {
-        if (fwrite(w->conv, width, n, w->fp) != n) return npt_fail(err, "cannot write %s: %s", w->tmp, strerror(errno));
+        if (fwrite(w->conv, width, n, w->raw.f) != n)
+            return npt_fail(err, "cannot write token file %s: %s; make room or write elsewhere (nothing was replaced; "
+                            "the partial temporary file was removed)", w->output, strerror(errno));
     } else {
         hsize_t off = w->n, cnt = n, total = w->n + n;
         hid_t mem = H5Screate_simple(1, &cnt, NULL), fs = -1;
         int ok = mem >= 0 && H5Dset_extent(w->dset, &total) >= 0 && (fs = H5Dget_space(w->dset)) >= 0 &&
                  H5Sselect_hyperslab(fs, H5S_SELECT_SET, &off, NULL, &cnt, NULL) >= 0 &&
                  H5Dwrite(w->dset, H5T_NATIVE_UINT32, mem, fs, H5P_DEFAULT, w->conv) >= 0;
-        if (mem >= 0) H5Sclose(mem);
-        if (fs >= 0) H5Sclose(fs);
-        if (!ok) return npt_fail(err, "cannot write tokens to %s (disk full?)", w->tmp);
+        ok &= (mem < 0 || H5Sclose(mem) >= 0) & (fs < 0 || H5Sclose(fs) >= 0);
+        if (npt_h5out_failed(&w->h5)) return writer_refused(w, err);
+        if (!ok) return npt_fail(err, "cannot write token file %s: HDF5 cannot store tokens %llu..%llu", w->output,
+                                 (unsigned long long)off, (unsigned long long)(total - 1));
     }
     w->n += n;
     return 0;
@@ -450,31 +464,32 @@ static int put_attr_i64(hid_t obj, const char *name, int64_t v) {
     hid_t s = H5Screate(H5S_SCALAR);
     hid_t a = s >= 0 ? H5Acreate2(obj, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
     int ok = a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0;
-    if (a >= 0) H5Aclose(a);
-    if (s >= 0) H5Sclose(s);
+    ok &= (a < 0 || H5Aclose(a) >= 0) & (s < 0 || H5Sclose(s) >= 0);
     return ok ? 0 : -1;
 }
 
 /* Finishes the file and renames it into place, or removes it (ok == 0). */
-static int writer_close(Writer *w, const char *output, int ok, const PrepareOptions *o, const PrepareStats *st,
-                        NptErr *err) {
+static int writer_close(Writer *w, int ok, const PrepareOptions *o, const PrepareStats *st, NptErr *err) {
     int rc = ok ? 0 : -1;
-    if (w->fp) {
-        if (ok && (fflush(w->fp) != 0 || fsync(fileno(w->fp)) != 0))
-            rc = npt_fail(err, "cannot write %s: %s", w->tmp, strerror(errno));
-        if (fclose(w->fp) != 0 && rc == 0) rc = npt_fail(err, "cannot write %s: %s", w->tmp, strerror(errno));
+    if (w->raw.f) {
+        if (rc == 0) rc = npt_atomic_commit(&w->raw, err); /* flush, fsync, rename; removes it on failure */
+        else npt_atomic_abort(&w->raw);
     }
     if (w->dset >= 0) {
         if (rc == 0 && (put_attr_i64(w->dset, "vocab_size", tokenizer_vocab_size(o->tok)) ||
                         put_attr_i64(w->dset, "bos_id", o->bos) || put_attr_i64(w->dset, "eos_id", o->eos) ||
                         put_attr_i64(w->dset, "documents", (int64_t)st->documents)))
-            rc = npt_fail(err, "cannot write attributes of %s", w->tmp);
-        H5Dclose(w->dset);
+            rc = npt_fail(err, "cannot write token file %s: HDF5 cannot store the attributes of /tokens", w->output);
+        if (H5Dclose(w->dset) < 0 && rc == 0)
+            rc = npt_fail(err, "cannot write token file %s: HDF5 cannot close /tokens", w->output);
+        w->dset = -1;
     }
-    if (w->file >= 0 && H5Fclose(w->file) < 0 && rc == 0) rc = npt_fail(err, "cannot write %s", w->tmp);
-    if (rc == 0 && rename(w->tmp, output) != 0)
-        rc = npt_fail(err, "cannot rename %s to %s: %s", w->tmp, output, strerror(errno));
-    if (rc) unlink(w->tmp);
+    if (w->file >= 0) {
+        /* a refused write is the cause whatever else failed: npt_h5out_close names it */
+        if (rc && !npt_h5out_failed(&w->h5)) npt_h5out_abort(&w->h5);
+        else if (npt_h5out_close(&w->h5, err) || rc || npt_h5out_commit(&w->h5, err)) rc = -1;
+        w->file = -1;
+    }
     free(w->conv);
     return rc;
 }
@@ -623,7 +638,7 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
     if (rc == 0) rc = block_flush(&j, err);
     st->seconds = npt_now_seconds() - j.prog.start;
     if (rc == 0 && st->tokens == 0) rc = npt_fail(err, "%s holds no text (no non-empty document)", input);
-    rc = writer_close(&j.w, output, rc == 0, o, st, err) || rc ? -1 : 0;
+    rc = writer_close(&j.w, rc == 0, o, st, err) || rc ? -1 : 0;
     if (rc == 0) show_progress(&j.prog, j.total_bytes, j.total_bytes, st->tokens, 1);
     else if (j.prog.out && j.prog.tty) fputc('\n', j.prog.out);
     block_free(&j.b);

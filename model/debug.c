@@ -1,13 +1,21 @@
-/* model/debug.c — the NaN producer finder, precision emulation, layer table and the
- * HDF5 save/replay of an offending op (see debug.h). */
+/* model/debug.c — the NaN producer finder, precision emulation, layer table, the HDF5
+ * save/replay of an offending op. */
 #include "debug.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ops.h"
+#include "../util/atomic_file.h"
+#include "../util/h5_out.h"
 
 /* ---------------------------------------------------------------- precision */
 
@@ -217,57 +225,60 @@ static void check_backward(Graph *g, Tensor *loss, DebugResult *r) {
 
 /* ---------------------------------------------------------------- HDF5 save */
 
-static int h5_attr_str(hid_t loc, const char *name, const char *v) {
-    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
-    H5Tset_size(t, strlen(v) + 1);
-    hid_t a = H5Acreate2(loc, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, t, v) < 0 ? -1 : 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
-    H5Tclose(t);
-    return rc;
-}
-
-static int h5_attr_num(hid_t loc, const char *name, hid_t type, const void *v) {
+/* Each returns 0, or -1 if any HDF5 call failed; every id made is closed once. */
+static int h5_attr(hid_t loc, const char *name, hid_t type, const void *v) {
     hid_t s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, s, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t a = s < 0 ? -1 : H5Acreate2(loc, name, type, s, H5P_DEFAULT, H5P_DEFAULT);
     int rc = a < 0 || H5Awrite(a, type, v) < 0 ? -1 : 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
+    if (a >= 0 && H5Aclose(a) < 0) rc = -1;
+    if (s >= 0 && H5Sclose(s) < 0) rc = -1;
     return rc;
 }
 
+static int h5_attr_str(hid_t loc, const char *name, const char *v) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    int rc = t < 0 || H5Tset_size(t, strlen(v) + 1) < 0 || h5_attr(loc, name, t, v) ? -1 : 0;
+    if (t >= 0 && H5Tclose(t) < 0) rc = -1;
+    return rc;
+}
+
+static int h5_put_input(hid_t f, int i, const Tensor *t) {
+    hsize_t dims[NPT_MAX_DIMS];
+    for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
+    char name[16];
+    snprintf(name, sizeof name, "in%d", i);
+    hid_t s = H5Screate_simple(t->ndim, dims, NULL);
+    hid_t ds = s < 0 ? -1 : H5Dcreate2(f, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->data) < 0 ||
+             h5_attr_str(ds, "name", t->name ? t->name : "?") ? -1 : 0;
+    if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
+    if (s >= 0 && H5Sclose(s) < 0) rc = -1;
+    return rc;
+}
+
+/* The producer's inputs and what replaying its op needs, written whole or not at all. */
 static int save_inputs(const char *path, const DebugChecker *c, const LlamaModel *m, const NptModel *npt, NptErr *err) {
     const DebugProducer *p = &c->r->first;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return npt_fail(err, "%s: cannot create the HDF5 file for the offending op's inputs", path);
+    NptH5Out out;
+    hid_t f = npt_h5out_create(&out, path, "op file", H5P_DEFAULT, err);
+    if (f < 0) return -1;
     const LlamaConfig *cf = &m->cfg;
     float scale = npt ? npt->scale : 1.0f;
     int prec = c->prec, rope = cf->rope;
-    int rc = h5_attr_str(f, "op", p->op) | h5_attr_num(f, "layer", H5T_NATIVE_INT, &p->layer) |
-             h5_attr_num(f, "n_inputs", H5T_NATIVE_INT, &c->n_in) |
-             h5_attr_num(f, "precision", H5T_NATIVE_INT, &prec) |
-             h5_attr_num(f, "head_dim", H5T_NATIVE_INT, &cf->head_dim) |
-             h5_attr_num(f, "norm_eps", H5T_NATIVE_FLOAT, &cf->norm_eps) |
-             h5_attr_num(f, "rope_theta", H5T_NATIVE_FLOAT, &cf->rope_theta) |
-             h5_attr_num(f, "rope_style", H5T_NATIVE_INT, &rope) |
-             h5_attr_num(f, "modulation_scale", H5T_NATIVE_FLOAT, &scale);
-    for (int i = 0; i < c->n_in && !rc; i++) {
-        const Tensor *t = c->in[i];
-        hsize_t dims[NPT_MAX_DIMS];
-        for (int d = 0; d < t->ndim; d++) dims[d] = (hsize_t)t->shape[d];
-        char name[96];
-        snprintf(name, sizeof name, "in%d", i);
-        hid_t s = H5Screate_simple(t->ndim, dims, NULL);
-        hid_t ds = H5Dcreate2(f, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        rc = ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->data) < 0 ||
-             h5_attr_str(ds, "name", t->name ? t->name : "?") ? -1 : 0;
-        if (ds >= 0) H5Dclose(ds);
-        H5Sclose(s);
+    int rc = h5_attr_str(f, "op", p->op) || h5_attr(f, "layer", H5T_NATIVE_INT, &p->layer) ||
+             h5_attr(f, "n_inputs", H5T_NATIVE_INT, &c->n_in) || h5_attr(f, "precision", H5T_NATIVE_INT, &prec) ||
+             h5_attr(f, "head_dim", H5T_NATIVE_INT, &cf->head_dim) ||
+             h5_attr(f, "norm_eps", H5T_NATIVE_FLOAT, &cf->norm_eps) ||
+             h5_attr(f, "rope_theta", H5T_NATIVE_FLOAT, &cf->rope_theta) ||
+             h5_attr(f, "rope_style", H5T_NATIVE_INT, &rope) ||
+             h5_attr(f, "modulation_scale", H5T_NATIVE_FLOAT, &scale)
+                 ? -1 : 0;
+    for (int i = 0; i < c->n_in && !rc && !npt_h5out_failed(&out); i++) rc = h5_put_input(f, i, c->in[i]);
+    if (rc && !npt_h5out_failed(&out)) { /* HDF5 itself refused: no OS error to report */
+        npt_h5out_abort(&out);
+        return npt_fail(err, "cannot write op file %s: HDF5 refused to store the op's inputs", path);
     }
-    if (H5Fclose(f) < 0) rc = -1;
-    return rc ? npt_fail(err, "%s: writing the offending op's inputs failed", path) : 0;
+    return npt_h5out_close(&out, err) || npt_h5out_commit(&out, err) ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- the run */
@@ -430,14 +441,15 @@ int debug_report_batch(const LlamaModel *m, const NptModel *npt, const int *toke
     char txt[4200], h5[4200];
     snprintf(txt, sizeof txt, "%s.txt", stem);
     snprintf(h5, sizeof h5, "%s.h5", stem);
-    FILE *f = fopen(txt, "w");
-    if (!f) return npt_fail(err, "%s: cannot write the debug report", txt);
+    NptAtomicFile out; /* the report appears whole or not at all, like every file npt writes */
+    FILE *f = npt_atomic_open(&out, txt, err);
+    if (!f) return -1;
     int failing = 0;
     for (int b = 0; b < B; b++) {
         DebugOptions o = {.backward = 1, .save_path = failing ? NULL : h5};
         DebugResult r;
         if (debug_run(m, npt, tokens + (size_t)b * T, T, &o, &r, err)) {
-            fclose(f);
+            npt_atomic_abort(&out);
             return -1;
         }
         fprintf(f, "== sequence %d of %d (sample %lld)\n", b, B, sample_ids ? (long long)sample_ids[b] : -1LL);
@@ -446,25 +458,42 @@ int debug_report_batch(const LlamaModel *m, const NptModel *npt, const int *toke
         failing += debug_found(&r);
         debug_result_free(&r);
     }
-    if (fclose(f) != 0) return npt_fail(err, "%s: writing the debug report failed", txt);
+    if (npt_atomic_commit(&out, err)) return -1; /* flush, fsync, rename; names txt on failure */
     return failing;
 }
 
 /* ---------------------------------------------------------------- replay */
 
 typedef struct {
-    int op_ok;
     char op[32];
     int n_in, head_dim, rope_style, precision, layer;
     float norm_eps, rope_theta, scale;
+    int nd[NODE_MAX_INPUTS];                     /* each input's rank and shape, from the file */
+    long long dims[NODE_MAX_INPUTS][NPT_MAX_DIMS];
     char names[NODE_MAX_INPUTS][64];
     Tensor *in[NODE_MAX_INPUTS];
 } Replay;
 
+/* What each op replay can rebuild needs: the number of inputs and each one's rank ('2':
+ * 2-D; '*': 1-D or 2-D, a 1-D input being one row). The ops themselves stop the process
+ * on other shapes, as on a bug in npt, and a file edited by hand is not one; how the
+ * shapes must fit one another is replay_misfit's. */
+static const struct {
+    const char *op;
+    int n_min, n_max;
+    const char *ranks;
+} replay_ops[] = {
+    {"matmul", 2, 2, "22"},  {"add", 2, 2, "**"},    {"mul", 2, 2, "**"},     {"swiglu", 2, 2, "**"},
+    {"silu", 1, 1, "*"},     {"sigmoid", 1, 1, "*"}, {"rmsnorm", 2, 2, "**"}, {"rope", 1, 1, "*"},
+    {"attention", 3, 3, "***"}, {"npt_swiglu", 4, 5, "*****"},
+};
+
+#define NOT_NPTS "this file was not written by npt debug --save (or was edited)"
+
 static int h5_read_attr(hid_t loc, const char *name, hid_t type, void *v) {
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     int rc = a < 0 || H5Aread(a, type, v) < 0 ? -1 : 0;
-    if (a >= 0) H5Aclose(a);
+    if (a >= 0 && H5Aclose(a) < 0) rc = -1;
     return rc;
 }
 
@@ -472,101 +501,173 @@ static int h5_read_attr_str(hid_t loc, const char *name, char *buf, size_t cap) 
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) return -1;
     hid_t t = H5Aget_type(a);
-    size_t n = H5Tget_size(t);
+    size_t n = t < 0 ? 0 : H5Tget_size(t);
     int rc = -1;
-    if (H5Tis_variable_str(t) > 0) { /* as h5py writes strings */
+    if (t >= 0 && H5Tis_variable_str(t) > 0) { /* as h5py writes strings */
         char *v = NULL;
         if (H5Aread(a, t, &v) >= 0 && v) {
             snprintf(buf, cap, "%s", v);
             rc = 0;
         }
-        H5free_memory(v);
+        if (v && H5free_memory(v) < 0) rc = -1;
     } else if (n > 0 && n <= cap) {
         rc = H5Aread(a, t, buf) < 0 ? -1 : 0;
     }
     buf[cap - 1] = '\0';
-    H5Tclose(t);
-    H5Aclose(a);
+    if (t >= 0 && H5Tclose(t) < 0) rc = -1;
+    if (H5Aclose(a) < 0) rc = -1;
     return rc;
 }
 
-/* Reads dataset in<i> into a tensor of the arena. */
-static int replay_input(hid_t f, Arena *act, Replay *rp, int i, const char *path, NptErr *err) {
+/* "[13, 64]" */
+static const char *replay_shape_str(const Replay *rp, int i, char *buf, size_t cap) {
+    int o = snprintf(buf, cap, "[");
+    for (int d = 0; d < rp->nd[i] && o < (int)cap; d++) o += snprintf(buf + o, cap - o, d ? ", %lld" : "%lld", rp->dims[i][d]);
+    if (o < (int)cap) snprintf(buf + o, cap - o, "]");
+    return buf;
+}
+
+static long long replay_rows(const Replay *rp, int i) { return rp->nd[i] == 1 ? 1 : rp->dims[i][0]; }
+static long long replay_cols(const Replay *rp, int i) { return rp->dims[i][rp->nd[i] - 1]; }
+static long long replay_count(const Replay *rp, int i) {
+    long long n = 1;
+    for (int d = 0; d < rp->nd[i]; d++) n *= rp->dims[i][d]; /* each <= INT_MAX, rank <= 2: no overflow */
+    return n;
+}
+static int replay_same_size(const Replay *rp, int i, int j) {
+    return replay_rows(rp, i) == replay_rows(rp, j) && replay_cols(rp, i) == replay_cols(rp, j);
+}
+
+/* The rank and shape of dataset in<i>, without reading its data. */
+static int replay_shape(hid_t f, Replay *rp, int i, const char *path, NptErr *err) {
     char dname[16];
     snprintf(dname, sizeof dname, "in%d", i);
     hid_t ds = H5Dopen2(f, dname, H5P_DEFAULT);
-    if (ds < 0) return npt_fail(err, "%s: dataset %s is missing", path, dname);
+    if (ds < 0) return npt_fail(err, "%s: dataset %s is missing (n_inputs is %d); " NOT_NPTS, path, dname, rp->n_in);
     hid_t s = H5Dget_space(ds);
     hsize_t dims[NPT_MAX_DIMS];
-    int nd = H5Sget_simple_extent_ndims(s), shape[NPT_MAX_DIMS];
-    int rc = -1;
-    if (nd >= 1 && nd <= NPT_MAX_DIMS && H5Sget_simple_extent_dims(s, dims, NULL) == nd) {
-        for (int d = 0; d < nd; d++) shape[d] = (int)dims[d];
-        if (h5_read_attr_str(ds, "name", rp->names[i], sizeof rp->names[i])) snprintf(rp->names[i], 64, "%s", dname);
-        rp->in[i] = tensor_new(act, rp->names[i], nd, shape);
-        rc = H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, rp->in[i]->data) < 0 ? -1 : 0;
+    int nd = s < 0 ? -1 : H5Sget_simple_extent_ndims(s);
+    int ok = nd >= 1 && nd <= NPT_MAX_DIMS && H5Sget_simple_extent_dims(s, dims, NULL) == nd;
+    if (s >= 0 && H5Sclose(s) < 0) ok = 0;
+    if (H5Dclose(ds) < 0) ok = 0;
+    if (!ok && nd == 0) return npt_fail(err, "%s: %s is a scalar, not a tensor; " NOT_NPTS, path, dname);
+    if (!ok) return npt_fail(err, "%s: cannot read the shape of dataset %s (%d dimensions)", path, dname, nd);
+    rp->nd[i] = nd;
+    int bad = 0;
+    for (int d = 0; d < nd; d++) {
+        rp->dims[i][d] = dims[d] > (hsize_t)LLONG_MAX ? LLONG_MAX : (long long)dims[d];
+        bad |= dims[d] == 0 || dims[d] > (hsize_t)INT_MAX;
     }
-    H5Sclose(s);
-    H5Dclose(ds);
-    return rc ? npt_fail(err, "%s: cannot read dataset %s", path, dname) : 0;
+    char shape[128];
+    if (bad)
+        return npt_fail(err, "%s: %s has shape %s, but every dimension must be 1..%d; " NOT_NPTS, path, dname,
+                        replay_shape_str(rp, i, shape, sizeof shape), INT_MAX);
+    return 0;
 }
 
-static int same_size(const Tensor *a, const Tensor *b) { return tensor_rows(a) == tensor_rows(b) && tensor_cols(a) == tensor_cols(b); }
-
-/* Why the saved inputs cannot feed the saved op (NULL if they can): the ops themselves
- * stop the process on such shapes, as on a bug, and a file edited by hand is not one. */
+/* Why the saved inputs cannot feed the saved op (NULL if they can). */
 static const char *replay_misfit(const Replay *rp) {
-    Tensor *const *in = rp->in;
     const char *op = rp->op;
-    int hd = rp->head_dim, n = rp->n_in;
-    for (int i = 0; i < n; i++)
-        if (in[i]->ndim > 2) return "an input has more than 2 dimensions";
+    int n = rp->n_in;
+    long long hd = rp->head_dim;
     if (!strcmp(op, "matmul"))
-        return n == 2 && (tensor_cols(in[0]) == tensor_rows(in[1]) || tensor_cols(in[0]) == tensor_cols(in[1]))
+        return replay_cols(rp, 0) == replay_rows(rp, 1) || replay_cols(rp, 0) == replay_cols(rp, 1)
                    ? NULL : "the matmul's inner dimensions differ";
     if (!strcmp(op, "add") || !strcmp(op, "mul") || !strcmp(op, "swiglu"))
-        return n == 2 && same_size(in[0], in[1]) ? NULL : "the two inputs differ in shape";
-    if (!strcmp(op, "rmsnorm")) return n == 2 && in[1]->n == (size_t)tensor_cols(in[0]) ? NULL : "the weight does not match the row width";
-    if (!strcmp(op, "rope")) return hd > 0 && hd % 2 == 0 && tensor_cols(in[0]) % hd == 0 ? NULL : "head_dim does not split the rows";
+        return replay_same_size(rp, 0, 1) ? NULL : "the two inputs differ in shape";
+    if (!strcmp(op, "rmsnorm")) return replay_count(rp, 1) == replay_cols(rp, 0) ? NULL : "the weight does not match the row width";
+    if (!strcmp(op, "rope"))
+        return hd > 0 && hd % 2 == 0 && replay_cols(rp, 0) % hd == 0 ? NULL : "head_dim does not split the rows into pairs";
     if (!strcmp(op, "attention")) {
-        if (n != 3 || hd <= 0 || !same_size(in[1], in[2]) || tensor_rows(in[0]) != tensor_rows(in[1]) ||
-            tensor_cols(in[0]) % hd || tensor_cols(in[1]) % hd || tensor_cols(in[1]) == 0 ||
-            (tensor_cols(in[0]) / hd) % (tensor_cols(in[1]) / hd))
+        if (hd <= 0 || !replay_same_size(rp, 1, 2) || replay_rows(rp, 0) != replay_rows(rp, 1) ||
+            replay_cols(rp, 0) % hd || replay_cols(rp, 1) % hd || (replay_cols(rp, 0) / hd) % (replay_cols(rp, 1) / hd))
             return "q, k and v do not fit head_dim and one another";
         return NULL;
     }
     if (!strcmp(op, "npt_swiglu")) {
-        if (n < 4 || !same_size(in[0], in[1]) || tensor_rows(in[2]) != tensor_rows(in[0])) return "gate, up and z differ in rows";
+        if (!replay_same_size(rp, 0, 1) || replay_rows(rp, 2) != replay_rows(rp, 0)) return "gate, up and z differ in rows";
         for (int k = 3; k < n; k++)
-            if (tensor_rows(in[k]) != tensor_cols(in[0]) || tensor_cols(in[k]) != tensor_cols(in[2]))
+            if (replay_rows(rp, k) != replay_cols(rp, 0) || replay_cols(rp, k) != replay_cols(rp, 2))
                 return "a B matrix does not match the gate width and z's rank";
     }
     return NULL;
 }
 
-/* Runs the saved op; the geometry of attention and rope follows from the shapes. */
-static int replay_op(Graph *g, Replay *rp, const char *path, NptErr *err) {
+/* Checks the file's op, attributes and input shapes against what the op needs, before
+ * anything is allocated or run. */
+static int replay_check(hid_t f, Replay *rp, const char *path, NptErr *err) {
+    int k = -1;
+    for (int i = 0; i < (int)NPT_ARRAY_LEN(replay_ops); i++)
+        if (!strcmp(rp->op, replay_ops[i].op)) k = i;
+    if (k < 0)
+        return npt_fail(err, "%s: op %s cannot be replayed from its inputs alone (token ids or targets are not saved)", path,
+                        rp->op);
+    if (rp->precision < DEBUG_F32 || rp->precision > DEBUG_FP16)
+        return npt_fail(err, "%s: attribute precision is %d (0 float32, 1 bf16, 2 fp16); " NOT_NPTS, path, rp->precision);
+    int lo = replay_ops[k].n_min, hi = replay_ops[k].n_max;
+    if (rp->n_in < lo || rp->n_in > hi) {
+        char want[32];
+        snprintf(want, sizeof want, lo == hi ? "%d" : "%d or %d", lo, hi);
+        return npt_fail(err, "%s: op %s takes %s inputs, attribute n_inputs says %d; " NOT_NPTS, path, rp->op, want, rp->n_in);
+    }
+    for (int i = 0; i < rp->n_in; i++)
+        if (replay_shape(f, rp, i, path, err)) return -1;
+    const char *ranks = replay_ops[k].ranks; /* each op's ranks are all alike */
+    for (int i = 0; i < rp->n_in; i++) {
+        char shape[128];
+        if (ranks[i] == '*' ? rp->nd[i] <= 2 : rp->nd[i] == 2) continue;
+        return npt_fail(err, "%s: op %s needs %s inputs, in%d has shape %s; " NOT_NPTS, path, rp->op,
+                        ranks[i] == '*' ? "1-D or 2-D" : "2-D", i, replay_shape_str(rp, i, shape, sizeof shape));
+    }
+    const char *misfit = replay_misfit(rp);
+    if (misfit) {
+        char shapes[256] = "", one[96];
+        for (int i = 0, o = 0; i < rp->n_in && o < (int)sizeof shapes; i++)
+            o += snprintf(shapes + o, sizeof shapes - o, "%sin%d %s", i ? ", " : "", i, replay_shape_str(rp, i, one, sizeof one));
+        char hd[32] = "";
+        if (!strcmp(rp->op, "rope") || !strcmp(rp->op, "attention")) snprintf(hd, sizeof hd, ", head_dim %d", rp->head_dim);
+        return npt_fail(err, "%s: the saved inputs of %s do not fit together (%s: %s%s); " NOT_NPTS, path, rp->op, misfit,
+                        shapes, hd);
+    }
+    return 0;
+}
+
+/* Reads dataset in<i>, whose shape replay_check accepted, into a tensor of the arena. */
+static int replay_input(hid_t f, Arena *act, Replay *rp, int i, const char *path, NptErr *err) {
+    char dname[16];
+    snprintf(dname, sizeof dname, "in%d", i);
+    int shape[NPT_MAX_DIMS];
+    for (int d = 0; d < rp->nd[i]; d++) shape[d] = (int)rp->dims[i][d];
+    hid_t ds = H5Dopen2(f, dname, H5P_DEFAULT);
+    if (ds < 0) return npt_fail(err, "%s: cannot open dataset %s", path, dname);
+    if (h5_read_attr_str(ds, "name", rp->names[i], sizeof rp->names[i])) snprintf(rp->names[i], 64, "%s", dname);
+    rp->in[i] = tensor_new(act, rp->names[i], rp->nd[i], shape);
+    int rc = H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, rp->in[i]->data) < 0 ? -1 : 0;
+    if (H5Dclose(ds) < 0) rc = -1;
+    return rc ? npt_fail(err, "%s: cannot read dataset %s as float32 numbers", path, dname) : 0;
+}
+
+/* Runs the saved op, which replay_check matched to its inputs; the geometry of attention
+ * and rope follows from the shapes. */
+static void replay_op(Graph *g, Replay *rp) {
     Tensor **in = rp->in;
     const char *op = rp->op;
     int hd = rp->head_dim;
-    const char *misfit = replay_misfit(rp);
-    if (misfit) return npt_fail(err, "%s: the saved inputs of %s do not fit together (%s); the file was edited or damaged", path, op, misfit);
     if (!strcmp(op, "matmul")) /* forward matmuls are linears x W^T unless shapes chain directly */
         op_matmul(g, in[0], in[1], 0, tensor_cols(in[0]) == tensor_cols(in[1]));
-    else if (!strcmp(op, "add") && rp->n_in == 2) op_add(g, in[0], in[1]);
-    else if (!strcmp(op, "mul") && rp->n_in == 2) op_mul(g, in[0], in[1]);
-    else if (!strcmp(op, "swiglu") && rp->n_in == 2) op_swiglu(g, in[0], in[1]);
+    else if (!strcmp(op, "add")) op_add(g, in[0], in[1]);
+    else if (!strcmp(op, "mul")) op_mul(g, in[0], in[1]);
+    else if (!strcmp(op, "swiglu")) op_swiglu(g, in[0], in[1]);
     else if (!strcmp(op, "silu")) op_silu(g, in[0]);
     else if (!strcmp(op, "sigmoid")) op_sigmoid(g, in[0]);
-    else if (!strcmp(op, "rmsnorm") && rp->n_in == 2) op_rmsnorm(g, in[0], in[1], rp->norm_eps);
-    else if (!strcmp(op, "rope") && hd > 0)
+    else if (!strcmp(op, "rmsnorm")) op_rmsnorm(g, in[0], in[1], rp->norm_eps);
+    else if (!strcmp(op, "rope"))
         op_rope(g, in[0], 1, tensor_rows(in[0]), tensor_cols(in[0]) / hd, hd, rp->rope_theta, (RopeStyle)rp->rope_style, 0);
-    else if (!strcmp(op, "attention") && rp->n_in == 3 && hd > 0)
+    else if (!strcmp(op, "attention"))
         op_attention(g, in[0], in[1], in[2], 1, tensor_rows(in[0]), tensor_cols(in[0]) / hd, tensor_cols(in[1]) / hd, hd);
-    else if (!strcmp(op, "npt_swiglu") && rp->n_in >= 4) /* gate, up, z, B_add (, B_mul in full mode) */
+    else if (!strcmp(op, "npt_swiglu")) /* gate, up, z, B_add (, B_mul in full mode) */
         op_npt_swiglu(g, in[0], in[1], in[2], in[3], rp->n_in == 5 ? in[4] : NULL, rp->scale);
-    else return npt_fail(err, "%s: op %s cannot be replayed from its inputs alone (token ids or targets are not saved)", path, op);
-    return 0;
+    else npt_die("replay: op %s passed replay_check but has no case", op);
 }
 
 int debug_replay(const char *path, DebugResult *r, NptErr *err) {
@@ -588,27 +689,18 @@ int debug_replay(const char *path, DebugResult *r, NptErr *err) {
         npt_fail(err, "%s: not an npt debug file (attributes op, n_inputs, head_dim, ... missing)", path);
         goto done;
     }
-    /* the inputs, the output and attention's extra data */
-    size_t bytes = 1 << 20;
-    for (int i = 0; i < rp.n_in; i++) {
-        char dname[16];
-        snprintf(dname, sizeof dname, "in%d", i);
-        hid_t ds = H5Dopen2(f, dname, H5P_DEFAULT);
-        if (ds < 0) break;
-        hid_t s = H5Dget_space(ds);
-        hssize_t n = H5Sget_simple_extent_npoints(s);
-        hsize_t dims[2] = {0, 0};
-        if (i == 0 && !strcmp(rp.op, "attention") && rp.head_dim > 0 && H5Sget_simple_extent_ndims(s) == 2 &&
-            H5Sget_simple_extent_dims(s, dims, NULL) == 2) /* q: [T, heads x head_dim] */
-            bytes += op_attention_extra_floats(1, (int)dims[0], (int)dims[1] / rp.head_dim) * sizeof(float);
-        bytes += n > 0 ? 4 * (size_t)n * sizeof(float) : 0;
-        H5Sclose(s);
-        H5Dclose(ds);
-    }
-    if (arena_init(&act, bytes, "replay", err)) { /* say which file asks for it */
+    if (replay_check(f, &rp, path, err)) goto done;
+    /* the inputs, the output and gradient-sized scratch, and attention's extra data */
+    double bytes = 1 << 20;
+    for (int i = 0; i < rp.n_in; i++) bytes += 4.0 * (double)replay_count(&rp, i) * sizeof(float);
+    if (!strcmp(rp.op, "attention")) /* q: [T, heads x head_dim] */
+        bytes += (double)op_attention_extra_floats(1, (int)replay_rows(&rp, 0), (int)(replay_cols(&rp, 0) / rp.head_dim)) *
+                 sizeof(float);
+    int huge = bytes > (double)(SIZE_MAX / 2);
+    if (huge || arena_init(&act, (size_t)bytes, "replay", err)) { /* say which file asks for it */
         NptErr why = *err;
-        npt_fail(err, "%s: its inputs need %.1f MB to replay, which cannot be allocated (%s)", path,
-                 (double)bytes / 1e6, why.msg);
+        npt_fail(err, "%s: its inputs need %.1f MB to replay, which cannot be allocated%s%s%s", path, bytes / 1e6,
+                 huge ? "" : " (", huge ? "" : why.msg, huge ? "" : ")");
         goto done;
     }
     if (graph_init(&g, &act, NULL, 8, err)) goto done;
@@ -618,9 +710,10 @@ int debug_replay(const char *path, DebugResult *r, NptErr *err) {
     DebugChecker c;
     debug_attach(&g, &c, r, (DebugPrecision)rp.precision);
     g.layer = rp.layer;
-    rc = replay_op(&g, &rp, path, err);
+    replay_op(&g, &rp);
+    rc = 0;
 done:
-    H5Fclose(f);
+    H5Fclose(f); /* read-only: nothing to flush, nothing its result could change */
     graph_free(&g);
     arena_free(&act);
     return rc;

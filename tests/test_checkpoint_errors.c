@@ -3,9 +3,12 @@
  * Damaged files are made from a good fixture checkpoint with the HDF5 API directly. */
 #include <hdf5.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -389,6 +392,101 @@ static void test_save_errors(void) {
           "unknown checkpoint kind: %s", err.msg);
 }
 
+static char *slurp(const char *path, long *n) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    *n = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (*n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)*n + 1)) && fread(buf, 1, (size_t)*n, f) != (size_t)*n)
+        *n = -1;
+    if (f) fclose(f);
+    return buf;
+}
+
+/* A full disk while saving, without privileges: RLIMIT_FSIZE at half the checkpoint's
+ * size, so writes past it fail with EFBIG (SIGXFSZ ignored). In a child process, which
+ * reports through a pipe, so the limit and a crash stay there: HDF5 1.10 crashes in
+ * exit() when a file whose writes failed was closed (H5Fclose fails and leaves a dangling
+ * id), which is why the child ends with exit(). Then, with the limit lifted, the same
+ * process must still write a good checkpoint: nothing was left open. */
+static void test_full_disk(void) {
+    Fixture v1, v2;
+    fix_build(&v1, 0, 100);
+    fix_build(&v2, 0, 200);
+    v2.t[0].data[0] = 42.0f;
+    const char *path = in_tmp("full_disk.h5"), *after = in_tmp("after_full_disk.h5");
+    NptErr err = {""};
+    check(ckpt_save(path, &v1.meta, v1.t, v1.n, &err) == 0, "full disk: the previous checkpoint is written (%s)", err.msg);
+    long size = 0;
+    char *before = slurp(path, &size);
+    int fds[2];
+    if (!before || size <= 0 || pipe(fds) != 0) {
+        check(0, "full disk: setup (read %s: %ld bytes)", path, size);
+        free(before);
+        fix_free(&v1);
+        fix_free(&v2);
+        return;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        struct rlimit rl;
+        getrlimit(RLIMIT_FSIZE, &rl);
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = (rlim_t)size / 2;
+        signal(SIGXFSZ, SIG_IGN);
+        NptErr e1 = {""}, e2 = {""};
+        int rc1 = setrlimit(RLIMIT_FSIZE, &rl) == 0 ? ckpt_save(path, &v2.meta, v2.t, v2.n, &e1) : 99;
+        long open_ids = (long)H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
+        rl.rlim_cur = old;
+        int rc2 = setrlimit(RLIMIT_FSIZE, &rl) == 0 ? ckpt_save(after, &v2.meta, v2.t, v2.n, &e2) : 99;
+        char msg[2400];
+        int n = snprintf(msg, sizeof msg, "%d %d %ld\n%s\n%s", rc1, rc2, open_ids, e1.msg, e2.msg);
+        if (write(fds[1], msg, (size_t)(n < (int)sizeof msg ? n : (int)sizeof msg - 1)) < 0) _exit(98);
+        close(fds[1]);
+        exit(0); /* runs HDF5's atexit handler, where the crash was */
+    }
+    close(fds[1]);
+    char msg[2400] = "";
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof msg - 1 && (r = read(fds[0], msg + got, sizeof msg - 1 - got)) > 0) got += (size_t)r;
+    msg[got] = '\0';
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int rc1 = -1, rc2 = -1;
+    long open_ids = -1;
+    sscanf(msg, "%d %d %ld", &rc1, &rc2, &open_ids);
+    char *line1 = strchr(msg, '\n') ? strchr(msg, '\n') + 1 : msg + got;
+    char *line2 = strchr(line1, '\n');
+    if (line2) *line2++ = '\0';
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "full disk: the writer's process exits normally (%s %d)",
+          WIFSIGNALED(status) ? "killed by signal" : "exit status",
+          WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    char want[700];
+    snprintf(want, sizeof want, "cannot write checkpoint %s: File too large; ", path);
+    check(rc1 != 0 && strstr(line1, want) == line1 && !strstr(line1, "bytes actually written") && !strstr(line1, "buf = "),
+          "full disk: save fails with one clean line naming the file and the OS's reason: %s", line1);
+    long now = 0;
+    char *kept = slurp(path, &now);
+    check(kept && now == size && memcmp(kept, before, (size_t)size) == 0, "full disk: the previous checkpoint is unchanged");
+    check(fix_count_entries(tmpdir, ".tmp.") == 0, "full disk: no temp file left");
+    check(open_ids == 0, "full disk: no HDF5 file or object left open after the failed save (%ld)", open_ids);
+    CkptMeta m;
+    CkptTensor *t = NULL;
+    int n = 0;
+    int loaded = rc2 == 0 && ckpt_load(after, &m, &t, &n, &err) == 0;
+    check(loaded && n == v2.n && t[0].data[0] == 42.0f, "full disk: with the limit lifted the same process saves a good "
+          "checkpoint (%s)", rc2 ? (line2 ? line2 : "?") : loaded ? "ok" : err.msg);
+    if (loaded) ckpt_free(&m, t, n);
+    free(before);
+    free(kept);
+    fix_free(&v1);
+    fix_free(&v2);
+}
+
 static void test_base_mismatch(void) {
     Fixture fx;
     fix_build(&fx, 0, 10);
@@ -464,6 +562,7 @@ int main(void) {
     test_bit_rot();
     test_fuzz();
     test_save_errors();
+    test_full_disk();
     test_base_mismatch();
     test_latest_all_bad();
     char cmd[128];

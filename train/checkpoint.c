@@ -4,12 +4,15 @@
  * Atomicity: everything is written to "<path>.tmp.<pid>" in the target's directory, which
  * is flushed, closed and fsync'd, then renamed over the target, then the directory is
  * fsync'd. rename(2) is atomic, so a reader (or a crash) sees either the old file or the
- * complete new one. On failure the temp file is removed and the old checkpoint stays. */
+ * complete new one. On failure the temp file is removed and the old checkpoint stays.
+ * The temp file is written through NptH5Out (util/h5_out.h): a write the OS refuses (a
+ * full disk) is reported with its errno and never reaches HDF5, which cannot close a
+ * file after one (the process would crash in exit()). */
 #include "checkpoint.h"
 #include "ckpt_internal.h"
+#include "../util/h5_out.h" /* NptH5Out: HDF5 files written whole or not at all */
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <libgen.h>
 #include <stdlib.h>
@@ -67,7 +70,11 @@ typedef struct {
     hid_t file;
     const char *path; /* the target, for messages */
     NptErr *err;
+    const NptH5Out *out;
 } Writer;
+
+/* A write the OS refused: nothing more needs writing, ckpt_save reports it. */
+static int w_refused(const Writer *w) { return w->out && npt_h5out_failed(w->out); }
 
 static int wfail(Writer *w, const char *what) {
     char detail[512];
@@ -84,9 +91,9 @@ static int put_attr(Writer *w, hid_t loc, const char *obj, const char *name, hid
     int rc = attr < 0 || H5Awrite(attr, mtype, value) < 0 ? -1 : 0;
     char what[256];
     snprintf(what, sizeof what, "attribute '%s' of %s", name, obj);
-    if (rc) wfail(w, what);
-    if (attr >= 0) H5Aclose(attr);
-    if (space >= 0) H5Sclose(space);
+    if (rc) wfail(w, what); /* now, while HDF5's error stack says why */
+    int closed = (attr < 0 || H5Aclose(attr) >= 0) & (space < 0 || H5Sclose(space) >= 0);
+    if (!closed && rc == 0) rc = wfail(w, what);
     return rc;
 }
 
@@ -98,7 +105,7 @@ static hid_t utf8_type(const char *value) {
     if (t < 0) return -1;
     if (H5Tset_size(t, strlen(value) + 1) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0 ||
         H5Tset_strpad(t, H5T_STR_NULLTERM) < 0) {
-        H5Tclose(t);
+        H5Tclose(t); /* already failing: its own result adds nothing */
         return -1;
     }
     return t;
@@ -108,7 +115,7 @@ static int put_str_attr(Writer *w, hid_t loc, const char *obj, const char *name,
     hid_t t = utf8_type(value);
     if (t < 0) return wfail(w, "string type");
     int rc = put_attr(w, loc, obj, name, t, t, NULL, value);
-    H5Tclose(t);
+    if (H5Tclose(t) < 0 && rc == 0) rc = wfail(w, "string type");
     return rc;
 }
 
@@ -148,11 +155,19 @@ static int put_dataset(Writer *w, const char *name, hid_t ftype, hid_t mtype, in
     int rc = dset < 0 || (count > 0 && H5Dwrite(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) ? -1 : 0;
     char what[256];
     snprintf(what, sizeof what, "dataset %s", name);
-    if (rc) wfail(w, what);
-    if (dset >= 0) H5Dclose(dset);
-    if (space >= 0) H5Sclose(space);
-    if (dcpl >= 0) H5Pclose(dcpl);
-    if (lcpl >= 0) H5Pclose(lcpl);
+    if (rc) wfail(w, what); /* now, while HDF5's error stack says why */
+    int closed = (dset < 0 || H5Dclose(dset) >= 0) & (space < 0 || H5Sclose(space) >= 0) &
+                 (dcpl < 0 || H5Pclose(dcpl) >= 0) & (lcpl < 0 || H5Pclose(lcpl) >= 0);
+    if (!closed && rc == 0) rc = wfail(w, what);
+    return rc;
+}
+
+static int close_group(Writer *w, hid_t g, const char *name, int rc) {
+    if (H5Gclose(g) < 0 && rc == 0) {
+        char what[128];
+        snprintf(what, sizeof what, "group %s", name);
+        rc = wfail(w, what);
+    }
     return rc;
 }
 
@@ -172,8 +187,8 @@ static int write_root(Writer *w, const CkptMeta *m) {
     char created[32];
     time_t now = time(NULL);
     struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (now == (time_t)-1 || !gmtime_r(&now, &tm) || !strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(created, sizeof created, "unknown"); /* no clock: the file is still good */
     hid_t f = w->file;
     if (put_str_attr(w, f, "/", "format", CKPT_FORMAT) || put_i32(w, f, "/", "format_version", CKPT_FORMAT_VERSION) ||
         put_i64(w, f, "/", "step", m->step) || put_i64(w, f, "/", "tokens_seen", m->tokens_seen) ||
@@ -187,7 +202,7 @@ static int write_root(Writer *w, const CkptMeta *m) {
     if (t < 0) return wfail(w, "string type");
     hsize_t one = 1;
     int rc = put_dataset(w, "/recipe", t, t, 1, &one, recipe);
-    H5Tclose(t);
+    if (H5Tclose(t) < 0 && rc == 0) rc = wfail(w, "string type");
     return rc;
 }
 
@@ -205,8 +220,7 @@ static int write_base(Writer *w, const CkptMeta *m) {
              put_i32(w, g, o, "n_kv_heads", m->n_kv_heads) || put_i32(w, g, o, "vocab_size", m->vocab_size) ||
              put_f64(w, g, o, "norm_eps", m->norm_eps) || put_f64(w, g, o, "rope_theta", m->rope_theta)
                  ? -1 : 0;
-    H5Gclose(g);
-    return rc;
+    return close_group(w, g, o, rc);
 }
 
 static int write_adapters_and_optimizer(Writer *w, const CkptMeta *m) {
@@ -218,15 +232,13 @@ static int write_adapters_and_optimizer(Writer *w, const CkptMeta *m) {
              put_f64(w, g, o, "modulation_scale", m->modulation_scale) ||
              put_attr(w, g, o, "layers", H5T_STD_I32LE, H5T_NATIVE_INT, &n_layers, m->npt_layers)
                  ? -1 : 0;
-    H5Gclose(g);
-    if (rc) return -1;
+    if (close_group(w, g, o, rc)) return -1;
     g = make_group(w, "/optimizer");
     if (g < 0) return -1;
     rc = put_str_attr(w, g, "/optimizer", "type", m->optimizer[0] ? m->optimizer : "none") ||
          put_i64(w, g, "/optimizer", "step", m->opt_step)
              ? -1 : 0;
-    H5Gclose(g);
-    return rc;
+    return close_group(w, g, "/optimizer", rc);
 }
 
 static int write_state(Writer *w, const CkptMeta *m) {
@@ -240,15 +252,13 @@ static int write_state(Writer *w, const CkptMeta *m) {
              put_i32(w, g, o, "consecutive_skips", m->consecutive_skips) ||
              put_f64(w, g, o, "best_loss", m->best_loss) || put_f64(w, g, o, "last_loss", m->last_loss)
                  ? -1 : 0;
-    H5Gclose(g);
-    return rc;
+    return close_group(w, g, o, rc);
 }
 
 /* History is stored column-wise (one 1-D dataset per field) so h5py users get arrays. */
 static int write_history(Writer *w, const CkptMeta *m) {
     hid_t g = make_group(w, "/history");
-    if (g < 0) return -1;
-    H5Gclose(g);
+    if (g < 0 || close_group(w, g, "/history", 0)) return -1;
     hsize_t n = (hsize_t)m->n_history;
     int64_t *steps = npt_try_malloc(n * sizeof(int64_t), "checkpoint history", w->err);
     double *col = npt_try_malloc(n * sizeof(double), "checkpoint history", w->err);
@@ -280,7 +290,7 @@ static int write_history(Writer *w, const CkptMeta *m) {
 }
 
 static int write_tensors(Writer *w, const CkptTensor *t, int n) {
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !w_refused(w); i++) {
         hsize_t dims[CKPT_MAX_DIMS];
         for (int d = 0; d < t[i].ndim; d++) dims[d] = (hsize_t)t[i].shape[d];
         char name[130];
@@ -290,42 +300,35 @@ static int write_tensors(Writer *w, const CkptTensor *t, int n) {
     return 0;
 }
 
-static int write_file(const char *tmp, const char *path, const CkptMeta *m, const CkptTensor *t, int n,
-                      NptErr *err) {
-    Writer w = {-1, path, err};
+/* Writes the temp file and closes it (fsync'd); on failure it is removed and err says
+ * why (the OS's reason for a refused write, else the HDF5 step that failed). */
+static int write_file(NptH5Out *out, const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
+    Writer w = {-1, path, err, out};
     /* The HDF5 1.10 file format: all metadata and chunk indexes are checksummed, so
      * damage is detected instead of parsed (with 1.8's unchecksummed chunk B-trees a
      * flipped byte could silently read back zeros). Readable by HDF5 >= 1.10: every
-     * current h5py and h5dump. STRONG: closing the file closes anything an error path
-     * left open. */
+     * current h5py and h5dump. */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0 &&
-        H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0)
-        w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (w.file < 0) {
-        wfail(&w, "cannot create its temp file");
+    if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) {
+        wfail(&w, "file access properties");
         if (fapl >= 0) H5Pclose(fapl);
         return -1;
     }
-    H5Pclose(fapl);
+    w.file = npt_h5out_create(out, path, "checkpoint", fapl, err);
+    if (H5Pclose(fapl) < 0 && w.file >= 0) {
+        wfail(&w, "file access properties");
+        npt_h5out_abort(out);
+        return -1;
+    }
+    if (w.file < 0) return -1;
     int rc = write_root(&w, m) || write_base(&w, m) || write_adapters_and_optimizer(&w, m) ||
              write_state(&w, m) || write_history(&w, m) || write_tensors(&w, t, n)
                  ? -1 : 0;
-    if (rc == 0 && H5Fflush(w.file, H5F_SCOPE_GLOBAL) < 0) rc = wfail(&w, "flush");
-    if (H5Fclose(w.file) < 0 && rc == 0) rc = wfail(&w, "close");
-    return rc;
-}
-
-/* ---------------------------------------------------------------- durability */
-
-static int fsync_path(const char *p, int flags, const char *path, NptErr *err) {
-    int fd = open(p, flags);
-    if (fd < 0) return npt_fail(err, "cannot write checkpoint %s: cannot open %s to sync it: %s", path, p, strerror(errno));
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc != 0) return npt_fail(err, "cannot write checkpoint %s: fsync of %s failed: %s", path, p, strerror(e));
-    return 0;
+    if (rc && !w_refused(&w)) { /* HDF5 refused something (err says what); nothing to keep */
+        npt_h5out_abort(out);
+        return -1;
+    }
+    return npt_h5out_close(out, err); /* the OS's reason if a write was refused */
 }
 
 static int check_inputs(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
@@ -360,9 +363,6 @@ static int check_inputs(const char *path, const CkptMeta *m, const CkptTensor *t
 int ckpt_save(const char *path, const CkptMeta *meta, const CkptTensor *tensors, int n_tensors, NptErr *err) {
     ckpt_h5_quiet();
     if (check_inputs(path, meta, tensors, n_tensors, err)) return -1;
-    char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return npt_fail(err, "cannot write checkpoint %s: path too long", path);
     char dir[4200];
     snprintf(dir, sizeof dir, "%s", path);
     char *d = dirname(dir);
@@ -372,19 +372,11 @@ int ckpt_save(const char *path, const CkptMeta *meta, const CkptTensor *tensors,
     if (!S_ISDIR(st.st_mode))
         return npt_fail(err, "cannot write checkpoint %s: %s is not a directory", path, d);
 
-    if (write_file(tmp, path, meta, tensors, n_tensors, err) || fsync_path(tmp, O_RDONLY, path, err))
-        goto fail;
-    if (test_hook && test_hook(tmp, test_hook_ctx)) {
-        npt_fail(err, "cannot write checkpoint %s: test hook failed the save before the rename", path);
-        goto fail;
+    NptH5Out out;
+    if (write_file(&out, path, meta, tensors, n_tensors, err)) return -1;
+    if (test_hook && test_hook(out.tmp, test_hook_ctx)) {
+        unlink(out.tmp);
+        return npt_fail(err, "cannot write checkpoint %s: test hook failed the save before the rename", path);
     }
-    if (rename(tmp, path) != 0) {
-        npt_fail(err, "cannot write checkpoint %s: rename from %s failed: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    /* The rename is durable only once the directory entry is on disk. */
-    return fsync_path(d, O_RDONLY | O_DIRECTORY, path, err);
-fail:
-    unlink(tmp);
-    return -1;
+    return npt_h5out_commit(&out, err); /* rename over path, then sync the directory */
 }

@@ -9,13 +9,18 @@ from the outside with independent Python code:
   3. the same recipe on the text and on the prepared token file gives identical losses;
   4. two sources mixed by data.sources: a run resumed from its step-10 checkpoint ends
      identical to the uninterrupted run (the cursor in the checkpoint is exact);
-  5. bad inputs and flags: non-zero exit, one clear line.
+  5. bad inputs and flags: non-zero exit, one clear line;
+  6. a full disk (RLIMIT_FSIZE below the output's size, so writes past it fail with
+     EFBIG): exit 1, one line naming the file and the reason, no partial output or
+     temporary file, and the file --force would have replaced kept as it was.
 Run from the repo root: /usr/bin/python3 tests/py/test_data_prepare.py
 """
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,8 +43,14 @@ SAFE = "recipes/stories260k-safe.json"
 N_ENCODE = 40  # stories compared id by id with the O(n^2) reference encoder
 
 
-def npt(*args, timeout=600):
-    return subprocess.run([NPT, *args], capture_output=True, text=True, timeout=timeout)
+def npt(*args, timeout=600, fsize=None):
+    """fsize: RLIMIT_FSIZE in bytes, a full disk without privileges (a write past it fails
+    with EFBIG, SIGXFSZ being ignored)."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return subprocess.run([NPT, *args], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit if fsize else None)
 
 
 def documents(path):
@@ -217,6 +228,25 @@ def test_errors(tmp):
           f"npt train on invalid UTF-8 stops with the file and offset: {r.stderr.strip().splitlines()[-1]!r}")
 
 
+def test_full_disk(tmp):
+    """valid.h5 from test_roundtrip is ~390 KB (194481 uint16 ids); the limit is 100 KB."""
+    good = os.path.join(tmp, "valid.h5")
+    before = open(good, "rb").read() if os.path.exists(good) else None
+    cases = [("a new .h5", os.path.join(tmp, "full.h5"), [], "token file "),
+             ("a new .u16", os.path.join(tmp, "full.u16"), [], "token file "),
+             ("--force over a good .h5", good, ["--force"], "token file ")]
+    for label, out, extra, what in cases:
+        r = npt("data", "prepare", VALID_TXT, "-o", out, "--tokenizer", TOK_HF, *extra, fsize=100_000)
+        errors = [line for line in r.stderr.splitlines() if "error" in line]
+        left = [f for f in os.listdir(tmp) if ".tmp" in f]
+        kept = open(out, "rb").read() == before if out == good else not os.path.exists(out)
+        check(r.returncode == 1 and len(errors) == 1 and f"cannot write {what}{out}: File too large" in errors[0]
+              and kept and not left and before is not None,
+              f"data prepare to {label} on a full disk: exit {r.returncode} (want 1), "
+              f"{'the previous file unchanged' if out == good else 'no output'}, no temporary file {left}: "
+              f"{errors[0] if errors else r.stderr.strip()[-200:]!r}")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="npt-data-")
     try:
@@ -224,6 +254,7 @@ def main():
         test_text_vs_tokens(tmp, prepared)
         test_mixed_resume(tmp, prepared)
         test_errors(tmp)
+        test_full_disk(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return exit_code()

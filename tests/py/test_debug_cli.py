@@ -10,6 +10,11 @@ reported follows from where it was planted:
   touched): an fp16 scan of a token file lists exactly the windows containing token
   300; the overlap of two scans is checked against set arithmetic on the windows
   planted here;
+- a full disk (RLIMIT_FSIZE below the file's size, so every write past it fails with
+  EFBIG): forward --save and scan --out fail with exit 1 and one line naming the file,
+  leave no temporary file, and keep the file --force would have replaced;
+- replay files edited with h5py so their inputs cannot feed the op (a 1-D matmul
+  input, a 2-D RMSNorm weight, ...): exit 1 with one line saying what the op needs;
 - layer 3's ffn_norm x1e22 (float32 overflow in every window): a training run with
   train.debug_on_skip writes a report per skipped step naming layer 3's SwiGLU; eval
   and generate refuse the same copy's NaN logits (exit 3), and the debug command their
@@ -17,8 +22,10 @@ reported follows from where it was planted:
 """
 import json
 import os
+import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -31,9 +38,25 @@ DIR = "../shared/models/stories260K"
 BIN, TOK = f"{DIR}/stories260K.bin", f"{DIR}/tok512.bin"
 
 
-def run(*args):
-    p = subprocess.run([NPT, "debug", *args], capture_output=True, text=True)
+def run(*args, fsize=None):
+    """npt debug ARGS; fsize: RLIMIT_FSIZE in bytes, a full disk without privileges (a write
+    past it fails with EFBIG, SIGXFSZ being ignored)."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    p = subprocess.run([NPT, "debug", *args], capture_output=True, text=True, preexec_fn=limit if fsize else None)
     return p.returncode, p.stdout, p.stderr
+
+
+def temp_files(d):
+    return [f for f in os.listdir(d) if ".tmp." in f]
+
+
+def edited_copy(src, dst, edit):
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
 
 
 def offsets():
@@ -112,16 +135,97 @@ def main():
         lines = [ln for ln in err3.splitlines() if ln.strip()]
         check(rc3 == 1 and len(lines) == 1 and "do not fit together" in lines[0] and "internal error" not in err3,
               f"replay of an op file whose v was cut: exit {rc3}, {lines[0] if lines else 'nothing on stderr'}")
-        # v declared 2^24 x 2^24 (chunked, never written: the file stays small): 2^52 bytes to
-        # replay, beyond any address space, so the allocation fails whatever the overcommit policy
+        # q, k and v declared 2^24 x 2^24 (chunked, never written: the file stays small; shapes
+        # that fit head_dim 8 and one another): 2^52 bytes each to replay, beyond any address
+        # space, so the allocation fails whatever the overcommit policy
         with h5py.File(edited, "r+") as f:
-            del f["in2"]
-            f.create_dataset("in2", shape=(1 << 24, 1 << 24), dtype="f4", chunks=(64, 64))
+            for name in ("in0", "in1", "in2"):
+                del f[name]
+                f.create_dataset(name, shape=(1 << 24, 1 << 24), dtype="f4", chunks=(64, 64))
         rc4, _, err4 = run("replay", edited)
         lines = [ln for ln in err4.splitlines() if ln.strip()]
         check(rc4 == 1 and len(lines) == 1 and edited in lines[0] and "cannot be allocated" in lines[0],
               f"replay of an op file declaring a 2^48-element input: exit {rc4}, one line naming the file: "
               f"{lines[0][:160] if lines else 'nothing on stderr'}")
+
+        # inputs edited so the op cannot take them: refused before the op runs, with the reason
+        # (the op itself would stop the process as on a bug in npt: "internal error", exit 2)
+        def matmul_1d(f):
+            f.attrs["op"] = "matmul"
+            f.attrs["n_inputs"] = np.int32(2)
+            for name in ("in0", "in1", "in2"):
+                del f[name]
+            f["in0"] = np.ones(172, np.float32)
+            f["in1"] = np.ones(172, np.float32)
+
+        def matmul_1d_weight(f):
+            f.attrs["op"] = "matmul"
+            f.attrs["n_inputs"] = np.int32(2)
+            del f["in1"], f["in2"]
+            f["in1"] = np.ones(64, np.float32)  # in0 is q, [T, 64]
+
+        def rope_3d(f):
+            f.attrs["op"] = "rope"
+            f.attrs["n_inputs"] = np.int32(1)
+            q = f["in0"][()]
+            del f["in0"]
+            f["in0"] = q.reshape(1, *q.shape)
+
+        def rmsnorm_wrong_weight(f):
+            f.attrs["op"] = "rmsnorm"
+            f.attrs["n_inputs"] = np.int32(2)
+            del f["in2"]  # in1 is k, [T, 32]: not a weight of 64 entries
+
+        def attention_1d_q(f):
+            q = f["in0"][()]
+            del f["in0"]
+            f["in0"] = q.reshape(-1)
+
+        def attention_two_inputs(f):
+            f.attrs["n_inputs"] = np.int32(2)
+
+        T5 = 5  # "Once upon a time" is BOS + 4 tokens
+        for label, edit, want in (
+                ("matmul with 1-D inputs of 172", matmul_1d, "op matmul needs 2-D inputs, in0 has shape [172]"),
+                ("matmul with a 1-D weight", matmul_1d_weight, "op matmul needs 2-D inputs, in1 has shape [64]"),
+                ("rope of a 3-D input", rope_3d, f"op rope needs 1-D or 2-D inputs, in0 has shape [1, {T5}, 64]"),
+                ("rmsnorm with k as its weight", rmsnorm_wrong_weight,
+                 f"the saved inputs of rmsnorm do not fit together (the weight does not match the row width: "
+                 f"in0 [{T5}, 64], in1 [{T5}, 32])"),
+                ("attention with q flattened", attention_1d_q,
+                 f"the saved inputs of attention do not fit together (q, k and v do not fit head_dim and one another: "
+                 f"in0 [{T5 * 64}], in1 [{T5}, 32], in2 [{T5}, 32], head_dim 8)"),
+                ("attention with n_inputs 2", attention_two_inputs, "op attention takes 3 inputs, attribute n_inputs says 2")):
+            bad_file = edited_copy(saved, os.path.join(tmp, "edited_op.h5"), edit)
+            rc5, out5, err5 = run("replay", bad_file)
+            lines = [ln for ln in err5.splitlines() if ln.strip()]
+            check(rc5 == 1 and len(lines) == 1 and lines[0].startswith(f"npt debug replay: error: {bad_file}: {want}; ")
+                  and lines[0].endswith("this file was not written by npt debug --save (or was edited)")
+                  and "internal error" not in err5 and not out5,
+                  f"replay of an op file edited to {label}: exit {rc5} (want 1), "
+                  f"{lines[0] if lines else 'nothing on stderr'}")
+
+        # a full disk while saving: the file is below 8 KB, the limit 3000 bytes. Exit 1, one
+        # line naming the file and the OS's reason, no "inputs saved", nothing left behind;
+        # with --force the file it would replace is kept as it was
+        target = os.path.join(tmp, "full.h5")
+        rc, out, err = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time", "--save", target,
+                           fsize=3000)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        check(rc == 1 and len(lines) == 1 and f"cannot write op file {target}: File too large" in lines[0]
+              and "inputs saved" not in out and not os.path.exists(target) and not temp_files(tmp),
+              f"forward --save on a full disk: exit {rc} (want 1), no file, no temporary file "
+              f"{temp_files(tmp)}: {lines[0] if lines else 'nothing on stderr'}")
+        kept = os.path.join(tmp, "kept.h5")
+        shutil.copy(saved, kept)
+        before = open(kept, "rb").read()
+        rc, out, err = run("forward", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time there", "--save",
+                           kept, "--force", fsize=3000)
+        rc2, out2, _ = run("replay", kept)
+        check(rc == 1 and "inputs saved" not in out and open(kept, "rb").read() == before and not temp_files(tmp)
+              and rc2 == 3 and "layer 1, op attention" in out2,
+              f"forward --save --force on a full disk: exit {rc}, the previous file is unchanged and still replays "
+              f"(exit {rc2})")
 
         # 2c. a window longer than the model's context (512 in the header) is refused, not read
         valid = "../shared/data/tinystories-valid-1000.txt"
@@ -166,6 +270,19 @@ def main():
                              "--seq-len", str(T), "--samples", str(W), "--out", out_tsv + ".f32")
             check(rc == 0 and "0 of 16" in out, f"float32 scan {label}: no failing sample")
             lists[label] = (out_tsv, set(wins))
+        # the same scan again with --force over A's list on a full disk (the list would be 250
+        # bytes, the limit 100): exit 1, one error line (after the warning about the rounded
+        # embedding row), no "list in" on stdout, A's list unchanged
+        out_tsv = lists["A"][0]
+        before = open(out_tsv, "rb").read()
+        rc, out, err = run("scan", "--model", m, "--tokenizer", TOK, "--data", os.path.join(tmp, "A.u16"), "--format",
+                           "u16", "--seq-len", str(T), "--samples", str(W), "--precision", "fp16", "--out", out_tsv,
+                           "--force", fsize=100)
+        lines = [ln for ln in err.splitlines() if "warning: 64 weights exceed the fp16 range" not in ln and ln.strip()]
+        check(rc == 1 and len(lines) == 1 and out_tsv in lines[0] and "File too large" in lines[0] and "list in" not in out
+              and open(out_tsv, "rb").read() == before and not temp_files(tmp),
+              f"scan --out --force on a full disk: exit {rc} (want 1), the previous list is unchanged, no temporary "
+              f"file {temp_files(tmp)}: {lines[0] if lines else 'nothing on stderr'}")
         rc, out, _ = run("overlap", lists["A"][0], lists["B"][0])
         a, b = lists["A"][1], lists["B"][1]
         check(rc == 0 and f"in common: {len(a & b)}" in out and f"only in A: {len(a - b)} (1 7)" in out

@@ -201,14 +201,16 @@ def test_grad_accum(tmp):
 
 
 def test_nonfinite_params(tmp):
-    """A learning rate beyond float range makes the parameters infinite from finite
-    gradients: the run stops (exit 4), says to lower train.lr, and saves nothing."""
+    """A learning rate times weight decay beyond float range (each within it: the recipe
+    refuses values beyond float32) makes the parameters infinite from finite gradients:
+    the run stops (exit 4), says to lower train.lr, and saves nothing."""
     out = os.path.join(tmp, "huge-lr")
-    r = train(FULL, SHORT + ["train.lr=1e39", "train.optimizer=sgd"], out)  # safe mode would cap lr
+    r = train(FULL, SHORT + ["train.lr=3e38", "train.weight_decay=3e38", "train.warmup_steps=0",
+                             "train.optimizer=sgd"], out)  # safe mode would cap lr
     err = [ln for ln in r.stderr.splitlines() if "error" in ln]
     saved = [f for f in os.listdir(out) if f.endswith(".h5")] if os.path.isdir(out) else []
     check(r.returncode == 4 and len(err) == 1 and "non-finite" in err[0] and "train.lr" in err[0] and not saved,
-          f"lr 1e39: exit {r.returncode} (want 4), {err[0] if err else tail(r.stderr)}; checkpoints {saved}")
+          f"lr x weight decay 9e76: exit {r.returncode} (want 4), {err[0] if err else tail(r.stderr)}; checkpoints {saved}")
 
 
 def test_ten_in_a_row(tmp, clean_dir):
@@ -480,10 +482,11 @@ def test_teacher_cache(tmp):
           f"teacher cache holding 50 windows: hits, misses, stored = {part}")
     check(all(not any(".npt-teacher-cache" in f for f in os.listdir(os.path.join(tmp, f"tc-{k.replace(' ', '')}")))
               for k in runs), "teacher cache: no cache file left in the output directories")
-    # resume from step 20 with a cold cache: the same floats are recomputed
-    b_dir = os.path.join(tmp, "tc-cache")
-    os.remove(os.path.join(b_dir, "final.h5"))
-    r = train(FULL, sets + runs["cache"], b_dir, extra=["--resume", os.path.join(b_dir, "ckpt-00000020.h5")])
+    # resume from step 20 with a cold cache: the same floats are recomputed (into a new
+    # directory: rewinding in place over the later checkpoints is refused)
+    b_dir = os.path.join(tmp, "tc-cache-resumed")
+    r = train(FULL, sets + runs["cache"], b_dir,
+              extra=["--resume", os.path.join(tmp, "tc-cache", "ckpt-00000020.h5")])
     diff = identical(final["none"], datasets(os.path.join(b_dir, "final.h5"))) if r.returncode == 0 else ["(run failed)"]
     check(r.returncode == 0 and not diff, f"teacher cache: resumed from step 20 (cold cache) == the run without it, bit for "
           f"bit (exit {r.returncode}{', differ: ' + str(diff[:4]) if diff else ''})")
