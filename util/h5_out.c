@@ -17,7 +17,7 @@
  * then on nothing more goes to the disk: metadata writes are kept in memory (an overlay
  * that later reads see, so the library can read back what it wrote), raw data writes
  * are dropped. The library thus never meets a failed write and H5Fclose always
- * succeeds (see debug.h for why that matters); the writer learns of the failure from
+ * succeeds (see h5_out.h for why that matters); the writer learns of the failure from
  * o->err. */
 
 typedef struct H5Patch {
