@@ -2,16 +2,12 @@
  * save/replay of an offending op. */
 #include "debug.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "ops.h"
 #include "../util/atomic_file.h"

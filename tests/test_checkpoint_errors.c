@@ -17,6 +17,12 @@
 static char tmpdir[64];
 static char good[600];
 
+/* ckpt_save's test hook: makes a directory at the destination ctx just before the rename. */
+static int make_dir_hook(const char *tmp_path, void *ctx) {
+    (void)tmp_path;
+    return mkdir((const char *)ctx, 0755);
+}
+
 static const char *in_tmp(const char *name) {
     static char buf[4][600];
     static int slot;
@@ -382,8 +388,17 @@ static void test_save_errors(void) {
 
     fix_build(&fx, 0, 10);
     mkdir(in_tmp("a_dir.h5"), 0755);
-    check(ckpt_save(in_tmp("a_dir.h5"), &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "rename"),
-          "saving over a directory fails at the rename: %s", err.msg);
+    check(ckpt_save(in_tmp("a_dir.h5"), &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "is not a regular file"),
+          "saving over a directory is refused before anything is written: %s", err.msg);
+    check(fix_count_entries(tmpdir, ".tmp.") == 0, "and leaves no temp file");
+    /* a directory that appears at the path while the file is written: the rename fails */
+    char late[600];
+    snprintf(late, sizeof late, "%s", in_tmp("late_dir.h5"));
+    ckpt_set_test_hook(make_dir_hook, late);
+    check(ckpt_save(late, &fx.meta, fx.t, fx.n, &err) != 0 && strstr(err.msg, "rename from") &&
+              strstr(err.msg, "Is a directory"),
+          "a directory appearing before the rename fails the save at the rename: %s", err.msg);
+    ckpt_set_test_hook(NULL, NULL);
     check(fix_count_entries(tmpdir, ".tmp.") == 0, "and removes its temp file");
     fix_free(&fx);
 

@@ -1,7 +1,8 @@
 /* util/atomic_file.h — files that appear whole or not at all: written as PATH.tmp.PID,
- * flushed, fsync'd and renamed over PATH, so a crash or a full disk never leaves a
- * half-written file where a good one was (model directories, recipes, logs, plots).
- * HDF5 files (checkpoints, token files) follow the same steps in their own writers. */
+ * flushed, fsync'd, renamed over PATH and the directory synced, so a crash or a full
+ * disk never leaves a half-written file where a good one was (model directories,
+ * recipes, logs, plots, scan lists). HDF5 files take the same steps through
+ * util/h5_out.h, which shares the temporary name and the rename from here. */
 #ifndef NPT_ATOMIC_FILE_H
 #define NPT_ATOMIC_FILE_H
 
@@ -15,6 +16,13 @@ typedef struct {
     char tmp[4200];
 } NptAtomicFile;
 
+/* The temporary name beside path (PATH.tmp.PID) into tmp. Refuses a path that exists and
+ * is not a regular file: the final rename would replace a device or pipe node itself (as
+ * root, /dev/full). */
+int npt_temp_path(const char *path, char *tmp, size_t cap, NptErr *err);
+/* Renames tmp over path, then syncs path's directory so that the rename survives a crash.
+ * On failure tmp is removed and err reads "cannot write WHAT PATH: ..." (what may be ""). */
+int npt_rename_durable(const char *tmp, const char *path, const char *what, NptErr *err);
 /* Opens the temporary file; NULL with err set on failure. */
 FILE *npt_atomic_open(NptAtomicFile *o, const char *path, NptErr *err);
 /* Flush, fsync, close, rename into place; on any failure the temporary is removed, PATH

@@ -1,11 +1,11 @@
 /* util/h5_out.c — NptH5Out: HDF5 files written as a temporary file, fsync'd and renamed,
  * through a file driver that records a refused write instead of failing it (h5_out.h). */
 #include "h5_out.h"
+#include "atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
-#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,10 +237,7 @@ int64_t npt_h5out_create(NptH5Out *o, const char *path, const char *what, int64_
     o->path = path;
     o->what = what ? what : "";
     o->file = -1;
-    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof o->tmp) {
-        o->tmp[0] = '\0';
-        return npt_fail(err, "cannot write %s%s%s: path too long", H5OUT_NAME(o));
-    }
+    if (npt_temp_path(path, o->tmp, sizeof o->tmp, err)) return -1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures are reported through err */
     H5OutInfo info = {o};
     hid_t drv = h5out_driver();
@@ -274,26 +271,7 @@ int npt_h5out_close(NptH5Out *o, NptErr *err) {
     return rc;
 }
 
-int npt_h5out_commit(NptH5Out *o, NptErr *err) {
-    if (rename(o->tmp, o->path) != 0) {
-        int e = errno;
-        unlink(o->tmp);
-        return npt_fail(err, "cannot write %s%s%s: rename from %s failed: %s", H5OUT_NAME(o), o->tmp, strerror(e));
-    }
-    /* the rename is durable once the directory entry is on disk */
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s", o->path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int ok = fd >= 0 && fsync(fd) == 0;
-    int e = errno;
-    if (fd >= 0 && close(fd) != 0 && ok) ok = 0, e = errno;
-    if (!ok) return npt_fail(err, "cannot write %s%s%s: syncing its directory %s failed: %s", H5OUT_NAME(o), dir, strerror(e));
-    return 0;
-}
+int npt_h5out_commit(NptH5Out *o, NptErr *err) { return npt_rename_durable(o->tmp, o->path, o->what, err); }
 
 void npt_h5out_abort(NptH5Out *o) {
     if (o->file >= 0) H5Fclose(o->file); /* giving up: the file is removed whatever this returns */
