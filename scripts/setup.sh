@@ -9,7 +9,9 @@
 set -eu
 
 BUILD_PKGS="build-essential pkg-config libopenblas-openmp-dev libhdf5-dev libcjson-dev"
-TEST_PKGS="python3-torch python3-numpy python3-h5py hdf5-tools python3-sentencepiece python3-protobuf"
+# libopenblas0-pthread: PyTorch's default BLAS on Debian, for the bench's "1+2b" setting
+# (1 intra-op thread over a 2-thread BLAS); npt itself always links the OpenMP build.
+TEST_PKGS="python3-torch python3-numpy python3-h5py hdf5-tools python3-sentencepiece python3-protobuf libopenblas0-pthread"
 # The demo's corpus: the King James Bible (bible-kjv-text) and `bible`, which prints it.
 DEMO_PKGS="bible-kjv"
 PKGS="$BUILD_PKGS $TEST_PKGS $DEMO_PKGS"
@@ -24,7 +26,8 @@ have_demo() {
     command -v bible >/dev/null 2>&1 && [ -f /usr/lib/bible.data ]
 }
 have_test() {
-    /usr/bin/python3 -c "import torch, numpy, h5py, sentencepiece, google.protobuf" >/dev/null 2>&1 && command -v h5dump >/dev/null 2>&1 && have_demo
+    /usr/bin/python3 -c "import torch, numpy, h5py, sentencepiece, google.protobuf" >/dev/null 2>&1 && command -v h5dump >/dev/null 2>&1 &&
+    [ -d /usr/lib/x86_64-linux-gnu/openblas-pthread ] && have_demo
 }
 ready() { have_build && have_test; }
 

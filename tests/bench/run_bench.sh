@@ -28,19 +28,33 @@ if [ ! -x "$BENCH" ]; then
     echo "bench: $BENCH is missing; build it with 'make $BENCH'" >&2
     exit 1
 fi
+if [ ! -d "$BLAS_PTHREAD" ]; then
+    echo "bench: $BLAS_PTHREAD is missing (PyTorch's default BLAS); run scripts/setup.sh" >&2
+    exit 1
+fi
 if [ ! -f "$M260" ]; then
     echo "bench: $M260 is missing (the shared test models, see SPEC section 10)" >&2
     exit 1
 fi
 
+# PyTorch links libblas.so.3, which the system alternative points at one OpenBLAS build.
+# Its runs name the build (LD_LIBRARY_PATH) so that the alternative does not decide: the
+# OpenMP build, which follows torch.set_num_threads (npt's own BLAS), and the pthreads
+# build, Debian's default for python3-torch, whose BLAS threads are separate from
+# PyTorch's intra-op threads: "1+2b" is 1 intra-op thread over a 2-thread BLAS.
+BLAS_OMP=/usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_PTHREAD=/usr/lib/x86_64-linux-gnu/openblas-pthread
+
 # measure CONFIG IMPL THREADS COMMAND...: runs one measurement, keeps its key=value line
+# with THREADS as its thread label ("1+2b": OMP_NUM_THREADS=1, the command's own env
+# sets the BLAS threads)
 measure() {
     cfg=$1 impl=$2 thr=$3
     shift 3
     printf '  %-22s %-6s %s thread(s) ... ' "$cfg" "$impl" "$thr" >&2
-    line=$(OMP_NUM_THREADS=$thr "$@" 2>"$err" | grep '^kind=' | tail -1)
+    line=$(OMP_NUM_THREADS=${thr%%+*} "$@" 2>"$err" | grep '^kind=' | tail -1)
     if [ -n "$line" ]; then
-        echo "cfg=$cfg impl=$impl $line" >>"$res"
+        echo "cfg=$cfg impl=$impl $line" | sed "s/ threads=[^ ]*/ threads=$thr/" >>"$res"
         echo "$line" | tr ' ' '\n' | grep -E '^(ms|tok_s|gflops)=' | head -1 >&2
     else
         echo "failed: $(tail -1 "$err")" >&2
@@ -73,8 +87,12 @@ bench_train() {
                 # shellcheck disable=SC2086
                 measure "$1 $mode" npt "$t" "$BENCH" train "$2" $mode $3
                 # shellcheck disable=SC2086
-                measure "$1 $mode" torch "$t" "$PYTHON" tests/bench/torch_step.py "$2" $mode "$t" $3
+                measure "$1 $mode" torch "$t" env LD_LIBRARY_PATH="$BLAS_OMP" \
+                    "$PYTHON" tests/bench/torch_step.py "$2" $mode "$t" $3
             done
+            # shellcheck disable=SC2086
+            measure "$1 $mode" torch 1+2b env LD_LIBRARY_PATH="$BLAS_PTHREAD" OPENBLAS_NUM_THREADS=2 \
+                "$PYTHON" tests/bench/torch_step.py "$2" $mode 1 $3
             # shellcheck disable=SC2086
             [ "${5:-}" = cached ] && measure "$1 $mode cached" npt 2 "$BENCH" train "$2" $mode $3 cached
         done
@@ -127,8 +145,9 @@ END {
         if (cfg ~ /^gen /) continue
         if (kv(l, "failed") != "") { printf "%-24s %-6s %7s %9s\n", cfg, impl, thr, "failed"; continue }
         ms = kv(l, "ms"); tok = kv(l, "tok_s") + 0
-        if (kv(l, "cores") + 0 < 0.9 * thr) starved++
-        floor_pct = (cfg in flops && peak[thr] > 0) ? sprintf("%.1f", 100 * flops[cfg] / (ms / 1000) / (peak[thr] * 1e9)) : "-"
+        cores = (thr ~ /\+2b$/) ? 2 : thr   # "1+2b": a 2-thread BLAS under 1 intra-op thread
+        if (kv(l, "cores") + 0 < 0.9 * cores) starved++
+        floor_pct = (cfg in flops && peak[cores] > 0) ? sprintf("%.1f", 100 * flops[cfg] / (ms / 1000) / (peak[cores] * 1e9)) : "-"
         printf "%-24s %-6s %7s %9s %8.0f %11s %6s %17s\n", cfg, impl, thr, ms, tok, kv(l, "rss_mb"), kv(l, "cores"), floor_pct
         key = cfg SUBSEP impl
         if (tok > best[key]) { best[key] = tok; best_thr[key] = thr; best_rss[key] = kv(l, "rss_mb") }
