@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../model/debug.h"
 #include "../util/atomic_file.h"
@@ -364,9 +365,17 @@ static int run_scan(const DebugArgs *a) {
 
 /* Sample ids (first column) of a scan list, ascending as scan writes them. */
 static long *read_list(const char *path, int *count) {
-    FILE *f = fopen(path, "r");
+    NptErr err;
+    int fd = npt_open_input(path, "scan list", &err);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (!f) {
-        fprintf(stderr, "npt debug overlap: error: cannot open %s: %s\n", path, strerror(errno));
+        if (fd == -2 && errno == EISDIR) { /* a directory keeps the message it always had */
+            npt_fail(&err, "cannot read %s: %s", path, strerror(EISDIR));
+        } else if (fd >= 0) {
+            npt_fail(&err, "cannot open %s: %s", path, strerror(errno));
+            close(fd);
+        }
+        fprintf(stderr, "npt debug overlap: error: %s\n", err.msg);
         return NULL;
     }
     long *ids = NULL;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../model/save_hf.h"
 #include "../train/adapters.h"
@@ -59,10 +60,10 @@ static int parse(int argc, char **argv, ExportArgs *a) {
 }
 
 static int is_hdf5(const char *path) {
-    FILE *f = fopen(path, "rb");
+    int fd = npt_open_input(path, NULL, NULL);
     unsigned char sig[8] = {0};
-    size_t n = f ? fread(sig, 1, sizeof sig, f) : 0;
-    if (f) fclose(f);
+    ssize_t n = fd >= 0 ? read(fd, sig, sizeof sig) : 0;
+    if (fd >= 0) close(fd);
     return n == 8 && !memcmp(sig, "\x89HDF\r\n\x1a\n", 8);
 }
 
@@ -129,6 +130,8 @@ int cmd_export(int argc, char **argv) {
     struct stat st;
     int from_ckpt = 0, rc = hf_check_out_dir(a.out, &err);
     if (rc == 0 && stat(a.input, &st) != 0) rc = npt_fail(&err, "cannot open %s: %s", a.input, strerror(errno));
+    /* a model directory is fine; a file must be a regular one (a pipe would block the reads below) */
+    if (rc == 0 && !S_ISDIR(st.st_mode) && npt_check_input(a.input, "checkpoint or model", &err)) rc = -1;
     if (rc == 0) {
         from_ckpt = S_ISREG(st.st_mode) && is_hdf5(a.input);
         if (from_ckpt) rc = load_trained(&a, &m, &meta, tok, sizeof tok, &err);

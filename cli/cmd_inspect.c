@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../model/debug.h"
 #include "../train/runlog.h"
@@ -541,10 +543,10 @@ done:
 
 /* An npt checkpoint is an HDF5 file; anything else is treated as a model. */
 static int is_hdf5_file(const char *path) {
-    FILE *fp = fopen(path, "rb");
+    int fd = npt_open_input(path, NULL, NULL);
     unsigned char sig[8] = {0};
-    size_t n = fp ? fread(sig, 1, sizeof sig, fp) : 0;
-    if (fp) fclose(fp);
+    ssize_t n = fd >= 0 ? read(fd, sig, sizeof sig) : 0;
+    if (fd >= 0) close(fd);
     return n == 8 && memcmp(sig, "\x89HDF\r\n\x1a\n", 8) == 0;
 }
 
@@ -589,6 +591,13 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
     if (diff) return inspect_diff(files[0], files[1], json);
+    /* a model directory is fine; a file must be a regular one (reading a pipe would block) */
+    struct stat st;
+    NptErr err;
+    if (stat(files[0], &st) == 0 && !S_ISDIR(st.st_mode) && npt_check_input(files[0], "checkpoint or model", &err)) {
+        fprintf(stderr, "npt inspect: error: %s\n", err.msg);
+        return 1;
+    }
     if (plot && plot[0] && (refuse_output_over_input(plot, "--plot", files[0], "inspect") ||
                             refuse_existing_output(plot, "--plot", force, "inspect")))
         return 1;

@@ -105,6 +105,8 @@ static int list_input(FileList *l, const char *input, NptErr *err) {
         if (l->n == 0) return npt_fail(err, "folder %s holds no files", input);
         return 0;
     }
+    /* a pipe would block reading (list_dir leaves such files of a folder out) */
+    if (npt_check_input(input, "text input", err)) return -1;
     return files_add(l, input, (uint64_t)st.st_size, err);
 }
 
@@ -584,8 +586,8 @@ static int prepare_file(Job *j, int file, NptErr *err) {
     DatasetFormat in = j->o->input_format;
     int jsonl = in == DATASET_JSONL || (in == DATASET_AUTO && dataset_detect_format(path) == DATASET_JSONL);
     Reader r = {.path = path, .jsonl = jsonl, .line = 1};
-    r.fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (r.fd < 0) return npt_fail(err, "cannot open %s: %s", path, strerror(errno));
+    r.fd = npt_open_input(path, "text input", err);
+    if (r.fd < 0) return -1;
     int rc = 0;
     uint64_t before = j->done_bytes;
     for (;;) {

@@ -336,7 +336,7 @@ static int config_token(Tokenizer *t, const char *dir, const char *file, const c
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, file);
     if (stat(path, &st) != 0) return 0;
-    char *text = npt_read_file(path, NULL, err);
+    char *text = npt_read_input(path, "tokenizer config", NULL, err);
     if (!text) return -1;
     cJSON *root = cJSON_Parse(text);
     free(text);
@@ -450,7 +450,7 @@ static int load_model(Tokenizer *t, const cJSON *root, const char *path, int hin
 }
 
 Tokenizer *tok_hf_load(const char *json_path, int vocab_size_hint, NptErr *err) {
-    char *text = npt_read_file(json_path, NULL, err);
+    char *text = npt_read_input(json_path, "tokenizer", NULL, err);
     if (!text) return NULL;
     cJSON *root = cJSON_Parse(text);
     if (!root) {

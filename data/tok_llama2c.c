@@ -89,7 +89,7 @@ static int build_merges(Tokenizer *t, const float *score, NptErr *err) {
 
 Tokenizer *tok_llama2c_load(const char *path, int vocab_size_hint, NptErr *err) {
     size_t len;
-    char *buf = npt_read_file(path, &len, err);
+    char *buf = npt_read_input(path, "tokenizer", &len, err);
     if (!buf) return NULL;
     Tokenizer *t = calloc(1, sizeof *t);
     float *score = NULL;

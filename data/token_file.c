@@ -54,6 +54,8 @@ static int open_h5(TokenFile *f, const char *spec, NptErr *err) {
     struct stat st;
     if (stat(file, &st) != 0) return npt_fail(err, "cannot open %s: %s", file, strerror(errno));
     if (access(file, R_OK) != 0) return npt_fail(err, "cannot read %s: %s", file, strerror(errno));
+    /* HDF5 opens it by name: a pipe would block there (a directory fails H5Fis_hdf5 below) */
+    if (!S_ISDIR(st.st_mode) && npt_check_input(file, "token file", err)) return -1;
     if (H5Fis_hdf5(file) <= 0) return npt_fail(err, "%s is not an HDF5 file (from %s)", file, spec);
     f->h5_file = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f->h5_file < 0) return npt_fail(err, "cannot open HDF5 file %s", file);
@@ -79,11 +81,14 @@ static int open_h5(TokenFile *f, const char *spec, NptErr *err) {
 
 static int open_raw(TokenFile *f, const char *path, int width, NptErr *err) {
     snprintf(f->name, sizeof f->name, "%s", path);
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) return npt_fail(err, "cannot open %s: %s", path, strerror(errno));
+    f->fd = npt_open_input(path, "token file", err);
+    if (f->fd < 0) {
+        int dir = f->fd == -2 && errno == EISDIR;
+        f->fd = -1;
+        return dir ? npt_fail(err, "%s is a directory, not a token file", path) : -1;
+    }
     struct stat st;
     if (fstat(f->fd, &st) != 0) return npt_fail(err, "cannot stat %s: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return npt_fail(err, "%s is a directory, not a token file", path);
     if ((uint64_t)st.st_size % (uint64_t)width)
         return npt_fail(err, "%s: %lld bytes is not a whole number of uint%d tokens; is the format right?", path,
                         (long long)st.st_size, width * 8);

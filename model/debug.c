@@ -670,6 +670,8 @@ int debug_replay(const char *path, DebugResult *r, NptErr *err) {
     memset(r, 0, sizeof *r);
     Replay rp = {0};
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported through err, once */
+    /* H5Fopen would block on a pipe; a missing file gets H5Fopen's message below */
+    if (npt_check_input(path, "debug file", err) == -2) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return npt_fail(err, "%s: cannot open as HDF5 (write one with npt debug forward --save)", path);
     int rc = -1;

@@ -346,8 +346,9 @@ static void find_tokenizer(LlamaModel *m, const char *dir) {
 
 /* Reads up to cap leading bytes of a file; returns how many, or -1. */
 static int read_magic(const char *path, unsigned char *buf, int cap, NptErr *err) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return npt_fail(err, "cannot open model %s: %s", path, strerror(errno));
+    int fd = npt_open_input(path, "model", err);
+    if (fd == -1) return npt_fail(err, "cannot open model %s: %s", path, strerror(errno));
+    if (fd < 0) return -1; /* a pipe or device: err says so */
     ssize_t r = read(fd, buf, (size_t)cap);
     int e = errno;
     close(fd);

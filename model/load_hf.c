@@ -125,7 +125,7 @@ static int parse_config(LlamaModel *m, const char *dir, NptErr *err) {
     struct stat st;
     if (stat(file, &st) != 0)
         return npt_fail(err, "%s: no config.json; an HF model directory needs config.json and model.safetensors", dir);
-    char *text = npt_read_file(file, NULL, err);
+    char *text = npt_read_input(file, "model config", NULL, err);
     if (!text) return -1;
     cJSON *root = cJSON_Parse(text);
     int rc = -1;
@@ -317,8 +317,8 @@ static int add_shard(Safetensors *st, const char *file, NptErr *err) {
     st->shards = p;
     Shard *sh = &st->shards[st->n_shards];
     snprintf(sh->path, sizeof sh->path, "%s/%s", st->dir, file);
-    sh->fd = open(sh->path, O_RDONLY);
-    if (sh->fd < 0) return npt_fail(err, "cannot open %s: %s", sh->path, strerror(errno));
+    sh->fd = npt_open_input(sh->path, "model weights", err); /* err: cannot open, or not a regular file */
+    if (sh->fd < 0) return -1;
     st->n_shards++;
     if (llama_file_size(sh->fd, sh->path, &sh->size, err)) return -1;
     return parse_shard(st, st->n_shards - 1, err);
@@ -326,7 +326,7 @@ static int add_shard(Safetensors *st, const char *file, NptErr *err) {
 
 /* Shards from model.safetensors.index.json: the distinct files of its weight_map. */
 static int open_index(Safetensors *st, const char *index_path, NptErr *err) {
-    char *text = npt_read_file(index_path, NULL, err);
+    char *text = npt_read_input(index_path, "safetensors index", NULL, err);
     if (!text) return -1;
     cJSON *root = cJSON_Parse(text);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");

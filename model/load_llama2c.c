@@ -138,8 +138,9 @@ static int parse_header(LlamaModel *m, const unsigned char *h, uint64_t size, co
 
 int llama_load_llama2c(const char *path, LlamaModel *m, NptErr *err) {
     if (llama_begin(m, path, MODEL_FMT_LLAMA2C, err)) return -1;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return npt_fail(err, "cannot open model %s: %s", path, strerror(errno));
+    int fd = npt_open_input(path, "model", err);
+    if (fd == -1) return npt_fail(err, "cannot open model %s: %s", path, strerror(errno));
+    if (fd < 0) return -1; /* a pipe or device: err says so */
     unsigned char h[V1_HEADER_BYTES] = {0};
     uint64_t size = 0, header_bytes = 0, end = 0;
     const Section *order = NULL;

@@ -3,7 +3,11 @@
  * unreadable files, invalid UTF-8, NUL bytes, JSONL lines that are not JSON (fatal, or
  * skipped with a warning), missing text fields, HDF5 datasets of the wrong type or
  * shape, token ids outside the vocabulary, odd-sized token files, too little data,
- * bad weights and validation fractions. Inputs are written here. */
+ * bad weights and validation fractions; inputs that are not regular files (a named pipe
+ * would block open(), a device or directory is no file to read: npt_open_input). Inputs
+ * are written here. */
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -149,6 +153,38 @@ static void write_h5(const char *name, hid_t type, int rank, const void *data, h
     H5Dclose(d), H5Sclose(sp), H5Fclose(f);
 }
 
+/* npt_open_input: a regular file opens (blocking reads again); anything else is -2 with a
+ * message naming it, a failed open -1 with errno kept. The pipe has no writer: a blocking
+ * open() would hang here, so this also proves the open does not block. */
+static void test_not_regular(const Tokenizer *tok) {
+    NptErr err;
+    const char *fifo = in_dir("pipe.u16"), *file = write_text("plain.txt", "Once upon a time.\n");
+    check(mkfifo(fifo, 0600) == 0, "mkfifo %s", fifo);
+    int fd = npt_open_input(file, "text", &err);
+    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1, fdfl = fd >= 0 ? fcntl(fd, F_GETFD) : -1;
+    check(fd >= 0 && fl >= 0 && !(fl & O_NONBLOCK) && (fdfl & FD_CLOEXEC), "a regular file opens, blocking, close-on-exec");
+    if (fd >= 0) close(fd);
+    check(npt_check_input(file, "text", &err) == 0, "npt_check_input passes a regular file");
+    errno = 0;
+    check(npt_open_input(in_dir("absent"), "text", &err) == -1 && errno == ENOENT && says(&err, "cannot open", "absent: No such file"),
+          "a missing file: -1, errno ENOENT: %s", err.msg);
+    check(npt_open_input(fifo, "token file", &err) == -2 && errno != EISDIR &&
+              says(&err, "pipe.u16: is a named pipe, not a regular file; give the token file as a regular file", NULL),
+          "a named pipe: -2, at once: %s", err.msg);
+    check(npt_check_input(dir, "text", &err) == -2 && errno == EISDIR && says(&err, "is a directory, not a regular file", NULL),
+          "a directory: -2, errno EISDIR: %s", err.msg);
+    check(npt_open_input("/dev/null", "model", &err) == -2 && says(&err, "/dev/null: is a character device", "give the model"),
+          "a character device: %s", err.msg);
+    size_t len;
+    check(npt_read_input(fifo, "recipe", &len, &err) == NULL && says(&err, "named pipe", "give the recipe"),
+          "npt_read_input refuses a pipe: %s", err.msg);
+    check(open_u16(fifo, VOCAB, &err) == -1 && says(&err, "pipe.u16: is a named pipe", NULL), "a pipe as a token file: %s", err.msg);
+    PrepareStats st;
+    check(prepare(tok, fifo, 0, &st, &err) == -1 && says(&err, "pipe.u16: is a named pipe", "text input"),
+          "a pipe as text to tokenize: %s", err.msg);
+    unlink(fifo);
+}
+
 static void test_hdf5(void) {
     NptErr err;
     float fl[64];
@@ -183,6 +219,7 @@ int main(void) {
         test_text(tok);
         test_jsonl(tok);
         test_token_files(tok);
+        test_not_regular(tok);
     }
     test_hdf5();
     tokenizer_free(tok);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n) {
     const LlamaConfig *c = &m->cfg;
@@ -156,10 +157,11 @@ static int refuse_adapter_only(const char *path, NptErr *err) {
         snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
         return stat(cfg, &st) == 0 ? refuse_peft(path, cfg, err) : 0;
     }
-    FILE *fp = fopen(path, "rb");
+    int fd = npt_open_input(path, "model", err);
+    if (fd == -2) return -1; /* a pipe or device: reading it would block or never end */
     unsigned char sig[8] = {0};
-    size_t n = fp ? fread(sig, 1, sizeof sig, fp) : 0;
-    if (fp) fclose(fp);
+    ssize_t n = fd >= 0 ? read(fd, sig, sizeof sig) : 0;
+    if (fd >= 0) close(fd);
     if (n != 8 || memcmp(sig, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
     NptErr e2;
     CkptFile *f = ckpt_open(path, &e2);

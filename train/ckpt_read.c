@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct CkptFile {
     hid_t file;
@@ -53,14 +54,14 @@ static const char *class_name(H5T_class_t c) {
 /* What a non-HDF5 file looks like, so the user learns they passed a model. */
 static const char *sniff_model(const char *path) {
     unsigned char b[28] = {0};
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    size_t n = fread(b, 1, sizeof b, fp);
-    fclose(fp);
+    int fd = npt_open_input(path, NULL, NULL);
+    if (fd < 0) return NULL;
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
     if (n >= 4 && memcmp(b, "GGUF", 4) == 0) return "a GGUF model file";
     if (n >= 9 && b[8] == '{') return "a safetensors model file";
     if (n >= 4 && memcmp(b, "24ka", 4) == 0) return "a llama2.c model file"; /* magic 0x616b3432 */
-    if (n == sizeof b) { /* legacy llama2.c: 7 small positive int32 header fields */
+    if (n == (ssize_t)sizeof b) { /* legacy llama2.c: 7 small positive int32 header fields */
         int plausible = 1;
         for (int i = 0; i < 7; i++) {
             int32_t raw;
@@ -106,12 +107,10 @@ CkptFile *ckpt_open(const char *path, NptErr *err) {
         npt_fail(err, "%s is a directory, not an npt checkpoint (a model directory? use --model for models)", path);
         return NULL;
     }
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
-        npt_fail(err, "cannot open checkpoint %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    fclose(probe);
+    /* H5Fis_hdf5 and H5Fopen open the file by name: a pipe would block them */
+    int probe = npt_check_input(path, "checkpoint", err);
+    if (probe == -1) npt_fail(err, "cannot open checkpoint %s: %s", path, strerror(errno));
+    if (probe) return NULL;
     htri_t is_h5 = H5Fis_hdf5(path);
     if (is_h5 == 0) {
         const char *looks = sniff_model(path);

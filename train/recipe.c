@@ -746,9 +746,12 @@ int recipe_load(const char *path, const char *const *overrides, int n_overrides,
     size_t len = 0;
     if (!msg[0]) {
         NptErr err;
-        text = npt_read_file(path, &len, &err);
-        if (!text) memcpy(msg, err.msg, sizeof msg);
-        else if (memchr(text, '\0', len)) snprintf(msg, sizeof msg, "contains NUL bytes; a recipe is a JSON text file");
+        text = npt_read_input(path, "recipe", &len, &err);
+        if (!text) { /* printed after "PATH: ", so "PATH: is a named pipe..." drops its own PATH */
+            size_t n = strlen(path);
+            const char *why = !strncmp(err.msg, path, n) && !strncmp(err.msg + n, ": ", 2) ? err.msg + n + 2 : err.msg;
+            memmove(msg, why, strlen(why) + 1);
+        } else if (memchr(text, '\0', len)) snprintf(msg, sizeof msg, "contains NUL bytes; a recipe is a JSON text file");
     }
     if (msg[0]) {
         issue_push(&d->errors, &d->n_errors, path, msg, 0, 0);
@@ -1053,6 +1056,7 @@ int recipe_bundled_path(const char *name, char *out, size_t n, NptErr *err) {
 int recipe_resolve_path(const char *arg, char *out, size_t n, NptErr *err) {
     struct stat st;
     if (stat(arg, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        if (npt_check_input(arg, "recipe", err) == -2) return -1; /* a pipe or device, refused as a directory is */
         snprintf(out, n, "%s", arg);
         return 0;
     }

@@ -3,11 +3,14 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int npt_fail(NptErr *err, const char *fmt, ...) {
     if (err) {
@@ -70,10 +73,69 @@ void *npt_aligned_alloc(size_t bytes, const char *what, NptErr *err) {
     return p;
 }
 
-char *npt_read_file(const char *path, size_t *len_out, NptErr *err) {
-    FILE *f = fopen(path, "rb");
+static const char *file_kind(mode_t m) {
+    if (S_ISDIR(m)) return "directory";
+    if (S_ISFIFO(m)) return "named pipe";
+    if (S_ISCHR(m)) return "character device";
+    if (S_ISBLK(m)) return "block device";
+    if (S_ISSOCK(m)) return "socket";
+    return "special file";
+}
+
+static int refuse_input(const char *path, mode_t m, const char *what, NptErr *err) {
+    npt_fail(err, "%s: is a %s, not a regular file; give the %s as a regular file", path, file_kind(m),
+             what ? what : "input");
+    errno = S_ISDIR(m) ? EISDIR : EINVAL;
+    return -2;
+}
+
+/* Inputs are sized, seeked and read at offsets (pread), so only a regular file will do. A
+ * named pipe is the dangerous one: open() of a pipe without a writer blocks forever, and
+ * with a writer its bytes could be read only once, in order. stat() first refuses
+ * non-regular paths without opening them (opening some devices has side effects); the
+ * open itself is O_NONBLOCK, so a pipe swapped in after that stat cannot block it, and
+ * fstat() judges the object actually opened. Regular files ignore O_NONBLOCK; it is
+ * cleared anyway so the descriptor reads as any other. */
+int npt_open_input(const char *path, const char *what, NptErr *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return refuse_input(path, st.st_mode, what, err);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        int e = errno;
+        npt_fail(err, "cannot open %s: %s", path, strerror(e));
+        errno = e;
+        return -1;
+    }
+    int flags = fstat(fd, &st) == 0 ? fcntl(fd, F_GETFL) : -1;
+    if (flags >= 0 && !S_ISREG(st.st_mode)) {
+        close(fd);
+        return refuse_input(path, st.st_mode, what, err);
+    }
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        npt_fail(err, "cannot open %s: %s", path, strerror(e));
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int npt_check_input(const char *path, const char *what, NptErr *err) {
+    int fd = npt_open_input(path, what, err);
+    if (fd < 0) return fd;
+    close(fd);
+    return 0;
+}
+
+char *npt_read_input(const char *path, const char *what, size_t *len_out, NptErr *err) {
+    int fd = npt_open_input(path, what, err);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
-        npt_fail(err, "cannot open %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            npt_fail(err, "cannot open %s: %s", path, strerror(errno));
+            close(fd);
+        }
         return NULL;
     }
     if (fseek(f, 0, SEEK_END) != 0) {
@@ -103,6 +165,8 @@ char *npt_read_file(const char *path, size_t *len_out, NptErr *err) {
     if (len_out) *len_out = (size_t)len;
     return buf;
 }
+
+char *npt_read_file(const char *path, size_t *len_out, NptErr *err) { return npt_read_input(path, "input", len_out, err); }
 
 double npt_now_seconds(void) {
     struct timespec ts;

@@ -29,7 +29,22 @@ char *npt_xstrdup(const char *s);
 /* 64-byte aligned allocation (cache line / AVX-512 friendly); free with free(). */
 void *npt_aligned_alloc(size_t bytes, const char *what, NptErr *err);
 
-/* Reads a whole (small) file: config.json, tokenizer.json, recipes. NUL-terminated. */
+/* Opens an input file for reading and refuses anything that is not a regular file:
+ * a named pipe (opening one blocks until a writer appears: npt hung), a device, a
+ * socket or a directory. Returns the descriptor (close-on-exec, blocking reads), or
+ *   -1 when open fails: err "cannot open PATH: <strerror>", errno kept (ENOENT...);
+ *   -2 when PATH is not a regular file: err "PATH: is a named pipe, not a regular
+ *      file; give the WHAT as a regular file" (errno EISDIR for a directory).
+ * Callers with their own wording for either case test the return value. */
+int npt_open_input(const char *path, const char *what, NptErr *err);
+/* The same check, for a file a library opens by name itself (H5Fopen, H5Fis_hdf5):
+ * 0 for a regular file, else -1 or -2 with err as above. */
+int npt_check_input(const char *path, const char *what, NptErr *err);
+
+/* Reads a whole (small) file: config.json, tokenizer.json, recipes. NUL-terminated.
+ * Only a regular file is read (npt_open_input; WHAT names it in that refusal). */
+char *npt_read_input(const char *path, const char *what, size_t *len_out, NptErr *err);
+/* npt_read_input with WHAT "input". */
 char *npt_read_file(const char *path, size_t *len_out, NptErr *err);
 
 /* Fatal error for states that are bugs in npt itself, never user input. */
