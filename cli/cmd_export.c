@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/tokenizer.h"
 #include "../model/save_hf.h"
 #include "../train/adapters.h"
 #include "commands.h"
@@ -118,6 +119,23 @@ done:
     return rc;
 }
 
+/* The tokenizer the directory carries must have exactly the model's vocabulary, as
+ * npt's other verbs require (cli/session.c): with fewer tokens the model's last ids
+ * decode to nothing and transformers pairs the model with the wrong tokenizer; with
+ * more, it produces ids the embedding has no row for. */
+static int check_tokenizer_fits(const char *tok, const LlamaModel *m, const char *what, NptErr *err) {
+    NptErr e;
+    Tokenizer *t = tokenizer_load(tok, 0, &e); /* 0: its own size, not padded to the model's */
+    if (!t) return npt_fail(err, "%s", e.msg);
+    int n = tokenizer_vocab_size(t);
+    tokenizer_free(t);
+    if (n != m->cfg.vocab_size)
+        return npt_fail(err, "tokenizer %s has %d tokens but %s has a vocabulary of %d; an HF directory pairs the model "
+                        "with its own tokenizer: pass that one with --tokenizer",
+                        tok, n, what, m->cfg.vocab_size);
+    return 0;
+}
+
 int cmd_export(int argc, char **argv) {
     ExportArgs a;
     if (parse(argc, argv, &a)) return 2;
@@ -141,6 +159,11 @@ int cmd_export(int argc, char **argv) {
     if (rc == 0 && !tok[0])
         rc = npt_fail(&err, "%s: no tokenizer found beside the model; an HF directory needs one: pass --tokenizer "
                       "tokenizer.json", a.input);
+    if (rc == 0) {
+        char what[4200];
+        snprintf(what, sizeof what, from_ckpt ? "the model in %.4000s" : "the model %.4000s", a.input);
+        rc = check_tokenizer_fits(tok, &m, what, &err);
+    }
     if (rc == 0) rc = hf_save_dir(&m, a.out, tok, &err);
     if (rc) {
         fprintf(stderr, "npt export: error: %s\n", err.msg);

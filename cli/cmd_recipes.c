@@ -130,12 +130,8 @@ static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int 
     recipe_model_issues(r, m.cfg.dim, m.cfg.hidden_dim, m.cfg.n_layers, d);
     if (recipe_needs_tokenizer(r) && !r->tokenizer[0] && !m.tokenizer_path[0])
         recipe_diag_add(d, 1, "tokenizer", "not set and none found beside the model; text or JSONL data needs one");
-    if (r->data.seq_len > m.cfg.seq_len) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%d is longer than the model's context (%d); positions beyond it were never trained",
-                 r->data.seq_len, m.cfg.seq_len);
-        recipe_diag_add(d, 0, "data.seq_len", msg);
-    }
+    char msg[400];
+    if (recipe_context_issue(r, m.cfg.seq_len, msg, sizeof msg)) recipe_diag_add(d, 1, "data.seq_len", msg);
     llama_free(&m);
 }
 

@@ -101,6 +101,8 @@ static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConf
             if (data_cached_tokens(spec->path, c->cache_dir, &o, path, sizeof path, err) ||
                 token_file_open(&s->file, path, DATASET_AUTO, c->vocab_size, err))
                 return -1;
+            /* messages about this data name the user's file, not only the cache's */
+            snprintf(s->file.name, sizeof s->file.name, "%.2000s (token cache %.2000s)", spec->path, path);
         }
     } else {
         if (token_file_open(&s->file, spec->path, fmt, c->vocab_size, err)) return -1;
@@ -256,24 +258,55 @@ int dataset_cursor(const Dataset *ds, int64_t *cursor, int cap) {
     return n;
 }
 
+/* "n1+n2+..." of at most 32 sources, into buf. */
+static void window_list(const int64_t *counts, int stride, int n, char *buf, size_t size) {
+    size_t u = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && u < size; i++)
+        u += (size_t)snprintf(buf + u, size - u, "%s%lld", i ? "+" : "", (long long)counts[(size_t)i * (size_t)stride]);
+}
+
 int dataset_restore(Dataset *ds, const int64_t *c, int n, NptErr *err) {
     if (n == 4 && c[0] != CURSOR_VERSION)
         return npt_fail(err, "the checkpoint's data cursor comes from an older npt (epoch %lld, position %lld of %lld windows); its sample order cannot be continued by this version: start a new run",
                         (long long)c[0], (long long)c[1], (long long)c[2]);
-    int ok = n >= 4 && c[0] == CURSOR_VERSION && c[3] == ds->n_src && n == 4 + 2 * ds->n_src && c[1] == (int64_t)ds->seed;
+    /* The checks name what differs: the message never shows the same figures on both sides. */
+    if (n < 4 || c[0] != CURSOR_VERSION || c[3] < 1 || c[3] > DATASET_MAX_SOURCES || n != 4 + 2 * c[3])
+        return npt_fail(err, "the checkpoint's data cursor is not one this npt writes (%d values, version %lld, %lld sources; "
+                        "expected version %d with 4 + 2 per source): the checkpoint is damaged or from another version; "
+                        "resume from another checkpoint, or start a new run",
+                        n, n >= 1 ? (long long)c[0] : -1LL, n >= 4 ? (long long)c[3] : -1LL, CURSOR_VERSION);
     int64_t sum = 0;
-    for (int i = 0; ok && i < ds->n_src; i++) {
-        ok = c[4 + 2 * i] == (int64_t)ds->src[i].n_train && c[5 + 2 * i] >= 0;
+    int negative = 0;
+    for (int i = 0; i < c[3]; i++) {
         sum += c[5 + 2 * i];
+        negative |= c[4 + 2 * i] < 0 || c[5 + 2 * i] < 0;
     }
-    if (!ok || sum != c[2]) {
-        char have[256] = "", want[256] = "";
-        for (int i = 0, u = 0; i < ds->n_src && u < 200; i++)
-            u += snprintf(have + u, sizeof have - (size_t)u, "%s%llu", i ? "+" : "", (unsigned long long)ds->src[i].n_train);
-        for (int i = 0, u = 0; n >= 4 && i < c[3] && 5 + 2 * i < n && u < 200; i++)
-            u += snprintf(want + u, sizeof want - (size_t)u, "%s%lld", i ? "+" : "", (long long)c[4 + 2 * i]);
-        return npt_fail(err, "the checkpoint's data cursor (%s training windows, seed %lld) does not fit this data (%s training windows, seed %llu); resume with the same data and recipe",
-                        want[0] ? want : "?", n >= 2 ? (long long)c[1] : -1LL, have, (unsigned long long)ds->seed);
+    if (negative || c[2] < 0 || sum != c[2])
+        return npt_fail(err, "the checkpoint's data cursor is inconsistent: it counts %lld windows drawn in all, but %lld "
+                        "from its sources (%s)%s; the checkpoint is damaged: resume from another checkpoint",
+                        (long long)c[2], (long long)sum, c[3] > 1 ? "their sum" : "its one source",
+                        negative ? ", and a negative count" : "");
+    int64_t have[DATASET_MAX_SOURCES];
+    int differ = -1;
+    for (int i = 0; i < ds->n_src; i++) {
+        have[i] = (int64_t)ds->src[i].n_train;
+        if (differ < 0 && (i >= c[3] || c[4 + 2 * i] != have[i])) differ = i;
+    }
+    if (differ < 0 && c[3] != ds->n_src) differ = ds->n_src;
+    if (differ >= 0 || c[1] != (int64_t)ds->seed) {
+        char was[400], now[400], which[700] = "";
+        window_list(c + 4, 2, (int)c[3], was, sizeof was);
+        window_list(have, 1, ds->n_src, now, sizeof now);
+        if (c[3] != ds->n_src)
+            snprintf(which, sizeof which, ": %lld source%s in the checkpoint, %d now", (long long)c[3], c[3] == 1 ? "" : "s",
+                     ds->n_src);
+        else if (differ >= 0 && ds->n_src > 1)
+            snprintf(which, sizeof which, ": source %d (%.500s) has %lld training windows, the checkpoint's %lld", differ + 1,
+                     ds->src[differ].file.name, (long long)have[differ], (long long)c[4 + 2 * differ]);
+        return npt_fail(err, "the checkpoint's data cursor (%.300s training windows, seed %lld) does not fit this data (%.300s "
+                        "training windows, seed %lld)%s; resume with the same data and recipe",
+                        was, (long long)c[1], now, (long long)(int64_t)ds->seed, which);
     }
     ds->drawn = (uint64_t)c[2];
     for (int i = 0; i < ds->n_src; i++) ds->src[i].drawn = (uint64_t)c[5 + 2 * i];

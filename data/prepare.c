@@ -391,7 +391,8 @@ static int block_tokenize(const PrepareOptions *o, Block *b, NptErr *err) {
 
 /* Token files are written as OUTPUT.tmp.PID, fsync'd and renamed into place, so OUTPUT is
  * whole or absent: raw ids through NptAtomicFile, HDF5 through NptH5Out (which reports
- * a write the OS refuses, e.g. on a full disk, with its reason). */
+ * a write the OS refuses, e.g. on a full disk, with its reason). A token cache (raw,
+ * cache_key set) starts with a TokenHeader, written last over a placeholder. */
 typedef struct {
     DatasetFormat kind;
     const char *output;
@@ -401,15 +402,34 @@ typedef struct {
     uint64_t n;
     void *conv;
     size_t conv_cap;
+    const uint64_t *cache_key; /* non-NULL: write the token cache's header */
+    uint64_t checksum;
 } Writer;
 
+static int writer_failed(const Writer *w, NptErr *err) {
+    return npt_fail(err, "cannot write token file %s: %s; make room or write elsewhere (nothing was replaced; "
+                    "the partial temporary file was removed)", w->output, strerror(errno));
+}
+
 /* HDF5 stores uint16 ids when wide is 0, else uint32. */
-static int writer_open(Writer *w, const char *output, DatasetFormat kind, int wide, NptErr *err) {
+static int writer_open(Writer *w, const char *output, DatasetFormat kind, int wide, const uint64_t *cache_key,
+                       NptErr *err) {
     memset(w, 0, sizeof *w);
     w->kind = kind;
     w->output = output;
     w->file = w->dset = -1;
-    if (kind != DATASET_HDF5) return npt_atomic_open(&w->raw, output, err) ? 0 : -1;
+    w->checksum = TOKEN_CHECKSUM_SEED;
+    if (kind != DATASET_HDF5) {
+        if (!npt_atomic_open(&w->raw, output, err)) return -1;
+        w->cache_key = cache_key;
+        static const unsigned char placeholder[TOKEN_HEADER_BYTES];
+        if (cache_key && fwrite(placeholder, 1, sizeof placeholder, w->raw.f) != sizeof placeholder) {
+            writer_failed(w, err);
+            npt_atomic_abort(&w->raw);
+            return -1;
+        }
+        return 0;
+    }
     if ((w->file = npt_h5out_create(&w->h5, output, "token file", H5P_DEFAULT, err)) < 0) return -1;
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = 1 << 18;
     hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -444,9 +464,8 @@ static int writer_put(Writer *w, const int *ids, size_t n, NptErr *err) {
     else
         for (size_t i = 0; i < n; i++) ((uint32_t *)w->conv)[i] = (uint32_t)ids[i];
     if (w->kind != DATASET_HDF5) {
-        if (fwrite(w->conv, width, n, w->raw.f) != n)
-            return npt_fail(err, "cannot write token file %s: %s; make room or write elsewhere (nothing was replaced; "
-                            "the partial temporary file was removed)", w->output, strerror(errno));
+        if (fwrite(w->conv, width, n, w->raw.f) != n) return writer_failed(w, err);
+        if (w->cache_key) w->checksum = token_checksum_add(w->checksum, ids, n);
     } else {
         hsize_t off = w->n, cnt = n, total = w->n + n;
         hid_t mem = H5Screate_simple(1, &cnt, NULL), fs = -1;
@@ -473,6 +492,13 @@ static int put_attr_i64(hid_t obj, const char *name, int64_t v) {
 /* Finishes the file and renames it into place, or removes it (ok == 0). */
 static int writer_close(Writer *w, int ok, const PrepareOptions *o, const PrepareStats *st, NptErr *err) {
     int rc = ok ? 0 : -1;
+    if (w->raw.f && rc == 0 && w->cache_key) { /* the header, now that the counts are known */
+        TokenHeader h = {TOKEN_HEADER_VERSION, w->kind == DATASET_U16 ? 2 : 4, w->n, st->documents, *w->cache_key,
+                         token_checksum_final(w->checksum, w->n)};
+        unsigned char b[TOKEN_HEADER_BYTES];
+        token_header_encode(&h, b);
+        if (fseek(w->raw.f, 0, SEEK_SET) != 0 || fwrite(b, 1, sizeof b, w->raw.f) != sizeof b) rc = writer_failed(w, err);
+    }
     if (w->raw.f) {
         if (rc == 0) rc = npt_atomic_commit(&w->raw, err); /* flush, fsync, rename; removes it on failure */
         else npt_atomic_abort(&w->raw);
@@ -614,7 +640,9 @@ static DatasetFormat output_kind(const char *output, const Tokenizer *t) {
     return tokenizer_vocab_size(t) > 65536 ? DATASET_U32 : DATASET_U16;
 }
 
-int data_prepare(const char *input, const char *output, const PrepareOptions *o, PrepareStats *st, NptErr *err) {
+/* data_prepare; with cache_key, the output is a token cache with its header. */
+static int prepare_into(const char *input, const char *output, const PrepareOptions *o, const uint64_t *cache_key,
+                        PrepareStats *st, NptErr *err) {
     memset(st, 0, sizeof *st);
     if (!o->tok) return npt_fail(err, "%s: text needs a tokenizer", input);
     if (o->bos < 0) return npt_fail(err, "the tokenizer defines no BOS token; documents cannot be marked");
@@ -625,6 +653,7 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
                         tokenizer_vocab_size(o->tok));
     if (kind != DATASET_U16 && kind != DATASET_U32 && kind != DATASET_HDF5)
         return npt_fail(err, "%s: output must be a token file (.u16, .u32, .bin or .h5)", output);
+    if (cache_key && kind == DATASET_HDF5) return npt_fail(err, "%s: a token cache is a raw token file (.u16, .u32)", output);
     Job j = {.o = o, .st = st};
     FileList files = {0};
     j.files = &files;
@@ -635,7 +664,7 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
     for (int i = 0; i < files.n; i++) j.total_bytes += files.size[i];
     st->files = (uint64_t)files.n;
     j.prog = (Progress){o->progress, o->progress ? isatty(fileno(o->progress)) : 0, npt_now_seconds(), 0, 0};
-    int rc = writer_open(&j.w, output, kind, tokenizer_vocab_size(o->tok) > 65536, err);
+    int rc = writer_open(&j.w, output, kind, tokenizer_vocab_size(o->tok) > 65536, cache_key, err);
     for (int i = 0; rc == 0 && i < files.n; i++) rc = prepare_file(&j, i, err);
     if (rc == 0) rc = block_flush(&j, err);
     st->seconds = npt_now_seconds() - j.prog.start;
@@ -648,10 +677,14 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
     return rc;
 }
 
+int data_prepare(const char *input, const char *output, const PrepareOptions *o, PrepareStats *st, NptErr *err) {
+    return prepare_into(input, output, o, NULL, st, err);
+}
+
 /* ---------------------------------------------------------------- token cache */
 
 /* The cache names' seed: FNV-1a's offset basis short of its last digit, as the first
- * versions wrote it. Any seed works; keeping this one keeps existing caches' names. */
+ * versions wrote it. Any seed works. */
 #define TOKEN_CACHE_SEED 1469598103934665603ull
 
 static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) { return npt_mix64(npt_fnv1a(h, p, n)); }
@@ -670,6 +703,45 @@ static uint64_t tokenizer_hash(const Tokenizer *t) {
     return h;
 }
 
+static int checksum_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
+    uint64_t *h = ctx;
+    *h = token_checksum_add(*h, ids, n);
+    return 0;
+}
+
+/* 1 when the cache file at path is whole: its header matches the key, the file's size
+ * and the checksum of its ids; else 0 and why says what is wrong, starting with the
+ * path. Reads the whole file once (with a note on log first when that takes a while). */
+static int cache_check(const char *path, DatasetFormat kind, uint64_t key, uint64_t size, FILE *log, const char *input,
+                       char *why, size_t why_n) {
+    TokenFile f;
+    NptErr e;
+    if (token_file_open(&f, path, kind, 0, &e)) {
+        snprintf(why, why_n, "%s", e.msg);
+        return 0;
+    }
+    int ok = 0;
+    uint64_t sum = TOKEN_CHECKSUM_SEED;
+    if (!f.has_header) {
+        snprintf(why, why_n, "%s does not start with a token-cache header (cut short, or not written as a cache by "
+                 "this npt)", path);
+    } else if (f.header.key != key) {
+        snprintf(why, why_n, "%s was made from other data or options (its key is %016llx)", path,
+                 (unsigned long long)f.header.key);
+    } else {
+        if (log && size > (1ull << 30))
+            fprintf(log, "npt: %s: checking the cached tokens %s (%.1f GB)\n", input, path, (double)size / 1e9);
+        if (token_file_scan(&f, checksum_chunk, &sum, &e))
+            snprintf(why, why_n, "%s", e.msg);
+        else if (token_checksum_final(sum, f.n_tokens) != f.header.checksum)
+            snprintf(why, why_n, "%s does not match its checksum (the file was damaged)", path);
+        else
+            ok = 1;
+    }
+    token_file_close(&f);
+    return ok;
+}
+
 int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOptions *o, char *out, size_t out_n,
                        NptErr *err) {
     FileList files = {0};
@@ -679,7 +751,10 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
     }
     char real[PATH_MAX];
     const char *where = realpath(input, real) ? real : input;
-    uint64_t h = hash_bytes(TOKEN_CACHE_SEED, "npt-token-cache-1", 17);
+    /* "-2": caches with a TokenHeader. Caches of format 1 (no header) keep their names, so
+     * an older npt sharing the directory never reads this version's header as ids, and
+     * this version never reads theirs: their text is tokenized again under the new name. */
+    uint64_t h = hash_bytes(TOKEN_CACHE_SEED, "npt-token-cache-2", 17);
     h = hash_bytes(h, where, strlen(where));
     for (int i = 0; i < files.n; i++) {
         struct stat st;
@@ -704,13 +779,19 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
         return npt_fail(err, "cache path in %s is too long", cache_dir);
     struct stat st;
     if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (o->log) fprintf(o->log, "npt: %s: using cached tokens %s\n", input, out);
-        return 0;
+        char why[1200];
+        if (cache_check(out, wide ? DATASET_U32 : DATASET_U16, h, (uint64_t)st.st_size, o->log, input, why, sizeof why)) {
+            if (o->log) fprintf(o->log, "npt: %s: using cached tokens %s\n", input, out);
+            return 0;
+        }
+        /* derived data: made again from the source, through the same temporary file + rename */
+        if (o->log) fprintf(o->log, "npt: warning: unusable token cache: %s; rebuilding it from %s\n", why, input);
+    } else {
+        if (npt_mkdir_p(cache_dir, err)) return -1;
+        if (o->log) fprintf(o->log, "npt: %s: tokenizing into the cache %s\n", input, out);
     }
-    if (npt_mkdir_p(cache_dir, err)) return -1;
-    if (o->log) fprintf(o->log, "npt: %s: tokenizing into the cache %s\n", input, out);
     PrepareStats ps;
-    return data_prepare(input, out, o, &ps, err);
+    return prepare_into(input, out, o, &h, &ps, err);
 }
 
 /* ---------------------------------------------------------------- stats */

@@ -48,7 +48,12 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
 
 /* The token cache: the file text source `input` tokenizes into, in cache_dir, named by
  * a hash of the input (path, sizes, mtimes), the tokenizer (pieces and merges) and the
- * options. Creates it with data_prepare unless it exists. Writes its path to out. */
+ * options (the key). Its ids follow a header (data_internal.h: TokenHeader) holding the
+ * key, the token count and a checksum. A file that exists is checked (header, size,
+ * checksum: one read of it) and used; one cut short, damaged or without a header is made
+ * again from the source, with a warning on o->log naming the reason. Made like
+ * data_prepare's output (temporary file + rename). Older npt versions' caches (no header)
+ * have other names: neither version reads the other's files. Writes its path to out. */
 int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOptions *o, char *out, size_t out_n,
                        NptErr *err);
 

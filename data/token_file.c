@@ -1,5 +1,6 @@
 /* data/token_file.c — token files read in bounded pieces: raw little-endian
- * uint16/uint32 ids with pread, and 1-D integer HDF5 datasets with hyperslab reads.
+ * uint16/uint32 ids with pread (after the token cache's header when the file has one,
+ * see data_internal.h), and 1-D integer HDF5 datasets with hyperslab reads.
  * Nothing here holds more than one piece (CHUNK ids) in memory. Every id read is
  * checked against the vocabulary, so a file made with another tokenizer is an error
  * naming the position, never an out-of-bounds embedding lookup. */
@@ -79,6 +80,68 @@ static int open_h5(TokenFile *f, const char *spec, NptErr *err) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- header */
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+void token_header_encode(const TokenHeader *h, unsigned char out[TOKEN_HEADER_BYTES]) {
+    memset(out, 0, TOKEN_HEADER_BYTES);
+    memcpy(out, TOKEN_HEADER_MAGIC, 8);
+    put_u32(out + 8, h->version);
+    put_u32(out + 12, h->width);
+    put_u64(out + 16, h->n_tokens);
+    put_u64(out + 24, h->documents);
+    put_u64(out + 32, h->key);
+    put_u64(out + 40, h->checksum);
+}
+
+/* The header of a raw file of size bytes, if it starts with one: checked against the
+ * file's size, so a file cut short (or grown) is an error, not a shorter corpus. */
+static int read_header(TokenFile *f, const char *path, uint64_t size, int width, NptErr *err) {
+    unsigned char b[TOKEN_HEADER_BYTES];
+    if (size < TOKEN_HEADER_BYTES) return 0;
+    ssize_t got;
+    do got = pread(f->fd, b, sizeof b, 0);
+    while (got < 0 && errno == EINTR);
+    if (got < 0) return npt_fail(err, "cannot read %s: %s", path, strerror(errno));
+    if (got != (ssize_t)sizeof b || memcmp(b, TOKEN_HEADER_MAGIC, 8) != 0) return 0;
+    TokenHeader *h = &f->header;
+    *h = (TokenHeader){get_u32(b + 8), get_u32(b + 12), get_u64(b + 16), get_u64(b + 24), get_u64(b + 32),
+                       get_u64(b + 40)};
+    f->has_header = 1;
+    f->data_off = TOKEN_HEADER_BYTES;
+    if (h->version != TOKEN_HEADER_VERSION)
+        return npt_fail(err, "%s has a token-file header of version %u; this npt reads version %d (made by a newer npt?)",
+                        path, h->version, TOKEN_HEADER_VERSION);
+    if (h->width != (uint32_t)width)
+        return npt_fail(err, "%s: its header says %u-byte ids but it is read as uint%d; is the format right?", path,
+                        h->width, width * 8);
+    uint64_t have = (size - TOKEN_HEADER_BYTES) / (uint64_t)width;
+    if (h->n_tokens > (UINT64_MAX - TOKEN_HEADER_BYTES) / (uint64_t)width ||
+        size != TOKEN_HEADER_BYTES + h->n_tokens * (uint64_t)width)
+        return npt_fail(err, "%s holds %llu of the %llu tokens its header declares%s", path, (unsigned long long)have,
+                        (unsigned long long)h->n_tokens,
+                        have < h->n_tokens ? ": it was cut short (a crash, a full disk, a truncate)" : " (bytes were added after them)");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- opening */
+
 static int open_raw(TokenFile *f, const char *path, int width, NptErr *err) {
     snprintf(f->name, sizeof f->name, "%s", path);
     f->fd = npt_open_input(path, "token file", err);
@@ -89,6 +152,11 @@ static int open_raw(TokenFile *f, const char *path, int width, NptErr *err) {
     }
     struct stat st;
     if (fstat(f->fd, &st) != 0) return npt_fail(err, "cannot stat %s: %s", path, strerror(errno));
+    if (read_header(f, path, (uint64_t)st.st_size, width, err)) return -1;
+    if (f->has_header) {
+        f->n_tokens = f->header.n_tokens;
+        return 0;
+    }
     if ((uint64_t)st.st_size % (uint64_t)width)
         return npt_fail(err, "%s: %lld bytes is not a whole number of uint%d tokens; is the format right?", path,
                         (long long)st.st_size, width * 8);
@@ -141,14 +209,14 @@ static int read_piece(TokenFile *f, uint64_t start, size_t n, int *out, NptErr *
     uint64_t limit = f->vocab_size > 0 ? (uint64_t)f->vocab_size : (uint64_t)INT32_MAX + 1;
     if (f->kind == DATASET_U16) {
         uint16_t buf[CHUNK];
-        if (pread_all(f, buf, n * 2, start * 2, err)) return -1;
+        if (pread_all(f, buf, n * 2, f->data_off + start * 2, err)) return -1;
         for (size_t i = 0; i < n; i++) {
             if (buf[i] >= limit) return bad_id(f, buf[i], start + i, err);
             out[i] = buf[i];
         }
     } else if (f->kind == DATASET_U32) {
         uint32_t buf[CHUNK];
-        if (pread_all(f, buf, n * 4, start * 4, err)) return -1;
+        if (pread_all(f, buf, n * 4, f->data_off + start * 4, err)) return -1;
         for (size_t i = 0; i < n; i++) {
             if (buf[i] >= limit) return bad_id(f, buf[i], start + i, err);
             out[i] = (int)buf[i];

@@ -118,6 +118,14 @@ static void test_token_files(const Tokenizer *tok) {
           "too little data for one window: %s", err.msg);
     check(open_u16(in_dir("absent.u16"), VOCAB, &err) == -1 && says(&err, "absent.u16", "No such file"), "a missing file: %s", err.msg);
     Dataset ds;
+    /* text read through the token cache: the message names the user's file first */
+    const char *short_text = write_text("short.txt", "Once upon a time.");
+    DataSourceSpec st = {short_text, DATASET_AUTO, 1, NULL};
+    DataConfig ct = {.sources = &st, .n_sources = 1, .seq_len = 64, .vocab_size = VOCAB, .bos = BOS, .eos = 2, .tok = tok,
+                     .cache_dir = in_dir("cache")};
+    check(dataset_open_config(&ds, &ct, &err) == -1 && !strncmp(err.msg, short_text, strlen(short_text)) &&
+              says(&err, "fewer than one window", "token cache"),
+          "too little text for one window names the text file, then its token cache: %s", err.msg);
     check(dataset_open(&ds, in_dir("nothing"), DATASET_U16, NULL, VOCAB, BOS, 8, 0, 1, &err) == -1 &&
               says(&err, "nothing", "directory"),
           "a folder given as a token file: %s", err.msg);

@@ -28,6 +28,15 @@ static const char *in_dir(const char *name) {
     return p;
 }
 
+/* A cursor-mismatch message "... cursor (A) does not fit this data (B) ...": A != B. */
+static int sides_differ(const char *msg) {
+    const char *a = strstr(msg, "data cursor ("), *b = strstr(msg, "this data (");
+    if (!a || !b) return 0;
+    a += strlen("data cursor ("), b += strlen("this data (");
+    size_t na = strcspn(a, ")"), nb = strcspn(b, ")");
+    return na != nb || strncmp(a, b, na) != 0;
+}
+
 /* A uint16 token file whose id at position i is value(i). */
 static uint16_t value(uint64_t i, int salt) { return (uint16_t)((i * 7 + (uint64_t)salt * 131) % (VOCAB - 3) + 3); }
 
@@ -182,6 +191,23 @@ static void test_mixing(void) {
     dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
     cur[4] += 1;
     check(dataset_restore(&b, cur, n, &err) == -1 && strstr(err.msg, "does not fit"), "a cursor of other data is refused: %s", err.msg);
+    /* what differs is what the message shows: never the same figures on both sides */
+    check(sides_differ(err.msg), "... and its two sides differ: %s", err.msg);
+    dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    cur[1] = 6;
+    check(dataset_restore(&b, cur, n, &err) == -1 && sides_differ(err.msg), "another seed: the sides differ: %s", err.msg);
+    dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    cur[4 + 2 * 2] -= 1;
+    check(dataset_restore(&b, cur, n, &err) == -1 && sides_differ(err.msg) && strstr(err.msg, "source 3 (") &&
+              strstr(err.msg, p[2]),
+          "the third source's windows changed: the sides differ and source 3 is named with its file: %s", err.msg);
+    dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    cur[5] += 1; /* one source's draws no longer add up to the total: only a damaged file does that */
+    check(dataset_restore(&b, cur, n, &err) == -1 && strstr(err.msg, "inconsistent") && !strstr(err.msg, "does not fit"),
+          "a cursor whose draws do not add up is called inconsistent, not a data mismatch with equal sides: %s", err.msg);
+    dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    check(dataset_restore(&b, cur, n - 2, &err) == -1 && strstr(err.msg, "not one this npt writes"),
+          "a cursor of the wrong length: %s", err.msg);
     int64_t legacy[4] = {3, 1234, 100, 5};
     check(dataset_restore(&b, legacy, 4, &err) == -1 && strstr(err.msg, "older npt"),
           "a 4-value cursor of the previous loader is refused by name: %s", err.msg);
@@ -385,6 +411,125 @@ static double rss_in_child(const char *path, int T, long draws, double *secs) {
     return out[0];
 }
 
+/* The one file in dir (the token cache of one source), into out; 0 if not exactly one. */
+static int only_file(const char *d, char *out, size_t n) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls %s", d);
+    FILE *ls = popen(cmd, "r");
+    char name[512], extra[512];
+    int count = 0;
+    while (ls && fscanf(ls, "%511s", count ? extra : name) == 1) count++;
+    if (ls) pclose(ls);
+    snprintf(out, n, "%s/%s", d, name);
+    return count == 1;
+}
+
+/* Opens the text through the cache with warnings into a buffer; returns the windows
+ * (0 on error, then err says why) and the first batch in first. */
+static size_t open_cached(const DataConfig *c0, int *first, int n, char *log, size_t log_n, NptErr *err) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&buf, &len);
+    DataConfig c = *c0;
+    c.log = mem;
+    Dataset ds;
+    size_t windows = 0;
+    if (dataset_open_config(&ds, &c, err) == 0) {
+        windows = ds.n_windows;
+        if (dataset_next_batch(&ds, n, first, NULL)) windows = 0, *err = ds.io_err;
+        dataset_free(&ds);
+    }
+    fclose(mem);
+    snprintf(log, log_n, "%s", buf ? buf : "");
+    free(buf);
+    return windows;
+}
+
+/* A token cache cut short, without its header, or damaged is made again from the text
+ * (with a warning saying why), never read as a shorter corpus; a source that is gone is
+ * an error naming it. */
+static void test_cache_damage(void) {
+    NptErr err;
+    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
+    if (!tok) {
+        check(0, "tokenizer: %s", err.msg);
+        return;
+    }
+    const char *story = in_dir("story.txt"), *cache = in_dir("cache-damage"), *prepared = in_dir("story.u16");
+    char cmd[1200], path[600], log[8192];
+    snprintf(cmd, sizeof cmd, "cp %s %s", shared_path("data/tinystories-train-head.txt"), story);
+    if (system(cmd) != 0) {
+        check(0, "copy the TinyStories head to %s", story);
+        tokenizer_free(tok);
+        return;
+    }
+    enum { T = 64, B = 8 };
+    DataSourceSpec text = {story, DATASET_AUTO, 1, NULL};
+    DataConfig c = {.sources = &text, .n_sources = 1, .seq_len = T, .shuffle = 1, .seed = 3, .tok = tok, .vocab_size = VOCAB,
+                    .bos = BOS, .eos = 2, .cache_dir = cache};
+    static int want[B * T], got[B * T];
+    size_t full = open_cached(&c, want, B, log, sizeof log, &err);
+    struct stat st;
+    int one = only_file(cache, path, sizeof path) && stat(path, &st) == 0;
+    check(full == 1037124 / (T - 1) && one, "the text through a new cache: %zu windows (1,037,124 tokens / %d) in one file %s (%s)",
+          full, T - 1, path, full ? "ok" : err.msg);
+    if (!one) {
+        tokenizer_free(tok);
+        return;
+    }
+    off_t whole = st.st_size;
+
+    /* cut short: as if a crash, a full disk or a user's truncate hit it */
+    if (truncate(path, whole / 2) != 0) perror("truncate");
+    size_t again = open_cached(&c, got, B, log, sizeof log, &err);
+    check(again == full && !memcmp(got, want, sizeof want) && strstr(log, "warning") && strstr(log, "cut short") &&
+              strstr(log, path) && strstr(log, "rebuilding it from") && strstr(log, story),
+          "a cache cut to half its size: rebuilt with a warning, %zu windows (want %zu), the same batch: %.300s", again, full, log);
+    int alone = only_file(cache, path, sizeof path);
+    if (stat(path, &st) != 0) st.st_size = -1;
+    check(st.st_size == whole && alone, "the rebuilt cache is whole again (%lld bytes, want %lld) and alone in its folder", (long long)st.st_size,
+          (long long)whole);
+    again = open_cached(&c, got, B, log, sizeof log, &err);
+    check(again == full && !strstr(log, "warning") && strstr(log, "using cached tokens"),
+          "a whole cache is used as it is, without a warning: %.200s", log);
+    if (truncate(path, 30) != 0) perror("truncate"); /* inside its header */
+    again = open_cached(&c, got, B, log, sizeof log, &err);
+    check(again == full && !memcmp(got, want, sizeof want) && strstr(log, "cut short") && strstr(log, "rebuilding it from"),
+          "a cache cut inside its header (30 bytes): rebuilt, %zu windows: %.300s", again, log);
+
+    /* a file at the cache's name with the raw ids alone, no header (a copy, or cut
+     * before its header's end); older npt versions' caches have other names */
+    PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2};
+    PrepareStats ps;
+    snprintf(cmd, sizeof cmd, "cp %s %s", prepared, path);
+    int made = data_prepare(story, prepared, &o, &ps, &err) == 0 && system(cmd) == 0;
+    again = made ? open_cached(&c, got, B, log, sizeof log, &err) : 0;
+    check(made && again == full && !memcmp(got, want, sizeof want) && strstr(log, "warning") && strstr(log, "does not start with a token-cache header") &&
+              strstr(log, "rebuilding it from"),
+          "a cache file without header is rebuilt, %zu windows: %.300s", again, log);
+    if (stat(path, &st) != 0) st.st_size = -1;
+    check(st.st_size == whole, "... and has its header again (%lld bytes)", (long long)st.st_size);
+
+    /* the same size but damaged bytes in the middle */
+    FILE *f = fopen(path, "r+b");
+    if (f) {
+        fseek(f, whole / 2, SEEK_SET);
+        fputc('\x7f', f);
+        fputc('\x01', f);
+        fclose(f);
+    }
+    again = open_cached(&c, got, B, log, sizeof log, &err);
+    check(again == full && !memcmp(got, want, sizeof want) && strstr(log, "checksum") && strstr(log, "rebuilding it from"),
+          "a cache with two bytes overwritten fails its checksum and is rebuilt: %.300s", log);
+
+    /* the source gone: nothing to rebuild from */
+    unlink(story);
+    again = open_cached(&c, got, B, log, sizeof log, &err);
+    check(again == 0 && strstr(err.msg, story) && strstr(err.msg, "No such file") && !strchr(err.msg, '\n'),
+          "the text gone: one line naming it: %s", err.msg);
+    tokenizer_free(tok);
+}
+
 /* The corpora go to $BUILD (a disk), not /tmp (often RAM). */
 static void test_flat_memory(void) {
     enum { T = 256 };
@@ -421,6 +566,7 @@ int main(int argc, char **argv) {
     test_windows_and_order(write_u16("tokens.u16", 1000, 0));
     test_mixing();
     test_formats();
+    test_cache_damage();
     test_flat_memory();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -35,7 +35,16 @@ typedef struct {
     int ndim;                       /* 1..CKPT_MAX_DIMS */
     int64_t shape[CKPT_MAX_DIMS];
     char dtype[16];                 /* set by reading ("float32", "float64", "int32", ...) */
+    /* set by listing: what the file holds of the declared values (see ckpt_tensor_unstored) */
+    int64_t stored_bytes;           /* bytes HDF5 allocated for it in the file */
+    int storage;                    /* CKPT_STORED (0), or why the values are not in the file */
 } CkptTensor;
+
+enum {
+    CKPT_STORED = 0,        /* the file holds its values (or, compressed, can) */
+    CKPT_STORAGE_SHORT = 1, /* fewer bytes allocated than declared: never written, reads give fill values */
+    CKPT_STORAGE_OUTSIDE = 2, /* external or virtual storage: the values live in other files */
+};
 
 typedef struct {
     int64_t step;
@@ -98,6 +107,12 @@ void ckpt_free(CkptMeta *meta, CkptTensor *tensors, int n_tensors);
 /* --- Streaming access, for inspection of large files (memory: one block of rows) --- */
 
 typedef struct CkptFile CkptFile;
+
+/* 1 when the file does not hold t's declared values (a dataset declared, e.g. 2^40 floats,
+ * but never written: reading it would produce terabytes of fill values; or one whose data
+ * lives in other files), with the reason in why ("dataset /NAME declares ..."); else 0.
+ * Such a tensor is never read: ckpt_read_rows and ckpt_validate refuse it. */
+int ckpt_tensor_unstored(const CkptTensor *t, char *why, size_t size);
 
 /* Opens path read-only and checks it is an npt checkpoint of a supported version. */
 CkptFile *ckpt_open(const char *path, NptErr *err);

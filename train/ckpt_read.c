@@ -1,7 +1,9 @@
 /* train/ckpt_read.c — reading and validating npt checkpoints: open (format and version
  * checks, with a useful message for model files and truncated files), metadata, the
- * tensor list, streaming row reads, structural validation, finiteness, and ckpt_load
- * which does all of it. Every failure is one NptErr line naming the file and object. */
+ * tensor list (with what the file really stores of each dataset, so one declared but
+ * never written is refused instead of read as terabytes of fill values), streaming row
+ * reads, structural validation, finiteness, and ckpt_load which does all of it. Every
+ * failure is one NptErr line naming the file and object. */
 #include "checkpoint.h"
 #include "ckpt_internal.h"
 
@@ -328,6 +330,70 @@ static int read_adapters_state(CkptFile *f, CkptMeta *m, NptErr *err) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- storage */
+
+/* deflate, the strongest filter HDF5 ships, expands its output at most ~1032 times */
+enum { MAX_COMPRESSION = 1032 };
+
+static void human_bytes(double b, char *buf, size_t size) {
+    static const char *const unit[] = {"bytes", "KB", "MB", "GB", "TB", "PB", "EB"};
+    int u = 0;
+    while (b >= 1000 && u < 6) b /= 1000, u++;
+    snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
+}
+
+/* What the file holds of dataset d's declared bytes (CKPT_STORED, _SHORT or _OUTSIDE).
+ * A contiguous dataset never written has no storage at all, a chunked one only the chunks
+ * written: reading the rest returns fill values, as many as declared (h5py's
+ * create_dataset without data allocates nothing). */
+static int dataset_storage(hid_t d, uint64_t declared, int64_t *stored) {
+    hsize_t have = H5Dget_storage_size(d);
+    *stored = (int64_t)have;
+    hid_t dcpl = H5Dget_create_plist(d);
+    if (dcpl < 0) return CKPT_STORAGE_SHORT;
+    int compressed = 0, outside = H5Pget_external_count(dcpl) > 0 || H5Pget_layout(dcpl) == H5D_VIRTUAL;
+    int nf = H5Pget_nfilters(dcpl);
+    for (int i = 0; i < nf; i++) {
+        unsigned flags, cfg;
+        size_t nv = 0;
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nv, NULL, 0, NULL, &cfg);
+        if (id != H5Z_FILTER_FLETCHER32 && id != H5Z_FILTER_SHUFFLE) compressed = 1;
+    }
+    H5Pclose(dcpl);
+    if (outside) return CKPT_STORAGE_OUTSIDE;
+    if (declared == 0) return CKPT_STORED;
+    if (compressed ? have < (declared + MAX_COMPRESSION - 1) / MAX_COMPRESSION : have < declared) return CKPT_STORAGE_SHORT;
+    return CKPT_STORED;
+}
+
+int ckpt_tensor_unstored(const CkptTensor *t, char *why, size_t size) {
+    if (t->storage == CKPT_STORED) return 0;
+    uint64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
+    int bits = 32;
+    sscanf(t->dtype, "%*[a-z]%d", &bits);
+    char declared[32], stored[32];
+    human_bytes((double)n * (bits / 8), declared, sizeof declared);
+    human_bytes((double)t->stored_bytes, stored, sizeof stored);
+    if (t->storage == CKPT_STORAGE_OUTSIDE)
+        snprintf(why, size, "dataset /%s keeps its %llu values in other files (external or virtual storage); "
+                 "an npt checkpoint holds its own data: not read", t->name, (unsigned long long)n);
+    else
+        snprintf(why, size, "dataset /%s declares %llu %s values (%s) but the file holds %s of them: they were never "
+                 "written (the file was edited or damaged); not read", t->name, (unsigned long long)n, t->dtype,
+                 declared, stored);
+    return 1;
+}
+
+/* A history column the file does not hold (see ckpt_tensor_unstored): why says so. */
+static int column_unstored(hid_t d, hid_t type, hsize_t len, const char *name, const char *dtype, char *why, size_t size) {
+    CkptTensor c = {.ndim = 1, .shape = {(int64_t)len}};
+    snprintf(c.name, sizeof c.name, "%s", name);
+    snprintf(c.dtype, sizeof c.dtype, "%s", dtype);
+    c.storage = dataset_storage(d, (uint64_t)len * H5Tget_size(type), &c.stored_bytes);
+    return ckpt_tensor_unstored(&c, why, size);
+}
+
 /* One 1-D /history column into a malloc'd array of *n elements of mtype; *n < 0 on the
  * first call, then every column must have the same length. */
 static void *read_column(CkptFile *f, const char *name, H5T_class_t cls, hid_t mtype, int64_t *n, NptErr *err) {
@@ -341,7 +407,7 @@ static void *read_column(CkptFile *f, const char *name, H5T_class_t cls, hid_t m
     hid_t t = d < 0 ? -1 : H5Dget_type(d), s = d < 0 ? -1 : H5Dget_space(d);
     void *buf = NULL;
     hsize_t len = 0;
-    char have[32] = "unknown";
+    char have[32] = "unknown", why[400];
     if (t >= 0) dtype_name(t, have, sizeof have);
     if (d < 0 || t < 0 || s < 0)
         rfail(f, err, 1, "cannot open dataset %s", path);
@@ -352,6 +418,8 @@ static void *read_column(CkptFile *f, const char *name, H5T_class_t cls, hid_t m
     else if (*n >= 0 && (int64_t)len != *n)
         rfail(f, err, 0, "dataset %s has %llu entries but /history/step has %lld", path, (unsigned long long)len,
               (long long)*n);
+    else if (column_unstored(d, t, len, path + 1, have, why, sizeof why))
+        rfail(f, err, 0, "%s", why);
     else if ((buf = npt_try_malloc(len * H5Tget_size(mtype), "checkpoint history", err)) &&
              len > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
         rfail(f, err, 1, "cannot read dataset %s", path);
@@ -491,6 +559,7 @@ static herr_t list_one(hid_t root, const char *name, const H5L_info_t *info, voi
         x->ndim = ndim;
         for (int d = 0; d < ndim; d++) x->shape[d] = (int64_t)dims[d];
         dtype_name(t, x->dtype, sizeof x->dtype);
+        x->storage = dataset_storage(o, (uint64_t)total * H5Tget_size(t), &x->stored_bytes);
     }
     if (t >= 0) H5Tclose(t);
     if (s >= 0) H5Sclose(s);
@@ -521,6 +590,8 @@ static size_t tensor_count(const CkptTensor *t) {
 }
 
 int ckpt_read_rows(CkptFile *f, const CkptTensor *t, int64_t row0, int64_t nrows, float *out, NptErr *err) {
+    char why[400];
+    if (ckpt_tensor_unstored(t, why, sizeof why)) return rfail(f, err, 0, "%s", why);
     if (t->ndim < 1 || t->ndim > CKPT_MAX_DIMS || row0 < 0 || nrows < 0 || row0 + nrows > t->shape[0])
         return rfail(f, err, 0, "rows %lld..%lld of dataset /%s are out of range", (long long)row0,
                      (long long)(row0 + nrows), t->name);
@@ -604,9 +675,12 @@ static int is_expected_adapter(const CkptMeta *m, const char *name) {
 }
 
 int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
-    for (int i = 0; i < n; i++)
+    char why[400];
+    for (int i = 0; i < n; i++) {
+        if (ckpt_tensor_unstored(&t[i], why, sizeof why)) return npt_fail(err, "%s: %s", path, why);
         if (strcmp(t[i].dtype, "float32") != 0)
             return npt_fail(err, "%s: dataset /%s has dtype %s, expected float32", path, t[i].name, t[i].dtype);
+    }
     for (int i = 0; i < m->n_npt_layers; i++)
         if (check_layer(path, m, m->npt_layers[i], t, n, err)) return -1;
     for (int i = 0; i < n; i++) {

@@ -919,6 +919,14 @@ int recipe_model_issues(const Recipe *r, int dim, int hidden_dim, int n_layers, 
     return n;
 }
 
+int recipe_context_issue(const Recipe *r, int context, char *msg, size_t size) {
+    if (context <= 0 || r->data.seq_len <= context) return 0;
+    snprintf(msg, size, "%d is longer than the model's context (%d); positions beyond it were never trained: set "
+             "data.seq_len to at most %d%s", r->data.seq_len, context, context,
+             r->objective.train_all_weights ? ", or make the model with a longer context (npt init --context N)" : "");
+    return 1;
+}
+
 int recipe_check_against_model(const Recipe *r, int dim, int hidden_dim, int n_layers, NptErr *err) {
     RecipeDiag d = {0};
     if (recipe_model_issues(r, dim, hidden_dim, n_layers, &d) == 0) return 0;

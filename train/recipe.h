@@ -158,6 +158,10 @@ int recipe_check_against_model(const Recipe *r, int dim, int hidden_dim, int n_l
 /* The same checks, each problem added to diag as an error with its path; returns the
  * number of problems. */
 int recipe_model_issues(const Recipe *r, int dim, int hidden_dim, int n_layers, RecipeDiag *diag);
+/* data.seq_len beyond the model's context (its max positions): 1 and the message (without
+ * the key) in msg, else 0. npt train refuses it and npt validate reports it as an error,
+ * as the other verbs refuse --seq-len beyond the context (cli/session.c). */
+int recipe_context_issue(const Recipe *r, int context, char *msg, size_t size);
 /* Adds an error or a warning found by a caller (e.g. a missing file) to diag. */
 void recipe_diag_add(RecipeDiag *diag, int is_error, const char *path, const char *message);
 /* `npt train` needs training data; validation alone does not. */

@@ -87,7 +87,7 @@ const RecipeKey recipe_keys[] = {
     {"data.sources", RK_SOURCES, "[]", NULL, 0, 0, 0, 0, 0, format_names, (int)NPT_ARRAY_LEN(format_names),
      FIELD(data.sources),
      "Several training sources mixed by weight, instead of data.train: [{\"path\": P, \"weight\": W, \"format\": F, \"text_field\": K}] (weight default 1, format auto)."},
-    INT("data.seq_len", "256", 2, data.seq_len, "Tokens per training window (BOS included)."),
+    INT("data.seq_len", "256", 2, data.seq_len, "Tokens per training window (BOS included); at most the model's context."),
     BOOL("data.shuffle", "true", data.shuffle, "Shuffle window order (seeded); false = file order."),
     STR("data.valid", "\"\"", NULL, 0, data.valid, "Validation data (same formats); \"\" = none (or data.valid_fraction)."),
     NUM("data.valid_fraction", "0", 0, 0, 1, 1, data.valid_fraction,

@@ -173,8 +173,8 @@ static int setup_model_and_data(Trainer *t) {
     if (load_full_model(r->model, &t->model, &err)) return fail("%s", err.msg);
     LlamaConfig *c = &t->model.cfg;
     if (recipe_check_against_model(r, c->dim, c->hidden_dim, c->n_layers, &err)) return fail("%s", err.msg);
-    if (r->data.seq_len > c->seq_len)
-        fprintf(stderr, "npt train: warning: data.seq_len %d exceeds the model's trained context %d\n", r->data.seq_len, c->seq_len);
+    char msg[400];
+    if (recipe_context_issue(r, c->seq_len, msg, sizeof msg)) return fail("data.seq_len: %s", msg);
     return open_data(t);
 }
 

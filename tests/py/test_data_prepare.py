@@ -7,6 +7,8 @@ from the outside with independent Python code:
      read with h5py); the first stories' ids equal tests/ref/tok_ref.py's encoder's;
   2. `npt data stats --json` agrees with numpy on the same file;
   3. the same recipe on the text and on the prepared token file gives identical losses;
+     the token cache is a header + the prepared file's ids, and one cut short is rebuilt
+     with a warning (the same windows and losses);
   4. two sources mixed by data.sources: a run resumed from its step-10 checkpoint ends
      identical to the uninterrupted run (the cursor in the checkpoint is exact);
   5. bad inputs and flags: non-zero exit, one clear line;
@@ -21,6 +23,7 @@ import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -165,8 +168,27 @@ def test_text_vs_tokens(tmp, prepared):
     lb = [row["loss"] for row in metrics(os.path.join(tmp, "run_tokens", "metrics.jsonl"))]
     check(len(la) == 12 and la == lb, f"text and its prepared token file: identical losses over 12 steps ({la[-1]:.6g})")
     cached = os.listdir(cache) if os.path.isdir(cache) else []
-    same = len(cached) == 1 and open(os.path.join(cache, cached[0]), "rb").read() == open(prepared, "rb").read()
-    check(same, f"the text run's token cache ({cached}) is byte-identical to npt data prepare's output")
+    blob = open(os.path.join(cache, cached[0]), "rb").read() if len(cached) == 1 else b""
+    ids = open(prepared, "rb").read()
+    # the cache: a 64-byte header (magic, version, id width, tokens, ...; data/data_internal.h), then the ids
+    magic, version, width, n_tokens = (blob[:8], *struct.unpack("<IIQ", blob[8:24])) if len(blob) >= 64 else (b"", 0, 0, 0)
+    check(magic == b"NPTTOKEN" and version == 1 and width == 2 and n_tokens * 2 == len(ids) and blob[64:] == ids,
+          f"the text run's token cache ({cached}): a header declaring {n_tokens} uint{8 * width} tokens, then ids "
+          f"byte-identical to npt data prepare's output")
+    if len(cached) != 1:
+        return
+    # cut short (a crash, a full disk, a truncate): the next run says so and tokenizes the text again
+    path = os.path.join(cache, cached[0])
+    os.truncate(path, len(blob) // 2)
+    c = train(SHORT + [f"data.cache_dir={cache}"], os.path.join(tmp, "run_text_again"))
+    warn = [line for line in c.stderr.splitlines() if "warning" in line and "token cache" in line]
+    windows = [re.search(r"(\d+) training \+", e) for e in (a.stderr, c.stderr)]
+    windows = [int(w.group(1)) if w else None for w in windows]
+    lc = [row["loss"] for row in metrics(os.path.join(tmp, "run_text_again", "metrics.jsonl"))] if c.returncode == 0 else []
+    check(c.returncode == 0 and len(warn) == 1 and "cut short" in warn[0] and "rebuilding it from" in warn[0]
+          and windows[0] == windows[1] == n_tokens // 63 and lc == la and open(path, "rb").read() == blob,
+          f"a token cache cut to half: warned ({warn[0] if warn else c.stderr.strip()[-300:]!r}), rebuilt whole, "
+          f"{windows[1]} training windows as before ({windows[0]}), the same 12 losses")
 
 
 def test_mixed_resume(tmp, prepared):

@@ -207,6 +207,27 @@ rc, _, e = run("init", "--out", other, "--dim", "64", "--layers", "2", "--heads"
 check(rc == 0, f"a second, different init for the next check ({e.strip()})")
 refused(["export", ckpt, "--out", newdir, "--model", other], "export", "export onto the wrong base model",
         must_say="fingerprint")
+
+
+def resized_tokenizer(src, n, dst):
+    """A copy of the byte-level tokenizer.json src with exactly n tokens: ids >= n dropped,
+    or placeholder pieces <extra_I> added up to n - 1."""
+    tok = json.load(open(src, encoding="utf-8"))
+    vocab = {k: i for k, i in tok["model"]["vocab"].items() if i < n}
+    vocab.update({f"<extra_{i}>": i for i in range(len(tok["model"]["vocab"]), n)})
+    tok["model"]["vocab"] = vocab
+    tok["added_tokens"] = [a for a in tok.get("added_tokens", []) if a["id"] < n]
+    json.dump(tok, open(dst, "w", encoding="utf-8"))
+    return dst
+
+
+# a tokenizer.json that does not have the model's vocabulary (259 ids): refused before anything is written
+tok200 = resized_tokenizer(os.path.join(base, "tokenizer.json"), 200, os.path.join(work, "tok200.json"))
+tok512 = resized_tokenizer(os.path.join(base, "tokenizer.json"), 512, os.path.join(work, "tok512.json"))
+refused(["export", ckpt, "--out", newdir, "--tokenizer", tok200], "export",
+        "export with a tokenizer smaller than the model's vocabulary", must_say="has 200 tokens but the model in")
+refused(["export", ckpt, "--out", newdir, "--tokenizer", tok512], "export",
+        "export with a tokenizer larger than the model's vocabulary", must_say="has 512 tokens but the model in")
 check(not os.path.exists(newdir), "none of the refused exports created the output directory")
 
 full = os.path.join(work, "full")
@@ -240,12 +261,13 @@ check(same_bytes, f"exporting the exported HF model again gives the identical mo
 # Models from ../shared (when present) exported as HF generate the same greedy tokens: an
 # HF model as it is, a llama2.c model with its q/k rows permuted from interleaved to
 # rotate-half RoPE. (The llama2.c model's tokenizer is a .bin, so the export is given
-# npt's byte-level tokenizer.json to carry, and both generations use tok512.bin.)
+# npt's byte-level tokenizer.json padded to the model's 512 ids to carry, and both
+# generations use tok512.bin.)
 stories = os.path.join(SHARED, "models", "stories260K")
 hf656 = os.path.join(SHARED, "models", "TinyStories-656K")
 if os.path.isdir(stories) and os.path.isdir(hf656):
     cases = [(hf656, [], []),
-             (os.path.join(stories, "stories260K.bin"), ["--tokenizer", os.path.join(base, "tokenizer.json")],
+             (os.path.join(stories, "stories260K.bin"), ["--tokenizer", tok512],
               ["--tokenizer", os.path.join(stories, "tok512.bin")])]
     for k, (src, export_extra, gen_extra) in enumerate(cases):
         dst = os.path.join(work, f"shared-{k}")

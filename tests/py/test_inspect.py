@@ -4,7 +4,9 @@ A 20-step stories260k-full run (checkpoints at steps 10 and 20) is made in a tem
 Independent sources: h5py + numpy read the tensors and attributes themselves,
 metrics.jsonl is the trainer's own log, the llama2.c header is parsed here. Then damaged
 copies (truncated, NaN planted, dataset deleted, format_version changed) must each be
-reported precisely, and verify must fail on them and on the wrong base model.
+reported precisely, and verify must fail on them and on the wrong base model; a copy
+with a dataset declared 2^40 floats but never written is reported within a time limit
+(not read: 4 TB of fill values), and not vouched for.
 """
 import json
 import os
@@ -213,6 +215,58 @@ with h5py.File(os.path.join(tmp, "nan.h5"), "r") as f:
     x = f["adapters/layer_02/A"][()].astype(np.float64)
 check(t["nan"] == 1 and close(t["mean"], np.nanmean(x), 1e-6) and len(jn["problems"]) == 1,
       "NaN counted once; stats of the rest still equal numpy's nanmean")
+
+# ---- a dataset declared huge but never written: reported, not read (reading it would mean
+# 4 TB of fill values); the checkpoint is not vouched for ----
+huge = os.path.join(tmp, "huge.h5")
+shutil.copy(final, huge)
+with h5py.File(huge, "r+") as f:
+    x = f.create_dataset("x", shape=(1 << 40,), dtype="f4")  # no data: HDF5 allocates nothing
+    check(x.id.get_storage_size() == 0 and os.path.getsize(huge) < os.path.getsize(final) + (1 << 20),
+          f"fixture: /x declares 2^40 floats with no storage (file {os.path.getsize(huge)} bytes)")
+
+
+def run_bounded(*args, limit=60):
+    try:
+        p = subprocess.run([NPT, *args], capture_output=True, text=True, timeout=limit)
+        return p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired:
+        return None, "", f"still running after {limit} s"
+
+
+never = "dataset /x declares 1099511627776 float32 values (4.4 TB) but the file holds 0 bytes of them"
+rc, out, err = run_bounded("inspect", huge, "--json")
+jh = json.loads(out) if rc is not None and out.strip() else {}
+tx = next((t for t in jh.get("tensors", []) if t["name"] == "x"), {})
+check(rc == 1 and any(never in p_ for p_ in jh.get("problems", [])) and tx.get("readable") is False
+      and tx.get("count") == 1 << 40 and "min" not in tx,
+      f"inspect --json of a copy with /x declared 2^40 floats, never written: exit {rc} (want 1) within 60 s, the "
+      f"problem named, /x not read ({err.strip()[:200] or jh.get('problems')})")
+by_name_h = {t["name"]: t for t in jh.get("tensors", [])}
+check(all(close(by_name_h[t["name"]]["mean"], t["mean"]) for t in j["tensors"] if t["name"] in by_name_h),
+      "... the checkpoint's own tensors still get their statistics")
+rc, out, err = run_bounded("inspect", huge)
+check(rc == 1 and "PROBLEMS" in out and never in out and "(not read" in out,
+      f"inspect (text): exit {rc}, the tensor row says not read and PROBLEMS lists it ({err.strip()[:200]})")
+rc, out, err = run_bounded("inspect", "verify", huge, "--model", BIN)
+fail_line = [l for l in out.splitlines() if l.startswith("verify: FAIL")]
+check(rc == 1 and len(fail_line) == 1 and never in fail_line[0], f"verify fails on it with the reason: exit {rc}, {fail_line[:1] or err.strip()[:200]}")
+rc, out, err = run_bounded("generate", "--model", BIN, "--adapters", huge, "--steps", "4")
+check(rc == 1 and never in err and len(err.strip().splitlines()) == 1,
+      f"generate --adapters refuses it in one line: exit {rc}, {err.strip()[:200]}")
+rc, out, err = run_bounded("inspect", "diff", huge, huge)
+check(rc == 2, f"diff of two such files: exit {rc} (want 2, /x cannot be compared) {err.strip()[:200]}")
+# the same for the history columns, which are read whole: 2^28 entries each, never written
+hist = os.path.join(tmp, "hist.h5")
+shutil.copy(final, hist)
+with h5py.File(hist, "r+") as f:
+    for k in list(f["history"]):
+        dt = f["history"][k].dtype
+        del f["history"][k]
+        f["history"].create_dataset(k, shape=(1 << 28,), dtype=dt)
+rc, out, err = run_bounded("inspect", hist)
+check(rc == 1 and "dataset /history/step declares 268435456 int64 values" in err and "never written" in err,
+      f"inspect of a copy whose history columns declare 2^28 entries, never written: exit {rc}, {err.strip()[:200]}")
 
 # ---- streaming: a 96 MiB tensor must not be held in memory ----
 big = os.path.join(tmp, "big.h5")

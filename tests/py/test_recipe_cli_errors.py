@@ -100,6 +100,20 @@ def test_validate_model_checks(d):
     rc, _, err = npt("validate", "stories260k-safe", "--set=npt.layers=[0,5]")
     check(rc == 1 and "npt.layers: layer 5 does not exist; the model has 5 layers (0..4)" in err,
           "layer 5 of a 5-layer model refused")
+    # windows longer than the model's context (512 in stories260K's header): an error for validate and train
+    # (as --seq-len for eval and debug), not a warning before a run of positions the model never saw
+    rc, _, err = npt("validate", "stories260k-safe", "--set", "data.seq_len=1024")
+    check(rc == 1 and "data.seq_len: 1024 is longer than the model's context (512)" in err and "at most 512" in err,
+          f"validate: data.seq_len 1024 beyond the context 512 is an error: exit {rc}, {err.strip()[:200]!r}")
+    rc, _, err = npt("validate", "stories260k-safe", "--set", "data.seq_len=512")
+    check(rc == 0, f"data.seq_len 512 = the context is accepted (exit {rc})")
+    out_dir = os.path.join(d, "long-windows")
+    rc, _, err = npt("train", "stories260k-safe", "--set", "data.seq_len=1024", "--set", "train.max_steps=1",
+                     "--set", "train.warmup_steps=0", "--set", f"output_dir={out_dir}")
+    lines = err.strip().splitlines()
+    check(rc == 1 and len(lines) == 1 and lines[0].startswith("npt train: error: data.seq_len: 1024")
+          and "(512)" in lines[0] and "at most 512" in lines[0] and not os.path.exists(out_dir),
+          f"train: data.seq_len 1024 beyond the context 512 refused before any work, one line: exit {rc}, {lines[:2]}")
     rc, _, err = npt("validate", "stories260k-safe", "--set", "data.train=/nonexistent/train.txt")
     check(rc == 1 and err.startswith("data.train: /nonexistent/train.txt: No such file"), "missing data file named")
     missing = write(d, "missing-model.json", '{"model": "no/such/model.bin", "data": {"train": "x"}}')

@@ -530,6 +530,27 @@ def test_resume_mismatch(tmp, run_dir):
         msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
         check(r.returncode == 1 and all(w in msg for w in words) and not os.path.exists(os.path.join(tmp, "mismatch", "final.h5")),
               f"resume with {sets[0]}: exit {r.returncode}, {msg}")
+    # the data cursor: another split of the same text, then a cursor whose counts do not add
+    # up (edited here): the message shows what differs, never the same figures on both sides
+    def cursor_sides(msg):
+        m = re.search(r"data cursor \(([^)]*)\) does not fit this data \(([^)]*)\)", msg)
+        return m.groups() if m else None
+
+    r = train(SAFE, SHORT + ["data.valid_fraction=0.05"], os.path.join(tmp, "mismatch"), extra=["--resume", ckpt])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    sides = cursor_sides(msg)
+    check(r.returncode == 1 and sides and sides[0] != sides[1], f"resume with another validation split: exit {r.returncode}, {msg}")
+    damaged = os.path.join(tmp, "cursor-damaged.h5")
+    shutil.copy(ckpt, damaged)
+    with h5py.File(damaged, "r+") as f:
+        cursor = f["state"].attrs["data_cursor"].copy()
+        cursor[5] += 3  # the one source's draws no longer add up to the total drawn
+        f["state"].attrs.modify("data_cursor", cursor)
+    r = train(SAFE, SHORT, os.path.join(tmp, "mismatch"), extra=["--resume", damaged])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    sides = cursor_sides(msg)
+    check(r.returncode == 1 and "inconsistent" in msg and damaged in msg and (sides is None or sides[0] != sides[1]),
+          f"resume from a checkpoint whose data cursor does not add up: exit {r.returncode}, {msg}")
     # the learning rate and the length may change, with a warning that the run no longer
     # reproduces an uninterrupted one
     r = train(SAFE, SHORT + ["train.lr=5e-5", "train.max_steps=40"], os.path.join(tmp, "lr_changed"),
