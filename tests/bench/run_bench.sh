@@ -20,6 +20,14 @@ LARGE="1 8 10"
 HUGE="1 2 20"   # stories110M shape: ~10 s a step
 ROUNDS=${ROUNDS:-3} # rounds of the stories260K and 15M-shape steps (110M: one)
 
+# PyTorch links libblas.so.3, which the system alternative points at one OpenBLAS build.
+# Its runs name the build (LD_LIBRARY_PATH) so that the alternative does not decide: the
+# OpenMP build, which follows torch.set_num_threads (npt's own BLAS), and the pthreads
+# build, Debian's default for python3-torch, whose BLAS threads are separate from
+# PyTorch's intra-op threads: "1+2b" is 1 intra-op thread over a 2-thread BLAS.
+BLAS_OMP=/usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_PTHREAD=/usr/lib/x86_64-linux-gnu/openblas-pthread
+
 res=$(mktemp)
 err=$(mktemp)
 trap 'rm -f "$res" "$err"' EXIT
@@ -36,14 +44,6 @@ if [ ! -f "$M260" ]; then
     echo "bench: $M260 is missing (the shared test models, see SPEC section 10)" >&2
     exit 1
 fi
-
-# PyTorch links libblas.so.3, which the system alternative points at one OpenBLAS build.
-# Its runs name the build (LD_LIBRARY_PATH) so that the alternative does not decide: the
-# OpenMP build, which follows torch.set_num_threads (npt's own BLAS), and the pthreads
-# build, Debian's default for python3-torch, whose BLAS threads are separate from
-# PyTorch's intra-op threads: "1+2b" is 1 intra-op thread over a 2-thread BLAS.
-BLAS_OMP=/usr/lib/x86_64-linux-gnu/openblas-openmp
-BLAS_PTHREAD=/usr/lib/x86_64-linux-gnu/openblas-pthread
 
 # measure CONFIG IMPL THREADS COMMAND...: runs one measurement, keeps its key=value line
 # with THREADS as its thread label ("1+2b": OMP_NUM_THREADS=1, the command's own env
