@@ -366,15 +366,11 @@ static int run_scan(const DebugArgs *a) {
 /* Sample ids (first column) of a scan list, ascending as scan writes them. */
 static long *read_list(const char *path, int *count) {
     NptErr err;
-    int fd = npt_open_input(path, "scan list", &err);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (!f) {
-        if (fd == -2 && errno == EISDIR) { /* a directory keeps the message it always had */
+    FILE *f;
+    int rc = npt_fopen_input(path, "scan list", &f, &err);
+    if (rc) {
+        if (rc == -2 && errno == EISDIR) /* a directory keeps the message it always had */
             npt_fail(&err, "cannot read %s: %s", path, strerror(EISDIR));
-        } else if (fd >= 0) {
-            npt_fail(&err, "cannot open %s: %s", path, strerror(errno));
-            close(fd);
-        }
         fprintf(stderr, "npt debug overlap: error: %s\n", err.msg);
         return NULL;
     }

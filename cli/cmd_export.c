@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "../data/tokenizer.h"
 #include "../model/save_hf.h"
@@ -58,14 +57,6 @@ static int parse(int argc, char **argv, ExportArgs *a) {
         return -1;
     }
     return 0;
-}
-
-static int is_hdf5(const char *path) {
-    int fd = npt_open_input(path, NULL, NULL);
-    unsigned char sig[8] = {0};
-    ssize_t n = fd >= 0 ? read(fd, sig, sizeof sig) : 0;
-    if (fd >= 0) close(fd);
-    return n == 8 && !memcmp(sig, "\x89HDF\r\n\x1a\n", 8);
 }
 
 /* The tokenizer the run used: "tokenizer" of the checkpoint's recipe, "" when unset. */
@@ -151,7 +142,7 @@ int cmd_export(int argc, char **argv) {
     /* a model directory is fine; a file must be a regular one (a pipe would block the reads below) */
     if (rc == 0 && !S_ISDIR(st.st_mode) && npt_check_input(a.input, "checkpoint or model", &err)) rc = -1;
     if (rc == 0) {
-        from_ckpt = S_ISREG(st.st_mode) && is_hdf5(a.input);
+        from_ckpt = S_ISREG(st.st_mode) && npt_file_is_hdf5(a.input, NULL, NULL) == 1;
         if (from_ckpt) rc = load_trained(&a, &m, &meta, tok, sizeof tok, &err);
         else if (!(rc = load_full_model(a.input, &m, &err)))
             snprintf(tok, sizeof tok, "%s", a.tokenizer ? a.tokenizer : m.tokenizer_path);

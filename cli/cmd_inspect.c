@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "../model/debug.h"
 #include "../train/runlog.h"
@@ -566,15 +565,6 @@ done:
 
 /* ---------------------------------------------------------------- entry */
 
-/* An npt checkpoint is an HDF5 file; anything else is treated as a model. */
-static int is_hdf5_file(const char *path) {
-    int fd = npt_open_input(path, NULL, NULL);
-    unsigned char sig[8] = {0};
-    ssize_t n = fd >= 0 ? read(fd, sig, sizeof sig) : 0;
-    if (fd >= 0) close(fd);
-    return n == 8 && memcmp(sig, "\x89HDF\r\n\x1a\n", 8) == 0;
-}
-
 int cmd_inspect(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "verify")) return inspect_verify(argc - 1, argv + 1);
     int diff = argc >= 2 && !strcmp(argv[1], "diff");
@@ -626,7 +616,8 @@ int cmd_inspect(int argc, char **argv) {
     if (plot && plot[0] && (refuse_output_over_input(plot, "--plot", files[0], "inspect") ||
                             refuse_existing_output(plot, "--plot", force, "inspect")))
         return 1;
-    if (is_hdf5_file(files[0])) return inspect_checkpoint(files[0], json, want_plot, plot);
+    /* an npt checkpoint is an HDF5 file; anything else is treated as a model */
+    if (npt_file_is_hdf5(files[0], NULL, NULL) == 1) return inspect_checkpoint(files[0], json, want_plot, plot);
     if (want_plot) {
         fprintf(stderr, "npt inspect: error: --plot needs a checkpoint; %s is not one\n", files[0]);
         return 2;

@@ -361,13 +361,10 @@ static int parse(LlamaModel *m, FILE *f, uint64_t size, Gguf *g, NptErr *err) {
 
 int llama_load_gguf(const char *path, LlamaModel *m, NptErr *err) {
     if (llama_begin(m, path, MODEL_FMT_GGUF, err)) return -1;
-    int fd = npt_open_input(path, "model", err);
-    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
-    if (!f) {
-        if (fd == -2) return -1; /* a pipe or device: err says so */
-        if (fd >= 0) close(fd);
-        return npt_fail(err, "cannot open model %s: %s", path, strerror(errno));
-    }
+    FILE *f;
+    int open_rc = npt_fopen_input(path, "model", &f, err);
+    if (open_rc == -2) return -1; /* a pipe or device: err says so */
+    if (open_rc) return npt_fail(err, "cannot open model %s: %s", path, strerror(errno));
     Gguf g = {.fd = fileno(f)};
     uint64_t size;
     int rc = llama_file_size(g.fd, path, &size, err) || parse(m, f, size, &g, err) || llama_alloc_weights(m, err) ||

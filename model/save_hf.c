@@ -280,13 +280,10 @@ static int hf_write_byte_tokenizer(const char *dir, NptErr *err) {
 
 /* Copies src to dst (atomically); a missing src is an error only when required. */
 static int copy_file(const char *src, const char *dst, int required, NptErr *err) {
-    int fd = npt_open_input(src, "tokenizer", err); /* a pipe or device is refused even when optional */
-    FILE *in = fd >= 0 ? fdopen(fd, "rb") : NULL;
-    if (!in) {
-        if (fd == -2) return -1;
-        if (fd >= 0) close(fd);
-        return required || errno != ENOENT ? npt_fail(err, "cannot open %s: %s", src, strerror(errno)) : 0;
-    }
+    FILE *in;
+    int open_rc = npt_fopen_input(src, "tokenizer", &in, err); /* a pipe or device is refused even when optional */
+    if (open_rc == -2) return -1;
+    if (open_rc) return required || errno != ENOENT ? npt_fail(err, "cannot open %s: %s", src, strerror(errno)) : 0;
     NptAtomicFile o;
     FILE *out = npt_atomic_open(&o, dst, err);
     int rc = -1;

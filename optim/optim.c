@@ -69,6 +69,16 @@ float grad_clip(float *grads, size_t n, double norm, float max_norm) {
     return f;
 }
 
+int optim_update(Optimizer *o, double loss, float lr, float max_norm, double *norm, float *factor) {
+    *norm = isfinite(loss) ? grad_global_norm(o->grads, o->n) : NAN; /* no pass over a batch already lost */
+    double applied = max_norm > 0 && *norm > max_norm ? max_norm : *norm;
+    if (!isfinite(*norm) || isinf((float)(applied * applied))) return 1;
+    float f = grad_clip(o->grads, o->n, *norm, max_norm);
+    if (factor) *factor = f;
+    optim_step(o, lr);
+    return 0;
+}
+
 float schedule_lr(const Schedule *s, int64_t step) {
     if (s->warmup_steps > 0 && step < s->warmup_steps) return s->base_lr * (float)(step + 1) / (float)s->warmup_steps;
     if (s->kind == SCHED_CONSTANT) return s->base_lr;

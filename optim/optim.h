@@ -36,6 +36,12 @@ void optim_step(Optimizer *o, float lr);
 double grad_global_norm(const float *grads, size_t n);
 /* Scales gradients so their norm is at most max_norm (0 = off); returns the factor. */
 float grad_clip(float *grads, size_t n, double norm, float max_norm);
+/* The trainer's update once a batch's gradients are in o->grads: their global norm into
+ * *norm, then either a skip (returns 1, nothing changes) or clipping to max_norm and one
+ * optim_step at lr (returns 0, the clip factor into *factor when not NULL). Skipped: a
+ * non-finite loss or norm, or a clipped norm whose square overflows float32 (AdamW would
+ * turn its second moments Inf while every other check passes). */
+int optim_update(Optimizer *o, double loss, float lr, float max_norm, double *norm, float *factor);
 
 typedef struct {
     ScheduleKind kind;

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -161,6 +162,15 @@ static void write_h5(const char *name, hid_t type, int rank, const void *data, h
     H5Dclose(d), H5Sclose(sp), H5Fclose(f);
 }
 
+/* The suite has no timeout of its own: a blocking open() of the pipe fails the test
+ * after 20 s instead of hanging it. */
+static void on_alarm(int sig) {
+    static const char msg[] = "FAIL: npt_open_input or a reader blocked on a named pipe for 20 s\n";
+    ssize_t ignored = write(STDOUT_FILENO, msg, sizeof msg - 1); /* nothing else is safe in a handler */
+    (void)sig, (void)ignored;
+    _exit(1);
+}
+
 /* npt_open_input: a regular file opens (blocking reads again); anything else is -2 with a
  * message naming it, a failed open -1 with errno kept. The pipe has no writer: a blocking
  * open() would hang here, so this also proves the open does not block. */
@@ -227,7 +237,10 @@ int main(void) {
         test_text(tok);
         test_jsonl(tok);
         test_token_files(tok);
+        signal(SIGALRM, on_alarm);
+        alarm(20);
         test_not_regular(tok);
+        alarm(0);
     }
     test_hdf5();
     tokenizer_free(tok);

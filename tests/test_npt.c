@@ -156,19 +156,18 @@ static int dump(char **argv) {
     return rc ? 1 : 0;
 }
 
-/* One optimizer step in the order of train/trainer.c's train_step: the batch's gradient,
- * its global norm, the step's rate, clipping, the update. Writes "loss norm lr factor". */
+/* One optimizer step as train/trainer.c's train_step takes it: the batch's gradient, the
+ * step's rate, then optim_update (norm, skip rule, clipping, update), the function the
+ * trainer calls. Writes "loss norm lr factor". */
 static int trainer_step(const LlamaModel *m, NptModel *n, const int *tokens, Optimizer *opt, const Schedule *sched,
                         int64_t step, float max_norm, FILE *out) {
     ObjectiveValues v = loss_at(m, n, tokens, 1);
-    double norm = grad_global_norm(n->grads, n->n_params);
-    float lr = schedule_lr(sched, step);
-    if (!isfinite(v.loss) || !isfinite(norm)) { /* the trainer would skip it: the comparison has no step */
-        fprintf(stderr, "step %lld: loss %g, gradient norm %g\n", (long long)step, v.loss, norm);
+    float lr = schedule_lr(sched, step), factor = 1.0f;
+    double norm;
+    if (optim_update(opt, v.loss, lr, max_norm, &norm, &factor)) { /* skipped: the comparison has no step */
+        fprintf(stderr, "step %lld: loss %g, gradient norm %g: the trainer skips it\n", (long long)step, v.loss, norm);
         return -1;
     }
-    float factor = grad_clip(n->grads, n->n_params, norm, max_norm);
-    optim_step(opt, lr);
     return fprintf(out, "%.9g %.9g %.9g %.9g\n", v.loss, norm, lr, factor) < 0 ? -1 : 0;
 }
 

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n) {
     const LlamaConfig *c = &m->cfg;
@@ -157,12 +156,9 @@ static int refuse_adapter_only(const char *path, NptErr *err) {
         snprintf(cfg, sizeof cfg, "%s/adapter_config.json", path);
         return stat(cfg, &st) == 0 ? refuse_peft(path, cfg, err) : 0;
     }
-    int fd = npt_open_input(path, "model", err);
-    if (fd == -2) return -1; /* a pipe or device: reading it would block or never end */
-    unsigned char sig[8] = {0};
-    ssize_t n = fd >= 0 ? read(fd, sig, sizeof sig) : 0;
-    if (fd >= 0) close(fd);
-    if (n != 8 || memcmp(sig, "\x89HDF\r\n\x1a\n", 8) != 0) return 0;
+    int h5 = npt_file_is_hdf5(path, "model", err);
+    if (h5 == -2) return -1; /* a pipe or device: reading it would block or never end */
+    if (h5 != 1) return 0;
     NptErr e2;
     CkptFile *f = ckpt_open(path, &e2);
     CkptMeta m;

@@ -40,12 +40,9 @@ void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen) {
  * then rename. A file not written yet is fine. */
 static int keep_lines_where(const char *path, int (*keep)(const char *line, int64_t i, int64_t arg), int64_t arg,
                             NptErr *err) {
-    int fd = npt_open_input(path, "metrics log", err); /* a pipe there would block the resume */
-    FILE *in = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (!in) {
-        if (fd >= 0) close(fd);
-        return fd == -2 ? -1 : 0;
-    }
+    FILE *in;
+    int open_rc = npt_fopen_input(path, "metrics log", &in, err); /* a pipe there would block the resume */
+    if (open_rc) return open_rc == -2 ? -1 : 0;
     NptAtomicFile o;
     FILE *out = npt_atomic_open(&o, path, err);
     if (!out) {

@@ -342,9 +342,9 @@ static int refuse_other_run(const Trainer *t, const char *resume, const char *me
     if (found > 0)
         return fail("%s already holds a run (%s); continue it with --resume auto, or choose another output_dir "
                     "(--set output_dir=...)", t->r.output_dir, existing);
-    const char *const written[] = {"best.h5", "eval.jsonl", "loss.svg"};
-    for (size_t i = 0; i <= NPT_ARRAY_LEN(written); i++) {
-        if (i < NPT_ARRAY_LEN(written)) snprintf(existing, sizeof existing, "%s/%s", t->r.output_dir, written[i]);
+    const char *const written[] = {"best.h5", "eval.jsonl", "loss.svg", NULL /* the metrics log, by its path */};
+    for (size_t i = 0; i < NPT_ARRAY_LEN(written); i++) {
+        if (written[i]) snprintf(existing, sizeof existing, "%s/%s", t->r.output_dir, written[i]);
         else snprintf(existing, sizeof existing, "%s", metrics);
         if (stat(existing, &st) == 0)
             return fail("%s holds %s of an earlier run but no checkpoint to continue; remove the file, or choose "
@@ -438,20 +438,13 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
         if (!isfinite(v.loss)) finite = 0;
         loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
     }
-    double norm = finite ? grad_global_norm(t->grads, t->n_params) : NAN;
-    /* AdamW squares the (clipped) gradient in float32: a norm whose square overflows would
-     * turn the second moments Inf while every test above passes, so it counts as non-finite. */
-    double clip = r->train.clip_grad_norm, applied = clip > 0 && norm > clip ? clip : norm;
-    int overflows = isfinite(norm) && isinf((float)(applied * applied));
-    *row = (CkptHistoryRow){.step = t->meta.step + 1, .loss = loss, .nmse = fid, .reg = reg,
-                            .lr = schedule_lr(&t->sched, t->meta.step), .grad_norm = norm};
-    if (!isfinite(loss) || !isfinite(norm) || overflows) {
-        row->skipped = 1;
-        row->step = t->meta.step; /* the schedule does not move */
-        return 1;
-    }
-    grad_clip(t->grads, t->n_params, norm, (float)r->train.clip_grad_norm);
-    optim_step(&t->opt, (float)row->lr);
+    float lr = schedule_lr(&t->sched, t->meta.step);
+    double norm;
+    int skipped = optim_update(&t->opt, finite ? loss : NAN, lr, (float)r->train.clip_grad_norm, &norm, NULL);
+    /* a skipped step keeps its number: the schedule does not move */
+    *row = (CkptHistoryRow){.step = t->meta.step + !skipped, .loss = loss, .nmse = fid, .reg = reg, .lr = lr,
+                            .grad_norm = norm, .skipped = skipped};
+    if (skipped) return 1;
     t->meta.step++;
     t->meta.tokens_seen += (int64_t)A * B * T;
     t->log.tokens_session += (int64_t)A * B * T;

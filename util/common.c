@@ -128,16 +128,29 @@ int npt_check_input(const char *path, const char *what, NptErr *err) {
     return 0;
 }
 
-char *npt_read_input(const char *path, const char *what, size_t *len_out, NptErr *err) {
+int npt_fopen_input(const char *path, const char *what, FILE **out, NptErr *err) {
     int fd = npt_open_input(path, what, err);
-    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
-    if (!f) {
-        if (fd >= 0) {
-            npt_fail(err, "cannot open %s: %s", path, strerror(errno));
-            close(fd);
-        }
-        return NULL;
-    }
+    *out = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (fd < 0 || *out) return fd < 0 ? fd : 0;
+    int e = errno;
+    close(fd);
+    npt_fail(err, "cannot open %s: %s", path, strerror(e));
+    errno = e;
+    return -1;
+}
+
+int npt_file_is_hdf5(const char *path, const char *what, NptErr *err) {
+    int fd = npt_open_input(path, what, err);
+    if (fd < 0) return fd == -2 ? -2 : 0;
+    unsigned char sig[8] = {0};
+    ssize_t n = read(fd, sig, sizeof sig);
+    close(fd);
+    return n == 8 && !memcmp(sig, "\x89HDF\r\n\x1a\n", 8);
+}
+
+char *npt_read_input(const char *path, const char *what, size_t *len_out, NptErr *err) {
+    FILE *f;
+    if (npt_fopen_input(path, what, &f, err)) return NULL;
     if (fseek(f, 0, SEEK_END) != 0) {
         npt_fail(err, "cannot seek in %s: %s", path, strerror(errno));
         fclose(f);

@@ -41,6 +41,13 @@ int npt_open_input(const char *path, const char *what, NptErr *err);
  * 0 for a regular file, else -1 or -2 with err as above. */
 int npt_check_input(const char *path, const char *what, NptErr *err);
 
+/* npt_open_input as a stdio stream: 0 with *out set, or -1 / -2 (and errno) as above. */
+int npt_fopen_input(const char *path, const char *what, FILE **out, NptErr *err);
+/* 1 when path is a regular file starting with the HDF5 signature (an npt checkpoint,
+ * not a model), 0 when it is not or cannot be read, -2 (err set as npt_open_input's,
+ * naming WHAT) when it is not a regular file. */
+int npt_file_is_hdf5(const char *path, const char *what, NptErr *err);
+
 /* Reads a whole (small) file: config.json, tokenizer.json, recipes. NUL-terminated.
  * Only a regular file is read (npt_open_input; WHAT names it in that refusal). */
 char *npt_read_input(const char *path, const char *what, size_t *len_out, NptErr *err);

@@ -36,10 +36,12 @@ if [ ! -x "$BENCH" ]; then
     echo "bench: $BENCH is missing; build it with 'make $BENCH'" >&2
     exit 1
 fi
-if [ ! -d "$BLAS_PTHREAD" ]; then
-    echo "bench: $BLAS_PTHREAD is missing (PyTorch's default BLAS); run scripts/setup.sh" >&2
-    exit 1
-fi
+for blas in "$BLAS_OMP" "$BLAS_PTHREAD"; do
+    if [ ! -d "$blas" ]; then # LD_LIBRARY_PATH would name nothing: the system's BLAS would run
+        echo "bench: $blas is missing (an OpenBLAS build the PyTorch runs use); run scripts/setup.sh" >&2
+        exit 1
+    fi
+done
 if [ ! -f "$M260" ]; then
     echo "bench: $M260 is missing (the shared test models, see SPEC section 10)" >&2
     exit 1

@@ -68,7 +68,10 @@ def test_outputs(tmp):
         kept = f.read() == MINE
     check(rc == 1 and kept and "--force" in err, f"debug forward --save onto an existing file: exit {rc}, kept: {kept}")
     rc, _, err = npt("debug", "forward", "--model", BIN, "--prompt", "Once", "--save", out, "--force")
-    check(rc == 0, f"... with --force it runs (exit {rc}, want 0: all finite) {err.strip()[-120:]!r}")
+    with open(out, "rb") as f:
+        kept = f.read() == MINE
+    check(rc == 0 and kept, f"... with --force it runs (exit {rc}, want 0: all finite) and, finding nothing to save, "
+          f"leaves the file (kept: {kept}) {err.strip()[-120:]!r}")
     rc, _, err = npt("debug", "layers", "--model", BIN, "--prompt", "Once", "--force")
     check(rc == 2 and "--force does not apply to layers" in err, f"debug layers --force: exit {rc} (want 2)")
 

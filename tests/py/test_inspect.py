@@ -95,8 +95,10 @@ with open(custom, "w") as f:
     f.write("my notes\n")
 rc, _, _ = run("inspect", final, "--plot=" + custom, "--force")
 check(rc == 0 and "<polyline" in open(custom).read(), "--plot=FILE --force replaces it")
+with open(svg, "w") as f:  # so that only a rewrite brings the polyline back
+    f.write("stale\n")
 rc, _, _ = run("inspect", final, "--plot")
-check(rc == 0, "--plot without a name replaces CKPT.loss.svg, npt's own file, on each run")
+check(rc == 0 and "<polyline" in open(svg).read(), "--plot without a name replaces CKPT.loss.svg, npt's own file, on each run")
 for args in (("diff", final, final, "--plot"), (final, "--force")):
     rc, _, err = run("inspect", *args)
     check(rc == 2 and "see npt inspect --help" in err, f"inspect {' '.join(args[-2:])}: usage error, exit {rc} (want 2)")
