@@ -5,8 +5,8 @@ gradient against PyTorch.
 1. Optimizer steps. For stories260K on real TinyStories ids (B=2, T=64, full mode, every
    layer, rank 16), `$BUILD/tests/test_npt --dump ... adamw|sgd WD MOMENTUM WARMUP
    MIN_LR_RATIO MAX_NORM` runs 10 steps on the same batch through the library calls
-   train/trainer.c makes, in its order (objective_step, grad_global_norm, schedule_lr,
-   grad_clip, optim_step). The reference drives torch.optim.AdamW / torch.optim.SGD,
+   train/trainer.c makes (objective_step, schedule_lr, then optim_update: the global
+   norm, the skip rule, grad_clip and optim_step). The reference drives torch.optim.AdamW / torch.optim.SGD,
    torch.nn.utils.clip_grad_norm_ and a LambdaLR carrying optim.h's warmup + cosine
    formula with tests/ref/npt_ref.py's float64 gradients from the same initial adapters.
    First, on random vectors, torch.optim's updates are checked to be npt's definitions
