@@ -52,6 +52,11 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libnpt.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libnpt.a $(LDLIBS)
 
+# bench only: the LD_PRELOAD census of a step's sgemm calls (tests/bench/sgemm_census.c)
+$(BUILD)/tests/bench/sgemm_census.so: tests/bench/sgemm_census.c | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $< -lpthread
+
 test: $(NPT_BIN) $(TEST_BINS)
 	@sh scripts/setup.sh --check-test || sh scripts/setup.sh
 	@PYTHON=$(PYTHON) BUILD=$(BUILD) NPT=./$(NPT_BIN) sh tests/run_tests.sh
@@ -69,7 +74,7 @@ asan:
 demo:
 	sh scripts/demo.sh
 
-bench: $(NPT_BIN) $(TEST_BINS) $(BUILD)/tests/bench/bench_step
+bench: $(NPT_BIN) $(TEST_BINS) $(BUILD)/tests/bench/bench_step $(BUILD)/tests/bench/sgemm_census.so
 	@PYTHON=$(PYTHON) BUILD=$(BUILD) NPT=./$(NPT_BIN) ROUNDS=$(ROUNDS) sh tests/bench/run_bench.sh
 
 setup:

@@ -22,6 +22,7 @@
  * shape (dim 288, hidden 768, 6 layers, 6 heads, vocab 32000, seq 256) or the stories110M
  * shape (dim 768, hidden 2048, 12 layers, 12 heads). */
 #include <cblas.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -34,6 +35,11 @@
 #include "train/objective.h"
 
 enum { BATCH = 8, SEQ = 256, RANK = 16 };
+
+/* tests/bench/sgemm_census.c's entry points when it is preloaded (LD_PRELOAD), else NULL:
+ * the timed training steps are then also split into sgemm time and the rest */
+static void (*census_start)(void);
+static void (*census_report)(FILE *out, int steps, int top);
 
 static double peak_rss_mb(void) {
     struct rusage ru;
@@ -184,7 +190,10 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
     double t0 = 0, cpu0 = 0, first_loss = 0, last_loss = 0, first_norm = 0;
     int s = 0;
     for (; s < warmup + steps && !(s > warmup && npt_now_seconds() - t0 > budget); s++) {
-        if (s == warmup) t0 = npt_now_seconds(), cpu0 = cpu_seconds();
+        if (s == warmup) {
+            if (census_start) census_start();
+            t0 = npt_now_seconds(), cpu0 = cpu_seconds();
+        }
         npt_zero_grads(&n);
         ObjectiveValues v = objective_step(&runner, &m, &n, &oc, tokens, ids, 1.0f, 0);
         double norm = grad_global_norm(n.grads, n.n_params);
@@ -207,6 +216,7 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
     printf("kind=train threads=%d ms=%.1f tok_s=%.0f rss_mb=%.0f cores=%.2f flops=%.4g loss_first=%.6g loss_last=%.6g "
            "grad_norm_first=%.4g params=%zu steps=%d\n", omp_get_max_threads(), sec * 1e3, BATCH * SEQ / sec, peak_rss_mb(), cores,
            step_flops(c, BATCH, SEQ, RANK, safe, cached), first_loss, last_loss, first_norm, n.n_params, steps);
+    if (census_report) census_report(stdout, steps, 12);
     free(tokens);
     if (cached) teacher_cache_close(&cache);
     objective_free(&runner);
@@ -244,6 +254,8 @@ static int run_generate(const char *model, int steps) {
 
 int main(int argc, char **argv) {
     openblas_set_num_threads(omp_get_max_threads());
+    *(void **)&census_start = dlsym(RTLD_DEFAULT, "sgemm_census_start");
+    *(void **)&census_report = dlsym(RTLD_DEFAULT, "sgemm_census_report");
     if (argc == 6 && !strcmp(argv[1], "sgemm")) return run_sgemm(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
     int cached = argc == 8 && !strcmp(argv[7], "cached");
     if ((argc == 7 || cached) && !strcmp(argv[1], "train") && (!strcmp(argv[3], "full") || !strcmp(argv[3], "safe")) &&

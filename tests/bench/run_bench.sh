@@ -12,6 +12,7 @@ BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 NPT=${NPT:-./npt}
 BENCH=$BUILD/tests/bench/bench_step
+CENSUS=$BUILD/tests/bench/sgemm_census.so
 M260=../shared/models/stories260K/stories260K.bin
 THREADS="1 2"
 # warm-up steps, max timed steps, seconds after which timing stops (>= 1 timed step)
@@ -32,10 +33,12 @@ res=$(mktemp)
 err=$(mktemp)
 trap 'rm -f "$res" "$err"' EXIT
 
-if [ ! -x "$BENCH" ]; then
-    echo "bench: $BENCH is missing; build it with 'make $BENCH'" >&2
-    exit 1
-fi
+for f in "$BENCH" "$CENSUS"; do
+    if [ ! -f "$f" ]; then
+        echo "bench: $f is missing; build it with 'make $f'" >&2
+        exit 1
+    fi
+done
 for blas in "$BLAS_OMP" "$BLAS_PTHREAD"; do
     if [ ! -d "$blas" ]; then # LD_LIBRARY_PATH would name nothing: the system's BLAS would run
         echo "bench: $blas is missing (an OpenBLAS build the PyTorch runs use); run scripts/setup.sh" >&2
@@ -103,6 +106,21 @@ bench_train() {
 bench_train stories260K "$M260" "$SMALL" "$ROUNDS"
 bench_train stories15M-shape random15m "$LARGE" "$ROUNDS" cached
 bench_train stories110M-shape random110m "$HUGE" 1
+# census CONFIG MODEL MODE: one more 2-thread npt step with every cblas_sgemm call timed
+# (tests/bench/sgemm_census.c): how much of the step is OpenBLAS, how much the rest
+census() {
+    printf '  %-22s npt    2 thread(s), sgemm census ... ' "$1" >&2
+    # shellcheck disable=SC2086
+    out=$(OMP_NUM_THREADS=2 LD_PRELOAD="$CENSUS" "$BENCH" train "$2" "$3" $LARGE 2>"$err")
+    if echo "$out" | grep -q '^kind=census '; then
+        echo "$out" | sed -n "s/^kind=train /cfg=$1 impl=census_step kind=train /p; s/^kind=census/cfg=$1 impl=census kind=census/p" >>"$res"
+        echo "$out" | sed -n 's/.* \(sgemm_core_ms=[^ ]*\).*/\1/p' >&2
+    else
+        echo "failed: $(tail -1 "$err")" >&2
+    fi
+}
+census "stories15M-shape full" random15m full
+census "stories15M-shape safe" random15m safe
 bench_sgemm
 measure "gen stories15M-shape" npt 1 "$BENCH" generate random15m 256
 measure "gen stories15M-shape" npt 2 "$BENCH" generate random15m 256
@@ -125,6 +143,13 @@ function kv(line, key,   n, i, parts, p) {
         if (!(shape in seen_shape)) { seen_shape[shape] = 1; shapes[++nshapes] = shape }
         if (g + 0 > gf[shape, thr] + 0) gf[shape, thr] = g
         if (g + 0 > peak[thr]) peak[thr] = g + 0
+        next
+    }
+    if (impl == "census_step") { cen_ms[cfg] = kv(rest, "ms"); cen_cores[cfg] = kv(rest, "cores"); next }
+    if (impl == "census") {
+        if (kv(rest, "kind") == "census") { cen_sg[cfg] = kv(rest, "sgemm_core_ms"); cen_gf[cfg] = kv(rest, "sgemm_gflop"); cen_calls[cfg] = kv(rest, "calls") }
+        else cen_shape[cfg, ++cen_n[cfg]] = rest
+        if (!(cfg in seen_cen)) { seen_cen[cfg] = 1; cens[++ncens] = cfg }
         next
     }
     rows[++n] = cfg SUBSEP impl SUBSEP thr
@@ -171,6 +196,30 @@ END {
                best_thr[tk], best_rss[nk] / best_rss[tk]
         if (cfg != base)
             printf "  (%s: npt in epochs after the first, teacher states read from its teacher cache; PyTorch recomputes its teacher)\n", cfg
+    }
+    for (i = 1; i <= ncens; i++) {
+        cfg = cens[i]; tk = cfg SUBSEP "torch"
+        if (!(cfg in cen_sg) || !(cfg in cen_ms)) { printf "\nsgemm census (%s): failed\n", cfg; continue }
+        step = cen_ms[cfg] * cen_cores[cfg]; sg = cen_sg[cfg]
+        printf "\nwhere the time goes (%s, npt on 2 threads, one more run with every cblas_sgemm call timed):\n", cfg
+        printf "  step %.1f ms x %.2f busy cores = %.0f core-ms: OpenBLAS %.0f core-ms (%.1f%%; %d calls, %.1f GFLOP executed", cen_ms[cfg],
+               cen_cores[cfg], step, sg, 100 * sg / step, cen_calls[cfg], cen_gf[cfg]
+        if (cfg in flops) printf ", %.1f necessary", flops[cfg] / 1e9
+        printf ", %.1f GFLOP/s per core), the rest %.0f core-ms (%.1f%%)\n", cen_gf[cfg] * 1e3 / sg, step - sg, 100 * (step - sg) / step
+        ms0 = sg / 2; ms1 = (peak[2] > 0) ? cen_gf[cfg] / peak[2] * 1e3 : 0
+        printf "  bounds: with no time outside OpenBLAS, %.0f ms a step (%.0f tok/s", ms0, 8 * 256 / (ms0 / 1e3)
+        if (tk in best) printf ", %.2fx PyTorch'"'"'s best", 8 * 256 / (ms0 / 1e3) / best[tk]
+        if (ms1 > 0) {
+            printf "); and with its calls also at the 2-thread sgemm peak, %.0f ms (%.0f tok/s", ms1, 8 * 256 / (ms1 / 1e3)
+            if (tk in best) printf ", %.2fx", 8 * 256 / (ms1 / 1e3) / best[tk]
+        }
+        printf ")\n  costliest call shapes (op = transposes of x and W, C[m,n] = op(x) op(W), k inner; per step):\n"
+        printf "  %-4s %6s %6s %6s %7s %9s %7s %9s\n", "op", "m", "n", "k", "calls", "core-ms", "% step", "GFLOP/s"
+        for (j = 1; j <= cen_n[cfg] && j <= 10; j++) {
+            l = cen_shape[cfg, j]
+            printf "  %-4s %6s %6s %6s %7s %9s %7.1f %9s\n", kv(l, "op"), kv(l, "m"), kv(l, "n"), kv(l, "k"), kv(l, "calls"),
+                   kv(l, "core_ms"), 100 * kv(l, "core_ms") / step, kv(l, "gflops")
+        }
     }
     printf "\ngeneration (greedy, KV cache, 256 positions from BOS)\n"
     if (gen260 != "") printf "  stories260K (%s generate, 1 thread): %.0f tok/s\n", npt, gen260
