@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../data/prepare.h"
+#include "../util/stop.h"
 #include "commands.h"
 
 static const char *data_help =
@@ -141,11 +142,11 @@ static int prepare(const DataArgs *a) {
                         .input_format = a->format, .text_field = a->text_field, .skip_bad_records = a->skip_bad,
                         .progress = a->quiet ? NULL : stderr, .log = stderr};
     PrepareStats st;
-    int rc = data_prepare(a->input, a->output, &o, &st, &err);
+    int rc = npt_stop_install(&err) ? -1 : data_prepare(a->input, a->output, &o, &st, &err);
     tokenizer_free(tok);
     if (rc) {
         fprintf(stderr, "npt data prepare: error: %s\n", err.msg);
-        return 1;
+        return npt_stop_requested() ? 128 + npt_stop_requested() : 1;
     }
     double mbs = st.seconds > 0 ? (double)st.bytes / 1e6 / st.seconds : 0;
     if (a->json)

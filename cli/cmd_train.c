@@ -12,7 +12,8 @@ static const char *train_help =
     "  --set k=v        override one recipe key, e.g. --set train.lr=3e-5 --set npt.layers=[2,3]\n"
     "  --resume auto    continue from the newest checkpoint in the run's output_dir\n"
     "  --resume PATH    continue from this checkpoint\n\n"
-    "exit codes: 0 done, 1 bad input, 2 bad command line, 3 stopped after too many non-finite batches, 4 runtime failure\n";
+    "exit codes: 0 done, 1 bad input, 2 bad command line, 3 stopped after too many non-finite batches, 4 runtime failure,\n"
+    "130 / 143 stopped by Ctrl-C / SIGTERM after saving the last step's state (continue with --resume auto)\n";
 
 int cmd_train(int argc, char **argv) {
     TrainArgs a = {0};

@@ -12,6 +12,7 @@
 #include "data_internal.h"
 #include "../util/h5_out.h" /* NptH5Out: HDF5 files written whole or not at all */
 #include "../util/atomic_file.h"
+#include "../util/stop.h"
 #include "../util/path.h"
 
 #include <dirent.h>
@@ -625,7 +626,13 @@ static int prepare_file(Job *j, int file, NptErr *err) {
         }
         if ((rc = block_add(&j->b, &f, file, jsonl, err))) break;
         j->done_bytes = before + r.base + r.doc;
-        if (j->b.len >= BLOCK_BYTES && (rc = block_flush(j, err))) break;
+        if (j->b.len < BLOCK_BYTES) continue;
+        int sig = npt_stop_requested(); /* between blocks: the caller removes the partial output */
+        if (sig) {
+            rc = npt_fail(err, "%s: stopped by %s while tokenizing; nothing was written", path, npt_signal_name(sig));
+            break;
+        }
+        if ((rc = block_flush(j, err))) break;
     }
     j->done_bytes = before + j->files->size[file];
     j->st->bytes += j->files->size[file];

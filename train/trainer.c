@@ -8,6 +8,7 @@
  * data cursor, history. */
 #include "trainer.h"
 #include "../util/path.h"
+#include "../util/stop.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -55,6 +56,9 @@ typedef struct {
     int debug_reports;     /* debug_on_skip reports written by this process */
     int64_t *poison, n_poison, *poison_grads, n_poison_grads, *drop, n_drop; /* test hooks, see parse_index_list */
     int64_t batches_drawn;
+    const char *recipe_arg; /* the recipe as the user named it, for the resume hint */
+    int64_t saved_step;     /* step of the state in saved_path: written or resumed from here (-1: none) */
+    char saved_path[4300];
 } Trainer;
 
 /* Prints one "npt train: error:" line; returns 1 so callers can `return fail(...)`. */
@@ -292,6 +296,8 @@ static int save_checkpoint(Trainer *t, const char *kind) {
     int rc = ckpt_save(path, &t->meta, list, count, &err);
     free(list);
     if (rc) return fail("%s", err.msg);
+    t->saved_step = t->meta.step;
+    snprintf(t->saved_path, sizeof t->saved_path, "%s", path);
     if (!strcmp(kind, "periodic") && ckpt_rotate(t->r.output_dir, t->r.checkpoint.keep_last, &err))
         runlog_say(&t->log, "warning: %s", err.msg);
     char plot[4300];
@@ -407,6 +413,8 @@ static int resume_from(Trainer *t, const char *spec) {
         meta.history = NULL;
         meta.n_history = 0;
         fprintf(stderr, "npt train: resumed from %s at step %lld\n", path, (long long)meta.step);
+        t->saved_step = meta.step;
+        snprintf(t->saved_path, sizeof t->saved_path, "%s", path);
         if (changed[0])
             fprintf(stderr, "npt train: warning: %s differ%s from the recipe that wrote %s: the run goes on from it, but "
                             "will not reproduce an uninterrupted run of either recipe\n",
@@ -510,12 +518,30 @@ static int interval_is_best(Trainer *t) {
     return 1;
 }
 
+/* SIGINT or SIGTERM arrived (util/stop.h); called between steps. The state goes into an
+ * emergency checkpoint (resumable like any other) unless this step's state is already
+ * on disk. Returns the exit status: 128 + the signal, or 4 if the save failed. */
+static int stop_on_signal(Trainer *t, int sig) {
+    if (t->saved_step != t->meta.step && t->meta.n_history > 0 && save_checkpoint(t, "emergency")) return 4;
+    if (t->saved_step == t->meta.step)
+        runlog_say(&t->log, "npt train: stopped by %s after step %lld; its state is in %s: continue with npt train %s --resume auto (and the same --set options)",
+                   npt_signal_name(sig), (long long)t->meta.step, t->saved_path, t->recipe_arg);
+    else
+        runlog_say(&t->log, "npt train: stopped by %s before the first step; nothing to save", npt_signal_name(sig));
+    return 128 + sig;
+}
+
 static int run_loop(Trainer *t) {
     Recipe *r = &t->r;
     int64_t max_ids = (int64_t)r->train.grad_accum * r->train.batch_size;
     int64_t *ids = npt_xmalloc((size_t)max_ids * sizeof(int64_t), "sample ids");
     int rc = 0;
     while (t->meta.step < r->train.max_steps) {
+        int sig = npt_stop_requested();
+        if (sig) {
+            rc = stop_on_signal(t, sig);
+            break;
+        }
         CkptHistoryRow row;
         int n_ids;
         int skipped = train_step(t, &row, ids, &n_ids);
@@ -631,6 +657,14 @@ int train_run(const TrainArgs *a) {
         free(t);
         return 1;
     }
+    t->recipe_arg = a->recipe_path;
+    t->saved_step = -1;
+    if (npt_stop_install(&err)) { /* from here Ctrl-C / SIGTERM stop at the next clean point */
+        fail("%s", err.msg);
+        recipe_free(&t->r);
+        free(t);
+        return 4;
+    }
     int threads = t->r.threads > 0 ? t->r.threads : omp_get_num_procs();
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
@@ -672,6 +706,8 @@ int train_run(const TrainArgs *a) {
     if (rc == 0) fprintf(stderr, "npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
                          (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);
 done:
+    /* a stop during setup (tokenizing the data) ends it as a failure to read the data */
+    if (rc == 1 && npt_stop_requested()) rc = 128 + npt_stop_requested();
     trainer_free(t);
     free(t);
     return rc;
