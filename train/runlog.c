@@ -11,8 +11,13 @@
 
 int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_step, NptErr *err) {
     memset(r, 0, sizeof *r);
-    r->metrics = fopen(metrics_path, append ? "a" : "w");
-    if (!r->metrics) return npt_fail(err, "cannot write %s (is the output directory writable?)", metrics_path);
+    if (append) { /* a new run's file was refused if it existed; a resumed run's is its own */
+        r->metrics = npt_fopen_append(metrics_path, "metrics log", err);
+        if (!r->metrics) return -1;
+    } else {
+        r->metrics = fopen(metrics_path, "w");
+        if (!r->metrics) return npt_fail(err, "cannot write %s (is the output directory writable?)", metrics_path);
+    }
     r->is_tty = isatty(fileno(stderr));
     r->t_start = npt_now_seconds();
     r->first_step = first_step;

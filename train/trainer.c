@@ -127,9 +127,9 @@ static int periodic_eval(Trainer *t) {
                    res.ppl_base);
     char path[4300];
     eval_log_path(t, path, sizeof path);
-    FILE *f = fopen(path, "a");
+    FILE *f = npt_fopen_append(path, "evaluation log", &err);
     if (!f) {
-        runlog_say(&t->log, "warning: cannot append to %s", path);
+        runlog_say(&t->log, "warning: %s; this evaluation is only in the log above", err.msg);
     } else {
         fprintf(f, "{\"step\":%lld,\"eval\":", (long long)t->meta.step);
         eval_write_json(f, &res);

@@ -121,6 +121,31 @@ int npt_open_input(const char *path, const char *what, NptErr *err) {
     return fd;
 }
 
+/* As npt_open_input: stat first, a non-blocking open (a pipe without a reader fails at
+ * once with ENXIO instead of blocking), fstat of what was opened. */
+FILE *npt_fopen_append(const char *path, const char *what, NptErr *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        refuse_input(path, st.st_mode, what, err);
+        return NULL;
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0666);
+    int flags = fd >= 0 && fstat(fd, &st) == 0 ? fcntl(fd, F_GETFL) : -1;
+    if (flags >= 0 && !S_ISREG(st.st_mode)) {
+        close(fd);
+        refuse_input(path, st.st_mode, what, err);
+        return NULL;
+    }
+    FILE *f = flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 ? fdopen(fd, "a") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        npt_fail(err, "cannot append to %s: %s", path, strerror(e));
+        errno = e;
+    }
+    return f;
+}
+
 int npt_check_input(const char *path, const char *what, NptErr *err) {
     int fd = npt_open_input(path, what, err);
     if (fd < 0) return fd;

@@ -43,6 +43,10 @@ int npt_check_input(const char *path, const char *what, NptErr *err);
 
 /* npt_open_input as a stdio stream: 0 with *out set, or -1 / -2 (and errno) as above. */
 int npt_fopen_input(const char *path, const char *what, FILE **out, NptErr *err);
+/* A log a run appends to (metrics.jsonl, eval.jsonl), created if missing: NULL with err
+ * set when it cannot be opened or is not a regular file (a named pipe put there would
+ * block the run until something reads it; err names PATH's kind and WHAT). */
+FILE *npt_fopen_append(const char *path, const char *what, NptErr *err);
 /* 1 when path is a regular file starting with the HDF5 signature (an npt checkpoint,
  * not a model), 0 when it is not or cannot be read, -2 (err set as npt_open_input's,
  * naming WHAT) when it is not a regular file. */
