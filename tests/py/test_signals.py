@@ -114,47 +114,47 @@ def test_train_sigterm_resume(tmp):
           f"to the uninterrupted run's" + (f"; differ: {differ[:4]}" if differ else ""))
 
 
+def sigint_while_tokenizing(argv, watch, label, env=None):
+    """Runs ARGV and sends SIGINT 0.3 s after a file appears in WATCH (its temporary
+    output: tokenizing has begun). Checks exit 130; returns stderr, or None if the
+    command ended before."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    if not wait_until(proc, lambda: os.listdir(watch)):
+        proc.kill()
+        check(False, f"{label}: the command ended (status {proc.wait()}) before it started tokenizing")
+        return None
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    check(proc.returncode == 130, f"{label}: exit 130 (128 + SIGINT), got {proc.returncode}: {err.strip()[-200:]}")
+    return err
+
+
 def test_train_sigint_while_tokenizing(tmp):
     cache, out = os.path.join(tmp, "cache"), os.path.join(tmp, "tokenizing")
     os.mkdir(cache)
     text = big_text(tmp)
-    env = dict(os.environ, NPT_CACHE_DIR=cache)
-    proc = subprocess.Popen(train_argv(out, SETS + [f"data.train={text}"]), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    # the cache's temporary file appears once tokenizing has begun
-    if not wait_until(proc, lambda: os.listdir(cache)):
-        proc.kill()
-        check(False, f"sigint/tokenizing: npt train ended (status {proc.wait()}) before it started tokenizing")
+    err = sigint_while_tokenizing(train_argv(out, SETS + [f"data.train={text}"]), cache, "sigint/tokenizing",
+                                  env=dict(os.environ, NPT_CACHE_DIR=cache))
+    if err is None:
         return
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
-    check(proc.returncode == 130, f"sigint/tokenizing: exit 130 (128 + SIGINT), got {proc.returncode}: {err.strip()[-200:]}")
-    check("stopped by SIGINT while tokenizing; nothing was written" in err and text in err,
-          "sigint/tokenizing: the error names the text and the signal")
+    check(f"npt train: error: {text}: stopped by SIGINT while tokenizing; nothing was written" in err,
+          "sigint/tokenizing: one error line names the text and the signal")
     check(os.listdir(cache) == [], f"sigint/tokenizing: the cache directory is empty: {os.listdir(cache)}")
     left = [f for f in os.listdir(out) if f.endswith(".h5") or ".tmp." in f] if os.path.isdir(out) else []
     check(left == [], f"sigint/tokenizing: no checkpoint or temporary file in the run directory: {left}")
 
 
 def test_prepare_sigint(tmp):
-    text, out = big_text(tmp), os.path.join(tmp, "prepared", "big.u16")
-    os.mkdir(os.path.dirname(out))
-    proc = subprocess.Popen([NPT, "data", "prepare", text, "-o", out, "--tokenizer", TOK], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    # the temporary output appears once tokenizing has begun
-    if not wait_until(proc, lambda: os.listdir(os.path.dirname(out))):
-        proc.kill()
-        check(False, f"sigint/prepare: npt data prepare ended (status {proc.wait()}) before writing")
+    text, out_dir = big_text(tmp), os.path.join(tmp, "prepared")
+    os.mkdir(out_dir)
+    argv = [NPT, "data", "prepare", text, "-o", os.path.join(out_dir, "big.u16"), "--tokenizer", TOK]
+    err = sigint_while_tokenizing(argv, out_dir, "sigint/prepare")
+    if err is None:
         return
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
-    check(proc.returncode == 130, f"sigint/prepare: exit 130 (128 + SIGINT), got {proc.returncode}: {err.strip()[-200:]}")
-    check("npt data prepare: error: " in err and "stopped by SIGINT while tokenizing; nothing was written" in err,
-          "sigint/prepare: one error line names the signal")
-    left = os.listdir(os.path.dirname(out))
-    check(left == [], f"sigint/prepare: neither the output nor its temporary file is left: {left}")
+    check(f"npt data prepare: error: {text}: stopped by SIGINT while tokenizing; nothing was written" in err,
+          "sigint/prepare: one error line names the text and the signal")
+    check(os.listdir(out_dir) == [], f"sigint/prepare: neither the output nor its temporary file is left: {os.listdir(out_dir)}")
 
 
 def main():
