@@ -1,6 +1,15 @@
-"""tests/py/harness.py — the PASS/FAIL protocol every Python test follows: one line per
-assertion, counted by tests/run_tests.sh, and an exit status that says whether any failed.
+"""tests/py/harness.py — what every Python test shares: the PASS/FAIL protocol (one line
+per assertion, counted by tests/run_tests.sh, and an exit status that says whether any
+failed), where npt and the shared models are, and how npt is run.
 Not a test itself (run_tests.sh runs tests/py/test_*.py)."""
+import os
+import resource
+import signal
+import subprocess
+
+NPT = os.environ.get("NPT", "./npt")
+BUILD = os.environ.get("BUILD", "build")  # the C test drivers are in BUILD/tests
+SHARED = os.environ.get("NPT_SHARED", "../shared")
 
 _failures = 0
 
@@ -19,3 +28,36 @@ def failures():
 
 def exit_code():
     return 1 if _failures else 0
+
+
+def shared_path(*parts):
+    """A file under $NPT_SHARED (models, data), relative as given: npt echoes paths back
+    in its messages and the tests compare them."""
+    return os.path.join(SHARED, *parts)
+
+
+def set_flags(assignments):
+    """["--set", a, "--set", b, ...]: recipe overrides as npt takes them."""
+    return [flag for a in assignments for flag in ("--set", a)]
+
+
+def run_npt(*args, timeout=600, fsize=None, env=None):
+    """npt ARGS with stdout and stderr captured; the CompletedProcess. Raises
+    subprocess.TimeoutExpired after timeout seconds (None: no limit), so a hung npt fails
+    its test instead of stalling the suite.
+    fsize: RLIMIT_FSIZE in bytes, a full disk without privileges (a write past it fails
+    with EFBIG, SIGXFSZ being ignored). env: the child's whole environment (None: ours).
+    Output is decoded with errors replaced: a test fails on its checks, not on a
+    UnicodeDecodeError. stdin is /dev/null: npt never reads it, and a test must not wait
+    on the terminal."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return subprocess.run([NPT, *args], capture_output=True, text=True, errors="replace", timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=env, preexec_fn=limit if fsize else None)
+
+
+def temp_files(directory):
+    """Names in directory that look like an unfinished write: npt writes PATH.tmp.PID and
+    renames it over PATH, so one left behind is a write that was not cleaned up."""
+    return [f for f in os.listdir(directory) if ".tmp" in f]

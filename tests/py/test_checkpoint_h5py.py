@@ -17,9 +17,8 @@ import tempfile
 
 import h5py
 import numpy as np
-from harness import check, exit_code
+from harness import BUILD, check, exit_code
 
-BUILD = os.environ.get("BUILD", "build")
 BIN = os.path.join(BUILD, "tests", "test_checkpoint")
 
 

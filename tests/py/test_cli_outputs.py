@@ -12,24 +12,21 @@ stdout, nothing written); --set, meant to repeat, still does.
 Run from the repo root: /usr/bin/python3 tests/py/test_cli_outputs.py
 """
 import os
-import subprocess
 import sys
 import tempfile
 
-from harness import check, exit_code
+from harness import NPT, check, exit_code, run_npt, shared_path, temp_files
 
-NPT = os.environ.get("NPT", "./npt")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
-BIN = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
-TOK = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
-TEXT = os.path.join(SHARED, "data", "tinystories-valid-1000.txt")
+BIN = shared_path("models", "stories260K", "stories260K.bin")
+TOK = shared_path("models", "stories260K", "tok512.bin")
+TEXT = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 MINE = b"my own file, not to be lost\n"
 
 
 def npt(*args):
-    p = subprocess.run([NPT, *args], capture_output=True, timeout=600)
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    p = run_npt(*args)
+    return p.returncode, p.stdout, p.stderr
 
 
 def check_kept(tmp, name, flag, args):
@@ -49,7 +46,7 @@ def check_kept(tmp, name, flag, args):
         body = f.read()
     check(rc == 0 and body != MINE and len(body) > 0,
           f"... with --force: exit {rc} (want 0), file rewritten ({len(body)} bytes) {err.strip()[-160:]!r}")
-    left = [f for f in os.listdir(tmp) if ".tmp." in f]
+    left = temp_files(tmp)
     check(not left, f"no temporary files left behind ({left})")
 
 

@@ -20,11 +20,8 @@ Run from the repo root: /usr/bin/python3 tests/py/test_data_prepare.py
 import json
 import os
 import re
-import resource
 import shutil
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
 
@@ -34,26 +31,14 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import tok_ref  # noqa: E402
 import vocab_ref  # noqa: E402
-from harness import check, exit_code  # noqa: E402
+from harness import check, exit_code, run_npt, set_flags, shared_path, temp_files  # noqa: E402
 
-NPT = os.environ.get("NPT", "./npt")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
-TRAIN_TXT = f"{SHARED}/data/tinystories-train-head.txt"
-VALID_TXT = f"{SHARED}/data/tinystories-valid-1000.txt"
-TOK512 = f"{SHARED}/models/stories260K/tok512.bin"
-TOK_HF = f"{SHARED}/models/TinyStories-656K/tokenizer.json"
+TRAIN_TXT = shared_path("data", "tinystories-train-head.txt")
+VALID_TXT = shared_path("data", "tinystories-valid-1000.txt")
+TOK512 = shared_path("models", "stories260K", "tok512.bin")
+TOK_HF = shared_path("models", "TinyStories-656K", "tokenizer.json")
 SAFE = "recipes/stories260k-safe.json"
 N_ENCODE = 40  # stories compared id by id with the O(n^2) reference encoder
-
-
-def npt(*args, timeout=600, fsize=None):
-    """fsize: RLIMIT_FSIZE in bytes, a full disk without privileges (a write past it fails
-    with EFBIG, SIGXFSZ being ignored)."""
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    return subprocess.run([NPT, *args], capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=limit if fsize else None)
 
 
 def documents(path):
@@ -96,7 +81,7 @@ def split_at(ids, bos):
 def test_roundtrip(tmp):
     for src, tok, out, count in [(TRAIN_TXT, TOK512, "train.u16", 2316), (VALID_TXT, TOK_HF, "valid.h5", 1000)]:
         path = os.path.join(tmp, out)
-        r = npt("data", "prepare", src, "-o", path, "--tokenizer", tok, "--json")
+        r = run_npt("data", "prepare", src, "-o", path, "--tokenizer", tok, "--json")
         if r.returncode != 0:
             check(False, f"npt data prepare {src}: {r.stderr.strip()[-300:]}")
             continue
@@ -132,7 +117,7 @@ def test_roundtrip(tmp):
         stories = documents(src)
         same = all([bos] + enc.encode(stories[k]) == [int(i) for i in docs[k]] for k in range(N_ENCODE))
         check(same, f"{out}: the first {N_ENCODE} documents are BOS + the reference encoder's ids")
-        r = npt("data", "stats", path, "--json", "--seq-len", "128")
+        r = run_npt("data", "stats", path, "--json", "--seq-len", "128")
         st = json.loads(r.stdout) if r.returncode == 0 else {}
         lens = [len(d) for d in docs]
         check(st.get("tokens") == len(ids) and st.get("documents") == len(docs) and st["doc_len"]["min"] == min(lens)
@@ -149,8 +134,7 @@ def metrics(path):
 
 
 def train(sets, out, extra=()):
-    argv = [NPT, "train", SAFE] + [a for s in sets + [f"output_dir={out}"] for a in ("--set", s)] + list(extra)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    return run_npt("train", SAFE, *set_flags(sets + [f"output_dir={out}"]), *extra)
 
 
 SHORT = ["train.max_steps=12", "train.warmup_steps=2", "checkpoint.every=6", "data.seq_len=64", "train.batch_size=4",
@@ -241,7 +225,7 @@ def test_errors(tmp):
         (["validate", SAFE, "--set", "data.on_bad_record=ignore"], 1, "data.on_bad_record: expected one of"),
     ]
     for argv, code, text in cases:
-        r = npt(*argv)
+        r = run_npt(*argv)
         lines = [line for line in r.stderr.splitlines() if "error" in line]
         check(r.returncode == code and text in r.stderr and "Traceback" not in r.stderr and len(lines) >= 1,
               f"npt {' '.join(argv[:2])} ...: exit {r.returncode}, {lines[0] if lines else r.stderr.strip()[:200]!r}")
@@ -258,9 +242,9 @@ def test_full_disk(tmp):
              ("a new .u16", os.path.join(tmp, "full.u16"), [], "token file "),
              ("--force over a good .h5", good, ["--force"], "token file ")]
     for label, out, extra, what in cases:
-        r = npt("data", "prepare", VALID_TXT, "-o", out, "--tokenizer", TOK_HF, *extra, fsize=100_000)
+        r = run_npt("data", "prepare", VALID_TXT, "-o", out, "--tokenizer", TOK_HF, *extra, fsize=100_000)
         errors = [line for line in r.stderr.splitlines() if "error" in line]
-        left = [f for f in os.listdir(tmp) if ".tmp" in f]
+        left = temp_files(tmp)
         kept = open(out, "rb").read() == before if out == good else not os.path.exists(out)
         check(r.returncode == 1 and len(errors) == 1 and f"cannot write {what}{out}: File too large" in errors[0]
               and kept and not left and before is not None,

@@ -22,34 +22,22 @@ reported follows from where it was planted:
 """
 import json
 import os
-import resource
 import shlex
 import shutil
-import signal
-import subprocess
 import tempfile
 
 import h5py
 import numpy as np
-from harness import check, exit_code
+from harness import check, exit_code, run_npt, set_flags, shared_path, temp_files
 
-NPT = os.environ.get("NPT", "./npt")
-DIR = "../shared/models/stories260K"
-BIN, TOK = f"{DIR}/stories260K.bin", f"{DIR}/tok512.bin"
+BIN, TOK = shared_path("models", "stories260K", "stories260K.bin"), shared_path("models", "stories260K", "tok512.bin")
+VALID = shared_path("data", "tinystories-valid-1000.txt")
 
 
 def run(*args, fsize=None):
-    """npt debug ARGS; fsize: RLIMIT_FSIZE in bytes, a full disk without privileges (a write
-    past it fails with EFBIG, SIGXFSZ being ignored)."""
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    p = subprocess.run([NPT, "debug", *args], capture_output=True, text=True, preexec_fn=limit if fsize else None)
+    """npt debug ARGS: (rc, stdout, stderr); fsize as in run_npt."""
+    p = run_npt("debug", *args, timeout=None, fsize=fsize)
     return p.returncode, p.stdout, p.stderr
-
-
-def temp_files(d):
-    return [f for f in os.listdir(d) if ".tmp." in f]
 
 
 def edited_copy(src, dst, edit):
@@ -228,10 +216,9 @@ def main():
               f"(exit {rc2})")
 
         # 2c. a window longer than the model's context (512 in the header) is refused, not read
-        valid = "../shared/data/tinystories-valid-1000.txt"
-        rc, out, err = run("forward", "--model", BIN, "--tokenizer", TOK, "--data", valid, "--sample", "0", "--seq-len", "600")
+        rc, out, err = run("forward", "--model", BIN, "--tokenizer", TOK, "--data", VALID, "--sample", "0", "--seq-len", "600")
         check(rc == 1 and "context of 512" in err, f"--seq-len 600 on a 512-token model: exit {rc}, {err.strip()[:90]}")
-        rc, out, _ = run("forward", "--model", BIN, "--tokenizer", TOK, "--data", valid, "--sample", "0", "--json")
+        rc, out, _ = run("forward", "--model", BIN, "--tokenizer", TOK, "--data", VALID, "--sample", "0", "--json")
         j = json.loads(out) if out.strip() else {}
         check(rc == 0 and len(j.get("layers", [])) == 7 and j.get("found") is False,
               "--data window 0 with the default length runs clean")
@@ -353,8 +340,7 @@ def main():
         out_dir = os.path.join(tmp, "run")
         sets = [f"model={m}", f"tokenizer={TOK}", f"output_dir={out_dir}", "train.debug_on_skip=true",
                 "train.max_consecutive_skips=2", "data.seq_len=32", "train.batch_size=2", "train.grad_accum=2"]
-        p = subprocess.run([NPT, "train", "recipes/stories260k-safe.json", *[a for s_ in sets for a in ("--set", s_)]],
-                           capture_output=True, text=True, timeout=300)
+        p = run_npt("train", "recipes/stories260k-safe.json", *set_flags(sets), timeout=300)
         reports = sorted(f for f in os.listdir(out_dir) if f.startswith("debug_") and f.endswith(".txt")) \
             if os.path.isdir(out_dir) else []
         txt = open(os.path.join(out_dir, reports[0])).read() if reports else ""
@@ -371,9 +357,8 @@ def main():
 
         # 5. the same copy in the other verbs: eval and generate refuse its NaN logits with
         # one line naming the window / position and the debug command, which finds it
-        valid = "../shared/data/tinystories-valid-1000.txt"
-        p = subprocess.run([NPT, "eval", "--model", m, "--tokenizer", TOK, "--data", valid, "--windows", "3",
-                            "--seq-len", "32"], capture_output=True, text=True)
+        p = run_npt("eval", "--model", m, "--tokenizer", TOK, "--data", VALID, "--windows", "3", "--seq-len", "32",
+                    timeout=None)
         lines = p.stderr.strip().splitlines()
         hint = lines[0].split("see where with: ", 1)[-1].split() if len(lines) == 1 else []
         check(p.returncode == 3 and p.stdout == "" and len(lines) == 1 and "base model's logits are not finite in window 0"
@@ -382,8 +367,8 @@ def main():
         rc, out, _ = run(*hint[2:]) if hint[:3] == ["npt", "debug", "forward"] else (None, "", "")
         check(rc == 3 and "layer 3, op swiglu" in out, f"eval's suggested debug command finds layer 3's SwiGLU (exit {rc})")
         for extra in ([], ["--json"], ["--temperature", "0.8"]):
-            p = subprocess.run([NPT, "generate", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time",
-                                "--steps", "16", *extra], capture_output=True, text=True)
+            p = run_npt("generate", "--model", m, "--tokenizer", TOK, "--prompt", "Once upon a time", "--steps", "16",
+                        *extra, timeout=None)
             lines = p.stderr.strip().splitlines()
             check(p.returncode == 3 and len(lines) == 1 and "logits at position 4 are NaN/Inf" in lines[0]
                   and lines[0].endswith(f"npt debug forward --model {m} --tokenizer {TOK} --prompt 'Once upon a time'")

@@ -19,14 +19,11 @@ import tempfile
 
 import h5py
 import numpy as np
-from harness import check, exit_code, failures
-
-NPT = os.path.abspath(os.environ.get("NPT", "./npt"))
-SHARED = os.environ.get("NPT_SHARED", "../shared")
+from harness import check, exit_code, failures, run_npt, shared_path
 
 
-def run(*args, cwd=None):
-    p = subprocess.run([NPT, *args], capture_output=True, text=True, cwd=cwd)
+def run(*args):
+    p = run_npt(*args, timeout=None)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -263,8 +260,8 @@ check(same_bytes, f"exporting the exported HF model again gives the identical mo
 # rotate-half RoPE. (The llama2.c model's tokenizer is a .bin, so the export is given
 # npt's byte-level tokenizer.json padded to the model's 512 ids to carry, and both
 # generations use tok512.bin.)
-stories = os.path.join(SHARED, "models", "stories260K")
-hf656 = os.path.join(SHARED, "models", "TinyStories-656K")
+stories = shared_path("models", "stories260K")
+hf656 = shared_path("models", "TinyStories-656K")
 if os.path.isdir(stories) and os.path.isdir(hf656):
     cases = [(hf656, [], []),
              (os.path.join(stories, "stories260K.bin"), ["--tokenizer", tok512],

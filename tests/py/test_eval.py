@@ -20,16 +20,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from harness import check, exit_code, failures
+from harness import BUILD, check, exit_code, failures, run_npt, set_flags, shared_path
 
-NPT = os.environ.get("NPT", "./npt")
-BUILD = os.environ.get("BUILD", "build")
 PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
-MODEL = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
-TOK = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
-M656 = os.path.join(SHARED, "models", "TinyStories-656K")
-VALID = os.path.join(SHARED, "data", "tinystories-valid-1000.txt")
+MODEL = shared_path("models", "stories260K", "stories260K.bin")
+TOK = shared_path("models", "stories260K", "tok512.bin")
+M656 = shared_path("models", "TinyStories-656K")
+VALID = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 FULL = "recipes/stories260k-full.json"
 T, WINDOWS = 64, 24
@@ -41,16 +38,11 @@ SAFE_S = ["npt.modulation_scale=1.0"]
 
 
 def train(recipe, sets, out):
-    argv = [NPT, "train", recipe] + [a for s in RUN + sets + [f"output_dir={out}"] for a in ("--set", s)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    r = run_npt("train", recipe, *set_flags(RUN + sets + [f"output_dir={out}"]))
     if r.returncode != 0:
         check(False, f"training {out}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
         return None
     return os.path.join(out, "final.h5")
-
-
-def npt_eval(*args):
-    return subprocess.run([NPT, "eval"] + list(args), capture_output=True, text=True, timeout=600)
 
 
 def evaluate(ckpt, windows_path=None):
@@ -60,7 +52,7 @@ def evaluate(ckpt, windows_path=None):
         args += ["--adapters", ckpt]
     if windows_path:
         args += ["--save-windows", windows_path]
-    r = npt_eval(*args)
+    r = run_npt("eval", *args)
     if r.returncode != 0:
         check(False, f"npt eval {ckpt}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
         return None
@@ -159,11 +151,11 @@ def test_base_only(ckpt):
         check(c["has_npt"] is False and c["ppl_npt"] is None and c["layers"] == []
               and c["ppl_base"] == with_adapters["ppl_base"],
               f"without --adapters: base perplexity {c['ppl_base']:.4f} only (the same with adapters)")
-    r = npt_eval("--model", MODEL, "--data", VALID, "--seq-len", str(T), "--windows", "4")
+    r = run_npt("eval", "--model", MODEL, "--data", VALID, "--seq-len", str(T), "--windows", "4")
     check(r.returncode == 0 and "base model only" in r.stdout and "perplexity" in r.stdout,
           "the table without adapters says it is the base model only")
     if ckpt:
-        r = npt_eval("--model", MODEL, "--adapters", ckpt, "--data", VALID, "--seq-len", str(T), "--windows", "4")
+        r = run_npt("eval", "--model", MODEL, "--adapters", ckpt, "--data", VALID, "--seq-len", str(T), "--windows", "4")
         rows = [ln for ln in r.stdout.splitlines() if ln.split()[:2] in (["0", "npt"], ["4", "npt"])]
         check(r.returncode == 0 and len(rows) == 2 and "nmse_e2e" in r.stdout,
               f"the table has a row per layer:\n{r.stdout}")
@@ -186,7 +178,7 @@ def test_bad_inputs(ckpt, tmp):
         cases.append(("adapters of another base model", ["--model", M656, "--adapters", ckpt, "--data", VALID,
                                                           "--format", "text"], ["stories260K", "TinyStories-656K"]))
     for name, args, words in cases:
-        r = npt_eval(*args)
+        r = run_npt("eval", *args)
         lines = r.stderr.strip().splitlines()
         ok = (r.returncode != 0 and r.stdout == "" and len(lines) == 1 and lines[0].startswith("npt eval: error:")
               and all(w in lines[0] for w in words) and "Traceback" not in r.stderr)
@@ -213,16 +205,14 @@ def test_periodic(tmp):
     check(worst[3] <= 1e-6, f"the step-20 periodic eval equals npt eval of final.h5 (max rel {worst[3]:.1e} at {worst[0]})")
     # resumed from step 10: the evals after it are redone, not listed twice, and equal
     os.remove(ckpt)
-    argv = [NPT, "train", SAFE] + [a for s in RUN + sets + [f"output_dir={out}"] for a in ("--set", s)]
-    r = subprocess.run(argv + ["--resume", os.path.join(out, "ckpt-00000010.h5")], capture_output=True, text=True,
-                       timeout=600)
+    r = run_npt("train", SAFE, *set_flags(RUN + sets + [f"output_dir={out}"]), "--resume",
+                os.path.join(out, "ckpt-00000010.h5"))
     again = [json.loads(line) for line in open(path)] if r.returncode == 0 else []
     same = len(again) == 2 and all({k: v for k, v in a["eval"].items() if k != "seconds"} ==
                                    {k: v for k, v in b["eval"].items() if k != "seconds"} for a, b in zip(again, rows))
     check([e["step"] for e in again] == [10, 20] and same,
           f"resumed at step 10: eval.jsonl lists steps {[e['step'] for e in again]}, the redone eval equal to the first run's")
-    r = subprocess.run([NPT, "train", SAFE, "--set", f"output_dir={tmp}/noval", "--set", "eval.every=5"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_npt("train", SAFE, "--set", f"output_dir={tmp}/noval", "--set", "eval.every=5", timeout=300)
     check(r.returncode == 1 and "no validation split" in r.stderr,
           f"eval.every without a validation split: exit {r.returncode}, {r.stderr.strip().splitlines()[-1:]}")
 

@@ -18,14 +18,12 @@ import subprocess
 import sys
 import tempfile
 
-from harness import check, exit_code
+from harness import NPT, check, exit_code, run_npt, set_flags, shared_path
 
-NPT = os.environ.get("NPT", "./npt")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
-BIN = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
-TOK = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
-HF656 = os.path.join(SHARED, "models", "TinyStories-656K")
-TEXT = os.path.join(SHARED, "data", "tinystories-valid-1000.txt")
+BIN = shared_path("models", "stories260K", "stories260K.bin")
+TOK = shared_path("models", "stories260K", "tok512.bin")
+HF656 = shared_path("models", "TinyStories-656K")
+TEXT = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 TIMEOUT = 20  # seconds; a refusal takes well under one, a blocked open() never returns
 
@@ -33,10 +31,10 @@ TIMEOUT = 20  # seconds; a refusal takes well under one, a blocked open() never 
 def run(argv, timeout=None):
     """(rc, stdout, stderr), or None when the command did not finish in time (killed)."""
     try:
-        p = subprocess.run([NPT, *argv], capture_output=True, timeout=timeout or TIMEOUT, stdin=subprocess.DEVNULL)
+        p = run_npt(*argv, timeout=timeout or TIMEOUT)
     except subprocess.TimeoutExpired:
         return None
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    return p.returncode, p.stdout, p.stderr
 
 
 def refused(argv, path, kind="named pipe", where="stderr", label=None):
@@ -123,7 +121,7 @@ def test_verbs(tmp, ckpt, tokens):
     for i, (sets, path) in enumerate(((["model=" + p], p), (["tokenizer=" + p, "data.train=" + TEXT], p),
                                       (["data.train=" + p], p), (["data.train=" + p_u16], p_u16),
                                       (["data.train=" + tokens, "data.valid=" + p], p))):
-        argv = base + [a for s in sets + [f"output_dir={tmp}/run{i}"] for a in ("--set", s)]
+        argv = base + set_flags(sets + [f"output_dir={tmp}/run{i}"])
         refused(argv, path, where="train", label=f"npt train --set {' --set '.join(sets)}")
     refused(base + ["--set", f"data.train={tokens}", "--set", f"output_dir={tmp}/run_r", "--resume", p_h5], p_h5,
             where="train", label="npt train --resume PIPE")

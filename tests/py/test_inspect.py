@@ -17,18 +17,16 @@ import tempfile
 
 import h5py
 import numpy as np
-from harness import check, exit_code, failures
+from harness import NPT, check, exit_code, failures, run_npt, shared_path
 
-NPT = os.environ.get("NPT", "./npt")
-MODELS = "../shared/models"
-BIN = f"{MODELS}/stories260K/stories260K.bin"
-TOK = f"{MODELS}/stories260K/tok512.bin"
-GGUF = f"{MODELS}/stories260K/tinyllamas-stories-260k-f32.gguf"
-HF656 = f"{MODELS}/TinyStories-656K"
+BIN = shared_path("models", "stories260K", "stories260K.bin")
+TOK = shared_path("models", "stories260K", "tok512.bin")
+GGUF = shared_path("models", "stories260K", "tinyllamas-stories-260k-f32.gguf")
+HF656 = shared_path("models", "TinyStories-656K")
 
 
 def run(*args):
-    p = subprocess.run([NPT, *args], capture_output=True, text=True)
+    p = run_npt(*args, timeout=None)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -230,7 +228,7 @@ with h5py.File(huge, "r+") as f:
 
 def run_bounded(*args, limit=60):
     try:
-        p = subprocess.run([NPT, *args], capture_output=True, text=True, timeout=limit)
+        p = run_npt(*args, timeout=limit)
         return p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired:
         return None, "", f"still running after {limit} s"

@@ -15,14 +15,12 @@ import sys
 import tempfile
 
 import numpy as np
-from harness import check, exit_code
+from harness import BUILD, check, exit_code, shared_path
 
-BUILD = os.environ.get("BUILD", "build")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
 TOOL = os.path.join(BUILD, "tests", "test_load")
-STORIES = os.path.join(SHARED, "models/stories260K/stories260K.bin")
-GGUF = os.path.join(SHARED, "models/stories260K/tinyllamas-stories-260k-f32.gguf")
-HF = os.path.join(SHARED, "models/TinyStories-656K")
+STORIES = shared_path("models", "stories260K", "stories260K.bin")
+GGUF = shared_path("models", "stories260K", "tinyllamas-stories-260k-f32.gguf")
+HF = shared_path("models", "TinyStories-656K")
 
 
 LAYER_KEYS = ["attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down"]

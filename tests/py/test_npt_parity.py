@@ -20,15 +20,13 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import llama_ref  # noqa: E402
 import npt_ref  # noqa: E402
-from harness import check, exit_code  # noqa: E402
+from harness import BUILD, check, exit_code, shared_path  # noqa: E402
 
-BUILD = os.environ.get("BUILD", "build")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
 DRIVER = os.path.join(BUILD, "tests", "test_npt")
 ENCODER = os.path.join(BUILD, "tests", "test_tokenizer")
-MODEL = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
-TOKENIZER = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
-TEXT = os.path.join(SHARED, "data", "tinystories-valid-1000.txt")
+MODEL = shared_path("models", "stories260K", "stories260K.bin")
+TOKENIZER = shared_path("models", "stories260K", "tok512.bin")
+TEXT = shared_path("data", "tinystories-valid-1000.txt")
 
 B, T = 2, 64
 SEED = 1234

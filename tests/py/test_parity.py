@@ -21,11 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import llama_ref  # noqa: E402
 import write_variants  # noqa: E402
 from vocab_ref import Vocab  # noqa: E402
-from harness import check, exit_code  # noqa: E402
+from harness import BUILD, NPT, check, exit_code, run_npt, shared_path  # noqa: E402
 
-BUILD = os.environ.get("BUILD", "build")
-NPT = os.environ.get("NPT", "./npt")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
 DRIVER = os.path.join(BUILD, "tests", "test_llama")
 ENCODER = os.path.join(BUILD, "tests", "test_tokenizer")
 REF_CLI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref", "llama_ref.py")
@@ -37,17 +34,13 @@ GEN_STEPS_656K = 160
 MIN_TIE_FREE_STEPS = 100     # greedy ids must agree at least this far
 TIE_GAP = 1e-4               # top-1 minus top-2 logit below which float32 may pick either
 
-S260 = os.path.join(SHARED, "models", "stories260K")
-S656 = os.path.join(SHARED, "models", "TinyStories-656K")
+S260 = shared_path("models", "stories260K")
+S656 = shared_path("models", "TinyStories-656K")
 MODELS = [  # name, model, tokenizer
     ("stories260K.bin", os.path.join(S260, "stories260K.bin"), os.path.join(S260, "tok512.bin")),
     ("stories260K.gguf", os.path.join(S260, "tinyllamas-stories-260k-f32.gguf"), os.path.join(S260, "tok512.bin")),
     ("TinyStories-656K", S656, os.path.join(S656, "tokenizer.json")),
 ]
-
-
-def shared(rel):
-    return os.path.join(SHARED, rel)
 
 
 def squash(s):
@@ -56,18 +49,19 @@ def squash(s):
 
 def manifest_text():
     """The greedy stories260K text, read from the MANIFEST itself."""
-    with open(shared("models/MANIFEST.md"), encoding="utf-8") as f:
+    with open(shared_path("models", "MANIFEST.md"), encoding="utf-8") as f:
         m = re.search(r'Greedy decoding from BOS.*?"(.*?)"', f.read(), re.S)
     return squash(m.group(1))
 
 
 def stories(n):
-    with open(shared("data/tinystories-valid-1000.txt"), encoding="utf-8") as f:
+    with open(shared_path("data", "tinystories-valid-1000.txt"), encoding="utf-8") as f:
         parts = f.read().split("<|endoftext|>")
     return [p.strip() for p in parts if p.strip()][:n]
 
 
 def run(argv, timeout=600):
+    """The C drivers and the reference CLI (npt itself goes through run_npt)."""
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
@@ -275,8 +269,8 @@ def check_npt_generate():
         print(f"SKIP: {NPT} not built: npt generate not compared with the MANIFEST")
         return
     name, model, tokenizer = MODELS[0]
-    r = run([NPT, "generate", "--model", model, "--tokenizer", tokenizer,
-             "--temperature", "0", "--steps", str(GEN_STEPS_260K)])
+    r = run_npt("generate", "--model", model, "--tokenizer", tokenizer, "--temperature", "0",
+                "--steps", str(GEN_STEPS_260K))
     want = manifest_text()
     ok = r.returncode == 0 and want in squash(r.stdout)
     check(ok, f"npt generate --temperature 0 with {name} prints the MANIFEST text"

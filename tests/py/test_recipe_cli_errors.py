@@ -10,9 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from harness import check, exit_code
-
-NPT = os.environ.get("NPT", "./npt")
+from harness import NPT, check, exit_code, run_npt, temp_files
 
 
 def npt(*args, env=None):
@@ -20,7 +18,7 @@ def npt(*args, env=None):
     e.pop("NPT_RECIPES_DIR", None)
     if env:
         e.update(env)
-    p = subprocess.run([NPT, *args], capture_output=True, text=True, env=e, timeout=120)
+    p = run_npt(*args, timeout=120, env=e)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -193,7 +191,7 @@ def test_recipes(d):
     os.mkdir(sub)
     rc, _, _ = npt("recipes", "copy", "stories260k-safe", sub)
     check(rc == 0 and os.listdir(sub) == ["stories260k-safe.json"], "copy into a directory keeps the name")
-    check(not [f for f in os.listdir(d) if ".tmp." in f], "no temporary files left behind")
+    check(not temp_files(d), "no temporary files left behind")
     rc, _, err = npt("recipes", "copy", "npt-safe", "/nonexistent-dir/x.json")
     check(rc == 1 and "cannot create" in err, "copy to an unwritable place: exit 1")
     rc, _, err = npt("recipes", "copy", "npt-safe")

@@ -12,13 +12,11 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import tok_ref  # noqa: E402
-from harness import check, exit_code  # noqa: E402
+from harness import BUILD, check, exit_code, shared_path  # noqa: E402
 
-BUILD = os.environ.get("BUILD", "build")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
-LLAMA_TOK = f"{SHARED}/models/stories260K/tok512.bin"
-HF_TOK = f"{SHARED}/models/TinyStories-656K/tokenizer.json"
-FILES = [f"{SHARED}/data/tinystories-train-head.txt", f"{SHARED}/data/tinystories-valid-1000.txt"]
+LLAMA_TOK = shared_path("models", "stories260K", "tok512.bin")
+HF_TOK = shared_path("models", "TinyStories-656K", "tokenizer.json")
+FILES = [shared_path("data", "tinystories-train-head.txt"), shared_path("data", "tinystories-valid-1000.txt")]
 N_REF = 300  # stories per file for the O(n^2) Python references
 
 AWKWARD = [

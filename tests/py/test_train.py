@@ -31,13 +31,12 @@ import time
 
 import h5py
 import numpy as np
-from harness import check, exit_code
+from harness import NPT, check, exit_code, run_npt, set_flags, shared_path
 
-NPT = os.environ.get("NPT", "./npt")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
 SAFE = "recipes/stories260k-safe.json"
 FULL = "recipes/stories260k-full.json"
-M656 = os.path.join(SHARED, "models", "TinyStories-656K")
+M656 = shared_path("models", "TinyStories-656K")
+S260 = shared_path("models", "stories260K", "stories260K.bin")
 # 30 steps of 4 x 64 tokens, one thread (bit-exact comparisons need a fixed thread count)
 SHORT = ["train.max_steps=30", "train.warmup_steps=2", "checkpoint.every=10", "data.seq_len=64",
          "train.batch_size=4", "threads=1"]
@@ -48,8 +47,9 @@ MIN_COMMON_PREFIX = 15       # test 4, greedy tokens shared with the base model;
 
 
 def train(recipe, sets, out, env=None, extra=(), timeout=300):
-    argv = [NPT, "train", recipe] + [a for s in sets + [f"output_dir={out}"] for a in ("--set", s)] + list(extra)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+    """env: variables added to ours (the NPT_TEST_* fault injections)."""
+    return run_npt("train", recipe, *set_flags(sets + [f"output_dir={out}"]), *extra, timeout=timeout,
+                   env=dict(os.environ, **(env or {})))
 
 
 def tail(s, n=300):
@@ -267,8 +267,7 @@ def test_moment_overflow(tmp):
     moments Inf while loss and norm stay finite; such a batch is skipped like a NaN one,
     so the run stops on its skip limit with a usable checkpoint instead of failing to
     write one (exit 4, nothing saved)."""
-    base = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
-    w = np.fromfile(base, dtype=np.float32)
+    w = np.fromfile(S260, dtype=np.float32)
     dim, hidden, L, nh, nkv, vocab = (int(x) for x in w[:6].view(np.int32))
     kv = dim * nkv // nh
     # llama2.c order (after a 7-int header): tok_emb, attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3, final norm
@@ -326,7 +325,7 @@ def test_kill_resume(tmp, threads=1):
     if a.returncode != 0:
         check(False, f"kill/resume{lab}: uninterrupted run exited {a.returncode}: {tail(a.stderr)}")
         return
-    argv = [NPT, "train", SAFE] + [x for s in sets + [f"output_dir={b_dir}"] for x in ("--set", s)]
+    argv = [NPT, "train", SAFE] + set_flags(sets + [f"output_dir={b_dir}"])
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill between checkpoints: after ckpt-00000020.h5 and a few more steps, so that
     # the resumed run redoes steps the killed one had already logged.
@@ -381,8 +380,7 @@ def test_kill_resume(tmp, threads=1):
 
 
 def greedy_ids(extra):
-    r = subprocess.run([NPT, "generate", "--model", os.path.join(SHARED, "models", "stories260K", "stories260K.bin"),
-                        "--steps", "60", "--temperature", "0", "--json"] + extra, capture_output=True, text=True, timeout=120)
+    r = run_npt("generate", "--model", S260, "--steps", "60", "--temperature", "0", "--json", *extra, timeout=120)
     return json.loads(r.stdout) if r.returncode == 0 else None
 
 
@@ -434,15 +432,13 @@ def test_lm_all_weights(tmp):
     os.remove(os.path.join(b, "final.h5"))  # redo steps 11..20 from the step-10 checkpoint
     rb = train(FULL, sets + ["train.max_steps=20"], b, extra=["--resume", os.path.join(b, "ckpt-00000010.h5")])
     da, db = datasets(os.path.join(a, "final.h5"), ("weights/", "optimizer/")), datasets(os.path.join(b, "final.h5"), ("weights/", "optimizer/"))
-    base = np.fromfile(os.path.join(SHARED, "models", "stories260K", "stories260K.bin"), dtype=np.float32, offset=28, count=512 * 64)
+    base = np.fromfile(S260, dtype=np.float32, offset=28, count=512 * 64)
     moved = "weights/block" in da and not np.array_equal(da["weights/block"][:base.size], base)
     check(rb.returncode == 0 and set(da) == {"weights/block", "optimizer/weights_block.m", "optimizer/weights_block.v"}
           and not identical(da, db) and moved,
           f"lm all weights: checkpoint holds the trained weights ({da['weights/block'].size if 'weights/block' in da else 0} floats, "
           f"token embeddings moved from the file's) and moments; resumed from step 10 == uninterrupted, bit for bit")
-    model = os.path.join(SHARED, "models", "stories260K", "stories260K.bin")
-    g = subprocess.run([NPT, "generate", "--model", model, "--adapters", os.path.join(a, "final.h5"), "--steps", "4"],
-                       capture_output=True, text=True, timeout=60)
+    g = run_npt("generate", "--model", S260, "--adapters", os.path.join(a, "final.h5"), "--steps", "4", timeout=60)
     check(g.returncode == 1 and "not NPT adapters" in g.stderr and "npt export" in g.stderr
           and len(g.stderr.strip().splitlines()) == 1,
           f"lm all weights: its checkpoint given as --adapters is refused, pointing to npt export: {g.stderr.strip()}")
@@ -460,7 +456,7 @@ def test_teacher_cache(tmp):
     windows and when resumed from a checkpoint (cold cache); the counts add up; the
     cache file never outlives the run; bad values are refused by name."""
     small = os.path.join(tmp, "small.txt")
-    with open(os.path.join(SHARED, "data", "tinystories-train-head.txt"), "rb") as f:
+    with open(shared_path("data", "tinystories-train-head.txt"), "rb") as f:
         head = f.read(20000)
     with open(small, "wb") as f:
         f.write(head[:head.rfind(b"\n") + 1])
@@ -645,7 +641,7 @@ def test_bad_invocations(tmp):
             cases.append(([SAFE, "--set", f"output_dir={out}", "--set", "train.grad_accum=1000000000"],
                           "lower train.grad_accum"))
     for args, words in cases:
-        r = subprocess.run([NPT, "train"] + args, capture_output=True, text=True, timeout=60)
+        r = run_npt("train", *args, timeout=60)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         crash = any(w in r.stderr for w in ("Traceback", "Sanitizer", "Segmentation", "core dumped"))
         ok = 0 < r.returncode < 128 and lines and len(lines) <= 2 and words in r.stderr and not crash

@@ -12,26 +12,18 @@ exit() (SIGSEGV, exit 139) after printing HDF5's internal write report.
 Run from the repo root: /usr/bin/python3 tests/py/test_train_full_disk.py
 """
 import os
-import resource
-import signal
-import subprocess
 import sys
 import tempfile
 
-from harness import check, exit_code
+from harness import check, exit_code, run_npt, set_flags, temp_files
 
-NPT = os.environ.get("NPT", "./npt")
 FULL = "recipes/stories260k-full.json"
 SETS = ["train.warmup_steps=0", "checkpoint.every=5", "data.seq_len=64", "train.batch_size=4", "threads=1"]
 
 
 def train(out, steps, extra=(), fsize=None):
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    argv = [NPT, "train", FULL] + [a for s in SETS + [f"train.max_steps={steps}", f"output_dir={out}"]
-                                   for a in ("--set", s)] + list(extra)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=limit if fsize else None)
+    return run_npt("train", FULL, *set_flags(SETS + [f"train.max_steps={steps}", f"output_dir={out}"]), *extra,
+                   timeout=300, fsize=fsize)
 
 
 def main():
@@ -52,7 +44,7 @@ def main():
         after = {f: open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out)) if f.endswith(".h5")}
         check(len(before) >= 2 and after == before,
               f"the earlier checkpoints {sorted(before)} are unchanged and no new one appeared ({sorted(after)})")
-        left = [f for f in os.listdir(out) if ".tmp" in f]
+        left = temp_files(out)
         check(not left, f"no temporary file left in the run directory ({left})")
     return exit_code()
 
