@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 from harness import NPT, check, exit_code, run_npt, set_flags, shared_path
 
@@ -136,6 +137,39 @@ def test_resume_metrics_log(tmp, run_dir, base):
             label="npt train --resume auto with metrics.jsonl a pipe")
 
 
+def test_eval_log_pipe_during_run(tmp, tokens):
+    """A pipe put in place of eval.jsonl while a run goes on (a new run refuses an existing
+    file and a resume's log trim refuses a pipe, so only this is left): the periodic
+    evaluation warns and the run goes on, instead of blocking on the pipe."""
+    out = os.path.join(tmp, "eval-pipe")
+    path = os.path.join(out, "eval.jsonl")
+    argv = [NPT, "train", SAFE] + set_flags([f"data.train={tokens}", f"output_dir={out}", "threads=1",
+                                             "train.max_steps=30", "data.seq_len=32", "train.batch_size=2",
+                                             "data.valid_fraction=0.05", "eval.every=10", "eval.windows=4"])
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.time() + TIMEOUT
+    while not os.path.isdir(out) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    try:
+        os.mkfifo(path)  # the run writes eval.jsonl first at step 10
+    except OSError as e:
+        proc.kill()
+        proc.wait()
+        check(False, f"eval.jsonl a pipe during a run: could not make the pipe before the run's first eval ({e})")
+        return
+    try:
+        err = proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        check(False, "eval.jsonl a pipe during a run: still running after 60 s (blocked opening the pipe?)")
+        return
+    warned = [ln for ln in err.splitlines() if ln.startswith(f"warning: {path}: is a named pipe, not a regular file")]
+    check(proc.returncode == 0 and len(warned) == 3 and os.path.isfile(os.path.join(out, "final.h5")),
+          f"eval.jsonl a pipe during a run: the run ends (exit {proc.returncode}) with final.h5 and one warning per "
+          f"evaluation ({len(warned)} of 3): {warned[:1]}")
+
+
 def test_hf_directory(tmp):
     """An HF model is a directory on purpose; the files in it must be regular files."""
     def model_dir(name, pipe, copy=(), link=(), index=None):
@@ -233,6 +267,7 @@ def main():
         os.mkdir(pipes)
         test_verbs(pipes, ckpt, tokens)
         test_resume_metrics_log(tmp, run_dir, base)
+        test_eval_log_pipe_during_run(tmp, tokens)
         test_hf_directory(tmp)
         test_pipe_with_writer(tmp)
         test_devices_and_socket(tmp)

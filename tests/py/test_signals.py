@@ -21,13 +21,11 @@ import tempfile
 import time
 
 import h5py
-from harness import check, exit_code
+from harness import NPT, check, exit_code, set_flags, shared_path
 
-NPT = os.environ.get("NPT", "./npt")
-SHARED = os.environ.get("NPT_SHARED", "../shared")
 SAFE = "recipes/stories260k-safe.json"
-TOK = os.path.join(SHARED, "models", "stories260K", "tok512.bin")
-TEXT = os.path.join(SHARED, "data", "tinystories-train-head.txt")
+TOK = shared_path("models", "stories260K", "tok512.bin")
+TEXT = shared_path("data", "tinystories-train-head.txt")
 # 40 steps of 8 x 128 tokens on one thread (bit-exact comparison), checkpoints every 10
 SETS = ["train.max_steps=40", "train.warmup_steps=2", "checkpoint.every=10", "data.seq_len=128",
         "train.batch_size=8", "threads=1"]
@@ -35,7 +33,7 @@ STOP_AFTER_STEPS = 24  # test 1 signals once this many steps are logged: between
 
 
 def train_argv(out, sets=SETS, extra=()):
-    return [NPT, "train", SAFE] + [a for s in sets + [f"output_dir={out}"] for a in ("--set", s)] + list(extra)
+    return [NPT, "train", SAFE] + set_flags(sets + [f"output_dir={out}"]) + list(extra)
 
 
 def lines(path):
