@@ -146,7 +146,8 @@ static int prepare(const DataArgs *a) {
     tokenizer_free(tok);
     if (rc) {
         fprintf(stderr, "npt data prepare: error: %s\n", err.msg);
-        return npt_stop_requested() ? 128 + npt_stop_requested() : 1;
+        int sig = npt_stop_requested(); /* a stop ends like the signal would, removing the partial output first */
+        return sig ? 128 + sig : 1;
     }
     double mbs = st.seconds > 0 ? (double)st.bytes / 1e6 / st.seconds : 0;
     if (a->json)

@@ -707,7 +707,8 @@ int train_run(const TrainArgs *a) {
                          (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);
 done:
     /* a stop during setup (tokenizing the data) ends it as a failure to read the data */
-    if (rc == 1 && npt_stop_requested()) rc = 128 + npt_stop_requested();
+    int sig = npt_stop_requested();
+    if (rc == 1 && sig) rc = 128 + sig;
     trainer_free(t);
     free(t);
     return rc;

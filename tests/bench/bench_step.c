@@ -216,7 +216,7 @@ static int run_train(const char *model, int safe, int warmup, int steps, double 
     printf("kind=train threads=%d ms=%.1f tok_s=%.0f rss_mb=%.0f cores=%.2f flops=%.4g loss_first=%.6g loss_last=%.6g "
            "grad_norm_first=%.4g params=%zu steps=%d\n", omp_get_max_threads(), sec * 1e3, BATCH * SEQ / sec, peak_rss_mb(), cores,
            step_flops(c, BATCH, SEQ, RANK, safe, cached), first_loss, last_loss, first_norm, n.n_params, steps);
-    if (census_report) census_report(stdout, steps, 12);
+    if (census_report) census_report(stdout, steps, 10); /* the ten the bench prints */
     free(tokens);
     if (cached) teacher_cache_close(&cache);
     objective_free(&runner);

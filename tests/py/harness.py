@@ -30,6 +30,16 @@ def exit_code():
     return 1 if _failures else 0
 
 
+def built(*programs):
+    """Whether every program (./npt, a test driver in BUILD/tests) is built; if not, one
+    FAIL naming the missing ones and how to build them, so a test without its binary
+    fails instead of passing vacuously."""
+    missing = [p for p in programs if not os.access(p, os.X_OK)]
+    if missing:
+        check(False, f"{' and '.join(missing)} missing (build with: make {' '.join(missing)})")
+    return not missing
+
+
 def shared_path(*parts):
     """A file under $NPT_SHARED (models, data), relative as given: npt echoes paths back
     in its messages and the tests compare them."""

@@ -17,7 +17,7 @@ import tempfile
 
 import h5py
 import numpy as np
-from harness import BUILD, check, exit_code
+from harness import BUILD, built, check, exit_code
 
 BIN = os.path.join(BUILD, "tests", "test_checkpoint")
 
@@ -159,8 +159,7 @@ def write_with_h5py(path):
 
 
 def main():
-    if not os.access(BIN, os.X_OK):
-        check(False, f"{BIN} is built (make {BIN})")
+    if not built(BIN):
         return 1
     tmp = tempfile.mkdtemp(prefix="npt_ckpt_py_")
     try:

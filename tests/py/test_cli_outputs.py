@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 
-from harness import NPT, check, exit_code, run_npt, shared_path, temp_files
+from harness import NPT, built, check, exit_code, run_npt, shared_path, temp_files
 
 BIN = shared_path("models", "stories260K", "stories260K.bin")
 TOK = shared_path("models", "stories260K", "tok512.bin")
@@ -148,8 +148,7 @@ def test_repeated_flags(parent):
 
 
 def main():
-    if not os.access(NPT, os.X_OK):
-        check(False, f"{NPT} is built (make npt)")
+    if not built(NPT):
         return 1
     with tempfile.TemporaryDirectory(prefix="npt-outputs-") as tmp:
         test_outputs(tmp)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from harness import NPT, check, exit_code, run_npt, set_flags, shared_path
+from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path
 
 BIN = shared_path("models", "stories260K", "stories260K.bin")
 TOK = shared_path("models", "stories260K", "tok512.bin")
@@ -244,8 +244,7 @@ def test_devices_and_socket(tmp):
 
 
 def main():
-    if not os.access(NPT, os.X_OK):
-        check(False, f"{NPT} is built (make npt)")
+    if not built(NPT):
         return 1
     tmp = tempfile.mkdtemp(prefix="npt-fifo-")
     try:

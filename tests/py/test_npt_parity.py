@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import llama_ref  # noqa: E402
 import npt_ref  # noqa: E402
-from harness import BUILD, check, exit_code, shared_path  # noqa: E402
+from harness import BUILD, built, check, exit_code, shared_path  # noqa: E402
 
 DRIVER = os.path.join(BUILD, "tests", "test_npt")
 ENCODER = os.path.join(BUILD, "tests", "test_tokenizer")
@@ -151,8 +151,7 @@ def load_base_and_window():
     """Torch threads as OMP_NUM_THREADS says, the C drivers present, then stories260K's
     float64 reference and the token window; None (with a failed check) without a driver."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if not os.access(DRIVER, os.X_OK) or not os.access(ENCODER, os.X_OK):
-        check(False, f"{DRIVER} or {ENCODER} missing (make {DRIVER} {ENCODER})")
+    if not built(DRIVER, ENCODER):
         return None
     base = llama_ref.RefLlama(MODEL)
     return base, token_window(base.cfg["bos_id"], base.cfg["vocab_size"])

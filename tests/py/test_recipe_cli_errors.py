@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from harness import NPT, check, exit_code, run_npt, temp_files
+from harness import NPT, built, check, exit_code, run_npt, temp_files
 
 
 def npt(*args, env=None):
@@ -222,8 +222,7 @@ def test_keys():
 
 
 def main():
-    if not os.access(NPT, os.X_OK):
-        check(False, f"{NPT} is built (make npt)")
+    if not built(NPT):
         return 1
     with tempfile.TemporaryDirectory() as d:
         test_help()

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 import h5py
-from harness import NPT, check, exit_code, set_flags, shared_path
+from harness import NPT, built, check, exit_code, set_flags, shared_path
 
 SAFE = "recipes/stories260k-safe.json"
 TOK = shared_path("models", "stories260K", "tok512.bin")
@@ -156,6 +156,8 @@ def test_prepare_sigint(tmp):
 
 
 def main():
+    if not built(NPT):
+        return 1
     tmp = tempfile.mkdtemp(prefix="npt-signals-")
     try:
         test_train_sigterm_resume(tmp)

@@ -31,7 +31,7 @@ import time
 
 import h5py
 import numpy as np
-from harness import NPT, check, exit_code, run_npt, set_flags, shared_path
+from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path
 
 SAFE = "recipes/stories260k-safe.json"
 FULL = "recipes/stories260k-full.json"
@@ -650,8 +650,7 @@ def test_bad_invocations(tmp):
 
 
 def main():
-    if not os.access(NPT, os.X_OK):
-        check(False, f"{NPT} is not built (make npt)")
+    if not built(NPT):
         return 1
     tmp = tempfile.mkdtemp(prefix="npt-train-")
     try:
