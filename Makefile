@@ -16,9 +16,11 @@ CFLAGS   ?= $(OPT) -g
 # -ffp-contract=fast: -std=c11 turns GCC's contraction of a * b + c into one FMA off; the
 # elementwise loops (the expf polynomial above all) then take twice the instructions.
 CFLAGS   += -std=c11 -D_GNU_SOURCE -fno-trapping-math -ffp-contract=fast -Wall -Wextra -Wno-unused-parameter -fopenmp \
-            -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/hdf5/serial -I/usr/include/cjson -I.
+            -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/hdf5/serial -I/usr/include/cjson \
+            -I/usr/lib/x86_64-linux-gnu/openmpi/include -I.
 LDLIBS   += $(EXTRA_LDFLAGS) -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp \
-            -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lopenblas -lhdf5 -lcjson -lm -fopenmp
+            -L/usr/lib/x86_64-linux-gnu/hdf5/serial -L/usr/lib/x86_64-linux-gnu/openmpi/lib \
+            -lopenblas -lhdf5 -lcjson -lmpi -lm -fopenmp
 
 BUILD    ?= build
 NPT_BIN  ?= npt

@@ -8,7 +8,8 @@
 # Without flags: installs what is missing (needs root; uses sudo when not root).
 set -eu
 
-BUILD_PKGS="build-essential pkg-config libopenblas-openmp-dev libhdf5-dev libcjson-dev"
+# libopenmpi-dev + openmpi-bin: data-parallel `mpirun -np N npt train` (train/dist.c)
+BUILD_PKGS="build-essential pkg-config libopenblas-openmp-dev libhdf5-dev libcjson-dev libopenmpi-dev openmpi-bin"
 # libopenblas0-pthread: PyTorch's default BLAS on Debian, for the bench's "1+2b" setting
 # (1 intra-op thread over a 2-thread BLAS); npt itself always links the OpenMP build.
 TEST_PKGS="python3-torch python3-numpy python3-h5py hdf5-tools python3-sentencepiece python3-protobuf libopenblas0-pthread"
@@ -20,6 +21,7 @@ have_build() {
     [ -f /usr/include/cjson/cJSON.h ] &&
     [ -f /usr/include/hdf5/serial/hdf5.h ] &&
     [ -d /usr/lib/x86_64-linux-gnu/openblas-openmp ] &&
+    [ -f /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] && command -v mpirun >/dev/null 2>&1 &&
     command -v cc >/dev/null 2>&1
 }
 have_demo() {

@@ -24,12 +24,18 @@ int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_s
     return 0;
 }
 
+void runlog_open_quiet(RunLog *r) {
+    memset(r, 0, sizeof *r);
+    r->quiet = 1;
+}
+
 void runlog_close(RunLog *r) {
     if (r->metrics) fclose(r->metrics);
     r->metrics = NULL;
 }
 
 void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen) {
+    if (r->quiet) return;
     fprintf(r->metrics, "{\"step\":%lld", (long long)row->step);
     npt_json_number(r->metrics, "loss", row->loss);
     npt_json_number(r->metrics, "fidelity", row->nmse);
@@ -84,6 +90,7 @@ static void clear_status(RunLog *r) {
 }
 
 void runlog_say(RunLog *r, const char *fmt, ...) {
+    if (r->quiet) return;
     clear_status(r);
     va_list ap;
     va_start(ap, fmt);
@@ -93,6 +100,7 @@ void runlog_say(RunLog *r, const char *fmt, ...) {
 }
 
 void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int64_t skipped_total, int final_line) {
+    if (r->quiet) return;
     double dt = npt_now_seconds() - r->t_start;
     int64_t done = row->step - r->first_step;
     double tok_s = dt > 0 ? r->tokens_session / dt : 0.0;

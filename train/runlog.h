@@ -16,9 +16,12 @@ typedef struct {
     double t_start;
     int64_t first_step; /* step the session started at (resume), for tokens/s and ETA */
     int64_t tokens_session;
+    int quiet;          /* ranks other than 0 of an MPI run: no file, nothing printed */
 } RunLog;
 
 int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_step, NptErr *err);
+/* A RunLog that writes and prints nothing (runlog_close is still fine). */
+void runlog_open_quiet(RunLog *r);
 void runlog_close(RunLog *r);
 /* One optimizer step (or skip) into metrics.jsonl. */
 void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../data/dataset.h"
 #include "../model/debug.h"
@@ -25,6 +26,7 @@
 #include "../optim/optim.h"
 #include "adapters.h"
 #include "checkpoint.h"
+#include "dist.h"
 #include "eval.h"
 #include "objective.h"
 #include "recipe.h"
@@ -61,15 +63,59 @@ typedef struct {
     char saved_path[4300];
 } Trainer;
 
-/* Prints one "npt train: error:" line; returns 1 so callers can `return fail(...)`. */
+/* An MPI run's setup errors of ranks other than 0, held until ranks_agree: every rank
+ * runs the same checks on the same files, so a recipe or model error would otherwise be
+ * printed once per rank. It is printed only when rank 0 did not fail too. */
+static char deferred_error[4096];
+static int defer_errors;
+
+/* Prints one "npt train: error:" line (naming the rank in an MPI run, past rank 0);
+ * returns 1 so callers can `return fail(...)`. */
 static int __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...) {
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    fputs("npt train: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (dist_rank() > 0 && defer_errors) {
+        size_t used = strlen(deferred_error);
+        snprintf(deferred_error + used, sizeof deferred_error - used, "%s%s", used ? "; " : "", msg);
+    } else if (dist_rank() > 0) {
+        fprintf(stderr, "npt train: error: rank %d of %d: %s\n", dist_rank(), dist_world(), msg);
+    } else {
+        fprintf(stderr, "npt train: error: %s\n", msg);
+    }
     return 1;
+}
+
+/* Information lines (not errors) come from rank 0 alone. */
+static void __attribute__((format(printf, 1, 2))) inform(const char *fmt, ...) {
+    if (dist_rank() > 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+/* Ends a setup phase the same way on every rank of an MPI run: if any rank failed, all
+ * return non-zero (none may go on to wait in a collective the others never reach). A
+ * rank's own error is printed here when rank 0 did not fail; rank 0 points to it. */
+static int ranks_agree(int rc) {
+    int W = dist_world(), me = dist_rank(), first_failed = -1;
+    if (W == 1) return rc;
+    uint64_t *failed = npt_xmalloc((size_t)W * sizeof(uint64_t), "rank outcomes");
+    dist_gather_u64(rc != 0, failed);
+    for (int r = W - 1; r >= 0; r--)
+        if (failed[r]) first_failed = r;
+    int root_failed = failed[0] != 0;
+    free(failed);
+    if (first_failed < 0) return 0;
+    if (me > 0 && rc && !root_failed) fprintf(stderr, "npt train: error: rank %d of %d: %s\n", me, W, deferred_error);
+    if (me == 0 && !rc)
+        fprintf(stderr, "npt train: error: rank %d of %d failed to set up (its error is above); the job stops\n",
+                first_failed, W);
+    deferred_error[0] = 0;
+    return rc ? rc : 1;
 }
 
 /* Comma-separated list of micro-batch indices (0-based, in the order drawn) from an
@@ -166,7 +212,7 @@ static int open_data(Trainer *t) {
                      .valid_fraction = r->data.valid_fraction, .seq_len = r->data.seq_len, .shuffle = r->data.shuffle,
                      .seed = (uint64_t)r->seed, .tok = t->tok, .vocab_size = c->vocab_size, .bos = c->bos_id,
                      .eos = t->tok ? tokenizer_eos_id(t->tok) : c->eos_id, .append_eos = r->data.append_eos,
-                     .skip_bad_records = r->data.on_bad_record == BAD_RECORD_SKIP, .cache_dir = cache, .log = stderr};
+                     .skip_bad_records = r->data.on_bad_record == BAD_RECORD_SKIP, .cache_dir = cache, .log = dist_rank() == 0 ? stderr : NULL};
     if (dataset_open_config(&t->data, &dc, &err)) return fail("%s", err.msg);
     return r->eval.every ? load_eval_windows(t) : 0;
 }
@@ -366,7 +412,7 @@ static int resume_from(Trainer *t, const char *spec) {
         int found = ckpt_find_latest(t->r.output_dir, path, sizeof path, &err);
         if (found < 0) return fail("%s", err.msg);
         if (found == 0) {
-            fprintf(stderr, "npt train: no checkpoint in %s yet; starting from scratch\n", t->r.output_dir);
+            inform("npt train: no checkpoint in %s yet; starting from scratch\n", t->r.output_dir);
             return 0;
         }
     } else {
@@ -412,11 +458,11 @@ static int resume_from(Trainer *t, const char *spec) {
         t->meta.n_history = t->history_cap = meta.n_history;
         meta.history = NULL;
         meta.n_history = 0;
-        fprintf(stderr, "npt train: resumed from %s at step %lld\n", path, (long long)meta.step);
+        inform("npt train: resumed from %s at step %lld\n", path, (long long)meta.step);
         t->saved_step = meta.step;
         snprintf(t->saved_path, sizeof t->saved_path, "%s", path);
         if (changed[0])
-            fprintf(stderr, "npt train: warning: %s differ%s from the recipe that wrote %s: the run goes on from it, but "
+            inform("npt train: warning: %s differ%s from the recipe that wrote %s: the run goes on from it, but "
                             "will not reproduce an uninterrupted run of either recipe\n",
                     changed, strchr(changed, ',') ? "" : "s", path);
         rc = 0;
@@ -425,27 +471,41 @@ static int resume_from(Trainer *t, const char *spec) {
     return rc;
 }
 
-/* One optimizer step: accumulate, check, clip, update (or skip). */
+/* One optimizer step: accumulate, check, clip, update (or skip). In an MPI run every
+ * rank draws every micro-batch (the data stream stays the one-process stream) and runs
+ * those with a % world == rank; the losses and gradients are then summed over the ranks,
+ * so the step is judged, clipped and applied alike everywhere. Returns 0 (applied), 1
+ * (skipped), -1 (this rank could not read the data: t->data.io_err), -2 (another could not). */
 static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_ids) {
     Recipe *r = &t->r;
-    int B = r->train.batch_size, T = r->data.seq_len, A = r->train.grad_accum;
+    int B = r->train.batch_size, T = r->data.seq_len, A = r->train.grad_accum, W = dist_world(), me = dist_rank();
     memset(t->grads, 0, t->n_params * sizeof(float));
-    double loss = 0, fid = 0, reg = 0;
-    int finite = 1;
+    double sums[5] = {0, 0, 0, 0, 0}; /* loss, fidelity, reg, non-finite micro-batches, failed reads */
     *n_ids = 0;
     for (int a = 0; a < A; a++) {
-        int *tokens = t->tokens + (size_t)a * B * T;
+        int *tokens = t->tokens + (size_t)a * B * T, read_failed = 0;
         do { /* test hook: batches dropped from the stream as if they never existed */
-            if (dataset_next_batch(&t->data, B, tokens, t->sample_ids)) return -1; /* t->data.io_err says why */
-        } while (in_list(t->drop, t->n_drop, t->batches_drawn++));
+            read_failed = dataset_next_batch(&t->data, B, tokens, t->sample_ids) != 0;
+        } while (!read_failed && in_list(t->drop, t->n_drop, t->batches_drawn++));
+        if (read_failed) {
+            sums[4] = 1;
+            break;
+        }
         int poison = in_list(t->poison, t->n_poison, t->batches_drawn - 1);
         for (int b = 0; b < B; b++) ids_out[(*n_ids)++] = t->sample_ids[b];
+        if (a % W != me) continue;
         ObjectiveValues v = objective_step(&t->runner, &t->model, t->have_npt ? &t->npt : NULL, &t->oc, tokens,
                                            t->sample_ids, 1.0f / A, poison);
         if (in_list(t->poison_grads, t->n_poison_grads, t->batches_drawn - 1)) t->grads[t->n_params - 1] = NAN;
-        if (!isfinite(v.loss)) finite = 0;
-        loss += v.loss / A, fid += v.fidelity / A, reg += v.reg / A;
+        if (!isfinite(v.loss)) sums[3]++;
+        sums[0] += v.loss / A, sums[1] += v.fidelity / A, sums[2] += v.reg / A;
     }
+    int read_failed_here = sums[4] > 0;
+    dist_sum_doubles(sums, 5);
+    if (sums[4] > 0) return read_failed_here ? -1 : -2;
+    dist_sum_floats(t->grads, t->n_params);
+    double loss = sums[0], fid = sums[1], reg = sums[2];
+    int finite = sums[3] == 0;
     float lr = schedule_lr(&t->sched, t->meta.step);
     double norm;
     int skipped = optim_update(&t->opt, finite ? loss : NAN, lr, (float)r->train.clip_grad_norm, &norm, NULL);
@@ -488,7 +548,7 @@ static int open_teacher_cache(Trainer *t) {
                            (int64_t)t->data.n_train, c->n_layers - t->npt.first_layer + 2, t->r.data.seq_len, c->dim, &err))
         return fail("%s (train.teacher_cache_gb = %g)", err.msg, t->r.train.teacher_cache_gb);
     t->runner.teacher_cache = &t->cache;
-    fprintf(stderr, "npt train: teacher cache: up to %d of %llu windows (%.2f GB, %.2f MB each) in a deleted file in %s\n",
+    inform("npt train: teacher cache: up to %d of %llu windows (%.2f GB, %.2f MB each) in a deleted file in %s\n",
             t->cache.max_records, (unsigned long long)t->data.n_train,
             (double)t->cache.max_records * t->cache.record_bytes / 1e9, t->cache.record_bytes / 1e6, t->r.output_dir);
     return 0;
@@ -522,14 +582,24 @@ static int interval_is_best(Trainer *t) {
  * emergency checkpoint (resumable like any other) unless this step's state is already
  * on disk. Returns the exit status: 128 + the signal, or 4 if the save failed. */
 static int stop_on_signal(Trainer *t, int sig) {
-    if (t->saved_step != t->meta.step && t->meta.n_history > 0 && save_checkpoint(t, "emergency")) return 4;
-    if (t->saved_step == t->meta.step)
+    int rc = 128 + sig;
+    if (dist_rank() > 0) return dist_bcast_int(rc); /* rank 0 saves; its outcome is ours */
+    if (t->saved_step != t->meta.step && t->meta.n_history > 0 && save_checkpoint(t, "emergency")) rc = 4;
+    else if (t->saved_step == t->meta.step)
         runlog_say(&t->log, "npt train: stopped by %s after step %lld; its state is in %s: continue with npt train %s --resume auto (and the same --set options)",
                    npt_signal_name(sig), (long long)t->meta.step, t->saved_path, t->recipe_arg);
     else
         runlog_say(&t->log, "npt train: stopped by %s before the first step; nothing to save", npt_signal_name(sig));
-    return 128 + sig;
+    return dist_bcast_int(rc);
 }
+
+/* Checkpoints and evaluations are rank 0's to write; its outcome, broadcast, is every
+ * rank's, so all of them stop together if it failed. */
+static int save_by_rank0(Trainer *t, const char *kind) {
+    return dist_bcast_int(dist_rank() == 0 ? save_checkpoint(t, kind) : 0);
+}
+
+static int eval_by_rank0(Trainer *t) { return dist_bcast_int(dist_rank() == 0 ? periodic_eval(t) : 0); }
 
 static int run_loop(Trainer *t) {
     Recipe *r = &t->r;
@@ -537,7 +607,7 @@ static int run_loop(Trainer *t) {
     int64_t *ids = npt_xmalloc((size_t)max_ids * sizeof(int64_t), "sample ids");
     int rc = 0;
     while (t->meta.step < r->train.max_steps) {
-        int sig = npt_stop_requested();
+        int sig = dist_max_int(npt_stop_requested()); /* a signal to any rank stops them all here */
         if (sig) {
             rc = stop_on_signal(t, sig);
             break;
@@ -549,8 +619,15 @@ static int run_loop(Trainer *t) {
             runlog_say(&t->log, "warning: %s", t->cache.last_error);
             t->cache_reported = 1;
         }
-        if (skipped < 0) {
+        if (skipped == -1 && dist_rank() > 0) {
+            fail("%s; the checkpoints on disk are from before it", t->data.io_err.msg);
+        } else if (skipped == -1) {
             runlog_say(&t->log, "npt train: error: %s; the checkpoints on disk are from before it", t->data.io_err.msg);
+        } else if (skipped == -2) {
+            runlog_say(&t->log, "npt train: error: another rank could not read the data (its error is above); the "
+                                "checkpoints on disk are from before it");
+        }
+        if (skipped < 0) {
             rc = 1;
             break;
         }
@@ -564,9 +641,9 @@ static int run_loop(Trainer *t) {
                 o += snprintf(list + o, sizeof list - (size_t)o, "%s%lld", i ? "," : "", (long long)ids[i]);
             runlog_say(&t->log, "skipped non-finite batch at step %lld (loss %g, grad norm %g), samples [%s]; %d in a row",
                        (long long)t->meta.step, row.loss, row.grad_norm, list, t->meta.consecutive_skips);
-            debug_skipped_step(t, ids, n_ids);
+            if (dist_rank() == 0) debug_skipped_step(t, ids, n_ids);
             if (!r->train.skip_nonfinite || t->meta.consecutive_skips >= r->train.max_consecutive_skips) {
-                if (save_checkpoint(t, "emergency")) {
+                if (save_by_rank0(t, "emergency")) {
                     rc = 4;
                     break;
                 }
@@ -588,13 +665,13 @@ static int run_loop(Trainer *t) {
         }
         int last = t->meta.step == r->train.max_steps;
         if (t->meta.step % r->log.every == 0 || last) runlog_status(&t->log, &row, r->train.max_steps, t->meta.skipped_total, last);
-        if (r->eval.every && (t->meta.step % r->eval.every == 0 || last) && periodic_eval(t)) {
+        if (r->eval.every && (t->meta.step % r->eval.every == 0 || last) && eval_by_rank0(t)) {
             rc = 4;
             break;
         }
         if (t->meta.step % r->checkpoint.every == 0 && !last) {
             int best = interval_is_best(t);
-            if (save_checkpoint(t, "periodic") || (best && save_checkpoint(t, "best"))) {
+            if (save_by_rank0(t, "periodic") || (best && save_by_rank0(t, "best"))) {
                 rc = 4;
                 break;
             }
@@ -602,7 +679,7 @@ static int run_loop(Trainer *t) {
     }
     if (rc == 0) {
         int best = interval_is_best(t);
-        rc = (best && save_checkpoint(t, "best")) || save_checkpoint(t, "final") ? 4 : 0;
+        rc = (best && save_by_rank0(t, "best")) || save_by_rank0(t, "final") ? 4 : 0;
     }
     free(ids);
     return rc;
@@ -629,87 +706,171 @@ static void trainer_free(Trainer *t) {
     recipe_free(&t->r);
 }
 
-int train_run(const TrainArgs *a) {
-    Trainer *t = npt_xcalloc(1, sizeof *t, "trainer");
+/* Threads of this process: the recipe's, else the cores it may run on. When an MPI
+ * launcher left the ranks unbound (each sees every core of its machine), the cores are
+ * shared among the machine's ranks instead of oversubscribed. */
+static int default_threads(const Recipe *r) {
+    if (r->threads > 0) return r->threads;
+    int procs = omp_get_num_procs(), local = dist_local_world();
+    if (local > 1 && procs >= sysconf(_SC_NPROCESSORS_ONLN)) procs /= local;
+    return procs > 0 ? procs : 1;
+}
+
+/* What a recipe cannot do in an MPI run, said before anything runs. */
+static int check_world(const Trainer *t) {
+    int W = dist_world(), A = t->r.train.grad_accum;
+    if (W == 1) return 0;
+    if (A % W)
+        return fail("train.grad_accum is %d, not a multiple of the %d MPI ranks (rank k runs micro-batches k, k + %d, ... of "
+                    "every step); set --set train.grad_accum=%d, or run a number of ranks that divides %d",
+                    A, W, W, (A + W - 1) / W * W, A);
+    if (t->oc.distill && t->r.train.teacher_cache_gb > 0)
+        return fail("train.teacher_cache_gb works in one process only (in an MPI run a window meets a different rank "
+                    "every epoch); set --set train.teacher_cache_gb=0");
+    return 0;
+}
+
+/* Every rank must start from the same state, or their summed gradients mean nothing:
+ * the same base weights, recipe (with its --set options), parameters, optimizer state,
+ * step and data. Different files under one path on two machines, or a --resume
+ * checkpoint only some ranks can read, are caught here rather than trained on. */
+static int ranks_same_start(Trainer *t) {
+    int W = dist_world();
+    if (W == 1) return 0;
+    int64_t cursor[CKPT_CURSOR_MAX];
+    int n_cursor = dataset_cursor(&t->data, cursor, CKPT_CURSOR_MAX);
+    uint64_t state = npt_fnv1a(NPT_FNV1A_OFFSET, &t->n_params, sizeof t->n_params);
+    state = npt_fnv1a(state, t->params, t->n_params * sizeof(float));
+    if (t->opt.m) state = npt_fnv1a(state, t->opt.m, t->n_params * sizeof(float));
+    if (t->opt.v) state = npt_fnv1a(state, t->opt.v, t->n_params * sizeof(float));
+    state = npt_fnv1a(npt_fnv1a(state, &t->opt.step, sizeof t->opt.step), &t->meta.step, sizeof t->meta.step);
+    uint64_t data = npt_fnv1a(NPT_FNV1A_OFFSET, &t->data.n_train, sizeof t->data.n_train);
+    data = npt_fnv1a(data, cursor, (size_t)(n_cursor > 0 ? n_cursor : 0) * sizeof(int64_t));
+    const uint64_t mine[4] = {t->model.fingerprint, npt_fnv1a(NPT_FNV1A_OFFSET, t->recipe_json, strlen(t->recipe_json)),
+                              state, data};
+    const char *const what[4] = {"base model weights (model)", "recipe (with its --set options)",
+                                 "parameters, optimizer state or step (the --resume checkpoint)", "training data or data cursor"};
+    uint64_t *all = npt_xmalloc((size_t)W * sizeof(uint64_t), "rank states");
+    int bad_rank = -1, bad_what = -1;
+    for (int k = 0; k < 4; k++) {
+        dist_gather_u64(mine[k], all);
+        for (int r = 1; r < W && bad_rank < 0; r++)
+            if (all[r] != all[0]) bad_rank = r, bad_what = k;
+    }
+    free(all);
+    if (bad_rank < 0) return 0;
+    if (dist_rank() == 0)
+        fprintf(stderr, "npt train: error: rank %d of %d has other %s than rank 0: every rank needs the same files and "
+                        "options (for --resume, an output_dir all ranks can read)\n", bad_rank, W, what[bad_what]);
+    return 1;
+}
+
+/* Rank 0's logs: on resume trimmed to the checkpoint's steps, then metrics.jsonl opened. */
+static int open_logs(Trainer *t, const char *resume, const char *metrics) {
+    NptErr err;
+    char eval_log[4300];
+    eval_log_path(t, eval_log, sizeof eval_log);
+    /* A resume keeps the logs up to its checkpoint (its history may hold skipped rows at
+     * step 0); one that found no checkpoint starts them over like a new run. */
+    if (resume && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
+                   runlog_trim_after_step(eval_log, t->meta.step, &err)))
+        return fail("%s", err.msg);
+    if (runlog_open(&t->log, metrics, resume != NULL, t->meta.step, &err)) return fail("%s", err.msg);
+    return 0;
+}
+
+/* The recipe, with --set applied and checked for training; 0, or 1 with the errors
+ * printed (*loaded says whether t->r holds a recipe to free). */
+static int load_recipe(Trainer *t, const TrainArgs *a, int *loaded) {
     RecipeDiag diag;
     memset(&diag, 0, sizeof diag);
     char recipe_path[4096];
     NptErr err;
-    int rc = 1;
-    if (recipe_resolve_path(a->recipe_path, recipe_path, sizeof recipe_path, &err)) {
-        fail("%s", err.msg);
-        free(t);
-        return 1;
-    }
-    int loaded = recipe_load(recipe_path, a->overrides, a->n_overrides, &t->r, &diag);
+    *loaded = 0;
+    if (recipe_resolve_path(a->recipe_path, recipe_path, sizeof recipe_path, &err)) return fail("%s", err.msg);
+    int bad = recipe_load(recipe_path, a->overrides, a->n_overrides, &t->r, &diag);
     char *text = recipe_diag_text(&diag);
-    if (text && *text) fprintf(stderr, "%s", text);
-    free(text);
+    if (text && *text && dist_rank() == 0) fputs(text, stderr);
     recipe_diag_free(&diag);
-    if (loaded) {
-        fprintf(stderr, "npt train: error: %s is not a valid recipe (see the errors above; npt validate shows them too)\n", recipe_path);
-        free(t);
+    if (bad) {
+        fail("%s%s is not a valid recipe (see the errors above; npt validate shows them too)",
+             dist_rank() > 0 && text ? text : "", recipe_path);
+        free(text);
         return 1;
     }
-    if (recipe_check_for_training(&t->r, &err)) {
-        fail("%s", err.msg);
-        recipe_free(&t->r);
+    free(text);
+    *loaded = 1;
+    if (recipe_check_for_training(&t->r, &err)) return fail("%s", err.msg);
+    return 0;
+}
+
+/* One run, from the recipe to final.h5. In an MPI run each setup phase ends in
+ * ranks_agree, so a rank that fails takes the others down with it instead of leaving
+ * them in a collective. */
+static int run_session(const TrainArgs *a) {
+    Trainer *t = npt_xcalloc(1, sizeof *t, "trainer");
+    NptErr err;
+    int rc = 1, loaded;
+    if (ranks_agree(load_recipe(t, a, &loaded))) {
+        if (loaded) recipe_free(&t->r);
         free(t);
         return 1;
     }
     t->recipe_arg = a->recipe_path;
     t->saved_step = -1;
-    if (npt_stop_install(&err)) { /* from here Ctrl-C / SIGTERM stop at the next clean point */
-        fail("%s", err.msg);
+    /* from here Ctrl-C / SIGTERM stop at the next clean point */
+    if (ranks_agree(npt_stop_install(&err) ? fail("%s", err.msg) : 0)) {
         recipe_free(&t->r);
         free(t);
         return 4;
     }
-    int threads = t->r.threads > 0 ? t->r.threads : omp_get_num_procs();
+    int threads = default_threads(&t->r), W = dist_world(), root = dist_rank() == 0;
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
     t->meta.best_loss = INFINITY;
     t->recipe_json = recipe_to_json(&t->r);
     char metrics[2 * RECIPE_PATH_MAX + 2];
     snprintf(metrics, sizeof metrics, "%s/%s", t->r.output_dir, t->r.log.metrics_file);
-    if (setup_model_and_data(t) || setup_training(t)) goto done;
-    if (npt_mkdir_p(t->r.output_dir, &err)) {
-        fail("%s", err.msg);
+    /* rank 0 first: text data is tokenized once into the token cache, where ranks on
+     * the same machine then find it */
+    for (int turn = 0; turn < 2; turn++)
+        if (ranks_agree((turn == 0) == root ? setup_model_and_data(t) : 0)) goto done;
+    if (ranks_agree(setup_training(t) || check_world(t))) goto done;
+    if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("%s", err.msg) : refuse_other_run(t, a->resume, metrics))))
         goto done;
-    }
-    if (refuse_other_run(t, a->resume, metrics)) goto done;
-    if (a->resume && resume_from(t, a->resume)) goto done;
-    if (open_teacher_cache(t)) goto done; /* after the checks that refuse the run directory */
-    char eval_log[4300];
-    eval_log_path(t, eval_log, sizeof eval_log);
-    /* A resume keeps the logs up to its checkpoint (its history may hold skipped rows at
-     * step 0); one that found no checkpoint starts them over like a new run. */
-    if (a->resume && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
-                      runlog_trim_after_step(eval_log, t->meta.step, &err))) {
-        fail("%s", err.msg);
-        goto done;
-    }
-    if (runlog_open(&t->log, metrics, a->resume != NULL, t->meta.step, &err)) {
-        fail("%s", err.msg);
-        goto done;
-    }
-    fprintf(stderr, "npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d thread%s%s\n",
-            t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
-            t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
-            t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.n_sources ? "(data.sources)" : t->r.data.train, (unsigned long long)t->data.n_train,
-            (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads, threads == 1 ? "" : "s",
-            t->runner.n_shards > 1 ? " (each micro-batch split over them)" : "");
+    if (ranks_agree(a->resume ? resume_from(t, a->resume) : 0) || ranks_same_start(t)) goto done;
+    if (ranks_agree(open_teacher_cache(t))) goto done; /* after the checks that refuse the run directory */
+    if (!root) runlog_open_quiet(&t->log);
+    if (ranks_agree(root ? open_logs(t, a->resume, metrics) : 0)) goto done;
+    defer_errors = 0; /* from here a rank's own error (reading its data) is printed at once */
+    char ranks[96] = "";
+    if (W > 1) snprintf(ranks, sizeof ranks, " on each of %d MPI ranks (micro-batches split over them)", W);
+    inform("npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d thread%s%s%s\n",
+           t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
+           t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
+           t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.n_sources ? "(data.sources)" : t->r.data.train, (unsigned long long)t->data.n_train,
+           (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads, threads == 1 ? "" : "s",
+           t->runner.n_shards > 1 ? " (each micro-batch split over them)" : "", ranks);
     rc = run_loop(t);
     if (t->runner.teacher_cache)
-        fprintf(stderr, "npt train: teacher cache: %lld hits, %lld misses, %d windows stored\n", (long long)t->cache.hits,
-                (long long)t->cache.misses, t->cache.n_records);
-    if (rc == 0) fprintf(stderr, "npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
-                         (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);
+        inform("npt train: teacher cache: %lld hits, %lld misses, %d windows stored\n", (long long)t->cache.hits,
+               (long long)t->cache.misses, t->cache.n_records);
+    if (rc == 0) inform("npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
+                        (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);
 done:
     /* a stop during setup (tokenizing the data) ends it as a failure to read the data */
     int sig = npt_stop_requested();
     if (rc == 1 && sig) rc = 128 + sig;
     trainer_free(t);
     free(t);
+    return rc;
+}
+
+int train_run(const TrainArgs *a) {
+    NptErr err;
+    if (dist_init(&err)) return fail("%s", err.msg);
+    defer_errors = 1;
+    int rc = run_session(a);
+    dist_finalize();
     return rc;
 }
