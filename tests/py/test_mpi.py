@@ -1,0 +1,217 @@
+#!/usr/bin/python3
+"""tests/py/test_mpi.py — data-parallel npt train over MPI ranks (train/dist.c), two ranks
+on this machine under Open MPI's mpirun.
+
+The reference is the one-process run of the same recipe: with train.grad_accum 2 over two
+ranks, rank k runs micro-batch k of every step, so the run is the one-process run with
+its two gradient contributions summed across processes instead of inside one.
+  1. the first step's loss is the one-process run's bit for bit (the same micro-batches
+     ran, and the loss sum is rank 0's part + rank 1's, the one-process order); the
+     whole loss history and the final adapters agree to float rounding;
+  2. two MPI runs give bit-identical checkpoints (the gradient sum has a fixed order);
+  3. only rank 0 writes: the run directory holds the one-process run's files, one
+     metrics line per step, and each message is printed once;
+  4. resumed under MPI from a checkpoint, the run ends bit-identical to the
+     uninterrupted MPI run;
+  5. SIGTERM to rank 1 alone stops both ranks after the same step; rank 0 saves the
+     emergency checkpoint, and --resume auto ends bit-identical;
+  6. a non-finite micro-batch on rank 1 skips the step on both ranks, logged once;
+  7. errors end the job once, with one line: grad_accum not a multiple of the ranks, the
+     teacher cache, ranks given different recipes (MPMD launch);
+  8. without threads in the recipe, an unbound launch shares the cores among the ranks.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+from harness import NPT, built, check, exit_code, set_flags
+
+RECIPE = "recipes/stories260k-full.json"
+SETS = ["train.max_steps=6", "train.warmup_steps=2", "train.grad_accum=2", "train.batch_size=4", "threads=1",
+        "log.every=1", "checkpoint.every=3"]
+MPIRUN = shutil.which("mpirun")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1")
+
+
+def mpi_argv(out, sets=SETS, extra=(), ranks=2, mpi_flags=()):
+    return [MPIRUN, "-np", str(ranks), *mpi_flags, NPT, "train", RECIPE] + set_flags(sets + [f"output_dir={out}"]) + \
+        list(extra)
+
+
+def run(argv, env=ENV, timeout=300):
+    return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=env)
+
+
+def datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def adapters(path):
+    return {k: v for k, v in datasets(path).items() if k.startswith("adapters/")}
+
+
+def same_bits(a, b):
+    """Whether two checkpoints hold the same adapters, moments and history, bit for bit."""
+    da, db = datasets(a), datasets(b)
+    keys = [k for k in da if k.startswith(("adapters/", "optimizer/", "history/"))]
+    return bool(keys) and sorted(keys) == sorted(k for k in db if k.startswith(("adapters/", "optimizer/", "history/"))) \
+        and all(np.asarray(da[k]).tobytes() == np.asarray(db[k]).tobytes() for k in keys), len(keys)
+
+
+def metrics(path):
+    import json
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def main():
+    if not built(NPT):
+        return exit_code()
+    if not check(MPIRUN is not None, "mpirun is installed (scripts/setup.sh installs openmpi-bin)"):
+        return exit_code()
+    tmp = tempfile.mkdtemp(prefix="npt-mpi-")
+    try:
+        one, two, again = (os.path.join(tmp, d) for d in ("one", "two", "again"))
+
+        # 1. against the one-process run
+        r1 = subprocess.run([NPT, "train", RECIPE] + set_flags(SETS + [f"output_dir={one}"]), capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=300)
+        r2 = run(mpi_argv(two))
+        check(r1.returncode == 0 and r2.returncode == 0,
+              f"one-process and 2-rank runs succeed (exit {r1.returncode} / {r2.returncode}){r2.stderr[-400:] if r2.returncode else ''}")
+        if r1.returncode or r2.returncode:
+            return exit_code()
+        m1, m2 = metrics(os.path.join(one, "metrics.jsonl")), metrics(os.path.join(two, "metrics.jsonl"))
+        check(m1[0]["loss"] == m2[0]["loss"],
+              f"step 1 loss is the one-process run's bit for bit ({m2[0]['loss']!r} vs {m1[0]['loss']!r})")
+        rel = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(m1, m2))
+        check(len(m1) == len(m2) == 6 and rel < 1e-5, f"loss history of 6 steps agrees with the one-process run (max rel diff {rel:.2e} < 1e-5)")
+        a1, a2 = adapters(os.path.join(one, "final.h5")), adapters(os.path.join(two, "final.h5"))
+        worst = max(float(np.max(np.abs(a1[k] - a2[k]))) / max(float(np.max(np.abs(a1[k]))), 1e-30) for k in a1)
+        # after 6 AdamW steps the two summation orders differ by rounding only (2.6e-6 seen);
+        # a wrong micro-batch split or a lost rank's gradient moves them by O(1) of their size
+        check(sorted(a1) == sorted(a2) and worst < 1e-4,
+              f"final adapters agree with the one-process run ({len(a1)} tensors, max diff {worst:.2e} of the tensor's max < 1e-4)")
+
+        # 2. determinism
+        r3 = run(mpi_argv(again))
+        ok, n = same_bits(os.path.join(two, "final.h5"), os.path.join(again, "final.h5")) if r3.returncode == 0 else (False, 0)
+        check(ok, f"two 2-rank runs end bit-identical ({n} datasets)")
+
+        # 3. only rank 0 writes, and speaks once
+        check(sorted(os.listdir(one)) == sorted(os.listdir(two)),
+              f"the 2-rank run directory holds the one-process run's files: {sorted(os.listdir(two))}")
+        check(len(m2) == 6 and [m["step"] for m in m2] == list(range(1, 7)), "metrics.jsonl has one line per step (6)")
+        check(r2.stderr.count("npt train: done:") == 1 and r2.stderr.count("step 6/6") == 1,
+              "the banner, status lines and the done line are printed once")
+        check("1 thread on each of 2 MPI ranks" in r2.stderr, "the banner names the 2 ranks")
+
+        # 4. resume under MPI from the step-3 checkpoint, into a new directory
+        resumed = os.path.join(tmp, "resumed")
+        r4 = run(mpi_argv(resumed, extra=["--resume", os.path.join(two, "ckpt-00000003.h5")]))
+        ok, n = same_bits(os.path.join(two, "final.h5"), os.path.join(resumed, "final.h5")) if r4.returncode == 0 else (False, 0)
+        check(ok and r4.stderr.count("resumed from") == 1,
+              f"resumed at step 3 under MPI, the run ends bit-identical to the uninterrupted one ({n} datasets; exit {r4.returncode})")
+
+        # 5. SIGTERM to rank 1 alone
+        long_sets = [s for s in SETS if not s.startswith(("train.max_steps", "checkpoint.every"))] + \
+            ["train.max_steps=60", "checkpoint.every=1000"]
+        full = os.path.join(tmp, "full")
+        r5 = run(mpi_argv(full, long_sets))
+        stopped = os.path.join(tmp, "stopped")
+        proc = subprocess.Popen(mpi_argv(stopped, long_sets), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=ENV, stdin=subprocess.DEVNULL)
+        rank1 = None
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            path = os.path.join(stopped, "metrics.jsonl")
+            if rank1 is None:
+                rank1 = find_rank(proc.pid, 1)
+            if rank1 and os.path.exists(path) and len(open(path).readlines()) >= 10:
+                os.kill(rank1, signal.SIGTERM)
+                break
+            time.sleep(0.005)
+        _, err = proc.communicate(timeout=120)
+        ckpts = [f for f in os.listdir(stopped) if f.startswith("ckpt-")] if os.path.isdir(stopped) else []
+        step, kind = -1, None
+        if len(ckpts) == 1:
+            with h5py.File(os.path.join(stopped, ckpts[0]), "r") as f:
+                step, kind = int(f.attrs["step"]), f.attrs["kind"]
+            kind = kind.decode() if isinstance(kind, bytes) else kind
+        check(r5.returncode == 0 and rank1 is not None and proc.returncode != 0 and len(ckpts) == 1 and 10 <= step < 60
+              and kind == "emergency",
+              f"SIGTERM to rank 1 only: the job stops (exit {proc.returncode}) with one checkpoint, kind {kind}, at step {step}")
+        check(err.count("stopped by SIGTERM after step") == 1 and f"after step {step};" in err,
+              "the stop is announced once, naming the checkpoint's step")
+        r6 = run(mpi_argv(stopped, long_sets, extra=["--resume", "auto"]))
+        ok, n = same_bits(os.path.join(full, "final.h5"), os.path.join(stopped, "final.h5")) if r6.returncode == 0 else (False, 0)
+        check(ok, f"--resume auto after the stop ends bit-identical to the uninterrupted 60-step run ({n} datasets)")
+
+        # 6. a non-finite micro-batch on rank 1 (micro-batch 1 = step 1's second)
+        poisoned = os.path.join(tmp, "poisoned")
+        r7 = run(mpi_argv(poisoned), env=dict(ENV, NPT_TEST_POISON_BATCHES="1"))
+        mp = metrics(os.path.join(poisoned, "metrics.jsonl")) if r7.returncode == 0 else []
+        check(r7.returncode == 0 and r7.stderr.count("skipped non-finite batch at step 0") == 1 and len(mp) == 7
+              and mp[0]["skipped"] == 1 and sum(m["skipped"] for m in mp) == 1,
+              f"a non-finite micro-batch on rank 1 skips the step on both ranks, logged once (exit {r7.returncode})")
+
+        # 7. errors: once, one line, non-zero, nothing written
+        cases = [("grad_accum 3 over 2 ranks", ["train.grad_accum=3"], "train.grad_accum is 3, not a multiple of the 2 MPI ranks"),
+                 ("the teacher cache", ["train.teacher_cache_gb=1"], "train.teacher_cache_gb works in one process only")]
+        for name, sets, needle in cases:
+            out = os.path.join(tmp, "err-" + name.split()[0])
+            r = run(mpi_argv(out, SETS + sets))
+            check(r.returncode != 0 and r.stderr.count("npt train: error:") == 1 and needle in r.stderr
+                  and not os.path.exists(out), f"{name}: exit {r.returncode}, one error line: {needle!r}")
+        out = os.path.join(tmp, "err-mpmd")
+        args = [NPT, "train", RECIPE] + set_flags(SETS + [f"output_dir={out}"])
+        r = run([MPIRUN, "-np", "1", *args, ":", "-np", "1", *args, "--set", "seed=7"])
+        needle = "rank 1 of 2 has other recipe (with its --set options) than rank 0"
+        check(r.returncode != 0 and r.stderr.count("npt train: error:") == 1 and needle in r.stderr
+              and not os.path.exists(os.path.join(out, "metrics.jsonl")),
+              f"ranks launched with different recipes: exit {r.returncode}, one error line: {needle!r}")
+
+        # 8. default threads, ranks not bound by the launcher: the cores are shared
+        cores = len(os.sched_getaffinity(0))
+        want = max(1, cores // 2) if cores >= os.cpu_count() else cores
+        shared = os.path.join(tmp, "shared")
+        r = run(mpi_argv(shared, [s for s in SETS if s != "threads=1"] + ["train.max_steps=2"], mpi_flags=["--bind-to", "none"]))
+        check(r.returncode == 0 and f"| {want} thread{'s' if want > 1 else ''} on each of 2 MPI ranks" in r.stderr,
+              f"no threads in the recipe, unbound ranks: {want} thread(s) each on {cores} cores")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return exit_code()
+
+
+def find_rank(mpirun_pid, rank):
+    """The pid of the given rank among mpirun's children (OMPI_COMM_WORLD_RANK)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != mpirun_pid:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+                return int(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
