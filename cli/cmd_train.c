@@ -12,6 +12,8 @@ static const char *train_help =
     "  --set k=v        override one recipe key, e.g. --set train.lr=3e-5 --set npt.layers=[2,3]\n"
     "  --resume auto    continue from the newest checkpoint in the run's output_dir\n"
     "  --resume PATH    continue from this checkpoint\n\n"
+    "Under mpirun (mpirun -np N npt train RECIPE ...) the run is data-parallel over the N ranks: micro-batch a of\n"
+    "each step runs on rank a mod N (train.grad_accum must be a multiple of N), rank 0 writes output_dir.\n\n"
     "exit codes: 0 done, 1 bad input, 2 bad command line, 3 stopped after too many non-finite batches, 4 runtime failure,\n"
     "130 / 143 stopped by Ctrl-C / SIGTERM after saving the last step's state (continue with --resume auto)\n";
 
