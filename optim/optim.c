@@ -54,10 +54,24 @@ void optim_step(Optimizer *o, float lr) {
     }
 }
 
+/* Sums of squares of fixed blocks, added in block order: the same double for any thread
+ * count. An OpenMP reduction would split the sum by thread, and the ranks of an MPI run
+ * (train/dist.h), each computing this norm of the same summed gradients, may run with
+ * different thread counts: one ulp apart, their clipped updates would drift apart. */
 double grad_global_norm(const float *grads, size_t n) {
+    enum { BLOCK = 4096 };
+    size_t n_blocks = (n + BLOCK - 1) / BLOCK;
+    double *part = npt_xmalloc((n_blocks ? n_blocks : 1) * sizeof(double), "gradient norm blocks");
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t b = 0; b < n_blocks; b++) {
+        size_t end = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
+        double ss = 0.0;
+        for (size_t i = b * BLOCK; i < end; i++) ss += (double)grads[i] * grads[i];
+        part[b] = ss;
+    }
     double ss = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : ss) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
+    for (size_t b = 0; b < n_blocks; b++) ss += part[b];
+    free(part);
     return sqrt(ss);
 }
 

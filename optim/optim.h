@@ -32,7 +32,8 @@ void optim_free(Optimizer *o);
  * kept out of the momentum buffer (torch.optim.SGD adds it to g instead). */
 void optim_step(Optimizer *o, float lr);
 
-/* sqrt(sum g^2) accumulated in double; +Inf or NaN when any gradient is not finite. */
+/* sqrt(sum g^2) accumulated in double, the same for any thread count; +Inf or NaN when
+ * any gradient is not finite. */
 double grad_global_norm(const float *grads, size_t n);
 /* Scales gradients so their norm is at most max_norm (0 = off); returns the factor. */
 float grad_clip(float *grads, size_t n, double norm, float max_norm);

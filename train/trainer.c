@@ -57,6 +57,7 @@ typedef struct {
     int64_t *sample_ids;
     int debug_reports;     /* debug_on_skip reports written by this process */
     int64_t *poison, n_poison, *poison_grads, n_poison_grads, *drop, n_drop; /* test hooks, see parse_index_list */
+    int64_t *nudge, n_nudge; /* test hook: NPT_TEST_NUDGE_AFTER_STEPS, see parse_index_list */
     int64_t batches_drawn;
     const char *recipe_arg; /* the recipe as the user named it, for the resume hint */
     int64_t saved_step;     /* step of the state in saved_path: written or resumed from here (-1: none) */
@@ -121,7 +122,9 @@ static int ranks_agree(int rc) {
 /* Comma-separated list of micro-batch indices (0-based, in the order drawn) from an
  * environment variable. Test hooks: NPT_TEST_POISON_BATCHES makes those batches
  * non-finite, NPT_TEST_POISON_GRADS makes only their gradients non-finite (the loss
- * stays finite), NPT_TEST_DROP_BATCHES removes them from the stream. */
+ * stays finite), NPT_TEST_DROP_BATCHES removes them from the stream. In an MPI run,
+ * NPT_TEST_NUDGE_AFTER_STEPS (step numbers, given to one rank) changes that rank's first
+ * parameter after those steps, as a bug that made the ranks diverge would. */
 static int64_t *parse_index_list(const char *env, int64_t *count) {
     const char *s = getenv(env);
     *count = 0;
@@ -278,6 +281,7 @@ static int setup_training(Trainer *t) {
     t->poison = parse_index_list("NPT_TEST_POISON_BATCHES", &t->n_poison);
     t->poison_grads = parse_index_list("NPT_TEST_POISON_GRADS", &t->n_poison_grads);
     t->drop = parse_index_list("NPT_TEST_DROP_BATCHES", &t->n_drop);
+    t->nudge = parse_index_list("NPT_TEST_NUDGE_AFTER_STEPS", &t->n_nudge);
     return 0;
 }
 
@@ -578,6 +582,52 @@ static int interval_is_best(Trainer *t) {
     return 1;
 }
 
+/* Every rank must hold the same state, or their summed gradients mean nothing: the same
+ * base weights, recipe (with its --set options; threads aside, a per-machine setting),
+ * parameters, optimizer state, step and data. Before the first step (running 0) a
+ * difference is a setup error: another file under one path on some machine, other
+ * options, a --resume checkpoint only some ranks can read. At a checkpoint (running 1)
+ * it would be a bug (the ranks apply the same update to the same floats), and the
+ * checkpoint is not written. Returns 0, or 1 (start) / 4 (running) on every rank. */
+static int ranks_differ(Trainer *t, int running) {
+    int W = dist_world();
+    if (W == 1) return 0;
+    int64_t cursor[CKPT_CURSOR_MAX];
+    int n_cursor = dataset_cursor(&t->data, cursor, CKPT_CURSOR_MAX);
+    uint64_t state = npt_fnv1a(NPT_FNV1A_OFFSET, &t->n_params, sizeof t->n_params);
+    state = npt_fnv1a(state, t->params, t->n_params * sizeof(float));
+    if (t->opt.m) state = npt_fnv1a(state, t->opt.m, t->n_params * sizeof(float));
+    if (t->opt.v) state = npt_fnv1a(state, t->opt.v, t->n_params * sizeof(float));
+    state = npt_fnv1a(npt_fnv1a(state, &t->opt.step, sizeof t->opt.step), &t->meta.step, sizeof t->meta.step);
+    uint64_t data = npt_fnv1a(NPT_FNV1A_OFFSET, &t->data.n_train, sizeof t->data.n_train);
+    data = npt_fnv1a(data, cursor, (size_t)(n_cursor > 0 ? n_cursor : 0) * sizeof(int64_t));
+    Recipe no_threads = t->r;
+    no_threads.threads = 0;
+    char *recipe = recipe_to_json(&no_threads);
+    if (!recipe) npt_die("out of memory printing the recipe to compare it across ranks");
+    const uint64_t mine[4] = {t->model.fingerprint, npt_fnv1a(NPT_FNV1A_OFFSET, recipe, strlen(recipe)), state, data};
+    free(recipe);
+    const char *const what[4] = {"base model weights (model)", "recipe (with its --set options)",
+                                 "parameters, optimizer state or step (the --resume checkpoint)", "training data or data cursor"};
+    uint64_t *all = npt_xmalloc((size_t)W * sizeof(uint64_t), "rank states");
+    int bad_rank = -1, bad_what = -1;
+    for (int k = 0; k < 4; k++) {
+        dist_gather_u64(mine[k], all);
+        for (int r = 1; r < W && bad_rank < 0; r++)
+            if (all[r] != all[0]) bad_rank = r, bad_what = k;
+    }
+    free(all);
+    if (bad_rank < 0) return 0;
+    if (dist_rank() == 0 && !running)
+        fprintf(stderr, "npt train: error: rank %d of %d has other %s than rank 0: every rank needs the same files and "
+                        "options (for --resume, an output_dir all ranks can read)\n", bad_rank, W, what[bad_what]);
+    else if (dist_rank() == 0)
+        runlog_say(&t->log, "npt train: error: after step %lld rank %d of %d holds other %s than rank 0, which should "
+                            "not happen (please report it); the checkpoint is not written",
+                   (long long)t->meta.step, bad_rank, W, what[bad_what]);
+    return running ? 4 : 1;
+}
+
 /* SIGINT or SIGTERM arrived (util/stop.h); called between steps. The state goes into an
  * emergency checkpoint (resumable like any other) unless this step's state is already
  * on disk. Returns the exit status: 128 + the signal, or 4 if the save failed. */
@@ -596,6 +646,7 @@ static int stop_on_signal(Trainer *t, int sig) {
 /* Checkpoints and evaluations are rank 0's to write; its outcome, broadcast, is every
  * rank's, so all of them stop together if it failed. */
 static int save_by_rank0(Trainer *t, const char *kind) {
+    if (ranks_differ(t, 1)) return 4;
     return dist_bcast_int(dist_rank() == 0 ? save_checkpoint(t, kind) : 0);
 }
 
@@ -656,6 +707,7 @@ static int run_loop(Trainer *t) {
             continue;
         }
         t->meta.consecutive_skips = 0;
+        if (in_list(t->nudge, t->n_nudge, t->meta.step)) t->params[0] = nextafterf(t->params[0], INFINITY);
         t->meta.last_loss = row.loss;
         if (npt_count_nonfinite(t->params, t->n_params)) { /* cannot happen with finite grads; never save it */
             runlog_say(&t->log, "npt train: error: parameters became non-finite at step %lld although the gradients were finite; lower train.lr",
@@ -703,6 +755,7 @@ static void trainer_free(Trainer *t) {
     free(t->poison);
     free(t->poison_grads);
     free(t->drop);
+    free(t->nudge);
     recipe_free(&t->r);
 }
 
@@ -728,41 +781,6 @@ static int check_world(const Trainer *t) {
         return fail("train.teacher_cache_gb works in one process only (in an MPI run a window meets a different rank "
                     "every epoch); set --set train.teacher_cache_gb=0");
     return 0;
-}
-
-/* Every rank must start from the same state, or their summed gradients mean nothing:
- * the same base weights, recipe (with its --set options), parameters, optimizer state,
- * step and data. Different files under one path on two machines, or a --resume
- * checkpoint only some ranks can read, are caught here rather than trained on. */
-static int ranks_same_start(Trainer *t) {
-    int W = dist_world();
-    if (W == 1) return 0;
-    int64_t cursor[CKPT_CURSOR_MAX];
-    int n_cursor = dataset_cursor(&t->data, cursor, CKPT_CURSOR_MAX);
-    uint64_t state = npt_fnv1a(NPT_FNV1A_OFFSET, &t->n_params, sizeof t->n_params);
-    state = npt_fnv1a(state, t->params, t->n_params * sizeof(float));
-    if (t->opt.m) state = npt_fnv1a(state, t->opt.m, t->n_params * sizeof(float));
-    if (t->opt.v) state = npt_fnv1a(state, t->opt.v, t->n_params * sizeof(float));
-    state = npt_fnv1a(npt_fnv1a(state, &t->opt.step, sizeof t->opt.step), &t->meta.step, sizeof t->meta.step);
-    uint64_t data = npt_fnv1a(NPT_FNV1A_OFFSET, &t->data.n_train, sizeof t->data.n_train);
-    data = npt_fnv1a(data, cursor, (size_t)(n_cursor > 0 ? n_cursor : 0) * sizeof(int64_t));
-    const uint64_t mine[4] = {t->model.fingerprint, npt_fnv1a(NPT_FNV1A_OFFSET, t->recipe_json, strlen(t->recipe_json)),
-                              state, data};
-    const char *const what[4] = {"base model weights (model)", "recipe (with its --set options)",
-                                 "parameters, optimizer state or step (the --resume checkpoint)", "training data or data cursor"};
-    uint64_t *all = npt_xmalloc((size_t)W * sizeof(uint64_t), "rank states");
-    int bad_rank = -1, bad_what = -1;
-    for (int k = 0; k < 4; k++) {
-        dist_gather_u64(mine[k], all);
-        for (int r = 1; r < W && bad_rank < 0; r++)
-            if (all[r] != all[0]) bad_rank = r, bad_what = k;
-    }
-    free(all);
-    if (bad_rank < 0) return 0;
-    if (dist_rank() == 0)
-        fprintf(stderr, "npt train: error: rank %d of %d has other %s than rank 0: every rank needs the same files and "
-                        "options (for --resume, an output_dir all ranks can read)\n", bad_rank, W, what[bad_what]);
-    return 1;
 }
 
 /* Rank 0's logs: on resume trimmed to the checkpoint's steps, then metrics.jsonl opened. */
@@ -838,7 +856,7 @@ static int run_session(const TrainArgs *a) {
     if (ranks_agree(setup_training(t) || check_world(t))) goto done;
     if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("%s", err.msg) : refuse_other_run(t, a->resume, metrics))))
         goto done;
-    if (ranks_agree(a->resume ? resume_from(t, a->resume) : 0) || ranks_same_start(t)) goto done;
+    if (ranks_agree(a->resume ? resume_from(t, a->resume) : 0) || ranks_differ(t, 0)) goto done;
     if (ranks_agree(open_teacher_cache(t))) goto done; /* after the checks that refuse the run directory */
     if (!root) runlog_open_quiet(&t->log);
     if (ranks_agree(root ? open_logs(t, a->resume, metrics) : 0)) goto done;

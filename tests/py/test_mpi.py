@@ -18,7 +18,9 @@ its two gradient contributions summed across processes instead of inside one.
   6. a non-finite micro-batch on rank 1 skips the step on both ranks, logged once;
   7. errors end the job once, with one line: grad_accum not a multiple of the ranks, the
      teacher cache, ranks given different recipes (MPMD launch);
-  8. without threads in the recipe, an unbound launch shares the cores among the ranks.
+  8. ranks on 1 and 2 threads stay identical (compared at every checkpoint); one ulp of
+     difference (a test hook) is caught there, and the checkpoint is not written;
+  9. without threads in the recipe, an unbound launch shares the cores among the ranks.
 """
 import os
 import shutil
@@ -182,7 +184,29 @@ def main():
               and not os.path.exists(os.path.join(out, "metrics.jsonl")),
               f"ranks launched with different recipes: exit {r.returncode}, one error line: {needle!r}")
 
-        # 8. default threads, ranks not bound by the launcher: the cores are shared
+        # 8. ranks on different thread counts (machines of different sizes) stay identical:
+        # the gradient norm, computed by every rank, does not depend on the thread count;
+        # the ranks compare their parameters and moments at every checkpoint. A tiny
+        # clip_grad_norm clips every step, so the norm's last bits reach the update.
+        mixed = os.path.join(tmp, "mixed")
+        clip = [s for s in SETS if s != "threads=1"] + ["train.clip_grad_norm=1e-6"]
+        args = [NPT, "train", RECIPE] + set_flags(clip + [f"output_dir={mixed}"])
+        r = run([MPIRUN, "-np", "1", *args, "--set", "threads=1", ":", "-np", "1", *args, "--set", "threads=2"])
+        check(r.returncode == 0 and "should not happen" not in r.stderr and os.path.exists(os.path.join(mixed, "final.h5")),
+              f"rank 0 on 1 thread and rank 1 on 2 hold the same state at both checkpoints and the end (exit {r.returncode})"
+              + (r.stderr[-300:] if r.returncode else ""))
+
+        # ...and when they do not (a bug, simulated: rank 1's first parameter one ulp up
+        # after step 2), the step-3 checkpoint is refused and the job stops with exit 4
+        nudged = os.path.join(tmp, "nudged")
+        args = [NPT, "train", RECIPE] + set_flags(SETS + [f"output_dir={nudged}"])
+        r = run([MPIRUN, "-np", "1", *args, ":", "-np", "1", "env", "NPT_TEST_NUDGE_AFTER_STEPS=2", *args])
+        needle = "after step 3 rank 1 of 2 holds other parameters, optimizer state or step"
+        check(r.returncode != 0 and needle in r.stderr and r.stderr.count("npt train: error:") == 1
+              and not any(f.endswith(".h5") for f in os.listdir(nudged)),
+              f"ranks one ulp apart: exit {r.returncode}, one error line ({needle!r}), no checkpoint written")
+
+        # 9. default threads, ranks not bound by the launcher: the cores are shared
         cores = len(os.sched_getaffinity(0))
         want = max(1, cores // 2) if cores >= os.cpu_count() else cores
         shared = os.path.join(tmp, "shared")
