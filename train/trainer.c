@@ -70,8 +70,14 @@ typedef struct {
 static char deferred_error[4096];
 static int defer_errors;
 
-/* Prints one "npt train: error:" line (naming the rank in an MPI run, past rank 0);
- * returns 1 so callers can `return fail(...)`. */
+/* One "npt train: error:" line, naming the rank in an MPI run past rank 0. */
+static void print_error(const char *msg) {
+    if (dist_rank() > 0) fprintf(stderr, "npt train: error: rank %d of %d: %s\n", dist_rank(), dist_world(), msg);
+    else fprintf(stderr, "npt train: error: %s\n", msg);
+}
+
+/* Prints (or, during an MPI run's setup, defers) an error line; returns 1 so callers can
+ * `return fail(...)`. */
 static int __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...) {
     char msg[2048];
     va_list ap;
@@ -81,10 +87,8 @@ static int __attribute__((format(printf, 1, 2))) fail(const char *fmt, ...) {
     if (dist_rank() > 0 && defer_errors) {
         size_t used = strlen(deferred_error);
         snprintf(deferred_error + used, sizeof deferred_error - used, "%s%s", used ? "; " : "", msg);
-    } else if (dist_rank() > 0) {
-        fprintf(stderr, "npt train: error: rank %d of %d: %s\n", dist_rank(), dist_world(), msg);
     } else {
-        fprintf(stderr, "npt train: error: %s\n", msg);
+        print_error(msg);
     }
     return 1;
 }
@@ -111,7 +115,7 @@ static int ranks_agree(int rc) {
     int root_failed = failed[0] != 0;
     free(failed);
     if (first_failed < 0) return 0;
-    if (me > 0 && rc && !root_failed) fprintf(stderr, "npt train: error: rank %d of %d: %s\n", me, W, deferred_error);
+    if (me > 0 && rc && !root_failed) print_error(deferred_error);
     if (me == 0 && !rc)
         fprintf(stderr, "npt train: error: rank %d of %d failed to set up (its error is above); the job stops\n",
                 first_failed, W);

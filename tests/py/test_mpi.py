@@ -22,6 +22,7 @@ its two gradient contributions summed across processes instead of inside one.
      difference (a test hook) is caught there, and the checkpoint is not written;
   9. without threads in the recipe, an unbound launch shares the cores among the ranks.
 """
+import json
 import os
 import shutil
 import signal
@@ -32,7 +33,7 @@ import time
 
 import h5py
 import numpy as np
-from harness import NPT, built, check, exit_code, set_flags
+from harness import NPT, built, check, exit_code, run_npt, set_flags
 
 RECIPE = "recipes/stories260k-full.json"
 SETS = ["train.max_steps=6", "train.warmup_steps=2", "train.grad_accum=2", "train.batch_size=4", "threads=1",
@@ -72,7 +73,6 @@ def same_bits(a, b):
 
 
 def metrics(path):
-    import json
     with open(path) as f:
         return [json.loads(line) for line in f]
 
@@ -87,8 +87,7 @@ def main():
         one, two, again = (os.path.join(tmp, d) for d in ("one", "two", "again"))
 
         # 1. against the one-process run
-        r1 = subprocess.run([NPT, "train", RECIPE] + set_flags(SETS + [f"output_dir={one}"]), capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, timeout=300)
+        r1 = run_npt("train", RECIPE, *set_flags(SETS + [f"output_dir={one}"]), timeout=300)
         r2 = run(mpi_argv(two))
         check(r1.returncode == 0 and r2.returncode == 0,
               f"one-process and 2-rank runs succeed (exit {r1.returncode} / {r2.returncode}){r2.stderr[-400:] if r2.returncode else ''}")
