@@ -58,6 +58,7 @@ typedef struct {
     int debug_reports;     /* debug_on_skip reports written by this process */
     int64_t *poison, n_poison, *poison_grads, n_poison_grads, *drop, n_drop; /* test hooks, see parse_index_list */
     int64_t *nudge, n_nudge; /* test hook: NPT_TEST_NUDGE_AFTER_STEPS, see parse_index_list */
+    int64_t *fail_reads, n_fail_reads; /* test hook: NPT_TEST_FAIL_READS */
     int64_t batches_drawn;
     const char *recipe_arg; /* the recipe as the user named it, for the resume hint */
     int64_t saved_step;     /* step of the state in saved_path: written or resumed from here (-1: none) */
@@ -128,7 +129,9 @@ static int ranks_agree(int rc) {
  * non-finite, NPT_TEST_POISON_GRADS makes only their gradients non-finite (the loss
  * stays finite), NPT_TEST_DROP_BATCHES removes them from the stream. In an MPI run,
  * NPT_TEST_NUDGE_AFTER_STEPS (step numbers, given to one rank) changes that rank's first
- * parameter after those steps, as a bug that made the ranks diverge would. */
+ * parameter after those steps, as a bug that made the ranks diverge would.
+ * NPT_TEST_FAIL_READS makes reading those batches fail, as a file that vanished or
+ * shrank mid-run would (given to one rank of an MPI run, that rank alone). */
 static int64_t *parse_index_list(const char *env, int64_t *count) {
     const char *s = getenv(env);
     *count = 0;
@@ -286,6 +289,7 @@ static int setup_training(Trainer *t) {
     t->poison_grads = parse_index_list("NPT_TEST_POISON_GRADS", &t->n_poison_grads);
     t->drop = parse_index_list("NPT_TEST_DROP_BATCHES", &t->n_drop);
     t->nudge = parse_index_list("NPT_TEST_NUDGE_AFTER_STEPS", &t->n_nudge);
+    t->fail_reads = parse_index_list("NPT_TEST_FAIL_READS", &t->n_fail_reads);
     return 0;
 }
 
@@ -489,12 +493,17 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
     int B = r->train.batch_size, T = r->data.seq_len, A = r->train.grad_accum, W = dist_world(), me = dist_rank();
     memset(t->grads, 0, t->n_params * sizeof(float));
     double sums[5] = {0, 0, 0, 0, 0}; /* loss, fidelity, reg, non-finite micro-batches, failed reads */
+    int64_t cursor[DATASET_CURSOR_MAX], drawn = t->batches_drawn; /* to rewind to if a read fails */
+    int n_cursor = dataset_cursor(&t->data, cursor, DATASET_CURSOR_MAX);
     *n_ids = 0;
     for (int a = 0; a < A; a++) {
         int *tokens = t->tokens + (size_t)a * B * T, read_failed = 0;
         do { /* test hook: batches dropped from the stream as if they never existed */
             read_failed = dataset_next_batch(&t->data, B, tokens, t->sample_ids) != 0;
         } while (!read_failed && in_list(t->drop, t->n_drop, t->batches_drawn++));
+        if (!read_failed && in_list(t->fail_reads, t->n_fail_reads, t->batches_drawn - 1))
+            read_failed = npt_fail(&t->data.io_err, "test hook NPT_TEST_FAIL_READS: micro-batch %lld made unreadable",
+                                   (long long)t->batches_drawn - 1) != 0;
         if (read_failed) {
             sums[4] = 1;
             break;
@@ -510,7 +519,12 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
     }
     int read_failed_here = sums[4] > 0;
     dist_sum_doubles(sums, 5);
-    if (sums[4] > 0) return read_failed_here ? -1 : -2;
+    if (sums[4] > 0) { /* the step did not happen: its windows come first after a resume */
+        NptErr err;
+        if (dataset_restore(&t->data, cursor, n_cursor, &err)) npt_die("rewinding the data cursor: %s", err.msg);
+        t->batches_drawn = drawn;
+        return read_failed_here ? -1 : -2;
+    }
     dist_sum_floats(t->grads, t->n_params);
     double loss = sums[0], fid = sums[1], reg = sums[2];
     int finite = sums[3] == 0;
@@ -632,18 +646,49 @@ static int ranks_differ(Trainer *t, int running) {
     return running ? 4 : 1;
 }
 
+/* Rank 0, when a run stops between steps: the state after the last step into an
+ * emergency checkpoint, unless it is already on disk. 0: t->saved_path holds it; 1: no
+ * step has run, nothing to save; -1: the save failed (its error is printed). */
+static int save_last_state(Trainer *t) {
+    if (t->saved_step == t->meta.step) return 0;
+    if (t->meta.n_history == 0) return 1;
+    return save_checkpoint(t, "emergency") ? -1 : 0;
+}
+
 /* SIGINT or SIGTERM arrived (util/stop.h); called between steps. The state goes into an
  * emergency checkpoint (resumable like any other) unless this step's state is already
  * on disk. Returns the exit status: 128 + the signal, or 4 if the save failed. */
 static int stop_on_signal(Trainer *t, int sig) {
     int rc = 128 + sig;
     if (dist_rank() > 0) return dist_bcast_int(rc); /* rank 0 saves; its outcome is ours */
-    if (t->saved_step != t->meta.step && t->meta.n_history > 0 && save_checkpoint(t, "emergency")) rc = 4;
-    else if (t->saved_step == t->meta.step)
+    int saved = save_last_state(t);
+    if (saved < 0) rc = 4;
+    else if (saved == 0)
         runlog_say(&t->log, "npt train: stopped by %s after step %lld; its state is in %s: continue with npt train %s --resume auto (and the same --set options)",
                    npt_signal_name(sig), (long long)t->meta.step, t->saved_path, t->recipe_arg);
     else
         runlog_say(&t->log, "npt train: stopped by %s before the first step; nothing to save", npt_signal_name(sig));
+    return dist_bcast_int(rc);
+}
+
+/* The data could not be read, by this rank (here) or another. train_step rewound the
+ * data cursor, so the failed step never happened: the state after the last step is
+ * saved as after a signal, and once the data is readable again --resume auto goes on as
+ * if nothing had stopped it. A rank's own error line comes from that rank. Returns 1, or
+ * 4 if the state could not be saved. */
+static int stop_on_read_error(Trainer *t, int here) {
+    int rc = 1;
+    if (here && dist_rank() > 0) print_error(t->data.io_err.msg);
+    if (dist_rank() > 0) return dist_bcast_int(rc);
+    const char *why = here ? t->data.io_err.msg : "another rank could not read the data (that rank says why)";
+    int saved = save_last_state(t);
+    if (saved < 0) rc = 4;
+    if (saved == 0)
+        runlog_say(&t->log, "npt train: error: %s; the state after step %lld is in %s: once the data reads again, continue with npt train %s --resume auto (and the same --set options)",
+                   why, (long long)t->meta.step, t->saved_path, t->recipe_arg);
+    else
+        runlog_say(&t->log, "npt train: error: %s; %s", why,
+                   saved > 0 ? "no step had run, nothing to save" : "the state could not be saved (above), the checkpoints on disk are older");
     return dist_bcast_int(rc);
 }
 
@@ -674,16 +719,8 @@ static int run_loop(Trainer *t) {
             runlog_say(&t->log, "warning: %s", t->cache.last_error);
             t->cache_reported = 1;
         }
-        if (skipped == -1 && dist_rank() > 0) {
-            fail("%s; the checkpoints on disk are from before it", t->data.io_err.msg);
-        } else if (skipped == -1) {
-            runlog_say(&t->log, "npt train: error: %s; the checkpoints on disk are from before it", t->data.io_err.msg);
-        } else if (skipped == -2) {
-            runlog_say(&t->log, "npt train: error: another rank could not read the data (its error is above); the "
-                                "checkpoints on disk are from before it");
-        }
         if (skipped < 0) {
-            rc = 1;
+            rc = stop_on_read_error(t, skipped == -1);
             break;
         }
         history_push(t, &row);
@@ -760,6 +797,7 @@ static void trainer_free(Trainer *t) {
     free(t->poison_grads);
     free(t->drop);
     free(t->nudge);
+    free(t->fail_reads);
     recipe_free(&t->r);
 }
 
