@@ -407,17 +407,6 @@ static void test_save_errors(void) {
           "unknown checkpoint kind: %s", err.msg);
 }
 
-static char *slurp(const char *path, long *n) {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    *n = -1;
-    if (f && fseek(f, 0, SEEK_END) == 0 && (*n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (buf = malloc((size_t)*n + 1)) && fread(buf, 1, (size_t)*n, f) != (size_t)*n)
-        *n = -1;
-    if (f) fclose(f);
-    return buf;
-}
-
 /* A full disk while saving, without privileges: RLIMIT_FSIZE at half the checkpoint's
  * size, so writes past it fail with EFBIG (SIGXFSZ ignored). In a child process, which
  * reports through a pipe, so the limit and a crash stay there: HDF5 1.10 crashes in
@@ -432,11 +421,11 @@ static void test_full_disk(void) {
     const char *path = in_tmp("full_disk.h5"), *after = in_tmp("after_full_disk.h5");
     NptErr err = {""};
     check(ckpt_save(path, &v1.meta, v1.t, v1.n, &err) == 0, "full disk: the previous checkpoint is written (%s)", err.msg);
-    long size = 0;
-    char *before = slurp(path, &size);
+    size_t size = 0;
+    char *before = npt_read_file(path, &size, &err);
     int fds[2];
-    if (!before || size <= 0 || pipe(fds) != 0) {
-        check(0, "full disk: setup (read %s: %ld bytes)", path, size);
+    if (!before || size == 0 || pipe(fds) != 0) {
+        check(0, "full disk: setup (read %s: %zu bytes; %s)", path, size, before ? "" : err.msg);
         free(before);
         fix_free(&v1);
         fix_free(&v2);
@@ -484,9 +473,9 @@ static void test_full_disk(void) {
     snprintf(want, sizeof want, "cannot write checkpoint %s: File too large; ", path);
     check(rc1 != 0 && strstr(line1, want) == line1 && !strstr(line1, "bytes actually written") && !strstr(line1, "buf = "),
           "full disk: save fails with one clean line naming the file and the OS's reason: %s", line1);
-    long now = 0;
-    char *kept = slurp(path, &now);
-    check(kept && now == size && memcmp(kept, before, (size_t)size) == 0, "full disk: the previous checkpoint is unchanged");
+    size_t now = 0;
+    char *kept = npt_read_file(path, &now, &err);
+    check(kept && now == size && memcmp(kept, before, size) == 0, "full disk: the previous checkpoint is unchanged");
     check(fix_count_entries(tmpdir, ".tmp.") == 0, "full disk: no temp file left");
     check(open_ids == 0, "full disk: no HDF5 file or object left open after the failed save (%ld)", open_ids);
     CkptMeta m;
