@@ -1,5 +1,6 @@
 /* cli/main.c — the `npt` binary: dispatches to one function per verb (cli/commands.h). */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,9 @@ static void check_stdout_at_exit(void) {
 
 int main(int argc, char **argv) {
     prefer_passive_waiting(argv);
+    /* A file size limit (ulimit -f) reached by a write is then an EFBIG error, reported
+     * like a full disk with the temporary file removed, instead of a kill that leaves it. */
+    signal(SIGXFSZ, SIG_IGN);
     if (atexit(check_stdout_at_exit) != 0) {
         fprintf(stderr, "npt: error: cannot register the exit handler\n");
         return 1;

@@ -8,6 +8,7 @@
 
 #include "../data/tokenizer.h"
 #include "../util/atomic_file.h"
+#include "../util/path.h"
 #include "load_internal.h"
 
 #include <cJSON.h>
@@ -397,6 +398,7 @@ int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json
     if (tokenizer_json && (tlen < 5 || strcmp(tokenizer_json + tlen - 5, ".json")))
         return npt_fail(err, "tokenizer %s is not an HF tokenizer.json; an HF model directory needs one", tokenizer_json);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", clean, (long)getpid());
+    if (npt_check_parent_dir(clean, err)) return -1;
     if (mkdir(tmp, 0755) != 0) return npt_fail(err, "cannot create %s: %s", tmp, strerror(errno));
     int rc = 0;
     snprintf(path, sizeof path, "%s/config.json", tmp);

@@ -231,9 +231,9 @@ static void test_find_latest(void) {
     const char *dir = in_tmp("run_latest");
     char out[600], p[600], q[600];
     NptErr err = {""};
-    check(ckpt_find_latest(in_tmp("no_such_run"), out, sizeof out, &err) == 0, "missing run dir: nothing to resume");
+    check(ckpt_find_latest(in_tmp("no_such_run"), out, sizeof out, 1, &err) == 0, "missing run dir: nothing to resume");
     mkdir(dir, 0755);
-    check(ckpt_find_latest(dir, out, sizeof out, &err) == 0 && !out[0], "empty run dir: nothing to resume");
+    check(ckpt_find_latest(dir, out, sizeof out, 1, &err) == 0 && !out[0], "empty run dir: nothing to resume");
 
     save_kind(dir, "periodic", 100);
     save_kind(dir, "periodic", 300);
@@ -247,7 +247,7 @@ static void test_find_latest(void) {
     snprintf(q, sizeof q, "%s/ckpt-00001000.h5.tmp.999999", dir);
     copy_truncated(in_tmp("full.h5"), q, 1.0);
     snprintf(q, sizeof q, "%s/ckpt-00000300.h5", dir);
-    check(ckpt_find_latest(dir, out, sizeof out, &err) == 1 && strcmp(out, q) == 0,
+    check(ckpt_find_latest(dir, out, sizeof out, 1, &err) == 1 && strcmp(out, q) == 0,
           "latest skips the truncated ckpt-900 and the temp file: %s", out);
 
     /* The step attribute decides, not the name. */
@@ -256,14 +256,14 @@ static void test_find_latest(void) {
     snprintf(p, sizeof p, "%s/ckpt-00000050.h5", dir);
     check(ckpt_save(p, &fx.meta, fx.t, fx.n, &err) == 0, "save step 450 under an older name");
     fix_free(&fx);
-    check(ckpt_find_latest(dir, out, sizeof out, &err) == 1 && strcmp(out, p) == 0,
+    check(ckpt_find_latest(dir, out, sizeof out, 1, &err) == 1 && strcmp(out, p) == 0,
           "latest is the file whose step attribute is highest: %s", out);
     save_kind(dir, "final", 450);
     snprintf(p, sizeof p, "%s/final.h5", dir);
-    check(ckpt_find_latest(dir, out, sizeof out, &err) == 1 && strcmp(out, p) == 0,
+    check(ckpt_find_latest(dir, out, sizeof out, 1, &err) == 1 && strcmp(out, p) == 0,
           "final.h5 wins a tie on step: %s", out);
     save_kind(dir, "best", 5000);
-    check(ckpt_find_latest(dir, out, sizeof out, &err) == 1 && strcmp(out, p) == 0,
+    check(ckpt_find_latest(dir, out, sizeof out, 1, &err) == 1 && strcmp(out, p) == 0,
           "best.h5 is never a resume point: %s", out);
 
     /* Newest by step, metadata intact, but a NaN in its data: not a resume point. */
@@ -277,7 +277,7 @@ static void test_find_latest(void) {
     int planted = H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) >= 0;
     H5Dclose(d);
     H5Fclose(f);
-    check(planted && ckpt_find_latest(dir, out, sizeof out, &err) == 1 && strcmp(out, p) == 0,
+    check(planted && ckpt_find_latest(dir, out, sizeof out, 1, &err) == 1 && strcmp(out, p) == 0,
           "a newer checkpoint with a NaN in its data is passed over: %s", out);
 }
 

@@ -148,9 +148,11 @@ int ckpt_rotate(const char *dir, int keep_last, NptErr *err);
 int ckpt_read_step(const char *path, int64_t *step, NptErr *err);
 /* For --resume auto: the periodic or final checkpoint with the highest step attribute
  * (final.h5 on a tie) that loads completely (ckpt_load: checksums, shapes, finiteness).
- * Files that fail (e.g. truncated by a crash) are skipped with a warning on stderr.
- * Returns 1 and fills out, 0 if there is none (or dir does not exist), -1 on error. */
-int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err);
+ * Files that fail (e.g. truncated by a crash) are skipped, with a warning on stderr if
+ * warn. Returns 1 and fills out, 0 if dir holds no checkpoint file (or does not exist),
+ * -1 on error, which includes checkpoint files of which none loads (a fresh start there
+ * would overwrite them). */
+int ckpt_find_latest(const char *dir, char *out, size_t out_size, int warn, NptErr *err);
 /* Checks that the checkpoint ckpt (loaded from ckpt_path) was trained on the model
  * described by model's base_* and dimension fields; the error names both. */
 int ckpt_check_base(const char *ckpt_path, const CkptMeta *ckpt, const CkptMeta *model, NptErr *err);

@@ -110,7 +110,16 @@ int ckpt_read_step(const char *path, int64_t *step, NptErr *err) {
     return rc;
 }
 
-int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
+/* Every checkpoint file of dir was skipped: the run's state is on disk but unusable, and a
+ * fresh start would write over it, so that is an error, not "nothing to resume". */
+static int none_usable(const char *dir, int n_files, const char *newest_why, NptErr *err) {
+    int one = n_files == 1;
+    return npt_fail(err, "%s holds %d checkpoint file%s and none can be resumed: keep %s for inspection (npt inspect) "
+                    "and resume from a good copy elsewhere, or move %s away to start afresh; the newest: %s",
+                    dir, n_files, one ? "" : "s", one ? "it" : "them", one ? "it" : "them", newest_why);
+}
+
+int ckpt_find_latest(const char *dir, char *out, size_t out_size, int warn, NptErr *err) {
     out[0] = '\0';
     DIR *d = opendir(dir);
     if (!d) {
@@ -121,14 +130,17 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
     size_t n = 0, cap = 0;
     char path[4400];
     struct dirent *e;
-    NptErr why;
+    NptErr why, first_why = {""};
+    int n_files = 0;
     while ((e = readdir(d))) {
         int is_final = strcmp(e->d_name, "final.h5") == 0;
         if (!is_final && periodic_step(e->d_name) < 0) continue;
+        n_files++;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         int64_t step;
         if (ckpt_read_step(path, &step, &why)) {
-            fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
+            if (warn) fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
+            if (!first_why.msg[0]) first_why = why;
             continue;
         }
         if (n == cap) {
@@ -154,7 +166,8 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
         CkptTensor *t;
         int k;
         if (ckpt_load(path, &m, &t, &k, &why)) {
-            fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
+            if (warn) fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
+            if (i == 0) first_why = why; /* the newest's reason */
             continue;
         }
         ckpt_free(&m, t, k);
@@ -166,6 +179,7 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, NptErr *err) {
         found = 1;
     }
     free(c);
+    if (!found && n_files > 0) return none_usable(dir, n_files, first_why.msg, err);
     return found;
 }
 

@@ -647,6 +647,12 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     else if (ok[metrics] && (strchr(log, '/') || !strcmp(log, ".") || !strcmp(log, "..")))
         error_at(c, "log.metrics_file", "\"%s\" is a path; give a file name, which is written inside output_dir "
                  "(e.g. \"metrics.jsonl\")", log);
+    /* the name becomes runs/<name> when output_dir is not given: a path there would put
+     * the run somewhere else than runs/ (or into runs/ itself) */
+    int name = key_index("name");
+    if (ok[name] && (strchr(r->name, '/') || !strcmp(r->name, ".") || !strcmp(r->name, "..")))
+        error_at(c, "name", "\"%s\" is a path; give a plain name (the run goes to runs/<name>), or set output_dir for "
+                 "another place", r->name);
     int cache = key_index("train.teacher_cache_gb");
     if (ok[cache] && ok[type] && r->train.teacher_cache_gb > 0 && r->objective.type != OBJECTIVE_DISTILL)
         error_at(c, "train.teacher_cache_gb", "only applies to objective.type \"distill\" (the lm objective has no teacher); set it to 0");

@@ -12,11 +12,13 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@ typedef struct {
     ObjectiveRunner runner; /* graphs and arenas of a micro-batch, split into shards */
     TeacherCache cache;    /* train.teacher_cache_gb > 0: the teacher's states of seen windows */
     int cache_reported;    /* the cache's failure has been logged */
+    int lock_fd;           /* output_dir's lock (lock_output_dir), -1 if not held */
     CkptMeta meta;         /* training state carried in checkpoints */
     int64_t history_cap;
     RunLog log;
@@ -378,7 +381,7 @@ static int refuse_abandoned_future(const Trainer *t, const char *resume) {
     char newest[4300];
     int64_t from, newest_step;
     if (ckpt_read_step(resume, &from, &err)) return 0; /* resume_from reports it */
-    int found = ckpt_find_latest(t->r.output_dir, newest, sizeof newest, &err);
+    int found = ckpt_find_latest(t->r.output_dir, newest, sizeof newest, 0, &err);
     if (found < 0) return fail("%s", err.msg);
     if (found == 0 || ckpt_read_step(newest, &newest_step, &err) || newest_step <= from) return 0;
     return fail("%s also holds a later state of this run (%s, step %lld; %s is step %lld), which a later --resume auto "
@@ -391,6 +394,39 @@ static int refuse_abandoned_future(const Trainer *t, const char *resume) {
  * a new run, one resumed from a checkpoint of another directory, or --resume auto where
  * no checkpoint is left to continue. Continuing the run that is there (--resume auto, or
  * one of its own checkpoints) is what resuming is for. */
+/* One run at a time per output_dir: two would interleave their metrics.jsonl lines and
+ * write over each other's checkpoints. An flock on output_dir/.npt-train.lock, held
+ * until the process ends (the kernel releases it however it ends, kill -9 included); the
+ * file holds the holder's pid for the message. A file system without locks gets a
+ * warning, not a refusal. */
+static int lock_output_dir(Trainer *t) {
+    char path[4400], pid[32] = "";
+    snprintf(path, sizeof path, "%s/.npt-train.lock", t->r.output_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return fail("cannot create %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        close(fd);
+        pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+        if (e == EWOULDBLOCK)
+            return fail("%s is in use by another npt train (pid %s); wait for it to end, or choose another output_dir "
+                        "(--set output_dir=...)", t->r.output_dir, pid[0] ? pid : "unknown");
+        if (e != ENOLCK && e != EOPNOTSUPP && e != ENOSYS) return fail("cannot lock %s: %s", path, strerror(e));
+        inform("npt train: warning: %s cannot be locked (%s): make sure no other run uses this output_dir\n", path,
+               strerror(e));
+        return 0;
+    }
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        int e = errno;
+        close(fd);
+        return fail("cannot write %s: %s", path, strerror(e));
+    }
+    t->lock_fd = fd;
+    return 0;
+}
+
 static int refuse_other_run(const Trainer *t, const char *resume, const char *metrics) {
     NptErr err;
     char existing[2 * RECIPE_PATH_MAX + 64]; /* a checkpoint path, or the metrics path */
@@ -400,7 +436,7 @@ static int refuse_other_run(const Trainer *t, const char *resume, const char *me
         npt_dir_of(resume, existing, sizeof existing);
         if (same_directory(existing, t->r.output_dir)) return refuse_abandoned_future(t, resume);
     }
-    int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, &err);
+    int found = ckpt_find_latest(t->r.output_dir, existing, sizeof existing, 0, &err);
     if (found < 0) return fail("%s", err.msg);
     if (found > 0 && is_auto) return 0;
     if (found > 0)
@@ -421,7 +457,7 @@ static int resume_from(Trainer *t, const char *spec) {
     NptErr err;
     char path[4300];
     if (!strcmp(spec, "auto")) {
-        int found = ckpt_find_latest(t->r.output_dir, path, sizeof path, &err);
+        int found = ckpt_find_latest(t->r.output_dir, path, sizeof path, 1, &err);
         if (found < 0) return fail("%s", err.msg);
         if (found == 0) {
             inform("npt train: no checkpoint in %s yet; starting from scratch\n", t->r.output_dir);
@@ -780,6 +816,7 @@ static int run_loop(Trainer *t) {
 
 static void trainer_free(Trainer *t) {
     runlog_close(&t->log);
+    if (t->lock_fd >= 0) close(t->lock_fd); /* last: the run's files are complete */
     if (t->runner.teacher_cache) teacher_cache_close(&t->cache); /* never opened: fd is 0, not ours */
     objective_free(&t->runner);
     optim_free(&t->opt);
@@ -878,6 +915,7 @@ static int run_session(const TrainArgs *a) {
     }
     t->recipe_arg = a->recipe_path;
     t->saved_step = -1;
+    t->lock_fd = -1;
     /* from here Ctrl-C / SIGTERM stop at the next clean point */
     if (ranks_agree(npt_stop_install(&err) ? fail("%s", err.msg) : 0)) {
         recipe_free(&t->r);
@@ -896,7 +934,8 @@ static int run_session(const TrainArgs *a) {
     for (int turn = 0; turn < 2; turn++)
         if (ranks_agree((turn == 0) == root ? setup_model_and_data(t) : 0)) goto done;
     if (ranks_agree(setup_training(t) || check_world(t))) goto done;
-    if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("%s", err.msg) : refuse_other_run(t, a->resume, metrics))))
+    if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("%s", err.msg)
+                                                                 : lock_output_dir(t) || refuse_other_run(t, a->resume, metrics))))
         goto done;
     if (ranks_agree(a->resume ? resume_from(t, a->resume) : 0) || ranks_differ(t, 0)) goto done;
     if (ranks_agree(open_teacher_cache(t))) goto done; /* after the checks that refuse the run directory */

@@ -14,6 +14,7 @@ int npt_temp_path(const char *path, char *tmp, size_t cap, NptErr *err) {
     tmp[0] = '\0';
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
         return npt_fail(err, "%s exists and is not a regular file; choose another path", path);
+    if (npt_check_parent_dir(path, err)) return -1;
     if (snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid()) >= (int)cap) {
         tmp[0] = '\0';
         return npt_fail(err, "path too long: %.200s", path);

@@ -22,6 +22,17 @@ void npt_dir_of(const char *path, char *out, size_t cap) {
         *slash = '\0';
 }
 
+int npt_check_parent_dir(const char *path, NptErr *err) {
+    char dir[4200];
+    struct stat st;
+    npt_dir_of(path, dir, sizeof dir);
+    if (stat(dir, &st) != 0)
+        return npt_fail(err, "cannot create %s: directory %s %s", path, dir,
+                        errno == ENOENT ? "does not exist; create it first" : strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return npt_fail(err, "cannot create %s: %s is not a directory", path, dir);
+    return 0;
+}
+
 int npt_mkdir_p(const char *path, NptErr *err) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return npt_fail(err, "directory path too long: %.64s...", path);

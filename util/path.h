@@ -11,6 +11,9 @@
 int npt_ends_with(const char *s, const char *suffix);
 /* Directory part of path into out ("." when there is none, "/" for a file at the root). */
 void npt_dir_of(const char *path, char *out, size_t cap);
+/* 0 if the directory path is to be written in exists; else why not, naming it (an
+ * output's error should say "directory x does not exist", not ENOENT on a temp name). */
+int npt_check_parent_dir(const char *path, NptErr *err);
 /* Creates path and its missing parents (0755); existing directories are fine. */
 int npt_mkdir_p(const char *path, NptErr *err);
 
