@@ -395,33 +395,24 @@ static int refuse_abandoned_future(const Trainer *t, const char *resume) {
  * no checkpoint is left to continue. Continuing the run that is there (--resume auto, or
  * one of its own checkpoints) is what resuming is for. */
 /* One run at a time per output_dir: two would interleave their metrics.jsonl lines and
- * write over each other's checkpoints. An flock on output_dir/.npt-train.lock, held
- * until the process ends (the kernel releases it however it ends, kill -9 included); the
- * file holds the holder's pid for the message. A file system without locks gets a
- * warning, not a refusal. */
+ * write over each other's checkpoints. An flock on the directory itself (no file is
+ * created, so a refused run leaves the directory as it was), held until the process
+ * ends: the kernel releases it however it ends, kill -9 included. A file system
+ * without locks gets a warning, not a refusal. */
 static int lock_output_dir(Trainer *t) {
-    char path[4400], pid[32] = "";
-    snprintf(path, sizeof path, "%s/.npt-train.lock", t->r.output_dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return fail("cannot create %s: %s", path, strerror(errno));
+    int fd = open(t->r.output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return fail("cannot open output_dir %s: %s", t->r.output_dir, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
-        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
         close(fd);
-        pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
         if (e == EWOULDBLOCK)
-            return fail("%s is in use by another npt train (pid %s); wait for it to end, or choose another output_dir "
-                        "(--set output_dir=...)", t->r.output_dir, pid[0] ? pid : "unknown");
-        if (e != ENOLCK && e != EOPNOTSUPP && e != ENOSYS) return fail("cannot lock %s: %s", path, strerror(e));
-        inform("npt train: warning: %s cannot be locked (%s): make sure no other run uses this output_dir\n", path,
-               strerror(e));
+            return fail("%s is in use by another npt train running there; wait for it to end, or choose another "
+                        "output_dir (--set output_dir=...)", t->r.output_dir);
+        if (e != ENOLCK && e != EOPNOTSUPP && e != ENOSYS && e != EBADF)
+            return fail("cannot lock output_dir %s: %s", t->r.output_dir, strerror(e));
+        inform("npt train: warning: output_dir %s cannot be locked (%s): make sure no other run uses it\n",
+               t->r.output_dir, strerror(e));
         return 0;
-    }
-    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
-        int e = errno;
-        close(fd);
-        return fail("cannot write %s: %s", path, strerror(e));
     }
     t->lock_fd = fd;
     return 0;
