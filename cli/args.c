@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "../util/common.h"
+#include "../util/path.h"
 #include "commands.h"
 
 int arg_is(const char *arg, const char *flag) {
@@ -79,10 +80,31 @@ int refuse_existing_output(const char *path, const char *flag, int force, const 
     return -1;
 }
 
-int refuse_output_over_input(const char *path, const char *flag, const char *input, const char *verb) {
+/* Whether the regular file at path lies directly in the directory dir: an HF model
+ * directory's files are all read (config, weights, shards, tokenizer). */
+static int is_file_in_dir(const struct stat *so, const char *path, const struct stat *dir) {
+    char parent[4096];
+    struct stat sp;
+    if (!S_ISREG(so->st_mode)) return 0;
+    npt_dir_of(path, parent, sizeof parent);
+    return stat(parent, &sp) == 0 && sp.st_dev == dir->st_dev && sp.st_ino == dir->st_ino;
+}
+
+int refuse_output_over_inputs(const char *path, const char *flag, const char *const *inputs, int n, const char *verb) {
     struct stat so, si;
-    if (!input || stat(path, &so) != 0 || stat(input, &si) != 0 || so.st_dev != si.st_dev || so.st_ino != si.st_ino)
-        return 0;
-    fprintf(stderr, "npt %s: error: %s %s is the input %s itself; choose another path\n", verb, flag, path, input);
-    return -1;
+    if (stat(path, &so) != 0) return 0; /* a new file replaces nothing */
+    for (int k = 0; k < n; k++) {
+        if (!inputs[k] || stat(inputs[k], &si) != 0) continue;
+        if (so.st_dev == si.st_dev && so.st_ino == si.st_ino) {
+            fprintf(stderr, "npt %s: error: %s %s is the input %s itself; choose another path\n", verb, flag, path,
+                    inputs[k]);
+            return -1;
+        }
+        if (S_ISDIR(si.st_mode) && is_file_in_dir(&so, path, &si)) {
+            fprintf(stderr, "npt %s: error: %s %s is a file of the input directory %s; choose a path outside it\n", verb,
+                    flag, path, inputs[k]);
+            return -1;
+        }
+    }
+    return 0;
 }

@@ -127,8 +127,8 @@ static int prepare(const DataArgs *a) {
                 a->output ? "--tokenizer" : "-o OUTPUT");
         return 2;
     }
-    if (refuse_output_over_input(a->output, "--output", a->input, "data prepare") ||
-        refuse_output_over_input(a->output, "--output", a->tokenizer, "data prepare") ||
+    const char *in[] = {a->input, a->tokenizer};
+    if (refuse_output_over_inputs(a->output, "--output", in, (int)NPT_ARRAY_LEN(in), "data prepare") ||
         refuse_existing_output(a->output, "--output", a->force, "data prepare"))
         return 1;
     NptErr err;

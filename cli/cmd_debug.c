@@ -138,6 +138,19 @@ static int check_sub_flags(const DebugArgs *a) {
 
 /* ---------------------------------------------------------------- setup */
 
+/* --save or --out may not be any file the command reads, even with --force: that file
+ * would be replaced by the dump or the list. tok_beside is the tokenizer found beside
+ * the model when none was given, known only once the model is loaded (NULL before). */
+static int refuse_over_inputs(const DebugArgs *a, const char *tok_beside) {
+    const char *out = a->out ? a->out : a->save;
+    char data[4096] = "";
+    if (!out) return 0;
+    if (a->data) dataset_source_file(a->data, data, sizeof data); /* FILE.h5:/DATASET reads FILE.h5 */
+    const char *in[] = {a->model, a->tokenizer ? a->tokenizer : tok_beside, a->data ? data : NULL, a->adapters};
+    return refuse_output_over_inputs(out, a->out ? "--out" : "--save", in, (int)NPT_ARRAY_LEN(in),
+                                     a->out ? "debug scan" : "debug forward");
+}
+
 /* Model, tokenizer (required for a prompt, or text data), adapters and the data. */
 static int open_session(Session *s, const DebugArgs *a) {
     NptErr err;
@@ -148,6 +161,10 @@ static int open_session(Session *s, const DebugArgs *a) {
     if (session_open(s, a->model, a->tokenizer, a->prompt != NULL, a->adapters, &err) ||
         (a->data && session_open_data(s, a->data, a->format, a->seq_len, &err))) {
         fprintf(stderr, "npt debug: error: %s\n", err.msg);
+        session_free(s);
+        return -1;
+    }
+    if (!a->tokenizer && refuse_over_inputs(a, s->m.tokenizer_path)) {
         session_free(s);
         return -1;
     }
@@ -474,7 +491,7 @@ int cmd_debug(int argc, char **argv) {
     DebugArgs a;
     if (parse(argc, argv, &a) || check_sub_flags(&a)) return 2;
     if ((a.out && refuse_existing_output(a.out, "--out", a.force, "debug scan")) ||
-        (a.save && refuse_existing_output(a.save, "--save", a.force, "debug forward")))
+        (a.save && refuse_existing_output(a.save, "--save", a.force, "debug forward")) || refuse_over_inputs(&a, NULL))
         return 1;
     if (!strcmp(a.sub, "forward")) return run_forward(&a, 0);
     if (!strcmp(a.sub, "layers")) return run_forward(&a, 1);

@@ -84,6 +84,17 @@ static int parse(int argc, char **argv, EvalArgs *a) {
     return 0;
 }
 
+/* --save-windows may not be any file eval reads, even with --force: it would be replaced
+ * by the windows. tok_beside is the tokenizer found beside the model when none was
+ * given, known only once the model is loaded (NULL before). Prints the error. */
+static int refuse_over_inputs(const EvalArgs *a, const char *tok_beside) {
+    char data[4096];
+    if (!a->save_windows) return 0;
+    dataset_source_file(a->data, data, sizeof data); /* FILE.h5:/DATASET reads FILE.h5 */
+    const char *in[] = {a->model, a->tokenizer ? a->tokenizer : tok_beside, data, a->adapters};
+    return refuse_output_over_inputs(a->save_windows, "--save-windows", in, (int)NPT_ARRAY_LEN(in), "eval");
+}
+
 /* Model, adapters (checked against the model by adapters_load), tokenizer, and the first
  * windows of the data in file order into *tokens. Returns the window count. */
 static int open_windows(Session *s, const EvalArgs *a, int **tokens, int *T_out, NptErr *err) {
@@ -132,10 +143,8 @@ static int save_windows(const char *path, const int *tokens, size_t n, NptErr *e
 int cmd_eval(int argc, char **argv) {
     EvalArgs a;
     if (parse(argc, argv, &a)) return 2;
-    if (a.save_windows && (refuse_output_over_input(a.save_windows, "--save-windows", a.data, "eval") ||
-                           refuse_output_over_input(a.save_windows, "--save-windows", a.model, "eval") ||
-                           refuse_output_over_input(a.save_windows, "--save-windows", a.adapters, "eval") ||
-                           refuse_existing_output(a.save_windows, "--save-windows", a.force, "eval")))
+    if (a.save_windows &&
+        (refuse_over_inputs(&a, NULL) || refuse_existing_output(a.save_windows, "--save-windows", a.force, "eval")))
         return 1;
     Session s;
     NptErr err;
@@ -144,6 +153,8 @@ int cmd_eval(int argc, char **argv) {
     int rc = 1;
     if (n < 0) {
         fprintf(stderr, "npt eval: error: %s\n", err.msg);
+    } else if (!a.tokenizer && refuse_over_inputs(&a, s.m.tokenizer_path)) {
+        /* printed: --save-windows is the tokenizer found beside the model */
     } else if (a.save_windows && save_windows(a.save_windows, tokens, (size_t)n * T, &err)) {
         fprintf(stderr, "npt eval: error: %s\n", err.msg);
     } else if (eval_run(&s.m, s.np, tokens, n, T, (int)a.batch, &r, &err)) {

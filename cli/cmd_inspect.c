@@ -613,7 +613,7 @@ int cmd_inspect(int argc, char **argv) {
         fprintf(stderr, "npt inspect: error: %s\n", err.msg);
         return 1;
     }
-    if (plot && plot[0] && (refuse_output_over_input(plot, "--plot", files[0], "inspect") ||
+    if (plot && plot[0] && (refuse_output_over_inputs(plot, "--plot", files, 1, "inspect") ||
                             refuse_existing_output(plot, "--plot", force, "inspect")))
         return 1;
     /* an npt checkpoint is an HDF5 file; anything else is treated as a model */

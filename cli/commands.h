@@ -25,8 +25,11 @@ int parse_float_arg(const char *s, const char *flag, const char *verb, double lo
  * reused name must not cost someone a prepared dataset or a scan list. Prints the error
  * and returns -1 when PATH exists and force is 0, or exists and is not a regular file. */
 int refuse_existing_output(const char *path, const char *flag, int force, const char *verb);
-/* Prints the error and returns -1 when the output PATH is the file input (even with
- * --force: the command would destroy what it reads). input may be NULL. */
-int refuse_output_over_input(const char *path, const char *flag, const char *input, const char *verb);
+/* Prints the error and returns -1 when the existing output PATH is one of the command's
+ * inputs (the same file by device and inode, so a link or another spelling is caught), or
+ * a file inside an input that is a directory (an HF model's files are all read); even
+ * with --force: the command would destroy what it reads. NULL entries (inputs not given)
+ * are skipped. */
+int refuse_output_over_inputs(const char *path, const char *flag, const char *const *inputs, int n, const char *verb);
 
 #endif
