@@ -342,6 +342,8 @@ static int recipes_copy(const char *name, const char *dest_arg, int force) {
     } else {
         snprintf(dest, sizeof dest, "%s", dest_arg);
     }
+    const char *in[] = {src};
+    if (refuse_output_over_inputs(dest, "the destination", in, 1, "recipes copy")) return 1;
     if (!force && stat(dest, &st) == 0) {
         fprintf(stderr, "npt recipes: error: %s already exists; pass --force to overwrite it\n", dest);
         return 1;
