@@ -2,6 +2,7 @@
  * on all cores) and stats (tokens, documents, document-length histogram). The work is
  * in data/prepare.c; this file parses flags and prints. */
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,7 @@ static int parse(int argc, char **argv, int is_prepare, DataArgs *a) {
                 parse_int_arg(v, "--threads", "data", 1, 1024, &a->threads))
                 return -1;
         } else if (arg_is(argv[i], "--bos")) {
-            if (!(v = arg_value(argc, argv, &i, "--bos", "data")) || parse_int_arg(v, "--bos", "data", 0, 1L << 31, &a->bos))
+            if (!(v = arg_value(argc, argv, &i, "--bos", "data")) || parse_int_arg(v, "--bos", "data", 0, INT32_MAX, &a->bos))
                 return -1;
         } else if (arg_is(argv[i], "--seq-len")) {
             if (!(v = arg_value(argc, argv, &i, "--seq-len", "data")) ||
@@ -165,7 +166,7 @@ static int prepare(const DataArgs *a) {
     return 0;
 }
 
-/* BOS for stats: --bos, else the tokenizer's, else 1 (Llama's). */
+/* BOS for stats: --bos, else the tokenizer's, else 1 (Llama's). -1 only with err set. */
 static int stats_bos(const DataArgs *a, NptErr *err) {
     if (a->bos >= 0) return (int)a->bos;
     if (!a->tokenizer) return 1;
@@ -173,6 +174,7 @@ static int stats_bos(const DataArgs *a, NptErr *err) {
     if (!tok) return -1;
     int bos = tokenizer_bos_id(tok);
     tokenizer_free(tok);
+    if (bos < 0) return npt_fail(err, "tokenizer %s defines no BOS token; pass --bos ID instead", a->tokenizer);
     return bos;
 }
 
