@@ -119,6 +119,10 @@ static int parse(int argc, char **argv, int is_prepare, DataArgs *a) {
         fprintf(stderr, "npt data %s: error: give the input file (see npt data --help)\n", argv[1]);
         return -1;
     }
+    if (a->bos >= 0 && a->tokenizer) { /* alternatives: one would be dropped without a word */
+        fprintf(stderr, "npt data stats: error: --bos and --tokenizer both give the BOS id; pass one of them\n");
+        return -1;
+    }
     return 0;
 }
 
