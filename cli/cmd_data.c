@@ -126,6 +126,13 @@ static int parse(int argc, char **argv, int is_prepare, DataArgs *a) {
     return 0;
 }
 
+/* The names npt reads as token files; any other would be written as uint16 ids that
+ * every reader then takes for text. */
+static int is_token_file_name(const char *path) {
+    DatasetFormat f = dataset_detect_format(path);
+    return f == DATASET_U16 || f == DATASET_U32 || f == DATASET_HDF5;
+}
+
 static int prepare(const DataArgs *a) {
     if (!a->output || !a->tokenizer) {
         fprintf(stderr, "npt data prepare: error: %s is required (npt data prepare INPUT -o OUT --tokenizer T)\n",
@@ -136,6 +143,11 @@ static int prepare(const DataArgs *a) {
     if (refuse_output_over_inputs(a->output, "--output", in, (int)NPT_ARRAY_LEN(in), "data prepare") ||
         refuse_existing_output(a->output, "--output", a->force, "data prepare"))
         return 1;
+    if (!is_token_file_name(a->output)) {
+        fprintf(stderr, "npt data prepare: error: --output %s is not a token file name: end it in .u16 or .bin (uint16 "
+                "ids), .u32 (uint32 ids) or .h5, the names npt reads back as tokens\n", a->output);
+        return 2;
+    }
     NptErr err;
     Tokenizer *tok = tokenizer_load(a->tokenizer, (int)a->vocab, &err);
     if (!tok) {
