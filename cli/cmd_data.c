@@ -133,6 +133,20 @@ static int is_token_file_name(const char *path) {
     return f == DATASET_U16 || f == DATASET_U32 || f == DATASET_HDF5;
 }
 
+/* A llama2.c tokenizer too small for --vocab-size fails to load as one "belonging to
+ * another model"; here the model's vocabulary is only the flag, so the flag is named. */
+static Tokenizer *load_tokenizer(const DataArgs *a, NptErr *err) {
+    NptErr ignored;
+    Tokenizer *tok = tokenizer_load(a->tokenizer, (int)a->vocab, err), *whole;
+    if (tok || !a->vocab || !(whole = tokenizer_load(a->tokenizer, 0, &ignored))) return tok;
+    int n = tokenizer_vocab_size(whole);
+    tokenizer_free(whole);
+    if (n < a->vocab)
+        npt_fail(err, "--vocab-size %ld is more than the %d tokens of tokenizer %s; give the vocabulary size of the "
+                 "model this tokenizer belongs to", a->vocab, n, a->tokenizer);
+    return NULL;
+}
+
 static int prepare(const DataArgs *a) {
     if (!a->output || !a->tokenizer) {
         fprintf(stderr, "npt data prepare: error: %s is required (npt data prepare INPUT -o OUT --tokenizer T)\n",
@@ -149,7 +163,7 @@ static int prepare(const DataArgs *a) {
         return 2;
     }
     NptErr err;
-    Tokenizer *tok = tokenizer_load(a->tokenizer, (int)a->vocab, &err);
+    Tokenizer *tok = load_tokenizer(a, &err);
     if (!tok) {
         fprintf(stderr, "npt data prepare: error: %s\n", err.msg);
         return 1;
@@ -186,7 +200,7 @@ static int prepare(const DataArgs *a) {
 static int stats_bos(const DataArgs *a, NptErr *err) {
     if (a->bos >= 0) return (int)a->bos;
     if (!a->tokenizer) return 1;
-    Tokenizer *tok = tokenizer_load(a->tokenizer, (int)a->vocab, err);
+    Tokenizer *tok = load_tokenizer(a, err);
     if (!tok) return -1;
     int bos = tokenizer_bos_id(tok);
     tokenizer_free(tok);

@@ -35,9 +35,12 @@ static int count_tokens(const char *path, const char *buf, size_t len, int hint,
     size_t off = 4;
     int n = 0;
     for (; hint > 0 ? n < hint : off < len; n++) {
-        if (len - off < 8)
-            return npt_fail(err, "tokenizer %s is truncated: it ends inside token %d%s", path, n,
-                            hint > 0 ? " (the model's vocabulary needs more tokens)" : "");
+        /* ending right after a whole token is an intact file of a smaller vocabulary */
+        if (off == len && n == 0) return npt_fail(err, "tokenizer %s holds no tokens", path);
+        if (off == len)
+            return npt_fail(err, "tokenizer %s holds %d tokens, fewer than the model's vocabulary of %d: it belongs to "
+                            "another model (pass the model's own tokenizer)", path, n, hint);
+        if (len - off < 8) return npt_fail(err, "tokenizer %s is truncated: it ends inside token %d", path, n);
         int32_t plen = rd_i32(buf + off + 4);
         if (plen < 0 || plen > max_len)
             return npt_fail(err, "tokenizer %s: token %d has length %d, outside 0..max_token_length %d: not a llama2.c tokenizer .bin",
