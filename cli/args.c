@@ -108,3 +108,10 @@ int refuse_output_over_inputs(const char *path, const char *flag, const char *co
     }
     return 0;
 }
+
+int check_set_arg(const char *s, const char *verb) {
+    const char *eq = strchr(s, '=');
+    if (eq && eq != s) return 0;
+    fprintf(stderr, "npt %s: error: --set expects key.path=value, got '%s' (example: --set train.lr=3e-4)\n", verb, s);
+    return -1;
+}

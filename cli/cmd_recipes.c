@@ -177,7 +177,8 @@ int cmd_validate(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--schema-only")) {
             schema_only = 1;
         } else if (arg_is(argv[i], "--set")) {
-            if (!(sets[n_sets++] = arg_value(argc, argv, &i, "--set", "validate"))) {
+            if (!(sets[n_sets] = arg_value(argc, argv, &i, "--set", "validate")) ||
+                check_set_arg(sets[n_sets++], "validate")) {
                 free(sets);
                 return 2;
             }

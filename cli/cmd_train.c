@@ -27,7 +27,9 @@ int cmd_train(int argc, char **argv) {
             free(sets);
             return 0;
         } else if (arg_is(argv[i], "--set")) {
-            if (!(sets[a.n_overrides++] = arg_value(argc, argv, &i, "--set", "train"))) goto usage;
+            if (!(sets[a.n_overrides] = arg_value(argc, argv, &i, "--set", "train")) ||
+                check_set_arg(sets[a.n_overrides++], "train"))
+                goto usage;
         } else if (arg_is(argv[i], "--resume")) {
             if (!(a.resume = arg_value(argc, argv, &i, "--resume", "train"))) goto usage;
         } else if (argv[i][0] == '-') {

@@ -31,5 +31,8 @@ int refuse_existing_output(const char *path, const char *flag, int force, const 
  * with --force: the command would destroy what it reads. NULL entries (inputs not given)
  * are skipped. */
 int refuse_output_over_inputs(const char *path, const char *flag, const char *const *inputs, int n, const char *verb);
+/* Prints the error and returns -1 when a --set value is not KEY=VALUE with a key: a
+ * command-line error (exit 2), caught before any recipe is read. */
+int check_set_arg(const char *s, const char *verb);
 
 #endif
