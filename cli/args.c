@@ -115,3 +115,17 @@ int check_set_arg(const char *s, const char *verb) {
     fprintf(stderr, "npt %s: error: --set expects key.path=value, got '%s' (example: --set train.lr=3e-4)\n", verb, s);
     return -1;
 }
+
+int refuse_missing_input(const char *path, const char *hint, const char *verb) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) fprintf(stderr, "npt %s: error: %s does not exist; %s\n", verb, path, hint);
+        else fprintf(stderr, "npt %s: error: cannot access %s: %s\n", verb, path, strerror(errno));
+        return -1;
+    }
+    if (S_ISREG(st.st_mode) && st.st_size == 0) {
+        fprintf(stderr, "npt %s: error: %s is empty (0 bytes); %s\n", verb, path, hint);
+        return -1;
+    }
+    return 0;
+}

@@ -479,6 +479,7 @@ static int run_replay(const DebugArgs *a) {
     }
     DebugResult r;
     NptErr err;
+    if (refuse_missing_input(a->files[0], "give the file written by npt debug forward --save", "debug replay")) return 1;
     if (debug_replay(a->files[0], &r, &err)) {
         fprintf(stderr, "npt debug replay: error: %s\n", err.msg);
         return 1;

@@ -630,6 +630,7 @@ int cmd_inspect(int argc, char **argv) {
     /* a model directory is fine; a file must be a regular one (reading a pipe would block) */
     struct stat st;
     NptErr err;
+    if (refuse_missing_input(files[0], "give a checkpoint, or a model file or directory", "inspect")) return 1;
     if (stat(files[0], &st) == 0 && !S_ISDIR(st.st_mode) && npt_check_input(files[0], "checkpoint or model", &err)) {
         fprintf(stderr, "npt inspect: error: %s\n", err.msg);
         return 1;

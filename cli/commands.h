@@ -34,5 +34,9 @@ int refuse_output_over_inputs(const char *path, const char *flag, const char *co
 /* Prints the error and returns -1 when a --set value is not KEY=VALUE with a key: a
  * command-line error (exit 2), caught before any recipe is read. */
 int check_set_arg(const char *s, const char *verb);
+/* Prints the error and returns -1 when the input PATH does not exist or is a 0-byte
+ * file, said as such (with hint: what to give instead) rather than as a format the
+ * loader failed to recognise. */
+int refuse_missing_input(const char *path, const char *hint, const char *verb);
 
 #endif
