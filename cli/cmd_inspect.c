@@ -11,7 +11,6 @@
 
 #include "../model/debug.h"
 #include "../train/runlog.h"
-#include "../util/path.h"
 #include "commands.h"
 #include "inspect.h"
 
@@ -298,22 +297,6 @@ static int write_plot(const char *ckpt, const char *plot, const CkptMeta *m, cha
     return runlog_plot_svg(out, m->history, m->n_history, title, err);
 }
 
-/* One line for a plot that could not be written, naming a missing directory, the usual
- * cause, rather than the temporary file the write went through. */
-static void plot_error(const char *plot, const NptErr *err) {
-    char dir[4200];
-    struct stat st;
-    npt_dir_of(plot, dir, sizeof dir);
-    if (stat(dir, &st) != 0)
-        fprintf(stderr, "npt inspect: error: cannot write the plot %s: the directory %s does not exist; create it or "
-                "choose another path\n", plot, dir);
-    else if (!S_ISDIR(st.st_mode))
-        fprintf(stderr, "npt inspect: error: cannot write the plot %s: %s is not a directory; choose another path\n",
-                plot, dir);
-    else
-        fprintf(stderr, "npt inspect: error: cannot write the plot %s: %s\n", plot, err->msg);
-}
-
 /* Tensors streamed one by one: the table, the statistics, finiteness problems. */
 static void inspect_tensors(CkptFile *f, const char *path, const CkptTensor *t, int n, int json, cJSON *out,
                             Problems *p) {
@@ -414,7 +397,8 @@ static int inspect_checkpoint(const char *path, int json, int want_plot, const c
     }
     ckpt_free(&m, t, n);
     ckpt_close(f);
-    if (failed_plot[0]) plot_error(failed_plot, &plot_err);
+    /* the write's error names a missing directory itself (npt_temp_path) */
+    if (failed_plot[0]) fprintf(stderr, "npt inspect: error: cannot write the plot %s: %s\n", failed_plot, plot_err.msg);
     return n_problems || failed_plot[0] ? 1 : 0;
 }
 

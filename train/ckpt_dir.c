@@ -130,7 +130,7 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, int warn, NptE
     size_t n = 0, cap = 0;
     char path[4400];
     struct dirent *e;
-    NptErr why, first_why = {""};
+    NptErr why, newest_why = {""};
     int n_files = 0;
     while ((e = readdir(d))) {
         int is_final = strcmp(e->d_name, "final.h5") == 0;
@@ -140,7 +140,7 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, int warn, NptE
         int64_t step;
         if (ckpt_read_step(path, &step, &why)) {
             if (warn) fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
-            if (!first_why.msg[0]) first_why = why;
+            if (!newest_why.msg[0]) newest_why = why; /* until a file with a step says otherwise */
             continue;
         }
         if (n == cap) {
@@ -167,7 +167,7 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, int warn, NptE
         int k;
         if (ckpt_load(path, &m, &t, &k, &why)) {
             if (warn) fprintf(stderr, "npt: warning: skipped for resuming: %s\n", why.msg);
-            if (i == 0) first_why = why; /* the newest's reason */
+            if (i == 0) newest_why = why; /* the newest's reason */
             continue;
         }
         ckpt_free(&m, t, k);
@@ -179,7 +179,7 @@ int ckpt_find_latest(const char *dir, char *out, size_t out_size, int warn, NptE
         found = 1;
     }
     free(c);
-    if (!found && n_files > 0) return none_usable(dir, n_files, first_why.msg, err);
+    if (!found && n_files > 0) return none_usable(dir, n_files, newest_why.msg, err);
     return found;
 }
 

@@ -389,11 +389,6 @@ static int refuse_abandoned_future(const Trainer *t, const char *resume) {
                 t->r.output_dir, newest, (long long)newest_step, resume, (long long)from, resume);
 }
 
-/* A run writes final.h5, its checkpoints, best.h5, metrics, evaluations and plot into
- * output_dir, so it refuses a directory holding another run's instead of replacing them:
- * a new run, one resumed from a checkpoint of another directory, or --resume auto where
- * no checkpoint is left to continue. Continuing the run that is there (--resume auto, or
- * one of its own checkpoints) is what resuming is for. */
 /* One run at a time per output_dir: two would interleave their metrics.jsonl lines and
  * write over each other's checkpoints. An flock on the directory itself (no file is
  * created, so a refused run leaves the directory as it was), held until the process
@@ -418,6 +413,11 @@ static int lock_output_dir(Trainer *t) {
     return 0;
 }
 
+/* A run writes final.h5, its checkpoints, best.h5, metrics, evaluations and plot into
+ * output_dir, so it refuses a directory holding another run's instead of replacing them:
+ * a new run, one resumed from a checkpoint of another directory, or --resume auto where
+ * no checkpoint is left to continue. Continuing the run that is there (--resume auto, or
+ * one of its own checkpoints) is what resuming is for. */
 static int refuse_other_run(const Trainer *t, const char *resume, const char *metrics) {
     NptErr err;
     char existing[2 * RECIPE_PATH_MAX + 64]; /* a checkpoint path, or the metrics path */
