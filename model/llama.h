@@ -56,11 +56,25 @@ typedef struct {
     Tensor final_norm;      /* [dim] */
     Tensor lm_head;         /* [vocab, dim]; data == tok_emb.data when tied */
     uint64_t fingerprint;   /* FNV-1a 64 over all weight bytes: identifies the base model */
+    /* MPI ranks on one machine share one copy (llama_load_shared, llama_attach_shared):
+     * then weights_block is a read-only mapping of mapped_bytes instead of heap memory. */
+    size_t mapped_bytes;
+    const char *share_path; /* set during llama_load_shared only: the file to place the block in */
+    int share_errno;        /* llama_load_shared could not create that file (errno): the block is on the heap */
 } LlamaModel;
 
 /* Loads any supported format, detected from the path (directory -> HF, .gguf magic ->
  * GGUF, else llama2.c). Reports non-finite weights by tensor name as an error. */
 int llama_load(const char *path, LlamaModel *m, NptErr *err);
+/* llama_load, with the weight block placed in the new file share_path (see
+ * util/shared_map.h), mapped read-only once loaded so that other processes of the
+ * machine can map it too. If that file cannot be made (a full /dev/shm), the block goes
+ * on the heap and m->share_errno says why: the caller reports it. */
+int llama_load_shared(const char *path, const char *share_path, LlamaModel *m, NptErr *err);
+/* The same model in another process: m becomes `loaded` (as llama_load_shared left it
+ * there, sent over), its views pointing into share_path mapped read-only. Nothing is
+ * read from the model file. */
+int llama_attach_shared(LlamaModel *m, const LlamaModel *loaded, const char *share_path, NptErr *err);
 void llama_free(LlamaModel *m);
 /* Makes every weight a trainable parameter (the lm objective with train_all_weights):
  * returns their gradients as one zeroed block laid out like weights_block (the caller

@@ -13,6 +13,7 @@
 
 #include "load_internal.h"
 #include "../util/path.h"
+#include "../util/shared_map.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npt reads little-endian weight files directly into memory; big-endian hosts are not supported"
@@ -78,7 +79,9 @@ static void weight_shape(const LlamaConfig *c, int i, int *rows, int *cols) {
 static size_t round_up16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 int llama_begin(LlamaModel *m, const char *path, ModelFormat fmt, NptErr *err) {
+    const char *share_path = m->share_path; /* llama_load_shared's request outlives the reset */
     memset(m, 0, sizeof *m);
+    m->share_path = share_path;
     if (strlen(path) >= sizeof m->path) return npt_fail(err, "model path too long (%zu bytes): %.80s...", strlen(path), path);
     strcpy(m->path, path);
     m->format = fmt;
@@ -121,25 +124,30 @@ int llama_validate_config(LlamaModel *m, NptErr *err) {
     return 0;
 }
 
-int llama_alloc_weights(LlamaModel *m, NptErr *err) {
+/* Validates cfg and allocates the layer table with the weight names after it; *total
+ * is the block's size in floats (every tensor rounded up to 16 floats). */
+static int weights_layout(LlamaModel *m, size_t *total, NptErr *err) {
     if (llama_validate_config(m, err)) return -1;
     const LlamaConfig *c = &m->cfg;
     int nw = n_weights(c);
     m->layers = calloc(1, (size_t)c->n_layers * sizeof(LlamaLayer) + (size_t)nw * sizeof(WeightName));
     if (!m->layers) return npt_fail(err, "%s: out of memory for the layer table", m->path);
-    WeightName *names = weight_names(m);
-    size_t total = 0;
+    *total = 0;
     for (int i = 0; i < nw; i++) {
         int rows, cols;
         weight_shape(c, i, &rows, &cols);
-        if (!(i == lm_head_index(c) && c->tied)) total += round_up16((size_t)rows * (cols ? cols : 1));
+        if (!(i == lm_head_index(c) && c->tied)) *total += round_up16((size_t)rows * (cols ? cols : 1));
     }
-    m->weights_block = npt_aligned_alloc(total * sizeof(float), "model weights", err);
-    if (!m->weights_block)
-        return npt_fail(err, "%s: cannot allocate %.1f MB for the model weights", m->path, total * 4.0 / 1e6);
-    m->weights_floats = total;
+    return 0;
+}
+
+/* Names every weight and points its view into block (lm_head into tok_emb when tied);
+ * zero_padding: the block is ours to write, and its padding must stay defined. */
+static void point_views(LlamaModel *m, float *block, int zero_padding) {
+    const LlamaConfig *c = &m->cfg;
+    WeightName *names = weight_names(m);
     size_t off = 0;
-    for (int i = 0; i < nw; i++) {
+    for (int i = 0; i < n_weights(c); i++) {
         int rows, cols;
         weight_shape(c, i, &rows, &cols);
         char *name = names[i].name;
@@ -152,18 +160,40 @@ int llama_alloc_weights(LlamaModel *m, NptErr *err) {
         else
             snprintf(name, sizeof names[i].name, "layers.%d.%s", (i - 1) / PER_LAYER,
                      llama_layer_tensors[(i - 1) % PER_LAYER].name);
-        float *data = m->weights_block + off;
+        float *data = block + off;
         if (i == lm_head_index(c) && c->tied) {
             data = m->tok_emb.data;
         } else {
             size_t n = (size_t)rows * (cols ? cols : 1);
-            memset(data + n, 0, (round_up16(n) - n) * sizeof(float)); /* padding stays defined */
+            if (zero_padding) memset(data + n, 0, (round_up16(n) - n) * sizeof(float));
             off += round_up16(n);
         }
         Tensor *w = weight_at(m, i);
         *w = cols ? tensor_view2(data, name, rows, cols) : tensor_view1(data, name, rows);
         w->keep = 1; /* never released; and graphs running side by side only read the flag */
     }
+}
+
+/* The block on the heap, or in m->share_path when llama_load_shared asked for it. */
+static float *place_block(LlamaModel *m, size_t bytes, NptErr *err) {
+    if (m->share_path) {
+        float *p = npt_shared_map_create(m->share_path, bytes, &m->share_errno);
+        if (p) {
+            m->mapped_bytes = bytes;
+            return p;
+        }
+    }
+    return npt_aligned_alloc(bytes, "model weights", err);
+}
+
+int llama_alloc_weights(LlamaModel *m, NptErr *err) {
+    size_t total;
+    if (weights_layout(m, &total, err)) return -1;
+    m->weights_block = place_block(m, total * sizeof(float), err);
+    if (!m->weights_block)
+        return npt_fail(err, "%s: cannot allocate %.1f MB for the model weights", m->path, total * 4.0 / 1e6);
+    m->weights_floats = total;
+    point_views(m, m->weights_block, 1);
     return 0;
 }
 
@@ -249,7 +279,8 @@ float *llama_make_trainable(LlamaModel *m, NptErr *err) {
 }
 
 void llama_free(LlamaModel *m) {
-    free(m->weights_block);
+    if (m->mapped_bytes) npt_shared_map_close(m->weights_block, m->mapped_bytes);
+    else free(m->weights_block);
     free(m->layers);
     memset(m, 0, sizeof *m);
 }
@@ -356,8 +387,11 @@ static int read_magic(const char *path, unsigned char *buf, int cap, NptErr *err
     return (int)r;
 }
 
-int llama_load(const char *path, LlamaModel *m, NptErr *err) {
+int llama_load(const char *path, LlamaModel *m, NptErr *err) { return llama_load_shared(path, NULL, m, err); }
+
+int llama_load_shared(const char *path, const char *share_path, LlamaModel *m, NptErr *err) {
     memset(m, 0, sizeof *m);
+    m->share_path = share_path;
     char dir[sizeof m->path];
     struct stat st;
     if (stat(path, &st) != 0) return npt_fail(err, "cannot open model %s: %s", path, strerror(errno));
@@ -398,6 +432,41 @@ int llama_load(const char *path, LlamaModel *m, NptErr *err) {
         return -1;
     }
     find_tokenizer(m, dir);
+    m->share_path = NULL;
+    /* frozen from here: a stray write faults in every process, not only those mapping it read-only */
+    if (m->mapped_bytes && npt_shared_map_seal(m->weights_block, m->mapped_bytes)) {
+        npt_fail(err, "%s: cannot make the shared weights read-only: %s", path, strerror(errno));
+        llama_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+int llama_attach_shared(LlamaModel *m, const LlamaModel *loaded, const char *share_path, NptErr *err) {
+    memset(m, 0, sizeof *m);
+    m->cfg = loaded->cfg;
+    m->format = loaded->format;
+    memcpy(m->path, loaded->path, sizeof m->path);
+    memcpy(m->tokenizer_path, loaded->tokenizer_path, sizeof m->tokenizer_path);
+    m->path[sizeof m->path - 1] = m->tokenizer_path[sizeof m->tokenizer_path - 1] = '\0';
+    m->fingerprint = loaded->fingerprint;
+    size_t total;
+    if (weights_layout(m, &total, err)) return -1;
+    /* the loader's block may have lost an lm_head identical to the embedding (tie_if_identical) */
+    if (total != loaded->weights_floats) {
+        llama_free(m);
+        return npt_fail(err, "%s: the shared copy's layout (%zu floats) differs from this process's (%zu)", m->path,
+                        loaded->weights_floats, total);
+    }
+    const void *block = npt_shared_map_open(share_path, loaded->mapped_bytes, err);
+    if (!block) {
+        llama_free(m);
+        return -1;
+    }
+    m->weights_block = (float *)block;
+    m->weights_floats = total;
+    m->mapped_bytes = loaded->mapped_bytes;
+    point_views(m, m->weights_block, 0);
     return 0;
 }
 

@@ -6,9 +6,11 @@
  * With `--dump MODEL` it prints the configuration, the fingerprint and per-tensor
  * statistics for tests/py/test_load_values.py, which parses the files itself with
  * numpy (and writes F16/BF16/sharded/ak42 variants) and compares. */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model/llama.h"
 #include "util/path.h"
@@ -132,6 +134,58 @@ static void check_stories(void) {
     llama_free(&gguf);
 }
 
+/* llama_load_shared + llama_attach_shared, as two ranks of a machine use them, here in
+ * one process: the attached model is the loaded one, bit for bit, read from the file
+ * alone. The GGUF copy stores its classifier, which the loader drops as identical to
+ * the embedding: the attaching side must arrive at the shortened layout. */
+static void check_shared_copy(const char *rel) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/npt-test-weights-%d", (int)getpid());
+    LlamaModel plain, loaded, attached;
+    NptErr err;
+    if (load(rel, &plain)) return;
+    int rc = llama_load_shared(shared_path(rel), path, &loaded, &err);
+    check(rc == 0 && loaded.mapped_bytes >= loaded.weights_floats * sizeof(float) && loaded.share_errno == 0,
+          "%s: loads into the shared file (%s)", rel, rc ? err.msg : "ok");
+    if (rc) {
+        unlink(path);
+        llama_free(&plain);
+        return;
+    }
+    rc = llama_attach_shared(&attached, &loaded, path, &err);
+    check(rc == 0, "%s: another model attaches to the shared file (%s)", rel, rc ? err.msg : "ok");
+    if (rc == 0) {
+        Tensor *a[4096], *b[4096];
+        int n = all_tensors(&plain, a), same = all_tensors(&attached, b) == n;
+        for (int i = 0; same && i < n; i++)
+            same = a[i]->n == b[i]->n && !strcmp(a[i]->name, b[i]->name) &&
+                   !memcmp(a[i]->data, b[i]->data, a[i]->n * sizeof(float));
+        check(same && attached.fingerprint == plain.fingerprint && attached.cfg.tied == plain.cfg.tied &&
+                  attached.weights_floats == plain.weights_floats &&
+                  !strcmp(attached.tokenizer_path, plain.tokenizer_path),
+              "%s: the attached model is the plainly loaded one (%d tensors bit-identical, fingerprint, tied, tokenizer)",
+              rel, n);
+        check(attached.weights_block != loaded.weights_block && attached.lm_head.data == attached.tok_emb.data,
+              "%s: it has its own mapping, its classifier tied to its embedding", rel);
+        check_views(&attached, rel);
+        llama_free(&attached);
+    }
+    LlamaModel wrong = loaded;
+    wrong.mapped_bytes += 4096;
+    rc = llama_attach_shared(&attached, &wrong, path, &err);
+    check(rc == -1 && strstr(err.msg, "not the") && attached.weights_block == NULL,
+          "%s: a shared file of another size is refused (%s)", rel, rc ? err.msg : "attached");
+    LlamaModel again;
+    rc = llama_load_shared(shared_path(rel), path, &again, &err); /* the file exists: EEXIST */
+    check(rc == 0 && again.share_errno == EEXIST && again.mapped_bytes == 0 && again.fingerprint == plain.fingerprint,
+          "%s: a shared file that cannot be made leaves the weights on the heap, saying why (errno %d)", rel,
+          again.share_errno);
+    if (rc == 0) llama_free(&again);
+    unlink(path);
+    llama_free(&loaded);
+    llama_free(&plain);
+}
+
 /* MANIFEST.md: hidden 128, intermediate 384, 2 layers, 8 heads, 4 kv heads, vocab 2048,
  * rms_norm_eps 1e-6, rope_theta 1e4, tied (only lm_head.weight stored), BOS 1, EOS 2. */
 static void check_tinystories(void) {
@@ -167,6 +221,8 @@ int main(int argc, char **argv) {
     }
     check_stories();
     check_tinystories();
+    check_shared_copy("models/stories260K/tinyllamas-stories-260k-f32.gguf");
+    check_shared_copy("models/TinyStories-656K");
     check(!strcmp(rope_style_name(ROPE_HALF), "rotate_half") && !strcmp(rope_style_name(ROPE_INTERLEAVED), "interleaved") &&
               !strcmp(model_format_name(MODEL_FMT_GGUF), "gguf"),
           "rope_style_name / model_format_name");

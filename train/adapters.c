@@ -182,6 +182,8 @@ static int refuse_adapter_only(const char *path, NptErr *err) {
     return -1;
 }
 
-int load_full_model(const char *path, LlamaModel *m, NptErr *err) {
-    return refuse_adapter_only(path, err) ? -1 : llama_load(path, m, err);
+int load_full_model(const char *path, LlamaModel *m, NptErr *err) { return load_full_model_shared(path, NULL, m, err); }
+
+int load_full_model_shared(const char *path, const char *share_path, LlamaModel *m, NptErr *err) {
+    return refuse_adapter_only(path, err) ? -1 : llama_load_shared(path, share_path, m, err);
 }

@@ -28,5 +28,7 @@ int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *er
  * holds adapters only (an npt checkpoint, or a PEFT adapter directory with
  * adapter_config.json) is refused with what it is and the base model it needs. */
 int load_full_model(const char *path, LlamaModel *m, NptErr *err);
+/* The same through llama_load_shared (the weight block in the new file share_path). */
+int load_full_model_shared(const char *path, const char *share_path, LlamaModel *m, NptErr *err);
 
 #endif

@@ -8,7 +8,8 @@
 #include <string.h>
 
 static int mpi_on;             /* dist_init called MPI_Init_thread */
-static int my_rank, n_ranks = 1, n_local = 1;
+static int my_rank, n_ranks = 1, n_local = 1, my_local_rank;
+static MPI_Comm node_comm = MPI_COMM_NULL; /* the ranks of this machine */
 static float *sum_scratch;     /* dist_sum_floats: this rank's segment from every rank */
 static size_t sum_scratch_n;
 
@@ -51,10 +52,12 @@ int dist_init(NptErr *err) {
     check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check(MPI_Comm_rank(MPI_COMM_WORLD, &my_rank), "MPI_Comm_rank");
     check(MPI_Comm_size(MPI_COMM_WORLD, &n_ranks), "MPI_Comm_size");
-    MPI_Comm node;
-    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, my_rank, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-    check(MPI_Comm_size(node, &n_local), "MPI_Comm_size");
-    check(MPI_Comm_free(&node), "MPI_Comm_free");
+    /* keyed by world rank: a machine's local rank 0 is its lowest world rank */
+    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, my_rank, MPI_INFO_NULL, &node_comm),
+          "MPI_Comm_split_type");
+    check(MPI_Comm_set_errhandler(node_comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check(MPI_Comm_size(node_comm, &n_local), "MPI_Comm_size");
+    check(MPI_Comm_rank(node_comm, &my_local_rank), "MPI_Comm_rank");
     return 0;
 }
 
@@ -63,12 +66,27 @@ void dist_finalize(void) {
     sum_scratch = NULL, sum_scratch_n = 0;
     if (!mpi_on) return;
     mpi_on = 0;
+    check(MPI_Comm_free(&node_comm), "MPI_Comm_free");
     check(MPI_Finalize(), "MPI_Finalize");
 }
 
 int dist_rank(void) { return my_rank; }
 int dist_world(void) { return n_ranks; }
 int dist_local_world(void) { return n_local; }
+int dist_local_rank(void) { return my_local_rank; }
+
+void dist_local_bcast(void *buf, size_t bytes) {
+    if (n_local == 1) return;
+    if (bytes > INT_MAX) {
+        fprintf(stderr, "npt train: error: %zu bytes are more than one MPI message can carry (%d)\n", bytes, INT_MAX);
+        MPI_Abort(MPI_COMM_WORLD, 4);
+    }
+    check(MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, node_comm), "MPI_Bcast (this machine)");
+}
+
+void dist_local_barrier(void) {
+    if (n_local > 1) check(MPI_Barrier(node_comm), "MPI_Barrier (this machine)");
+}
 
 /* Segment r of n elements split over the ranks: the first n % world get one more. */
 static void segment(size_t n, int r, int *count, int *start) {

@@ -1,9 +1,11 @@
 /* train/dist.h — data-parallel `npt train` over MPI ranks (mpirun -np N npt train ...).
  *
- * Every rank holds the whole model and draws the whole data stream in the same order;
- * micro-batch a of a step runs on rank a % world, and the ranks' gradients and losses
- * are summed before the step is judged (non-finite: skipped everywhere), clipped and
- * applied identically on every rank. Rank 0 alone writes the run directory and prints.
+ * Every rank sees the whole model (its frozen base once per machine: the trainer's
+ * load_base_model shares it among a machine's ranks) and draws the whole data stream
+ * in the same order; micro-batch a of a step runs on rank a % world, and the ranks'
+ * gradients and losses are summed before the step is judged (non-finite: skipped
+ * everywhere), clipped and applied identically on every rank. Rank 0 alone writes the
+ * run directory and prints.
  *
  * Without an MPI launcher in the environment (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_SIZE)
  * MPI is never initialised: world 1, and every call below returns at once.
@@ -26,6 +28,12 @@ int dist_rank(void);
 int dist_world(void);
 /* Ranks on this machine (one shared-memory node), for the default thread count. */
 int dist_local_world(void);
+/* This rank among them: 0 is the machine's lowest world rank. */
+int dist_local_rank(void);
+/* Local rank 0's buf[0..bytes) to every rank of this machine. */
+void dist_local_bcast(void *buf, size_t bytes);
+/* Waits until every rank of this machine has reached it. */
+void dist_local_barrier(void);
 
 /* buf[0..n) summed over the ranks into every rank's buf, each element as
  * ((r0 + r1) + r2) + ... in rank order: the same floats on every rank and in every run

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../data/dataset.h"
@@ -230,10 +231,66 @@ static int open_data(Trainer *t) {
     return r->eval.every ? load_eval_windows(t) : 0;
 }
 
-static int setup_model_and_data(Trainer *t) {
+/* What a machine's first rank tells the others once it has loaded the base model. */
+typedef struct {
+    int rc, shared, loader_rank;
+    char path[512]; /* the file in /dev/shm holding the weights */
+    LlamaModel model;
+} SharedModelHeader;
+
+/* Where the machine's shared copy goes: NPT_SHM_DIR, else /dev/shm; a name no other run
+ * (or a stale file of a crashed one) can hold. */
+static int shared_weights_path(char *out, size_t cap) {
+    const char *env = getenv("NPT_SHM_DIR"), *dir = env && *env ? env : "/dev/shm";
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int n = snprintf(out, cap, "%s/npt-weights-%d-%lld%09ld", dir, (int)getpid(), (long long)now.tv_sec, now.tv_nsec);
+    return n < 0 || (size_t)n >= cap ? fail("NPT_SHM_DIR is too long (%zu bytes): %.80s...", strlen(dir), dir) : 0;
+}
+
+/* The frozen base model. Several MPI ranks on one machine share one copy of it: the
+ * machine's first rank loads the weights into a file in /dev/shm and sends the model's
+ * header to the others, which map that file read-only; its name is removed once every
+ * rank has it mapped, so nothing outlives the run. Each rank holds its own copy when
+ * NPT_SHARE_WEIGHTS=0, when the base itself trains (lm + train_all_weights), or when
+ * /dev/shm has no room (said in a warning). */
+static int load_base_model(Trainer *t) {
+    NptErr err;
+    const char *model = t->r.model, *env = getenv("NPT_SHARE_WEIGHTS");
+    int share = dist_local_world() > 1 && !t->r.objective.train_all_weights && !(env && !strcmp(env, "0"));
+    if (!share) return load_full_model(model, &t->model, &err) ? fail("%s", err.msg) : 0;
+    SharedModelHeader *h = npt_xcalloc(1, sizeof *h, "shared model header");
+    int loader = dist_local_rank() == 0, rc = 0;
+    if (loader) {
+        h->loader_rank = dist_rank();
+        h->rc = rc = shared_weights_path(h->path, sizeof h->path) ||
+                     (load_full_model_shared(model, h->path, &t->model, &err) ? fail("%s", err.msg) : 0);
+        h->shared = !rc && t->model.mapped_bytes;
+        if (!rc && !h->shared)
+            fprintf(stderr, "npt train: warning: rank %d: cannot share the base model between the %d ranks of this "
+                    "machine (%s: %s); each holds its own copy of %.1f MB\n", dist_rank(), dist_local_world(), h->path,
+                    strerror(t->model.share_errno), t->model.weights_floats * 4.0 / 1e6);
+        h->model = t->model;
+    }
+    dist_local_bcast(h, sizeof *h);
+    if (!loader) {
+        if (h->rc)
+            rc = fail("the base model did not load on rank %d, which loads it for this machine", h->loader_rank);
+        else if (h->shared)
+            rc = llama_attach_shared(&t->model, &h->model, h->path, &err) ? fail("%s", err.msg) : 0;
+        else
+            rc = load_full_model(model, &t->model, &err) ? fail("%s", err.msg) : 0;
+    }
+    dist_local_barrier(); /* every rank has mapped the file, or given up */
+    if (loader && h->path[0]) unlink(h->path);
+    free(h);
+    return rc;
+}
+
+/* The recipe against the loaded model, then the data. */
+static int check_model_open_data(Trainer *t) {
     NptErr err;
     Recipe *r = &t->r;
-    if (load_full_model(r->model, &t->model, &err)) return fail("%s", err.msg);
     LlamaConfig *c = &t->model.cfg;
     if (recipe_check_against_model(r, c->dim, c->hidden_dim, c->n_layers, &err)) return fail("%s", err.msg);
     char msg[400];
@@ -920,10 +977,11 @@ static int run_session(const TrainArgs *a) {
     t->recipe_json = recipe_to_json(&t->r);
     char metrics[2 * RECIPE_PATH_MAX + 2];
     snprintf(metrics, sizeof metrics, "%s/%s", t->r.output_dir, t->r.log.metrics_file);
+    if (ranks_agree(load_base_model(t))) goto done;
     /* rank 0 first: text data is tokenized once into the token cache, where ranks on
      * the same machine then find it */
     for (int turn = 0; turn < 2; turn++)
-        if (ranks_agree((turn == 0) == root ? setup_model_and_data(t) : 0)) goto done;
+        if (ranks_agree((turn == 0) == root ? check_model_open_data(t) : 0)) goto done;
     if (ranks_agree(setup_training(t) || check_world(t))) goto done;
     if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("%s", err.msg)
                                                                  : lock_output_dir(t) || refuse_other_run(t, a->resume, metrics))))
@@ -933,8 +991,10 @@ static int run_session(const TrainArgs *a) {
     if (!root) runlog_open_quiet(&t->log);
     if (ranks_agree(root ? open_logs(t, a->resume, metrics) : 0)) goto done;
     defer_errors = 0; /* from here a rank's own error (reading its data) is printed at once */
-    char ranks[96] = "";
-    if (W > 1) snprintf(ranks, sizeof ranks, " on each of %d MPI ranks (micro-batches split over them)", W);
+    char ranks[160] = "";
+    if (W > 1)
+        snprintf(ranks, sizeof ranks, " on each of %d MPI ranks (micro-batches split over them%s)", W,
+                 t->model.mapped_bytes ? "; one copy of the base model per machine" : "");
     inform("npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d thread%s%s%s\n",
            t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
            t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
