@@ -15,14 +15,17 @@
 #include "../train/adapters.h"
 #include "../util/atomic_file.h"
 #include "../train/recipe.h"
+#include "../train/trainer.h"
 #include "commands.h"
 
 static const char *validate_help =
     "usage: npt validate RECIPE [--set key.path=value]... [--schema-only] [--json]\n\n"
     "Checks a recipe and reports every problem at once, one \"path: message\" per line.\n"
     "RECIPE is a file, or the name of a bundled recipe (see npt recipes list).\n"
-    "Unless --schema-only, also checks that the files it names exist and loads the model\n"
-    "to check npt.rank and npt.layers against its shape.\n\n"
+    "Unless --schema-only, also checks that the files it names exist, loads the model and\n"
+    "makes npt train's checks before a run: npt.rank, npt.layers and data.seq_len against\n"
+    "the model, the tokenizer against its vocabulary, data.train set, and the token cache\n"
+    "and output_dir being directories (or creatable).\n\n"
     "  --set key.path=value  override a key (value parsed as JSON, else taken as a string)\n"
     "  --schema-only         check the recipe alone: no file checks, no model load\n"
     "  --json                print {\"ok\":..., \"errors\":[{\"path\",\"message\"}], ...}\n\n"
@@ -113,11 +116,11 @@ static void check_paths(const Recipe *r, RecipeDiag *d) {
     }
 }
 
-/* The checks that need a valid recipe and its files: the model loads and its shape fits.
- * Fills *shape when the model loaded. */
+/* The checks that need a valid recipe and its files: the model loads, and npt train's
+ * own checks before it starts (train_setup_issues) pass. Fills *shape when the model
+ * loaded. */
 static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int *loaded) {
-    if (!r->data.train[0] && !r->data.n_sources)
-        recipe_diag_add(d, 0, "data.train", "not set; npt train needs it (set it, or --set data.train=PATH)");
+    recipe_training_issues(r, d);
     if (d->n_errors) return;
     LlamaModel m;
     NptErr err;
@@ -127,11 +130,7 @@ static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int 
     }
     *shape = m.cfg;
     *loaded = 1;
-    recipe_model_issues(r, m.cfg.dim, m.cfg.hidden_dim, m.cfg.n_layers, d);
-    if (recipe_needs_tokenizer(r) && !r->tokenizer[0] && !m.tokenizer_path[0])
-        recipe_diag_add(d, 1, "tokenizer", "not set and none found beside the model; text or JSONL data needs one");
-    char msg[400];
-    if (recipe_context_issue(r, m.cfg.seq_len, msg, sizeof msg)) recipe_diag_add(d, 1, "data.seq_len", msg);
+    train_setup_issues(r, &m, 1, NULL, d);
     llama_free(&m);
 }
 

@@ -933,22 +933,38 @@ int recipe_context_issue(const Recipe *r, int context, char *msg, size_t size) {
     return 1;
 }
 
-int recipe_check_against_model(const Recipe *r, int dim, int hidden_dim, int n_layers, NptErr *err) {
-    RecipeDiag d = {0};
-    if (recipe_model_issues(r, dim, hidden_dim, n_layers, &d) == 0) return 0;
+int recipe_diag_fail(const RecipeDiag *d, NptErr *err) {
+    if (d->n_errors == 0) return 0;
     char msg[sizeof err->msg] = "";
     size_t used = 0;
-    for (int i = 0; i < d.n_errors && used < sizeof msg; i++)
-        used += (size_t)snprintf(msg + used, sizeof msg - used, "%s%s: %s", i ? "; " : "", d.errors[i].path,
-                                 d.errors[i].message);
-    recipe_diag_free(&d);
+    for (int i = 0; i < d->n_errors && used < sizeof msg; i++)
+        used += (size_t)snprintf(msg + used, sizeof msg - used, "%s%s: %s", i ? "; " : "", d->errors[i].path,
+                                 d->errors[i].message);
     return npt_fail(err, "%s", msg);
 }
 
+int recipe_check_against_model(const Recipe *r, int dim, int hidden_dim, int n_layers, NptErr *err) {
+    RecipeDiag d = {0};
+    recipe_model_issues(r, dim, hidden_dim, n_layers, &d);
+    int rc = recipe_diag_fail(&d, err);
+    recipe_diag_free(&d);
+    return rc;
+}
+
+int recipe_training_issues(const Recipe *r, RecipeDiag *diag) {
+    if (r->data.train[0] || r->data.n_sources) return 0;
+    recipe_diag_add(diag, 1, "data.train",
+                    "required for training (a text or token file), or data.sources; set it in the recipe or with "
+                    "--set data.train=PATH");
+    return 1;
+}
+
 int recipe_check_for_training(const Recipe *r, NptErr *err) {
-    if (!r->data.train[0] && !r->data.n_sources)
-        return npt_fail(err, "data.train: required for training (a text or token file), or data.sources; set it in the recipe or with --set data.train=PATH");
-    return 0;
+    RecipeDiag d = {0};
+    recipe_training_issues(r, &d);
+    int rc = recipe_diag_fail(&d, err);
+    recipe_diag_free(&d);
+    return rc;
 }
 
 static int is_text(const char *path, DatasetFormat f) {

@@ -164,7 +164,12 @@ int recipe_model_issues(const Recipe *r, int dim, int hidden_dim, int n_layers, 
 int recipe_context_issue(const Recipe *r, int context, char *msg, size_t size);
 /* Adds an error or a warning found by a caller (e.g. a missing file) to diag. */
 void recipe_diag_add(RecipeDiag *diag, int is_error, const char *path, const char *message);
-/* `npt train` needs training data; validation alone does not. */
+/* The errors of d as one line in err ("path: message", "; "-joined): -1, or 0 when
+ * there are none. For callers that stop at the first failed check (npt train). */
+int recipe_diag_fail(const RecipeDiag *d, NptErr *err);
+/* `npt train` needs training data (data.train or data.sources); reading a recipe alone
+ * does not. The issue form adds the error to diag (returns 1), the check form to err. */
+int recipe_training_issues(const Recipe *r, RecipeDiag *diag);
 int recipe_check_for_training(const Recipe *r, NptErr *err);
 
 /* The converted layers for a model with n_layers, ascending, into ids (capacity

@@ -200,9 +200,15 @@ static int periodic_eval(Trainer *t) {
     return 0;
 }
 
-/* data.train (one source) or data.sources, data.valid or data.valid_fraction, the
- * token cache in data.cache_dir or the user's (dataset_default_cache_dir): not in
+/* The token cache: data.cache_dir, else the user's (dataset_default_cache_dir); not in
  * output_dir, so runs share it and a run directory holds only the run. */
+static void token_cache_dir(const Recipe *r, char *out, size_t n) {
+    if (r->data.cache_dir[0]) snprintf(out, n, "%s", r->data.cache_dir);
+    else dataset_default_cache_dir(out, n);
+}
+
+/* data.train (one source) or data.sources, data.valid or data.valid_fraction, text
+ * tokenized into the token cache with t->tok (train_setup_issues loaded it). */
 static int open_data(Trainer *t) {
     NptErr err;
     Recipe *r = &t->r;
@@ -214,14 +220,8 @@ static int open_data(Trainer *t) {
         specs[i] = s ? (DataSourceSpec){s->path, s->format, s->weight, s->text_field[0] ? s->text_field : r->data.text_field}
                      : (DataSourceSpec){r->data.train, r->data.format, 1, r->data.text_field};
     }
-    if (recipe_needs_tokenizer(r)) {
-        const char *tp = r->tokenizer[0] ? r->tokenizer : t->model.tokenizer_path;
-        if (!tp[0]) return fail("no tokenizer found beside %s for text data; set \"tokenizer\" in the recipe", r->model);
-        if (!(t->tok = tokenizer_load(tp, c->vocab_size, &err))) return fail("%s", err.msg);
-    }
     char cache[2 * RECIPE_PATH_MAX];
-    if (r->data.cache_dir[0]) snprintf(cache, sizeof cache, "%s", r->data.cache_dir);
-    else dataset_default_cache_dir(cache, sizeof cache);
+    token_cache_dir(r, cache, sizeof cache);
     DataConfig dc = {.sources = specs, .n_sources = n, .valid = r->data.valid[0] ? &valid : NULL,
                      .valid_fraction = r->data.valid_fraction, .seq_len = r->data.seq_len, .shuffle = r->data.shuffle,
                      .seed = (uint64_t)r->seed, .tok = t->tok, .vocab_size = c->vocab_size, .bos = c->bos_id,
@@ -287,15 +287,66 @@ static int load_base_model(Trainer *t) {
     return rc;
 }
 
-/* The recipe against the loaded model, then the data. */
+/* The tokenizer text data needs: the recipe's, else the one beside the model; loaded
+ * against the model's vocabulary, kept in *keep when keep is not NULL. */
+static void tokenizer_issues(const Recipe *r, const LlamaModel *m, Tokenizer **keep, RecipeDiag *d) {
+    NptErr err;
+    char msg[RECIPE_PATH_MAX + 256];
+    const char *tp = r->tokenizer[0] ? r->tokenizer : m->tokenizer_path;
+    if (!tp[0]) {
+        snprintf(msg, sizeof msg, "not set, and none found beside the model %s; text or JSONL data needs one: set "
+                 "\"tokenizer\" in the recipe (or --set tokenizer=PATH)", r->model);
+        recipe_diag_add(d, 1, "tokenizer", msg);
+        return;
+    }
+    Tokenizer *tok = tokenizer_load(tp, m->cfg.vocab_size, &err);
+    if (!tok) recipe_diag_add(d, 1, "tokenizer", err.msg);
+    else if (keep) *keep = tok;
+    else tokenizer_free(tok);
+}
+
+/* A directory the run creates when it is missing must be one, or be creatable: said
+ * before the data is tokenized, under its recipe key and with the way out, instead of
+ * a bare mkdir error once the run has started. */
+static void dir_issue(RecipeDiag *d, const char *key, const char *dir, const char *lead, const char *fix) {
+    NptErr err;
+    if (npt_check_dir_creatable(dir, &err) == 0) return;
+    char msg[sizeof err.msg + 512];
+    snprintf(msg, sizeof msg, "%s%s; %s", lead, err.msg, fix);
+    recipe_diag_add(d, 1, key, msg);
+}
+
+int train_setup_issues(const Recipe *r, const LlamaModel *m, int check_output_dir, Tokenizer **tok, RecipeDiag *d) {
+    const LlamaConfig *c = &m->cfg;
+    int before = d->n_errors + d->n_dropped;
+    char msg[400], cache[2 * RECIPE_PATH_MAX];
+    recipe_model_issues(r, c->dim, c->hidden_dim, c->n_layers, d);
+    if (recipe_context_issue(r, c->seq_len, msg, sizeof msg)) recipe_diag_add(d, 1, "data.seq_len", msg);
+    if (recipe_needs_tokenizer(r)) { /* text is tokenized, into the token cache */
+        tokenizer_issues(r, m, tok, d);
+        token_cache_dir(r, cache, sizeof cache);
+        if (r->data.cache_dir[0])
+            dir_issue(d, "data.cache_dir", cache, "",
+                      "the token cache (text tokenized once) goes there: set data.cache_dir to a directory npt can "
+                      "write or create");
+        else
+            dir_issue(d, "data.cache_dir", cache, "not set, and the default token cache cannot be made: ",
+                      "set data.cache_dir in the recipe, or the NPT_CACHE_DIR environment variable, to a directory "
+                      "npt can write or create");
+    }
+    if (check_output_dir)
+        dir_issue(d, "output_dir", r->output_dir, "", "set output_dir to a directory for the run (--set output_dir=DIR)");
+    return d->n_errors + d->n_dropped - before;
+}
+
+/* The recipe against the loaded model (train_setup_issues), then the data. */
 static int check_model_open_data(Trainer *t) {
     NptErr err;
-    Recipe *r = &t->r;
-    LlamaConfig *c = &t->model.cfg;
-    if (recipe_check_against_model(r, c->dim, c->hidden_dim, c->n_layers, &err)) return fail("%s", err.msg);
-    char msg[400];
-    if (recipe_context_issue(r, c->seq_len, msg, sizeof msg)) return fail("data.seq_len: %s", msg);
-    return open_data(t);
+    RecipeDiag d = {0};
+    train_setup_issues(&t->r, &t->model, dist_rank() == 0, &t->tok, &d); /* rank 0 alone writes output_dir */
+    int bad = recipe_diag_fail(&d, &err);
+    recipe_diag_free(&d);
+    return bad ? fail("%s", err.msg) : open_data(t);
 }
 
 /* lm + train_all_weights trains the base itself: its tensors become parameters. */
@@ -983,7 +1034,7 @@ static int run_session(const TrainArgs *a) {
     for (int turn = 0; turn < 2; turn++)
         if (ranks_agree((turn == 0) == root ? check_model_open_data(t) : 0)) goto done;
     if (ranks_agree(setup_training(t) || check_world(t))) goto done;
-    if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("%s", err.msg)
+    if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("output_dir: %s", err.msg)
                                                                  : lock_output_dir(t) || refuse_other_run(t, a->resume, metrics))))
         goto done;
     if (ranks_agree(a->resume ? resume_from(t, a->resume) : 0) || ranks_differ(t, 0)) goto done;

@@ -14,7 +14,12 @@ void npt_dir_of(const char *path, char *out, size_t cap);
 /* 0 if the directory path is to be written in exists; else why not, naming it (an
  * output's error should say "directory x does not exist", not ENOENT on a temp name). */
 int npt_check_parent_dir(const char *path, NptErr *err);
-/* Creates path and its missing parents (0755); existing directories are fine. */
+/* Creates path and its missing parents (0755); existing directories are fine, a file
+ * in the way is an error naming it. */
 int npt_mkdir_p(const char *path, NptErr *err);
+/* 0 if npt_mkdir_p(path) would succeed, checked without creating anything: path is a
+ * directory, or the nearest part of it that exists is a directory npt may write in.
+ * Else why not, naming the part at fault. For checks made before a run starts. */
+int npt_check_dir_creatable(const char *path, NptErr *err);
 
 #endif

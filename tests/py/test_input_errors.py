@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""tests/py/test_input_errors.py — bad inputs the sweep found reported vaguely or not at
+all, each with a control that the check is specific:
+
+  1. npt validate reports what npt train refuses at once (both run train_setup_issues):
+     a tokenizer of another vocabulary, output_dir or data.cache_dir that is a file,
+     data.train unset; train says the same under the same key and creates nothing;
+  2. a token cache or output_dir that cannot be created names its setting (data.cache_dir
+     and NPT_CACHE_DIR for the default cache, output_dir) instead of a bare mkdir error;
+Run from the repo root: /usr/bin/python3 tests/py/test_input_errors.py
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path
+
+BIN = shared_path("models", "stories260K", "stories260K.bin")
+GGUF = shared_path("models", "stories260K", "tinyllamas-stories-260k-f32.gguf")
+TOK = shared_path("models", "stories260K", "tok512.bin")
+HF_TOK = shared_path("models", "TinyStories-656K", "tokenizer.json")  # 2048 tokens; stories260K has 512
+TEXT = shared_path("data", "tinystories-valid-1000.txt")
+SAFE = "recipes/stories260k-safe.json"
+
+
+def npt(*args, env=None):
+    p = run_npt(*args, timeout=300, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def errors(stderr):
+    return [line for line in stderr.splitlines() if ": error:" in line]
+
+
+def md5(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+def recipe_sets(tmp, *more):
+    """A 2-step run of the safe recipe on the shared text, everything it writes in tmp."""
+    return set_flags([f"data.train={TEXT}", f"data.cache_dir={tmp}/cache", f"output_dir={tmp}/run",
+                      "train.max_steps=2", "train.warmup_steps=1", "train.batch_size=2", "data.seq_len=64",
+                      "checkpoint.every=1", "threads=1", *more])
+
+
+def test_validate_as_train(tmp):
+    afile = os.path.join(tmp, "afile.txt")
+    with open(afile, "w") as f:
+        f.write("precious\n")
+    before = md5(afile)
+    rc, out, err = npt("validate", SAFE, *recipe_sets(tmp))
+    check(rc == 0 and "OK" in out, f"control: the recipe validates (exit {rc}) {err.strip()[:200]!r}")
+    cases = [(f"tokenizer={HF_TOK}", "tokenizer", "vocabulary is 512"),
+             (f"output_dir={afile}", "output_dir", "is a file, not a directory"),
+             (f"data.cache_dir={afile}", "data.cache_dir", "is a file, not a directory"),
+             ("data.train=", "data.train", "required for training")]
+    for setting, key, says in cases:
+        rc, _, verr = npt("validate", SAFE, *recipe_sets(tmp), "--set", setting)
+        check(rc == 1 and f"{key}: " in verr and says in verr,
+              f"validate --set {os.path.basename(setting)}: exit {rc}, reported under {key}: {verr.strip()[:300]!r}")
+        rc, _, terr = npt("train", SAFE, *recipe_sets(tmp), "--set", setting)
+        lines = errors(terr)
+        check(rc == 1 and len(lines) == 1 and f"error: {key}: " in lines[0] and says in lines[0],
+              f"train refuses the same under {key}: exit {rc}, {lines}")
+    check(not os.path.exists(os.path.join(tmp, "run")) and md5(afile) == before,
+          "none of them created output_dir, and the file named as a directory is unchanged")
+
+
+def test_setup_dirs(tmp):
+    afile = os.path.join(tmp, "afile.txt")
+    env = {k: v for k, v in os.environ.items() if k not in ("NPT_CACHE_DIR", "XDG_CACHE_HOME")}
+    env["HOME"] = os.path.join(afile, "home")  # a home below a file: no cache can be made there
+    rc, _, err = npt("train", SAFE, *recipe_sets(tmp, "data.cache_dir="), env=env)
+    lines = errors(err)
+    ok = len(lines) == 1 and all(w in lines[0] for w in ("data.cache_dir", "token cache", "NPT_CACHE_DIR", afile))
+    check(rc == 1 and ok, f"a default token cache that cannot be made names data.cache_dir and NPT_CACHE_DIR: "
+                          f"exit {rc}, {lines}")
+    env["NPT_CACHE_DIR"] = os.path.join(tmp, "envcache")
+    rc, _, err = npt("validate", SAFE, *recipe_sets(tmp, "data.cache_dir="), env=env)
+    check(rc == 0, f"control: with NPT_CACHE_DIR set it validates (exit {rc}) {err.strip()[:200]!r}")
+    deep = os.path.join(afile, "runs", "x")
+    rc, _, err = npt("train", SAFE, *recipe_sets(tmp, f"output_dir={deep}"))
+    lines = errors(err)
+    check(rc == 1 and len(lines) == 1 and "output_dir: cannot create directory" in lines[0] and afile in lines[0],
+          f"an output_dir below a file names output_dir and the file: exit {rc}, {lines}")
+    if os.geteuid() == 0 and shutil.which("setpriv"):  # the sweep's case: HOME=/nonexistent, as an ordinary user
+        os.chmod(tmp, 0o755)
+        env = {k: v for k, v in env.items() if k != "NPT_CACHE_DIR"}
+        env["HOME"] = "/nonexistent"
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", os.path.abspath(NPT),
+                            "train", SAFE, *recipe_sets(tmp, "data.cache_dir=")], capture_output=True, text=True,
+                           env=env, timeout=300, stdin=subprocess.DEVNULL)
+        lines = errors(p.stderr)
+        check(p.returncode == 1 and len(lines) == 1 and "data.cache_dir" in lines[0] and "Permission denied" in lines[0]
+              and "output_dir: cannot create directory" in lines[0],
+              f"as nobody with HOME=/nonexistent: the token cache and output_dir in one line: {lines}")
+
+
+def main():
+    if not built(NPT):
+        return 1
+    with tempfile.TemporaryDirectory(prefix="npt-input-errors-") as tmp:
+        test_validate_as_train(tmp)
+        test_setup_dirs(tmp)
+    return exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
