@@ -1000,6 +1000,18 @@ static int load_recipe(Trainer *t, const TrainArgs *a, int *loaded) {
     return 0;
 }
 
+/* --resume PATH must name a checkpoint that is there, checked before anything else: a
+ * missing one is the error to report (not the run in output_dir it was to continue),
+ * and a run that cannot start creates no output_dir. */
+static int check_resume_file(const char *resume) {
+    NptErr err;
+    if (!resume || !strcmp(resume, "auto") || npt_check_input(resume, "checkpoint", &err) == 0) return 0;
+    if (errno == ENOENT)
+        return fail("--resume %s: the checkpoint does not exist; give a checkpoint of the run (its ckpt-*.h5 or "
+                    "final.h5), or --resume auto for the newest in output_dir", resume);
+    return fail("--resume: %s", err.msg);
+}
+
 /* One run, from the recipe to final.h5. In an MPI run each setup phase ends in
  * ranks_agree, so a rank that fails takes the others down with it instead of leaving
  * them in a collective. */
@@ -1007,7 +1019,7 @@ static int run_session(const TrainArgs *a) {
     Trainer *t = npt_xcalloc(1, sizeof *t, "trainer");
     NptErr err;
     int rc = 1, loaded;
-    if (ranks_agree(load_recipe(t, a, &loaded))) {
+    if (ranks_agree(load_recipe(t, a, &loaded) || check_resume_file(a->resume))) {
         if (loaded) recipe_free(&t->r);
         free(t);
         return 1;

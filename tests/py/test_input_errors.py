@@ -7,6 +7,8 @@ all, each with a control that the check is specific:
      data.train unset; train says the same under the same key and creates nothing;
   2. a token cache or output_dir that cannot be created names its setting (data.cache_dir
      and NPT_CACHE_DIR for the default cache, output_dir) instead of a bare mkdir error;
+  3. --resume with a missing checkpoint says so, even where output_dir holds a run, and
+     creates no output_dir;
 Run from the repo root: /usr/bin/python3 tests/py/test_input_errors.py
 """
 import hashlib
@@ -104,12 +106,31 @@ def test_setup_dirs(tmp):
               f"as nobody with HOME=/nonexistent: the token cache and output_dir in one line: {lines}")
 
 
+def test_resume_missing(tmp):
+    rc, _, err = npt("train", SAFE, *recipe_sets(tmp))
+    check(rc == 0, f"a 2-step run to resume from (exit {rc}) {err.strip()[-200:]!r}")
+    missing = os.path.join(tmp, "nosuch.h5")
+    rc, _, err = npt("train", SAFE, *recipe_sets(tmp), "--resume", missing)
+    lines = errors(err)
+    check(rc == 1 and len(lines) == 1 and missing in lines[0] and "does not exist" in lines[0]
+          and "already holds a run" not in lines[0],
+          f"--resume of a missing file where output_dir holds a run says the file is missing: exit {rc}, {lines}")
+    fresh = os.path.join(tmp, "fresh")
+    rc, _, err = npt("train", SAFE, *recipe_sets(tmp, f"output_dir={fresh}"), "--resume", missing)
+    check(rc == 1 and "does not exist" in err and not os.path.exists(fresh),
+          f"... and into a new output_dir creates none (exit {rc}, exists: {os.path.exists(fresh)})")
+    rc, _, err = npt("train", SAFE, *recipe_sets(tmp, "train.max_steps=3"), "--resume",
+                     os.path.join(tmp, "run", "final.h5"))
+    check(rc == 0, f"control: --resume of the run's final.h5 continues it (exit {rc}) {err.strip()[-200:]!r}")
+
+
 def main():
     if not built(NPT):
         return 1
     with tempfile.TemporaryDirectory(prefix="npt-input-errors-") as tmp:
         test_validate_as_train(tmp)
         test_setup_dirs(tmp)
+        test_resume_missing(tmp)
     return exit_code()
 
 

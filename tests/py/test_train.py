@@ -632,7 +632,7 @@ def test_bad_invocations(tmp):
         ([SAFE, "--set", "train.nosuch=3"], "unknown key"),
         ([SAFE, "--set"], "--set needs a value"),
         ([SAFE, "--resume"], "--resume needs a value"),
-        ([SAFE, "--set", f"output_dir={out}", "--resume", os.path.join(tmp, "none.h5")], "cannot open checkpoint"),
+        ([SAFE, "--set", f"output_dir={out}", "--resume", os.path.join(tmp, "none.h5")], "the checkpoint does not exist"),
         ([SAFE, SAFE], "one recipe only"),
         ([SAFE, "--set", f"output_dir={out}", "--set", "train.batch_size=100000000"], "lower train.batch_size"),
     ]
