@@ -23,7 +23,7 @@
  * after it (llama.h has no field for them; llama_free releases both at once). */
 typedef struct {
     char name[40];  /* npt's name, e.g. "layers.3.wq": what Tensor.name points to */
-    char file[128]; /* basename of the file the tensor was read from */
+    char file[4096 + 256]; /* the file the tensor was read from, by the path the user gave (a shard: in their directory) */
     char src[160];  /* the tensor's name in that file */
 } WeightName;
 
@@ -236,7 +236,7 @@ static int scan_nonfinite(LlamaModel *m, NptErr *err) {
     return npt_fail(err,
                     "%s: tensor %s has %zu non-finite values (NaN/Inf)%s; the file is corrupt or was saved from a "
                     "diverged run",
-                    w->file[0] ? w->file : llama_basename(m->path), w->src[0] ? w->src : w->name, first_count, more);
+                    w->file[0] ? w->file : m->path, w->src[0] ? w->src : w->name, first_count, more);
 }
 
 /* FNV-1a 64 over the float32 bytes of every stored weight in canonical order (lm_head

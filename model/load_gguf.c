@@ -9,6 +9,7 @@
  * a corrupt count or length ends in an error, never in a huge allocation. GGUF keeps
  * q/k in Meta layout: interleaved-pair RoPE. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -243,7 +244,7 @@ static const char *ggml_type_name(uint32_t type) {
 }
 
 static int load_tensor(LlamaModel *m, const Gguf *g, Tensor *t, const char *name, NptErr *err) {
-    const char *file = llama_basename(m->path);
+    const char *file = m->path;
     const GgufTensor *e = find(g, name);
     if (!e) return npt_fail(err, "%s: tensor %s is missing", m->path, name);
     WeightDtype dt;
@@ -273,11 +274,17 @@ static int load_tensor(LlamaModel *m, const Gguf *g, Tensor *t, const char *name
     return 0;
 }
 
-/* Integer metadata, def when absent; out-of-range values become -1, which
- * llama_validate_config rejects with the field's name. */
-static int meta_int(const Meta *k, int def) {
-    if (!k->present) return def;
-    return k->num >= -1 && k->num <= 1e9 ? (int)k->num : -1;
+/* Integer metadata k into *out, def when absent. A value an int cannot hold is an error
+ * with its real value (cast, it would wrap and be reported as another number); the
+ * others are judged by llama_validate_config. */
+static int meta_int(const LlamaModel *m, const Meta *meta, int k, int def, int *out, NptErr *err) {
+    *out = def;
+    if (!meta[k].present) return 0;
+    if (!(meta[k].num >= INT_MIN && meta[k].num <= INT_MAX))
+        return npt_fail(err, "%s: invalid model configuration: %s = %.0f is %s; the file's metadata is damaged", m->path,
+                        key_name[k], meta[k].num, meta[k].num > 0 ? "too large" : "out of range");
+    *out = (int)meta[k].num;
+    return 0;
 }
 
 static int config_from_meta(LlamaModel *m, const Meta *meta, const Gguf *g, NptErr *err) {
@@ -297,15 +304,16 @@ static int config_from_meta(LlamaModel *m, const Meta *meta, const Gguf *g, NptE
     const GgufTensor *emb = find(g, "token_embd.weight");
     if (!emb || emb->n_dims != 2) return npt_fail(err, "%s: tensor token_embd.weight is missing or not 2-D", m->path);
     LlamaConfig *c = &m->cfg;
-    c->dim = meta_int(&meta[K_DIM], 0);
-    c->hidden_dim = meta_int(&meta[K_FFN], 0);
-    c->n_layers = meta_int(&meta[K_LAYERS], 0);
-    c->n_heads = meta_int(&meta[K_HEADS], 0);
-    c->n_kv_heads = meta_int(&meta[K_KV_HEADS], c->n_heads);
-    c->seq_len = meta_int(&meta[K_CTX], 2048);
-    c->vocab_size = emb->ne[1] <= 1u << 30 ? (int)emb->ne[1] : -1;
-    c->bos_id = meta_int(&meta[K_BOS], 1);
-    c->eos_id = meta_int(&meta[K_EOS], 2);
+    if (meta_int(m, meta, K_DIM, 0, &c->dim, err) || meta_int(m, meta, K_FFN, 0, &c->hidden_dim, err) ||
+        meta_int(m, meta, K_LAYERS, 0, &c->n_layers, err) || meta_int(m, meta, K_HEADS, 0, &c->n_heads, err) ||
+        meta_int(m, meta, K_KV_HEADS, c->n_heads, &c->n_kv_heads, err) ||
+        meta_int(m, meta, K_CTX, 2048, &c->seq_len, err) || meta_int(m, meta, K_BOS, 1, &c->bos_id, err) ||
+        meta_int(m, meta, K_EOS, 2, &c->eos_id, err))
+        return -1;
+    if (emb->ne[1] > INT_MAX)
+        return npt_fail(err, "%s: invalid model configuration: token_embd.weight has %llu rows (the vocabulary size), "
+                        "too many; the file is damaged", m->path, (unsigned long long)emb->ne[1]);
+    c->vocab_size = (int)emb->ne[1];
     c->norm_eps = meta[K_EPS].present ? (float)meta[K_EPS].num : 1e-5f;
     c->rope_theta = meta[K_THETA].present ? (float)meta[K_THETA].num : 10000.0f;
     c->rope = ROPE_INTERLEAVED;

@@ -225,8 +225,11 @@ static int parse_entry(const cJSON *e, const Shard *sh, uint64_t data_start, StT
                         "truncated or its header is wrong",
                         sh->path, name, (unsigned long long)begin, (unsigned long long)end,
                         (unsigned long long)data_size);
+    if (overflow) /* its byte count wraps around: reported as such, not as the wrapped number */
+        return npt_fail(err, "%s: tensor %s has a shape too large for any file (its size overflows 64 bits); the "
+                        "header is inconsistent", sh->path, name);
     int k = dtype_index(t->dtype);
-    if (k >= 0 && (overflow || elems * (uint64_t)st_dtypes[k].size != end - begin))
+    if (k >= 0 && elems * (uint64_t)st_dtypes[k].size != end - begin)
         return npt_fail(err,
                         "%s: tensor %s: data_offsets [%llu, %llu] hold %llu bytes but its shape and dtype %s need "
                         "%llu; the header is inconsistent",
@@ -391,7 +394,7 @@ static int load_tensor(LlamaModel *m, const Safetensors *st, Tensor *t, const ch
     const StTensor *e = find(st, name);
     if (!e) return npt_fail(err, "%s: tensor %s is missing from %s", m->path, name, st->where);
     const Shard *sh = &st->shards[e->shard];
-    const char *file = llama_basename(sh->path);
+    const char *file = sh->path;
     int k = dtype_index(e->dtype);
     if (k < 0 || st_dtypes[k].wdt < 0)
         return npt_fail(err,

@@ -70,7 +70,7 @@ static Tensor *section_view(LlamaModel *m, Section s, int l) {
  * otherwise reads each section into its view. Returns the end offset, 0 on error. */
 static uint64_t walk(LlamaModel *m, const Section *order, uint64_t start, int fd, NptErr *err) {
     const LlamaConfig *c = &m->cfg;
-    const char *file = llama_basename(m->path);
+    const char *file = m->path;
     uint64_t off = start;
     for (const Section *s = order; *s != S_END; s++) {
         if (*s == S_WCLS && c->tied) continue;

@@ -181,6 +181,10 @@ static void hf_cases(void) {
                    "F64 dtype");
     hf_header_case("missing_tensor", "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.up_proj.weigxx",
                    "model.layers.1.mlp.up_proj.weight", "missing", "missing tensor");
+    /* [2^40, 2^40] F32 needs 2^82 bytes: reported as too large, not as the wrapped byte count */
+    hf_header_case("shape_huge", "\"shape\":[128],\"data_offsets\":[2623488",
+                   "\"shape\":[1099511627776,1099511627776],\"data_offsets\":[2623488", "model.norm.weight",
+                   "too large for any file", "a shape whose byte count overflows 64 bits");
     hf_header_case("bad_header_json", "{\"__metadata__\"", "[\"__metadata__\"", "model.safetensors", "JSON",
                    "header that is not a JSON object");
 
@@ -191,8 +195,10 @@ static void hf_cases(void) {
     memcpy(&hlen, st_orig, 8);
     float bad[3] = {NAN, INFINITY, -NAN};
     memcpy(nan + 8 + hlen + 2229760 + 40, bad, sizeof bad); /* up_proj of layer 1 starts at 2229760 */
-    expect_fail(hf_dir("nan", hf_config, nan, st_len), "model.safetensors: tensor model.layers.1.mlp.up_proj.weight has 3 non-finite",
-                NULL, "NaN/Inf in a weight");
+    char want[700];
+    snprintf(want, sizeof want, "%s/model.safetensors: tensor model.layers.1.mlp.up_proj.weight has 3 non-finite",
+             tpath("nan")); /* the path as given, not the bare file name: there may be several copies */
+    expect_fail(hf_dir("nan", hf_config, nan, st_len), want, NULL, "NaN/Inf in a weight, named by the file's path");
     free(nan);
 
     /* A sharded index naming a shard that is not there. */
@@ -222,7 +228,9 @@ static void gguf_cases(void) {
     uint32_t q4_0 = 2;
     memcpy(at + strlen(name) + 4 + 2 * 4, &q4_0, 4);
     spit(tpath("quant.gguf"), g, len);
-    expect_fail(tpath("quant.gguf"), "blk.0.attn_q.weight", "Q4_0", "GGUF with a Q4_0 tensor");
+    char want[600];
+    snprintf(want, sizeof want, "%s: tensor blk.0.attn_q.weight", tpath("quant.gguf"));
+    expect_fail(tpath("quant.gguf"), want, "Q4_0", "GGUF with a Q4_0 tensor, named by the file's path");
 
     spit(tpath("meta_cut.gguf"), orig, 3000);
     expect_fail(tpath("meta_cut.gguf"), "meta_cut.gguf", "truncated", "GGUF truncated inside its metadata");
@@ -253,11 +261,26 @@ static void gguf_cases(void) {
     spit(tpath("nodim.gguf"), g, len);
     expect_fail(tpath("nodim.gguf"), "nodim.gguf", "llama.embedding_length", "GGUF without embedding_length");
 
+    /* v1 key: the name, uint32 value type (4 = uint32), the value. Sizes are reported as
+     * read: 2^30 fits an int and is judged against the limit; 2^31 and 2^32 - 1 do not,
+     * and were reported as "dim = -1". */
+    const uint32_t dims[] = {1u << 30, 1u << 31, 0xffffffffu};
+    const char *said[] = {"dim = 1073741824 (must be 1..65536)", "llama.embedding_length = 2147483648 is too large",
+                          "llama.embedding_length = 4294967295 is too large"};
+    for (int i = 0; i < 3; i++) {
+        memcpy(g, orig, len);
+        at = memmem(g, len, "llama.embedding_length", 22);
+        memcpy(at + 22 + 4, &dims[i], 4);
+        spit(tpath("bigdim.gguf"), g, len);
+        expect_fail(tpath("bigdim.gguf"), "bigdim.gguf", said[i], "GGUF embedding_length out of range, said as read");
+    }
+
     memcpy(g, orig, len);
     float nan = NAN;
     memcpy(g + 11456 + 312832 + 4 * 7, &nan, 4); /* blk.1.attn_q.weight data, from the numpy parse */
     spit(tpath("nan.gguf"), g, len);
-    expect_fail(tpath("nan.gguf"), "nan.gguf: tensor blk.1.attn_q.weight has 1 non-finite", NULL, "GGUF with a NaN");
+    snprintf(want, sizeof want, "%s: tensor blk.1.attn_q.weight has 1 non-finite", tpath("nan.gguf"));
+    expect_fail(tpath("nan.gguf"), want, NULL, "GGUF with a NaN, named by the file's path");
 
     spit(tpath("fake.gguf"), "GGUX", 4);
     expect_fail(tpath("fake.gguf"), "fake.gguf", "GGUF magic", ".gguf name without the magic");
@@ -285,7 +308,9 @@ static void llama2c_cases(void) {
     memcpy(b, orig, len);
     memcpy(b + 28 + 4 * (w1_l2 + 5), &inf, 4);
     spit(tpath("nan.bin"), b, len);
-    expect_fail(tpath("nan.bin"), "nan.bin: tensor w1[layer 2] has 1 non-finite", NULL, "llama2.c with an Inf");
+    char want[600];
+    snprintf(want, sizeof want, "%s: tensor w1[layer 2] has 1 non-finite", tpath("nan.bin"));
+    expect_fail(tpath("nan.bin"), want, NULL, "llama2.c with an Inf, named by the file's path");
 
     int32_t v2[9] = {0x616b3432, 2, 64, 172, 5, 8, 4, 512, 512};
     char head[256] = {0};
