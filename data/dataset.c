@@ -84,6 +84,9 @@ static int tokenize_to_temp(DataSource *s, const char *path, const PrepareOption
     return rc;
 }
 
+/* The setting the user gave the window length with: the recipe key, or a command's flag. */
+static const char *seq_len_name(const DataConfig *c) { return c->seq_len_name ? c->seq_len_name : "data.seq_len"; }
+
 static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConfig *c, NptErr *err) {
     memset(s, 0, sizeof *s);
     s->file.fd = -1;
@@ -110,8 +113,8 @@ static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConf
     }
     s->n_windows = s->file.n_tokens / (uint64_t)(c->seq_len - 1);
     if (s->n_windows == 0)
-        return npt_fail(err, "%s holds %llu tokens, fewer than one window of data.seq_len %d", s->file.name,
-                        (unsigned long long)s->file.n_tokens, c->seq_len);
+        return npt_fail(err, "%s holds %llu tokens, fewer than one window of %s %d", s->file.name,
+                        (unsigned long long)s->file.n_tokens, seq_len_name(c), c->seq_len);
     s->n_train = s->n_windows;
     return 0;
 }
@@ -132,7 +135,7 @@ int dataset_open_config(Dataset *ds, const DataConfig *c, NptErr *err) {
     if (c->n_sources < 0 || c->n_sources > DATASET_MAX_SOURCES)
         return npt_fail(err, "%d data sources; at most %d are supported", c->n_sources, DATASET_MAX_SOURCES);
     if (c->n_sources == 0 && !c->valid) return npt_fail(err, "no data source given");
-    if (c->seq_len < 2) return npt_fail(err, "data.seq_len %d: a window needs at least 2 tokens", c->seq_len);
+    if (c->seq_len < 2) return npt_fail(err, "%s %d: a window needs at least 2 tokens", seq_len_name(c), c->seq_len);
     ds->seq_len = c->seq_len, ds->bos = c->bos, ds->shuffle = c->shuffle, ds->seed = c->seed;
     ds->src = calloc((size_t)c->n_sources + 1, sizeof *ds->src);
     if (!ds->src) return npt_fail(err, "out of memory opening the data sources");
@@ -178,7 +181,8 @@ int dataset_open(Dataset *ds, const char *path, DatasetFormat fmt, const Tokeniz
                  int seq_len, int shuffle, uint64_t seed, NptErr *err) {
     DataSourceSpec spec = {.path = path, .format = fmt, .weight = 1};
     DataConfig c = {.sources = &spec, .n_sources = 1, .seq_len = seq_len, .shuffle = shuffle, .seed = seed,
-                    .tok = tok, .vocab_size = vocab_size, .bos = bos, .eos = tok ? tokenizer_eos_id(tok) : -1};
+                    .tok = tok, .vocab_size = vocab_size, .bos = bos, .eos = tok ? tokenizer_eos_id(tok) : -1,
+                    .seq_len_name = "--seq-len"};
     return dataset_open_config(ds, &c, err);
 }
 

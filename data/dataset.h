@@ -52,6 +52,7 @@ typedef struct {
     int skip_bad_records;         /* JSONL lines that are not JSON: warn and skip, else fail */
     const char *cache_dir;        /* token cache; NULL: tokenize into a temporary file */
     FILE *log;                    /* progress and warnings; NULL = silent */
+    const char *seq_len_name;     /* what sets seq_len, for messages: NULL = "data.seq_len" */
 } DataConfig;
 
 typedef struct DataSource DataSource;
@@ -71,7 +72,8 @@ typedef struct {
 /* Opens every source (tokenizing text/JSONL into the cache when needed). */
 int dataset_open_config(Dataset *ds, const DataConfig *cfg, NptErr *err);
 /* One source, no validation split, no cache (text is tokenized into a temporary
- * file); for `npt debug` and tests. tok may be NULL for token files. */
+ * file); for `npt debug`, `npt eval` and tests. tok may be NULL for token files.
+ * Messages name the window length as their flag, --seq-len. */
 int dataset_open(Dataset *ds, const char *path, DatasetFormat fmt, const Tokenizer *tok, int vocab_size, int bos,
                  int seq_len, int shuffle, uint64_t seed, NptErr *err);
 void dataset_free(Dataset *ds);

@@ -9,6 +9,7 @@ all, each with a control that the check is specific:
      and NPT_CACHE_DIR for the default cache, output_dir) instead of a bare mkdir error;
   3. --resume with a missing checkpoint says so, even where output_dir holds a run, and
      creates no output_dir;
+  5. npt eval names its --seq-len flag, not the recipe key data.seq_len;
 Run from the repo root: /usr/bin/python3 tests/py/test_input_errors.py
 """
 import hashlib
@@ -124,6 +125,18 @@ def test_resume_missing(tmp):
     check(rc == 0, f"control: --resume of the run's final.h5 continues it (exit {rc}) {err.strip()[-200:]!r}")
 
 
+def test_eval_flag(tmp):
+    short = os.path.join(tmp, "short.txt")
+    with open(short, "w") as f:
+        f.write("Once upon a time there was a cat. " * 4)
+    rc, _, err = npt("eval", "--model", BIN, "--tokenizer", TOK, "--data", short, "--seq-len", "256")
+    lines = errors(err)
+    check(rc == 1 and len(lines) == 1 and "--seq-len 256" in lines[0] and "data.seq_len" not in lines[0],
+          f"npt eval on too little data names --seq-len, not the recipe key: exit {rc}, {lines}")
+    rc, _, err = npt("eval", "--model", BIN, "--tokenizer", TOK, "--data", short, "--seq-len", "16")
+    check(rc == 0, f"control: a window that fits evaluates (exit {rc}) {err.strip()[:200]!r}")
+
+
 def main():
     if not built(NPT):
         return 1
@@ -131,6 +144,7 @@ def main():
         test_validate_as_train(tmp)
         test_setup_dirs(tmp)
         test_resume_missing(tmp)
+        test_eval_flag(tmp)
     return exit_code()
 
 
