@@ -9,6 +9,7 @@ all, each with a control that the check is specific:
      and NPT_CACHE_DIR for the default cache, output_dir) instead of a bare mkdir error;
   3. --resume with a missing checkpoint says so, even where output_dir holds a run, and
      creates no output_dir;
+  4. --resume PATH on a damaged checkpoint prints its error once, no warning repeating it;
   5. npt eval names its --seq-len flag, not the recipe key data.seq_len;
 Run from the repo root: /usr/bin/python3 tests/py/test_input_errors.py
 """
@@ -125,6 +126,24 @@ def test_resume_missing(tmp):
     check(rc == 0, f"control: --resume of the run's final.h5 continues it (exit {rc}) {err.strip()[-200:]!r}")
 
 
+def test_resume_damaged_once(tmp):
+    for where in ("own", "other"):
+        run = os.path.join(tmp, f"dmg-{where}")
+        rc, _, err = npt("train", SAFE, *recipe_sets(tmp, f"output_dir={run}"))
+        ckpt = os.path.join(run, "ckpt-00000001.h5")
+        with h5py.File(ckpt, "r+") as f:
+            a = f["adapters/layer_02/A"]
+            a[0, 0] = np.nan
+        for name in ("final.h5", "best.h5", "ckpt-00000002.h5"):
+            if os.path.exists(os.path.join(run, name)):
+                os.remove(os.path.join(run, name))
+        out = run if where == "own" else os.path.join(tmp, f"dmg-into-{where}")
+        rc, _, err = npt("train", SAFE, *recipe_sets(tmp, f"output_dir={out}"), "--resume", ckpt)
+        lines = [l for l in err.splitlines() if ": warning:" in l or ": error:" in l]
+        check(rc == 1 and len(lines) == 1 and ": error:" in lines[0] and "NaN" in lines[0],
+              f"--resume of a damaged checkpoint ({where} directory): one error line, no warning repeating it: {lines}")
+
+
 def test_eval_flag(tmp):
     short = os.path.join(tmp, "short.txt")
     with open(short, "w") as f:
@@ -144,6 +163,7 @@ def main():
         test_validate_as_train(tmp)
         test_setup_dirs(tmp)
         test_resume_missing(tmp)
+        test_resume_damaged_once(tmp)
         test_eval_flag(tmp)
     return exit_code()
 
