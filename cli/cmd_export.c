@@ -11,13 +11,16 @@
 #include "../data/tokenizer.h"
 #include "../model/save_hf.h"
 #include "../train/adapters.h"
+#include "../util/path.h"
 #include "commands.h"
 
 static const char *export_help =
     "usage: npt export CKPT.h5 --out DIR [--model M] [--tokenizer tokenizer.json]\n"
     "       npt export MODEL --out DIR [--tokenizer tokenizer.json]\n\n"
     "Writes an HF model directory (config.json, model.safetensors F32, tokenizer.json)\n"
-    "that npt, transformers and any safetensors reader load.\n\n"
+    "that npt, transformers and any safetensors reader load. A model whose tokenizer is a\n"
+    "llama2.c .bin (an HF directory holds only a tokenizer.json) is written without one,\n"
+    "with a note saying so; --tokenizer adds one.\n\n"
     "  CKPT.h5     a checkpoint of an all-weights lm run (objective.type \"lm\",\n"
     "              objective.train_all_weights true): its trained weights are exported\n"
     "  MODEL       an HF directory, llama2.c .bin or .gguf (q/k rows are permuted to HF's\n"
@@ -25,7 +28,7 @@ static const char *export_help =
     "  --out DIR   new (or empty) directory; an existing non-empty one is refused\n"
     "  --model M   the checkpoint's base model (default: the path recorded in the checkpoint)\n"
     "  --tokenizer tokenizer.json to copy (default: the recipe's tokenizer, else the one\n"
-    "              beside the base model)\n";
+    "              beside the base model), with the model's vocabulary\n";
 
 typedef struct {
     const char *input, *out, *model, *tokenizer;
@@ -127,9 +130,19 @@ static int check_tokenizer_fits(const char *tok, const LlamaModel *m, const char
     return 0;
 }
 
+/* An HF directory holds an HF tokenizer.json only; npt tells the formats apart by the
+ * name (data/tokenizer.h), and anything else is a llama2.c tokenizer .bin. */
+static int is_tokenizer_json(const char *tok) { return npt_ends_with(tok, ".json"); }
+
 int cmd_export(int argc, char **argv) {
     ExportArgs a;
     if (parse(argc, argv, &a)) return 2;
+    if (a.tokenizer && !is_tokenizer_json(a.tokenizer)) {
+        fprintf(stderr, "npt export: error: --tokenizer %s is not an HF tokenizer.json, the only kind an HF directory "
+                "holds: give a tokenizer.json with the model's vocabulary, or leave out --tokenizer (the model's own "
+                "tokenizer.json is copied; a llama2.c one is left out, with a note)\n", a.tokenizer);
+        return 1;
+    }
     NptErr err;
     LlamaModel m;
     memset(&m, 0, sizeof m);
@@ -150,19 +163,30 @@ int cmd_export(int argc, char **argv) {
     if (rc == 0 && !tok[0])
         rc = npt_fail(&err, "%s: no tokenizer found beside the model; an HF directory needs one: pass --tokenizer "
                       "tokenizer.json", a.input);
-    if (rc == 0) {
+    /* the model's own tokenizer (beside it, or the run's) is a llama2.c .bin: the
+     * directory is written without one rather than not at all */
+    int no_tok = rc == 0 && !is_tokenizer_json(tok);
+    if (rc == 0 && !no_tok) {
         char what[4200];
         snprintf(what, sizeof what, from_ckpt ? "the model in %.4000s" : "the model %.4000s", a.input);
         rc = check_tokenizer_fits(tok, &m, what, &err);
     }
-    if (rc == 0) rc = hf_save_dir(&m, a.out, tok, &err);
+    if (rc == 0) rc = hf_save_dir(&m, a.out, no_tok ? "" : tok, &err);
+    char tok_said[sizeof tok + 32] = "no tokenizer (see the note)";
+    if (!no_tok) snprintf(tok_said, sizeof tok_said, "tokenizer from %s", tok);
     if (rc) {
         fprintf(stderr, "npt export: error: %s\n", err.msg);
-    } else if (from_ckpt) {
-        printf("npt export: wrote %s: the weights of %s (step %lld, last loss %.4g) on base %s; tokenizer from %s\n",
-               a.out, a.input, (long long)meta.step, meta.last_loss, a.model ? a.model : meta.base_path, tok);
     } else {
-        printf("npt export: wrote %s from %s (%s); tokenizer from %s\n", a.out, a.input, model_format_name(m.format), tok);
+        if (no_tok)
+            fprintf(stderr, "npt export: note: no tokenizer.json written: the model's tokenizer %s is a llama2.c "
+                    "tokenizer, which an HF directory cannot hold; give npt --tokenizer %s with %s, or include a "
+                    "tokenizer.json with the model's %d tokens by exporting again with --tokenizer FILE.json\n",
+                    tok, tok, a.out, m.cfg.vocab_size);
+        if (from_ckpt)
+            printf("npt export: wrote %s: the weights of %s (step %lld, last loss %.4g) on base %s; %s\n",
+                   a.out, a.input, (long long)meta.step, meta.last_loss, a.model ? a.model : meta.base_path, tok_said);
+        else
+            printf("npt export: wrote %s from %s (%s); %s\n", a.out, a.input, model_format_name(m.format), tok_said);
     }
     ckpt_free(&meta, NULL, 0);
     llama_free(&m);

@@ -361,8 +361,8 @@ static void remove_tmp_dir(const char *tmp) {
 
 /* Loads the written directory back with npt's own loaders before it is published: the
  * same weights (fingerprint, unless q/k were permuted from interleaved RoPE) and a
- * tokenizer that fits the vocabulary. */
-static int verify_dir(const LlamaModel *m, const char *tmp, NptErr *err) {
+ * tokenizer, when it has one, that fits the vocabulary. */
+static int verify_dir(const LlamaModel *m, const char *tmp, int has_tokenizer, NptErr *err) {
     LlamaModel back;
     if (llama_load(tmp, &back, err)) return -1;
     int rc = 0;
@@ -371,8 +371,8 @@ static int verify_dir(const LlamaModel *m, const char *tmp, NptErr *err) {
                       tmp, (unsigned long long)back.fingerprint, (unsigned long long)m->fingerprint);
     char path[4300];
     snprintf(path, sizeof path, "%s/tokenizer.json", tmp);
-    Tokenizer *tok = rc ? NULL : tokenizer_load(path, back.cfg.vocab_size, err);
-    if (!rc && !tok) rc = -1;
+    Tokenizer *tok = rc || !has_tokenizer ? NULL : tokenizer_load(path, back.cfg.vocab_size, err);
+    if (!rc && has_tokenizer && !tok) rc = -1;
     if (tok) tokenizer_free(tok);
     llama_free(&back);
     return rc;
@@ -395,7 +395,8 @@ int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json
     clean[len] = '\0';
     if (hf_check_out_dir(clean, err)) return -1;
     size_t tlen = tokenizer_json ? strlen(tokenizer_json) : 0;
-    if (tokenizer_json && (tlen < 5 || strcmp(tokenizer_json + tlen - 5, ".json")))
+    int no_tokenizer = tokenizer_json && tlen == 0;
+    if (tokenizer_json && !no_tokenizer && (tlen < 5 || strcmp(tokenizer_json + tlen - 5, ".json")))
         return npt_fail(err, "tokenizer %s is not an HF tokenizer.json; an HF model directory needs one", tokenizer_json);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", clean, (long)getpid());
     if (npt_check_parent_dir(clean, err)) return -1;
@@ -405,8 +406,9 @@ int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json
     rc = hf_write_config(&m->cfg, path, err);
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
     if (rc == 0) rc = hf_write_safetensors(m, path, err);
-    if (rc == 0) rc = tokenizer_json ? copy_tokenizer(tokenizer_json, tmp, err) : hf_write_byte_tokenizer(tmp, err);
-    if (rc == 0) rc = verify_dir(m, tmp, err);
+    if (rc == 0 && !no_tokenizer)
+        rc = tokenizer_json ? copy_tokenizer(tokenizer_json, tmp, err) : hf_write_byte_tokenizer(tmp, err);
+    if (rc == 0) rc = verify_dir(m, tmp, !no_tokenizer, err);
     if (rc == 0) {
         fsync_dir(tmp);
         /* rename(2) replaces an empty directory and refuses a non-empty one, so a directory

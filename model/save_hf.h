@@ -16,7 +16,8 @@ enum { HF_BYTE_UNK = 0, HF_BYTE_BOS = 1, HF_BYTE_EOS = 2, HF_BYTE_OFFSET = 3, HF
 
 /* The whole directory: config.json, model.safetensors and a tokenizer: tokenizer_json
  * (an HF tokenizer.json, copied with the tokenizer_config.json / special_tokens_map.json
- * beside it) or, when NULL, the byte-level one. dir must not exist or be empty; an
+ * beside it), when NULL the byte-level one, when "" none (the model's tokenizer is not
+ * one an HF directory can hold: a llama2.c .bin). dir must not exist or be empty; an
  * existing non-empty directory is refused and left as it was. Before the directory is
  * renamed into place it is loaded back with llama_load and tokenizer_load, and its
  * weights must have m->fingerprint (call llama_finish_load after changing weights). */

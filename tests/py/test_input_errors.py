@@ -11,6 +11,9 @@ all, each with a control that the check is specific:
      creates no output_dir;
   4. --resume PATH on a damaged checkpoint prints its error once, no warning repeating it;
   5. npt eval names its --seq-len flag, not the recipe key data.seq_len;
+  6. npt export of a llama2.c .bin or GGUF model (whose tokenizer is a .bin) writes the
+     weights and config.json without a tokenizer and one note line saying why; an
+     explicit --tokenizer .bin is an error saying what to give instead.
 Run from the repo root: /usr/bin/python3 tests/py/test_input_errors.py
 """
 import hashlib
@@ -156,6 +159,33 @@ def test_eval_flag(tmp):
     check(rc == 0, f"control: a window that fits evaluates (exit {rc}) {err.strip()[:200]!r}")
 
 
+def test_export_llama2c(tmp):
+    exp = os.path.join(tmp, "export")
+    os.makedirs(exp)
+    rc, ref, _ = npt("generate", "--model", BIN, "--tokenizer", TOK, "--temperature", "0", "--steps", "30", "--json")
+    for name, model in (("bin", BIN), ("gguf", GGUF)):
+        out = os.path.join(exp, name)
+        rc, o, err = npt("export", model, "--out", out)
+        lines = err.strip().splitlines()
+        ok = rc == 0 and sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+        check(ok and len(lines) == 1 and "llama2.c tokenizer" in lines[0] and "--tokenizer" in lines[0]
+              and "no tokenizer.json" in lines[0] and "no tokenizer" in o,
+              f"export of the {name} model writes weights and config.json and one note: exit {rc}, "
+              f"{os.listdir(out) if os.path.isdir(out) else 'no directory'}, {lines}")
+        rc, gen, err = npt("generate", "--model", out, "--tokenizer", TOK, "--temperature", "0", "--steps", "30",
+                           "--json")
+        check(rc == 0 and json.loads(gen)["tokens"] == json.loads(ref)["tokens"],
+              f"the exported {name} model with tok512.bin generates the original's 30 greedy tokens (exit {rc})")
+    out = os.path.join(exp, "explicit")
+    rc, _, err = npt("export", BIN, "--out", out, "--tokenizer", TOK)
+    lines = err.strip().splitlines()
+    check(rc == 1 and len(lines) == 1 and "not an HF tokenizer.json" in lines[0] and "leave out --tokenizer" in lines[0]
+          and not os.path.exists(out), f"export with --tokenizer tok512.bin: exit {rc}, says what to do: {lines}")
+    rc, _, err = npt("export", BIN, "--out", out, "--tokenizer", HF_TOK)
+    check(rc == 1 and "has 2048 tokens" in err and not os.path.exists(out),
+          f"control: a tokenizer.json of another vocabulary is still refused (exit {rc}) {err.strip()[:160]!r}")
+
+
 def main():
     if not built(NPT):
         return 1
@@ -165,6 +195,7 @@ def main():
         test_resume_missing(tmp)
         test_resume_damaged_once(tmp)
         test_eval_flag(tmp)
+        test_export_llama2c(tmp)
     return exit_code()
 
 
