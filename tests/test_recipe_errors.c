@@ -415,34 +415,43 @@ static void test_layers(void) {
     expect_error("number for layers", "{\"model\": \"x\", \"npt\": {\"layers\": 3}}", "npt.layers", "got 3", 1);
 }
 
+/* The model checks as npt train reports them: every problem on one line. */
+static int check_against_model(const Recipe *r, int dim, int hidden_dim, int n_layers, NptErr *err) {
+    RecipeDiag d = {0};
+    recipe_model_issues(r, dim, hidden_dim, n_layers, &d);
+    int rc = recipe_diag_fail(&d, err);
+    recipe_diag_free(&d);
+    return rc;
+}
+
 static void test_model_checks(void) {
     Recipe r;
     NptErr err;
     const char *sets[] = {"npt.rank=128"};
     check(parse("{\"model\": \"x\"}", sets, 1, &r, NULL) == 0, "rank 128 passes the model-free checks");
     /* stories260K shape: dim 64, hidden 172, 5 layers */
-    int rc = recipe_check_against_model(&r, 64, 172, 5, &err);
+    int rc = check_against_model(&r, 64, 172, 5, &err);
     check(rc == -1 && strstr(err.msg, "npt.rank: 128") && strstr(err.msg, "use 1..64"),
           "rank 128 > min(64, 172) is refused: %s", rc ? err.msg : "(accepted)");
     recipe_free(&r);
 
     const char *fits[] = {"npt.rank=64"};
     parse("{\"model\": \"x\"}", fits, 1, &r, NULL);
-    check(recipe_check_against_model(&r, 64, 172, 5, &err) == 0, "rank 64 = min(dim, hidden) is allowed");
-    check(recipe_check_against_model(&r, 128, 40, 5, &err) == -1 && strstr(err.msg, "use 1..40"),
+    check(check_against_model(&r, 64, 172, 5, &err) == 0, "rank 64 = min(dim, hidden) is allowed");
+    check(check_against_model(&r, 128, 40, 5, &err) == -1 && strstr(err.msg, "use 1..40"),
           "rank bound uses hidden_dim when it is smaller");
     recipe_free(&r);
 
     const char *layers[] = {"npt.layers=[1,7,9]"};
     parse("{\"model\": \"x\"}", layers, 1, &r, NULL);
-    rc = recipe_check_against_model(&r, 64, 172, 5, &err);
+    rc = check_against_model(&r, 64, 172, 5, &err);
     check(rc == -1 && strstr(err.msg, "npt.layers: layers 7, 9 do not exist; the model has 5 layers (0..4)"),
           "out-of-range layers are named: %s", rc ? err.msg : "(accepted)");
     recipe_free(&r);
 
     const char *both[] = {"npt.layers=[5]", "npt.rank=65"};
     parse("{\"model\": \"x\"}", both, 2, &r, NULL);
-    rc = recipe_check_against_model(&r, 64, 172, 5, &err);
+    rc = check_against_model(&r, 64, 172, 5, &err);
     check(rc == -1 && strstr(err.msg, "npt.rank") && strstr(err.msg, "layer 5 does not exist"),
           "rank and layer problems reported together: %s", rc ? err.msg : "(accepted)");
     RecipeDiag d = {0};
@@ -453,9 +462,9 @@ static void test_model_checks(void) {
 
     const char *lower[] = {"npt.layers=\"lower_half\""};
     parse("{\"model\": \"x\"}", lower, 1, &r, NULL);
-    rc = recipe_check_against_model(&r, 64, 172, 1, &err);
+    rc = check_against_model(&r, 64, 172, 1, &err);
     check(rc == -1 && strstr(err.msg, "selects no layer of a 1-layer model"), "lower_half of a 1-layer model is empty");
-    check(recipe_check_against_model(&r, 64, 172, 2, &err) == 0, "lower_half of a 2-layer model is layer 0");
+    check(check_against_model(&r, 64, 172, 2, &err) == 0, "lower_half of a 2-layer model is layer 0");
     recipe_free(&r);
 
     const char *no_data[] = {"npt.rank=4"};

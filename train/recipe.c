@@ -943,14 +943,6 @@ int recipe_diag_fail(const RecipeDiag *d, NptErr *err) {
     return npt_fail(err, "%s", msg);
 }
 
-int recipe_check_against_model(const Recipe *r, int dim, int hidden_dim, int n_layers, NptErr *err) {
-    RecipeDiag d = {0};
-    recipe_model_issues(r, dim, hidden_dim, n_layers, &d);
-    int rc = recipe_diag_fail(&d, err);
-    recipe_diag_free(&d);
-    return rc;
-}
-
 int recipe_training_issues(const Recipe *r, RecipeDiag *diag) {
     if (r->data.train[0] || r->data.n_sources) return 0;
     recipe_diag_add(diag, 1, "data.train",

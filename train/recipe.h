@@ -153,10 +153,8 @@ void recipe_copy(Recipe *dst, const Recipe *src);
 void recipe_apply_safe_mode(Recipe *r, RecipeDiag *diag);
 
 /* Checks that need the model: rank <= min(dim, hidden_dim), explicit layer ids below
- * n_layers, half selections not empty. Every problem goes into err ("; "-joined). */
-int recipe_check_against_model(const Recipe *r, int dim, int hidden_dim, int n_layers, NptErr *err);
-/* The same checks, each problem added to diag as an error with its path; returns the
- * number of problems. */
+ * n_layers, half selections not empty. Each problem is added to diag as an error with
+ * its path; returns the number of problems (npt train joins them: recipe_diag_fail). */
 int recipe_model_issues(const Recipe *r, int dim, int hidden_dim, int n_layers, RecipeDiag *diag);
 /* data.seq_len beyond the model's context (its max positions): 1 and the message (without
  * the key) in msg, else 0. npt train refuses it and npt validate reports it as an error,
