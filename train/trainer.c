@@ -490,7 +490,15 @@ static int refuse_abandoned_future(const Trainer *t, const char *resume) {
     int64_t from, newest_step;
     if (ckpt_read_step(resume, &from, &err)) return 0; /* resume_from reports it */
     int found = ckpt_find_latest(t->r.output_dir, newest, sizeof newest, 0, &err);
-    if (found < 0) return fail("%s", err.msg);
+    if (found < 0) { /* no checkpoint there can be resumed: when the one asked for is damaged, that is the news */
+        NptErr own;
+        CkptMeta m;
+        CkptTensor *tensors;
+        int n;
+        if (ckpt_load(resume, &m, &tensors, &n, &own)) return fail("%s", own.msg);
+        ckpt_free(&m, tensors, n);
+        return fail("%s", err.msg);
+    }
     if (found == 0 || ckpt_read_step(newest, &newest_step, &err) || newest_step <= from) return 0;
     return fail("%s also holds a later state of this run (%s, step %lld; %s is step %lld), which a later --resume auto "
                 "would pick; resume into a new directory (--set output_dir=NEW --resume %s) or move the later files away",

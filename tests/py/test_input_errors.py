@@ -9,7 +9,8 @@ all, each with a control that the check is specific:
      and NPT_CACHE_DIR for the default cache, output_dir) instead of a bare mkdir error;
   3. --resume with a missing checkpoint says so, even where output_dir holds a run, and
      creates no output_dir;
-  4. --resume PATH on a damaged checkpoint prints its error once, no warning repeating it;
+  4. --resume PATH on a damaged checkpoint prints its own error once (not the run
+     directory's "none can be resumed"), and no warning repeating it;
   5. npt eval names its --seq-len flag, not the recipe key data.seq_len;
   6. npt export of a llama2.c .bin or GGUF model (whose tokenizer is a .bin) writes the
      weights and config.json without a tokenizer and one note line saying why; an
@@ -143,7 +144,8 @@ def test_resume_damaged_once(tmp):
         out = run if where == "own" else os.path.join(tmp, f"dmg-into-{where}")
         rc, _, err = npt("train", SAFE, *recipe_sets(tmp, f"output_dir={out}"), "--resume", ckpt)
         lines = [l for l in err.splitlines() if ": warning:" in l or ": error:" in l]
-        check(rc == 1 and len(lines) == 1 and ": error:" in lines[0] and "NaN" in lines[0],
+        check(rc == 1 and len(lines) == 1 and ": error:" in lines[0] and "NaN" in lines[0]
+              and lines[0].split(": error: ")[1].startswith(ckpt) and "none can be resumed" not in lines[0],
               f"--resume of a damaged checkpoint ({where} directory): one error line, no warning repeating it: {lines}")
 
 
