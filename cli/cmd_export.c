@@ -18,9 +18,9 @@ static const char *export_help =
     "usage: npt export CKPT.h5 --out DIR [--model M] [--tokenizer tokenizer.json]\n"
     "       npt export MODEL --out DIR [--tokenizer tokenizer.json]\n\n"
     "Writes an HF model directory (config.json, model.safetensors F32, tokenizer.json)\n"
-    "that npt, transformers and any safetensors reader load. A model whose tokenizer is a\n"
-    "llama2.c .bin (an HF directory holds only a tokenizer.json) is written without one,\n"
-    "with a note saying so; --tokenizer adds one.\n\n"
+    "that npt, transformers and any safetensors reader load. A model with no tokenizer, or\n"
+    "whose tokenizer is a llama2.c .bin (an HF directory holds only a tokenizer.json), is\n"
+    "written without one, with a note saying so; --tokenizer adds one.\n\n"
     "  CKPT.h5     a checkpoint of an all-weights lm run (objective.type \"lm\",\n"
     "              objective.train_all_weights true): its trained weights are exported\n"
     "  MODEL       an HF directory, llama2.c .bin or .gguf (q/k rows are permuted to HF's\n"
@@ -160,11 +160,8 @@ int cmd_export(int argc, char **argv) {
         else if (!(rc = load_full_model(a.input, &m, &err)))
             snprintf(tok, sizeof tok, "%s", a.tokenizer ? a.tokenizer : m.tokenizer_path);
     }
-    if (rc == 0 && !tok[0])
-        rc = npt_fail(&err, "%s: no tokenizer found beside the model; an HF directory needs one: pass --tokenizer "
-                      "tokenizer.json", a.input);
-    /* the model's own tokenizer (beside it, or the run's) is a llama2.c .bin: the
-     * directory is written without one rather than not at all */
+    /* the model has no tokenizer (none beside it, nor the run's), or its own is a
+     * llama2.c .bin: the directory is written without one rather than not at all */
     int no_tok = rc == 0 && !is_tokenizer_json(tok);
     if (rc == 0 && !no_tok) {
         char what[4200];
@@ -177,7 +174,11 @@ int cmd_export(int argc, char **argv) {
     if (rc) {
         fprintf(stderr, "npt export: error: %s\n", err.msg);
     } else {
-        if (no_tok)
+        if (no_tok && !tok[0])
+            fprintf(stderr, "npt export: note: no tokenizer.json written: none was found beside %s; include one with "
+                    "the model's %d tokens by exporting again with --tokenizer FILE.json\n", from_ckpt ? "the base model"
+                    : a.input, m.cfg.vocab_size);
+        else if (no_tok)
             fprintf(stderr, "npt export: note: no tokenizer.json written: the model's tokenizer %s is a llama2.c "
                     "tokenizer, which an HF directory cannot hold; give npt --tokenizer %s with %s, or include a "
                     "tokenizer.json with the model's %d tokens by exporting again with --tokenizer FILE.json\n",

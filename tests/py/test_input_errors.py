@@ -12,8 +12,9 @@ all, each with a control that the check is specific:
   4. --resume PATH on a damaged checkpoint prints its own error once (not the run
      directory's "none can be resumed"), and no warning repeating it;
   5. npt eval names its --seq-len flag, not the recipe key data.seq_len;
-  6. npt export of a llama2.c .bin or GGUF model (whose tokenizer is a .bin) writes the
-     weights and config.json without a tokenizer and one note line saying why; an
+  6. npt export of a llama2.c .bin or GGUF model (whose tokenizer is a .bin), or of a
+     model with no tokenizer beside it, writes the weights and config.json without a
+     tokenizer and one note line saying why; an
      explicit --tokenizer .bin is an error saying what to give instead.
 Run from the repo root: /usr/bin/python3 tests/py/test_input_errors.py
 """
@@ -178,6 +179,16 @@ def test_export_llama2c(tmp):
                            "--json")
         check(rc == 0 and json.loads(gen)["tokens"] == json.loads(ref)["tokens"],
               f"the exported {name} model with tok512.bin generates the original's 30 greedy tokens (exit {rc})")
+    alone = os.path.join(exp, "alone")  # the model with no tokenizer beside it
+    os.makedirs(alone)
+    os.symlink(os.path.abspath(BIN), os.path.join(alone, "model.bin"))
+    out = os.path.join(exp, "untokenized")
+    rc, o, err = npt("export", os.path.join(alone, "model.bin"), "--out", out)
+    lines = err.strip().splitlines()
+    check(rc == 0 and sorted(os.listdir(out)) == ["config.json", "model.safetensors"] and len(lines) == 1
+          and "none was found beside" in lines[0] and "--tokenizer FILE.json" in lines[0] and "no tokenizer" in o,
+          f"export of a model with no tokenizer at all writes the weights and one note: exit {rc}, "
+          f"{os.listdir(out) if os.path.isdir(out) else 'no directory'}, {lines}")
     out = os.path.join(exp, "explicit")
     rc, _, err = npt("export", BIN, "--out", out, "--tokenizer", TOK)
     lines = err.strip().splitlines()
