@@ -66,10 +66,11 @@ typedef struct {
 /* Loads any supported format, detected from the path (directory -> HF, .gguf magic ->
  * GGUF, else llama2.c). Reports non-finite weights by tensor name as an error. */
 int llama_load(const char *path, LlamaModel *m, NptErr *err);
-/* llama_load, with the weight block placed in the new file share_path (see
- * util/shared_map.h), mapped read-only once loaded so that other processes of the
- * machine can map it too. If that file cannot be made (a full /dev/shm), the block goes
- * on the heap and m->share_errno says why: the caller reports it. */
+/* llama_load, with the weight block placed in share_path, a file the caller has claimed
+ * (npt_shared_map_claim, util/shared_map.h), mapped read-only once loaded so that other
+ * processes of the machine can map it too. If the file cannot be sized (a full
+ * /dev/shm), the block goes on the heap and m->share_errno says why: the caller reports
+ * it. The caller removes the file in any case. */
 int llama_load_shared(const char *path, const char *share_path, LlamaModel *m, NptErr *err);
 /* The same model in another process: m becomes `loaded` (as llama_load_shared left it
  * there, sent over), its views pointing into share_path mapped read-only. Nothing is

@@ -14,6 +14,7 @@
 
 #include "model/llama.h"
 #include "util/path.h"
+#include "util/shared_map.h"
 #include "test.h"
 
 /* Every weight view in canonical order; lm_head last. */
@@ -144,11 +145,18 @@ static void check_shared_copy(const char *rel) {
     LlamaModel plain, loaded, attached;
     NptErr err;
     if (load(rel, &plain)) return;
+    int why = 0, claim = npt_shared_map_claim(path, &why);
+    check(claim >= 0, "%s: the shared file is claimed (%s)", rel, claim < 0 ? strerror(why) : "ok");
+    if (claim < 0) {
+        llama_free(&plain);
+        return;
+    }
     int rc = llama_load_shared(shared_path(rel), path, &loaded, &err);
     check(rc == 0 && loaded.mapped_bytes >= loaded.weights_floats * sizeof(float) && loaded.share_errno == 0,
           "%s: loads into the shared file (%s)", rel, rc ? err.msg : "ok");
     if (rc) {
         unlink(path);
+        close(claim);
         llama_free(&plain);
         return;
     }
@@ -176,12 +184,17 @@ static void check_shared_copy(const char *rel) {
     check(rc == -1 && strstr(err.msg, "not the") && attached.weights_block == NULL,
           "%s: a shared file of another size is refused (%s)", rel, rc ? err.msg : "attached");
     LlamaModel again;
-    rc = llama_load_shared(shared_path(rel), path, &again, &err); /* the file exists: EEXIST */
+    rc = llama_load_shared(shared_path(rel), path, &again, &err); /* the file is sized already: EEXIST */
     check(rc == 0 && again.share_errno == EEXIST && again.mapped_bytes == 0 && again.fingerprint == plain.fingerprint,
           "%s: a shared file that cannot be made leaves the weights on the heap, saying why (errno %d)", rel,
           again.share_errno);
     if (rc == 0) llama_free(&again);
+    rc = llama_load_shared(shared_path(rel), "/tmp/npt-test-weights-unclaimed", &again, &err);
+    check(rc == 0 && again.share_errno == ENOENT && again.mapped_bytes == 0 && access("/tmp/npt-test-weights-unclaimed", F_OK) != 0,
+          "%s: an unclaimed shared file is not created: the weights stay on the heap (errno %d)", rel, again.share_errno);
+    if (rc == 0) llama_free(&again);
     unlink(path);
+    close(claim);
     llama_free(&loaded);
     llama_free(&plain);
 }

@@ -8,6 +8,7 @@
  * data cursor, history. */
 #include "trainer.h"
 #include "../util/path.h"
+#include "../util/shared_map.h"
 #include "../util/stop.h"
 
 #include <cblas.h>
@@ -231,6 +232,8 @@ static int open_data(Trainer *t) {
     return r->eval.every ? load_eval_windows(t) : 0;
 }
 
+#define SHARED_WEIGHTS_PREFIX "npt-weights-"
+
 /* What a machine's first rank tells the others once it has loaded the base model. */
 typedef struct {
     int rc, shared, loader_rank;
@@ -238,38 +241,65 @@ typedef struct {
     LlamaModel model;
 } SharedModelHeader;
 
-/* Where the machine's shared copy goes: NPT_SHM_DIR, else /dev/shm; a name no other run
- * (or a stale file of a crashed one) can hold. */
+/* Where the machine's shared copy goes: NPT_SHM_DIR, else /dev/shm. */
+static const char *shared_weights_dir(void) {
+    const char *env = getenv("NPT_SHM_DIR");
+    return env && *env ? env : "/dev/shm";
+}
+
+/* A name no other run (or a stale file of a crashed one) can hold. */
 static int shared_weights_path(char *out, size_t cap) {
-    const char *env = getenv("NPT_SHM_DIR"), *dir = env && *env ? env : "/dev/shm";
+    const char *dir = shared_weights_dir();
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    int n = snprintf(out, cap, "%s/npt-weights-%d-%lld%09ld", dir, (int)getpid(), (long long)now.tv_sec, now.tv_nsec);
+    int n = snprintf(out, cap, "%s/" SHARED_WEIGHTS_PREFIX "%d-%lld%09ld", dir, (int)getpid(), (long long)now.tv_sec,
+                     now.tv_nsec);
     return n < 0 || (size_t)n >= cap ? fail("NPT_SHM_DIR is too long (%zu bytes): %.80s...", strlen(dir), dir) : 0;
+}
+
+/* A run killed while its model loaded left its file behind, holding memory until the
+ * machine restarts; files no live run has claimed go before a new one is made. */
+static void remove_stale_weights(void) {
+    size_t bytes;
+    char first[256];
+    int n = npt_shared_map_remove_stale(shared_weights_dir(), SHARED_WEIGHTS_PREFIX, 60, &bytes, first, sizeof first);
+    char more[48] = "";
+    if (n > 1) snprintf(more, sizeof more, " and %d more", n - 1);
+    if (n)
+        fprintf(stderr, "npt train: warning: removed %d cop%s of a base model (%.1f MB) that killed runs left in %s "
+                "(%s%s)\n", n, n == 1 ? "y" : "ies", bytes / 1e6, shared_weights_dir(), first, more);
 }
 
 /* The frozen base model. Several MPI ranks on one machine share one copy of it: the
  * machine's first rank loads the weights into a file in /dev/shm and sends the model's
  * header to the others, which map that file read-only; its name is removed once every
- * rank has it mapped, so nothing outlives the run. Each rank holds its own copy when
- * NPT_SHARE_WEIGHTS=0, when the base itself trains (lm + train_all_weights), or when
- * /dev/shm has no room (said in a warning). */
+ * rank has it mapped, so nothing outlives the run. The loader holds a lock on the file
+ * until then (its claim), which tells a later run's sweep that the file is in use. Each
+ * rank holds its own copy when NPT_SHARE_WEIGHTS=0, when the base itself trains (lm +
+ * train_all_weights), or when /dev/shm has no room (said in a warning). */
 static int load_base_model(Trainer *t) {
     NptErr err;
     const char *model = t->r.model, *env = getenv("NPT_SHARE_WEIGHTS");
     int share = dist_local_world() > 1 && !t->r.objective.train_all_weights && !(env && !strcmp(env, "0"));
     if (!share) return load_full_model(model, &t->model, &err) ? fail("%s", err.msg) : 0;
     SharedModelHeader *h = npt_xcalloc(1, sizeof *h, "shared model header");
-    int loader = dist_local_rank() == 0, rc = 0;
+    int loader = dist_local_rank() == 0, rc = 0, claim = -1, why = 0;
     if (loader) {
         h->loader_rank = dist_rank();
-        h->rc = rc = shared_weights_path(h->path, sizeof h->path) ||
-                     (load_full_model_shared(model, h->path, &t->model, &err) ? fail("%s", err.msg) : 0);
+        rc = shared_weights_path(h->path, sizeof h->path);
+        if (!rc) {
+            remove_stale_weights();
+            claim = npt_shared_map_claim(h->path, &why);
+            rc = (claim < 0 ? load_full_model(model, &t->model, &err)
+                            : load_full_model_shared(model, h->path, &t->model, &err)) ? fail("%s", err.msg) : 0;
+            if (claim >= 0) why = t->model.share_errno;
+        }
+        h->rc = rc;
         h->shared = !rc && t->model.mapped_bytes;
         if (!rc && !h->shared)
             fprintf(stderr, "npt train: warning: rank %d: cannot share the base model between the %d ranks of this "
                     "machine (%s: %s); each holds its own copy of %.1f MB\n", dist_rank(), dist_local_world(), h->path,
-                    strerror(t->model.share_errno), t->model.weights_floats * 4.0 / 1e6);
+                    strerror(why), t->model.weights_floats * 4.0 / 1e6);
         h->model = t->model;
     }
     dist_local_bcast(h, sizeof *h);
@@ -282,7 +312,10 @@ static int load_base_model(Trainer *t) {
             rc = load_full_model(model, &t->model, &err) ? fail("%s", err.msg) : 0;
     }
     dist_local_barrier(); /* every rank has mapped the file, or given up */
-    if (loader && h->path[0]) unlink(h->path);
+    if (claim >= 0) {
+        unlink(h->path);
+        close(claim);
+    }
     free(h);
     return rc;
 }

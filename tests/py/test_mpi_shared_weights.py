@@ -13,8 +13,12 @@ private copy shows in a rank's anonymous memory; two ranks on this machine train
   4. a directory where the file cannot be made (NPT_SHM_DIR missing): one warning line,
      each rank loads its own copy, and the run ends bit-identical;
   5. a model that fails to load (a weight set to NaN): exit 1, one error line naming the
-     tensor, nothing left in the shared-memory directory.
+     tensor, nothing left in the shared-memory directory;
+  6. npt-weights files that killed runs left (old, locked by no one) are removed before
+     the new one is made, in one warning line; a file another process holds locked (a
+     live run's), a fresh one and other names are kept.
 """
+import fcntl
 import json
 import os
 import shutil
@@ -166,6 +170,36 @@ def cases(tmp):
     ok, n = same_bits(os.path.join(shared_out, "final.h5"), os.path.join(fallback_out, "final.h5")) \
         if r1.returncode == 0 and r4.returncode == 0 else (False, 0)
     check(ok, f"... and the run ends bit-identical to the shared one ({n} datasets)")
+
+    # 6. files that killed runs left: swept before the new file is made; a live run's and
+    # a just-created one stay
+    def plant(name, age):
+        path = os.path.join(shm, name)
+        with open(path, "wb") as f:
+            f.truncate(1 << 20)
+            f.write(b"\1" * (1 << 20))
+        os.utime(path, (time.time() - age, time.time() - age))
+        return path
+    plant("npt-weights-999999-1", 7200)
+    plant("npt-weights-999999-2", 7200)
+    live = os.open(plant("npt-weights-live", 7200), os.O_RDONLY)
+    fcntl.flock(live, fcntl.LOCK_EX)
+    plant("npt-weights-young", 0)
+    plant("other-file", 7200)
+    r6 = subprocess.run(argv(recipe, recipe_sets(model, os.path.join(tmp, "sweep"), cache, 4)), capture_output=True,
+                        text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
+    os.close(live)
+    warnings = [line for line in r6.stderr.splitlines() if "warning" in line]
+    check(r6.returncode == 0 and len(warnings) == 1 and "removed 2 copies" in warnings[0] and "2.1 MB" in warnings[0]
+          and "npt-weights-999999-" in warnings[0] and "and 1 more" in warnings[0] and shm in warnings[0]
+          and "one copy of the base model per machine" in r6.stderr,
+          f"two files killed runs left: removed, with one warning, and the base still shared (exit {r6.returncode}): "
+          f"{warnings}")
+    kept = sorted(f for f in os.listdir(shm))
+    check(kept == ["npt-weights-live", "npt-weights-young", "other-file"],
+          f"... a file a live process holds, a just-made one and another name are kept ({kept})")
+    for f in kept:
+        os.remove(os.path.join(shm, f))
 
     # 5. the loading rank fails
     nan_first_value(os.path.join(model, "model.safetensors"), "model.layers.2.mlp.up_proj.weight")
