@@ -344,6 +344,23 @@ int hf_check_out_dir(const char *dir, NptErr *err) {
     return 0;
 }
 
+/* What the temporary directory may hold once its files are renamed into place. */
+static const char *const dir_files[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                                        "special_tokens_map.json"};
+
+/* Tracks (or forgets) the temporary directory and the files it may hold, so that a
+ * signal ending the export removes them (npt_temp_track). */
+static void track_tmp_dir(const char *tmp, int track) {
+    char p[4300];
+    for (size_t i = 0; i < NPT_ARRAY_LEN(dir_files); i++) {
+        snprintf(p, sizeof p, "%s/%s", tmp, dir_files[i]);
+        if (track) npt_temp_track(p, 0);
+        else npt_temp_forget(p);
+    }
+    if (track) npt_temp_track(tmp, 1);
+    else npt_temp_forget(tmp);
+}
+
 /* Removes the temporary directory npt made (only its plain files, then itself). */
 static void remove_tmp_dir(const char *tmp) {
     DIR *d = opendir(tmp);
@@ -401,6 +418,7 @@ int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", clean, (long)getpid());
     if (npt_check_parent_dir(clean, err)) return -1;
     if (mkdir(tmp, 0755) != 0) return npt_fail(err, "cannot create %s: %s", tmp, strerror(errno));
+    track_tmp_dir(tmp, 1);
     int rc = 0;
     snprintf(path, sizeof path, "%s/config.json", tmp);
     rc = hf_write_config(&m->cfg, path, err);
@@ -415,10 +433,9 @@ int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json
          * filled by someone else since the check is still never overwritten. */
         if (rename(tmp, clean) != 0) rc = npt_fail(err, "cannot move %s to %s: %s", tmp, clean, strerror(errno));
     }
-    if (rc) {
-        remove_tmp_dir(tmp);
-        return -1;
-    }
+    if (rc) remove_tmp_dir(tmp);
+    track_tmp_dir(tmp, 0); /* renamed into place, or removed */
+    if (rc) return -1;
     char *slash = strrchr(clean, '/');
     if (slash) *slash = '\0';
     fsync_dir(slash ? (clean[0] ? clean : "/") : ".");

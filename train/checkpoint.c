@@ -10,6 +10,7 @@
  * file after one (the process would crash in exit()). */
 #include "checkpoint.h"
 #include "ckpt_internal.h"
+#include "../util/atomic_file.h" /* npt_temp_remove */
 #include "../util/h5_out.h" /* NptH5Out: HDF5 files written whole or not at all */
 
 #include <errno.h>
@@ -375,7 +376,7 @@ int ckpt_save(const char *path, const CkptMeta *meta, const CkptTensor *tensors,
     NptH5Out out;
     if (write_file(&out, path, meta, tensors, n_tensors, err)) return -1;
     if (test_hook && test_hook(out.tmp, test_hook_ctx)) {
-        unlink(out.tmp);
+        npt_temp_remove(out.tmp);
         return npt_fail(err, "cannot write checkpoint %s: test hook failed the save before the rename", path);
     }
     return npt_h5out_commit(&out, err); /* rename over path, then sync the directory */

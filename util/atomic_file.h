@@ -23,6 +23,18 @@ int npt_temp_path(const char *path, char *tmp, size_t cap, NptErr *err);
 /* Renames tmp over path, then syncs path's directory so that the rename survives a crash.
  * On failure tmp is removed and err reads "cannot write WHAT PATH: ..." (what may be ""). */
 int npt_rename_durable(const char *tmp, const char *path, const char *what, NptErr *err);
+/* Temporary files and directories that a signal ending the process must not leave
+ * behind. While SIGINT, SIGTERM or SIGHUP would end the process (their action is the
+ * default one: commands that stop cleanly on them install their own, util/stop.h), a
+ * handler removes every tracked path first, files before directories, then lets the
+ * signal end the process as it would have. npt_temp_path tracks the name it makes and
+ * npt_rename_durable forgets it; up to 16 at once (one more is just not tracked). A
+ * directory is tracked with the paths of the files it may hold, so it is empty when
+ * removed. Safe from several threads. */
+void npt_temp_track(const char *path, int is_dir);
+void npt_temp_forget(const char *path);
+/* unlink + npt_temp_forget. */
+void npt_temp_remove(const char *path);
 /* Opens the temporary file; NULL with err set on failure. */
 FILE *npt_atomic_open(NptAtomicFile *o, const char *path, NptErr *err);
 /* Flush, fsync, close, rename into place; on any failure the temporary is removed, PATH

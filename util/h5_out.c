@@ -252,7 +252,7 @@ int64_t npt_h5out_create(NptH5Out *o, const char *path, const char *what, int64_
     }
     if (o->file < 0) {
         int e = o->open_err;
-        unlink(o->tmp);
+        npt_temp_remove(o->tmp);
         if (e) return npt_fail(err, "cannot write %s%s%s: cannot create %s: %s", H5OUT_NAME(o), o->tmp, strerror(e));
         return npt_fail(err, "cannot write %s%s%s: HDF5 cannot create %s", H5OUT_NAME(o), o->tmp);
     }
@@ -267,7 +267,7 @@ int npt_h5out_close(NptH5Out *o, NptErr *err) {
     if (o->err) rc = h5out_fail(o, err);
     else if (rc || o->driver_open)
         rc = npt_fail(err, "cannot write %s%s%s: HDF5 could not close %s", H5OUT_NAME(o), o->tmp);
-    if (rc) unlink(o->tmp);
+    if (rc) npt_temp_remove(o->tmp);
     return rc;
 }
 
@@ -276,5 +276,5 @@ int npt_h5out_commit(NptH5Out *o, NptErr *err) { return npt_rename_durable(o->tm
 void npt_h5out_abort(NptH5Out *o) {
     if (o->file >= 0) H5Fclose(o->file); /* giving up: the file is removed whatever this returns */
     o->file = -1;
-    if (o->tmp[0]) unlink(o->tmp);
+    if (o->tmp[0]) npt_temp_remove(o->tmp);
 }

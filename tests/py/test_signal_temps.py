@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""tests/py/test_signal_temps.py — commands that keep the default Ctrl-C (everything but
+npt train and npt data prepare, which stop at a clean point) leave no temporary file
+behind when a signal ends them mid-write, and the file they were to replace is intact
+(util/atomic_file.c's tracking):
+  1. npt debug scan --out LIST.tsv --force, ended by SIGINT and by SIGTERM while it
+     scans: killed by that signal, no LIST.tsv.tmp.PID, the earlier LIST.tsv unchanged;
+  2. npt export MODEL --out DIR, ended by SIGTERM while it writes the directory (a
+     random 0.3 GB model, so the write takes a while): no DIR.tmp.PID, no DIR;
+  3. the control: the same scan left alone finishes and replaces LIST.tsv.
+Run from the repo root: /usr/bin/python3 tests/py/test_signal_temps.py
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import NPT, built, check, exit_code, run_npt, shared_path
+
+MODEL = shared_path("models", "stories260K", "stories260K.bin")
+DATA = shared_path("data", "tinystories-valid-1000.txt")
+
+
+def temps(directory):
+    return [f for f in os.listdir(directory) if ".tmp." in f]
+
+
+def signal_when(argv, appears, sig, delay, timeout=120):
+    """Starts argv; delay seconds after the path `appears` exists, sends sig.
+    (returncode, stderr, seen)."""
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    deadline, seen = time.time() + timeout, False
+    while p.poll() is None and time.time() < deadline:
+        if os.path.exists(appears(p.pid)):
+            seen = True
+            time.sleep(delay)
+            p.send_signal(sig)
+            break
+        time.sleep(0.002)
+    _, err = p.communicate(timeout=timeout)
+    return p.returncode, err, seen
+
+
+def scan_argv(out):
+    return [NPT, "debug", "scan", "--model", MODEL, "--data", DATA, "--samples", "2000", "--out", out, "--force"]
+
+
+def test_scan(tmp):
+    out = os.path.join(tmp, "list.tsv")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with open(out, "w") as f:
+            f.write("# the earlier list\n")
+        rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{out}.tmp.{pid}", sig, 0.2)
+        with open(out) as f:
+            kept = f.read()
+        check(seen and rc == -sig and temps(tmp) == [] and kept == "# the earlier list\n",
+              f"debug scan ended by {sig.name} mid-scan: killed by it (returncode {rc}), no temporary file "
+              f"({temps(tmp)}), the earlier list intact ({kept[:40]!r})")
+    r = run_npt(*scan_argv(out)[1:], timeout=300)
+    with open(out) as f:
+        head = f.readline()
+    check(r.returncode == 0 and head != "# the earlier list\n" and temps(tmp) == [],
+          f"control: the scan left alone replaces the list (exit {r.returncode}, first line {head.strip()!r})")
+
+
+def test_export(tmp):
+    model = os.path.join(tmp, "model")
+    r = run_npt("init", "--out", model, "--dim", "768", "--layers", "12", "--heads", "12", "--hidden", "2048")
+    if not check(r.returncode == 0, f"npt init makes a 0.3 GB model (exit {r.returncode}) {r.stderr.strip()[-200:]}"):
+        return
+    out = os.path.join(tmp, "exported")
+    rc, err, seen = signal_when([NPT, "export", model, "--out", out],
+                                lambda pid: os.path.join(f"{out}.tmp.{pid}", "model.safetensors"), signal.SIGTERM,
+                                0.02)
+    check(seen and rc == -signal.SIGTERM and temps(tmp) == [] and not os.path.exists(out),
+          f"export ended by SIGTERM while writing: killed by it (returncode {rc}, caught mid-write: {seen}), "
+          f"no temporary directory ({temps(tmp)}), no output directory")
+
+
+def main():
+    if not built(NPT):
+        return exit_code()
+    tmp = tempfile.mkdtemp(prefix="npt-signal-temps-")
+    try:
+        test_scan(tmp)
+        test_export(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
