@@ -84,39 +84,45 @@ static void check_claim(void) {
 static void check_sweep(void) {
     int why = 0;
     /* a live claim, old: its creator still holds the lock */
-    int live = npt_shared_map_claim(in_dir("npt-weights-live"), &why);
+    int live = npt_shared_map_claim(in_dir("npt-weights-101-1"), &why);
     struct timespec old[2];
     clock_gettime(CLOCK_REALTIME, &old[0]);
     old[0].tv_sec -= 3600;
     old[1] = old[0];
     int ok = live >= 0 && futimens(live, old) == 0;
-    ok &= make_file("npt-weights-dead", 3600) == 0;    /* the leftover */
-    ok &= make_file("npt-weights-young", 0) == 0;      /* just claimed, not locked yet */
-    ok &= make_file("other-weights-dead", 3600) == 0;  /* not ours by name */
+    ok &= make_file("npt-weights-102-2", 3600) == 0;    /* the leftover */
+    ok &= make_file("npt-weights-103-3", 0) == 0;      /* just claimed, not locked yet */
+    ok &= make_file("other-weights-104-4", 3600) == 0;  /* not ours by name */
+    ok &= make_file("npt-weights-backup", 3600) == 0;  /* the prefix, but not a claim's name */
+    ok &= make_file("npt-weights-7-", 3600) == 0;
     ok &= make_file("target", 3600) == 0;
-    ok &= symlink(in_dir("target"), in_dir("npt-weights-link")) == 0;
-    ok &= mkdir(in_dir("npt-weights-dir"), 0700) == 0;
-    check(ok, "fixture: a live claim, a leftover, a young file, another name, a symlink and a directory");
+    ok &= symlink(in_dir("target"), in_dir("npt-weights-105-5")) == 0;
+    ok &= mkdir(in_dir("npt-weights-106-6"), 0700) == 0;
+    check(ok, "fixture: a live claim, a leftover, a young file, other names, a symlink and a directory");
     size_t bytes = 12345;
     char first[64];
     int n = npt_shared_map_remove_stale(dir, "npt-weights-", 60, &bytes, first, sizeof first);
-    check(n == 1 && !exists("npt-weights-dead") && !strcmp(first, "npt-weights-dead") && bytes >= 65536 &&
+    check(n == 1 && !exists("npt-weights-102-2") && !strcmp(first, "npt-weights-102-2") && bytes >= 65536 &&
               bytes < 2 * 65536,
           "the sweep removes the leftover alone, reporting it and its %zu bytes (%d removed, first '%s')", bytes, n,
           first);
-    check(exists("npt-weights-live") && exists("npt-weights-young") && exists("other-weights-dead") &&
-              exists("npt-weights-link") && exists("target") && exists("npt-weights-dir"),
-          "it keeps the live claim, the young file, the other name, the symlink, its target and the directory");
+    check(exists("npt-weights-101-1") && exists("npt-weights-103-3") && exists("other-weights-104-4") &&
+              exists("npt-weights-105-5") && exists("target") && exists("npt-weights-106-6") &&
+              exists("npt-weights-backup") && exists("npt-weights-7-"),
+          "it keeps the live claim, the young file, other names (npt-weights-backup too), the symlink, its target and "
+          "the directory");
     close(live);
     n = npt_shared_map_remove_stale(dir, "npt-weights-", 60, &bytes, first, sizeof first);
-    check(n == 1 && !exists("npt-weights-live"), "control: once its creator is gone, the old claim goes too (%d)", n);
+    check(n == 1 && !exists("npt-weights-101-1"), "control: once its creator is gone, the old claim goes too (%d)", n);
     n = npt_shared_map_remove_stale(in_dir("nosuch"), "npt-weights-", 60, &bytes, first, sizeof first);
     check(n == 0 && bytes == 0 && first[0] == '\0', "a directory that is not there removes nothing");
-    unlink(in_dir("npt-weights-young"));
-    unlink(in_dir("other-weights-dead"));
-    unlink(in_dir("npt-weights-link"));
+    unlink(in_dir("npt-weights-103-3"));
+    unlink(in_dir("other-weights-104-4"));
+    unlink(in_dir("npt-weights-105-5"));
     unlink(in_dir("target"));
-    rmdir(in_dir("npt-weights-dir"));
+    unlink(in_dir("npt-weights-backup"));
+    unlink(in_dir("npt-weights-7-"));
+    rmdir(in_dir("npt-weights-106-6"));
 }
 
 int main(void) {

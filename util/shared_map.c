@@ -81,6 +81,16 @@ void npt_shared_map_close(const void *p, size_t bytes) {
     if (p) munmap((void *)p, bytes);
 }
 
+/* Whether name is prefix + PID-TIME, the only names a claim gets: a user's own file
+ * that merely starts with the prefix is never a leftover. */
+static int is_claim_name(const char *name, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (strncmp(name, prefix, n)) return 0;
+    const char *p = name + n, *dash = strchr(p, '-');
+    if (!dash || dash == p || !dash[1] || strspn(p, "0123456789") != (size_t)(dash - p)) return 0;
+    return strspn(dash + 1, "0123456789") == strlen(dash + 1);
+}
+
 /* Whether the entry name of the open directory dfd is a leftover: see the header. */
 static int is_stale(int dfd, const char *name, int min_age_s, time_t now, size_t *bytes) {
     int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -104,7 +114,7 @@ int npt_shared_map_remove_stale(const char *dir, const char *prefix, int min_age
     struct dirent *e;
     while ((e = readdir(d))) {
         size_t size;
-        if (strncmp(e->d_name, prefix, strlen(prefix)) || !is_stale(dirfd(d), e->d_name, min_age_s, now, &size) ||
+        if (!is_claim_name(e->d_name, prefix) || !is_stale(dirfd(d), e->d_name, min_age_s, now, &size) ||
             unlinkat(dirfd(d), e->d_name, 0) != 0)
             continue;
         if (removed++ == 0 && first_cap) snprintf(first, first_cap, "%s", e->d_name);

@@ -23,9 +23,10 @@ const void *npt_shared_map_open(const char *path, size_t bytes, NptErr *err);
 /* Makes a mapping read-only (the creator, once it has filled it); 0 or -1 with errno. */
 int npt_shared_map_seal(void *p, size_t bytes);
 void npt_shared_map_close(const void *p, size_t bytes);
-/* Removes the files of dir named prefix* that a killed process left: this user's
- * regular files on which nobody holds a lock, last changed min_age_s seconds ago or
- * more (a claim is locked a moment after it is created). Returns how many were removed,
+/* Removes the files of dir named prefix + PID-TIME (digits, a dash, digits: the names
+ * claims get) that a killed process left: this user's regular files on which nobody
+ * holds a lock, last changed min_age_s seconds ago or more (a claim is locked a moment
+ * after it is created). Returns how many were removed,
  * their disk use in *bytes and the first name in first (of first_cap bytes). A dir
  * that cannot be listed removes nothing: the claim that follows reports the problem. */
 int npt_shared_map_remove_stale(const char *dir, const char *prefix, int min_age_s, size_t *bytes, char *first,

@@ -182,10 +182,11 @@ def cases(tmp):
         return path
     plant("npt-weights-999999-1", 7200)
     plant("npt-weights-999999-2", 7200)
-    live = os.open(plant("npt-weights-live", 7200), os.O_RDONLY)
+    live = os.open(plant("npt-weights-3-3", 7200), os.O_RDONLY)
     fcntl.flock(live, fcntl.LOCK_EX)
-    plant("npt-weights-young", 0)
+    plant("npt-weights-4-4", 0)
     plant("other-file", 7200)
+    plant("npt-weights-backup", 7200)  # the prefix, but not a run's name
     r6 = subprocess.run(argv(recipe, recipe_sets(model, os.path.join(tmp, "sweep"), cache, 4)), capture_output=True,
                         text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
     os.close(live)
@@ -196,8 +197,8 @@ def cases(tmp):
           f"two files killed runs left: removed, with one warning, and the base still shared (exit {r6.returncode}): "
           f"{warnings}")
     kept = sorted(f for f in os.listdir(shm))
-    check(kept == ["npt-weights-live", "npt-weights-young", "other-file"],
-          f"... a file a live process holds, a just-made one and another name are kept ({kept})")
+    check(kept == ["npt-weights-3-3", "npt-weights-4-4", "npt-weights-backup", "other-file"],
+          f"... a file a live process holds, a just-made one and other names are kept ({kept})")
     for f in kept:
         os.remove(os.path.join(shm, f))
 
