@@ -138,17 +138,11 @@ static int check_sub_flags(const DebugArgs *a) {
 
 /* ---------------------------------------------------------------- setup */
 
-/* --save or --out may not be any file the command reads, even with --force: that file
- * would be replaced by the dump or the list. tok_beside is the tokenizer found beside
- * the model when none was given, known only once the model is loaded (NULL before). */
+/* --save or --out may not be any file the command reads (session_refuse_output).
+ * tok_beside: the tokenizer found beside the model, NULL before it is loaded. */
 static int refuse_over_inputs(const DebugArgs *a, const char *tok_beside) {
-    const char *out = a->out ? a->out : a->save;
-    char data[4096] = "";
-    if (!out) return 0;
-    if (a->data) dataset_source_file(a->data, data, sizeof data); /* FILE.h5:/DATASET reads FILE.h5 */
-    const char *in[] = {a->model, a->tokenizer ? a->tokenizer : tok_beside, a->data ? data : NULL, a->adapters};
-    return refuse_output_over_inputs(out, a->out ? "--out" : "--save", in, (int)NPT_ARRAY_LEN(in),
-                                     a->out ? "debug scan" : "debug forward");
+    return session_refuse_output(a->out ? a->out : a->save, a->out ? "--out" : "--save", a->model, a->tokenizer,
+                                 tok_beside, a->data, a->adapters, a->out ? "debug scan" : "debug forward");
 }
 
 /* Model, tokenizer (required for a prompt, or text data), adapters and the data. */

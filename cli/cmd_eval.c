@@ -84,15 +84,11 @@ static int parse(int argc, char **argv, EvalArgs *a) {
     return 0;
 }
 
-/* --save-windows may not be any file eval reads, even with --force: it would be replaced
- * by the windows. tok_beside is the tokenizer found beside the model when none was
- * given, known only once the model is loaded (NULL before). Prints the error. */
+/* --save-windows may not be any file eval reads (session_refuse_output). tok_beside:
+ * the tokenizer found beside the model, NULL before it is loaded. */
 static int refuse_over_inputs(const EvalArgs *a, const char *tok_beside) {
-    char data[4096];
-    if (!a->save_windows) return 0;
-    dataset_source_file(a->data, data, sizeof data); /* FILE.h5:/DATASET reads FILE.h5 */
-    const char *in[] = {a->model, a->tokenizer ? a->tokenizer : tok_beside, data, a->adapters};
-    return refuse_output_over_inputs(a->save_windows, "--save-windows", in, (int)NPT_ARRAY_LEN(in), "eval");
+    return session_refuse_output(a->save_windows, "--save-windows", a->model, a->tokenizer, tok_beside, a->data,
+                                 a->adapters, "eval");
 }
 
 /* Model, adapters (checked against the model by adapters_load), tokenizer, and the first

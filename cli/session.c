@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../train/adapters.h"
+#include "commands.h"
 
 int session_open(Session *s, const char *model, const char *tokenizer, int need_tok, const char *adapters,
                  NptErr *err) {
@@ -48,4 +49,13 @@ void session_free(Session *s) {
     tokenizer_free(s->tok);
     llama_free(&s->m);
     memset(s, 0, sizeof *s);
+}
+
+int session_refuse_output(const char *out, const char *flag, const char *model, const char *tokenizer,
+                          const char *tok_beside, const char *data, const char *adapters, const char *verb) {
+    char file[4096] = "";
+    if (!out) return 0;
+    if (data) dataset_source_file(data, file, sizeof file);
+    const char *in[] = {model, tokenizer ? tokenizer : tok_beside, data ? file : NULL, adapters};
+    return refuse_output_over_inputs(out, flag, in, (int)NPT_ARRAY_LEN(in), verb);
 }

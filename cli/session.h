@@ -28,5 +28,12 @@ int session_open_data(Session *s, const char *data, const char *format, long seq
 /* Window length for a --seq-len value: itself, or 0 -> min(256, the model's context). */
 int session_window_len(const Session *s, long seq_len);
 void session_free(Session *s);
+/* Prints the error and returns -1 when out, the command's output (given with flag; NULL
+ * if none), is one of the files a session reads, even with --force: it would be
+ * replaced by what the command writes. The inputs are the model, the tokenizer (the
+ * given one, else tok_beside: the one found beside the model, NULL until it is loaded),
+ * data (NULL if none; FILE.h5:/DATASET reads FILE.h5) and adapters (NULL if none). */
+int session_refuse_output(const char *out, const char *flag, const char *model, const char *tokenizer,
+                          const char *tok_beside, const char *data, const char *adapters, const char *verb);
 
 #endif

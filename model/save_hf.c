@@ -411,9 +411,8 @@ int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json
     memcpy(clean, dir, len);
     clean[len] = '\0';
     if (hf_check_out_dir(clean, err)) return -1;
-    size_t tlen = tokenizer_json ? strlen(tokenizer_json) : 0;
-    int no_tokenizer = tokenizer_json && tlen == 0;
-    if (tokenizer_json && !no_tokenizer && (tlen < 5 || strcmp(tokenizer_json + tlen - 5, ".json")))
+    int no_tokenizer = tokenizer_json && !tokenizer_json[0];
+    if (tokenizer_json && !no_tokenizer && !npt_ends_with(tokenizer_json, ".json"))
         return npt_fail(err, "tokenizer %s is not an HF tokenizer.json; an HF model directory needs one", tokenizer_json);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", clean, (long)getpid());
     if (npt_check_parent_dir(clean, err)) return -1;
