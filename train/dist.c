@@ -8,7 +8,7 @@
 #include <string.h>
 
 static int mpi_on;             /* dist_init called MPI_Init_thread */
-static int my_rank, n_ranks = 1, n_local = 1, my_local_rank;
+static int my_rank, n_ranks = 1, n_local = 1, my_local_rank, n_machines = 1;
 static MPI_Comm node_comm = MPI_COMM_NULL; /* the ranks of this machine */
 static float *sum_scratch;     /* dist_sum_floats: this rank's segment from every rank */
 static size_t sum_scratch_n;
@@ -58,6 +58,8 @@ int dist_init(NptErr *err) {
     check(MPI_Comm_set_errhandler(node_comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check(MPI_Comm_size(node_comm, &n_local), "MPI_Comm_size");
     check(MPI_Comm_rank(node_comm, &my_local_rank), "MPI_Comm_rank");
+    int leader = my_local_rank == 0; /* one per machine */
+    check(MPI_Allreduce(&leader, &n_machines, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce (machines)");
     return 0;
 }
 
@@ -74,6 +76,7 @@ int dist_rank(void) { return my_rank; }
 int dist_world(void) { return n_ranks; }
 int dist_local_world(void) { return n_local; }
 int dist_local_rank(void) { return my_local_rank; }
+int dist_machines(void) { return n_machines; }
 
 void dist_local_bcast(void *buf, size_t bytes) {
     if (n_local == 1) return;

@@ -30,6 +30,8 @@ int dist_world(void);
 int dist_local_world(void);
 /* This rank among them: 0 is the machine's lowest world rank. */
 int dist_local_rank(void);
+/* Machines (shared-memory nodes) the ranks run on. */
+int dist_machines(void);
 /* Local rank 0's buf[0..bytes) to every rank of this machine. */
 void dist_local_bcast(void *buf, size_t bytes);
 /* Waits until every rank of this machine has reached it. */

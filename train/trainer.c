@@ -776,6 +776,25 @@ static int interval_is_best(Trainer *t) {
     return 1;
 }
 
+/* The data's content, not only its counts: 16 windows spread over the training windows
+ * and 4 over the validation ones (the same stories in another order have the same
+ * counts). A window that cannot be read counts as different: that rank stops anyway. */
+static uint64_t sample_data(Trainer *t, uint64_t h) {
+    int T = t->r.data.seq_len, me = dist_rank();
+    int *tokens = npt_xmalloc((size_t)T * sizeof(int), "data sample");
+    uint64_t n[2] = {t->data.n_windows, dataset_n_valid(&t->data)};
+    const int samples[2] = {16, 4};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < samples[k] && n[k]; i++) {
+            uint64_t id = (n[k] - 1) * (uint64_t)i / (uint64_t)(samples[k] - 1);
+            NptErr err;
+            int bad = k == 0 ? dataset_window(&t->data, id, tokens, &err) : dataset_valid_window(&t->data, id, tokens, &err);
+            h = bad ? npt_fnv1a(h, &me, sizeof me) : npt_fnv1a(h, tokens, (size_t)T * sizeof(int));
+        }
+    free(tokens);
+    return h;
+}
+
 /* Every rank must hold the same state, or their summed gradients mean nothing: the same
  * base weights, recipe (with its --set options; threads aside, a per-machine setting),
  * parameters, optimizer state, step and data. Before the first step (running 0) a
@@ -795,6 +814,7 @@ static int ranks_differ(Trainer *t, int running) {
     state = npt_fnv1a(npt_fnv1a(state, &t->opt.step, sizeof t->opt.step), &t->meta.step, sizeof t->meta.step);
     uint64_t data = npt_fnv1a(NPT_FNV1A_OFFSET, &t->data.n_train, sizeof t->data.n_train);
     data = npt_fnv1a(data, cursor, (size_t)(n_cursor > 0 ? n_cursor : 0) * sizeof(int64_t));
+    if (!running) data = sample_data(t, data); /* the files do not change under a run */
     Recipe no_threads = t->r;
     no_threads.threads = 0;
     char *recipe = recipe_to_json(&no_threads);
@@ -1095,15 +1115,21 @@ static int run_session(const TrainArgs *a) {
     if (!root) runlog_open_quiet(&t->log);
     if (ranks_agree(root ? open_logs(t, a->resume, metrics) : 0)) goto done;
     defer_errors = 0; /* from here a rank's own error (reading its data) is printed at once */
-    char ranks[160] = "";
+    /* collectives on every rank; only rank 0 prints. Threads are a per-machine setting,
+     * so machines with more ranks run fewer each: the line gives the range. */
+    int most_threads = dist_max_int(threads), fewest_threads = -dist_max_int(-threads);
+    int one_copy = !dist_max_int(!(t->model.mapped_bytes || dist_local_world() == 1)), machines = dist_machines();
+    char ranks[200] = "", on_machines[32] = "", thread_range[32] = "";
+    if (fewest_threads != most_threads) snprintf(thread_range, sizeof thread_range, "%d-", fewest_threads);
+    if (machines > 1) snprintf(on_machines, sizeof on_machines, " on %d machines", machines);
     if (W > 1)
-        snprintf(ranks, sizeof ranks, " on each of %d MPI ranks (micro-batches split over them%s)", W,
-                 t->model.mapped_bytes ? "; one copy of the base model per machine" : "");
-    inform("npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %d thread%s%s%s\n",
+        snprintf(ranks, sizeof ranks, " on each of %d MPI ranks%s (micro-batches split over them%s)", W, on_machines,
+                 one_copy ? "; one copy of the base model per machine" : "");
+    inform("npt train: %s | model %s (%d layers, dim %d) | %s%s | %d adapter layers, rank %d, %zu trainable params | data %s: %llu training + %llu validation windows of %d | %s%d thread%s%s%s\n",
            t->r.name, t->r.model, t->model.cfg.n_layers, t->model.cfg.dim, t->oc.distill ? "distill" : "lm",
            t->have_npt ? (t->npt.safe_mode ? " safe mode" : " full mode") : " all weights", t->have_npt ? t->npt.n_adapters : 0,
            t->have_npt ? t->npt.rank : 0, t->n_params, t->r.data.n_sources ? "(data.sources)" : t->r.data.train, (unsigned long long)t->data.n_train,
-           (unsigned long long)t->data.n_valid, t->r.data.seq_len, threads, threads == 1 ? "" : "s",
+           (unsigned long long)t->data.n_valid, t->r.data.seq_len, thread_range, most_threads, most_threads == 1 ? "" : "s",
            t->runner.n_shards > 1 ? " (each micro-batch split over them)" : "", ranks);
     rc = run_loop(t);
     if (t->runner.teacher_cache)
