@@ -144,12 +144,7 @@ def main():
                 break
             time.sleep(0.005)
         _, err = proc.communicate(timeout=120)
-        ckpts = [f for f in os.listdir(stopped) if f.startswith("ckpt-")] if os.path.isdir(stopped) else []
-        step, kind = -1, None
-        if len(ckpts) == 1:
-            with h5py.File(os.path.join(stopped, ckpts[0]), "r") as f:
-                step, kind = int(f.attrs["step"]), f.attrs["kind"]
-            kind = kind.decode() if isinstance(kind, bytes) else kind
+        ckpts, step, kind = stop_checkpoint(stopped)
         check(r5.returncode == 0 and rank1 is not None and proc.returncode != 0 and len(ckpts) == 1 and 10 <= step < 60
               and kind == "emergency",
               f"SIGTERM to rank 1 only: the job stops (exit {proc.returncode}) with one checkpoint, kind {kind}, at step {step}")
@@ -215,6 +210,18 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return exit_code()
+
+
+def stop_checkpoint(directory):
+    """(checkpoint files, and the step and kind of the only one, else -1 and None) of a
+    run directory after a stop."""
+    ckpts = [f for f in os.listdir(directory) if f.startswith("ckpt-")] if os.path.isdir(directory) else []
+    step, kind = -1, None
+    if len(ckpts) == 1:
+        with h5py.File(os.path.join(directory, ckpts[0]), "r") as f:
+            step, kind = int(f.attrs["step"]), f.attrs["kind"]
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+    return ckpts, step, kind
 
 
 def find_rank(mpirun_pid, rank):

@@ -33,9 +33,8 @@ import sys
 import tempfile
 import time
 
-import h5py
 from harness import NPT, built, check, exit_code, set_flags, shared_path
-from test_mpi import ENV, MPIRUN, same_bits
+from test_mpi import ENV, MPIRUN, same_bits, stop_checkpoint
 from test_mpi_shared_weights import weight_mappings
 
 RECIPE = "recipes/stories260k-full.json"
@@ -96,22 +95,8 @@ def namespace(pid, kind):
         return None
 
 
-def weight_files(pid):
-    """(device, inode) of each npt-weights file the process maps."""
-    out = set()
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 6 and "/npt-weights-" in parts[5]:
-                    out.add((parts[3], int(parts[4])))
-    except OSError:
-        pass
-    return out
-
-
 def watch(argv, ranks, until=None):
-    """Runs the job, recording each rank's UTS namespace and weight files (the last seen
+    """Runs the job, recording each rank's UTS namespace and weight files (device, inode) (the last seen
     while it runs). until(pids) may act on the ranks and return True to stop watching."""
     run_id = f"{os.getpid()}-{time.monotonic_ns()}"
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
@@ -123,7 +108,7 @@ def watch(argv, ranks, until=None):
             pids = rank_pids(run_id)
         for r, pid in pids.items():
             uts[r] = namespace(pid, "uts") or uts.get(r)
-            files[r] = weight_files(pid) or files[r]
+            files[r] = {m[:2] for m in weight_mappings(pid)} or files[r]
         if until and until(pids):
             until = None
         time.sleep(0.01)
@@ -212,12 +197,7 @@ def cases(tmp):
             return True
         return False
     r3, uts3, _ = watch(machines_argv(hosts22, 4, stop_sets), 4, stop_rank3)
-    ckpts = [f for f in os.listdir(stopped) if f.startswith("ckpt-")] if os.path.isdir(stopped) else []
-    step, kind = -1, None
-    if len(ckpts) == 1:
-        with h5py.File(os.path.join(stopped, ckpts[0]), "r") as f:
-            step, kind = int(f.attrs["step"]), f.attrs["kind"]
-        kind = kind.decode() if isinstance(kind, bytes) else kind
+    ckpts, step, kind = stop_checkpoint(stopped)
     check(killed and uts3.get(3) != uts3.get(0) and r3.returncode != 0 and len(ckpts) == 1 and 8 <= step < STEPS
           and kind == "emergency",
           f"SIGTERM to rank 3 on the second machine (pid {killed}; last seen {seen}): the job stops (exit {r3.returncode}) with one "

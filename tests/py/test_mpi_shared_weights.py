@@ -68,7 +68,7 @@ def status_kb(pid, field):
 
 
 def weight_mappings(pid):
-    """(inode, size, permissions) of each npt-weights file this process maps."""
+    """(device, inode, size, permissions) of each npt-weights file this process maps."""
     out = set()
     try:
         with open(f"/proc/{pid}/maps") as f:
@@ -76,7 +76,7 @@ def weight_mappings(pid):
                 parts = line.split()
                 if len(parts) >= 6 and "/npt-weights-" in parts[5]:
                     lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                    out.add((int(parts[4]), hi - lo, parts[1]))
+                    out.add((parts[3], int(parts[4]), hi - lo, parts[1]))
     except OSError:
         pass
     return out
@@ -132,13 +132,13 @@ def cases(tmp):
     shared_out = os.path.join(tmp, "shared")
     r1, peaks, maps = watch(recipe, recipe_sets(model, shared_out, cache, steps), env)
     check(r1.returncode == 0, f"the 2-rank run with a shared base succeeds (exit {r1.returncode}) {r1.stderr[-300:] if r1.returncode else ''}")
-    files = [{(ino, sz) for ino, sz, _ in m} for m in maps]
+    files = [{(dev, ino, sz) for dev, ino, sz, _ in m} for m in maps]
     same = len(files[0]) == 1 and files[0] == files[1]
-    size = next(iter(files[0]))[1] if files[0] else 0
+    size = next(iter(files[0]))[2] if files[0] else 0
     check(same and weights * 0.95 <= size <= weights * 1.05,
           f"both ranks map one and the same npt-weights file of the weights' size ({size / 1e6:.1f} MB mapped, "
           f"{weights / 1e6:.1f} MB of weights; rank 0 {sorted(maps[0])}, rank 1 {sorted(maps[1])})")
-    perms = [{p for _, _, p in m} for m in maps]
+    perms = [{p for _, _, _, p in m} for m in maps]
     check(perms[0] and perms[1] and all(p[:2] == "r-" for m in perms for p in m),
           f"the file is mapped read-only in both ranks once loaded ({perms})")
     check(all(0 < p < weights for p in peaks),
