@@ -1116,9 +1116,11 @@ static int run_session(const TrainArgs *a) {
     if (ranks_agree(root ? open_logs(t, a->resume, metrics) : 0)) goto done;
     defer_errors = 0; /* from here a rank's own error (reading its data) is printed at once */
     /* collectives on every rank; only rank 0 prints. Threads are a per-machine setting,
-     * so machines with more ranks run fewer each: the line gives the range. */
+     * so machines with more ranks run fewer each: the line gives the range. The base is
+     * once per machine unless some rank holds its own copy beside others. */
     int most_threads = dist_max_int(threads), fewest_threads = -dist_max_int(-threads);
-    int one_copy = !dist_max_int(!(t->model.mapped_bytes || dist_local_world() == 1)), machines = dist_machines();
+    int private_copy = !t->model.mapped_bytes && dist_local_world() > 1;
+    int one_copy = !dist_max_int(private_copy), machines = dist_machines();
     char ranks[200] = "", on_machines[32] = "", thread_range[32] = "";
     if (fewest_threads != most_threads) snprintf(thread_range, sizeof thread_range, "%d-", fewest_threads);
     if (machines > 1) snprintf(on_machines, sizeof on_machines, " on %d machines", machines);

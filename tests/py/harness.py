@@ -46,6 +46,18 @@ def shared_path(*parts):
     return os.path.join(SHARED, *parts)
 
 
+# The shared models and data the tests use, each named once (tests import them under
+# the names they read best as).
+STORIES260K_DIR = shared_path("models", "stories260K")
+STORIES260K_BIN = shared_path("models", "stories260K", "stories260K.bin")
+STORIES260K_GGUF = shared_path("models", "stories260K", "tinyllamas-stories-260k-f32.gguf")
+TOK512 = shared_path("models", "stories260K", "tok512.bin")
+HF656 = shared_path("models", "TinyStories-656K")
+HF656_TOKENIZER = shared_path("models", "TinyStories-656K", "tokenizer.json")  # 2048 tokens; stories260K has 512
+TRAIN_TEXT = shared_path("data", "tinystories-train-head.txt")
+VALID_TEXT = shared_path("data", "tinystories-valid-1000.txt")
+
+
 def set_flags(assignments):
     """["--set", a, "--set", b, ...]: recipe overrides as npt takes them."""
     return [flag for a in assignments for flag in ("--set", a)]

@@ -15,11 +15,9 @@ import os
 import sys
 import tempfile
 
-from harness import NPT, built, check, exit_code, run_npt, shared_path, temp_files
+from harness import (NPT, STORIES260K_BIN as BIN, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code, run_npt,
+                     temp_files)
 
-BIN = shared_path("models", "stories260K", "stories260K.bin")
-TOK = shared_path("models", "stories260K", "tok512.bin")
-TEXT = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 MINE = b"my own file, not to be lost\n"
 

@@ -25,11 +25,9 @@ import tempfile
 import time
 
 import h5py
-from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path, temp_files
+from harness import NPT, TOK512 as TOK, TRAIN_TEXT as TEXT, built, check, exit_code, run_npt, set_flags, temp_files
 from test_mpi import ENV, MPIRUN, RECIPE, SETS, metrics, mpi_argv, run, same_bits
 
-TOK = shared_path("models", "stories260K", "tok512.bin")
-TEXT = shared_path("data", "tinystories-train-head.txt")
 # a run far longer than the test: it is stopped by the truncation
 ENDLESS = ["train.max_steps=100000", "train.warmup_steps=2", "checkpoint.every=5", "log.every=1", "train.batch_size=4",
            "threads=1"]

@@ -31,12 +31,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import tok_ref  # noqa: E402
 import vocab_ref  # noqa: E402
-from harness import check, exit_code, run_npt, set_flags, shared_path, temp_files  # noqa: E402
+from harness import (HF656_TOKENIZER as TOK_HF, TOK512, TRAIN_TEXT as TRAIN_TXT, VALID_TEXT as VALID_TXT, check,
+                     exit_code, run_npt, set_flags, temp_files)  # noqa: E402
 
-TRAIN_TXT = shared_path("data", "tinystories-train-head.txt")
-VALID_TXT = shared_path("data", "tinystories-valid-1000.txt")
-TOK512 = shared_path("models", "stories260K", "tok512.bin")
-TOK_HF = shared_path("models", "TinyStories-656K", "tokenizer.json")
 SAFE = "recipes/stories260k-safe.json"
 N_ENCODE = 40  # stories compared id by id with the O(n^2) reference encoder
 

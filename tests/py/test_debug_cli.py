@@ -28,10 +28,9 @@ import tempfile
 
 import h5py
 import numpy as np
-from harness import check, exit_code, run_npt, set_flags, shared_path, temp_files
+from harness import VALID_TEXT as VALID, check, exit_code, run_npt, set_flags, shared_path, temp_files
 
 BIN, TOK = shared_path("models", "stories260K", "stories260K.bin"), shared_path("models", "stories260K", "tok512.bin")
-VALID = shared_path("data", "tinystories-valid-1000.txt")
 
 
 def run(*args, fsize=None):

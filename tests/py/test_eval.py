@@ -20,13 +20,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from harness import BUILD, check, exit_code, failures, run_npt, set_flags, shared_path
+from harness import (BUILD, HF656 as M656, STORIES260K_BIN as MODEL, TOK512 as TOK, VALID_TEXT as VALID, check,
+                     exit_code, failures, run_npt, set_flags)
 
 PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
-MODEL = shared_path("models", "stories260K", "stories260K.bin")
-TOK = shared_path("models", "stories260K", "tok512.bin")
-M656 = shared_path("models", "TinyStories-656K")
-VALID = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 FULL = "recipes/stories260k-full.json"
 T, WINDOWS = 64, 24

@@ -19,12 +19,9 @@ import sys
 import tempfile
 import time
 
-from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path
+from harness import (HF656, NPT, STORIES260K_BIN as BIN, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code,
+                     run_npt, set_flags)
 
-BIN = shared_path("models", "stories260K", "stories260K.bin")
-TOK = shared_path("models", "stories260K", "tok512.bin")
-HF656 = shared_path("models", "TinyStories-656K")
-TEXT = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 TIMEOUT = 20  # seconds; a refusal takes well under one, a blocked open() never returns
 

@@ -29,13 +29,9 @@ import tempfile
 import h5py
 import numpy as np
 
-from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path
+from harness import (HF656_TOKENIZER as HF_TOK, NPT, STORIES260K_BIN as BIN, STORIES260K_GGUF as GGUF, TOK512 as TOK,
+                     VALID_TEXT as TEXT, built, check, exit_code, run_npt, set_flags)
 
-BIN = shared_path("models", "stories260K", "stories260K.bin")
-GGUF = shared_path("models", "stories260K", "tinyllamas-stories-260k-f32.gguf")
-TOK = shared_path("models", "stories260K", "tok512.bin")
-HF_TOK = shared_path("models", "TinyStories-656K", "tokenizer.json")  # 2048 tokens; stories260K has 512
-TEXT = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 
 

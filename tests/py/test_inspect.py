@@ -17,12 +17,9 @@ import tempfile
 
 import h5py
 import numpy as np
-from harness import NPT, check, exit_code, failures, run_npt, shared_path
+from harness import (HF656, NPT, STORIES260K_BIN as BIN, STORIES260K_GGUF as GGUF, TOK512 as TOK, check, exit_code,
+                     failures, run_npt)
 
-BIN = shared_path("models", "stories260K", "stories260K.bin")
-TOK = shared_path("models", "stories260K", "tok512.bin")
-GGUF = shared_path("models", "stories260K", "tinyllamas-stories-260k-f32.gguf")
-HF656 = shared_path("models", "TinyStories-656K")
 
 
 def run(*args):

@@ -15,12 +15,9 @@ import sys
 import tempfile
 
 import numpy as np
-from harness import BUILD, check, exit_code, shared_path
+from harness import BUILD, HF656 as HF, STORIES260K_BIN as STORIES, STORIES260K_GGUF as GGUF, check, exit_code
 
 TOOL = os.path.join(BUILD, "tests", "test_load")
-STORIES = shared_path("models", "stories260K", "stories260K.bin")
-GGUF = shared_path("models", "stories260K", "tinyllamas-stories-260k-f32.gguf")
-HF = shared_path("models", "TinyStories-656K")
 
 
 LAYER_KEYS = ["attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down"]

@@ -33,13 +33,11 @@ import sys
 import tempfile
 import time
 
-from harness import NPT, built, check, exit_code, set_flags, shared_path
+from harness import NPT, STORIES260K_BIN as MODEL, TRAIN_TEXT as TEXT, built, check, exit_code, set_flags
 from test_mpi import ENV, MPIRUN, same_bits, stop_checkpoint
 from test_mpi_shared_weights import weight_mappings
 
 RECIPE = "recipes/stories260k-full.json"
-MODEL = shared_path("models", "stories260K", "stories260K.bin")
-TEXT = shared_path("data", "tinystories-train-head.txt")
 SHELL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "machine_shell.sh")
 NPT_EXE = os.path.realpath(NPT)
 MACHINES = ("npt-machine-a", "npt-machine-b")

@@ -28,11 +28,9 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path
+from harness import NPT, TRAIN_TEXT as TEXT, built, check, exit_code, run_npt, set_flags
 from test_mpi import ENV, MPIRUN, find_rank, same_bits
 
-TEXT = shared_path("data", "tinystories-train-head.txt")
 
 
 def nan_first_value(path, tensor):

@@ -20,13 +20,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import llama_ref  # noqa: E402
 import npt_ref  # noqa: E402
-from harness import BUILD, built, check, exit_code, shared_path  # noqa: E402
+from harness import BUILD, STORIES260K_BIN as MODEL, TOK512 as TOKENIZER, VALID_TEXT as TEXT, built, check, exit_code  # noqa: E402
 
 DRIVER = os.path.join(BUILD, "tests", "test_npt")
 ENCODER = os.path.join(BUILD, "tests", "test_tokenizer")
-MODEL = shared_path("models", "stories260K", "stories260K.bin")
-TOKENIZER = shared_path("models", "stories260K", "tok512.bin")
-TEXT = shared_path("data", "tinystories-valid-1000.txt")
 
 B, T = 2, 64
 SEED = 1234

@@ -24,12 +24,9 @@ import shutil
 import sys
 import tempfile
 
-from harness import NPT, built, check, exit_code, run_npt, shared_path
+from harness import (HF656, NPT, STORIES260K_BIN as BIN, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code,
+                     run_npt)
 
-BIN = shared_path("models", "stories260K", "stories260K.bin")
-TOK = shared_path("models", "stories260K", "tok512.bin")
-HF656 = shared_path("models", "TinyStories-656K")
-TEXT = shared_path("data", "tinystories-valid-1000.txt")
 SAFE = "recipes/stories260k-safe.json"
 
 

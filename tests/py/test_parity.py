@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import llama_ref  # noqa: E402
 import write_variants  # noqa: E402
 from vocab_ref import Vocab  # noqa: E402
-from harness import BUILD, NPT, check, exit_code, run_npt, shared_path  # noqa: E402
+from harness import BUILD, HF656 as S656, NPT, STORIES260K_DIR as S260, check, exit_code, run_npt, shared_path  # noqa: E402
 
 DRIVER = os.path.join(BUILD, "tests", "test_llama")
 ENCODER = os.path.join(BUILD, "tests", "test_tokenizer")
@@ -34,8 +34,6 @@ GEN_STEPS_656K = 160
 MIN_TIE_FREE_STEPS = 100     # greedy ids must agree at least this far
 TIE_GAP = 1e-4               # top-1 minus top-2 logit below which float32 may pick either
 
-S260 = shared_path("models", "stories260K")
-S656 = shared_path("models", "TinyStories-656K")
 MODELS = [  # name, model, tokenizer
     ("stories260K.bin", os.path.join(S260, "stories260K.bin"), os.path.join(S260, "tok512.bin")),
     ("stories260K.gguf", os.path.join(S260, "tinyllamas-stories-260k-f32.gguf"), os.path.join(S260, "tok512.bin")),

@@ -21,11 +21,10 @@ import sys
 import tempfile
 import time
 
-from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path, temp_files
+from harness import (NPT, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code, run_npt, set_flags, shared_path,
+                     temp_files)
 
 SAFE = "recipes/stories260k-safe.json"
-TOK = shared_path("models", "stories260K", "tok512.bin")
-TEXT = shared_path("data", "tinystories-valid-1000.txt")
 SHORT = ["train.warmup_steps=1", "threads=1", "train.batch_size=4"]
 
 

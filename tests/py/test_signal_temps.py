@@ -18,10 +18,8 @@ import sys
 import tempfile
 import time
 
-from harness import NPT, built, check, exit_code, run_npt, shared_path
+from harness import NPT, STORIES260K_BIN as MODEL, VALID_TEXT as DATA, built, check, exit_code, run_npt
 
-MODEL = shared_path("models", "stories260K", "stories260K.bin")
-DATA = shared_path("data", "tinystories-valid-1000.txt")
 
 
 def temps(directory):

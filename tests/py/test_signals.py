@@ -21,11 +21,9 @@ import tempfile
 import time
 
 import h5py
-from harness import NPT, built, check, exit_code, set_flags, shared_path
+from harness import NPT, TOK512 as TOK, TRAIN_TEXT as TEXT, built, check, exit_code, set_flags
 
 SAFE = "recipes/stories260k-safe.json"
-TOK = shared_path("models", "stories260K", "tok512.bin")
-TEXT = shared_path("data", "tinystories-train-head.txt")
 # 40 steps of 8 x 128 tokens on one thread (bit-exact comparison), checkpoints every 10
 SETS = ["train.max_steps=40", "train.warmup_steps=2", "checkpoint.every=10", "data.seq_len=128",
         "train.batch_size=8", "threads=1"]

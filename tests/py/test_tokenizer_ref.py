@@ -12,10 +12,8 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import tok_ref  # noqa: E402
-from harness import BUILD, check, exit_code, shared_path  # noqa: E402
+from harness import BUILD, HF656_TOKENIZER as HF_TOK, TOK512 as LLAMA_TOK, check, exit_code, shared_path  # noqa: E402
 
-LLAMA_TOK = shared_path("models", "stories260K", "tok512.bin")
-HF_TOK = shared_path("models", "TinyStories-656K", "tokenizer.json")
 FILES = [shared_path("data", "tinystories-train-head.txt"), shared_path("data", "tinystories-valid-1000.txt")]
 N_REF = 300  # stories per file for the O(n^2) Python references
 

@@ -31,12 +31,11 @@ import time
 
 import h5py
 import numpy as np
-from harness import NPT, built, check, exit_code, run_npt, set_flags, shared_path
+from harness import (HF656 as M656, NPT, STORIES260K_BIN as S260, built, check, exit_code, run_npt, set_flags,
+                     shared_path)
 
 SAFE = "recipes/stories260k-safe.json"
 FULL = "recipes/stories260k-full.json"
-M656 = shared_path("models", "TinyStories-656K")
-S260 = shared_path("models", "stories260K", "stories260K.bin")
 # 30 steps of 4 x 64 tokens, one thread (bit-exact comparisons need a fixed thread count)
 SHORT = ["train.max_steps=30", "train.warmup_steps=2", "checkpoint.every=10", "data.seq_len=64",
          "train.batch_size=4", "threads=1"]
