@@ -201,6 +201,7 @@ int cmd_validate(int argc, char **argv) {
     char path[RECIPE_PATH_MAX];
     NptErr err;
     Recipe r;
+    memset(&r, 0, sizeof r); /* freed below even when the path did not resolve */
     RecipeDiag d = {0};
     LlamaConfig shape = {0};
     int loaded = 0, ok;
@@ -235,7 +236,7 @@ int cmd_validate(int argc, char **argv) {
             fprintf(stderr, "warning: %s: %s\n", d.warnings[i].path, d.warnings[i].message);
         if (!ok) fprintf(stderr, "%s: %d error%s\n", path, d.n_errors + d.n_dropped, d.n_errors + d.n_dropped == 1 ? "" : "s");
     }
-    if (ok) recipe_free(&r);
+    recipe_free(&r);
     recipe_diag_free(&d);
     free(sets);
     return ok ? 0 : 1;
@@ -283,7 +284,7 @@ static int recipes_list(int json) {
         } else {
             printf("  %-22s %s\n", stem, desc);
         }
-        if (valid) recipe_free(&r);
+        recipe_free(&r);
         free(names[i]);
     }
     free(names);

@@ -729,8 +729,7 @@ int recipe_parse(const char *text, const char *filename, const char *const *over
     for (int i = 0; i < c.n_set; i++) free(c.set_paths[i]);
     free(c.set_paths);
     int failed = c.d->n_errors > 0 || c.d->n_dropped > 0;
-    if (failed) recipe_free(out);
-    else recipe_apply_safe_mode(out, c.d);
+    if (!failed) recipe_apply_safe_mode(out, c.d);
     if (!diag) recipe_diag_free(&local);
     return failed ? -1 : 0;
 }

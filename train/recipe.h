@@ -129,8 +129,9 @@ typedef struct {
 } RecipeDiag;
 
 /* Reads, strips comments, applies `key.path=value` overrides to the JSON tree, then
- * validates and fills out. Returns 0, or -1 with every error in diag (out is then
- * left zeroed, nothing to free). diag may be NULL; when given, the caller frees it
+ * validates and fills out. Returns 0, or -1 with every error in diag; out then holds
+ * the values that were valid (npt validate checks the paths among them), so the caller
+ * recipe_frees it in both cases. diag may be NULL; when given, the caller frees it
  * with recipe_diag_free in both cases (warnings are reported on success too). */
 int recipe_load(const char *path, const char *const *overrides, int n_overrides, Recipe *out,
                 RecipeDiag *diag);

@@ -1046,6 +1046,7 @@ static int load_recipe(Trainer *t, const TrainArgs *a, int *loaded) {
     *loaded = 0;
     if (recipe_resolve_path(a->recipe_path, recipe_path, sizeof recipe_path, &err)) return fail("%s", err.msg);
     int bad = recipe_load(recipe_path, a->overrides, a->n_overrides, &t->r, &diag);
+    *loaded = 1; /* a failed load keeps what was valid too */
     char *text = recipe_diag_text(&diag);
     if (text && *text && dist_rank() == 0) fputs(text, stderr);
     recipe_diag_free(&diag);
@@ -1056,7 +1057,6 @@ static int load_recipe(Trainer *t, const TrainArgs *a, int *loaded) {
         return 1;
     }
     free(text);
-    *loaded = 1;
     if (recipe_check_for_training(&t->r, &err)) return fail("%s", err.msg);
     return 0;
 }

@@ -127,6 +127,15 @@ def test_validate_model_checks(d):
           and any(l.startswith("model: no/such/model.bin: No such file") for l in lines)
           and any(l.startswith("data.train: x: No such file") for l in lines) and lines[-1] == f"{both}: 3 errors",
           f"schema error and missing files reported together: {lines}")
+    # the same for a data.sources entry (its list was dropped with the recipe before)
+    src = write(d, "sources.json", '{"model": "no/such/model.bin", "data": {"seq_len": "abc", '
+                '"sources": [{"path": "no/such/source.txt"}]}}')
+    rc, _, err = npt("validate", src)
+    lines = err.strip().splitlines()
+    check(rc == 1 and any(l.startswith("data.seq_len: expected an integer") for l in lines)
+          and any(l.startswith("data.sources[0].path: no/such/source.txt: No such file") for l in lines)
+          and lines[-1] == f"{src}: 3 errors",
+          f"schema error and a missing data.sources path reported together: {lines}")
     rc, _, err = npt("validate", both, "--schema-only")
     check(rc == 1 and err.strip().splitlines()[-1] == f"{both}: 1 error", "--schema-only: the schema error alone")
     rc, out, err = npt("validate", "stories260k-safe", "--set", "train.lr=3e-4")
