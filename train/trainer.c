@@ -1102,10 +1102,12 @@ static int run_session(const TrainArgs *a) {
     char metrics[2 * RECIPE_PATH_MAX + 2];
     snprintf(metrics, sizeof metrics, "%s/%s", t->r.output_dir, t->r.log.metrics_file);
     if (ranks_agree(load_base_model(t))) goto done;
-    /* rank 0 first: text data is tokenized once into the token cache, where ranks on
-     * the same machine then find it */
-    for (int turn = 0; turn < 2; turn++)
-        if (ranks_agree((turn == 0) == root ? check_model_open_data(t) : 0)) goto done;
+    /* text data is tokenized once into the token cache: rank 0 first, then the first
+     * rank of every other machine (which finds rank 0's cache on a shared cache_dir and
+     * tokenizes once for its machine on a local one), then the rest, who find theirs */
+    int my_turn = root ? 0 : dist_local_rank() == 0 ? 1 : 2;
+    for (int turn = 0; turn < 3; turn++)
+        if (ranks_agree(turn == my_turn ? check_model_open_data(t) : 0)) goto done;
     if (ranks_agree(setup_training(t) || check_world(t))) goto done;
     if (ranks_agree(root && (npt_mkdir_p(t->r.output_dir, &err) ? fail("output_dir: %s", err.msg)
                                                                  : lock_output_dir(t) || refuse_other_run(t, a->resume, metrics))))

@@ -22,7 +22,10 @@ so where the ranks run must not change a bit).
   4. one path that holds another file on one machine (bind-mounted there): another base
      model, or the same stories in another order (same size, same number of windows):
      the job stops before its first step with one error line naming the rank and what
-     differs, and writes no checkpoint.
+     differs, and writes no checkpoint;
+  5. a token cache per machine (cache_dir holds another directory on the second
+     machine): each machine's cache is written once (its first rank tokenizes, the other
+     finds the file) and the run ends bit-identical to 4 ranks on one machine.
 """
 import os
 import shutil
@@ -93,12 +96,12 @@ def namespace(pid, kind):
         return None
 
 
-def watch(argv, ranks, until=None):
+def watch(argv, ranks, until=None, env=None):
     """Runs the job, recording each rank's UTS namespace and weight files (device, inode) (the last seen
     while it runs). until(pids) may act on the ranks and return True to stop watching."""
     run_id = f"{os.getpid()}-{time.monotonic_ns()}"
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                            env=dict(ENV, NPT_TEST_RUN_ID=run_id), stdin=subprocess.DEVNULL)
+                            env=dict(env or ENV, NPT_TEST_RUN_ID=run_id), stdin=subprocess.DEVNULL)
     uts, files, pids = {}, {r: set() for r in range(ranks)}, {}
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:
@@ -232,6 +235,34 @@ def cases(tmp):
         check(r.returncode != 0 and len(errors) == 1 and needle in errors[0] and not os.path.exists(os.path.join(out, "metrics.jsonl"))
               and not any(f.endswith(".h5") for f in (os.listdir(out) if os.path.isdir(out) else [])),
               f"{name} on the second machine: exit {r.returncode}, one error line: {errors}")
+
+    # 5. a token cache per machine (a node-local cache_dir under one path): each machine
+    # tokenizes once, its first rank before the others (a second writer would replace the
+    # file: another inode), and the run is the one-machine run
+    local_a, local_b = os.path.join(tmp, "cache-a"), os.path.join(tmp, "cache-b")
+    os.makedirs(local_a)
+    os.makedirs(local_b)
+    inodes = set()
+
+    def cache_inodes(pids):
+        for name in os.listdir(local_b):
+            try:
+                inodes.add((name, os.stat(os.path.join(local_b, name)).st_ino))
+            except OSError:
+                pass  # a temporary file renamed meanwhile
+        return False
+    local = os.path.join(tmp, "local-caches")
+    env = dict(ENV, NPT_TEST_MACHINE_BIND=f"{MACHINES[1]}:{local_b}:{local_a}")
+    argv = machines_argv(hosts22, 4, sets(local, local_a, STEPS, 4, ["threads=1"]))
+    r6, _, _ = watch(argv, 4, cache_inodes, env=env)
+    left_a, left_b = sorted(os.listdir(local_a)), sorted(os.listdir(local_b))
+    caches = {name for name, _ in inodes if name in left_b}
+    check(r6.returncode == 0 and len(left_a) == 1 and left_a == left_b and len(caches) == 1
+          and len([i for name, i in inodes if name in caches]) == 1,
+          f"a token cache per machine: one cache file on each, written once on the second machine "
+          f"(exit {r6.returncode}; {left_a} and {left_b}; seen there: {sorted(inodes)})")
+    ok, n = same_bits(os.path.join(one, "final.h5"), os.path.join(local, "final.h5")) if r6.returncode == 0 else (False, 0)
+    check(ok, f"with a token cache per machine the run ends bit-identical to 4 ranks on one machine ({n} datasets)")
     return exit_code()
 
 
