@@ -6,7 +6,8 @@ behind when a signal ends them mid-write, and the file they were to replace is i
   1. npt debug scan --out LIST.tsv --force, ended by SIGINT and by SIGTERM while it
      scans: killed by that signal, no LIST.tsv.tmp.PID, the earlier LIST.tsv unchanged;
   2. npt export MODEL --out DIR, ended by SIGTERM while it writes the directory (a
-     random 0.3 GB model, so the write takes a while): no DIR.tmp.PID, no DIR;
+     random 0.3 GB model; stopped the moment model.safetensors appears, then signalled,
+     so a busy machine cannot let the write finish first): no DIR.tmp.PID, no DIR;
   3. the control: the same scan left alone finishes and replaces LIST.tsv.
 Run from the repo root: /usr/bin/python3 tests/py/test_signal_temps.py
 """
@@ -27,15 +28,22 @@ def temps(directory):
 
 
 def signal_when(argv, appears, sig, delay, timeout=120):
-    """Starts argv; delay seconds after the path `appears` exists, sends sig.
+    """Starts argv; delay seconds after the path `appears` exists, sends sig. delay None:
+    stops the process (SIGSTOP) the moment the path is seen, so the signal lands at that
+    point of the work however busy the machine is, then sends sig and lets it go on.
     (returncode, stderr, seen)."""
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     deadline, seen = time.time() + timeout, False
     while p.poll() is None and time.time() < deadline:
         if os.path.exists(appears(p.pid)):
-            seen = True
-            time.sleep(delay)
+            if delay is None:
+                p.send_signal(signal.SIGSTOP)
+            else:
+                time.sleep(delay)
+            seen = p.poll() is None
             p.send_signal(sig)
+            if delay is None:
+                p.send_signal(signal.SIGCONT)
             break
         time.sleep(0.002)
     _, err = p.communicate(timeout=timeout)
@@ -72,7 +80,7 @@ def test_export(tmp):
     out = os.path.join(tmp, "exported")
     rc, err, seen = signal_when([NPT, "export", model, "--out", out],
                                 lambda pid: os.path.join(f"{out}.tmp.{pid}", "model.safetensors"), signal.SIGTERM,
-                                0.02)
+                                None)
     check(seen and rc == -signal.SIGTERM and temps(tmp) == [] and not os.path.exists(out),
           f"export ended by SIGTERM while writing: killed by it (returncode {rc}, caught mid-write: {seen}), "
           f"no temporary directory ({temps(tmp)}), no output directory")
