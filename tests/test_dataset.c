@@ -29,6 +29,17 @@ static const char *in_dir(const char *name) {
     return p;
 }
 
+/* The one file in dir (the token cache of one source), into out; 0 if not exactly one. */
+static int only_file(const char *d, char *out, size_t n) {
+    DIR *dir = opendir(d);
+    int count = 0;
+    out[0] = '\0';
+    for (struct dirent *e; dir && (e = readdir(dir));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && count++ == 0) snprintf(out, n, "%s/%s", d, e->d_name);
+    if (dir) closedir(dir);
+    return count == 1;
+}
+
 /* A cursor-mismatch message "... cursor (A) does not fit this data (B) ...": A != B. */
 static int sides_differ(const char *msg) {
     const char *a = strstr(msg, "data cursor ("), *b = strstr(msg, "this data (");
@@ -293,18 +304,19 @@ static void test_formats(void) {
           STEPS, B, T);
     dataset_free(&a);
     dataset_free(&b);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "ls %s | wc -l", in_dir("cache"));
-    FILE *ls = popen(cmd, "r");
-    int n_cached = 0;
-    if (ls && fscanf(ls, "%d", &n_cached) != 1) n_cached = -1;
-    if (ls) pclose(ls);
+    /* reused, not rewritten: tokenizing again would write a temporary file and rename
+     * it over the cache, a new inode */
+    char cached[1024];
+    struct stat before = {0}, after = {0};
+    int one = only_file(in_dir("cache"), cached, sizeof cached) && stat(cached, &before) == 0;
     c.sources = &text;
     c.log = NULL;
-    double t0 = npt_now_seconds();
     int reopened = dataset_open_config(&a, &c, &err) == 0;
-    double secs = npt_now_seconds() - t0;
-    check(n_cached == 1 && reopened && secs < 0.1, "the cache holds one token file, reopening uses it (%.3f s)", secs);
+    int still_one = only_file(in_dir("cache"), cached, sizeof cached) && stat(cached, &after) == 0;
+    check(one && reopened && still_one && after.st_ino == before.st_ino &&
+              after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec,
+          "the cache holds one token file, and reopening reads it without writing it again (inode %lu -> %lu)",
+          (unsigned long)before.st_ino, (unsigned long)after.st_ino);
     if (reopened) dataset_free(&a);
 
     /* JSONL with a custom field and a folder of two text files: same tokens */
@@ -410,17 +422,6 @@ static double rss_in_child(const char *path, int T, long draws, double *secs) {
     if (pid > 0) waitpid(pid, NULL, 0);
     if (secs) *secs = out[1];
     return out[0];
-}
-
-/* The one file in dir (the token cache of one source), into out; 0 if not exactly one. */
-static int only_file(const char *d, char *out, size_t n) {
-    DIR *dir = opendir(d);
-    int count = 0;
-    out[0] = '\0';
-    for (struct dirent *e; dir && (e = readdir(dir));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && count++ == 0) snprintf(out, n, "%s/%s", d, e->d_name);
-    if (dir) closedir(dir);
-    return count == 1;
 }
 
 /* Opens the text through the cache with warnings into a buffer; returns the windows

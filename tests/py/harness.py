@@ -6,6 +6,7 @@ import os
 import resource
 import signal
 import subprocess
+import time
 
 NPT = os.environ.get("NPT", "./npt")
 BUILD = os.environ.get("BUILD", "build")  # the C test drivers are in BUILD/tests
@@ -83,3 +84,37 @@ def temp_files(directory):
     """Names in directory that look like an unfinished write: npt writes PATH.tmp.PID and
     renames it over PATH, so one left behind is a write that was not cleaned up."""
     return [f for f in os.listdir(directory) if ".tmp" in f]
+
+
+def pause(pid, limit=30):
+    """Stops pid (SIGSTOP) and waits until the kernel reports it stopped, so what a test
+    looks at next (files, logged steps) is where a signal it sends then will land, however
+    late this process ran: the signal is delivered when the test continues it with
+    resume(). False if the process is gone (or a zombie) instead."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return False
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        if state in "Zx":
+            return False
+        if state in "Tt":
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def resume(pid, sig=None):
+    """Sends sig (if any) to a process pause() stopped, then continues it."""
+    try:
+        if sig is not None:
+            os.kill(pid, sig)
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass

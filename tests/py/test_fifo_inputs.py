@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from harness import (HF656, NPT, STORIES260K_BIN as BIN, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code,
-                     run_npt, set_flags)
+                     pause, resume, run_npt, set_flags)
 
 SAFE = "recipes/stories260k-safe.json"
 TIMEOUT = 20  # seconds; a refusal takes well under one, a blocked open() never returns
@@ -149,13 +149,17 @@ def test_eval_log_pipe_during_run(tmp, tokens):
     # would be an earlier run's eval.jsonl there, and the run rightly refuses to start
     while not os.path.exists(os.path.join(out, "metrics.jsonl")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.002)
+    # the run stopped meanwhile: its first eval (step 10) cannot make eval.jsonl first
+    paused = pause(proc.pid)
     try:
-        os.mkfifo(path)  # the run writes eval.jsonl first at step 10
+        os.mkfifo(path)
     except OSError as e:
         proc.kill()
         proc.wait()
-        check(False, f"eval.jsonl a pipe during a run: could not make the pipe before the run's first eval ({e})")
+        check(False, f"eval.jsonl a pipe during a run: could not make the pipe before the run's first eval "
+                     f"(stopped: {paused}; {e})")
         return
+    resume(proc.pid)
     try:
         err = proc.communicate(timeout=60)[1]
     except subprocess.TimeoutExpired:

@@ -59,7 +59,7 @@ def test_scan(tmp):
     for sig in (signal.SIGINT, signal.SIGTERM):
         with open(out, "w") as f:
             f.write("# the earlier list\n")
-        rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{out}.tmp.{pid}", sig, 0.2)
+        rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{out}.tmp.{pid}", sig, None)
         with open(out) as f:
             kept = f.read()
         check(seen and rc == -sig and temps(tmp) == [] and kept == "# the earlier list\n",

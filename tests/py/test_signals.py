@@ -21,7 +21,7 @@ import tempfile
 import time
 
 import h5py
-from harness import NPT, TOK512 as TOK, TRAIN_TEXT as TEXT, built, check, exit_code, set_flags
+from harness import NPT, TOK512 as TOK, TRAIN_TEXT as TEXT, built, check, exit_code, pause, resume, set_flags
 
 SAFE = "recipes/stories260k-safe.json"
 # 40 steps of 8 x 128 tokens on one thread (bit-exact comparison), checkpoints every 10
@@ -78,11 +78,12 @@ def test_train_sigterm_resume(tmp):
         return
     proc = subprocess.Popen(train_argv(b_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log = os.path.join(b_dir, "metrics.jsonl")
-    if not wait_until(proc, lambda: lines(log) >= STOP_AFTER_STEPS):
+    # stopped where it is seen, so the signal lands there however late this test ran
+    if not wait_until(proc, lambda: lines(log) >= STOP_AFTER_STEPS) or not pause(proc.pid) or lines(log) >= 39:
         proc.kill()
         check(False, f"sigterm: the run ended (status {proc.wait()}) before the signal could be sent")
         return
-    proc.send_signal(signal.SIGTERM)
+    resume(proc.pid, signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     step = lines(log)  # the step in flight completes and is logged before the stop
     ckpt = os.path.join(b_dir, f"ckpt-{step:08d}.h5")
@@ -111,16 +112,17 @@ def test_train_sigterm_resume(tmp):
 
 
 def sigint_while_tokenizing(argv, watch, label, env=None):
-    """Runs ARGV and sends SIGINT 0.3 s after a file appears in WATCH (its temporary
-    output: tokenizing has begun). Checks exit 130; returns stderr, or None if the
-    command ended before."""
+    """Runs ARGV and sends SIGINT once a file appears in WATCH (its temporary output:
+    tokenizing has begun), the command stopped meanwhile so the signal lands while that
+    file is still temporary. Checks exit 130; returns stderr, or None if the command
+    ended before."""
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    if not wait_until(proc, lambda: os.listdir(watch)):
+    if not wait_until(proc, lambda: os.listdir(watch)) or not pause(proc.pid) \
+            or not any(".tmp." in f for f in os.listdir(watch)):
         proc.kill()
-        check(False, f"{label}: the command ended (status {proc.wait()}) before it started tokenizing")
+        check(False, f"{label}: the command ended (status {proc.wait()}) before it was seen tokenizing")
         return None
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    resume(proc.pid, signal.SIGINT)
     err = proc.communicate(timeout=120)[1]
     check(proc.returncode == 130, f"{label}: exit 130 (128 + SIGINT), got {proc.returncode}: {err.strip()[-200:]}")
     return err
