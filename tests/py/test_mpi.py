@@ -33,7 +33,7 @@ import time
 
 import h5py
 import numpy as np
-from harness import NPT, built, check, exit_code, run_npt, set_flags
+from harness import NPT, built, check, exit_code, pause, resume, run_npt, set_flags
 
 RECIPE = "recipes/stories260k-full.json"
 SETS = ["train.max_steps=6", "train.warmup_steps=2", "train.grad_accum=2", "train.batch_size=4", "threads=1",
@@ -140,7 +140,11 @@ def main():
             if rank1 is None:
                 rank1 = find_rank(proc.pid, 1)
             if rank1 and os.path.exists(path) and len(open(path).readlines()) >= 10:
-                os.kill(rank1, signal.SIGTERM)
+                # stopped where it is seen, so the signal lands there however late this test ran
+                if pause(rank1) and len(open(path).readlines()) < 59:
+                    resume(rank1, signal.SIGTERM)
+                else:
+                    resume(rank1)
                 break
             time.sleep(0.005)
         _, err = proc.communicate(timeout=120)
