@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 
-from harness import NPT, STORIES260K_BIN as MODEL, VALID_TEXT as DATA, built, check, exit_code, run_npt
+from harness import (NPT, STORIES260K_BIN as MODEL, VALID_TEXT as DATA, built, check, exit_code, pause, resume,
+                     run_npt)
 
 
 
@@ -27,23 +28,16 @@ def temps(directory):
     return [f for f in os.listdir(directory) if ".tmp." in f]
 
 
-def signal_when(argv, appears, sig, delay, timeout=120):
-    """Starts argv; delay seconds after the path `appears` exists, sends sig. delay None:
-    stops the process (SIGSTOP) the moment the path is seen, so the signal lands at that
-    point of the work however busy the machine is, then sends sig and lets it go on.
-    (returncode, stderr, seen)."""
+def signal_when(argv, appears, sig, timeout=120):
+    """Starts argv and sends sig once the path `appears` exists, the process stopped
+    (harness.pause) the moment the path is seen, so the signal lands at that point of the
+    work however busy the machine is. (returncode, stderr, seen)."""
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     deadline, seen = time.time() + timeout, False
     while p.poll() is None and time.time() < deadline:
         if os.path.exists(appears(p.pid)):
-            if delay is None:
-                p.send_signal(signal.SIGSTOP)
-            else:
-                time.sleep(delay)
-            seen = p.poll() is None
-            p.send_signal(sig)
-            if delay is None:
-                p.send_signal(signal.SIGCONT)
+            seen = pause(p.pid)
+            resume(p.pid, sig)
             break
         time.sleep(0.002)
     _, err = p.communicate(timeout=timeout)
@@ -59,7 +53,7 @@ def test_scan(tmp):
     for sig in (signal.SIGINT, signal.SIGTERM):
         with open(out, "w") as f:
             f.write("# the earlier list\n")
-        rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{out}.tmp.{pid}", sig, None)
+        rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{out}.tmp.{pid}", sig)
         with open(out) as f:
             kept = f.read()
         check(seen and rc == -sig and temps(tmp) == [] and kept == "# the earlier list\n",
@@ -79,8 +73,7 @@ def test_export(tmp):
         return
     out = os.path.join(tmp, "exported")
     rc, err, seen = signal_when([NPT, "export", model, "--out", out],
-                                lambda pid: os.path.join(f"{out}.tmp.{pid}", "model.safetensors"), signal.SIGTERM,
-                                None)
+                                lambda pid: os.path.join(f"{out}.tmp.{pid}", "model.safetensors"), signal.SIGTERM)
     check(seen and rc == -signal.SIGTERM and temps(tmp) == [] and not os.path.exists(out),
           f"export ended by SIGTERM while writing: killed by it (returncode {rc}, caught mid-write: {seen}), "
           f"no temporary directory ({temps(tmp)}), no output directory")
