@@ -1037,16 +1037,14 @@ static int open_logs(Trainer *t, const char *resume, const char *metrics) {
 }
 
 /* The recipe, with --set applied and checked for training; 0, or 1 with the errors
- * printed (*loaded says whether t->r holds a recipe to free). */
-static int load_recipe(Trainer *t, const TrainArgs *a, int *loaded) {
+ * printed; the caller recipe_frees t->r either way (a failed load keeps what was valid). */
+static int load_recipe(Trainer *t, const TrainArgs *a) {
     RecipeDiag diag;
     memset(&diag, 0, sizeof diag);
     char recipe_path[4096];
     NptErr err;
-    *loaded = 0;
     if (recipe_resolve_path(a->recipe_path, recipe_path, sizeof recipe_path, &err)) return fail("%s", err.msg);
     int bad = recipe_load(recipe_path, a->overrides, a->n_overrides, &t->r, &diag);
-    *loaded = 1; /* a failed load keeps what was valid too */
     char *text = recipe_diag_text(&diag);
     if (text && *text && dist_rank() == 0) fputs(text, stderr);
     recipe_diag_free(&diag);
@@ -1079,9 +1077,9 @@ static int check_resume_file(const char *resume) {
 static int run_session(const TrainArgs *a) {
     Trainer *t = npt_xcalloc(1, sizeof *t, "trainer");
     NptErr err;
-    int rc = 1, loaded;
-    if (ranks_agree(load_recipe(t, a, &loaded) || check_resume_file(a->resume))) {
-        if (loaded) recipe_free(&t->r);
+    int rc = 1;
+    if (ranks_agree(load_recipe(t, a) || check_resume_file(a->resume))) {
+        recipe_free(&t->r); /* t is zeroed: nothing to free when no recipe was read */
         free(t);
         return 1;
     }
