@@ -362,7 +362,7 @@ static void check_fd(const LlamaModel *m, int safe, NptLayerMode mode, int rank,
     memcpy(analytic, n.grads, n.n_params * sizeof(float));
     double rel = directional ? fd_directions(&r, oc, m, &n, tokens, analytic, &samples)
                              : fd_single_weights(&r, oc, m, &n, tokens, analytic, &samples);
-    const char *obj = !oc->distill ? "lm" : oc->use_mse ? "distill mse" : "distill nmse";
+    const char *obj = !oc->distill ? (oc->lambda > 0 ? "lm + lambda reg" : "lm") : oc->use_mse ? "distill mse" : "distill nmse";
     const char *layers = mode == NPT_LAYERS_ALL ? "all" : mode == NPT_LAYERS_UPPER_HALF ? "upper_half" : "lower_half";
     check(rel < (directional ? 2e-3 : 5e-3), "%s loss gradient vs finite differences, %s mode, layers %s, rank %d: rel "
           "err %.2e over %d %s", obj, safe ? "safe" : "full", layers, rank, rel, samples, directional ? "directions" : "weights");
@@ -545,6 +545,31 @@ static void check_no_logits(const LlamaModel *m) {
     check(w.ops > 20 * m->cfg.n_layers && w.vocab_reads == 0,
           "distillation step: %d ops watched in teacher and student, %d read the %d x %d vocabulary matrix (want 0)",
           w.ops, w.vocab_reads, m->cfg.vocab_size, m->cfg.dim);
+    npt_free(&n);
+}
+
+/* lm through adapters: the loss is cross-entropy plus lambda times the mean regularizer
+ * (the fidelity reported is the cross-entropy alone), as distill adds it to NMSE. */
+static void check_lm_regularizer(const LlamaModel *m) {
+    NptModel n;
+    NptErr err;
+    ObjectiveRunner r;
+    enum { B = 2, T = 16 };
+    if (test_adapters(m, 0, NPT_LAYERS_UPPER_HALF, 5, 4, &n)) return;
+    const ObjectiveConfig plain = {.distill = 0}, weighted = {.distill = 0, .lambda = 3.0f};
+    if (objective_init(&r, m, &n, &plain, B, T, 1, &err)) {
+        check(0, "lm regularizer: objective_init: %s", err.msg);
+        npt_free(&n);
+        return;
+    }
+    int tokens[B * T];
+    for (int i = 0; i < B * T; i++) tokens[i] = (i * 13 + 2) % m->cfg.vocab_size;
+    ObjectiveValues v0 = objective_at(&r, &plain, m, &n, tokens, 0), v3 = objective_at(&r, &weighted, m, &n, tokens, 0);
+    check(v0.reg > 1e-4 && v0.loss == v0.fidelity && v3.fidelity == v0.fidelity && v3.reg == v0.reg &&
+              fabs(v3.loss - (v0.fidelity + 3.0 * v0.reg)) <= 1e-6 * v3.loss,
+          "lm with adapters: loss %.7g = cross-entropy %.7g + 3 x reg %.4g (lambda 0: %.7g)", v3.loss, v3.fidelity,
+          v3.reg, v0.loss);
+    objective_free(&r);
     npt_free(&n);
 }
 
@@ -746,7 +771,8 @@ int main(int argc, char **argv) {
     }
     if (setup(&m, NULL, 2, 16, 1)) return 1;
     check_structure(&m);
-    const ObjectiveConfig mse_oc = {.distill = 1, .use_mse = 1, .lambda = 0.01f}, lm_oc = {.distill = 0};
+    const ObjectiveConfig mse_oc = {.distill = 1, .use_mse = 1, .lambda = 0.01f}, lm_oc = {.distill = 0},
+                          lm_reg_oc = {.distill = 0, .lambda = 100.0f}; /* the regularizer's gradient dominates */
     check_fd(&m, 1, NPT_LAYERS_ALL, 4, &distill_oc);
     check_fd(&m, 0, NPT_LAYERS_ALL, 4, &distill_oc);
     check_fd(&m, 0, NPT_LAYERS_ALL, 2, &distill_oc); /* A Wo folded into the values too */
@@ -755,6 +781,8 @@ int main(int argc, char **argv) {
     check_fd(&m, 0, NPT_LAYERS_ALL, 4, &mse_oc);
     check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, 4, &lm_oc);
     check_fd(&m, 1, NPT_LAYERS_ALL, 2, &lm_oc);
+    check_fd(&m, 0, NPT_LAYERS_UPPER_HALF, 4, &lm_reg_oc);
+    check_lm_regularizer(&m);
     check_infer_path(&m);
     check_default_init(&m);
     check_no_logits(&m);

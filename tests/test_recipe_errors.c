@@ -392,6 +392,18 @@ static void test_safe_mode(void) {
     recipe_free(&r);
     recipe_diag_free(&d);
 
+    /* lm through adapters adds lambda * reg; training every weight has no adapters */
+    rc = parse("{\"model\": \"x\", \"objective\": {\"type\": \"lm\", \"lambda\": 1}}", NULL, 0, &r, &d);
+    check(rc == 0 && d.n_warnings == 0, "objective.lambda with lm through adapters is no warning");
+    recipe_free(&r);
+    recipe_diag_free(&d);
+    rc = parse("{\"model\": \"x\", \"objective\": {\"type\": \"lm\", \"train_all_weights\": true, \"lambda\": 1}}",
+               NULL, 0, &r, &d);
+    check(rc == 0 && d.n_warnings == 1 && has_warning(&d, "objective.lambda", "trains no adapters"),
+          "objective.lambda with lm and train_all_weights is a warning");
+    recipe_free(&r);
+    recipe_diag_free(&d);
+
     rc = parse("{\"model\": \"x\", \"train\": {\"lr\": 3e-4, \"clip_grad_norm\": 0}}", NULL, 0, &r, &d);
     check(rc == 0 && r.train.lr == 3e-4 && r.train.clip_grad_norm == 0 && d.n_warnings == 0,
           "without safe mode nothing is capped");

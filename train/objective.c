@@ -106,8 +106,10 @@ static ObjectiveValues distill(ObjectiveShard *sh, const LlamaModel *m, const Np
     return v;
 }
 
-static ObjectiveValues language_model(ObjectiveShard *sh, const LlamaModel *m, const NptModel *npt, const int *tokens,
-                                      int B, int T, float grad_scale, int poison) {
+/* Next-token cross-entropy; through adapters (npt given), lambda times their mean
+ * regularizer is added as in distill. */
+static ObjectiveValues language_model(ObjectiveShard *sh, const LlamaModel *m, const NptModel *npt, float lambda,
+                                      const int *tokens, int B, int T, float grad_scale, int poison) {
     Graph *sg = &sh->student;
     int N = B * T;
     int *targets = arena_alloc(sg->act, (size_t)N * sizeof(int));
@@ -121,8 +123,12 @@ static ObjectiveValues language_model(ObjectiveShard *sh, const LlamaModel *m, c
         h = npt ? npt_student_layer(sg, npt, l, h, B, T, &r) : llama_layer(sg, m, l, h, B, T);
         if (r) reg_sum = reg_sum ? op_add(sg, reg_sum, r) : r;
     }
-    Tensor *loss = op_cross_entropy(sg, llama_logits(sg, m, h), targets);
-    ObjectiveValues v = {loss->data[0], loss->data[0], reg_sum ? reg_sum->data[0] / npt->n_adapters : 0.0};
+    Tensor *ce = op_cross_entropy(sg, llama_logits(sg, m, h), targets), *loss = ce, *reg = NULL;
+    if (reg_sum) {
+        reg = op_scale(sg, reg_sum, 1.0f / (float)npt->n_adapters);
+        loss = op_add(sg, ce, op_scale(sg, reg, lambda));
+    }
+    ObjectiveValues v = {loss->data[0], ce->data[0], reg ? reg->data[0] : 0.0};
     if (isfinite(v.loss) && sg->recording) graph_backward(sg, loss, grad_scale);
     return v;
 }
@@ -223,7 +229,7 @@ static ObjectiveValues shard_step(ObjectiveShard *sh, const LlamaModel *m, const
     graph_reset(&sh->student);
     sh->student.recording = !forward_only;
     if (oc->distill) return distill(sh, m, npt, oc, tokens, B, T, grad_scale, poison, cache);
-    return language_model(sh, m, oc->train_all_weights ? NULL : npt, tokens, B, T, grad_scale, poison);
+    return language_model(sh, m, oc->train_all_weights ? NULL : npt, oc->lambda, tokens, B, T, grad_scale, poison);
 }
 
 ObjectiveValues objective_step(ObjectiveRunner *r, const LlamaModel *m, const NptModel *npt, const ObjectiveConfig *oc,

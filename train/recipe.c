@@ -659,6 +659,8 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     if (c->d->n_errors) return; /* the warnings below read values that may not be stored */
     if (r->objective.type == OBJECTIVE_LM && set_non_default("objective.loss", r, given))
         warn_at(c->d, "objective.loss", "ignored: objective.type is \"lm\"");
+    if (r->objective.type == OBJECTIVE_LM && r->objective.train_all_weights && set_non_default("objective.lambda", r, given))
+        warn_at(c->d, "objective.lambda", "ignored: objective.train_all_weights trains no adapters, so there is no regularizer");
     if (r->train.optimizer == OPTIMIZER_ADAMW && set_non_default("train.momentum", r, given))
         warn_at(c->d, "train.momentum", "ignored: train.optimizer is \"adamw\"");
     if (r->train.optimizer == OPTIMIZER_SGD && set_non_default("train.beta1", r, given))

@@ -424,7 +424,7 @@ def test_learns(tmp):
 def test_lm_all_weights(tmp):
     """lm with train_all_weights: the trained weights and moments are in the checkpoint,
     and a resumed run ends bit-identical to an uninterrupted one."""
-    sets = ["objective.type=lm", "objective.train_all_weights=true", "objective.lambda=0", "train.lr=1e-3"] + SHORT
+    sets = ["objective.type=lm", "objective.train_all_weights=true", "train.lr=1e-3"] + SHORT
     a, b = os.path.join(tmp, "lm_a"), os.path.join(tmp, "lm_b")
     ra = train(FULL, sets + ["train.max_steps=20"], a)
     rb1 = train(FULL, sets + ["train.max_steps=20"], b)
