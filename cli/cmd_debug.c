@@ -200,9 +200,11 @@ static void print_json(const DebugResult *r, DebugPrecision p, int f32_found) {
     else printf("null");
     if (p != DEBUG_F32) printf(",\"float32_found\":%s", f32_found ? "true" : "false");
     if (q->found) {
-        printf(",\"pass\":\"%s\",\"layer\":%d,\"op\":\"%s\",\"op_index\":%ld,\"overflow\":%s,\"raw_absmax\":%.9g,\"bad_input\":%d,\"output\":",
+        printf(",\"pass\":\"%s\",\"layer\":%d,\"op\":\"%s\",\"op_index\":%ld,\"overflow\":%s,\"raw_absmax\":%.9g,\"bad_input\":%d,\"inner\":",
                q->backward ? "backward" : "forward", q->layer, q->op, q->op_index, q->overflow ? "true" : "false",
                q->raw_absmax, q->bad_input);
+        if (q->inner[0]) printf("\"%s\",\"output\":", q->inner); /* a fixed name from model/ops.c: no escaping */
+        else printf("null,\"output\":");
         print_json_stats(&q->out);
         printf(",\"inputs\":[");
         for (int i = 0; i < q->n_in; i++) {

@@ -162,19 +162,34 @@ static void check_zero_factor(Graph *g, const char *op, long index, Tensor **in,
     z->n = d_raw->n;
 }
 
+/* A fused op's intermediate, before the op uses it: rounded as an op output is, and
+ * the first one that is not finite is kept for check_op, which the op calls next. */
+static void check_inner(Graph *g, const char *what, float *x, size_t n, void *ctx) {
+    DebugChecker *c = ctx;
+    float raw_absmax = 0.0f;
+    size_t overflowed = c->prec == DEBUG_F32 ? 0 : debug_round(x, n, c->prec, &raw_absmax);
+    if (c->inner || !npt_count_nonfinite(x, n)) return;
+    c->inner = what;
+    c->inner_overflow = overflowed > 0;
+    c->inner_absmax = raw_absmax;
+}
+
 static void check_op(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx) {
     DebugChecker *c = ctx;
     DebugResult *r = c->r;
     long index = r->n_ops++;
     float raw_absmax = 0.0f;
     size_t overflowed = c->prec == DEBUG_F32 ? 0 : debug_round(out->data, out->n, c->prec, &raw_absmax);
+    const char *inner = c->inner; /* this op's, if any: the next op starts clean */
+    c->inner = NULL;
     check_zero_factor(g, op, index, in, n_in, &r->zero_factor);
     if (r->first.found || !npt_count_nonfinite(out->data, out->n)) return;
     float *vals[NODE_MAX_INPUTS];
     for (int i = 0; i < n_in; i++) vals[i] = in[i]->data;
     record(&r->first, op, g->layer, index, out, out->data, in, vals, n_in);
-    r->first.overflow = overflowed > 0;
-    r->first.raw_absmax = raw_absmax;
+    r->first.overflow = inner ? c->inner_overflow : overflowed > 0;
+    r->first.raw_absmax = inner ? c->inner_absmax : raw_absmax;
+    snprintf(r->first.inner, sizeof r->first.inner, "%s", inner ? inner : "");
     c->n_in = n_in;
     for (int i = 0; i < n_in; i++) c->in[i] = in[i];
 }
@@ -184,6 +199,7 @@ void debug_attach(Graph *g, DebugChecker *c, DebugResult *r, DebugPrecision p) {
     r->loss = NAN;
     *c = (DebugChecker){.prec = p, .r = r};
     g->observer = check_op;
+    g->inner_observer = check_inner;
     g->observer_ctx = c;
     g->keep_inputs = 1;
 }
@@ -380,11 +396,16 @@ void debug_print_producer(FILE *f, const DebugResult *r, const int *tokens) {
     fprintf(f, "  %s %s ", p->backward ? "gradient of" : "output", p->out.name);
     print_shape(f, &p->out);
     fprintf(f, ": %zu NaN, %zu Inf\n", p->out.nan, p->out.inf);
-    if (p->overflow) fprintf(f, "  cause: values up to %.6g exceed the format's range\n", p->raw_absmax);
+    if (p->inner[0] && p->overflow)
+        fprintf(f, "  cause: inside the op, %s reaches %.6g, beyond the format's range\n", p->inner, p->raw_absmax);
+    else if (p->inner[0])
+        fprintf(f, "  cause: inside the op, %s became non-finite from finite inputs\n", p->inner);
+    else if (p->overflow)
+        fprintf(f, "  cause: values up to %.6g exceed the format's range\n", p->raw_absmax);
     if (p->bad_input >= 0)
         fprintf(f, "  cause: %s %s was already non-finite (%zu NaN, %zu Inf)\n", p->backward ? "output gradient of" : "input",
                 p->in[p->bad_input].name, p->in[p->bad_input].nan, p->in[p->bad_input].inf);
-    else if (!p->overflow)
+    else if (!p->overflow && !p->inner[0])
         fprintf(f, "  cause: produced from finite inputs\n");
     for (int i = 0; i < p->n_in; i++) {
         fprintf(f, "  %s %d %s ", p->backward ? "grad" : "input", i, p->in[i].name);

@@ -7,7 +7,9 @@
  * reduced precision, every op output is rounded in place to bf16/fp16 as it is made
  * (weights are rounded once by debug_round_weights), so low-precision overflow happens
  * on the CPU where it would on an accelerator, and the producer is the op whose output
- * left the format's range. The backward pass, on request, is replayed node by node
+ * left the format's range; a fused op's intermediates (npt_swiglu's d_add, d_raw and
+ * modulated gate) are rounded and checked too, and named as the cause when they overflow
+ * (graph.h InnerObserver). The backward pass, on request, is replayed node by node
  * with the same rule applied to gradients. */
 #ifndef NPT_DEBUG_H
 #define NPT_DEBUG_H
@@ -36,7 +38,8 @@ typedef struct {
     DebugStats in[NODE_MAX_INPUTS];
     int bad_input;      /* index of an input already non-finite at this op, -1 if none */
     int overflow;       /* reduced precision: finite in float32, out of the format's range */
-    float raw_absmax;   /* the output's largest |x| before rounding (reduced precision) */
+    float raw_absmax;   /* the output's largest |x| before rounding (reduced precision), or the intermediate's */
+    char inner[40];     /* "" or the op's intermediate that turned non-finite first (npt_swiglu's d_add, ...) */
     int rows[DEBUG_MAX_ROWS]; /* rows (token positions) holding a non-finite value */
     int n_rows, rows_total;
 } DebugProducer;
@@ -88,6 +91,9 @@ typedef struct {
     DebugResult *r;
     Tensor *in[NODE_MAX_INPUTS]; /* the producer's inputs, for the HDF5 save */
     int n_in;
+    const char *inner;           /* the running op's first non-finite intermediate, NULL if none */
+    int inner_overflow;          /* it was finite in float32 */
+    float inner_absmax;
 } DebugChecker;
 void debug_attach(Graph *g, DebugChecker *c, DebugResult *r, DebugPrecision p);
 

@@ -30,6 +30,10 @@ struct Node {
 /* Called after every op with its output and inputs: the debug mode's NaN producer
  * finder and precision emulation, and eval's modulation figures, hook in here. */
 typedef void (*OpObserver)(Graph *g, const char *op, Tensor *out, Tensor **in, int n_in, void *ctx);
+/* Called by a fused op on a value it makes and never returns (npt_swiglu's d_add, d_raw
+ * and modulated gate), before using it: the debug mode rounds it to the emulated
+ * precision in place and notes a non-finite one. `what` names it for the report. */
+typedef void (*InnerObserver)(Graph *g, const char *what, float *x, size_t n, void *ctx);
 /* A RoPE cos/sin table for positions [0, positions) (model/ops.c). It outlives steps, so
  * the sines and cosines are computed once per run, not once per layer and step. */
 typedef struct RopeTable {
@@ -47,6 +51,7 @@ struct Graph {
     int recording;    /* 0: pure inference, nothing goes on the tape */
     OpObserver observer;
     void *observer_ctx;
+    InnerObserver inner_observer; /* NULL unless debugging; shares observer_ctx */
     int keep_inputs;  /* no in-place outputs, no graph_release: an observer holds inputs */
     int layer;        /* current layer index for observers (-1 outside layers) */
     RopeTable *rope;  /* newest first; the older ones are freed at the next reset */

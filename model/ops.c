@@ -955,6 +955,19 @@ static void npt_swiglu_span(const float *restrict gs, const float *restrict us, 
     }
 }
 
+/* npt_swiglu_span for an observed graph with an inner observer (debug): d_add, d_raw
+ * and the modulated gate m are each shown to it before use, as a framework running the
+ * unfused ops would store them, so a reduced precision overflows where it would there.
+ * m is made over d_add (as[i] is read before m[i] is written). */
+static void npt_swiglu_span_observed(Graph *g, const float *gs, const float *us, float *as, float *rs, float s, size_t n,
+                                     float *ys) {
+    g->inner_observer(g, "d_add = z B_add^T", as, n, g->observer_ctx);
+    if (rs) g->inner_observer(g, "d_raw = z B_mul^T", rs, n, g->observer_ctx);
+    for (size_t i = 0; i < n; i++) as[i] = rs ? gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i] : gs[i] + s * as[i];
+    g->inner_observer(g, "the modulated gate g'", as, n, g->observer_ctx);
+    for (size_t i = 0; i < n; i++) ys[i] = as[i] * sigmoidf(as[i]) * us[i];
+}
+
 /* The gradients of n elements with respect to gate, up, d_add and d_raw (v[0..3]).
  * Branch-free bodies, so that both loops vectorize. */
 static void npt_swiglu_grad_chunk(const float *restrict dy, const float *restrict gs, const float *restrict us,
@@ -1079,7 +1092,7 @@ Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *z, Tensor *b_a
                     tensor_cols(b[k]), f, r);
     Tensor *y = like(g, gate, "npt_swiglu");
     int tr = npt_swiglu_tile_rows(f), n_tiles = (rows + tr - 1) / tr;
-    int threads = loop_threads(gate->n, n_tiles);
+    int threads = g->inner_observer ? 1 : loop_threads(gate->n, n_tiles); /* observers run on one thread */
     size_t tile_floats = 2 * (size_t)tr * f;
     float *scratch = arena_alloc(g->act, (size_t)threads * tile_floats * sizeof(float));
 #pragma omp parallel num_threads(threads)
@@ -1089,8 +1102,12 @@ Tensor *op_npt_swiglu(Graph *g, Tensor *gate, Tensor *up, Tensor *z, Tensor *b_a
         for (int i = t * n_tiles / nt; i < (t + 1) * n_tiles / nt; i++) {
             int r0, nr = lowrank_tiles(z, b, i, tr, tile, &r0);
             size_t off = (size_t)r0 * f;
-            npt_swiglu_span(gate->data + off, up->data + off, tile[0], b_mul ? tile[1] : NULL, s, (size_t)nr * f,
-                            y->data + off);
+            if (g->inner_observer)
+                npt_swiglu_span_observed(g, gate->data + off, up->data + off, tile[0], b_mul ? tile[1] : NULL, s,
+                                         (size_t)nr * f, y->data + off);
+            else
+                npt_swiglu_span(gate->data + off, up->data + off, tile[0], b_mul ? tile[1] : NULL, s, (size_t)nr * f,
+                                y->data + off);
         }
     }
     arena_release(g->act, scratch, (size_t)threads * tile_floats * sizeof(float));

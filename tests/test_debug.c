@@ -359,6 +359,84 @@ static void test_zero_factor(const LlamaModel *m, const int *ids, int T, int k) 
     npt_free(&n);
 }
 
+/* Reads dataset name of the HDF5 file path (n floats) into x; 0 on success. */
+static int read_saved(const char *path, const char *name, float *x, size_t n) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = f < 0 ? -1 : H5Dopen2(f, name, H5P_DEFAULT);
+    hid_t sp = ds < 0 ? -1 : H5Dget_space(ds);
+    int ok = sp >= 0 && (size_t)H5Sget_simple_extent_npoints(sp) == n &&
+             H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0;
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    if (f >= 0) H5Fclose(f);
+    return ok ? 0 : -1;
+}
+
+/* d_add = z B_add^T exists only inside the fused npt_swiglu op. With A and B_add of
+ * layer k scaled up and s scaled down, d_add leaves fp16's range while z, B_add and the
+ * op's output s d_add do not: an fp16 run of the unfused SPEC ops overflows at d_add,
+ * so the checker must too, and name it. The expected maximum is recomputed here in
+ * double from the op's saved inputs z and B_add. */
+static void test_fp16_inner_overflow(const LlamaModel *m, const int *ids, int T, int k, const char *h5) {
+    NptModel n;
+    NptErr err;
+    NptConfig cfg = {.rank = 4, .modulation_scale = 1e-4f, .layer_mode = NPT_LAYERS_ALL, .init_a_std = 0.02f,
+                     .init_b_add_std = 0.02f, .init_b_mul_std = 0.02f};
+    if (npt_create(&n, m, &cfg, &err)) {
+        check(0, "npt_create: %s", err.msg);
+        return;
+    }
+    npt_init_weights(&n, &cfg, 5);
+    NptAdapter *ad = &n.adapters[n.adapter_of_layer[k]];
+    for (size_t i = 0; i < ad->A.n; i++) ad->A.data[i] *= 5000.0f;     /* std 100 */
+    for (size_t i = 0; i < ad->B_add.n; i++) ad->B_add.data[i] *= 2500.0f; /* std 50 */
+    DebugOptions o = {.save_path = h5};
+    DebugResult r;
+    int rc = debug_run(m, &n, ids, T, &o, &r, &err);
+    check(rc == 0 && !r.first.found, "A, B_add of layer %d x5000, x2500, s = 1e-4: clean in float32", k);
+    if (rc == 0) debug_result_free(&r);
+    o.precision = DEBUG_FP16;
+    size_t bad = debug_round(n.params, n.n_params, DEBUG_FP16, NULL); /* the base stays float32: later tests use it */
+    rc = debug_run(m, &n, ids, T, &o, &r, &err);
+    const DebugProducer *p = &r.first;
+    check(rc == 0 && bad == 0 && p->found && p->layer == k && !strcmp(p->op, "npt_swiglu") && p->bad_input < 0 &&
+              p->overflow && !strncmp(p->inner, "d_add", 5),
+          "fp16, d_add of layer %d out of range: found at layer %d op %s, inside it '%s' (%zu adapter weights overflowed)",
+          k, p->layer, p->op, p->inner, bad);
+    int r_ = n.rank, f = m->cfg.hidden_dim;
+    float *z = malloc((size_t)T * r_ * sizeof(float)), *b = malloc((size_t)f * r_ * sizeof(float));
+    double dmax = 0, zmax = 0, bmax = 0;
+    int read = rc == 0 && r.saved && z && b && !read_saved(h5, "in2", z, (size_t)T * r_) &&
+               !read_saved(h5, "in3", b, (size_t)f * r_);
+    for (int t = 0; read && t < T; t++)
+        for (int j = 0; j < f; j++) {
+            double acc = 0;
+            for (int i = 0; i < r_; i++) acc += (double)z[t * r_ + i] * b[j * r_ + i];
+            dmax = fmax(dmax, fabs(acc));
+        }
+    for (int i = 0; read && i < T * r_; i++) zmax = fmax(zmax, fabs(z[i]));
+    for (int i = 0; read && i < f * r_; i++) bmax = fmax(bmax, fabs(b[i]));
+    check(read && zmax < 65504 && bmax < 65504 && dmax > 65504 && fabs(p->raw_absmax - dmax) <= 1e-3 * dmax,
+          "the saved inputs z (max %.4g) and B_add (max %.4g) fit fp16, their product reaches %.6g (report: %.6g)", zmax,
+          bmax, dmax, p->raw_absmax);
+    char buf[4096] = "";
+    FILE *rf = rc == 0 ? fmemopen(buf, sizeof buf - 1, "w") : NULL;
+    if (rf) {
+        debug_print_producer(rf, &r, ids);
+        fclose(rf);
+    }
+    check(strstr(buf, "cause: inside the op, d_add = z B_add^T reaches") != NULL, "the report names d_add as the cause");
+    DebugResult rr;
+    int rrc = rc == 0 && r.saved ? debug_replay(h5, &rr, &err) : -1;
+    check(rrc == 0 && rr.first.found && !strcmp(rr.first.op, "npt_swiglu") && !strncmp(rr.first.inner, "d_add", 5),
+          "replaying the saved npt_swiglu in fp16 finds d_add again (%s)", rrc ? err.msg : rr.first.inner);
+    if (rrc == 0) debug_result_free(&rr);
+    free(z);
+    free(b);
+    if (rc == 0) debug_result_free(&r);
+    npt_free(&n);
+}
+
 /* Random weights of the stories15M shape (dim 288, hidden 768, 6 layers, 6 heads,
  * vocab 32000): the cost figure the issue asks for. */
 static int random_15m(LlamaModel *m, NptErr *err) {
@@ -471,6 +549,7 @@ int main(void) {
         test_inf_embedding(&m, ids, T21);
         test_npt_adapter(&m, ids, T, 1);
         test_zero_factor(&m, ids, T, 2);
+        test_fp16_inner_overflow(&m, ids, T, 3, "build/tests/debug_inner_fp16.h5");
         test_report_batch(&m, ids, T);
         note_cost("stories260K", &m, ids, T, 20);
         test_fp16_overflow(&m, ids, T, 2); /* last: rounds the weights */
