@@ -91,18 +91,26 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
         npt_fail(err, "%s: cannot load its base model: %s%s", a->input, e2.msg, a->model ? "" : " (pass --model M)");
         goto done;
     }
-    if (m->fingerprint != meta->base_fingerprint) {
-        npt_fail(err, "%s was trained from the model %s (fingerprint %016llx) but %s has fingerprint %016llx; give the "
-                 "model the run started from with --model", a->input, meta->base_path,
-                 (unsigned long long)meta->base_fingerprint, base, (unsigned long long)m->fingerprint);
+    /* the config too, not just the weights: npt init makes equal weights for 2 and 4 heads */
+    CkptMeta want;
+    memset(&want, 0, sizeof want);
+    adapters_fill_meta(&want, m, NULL);
+    if (ckpt_check_base(a->input, meta, &want, err)) goto done;
+    if (block->ndim != 1) {
+        npt_fail(err, "%s: /weights/block has %d dimensions where the %zu floats of model %s are one; the checkpoint is "
+                 "damaged", a->input, block->ndim, m->weights_floats, base);
         goto done;
     }
-    if (block->ndim != 1 || block->shape[0] != (int64_t)m->weights_floats) {
-        npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint does not fit its base",
-                 a->input, (long long)block->shape[0], base, m->weights_floats);
+    if (block->shape[0] != (int64_t)m->weights_floats) {
+        npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint is damaged or does not "
+                 "fit its base", a->input, (long long)block->shape[0], base, m->weights_floats);
         goto done;
     }
-    if (ckpt_read_rows(f, block, 0, block->shape[0], m->weights_block, err) || llama_finish_load(m, err)) goto done;
+    if (ckpt_read_rows(f, block, 0, block->shape[0], m->weights_block, err)) goto done;
+    /* checked here, so a NaN is blamed on the checkpoint, not on the base model it was read over */
+    CkptTensor read = *block;
+    read.data = m->weights_block;
+    if (ckpt_check_finite(a->input, &read, 1, err) || llama_finish_load(m, err)) goto done;
     if (a->tokenizer) snprintf(tok, tok_size, "%s", a->tokenizer);
     else recipe_tokenizer(meta, tok, tok_size);
     if (!tok[0]) snprintf(tok, tok_size, "%s", m->tokenizer_path);
@@ -156,6 +164,11 @@ int cmd_export(int argc, char **argv) {
     if (rc == 0 && !S_ISDIR(st.st_mode) && npt_check_input(a.input, "checkpoint or model", &err)) rc = -1;
     if (rc == 0) {
         from_ckpt = S_ISREG(st.st_mode) && npt_file_is_hdf5(a.input, NULL, NULL) == 1;
+        if (!from_ckpt && a.model) { /* it would be ignored: say so rather than export something else */
+            fprintf(stderr, "npt export: error: --model applies only to a checkpoint; %s is a model, exported as it is: "
+                    "leave out --model\n", a.input);
+            return 2;
+        }
         if (from_ckpt) rc = load_trained(&a, &m, &meta, tok, sizeof tok, &err);
         else if (!(rc = load_full_model(a.input, &m, &err)))
             snprintf(tok, sizeof tok, "%s", a.tokenizer ? a.tokenizer : m.tokenizer_path);

@@ -193,17 +193,19 @@ int ckpt_check_base(const char *ckpt_path, const CkptMeta *c, const CkptMeta *m,
                        c->n_layers == m->n_layers && c->n_heads == m->n_heads && c->n_kv_heads == m->n_kv_heads &&
                        c->vocab_size == m->vocab_size;
     /* The same weights under another norm eps or RoPE base compute something else. */
+    const char *what = c->n_npt_layers ? "the adapters" : "the weights"; /* an all-weights lm run has no adapters */
     if (same_weights && (config_differs(c->norm_eps, m->norm_eps) || config_differs(c->rope_theta, m->rope_theta)))
         return npt_fail(err,
-                        "adapters in %s were trained on a model with norm eps %g and rope theta %g, but %s has the same "
-                        "weights with norm eps %g and rope theta %g; use the configuration the adapters were trained with",
-                        ckpt_path, c->norm_eps, c->rope_theta, m->base_path, m->norm_eps, m->rope_theta);
+                        "%s in %s were trained on a model with norm eps %g and rope theta %g, but %s has the same "
+                        "weights with norm eps %g and rope theta %g; use the configuration %s were trained with",
+                        what, ckpt_path, c->norm_eps, c->rope_theta, m->base_path, m->norm_eps, m->rope_theta, what);
     if (same_weights) return 0;
     return npt_fail(err,
-                    "adapters in %s were trained on %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers) "
-                    "but the model given is %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers); "
-                    "use the base model the adapters were trained on",
-                    ckpt_path, c->base_path, c->base_format, (unsigned long long)c->base_fingerprint, c->dim,
-                    c->hidden_dim, c->n_layers, m->base_path, m->base_format,
-                    (unsigned long long)m->base_fingerprint, m->dim, m->hidden_dim, m->n_layers);
+                    "%s in %s were trained on %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers, %d heads, "
+                    "%d kv heads) but the model given is %s (%s, fingerprint %016llx, dim %d, hidden_dim %d, %d layers, "
+                    "%d heads, %d kv heads); use the base model %s were trained on",
+                    what, ckpt_path, c->base_path, c->base_format, (unsigned long long)c->base_fingerprint, c->dim,
+                    c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, m->base_path, m->base_format,
+                    (unsigned long long)m->base_fingerprint, m->dim, m->hidden_dim, m->n_layers, m->n_heads,
+                    m->n_kv_heads, what);
 }

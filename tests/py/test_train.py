@@ -444,6 +444,51 @@ def test_lm_all_weights(tmp):
     check(g.returncode == 1 and "not NPT adapters" in g.stderr and "npt export" in g.stderr
           and len(g.stderr.strip().splitlines()) == 1,
           f"lm all weights: its checkpoint given as --adapters is refused, pointing to npt export: {g.stderr.strip()}")
+    export_refusals(tmp, os.path.join(a, "final.h5"))
+
+
+def export_refusals(tmp, ckpt):
+    """npt export of an all-weights checkpoint refuses, in one line, a base with the same
+    weights but another head count (the fingerprint covers weights only), a NaN in
+    /weights/block (blamed on the checkpoint, not the base), a 2-D /weights/block; and
+    --model with a model input (it would be ignored) is a usage error."""
+    def export(*args):
+        out = os.path.join(tmp, "export_out")
+        shutil.rmtree(out, ignore_errors=True)
+        r = run_npt("export", *args, "--out", out, timeout=60)
+        return r, os.path.exists(out)
+    # stories260K: dim 64, 8 heads, 4 kv heads (MANIFEST); with 4 and 2 every tensor keeps
+    # its size (kv dim 64 * 2 / 4 = 32 as before), but the legacy RoPE tables llama2.c
+    # files carry after the weights (seq_len x head_dim floats) double: padded with zeros.
+    # Header ints 3 and 4 are the counts.
+    heads4 = os.path.join(tmp, "s260_4heads.bin")
+    raw = bytearray(open(S260, "rb").read())
+    raw[12:20] = np.array([4, 2], dtype=np.int32).tobytes()
+    raw += bytes(512 * 8 * 4)  # seq_len 512 x (16 - 8) more floats
+    open(heads4, "wb").write(raw)
+    r, made = export(ckpt, "--model", heads4)
+    check(r.returncode == 1 and not made and len(r.stderr.strip().splitlines()) == 1 and "8 heads" in r.stderr
+          and "4 heads" in r.stderr, f"export onto a base with the same weights and 4 heads instead of 8: refused by "
+          f"name: {r.stderr.strip()}")
+    nan = os.path.join(tmp, "nan_block.h5")
+    shutil.copy(ckpt, nan)
+    with h5py.File(nan, "r+") as f:
+        f["weights/block"][5] = np.nan
+    r, made = export(nan)
+    check(r.returncode == 1 and not made and f"{nan}: tensor /weights/block holds 1 NaN" in r.stderr
+          and S260 not in r.stderr, f"a NaN in /weights/block is blamed on the checkpoint: {r.stderr.strip()}")
+    twod = os.path.join(tmp, "twod_block.h5")
+    shutil.copy(ckpt, twod)
+    with h5py.File(twod, "r+") as f:
+        b = f["weights/block"][()]
+        del f["weights/block"]
+        f["weights/block"] = b.reshape(2, -1)
+    r, made = export(twod)
+    check(r.returncode == 1 and not made and "/weights/block has 2 dimensions" in r.stderr and "damaged" in r.stderr,
+          f"a 2-D /weights/block is called damaged with its real shape: {r.stderr.strip()}")
+    r, made = export(S260, "--model", S260)
+    check(r.returncode == 2 and not made and "--model applies only to a checkpoint" in r.stderr,
+          f"export of a model with --model: usage error, exit {r.returncode}: {r.stderr.strip()}")
 
 
 def cache_stats(stderr):
