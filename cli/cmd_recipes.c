@@ -78,42 +78,13 @@ static cJSON *issues_json(const RecipeIssue *v, int n) {
 
 /* ---------------------------------------------------------------- validate */
 
-static void check_file(RecipeDiag *d, const char *key, const char *path, int dir_ok, const char *what) {
-    struct stat st;
-    NptErr err;
-    char msg[RECIPE_PATH_MAX + 128];
-    if (!path[0]) return;
-    if (stat(path, &st) != 0)
-        snprintf(msg, sizeof msg, "%s: %s (relative paths are from the current directory)", path, strerror(errno));
-    else if (S_ISDIR(st.st_mode) && !dir_ok)
-        snprintf(msg, sizeof msg, "%s is a directory; expected a file", path);
-    else if (!S_ISDIR(st.st_mode) && npt_check_input(path, what, &err) == -2) /* a pipe or device */
-        snprintf(msg, sizeof msg, "%s", err.msg);
-    else
-        return;
-    recipe_diag_add(d, 1, key, msg);
-}
-
-/* A data source: a file, a folder of text, or FILE.h5:/DATASET (the file is checked). */
-static void check_data(RecipeDiag *d, const char *key, const char *spec) {
-    char file[RECIPE_PATH_MAX];
-    dataset_source_file(spec, file, sizeof file);
-    check_file(d, key, file, 1, "data file");
-}
-
 /* The files the recipe names exist. Also run on a recipe with schema errors: the paths
  * that were stored are checked, so one validate lists a wrong type and a missing model
  * together instead of one after the other (a path with an error of its own is empty). */
 static void check_paths(const Recipe *r, RecipeDiag *d) {
-    check_file(d, "model", r->model, 1, "model");
-    check_file(d, "tokenizer", r->tokenizer, 0, "tokenizer");
-    check_data(d, "data.train", r->data.train);
-    check_data(d, "data.valid", r->data.valid);
-    for (int i = 0; i < r->data.n_sources; i++) {
-        char key[64];
-        snprintf(key, sizeof key, "data.sources[%d].path", i);
-        check_data(d, key, r->data.sources[i].path);
-    }
+    recipe_path_issue(r->model, 1, "model", "model", d);
+    recipe_path_issue(r->tokenizer, 0, "tokenizer", "tokenizer", d);
+    recipe_data_path_issues(r, d);
 }
 
 /* The checks that need a valid recipe and its files: the model loads, and npt train's

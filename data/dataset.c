@@ -124,7 +124,7 @@ static int split_valid(DataSource *s, double fraction, NptErr *err) {
     s->n_valid = (uint64_t)llround(fraction * (double)s->n_windows);
     if (s->n_valid == 0) s->n_valid = 1;
     if (s->n_valid >= s->n_windows)
-        return npt_fail(err, "%s: data.valid_fraction %g leaves no training window of its %llu", s->file.name, fraction,
+        return npt_fail(err, "%s: data.valid_fraction %.15g leaves no training window of its %llu", s->file.name, fraction,
                         (unsigned long long)s->n_windows);
     s->n_train = s->n_windows - s->n_valid;
     return 0;

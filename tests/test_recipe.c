@@ -134,7 +134,7 @@ static void test_non_defaults_round_trip(void) {
         "{\"name\": \"x\", \"description\": \"d \\\"q\\\" \\u00e9\", \"model\": \"a b/c.gguf\", \"tokenizer\": \"t.json\",\n"
         " \"output_dir\": \"/tmp/out\", \"seed\": 0, \"threads\": 3,\n"
         " \"npt\": {\"layers\": [4, 0, 2], \"rank\": 3, \"modulation_scale\": 0.3333333333333333, \"init_b_mul_std\": 1e-5},\n"
-        " \"objective\": {\"type\": \"lm\", \"train_all_weights\": true, \"lambda\": 0},\n"
+        " \"objective\": {\"type\": \"lm\", \"train_all_weights\": true},\n" /* lambda would warn: no adapters */
         " \"data\": {\"train\": \"d.u32\", \"format\": \"tokens_u32\", \"seq_len\": 2, \"shuffle\": false, \"valid\": \"v\"},\n"
         " \"train\": {\"max_steps\": 1, \"batch_size\": 2147483647, \"optimizer\": \"sgd\", \"momentum\": 0.99,\n"
         "           \"lr\": 1.2345678901234567e-7, \"schedule\": \"linear\", \"warmup_steps\": 1, \"eps\": 1e-300,\n"

@@ -180,6 +180,13 @@ static void test_types(void) {
                  "log.metrics_file", "\"../../precious.txt\" is a path; give a file name", 1);
     expect_error("metrics file as an absolute path", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"/etc/passwd\"}}",
                  "log.metrics_file", "is a path", 1);
+    { /* NAME_MAX 255 bytes: the run would fail at its first write with ENAMETOOLONG */
+        char json[512], name[301];
+        memset(name, 'm', 300);
+        name[300] = '\0';
+        snprintf(json, sizeof json, "{\"model\": \"x\", \"log\": {\"metrics_file\": \"%s\"}}", name);
+        expect_error("metrics file name beyond NAME_MAX", json, "log.metrics_file", "is 300 bytes long; a file name holds", 1);
+    }
     expect_error("train_all_weights with distill", "{\"model\": \"x\", \"objective\": {\"train_all_weights\": true}}",
                  "objective.train_all_weights", "only applies to objective.type \"lm\"", 1);
     /* a very long string is cut in the message, not copied whole */

@@ -647,6 +647,10 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     else if (ok[metrics] && (strchr(log, '/') || !strcmp(log, ".") || !strcmp(log, "..")))
         error_at(c, "log.metrics_file", "\"%s\" is a path; give a file name, which is written inside output_dir "
                  "(e.g. \"metrics.jsonl\")", log);
+    /* resume rewrites it through NAME.tmp.PID (util/atomic_file.c), which must fit a file name too */
+    else if (ok[metrics] && strlen(log) > NAME_MAX - 16)
+        error_at(c, "log.metrics_file", "is %zu bytes long; a file name holds at most %d here (the file system's %d, "
+                 "less room for its temporary copy): use a shorter name", strlen(log), NAME_MAX - 16, NAME_MAX);
     /* the name becomes runs/<name> when output_dir is not given: a path there would put
      * the run somewhere else than runs/ (or into runs/ itself) */
     int name = key_index("name");
@@ -924,6 +928,39 @@ int recipe_model_issues(const Recipe *r, int dim, int hidden_dim, int n_layers, 
     }
     free(ids);
     return n;
+}
+
+void recipe_path_issue(const char *path, int dir_ok, const char *key, const char *what, RecipeDiag *diag) {
+    struct stat st;
+    NptErr err;
+    char msg[RECIPE_PATH_MAX + 128];
+    if (!path[0]) return;
+    if (stat(path, &st) != 0)
+        snprintf(msg, sizeof msg, "%s: %s (relative paths are from the current directory)", path, strerror(errno));
+    else if (S_ISDIR(st.st_mode) && !dir_ok)
+        snprintf(msg, sizeof msg, "%s is a directory; expected a file", path);
+    else if (!S_ISDIR(st.st_mode) && npt_check_input(path, what, &err) == -2) /* a pipe or device */
+        snprintf(msg, sizeof msg, "%s", err.msg);
+    else
+        return;
+    recipe_diag_add(diag, 1, key, msg);
+}
+
+/* A data source: a file, a folder of text, or FILE.h5:/DATASET (the file is checked). */
+static void data_path_issue(const char *spec, const char *key, RecipeDiag *diag) {
+    char file[RECIPE_PATH_MAX];
+    dataset_source_file(spec, file, sizeof file);
+    recipe_path_issue(file, 1, key, "data file", diag);
+}
+
+void recipe_data_path_issues(const Recipe *r, RecipeDiag *diag) {
+    data_path_issue(r->data.train, "data.train", diag);
+    data_path_issue(r->data.valid, "data.valid", diag);
+    for (int i = 0; i < r->data.n_sources; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "data.sources[%d].path", i);
+        data_path_issue(r->data.sources[i].path, key, diag);
+    }
 }
 
 int recipe_context_issue(const Recipe *r, int context, char *msg, size_t size) {

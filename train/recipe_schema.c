@@ -76,7 +76,8 @@ const RecipeKey recipe_keys[] = {
     CHOICE("objective.loss", "\"nmse\"", loss_names, objective.loss,
            "Distillation distance per compared layer (distill only)."),
     NUM("objective.lambda", "0.01", 0, 0, INFINITY, 0, objective.lambda,
-        "Weight of the modulation regularizer."),
+        "Weight of the modulation regularizer, added to the NMSE (distill) or the cross-entropy (lm through "
+        "adapters); lm with `train_all_weights` has none and warns when it is set."),
     BOOL("objective.train_all_weights", "false", objective.train_all_weights,
          "lm only: train every weight (a model trained from scratch), not just the adapters."),
 

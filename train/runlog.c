@@ -1,6 +1,7 @@
 /* train/runlog.c — status line, metrics.jsonl and the loss plot (see runlog.h). */
 #include "runlog.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@ int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_s
         if (!r->metrics) return -1;
     } else {
         r->metrics = fopen(metrics_path, "w");
-        if (!r->metrics) return npt_fail(err, "cannot write %s (is the output directory writable?)", metrics_path);
+        if (!r->metrics) return npt_fail(err, "cannot write %s: %s", metrics_path, strerror(errno));
     }
     r->is_tty = isatty(fileno(stderr));
     r->t_start = npt_now_seconds();

@@ -354,6 +354,7 @@ int train_setup_issues(const Recipe *r, const LlamaModel *m, int check_output_di
     int before = d->n_errors + d->n_dropped;
     char msg[400], cache[2 * RECIPE_PATH_MAX];
     recipe_model_issues(r, c->dim, c->hidden_dim, c->n_layers, d);
+    recipe_data_path_issues(r, d); /* validate found none missing before it got here: nothing twice */
     if (recipe_context_issue(r, c->seq_len, msg, sizeof msg)) recipe_diag_add(d, 1, "data.seq_len", msg);
     if (recipe_needs_tokenizer(r)) { /* text is tokenized, into the token cache */
         tokenizer_issues(r, m, tok, d);

@@ -114,6 +114,13 @@ def test_validate_model_checks(d):
           f"train: data.seq_len 1024 beyond the context 512 refused before any work, one line: exit {rc}, {lines[:2]}")
     rc, _, err = npt("validate", "stories260k-safe", "--set", "data.train=/nonexistent/train.txt")
     check(rc == 1 and err.startswith("data.train: /nonexistent/train.txt: No such file"), "missing data file named")
+    # train names the recipe key of a missing data file too, before the model or any data is loaded
+    out_dir = os.path.join(d, "missing-valid")
+    rc, _, err = npt("train", "stories260k-safe", "--set", "data.valid=/nonexistent/valid.txt", "--set",
+                     f"output_dir={out_dir}")
+    lines = err.strip().splitlines()
+    check(rc == 1 and lines[-1].startswith("npt train: error: data.valid: /nonexistent/valid.txt: No such file")
+          and not os.path.exists(out_dir), f"train: a missing data.valid is named by its key: exit {rc}, {lines[-1:]}")
     missing = write(d, "missing-model.json", '{"model": "no/such/model.bin", "data": {"train": "x"}}')
     rc, _, err = npt("validate", missing)
     check(rc == 1 and "model: no/such/model.bin: No such file" in err, "missing model file named")
