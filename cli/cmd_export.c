@@ -76,7 +76,8 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
     if (!f) return -1;
     CkptTensor *list = NULL;
     int n = 0, rc = -1;
-    if (ckpt_read_meta(f, meta, err) || ckpt_list_tensors(f, &list, &n, err)) goto done;
+    if (ckpt_read_meta(f, meta, err) || ckpt_list_tensors(f, &list, &n, err) || ckpt_validate(a->input, meta, list, n, err))
+        goto done;
     const CkptTensor *block = ckpt_find(list, n, "weights/block");
     if (!block) {
         npt_fail(err, "%s holds NPT adapters (rank %d on %d layers), not model weights: export needs a checkpoint of an "

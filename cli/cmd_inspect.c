@@ -4,6 +4,7 @@
  * so memory does not grow with tensor size. */
 #include <cJSON.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,6 +354,8 @@ static int inspect_checkpoint(const char *path, int json, int want_plot, const c
     }
     Problems p = {cJSON_CreateArray()};
     if (ckpt_validate(path, &m, t, n, &err)) problem(&p, err.msg);
+    /* ckpt_validate stops at its first problem; a damaged history is listed as well */
+    if (ckpt_check_history(path, &m, &err)) problem(&p, err.msg);
     int64_t n_adapter = 0, n_moment = 0;
     for (int i = 0; i < n; i++) {
         if (has_prefix(t[i].name, "optimizer/")) n_moment += tensor_numel(&t[i]);
@@ -460,28 +463,100 @@ static void json_diff(const cJSON *a, const cJSON *b, const char *prefix, cJSON 
     free(sb);
 }
 
-/* Checkpoint-level fields that differ (besides the recipe), into out. */
-static void meta_diff(const CkptMeta *a, const CkptMeta *b, cJSON *out) {
+/* Equal for a diff: NaN equals NaN (a file compared with itself is identical). */
+static int same_f64(double a, double b) { return a == b || (isnan(a) && isnan(b)); }
+
+static void add_difference(cJSON *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_difference(cJSON *out, const char *fmt, ...) {
     char buf[1024];
-#define DIFF_NUM(field, fmt, cast)                                                                            \
-    if (a->field != b->field) {                                                                               \
-        snprintf(buf, sizeof buf, "%s: " fmt " -> " fmt, #field, (cast)a->field, (cast)b->field);          \
-        cJSON_AddItemToArray(out, cJSON_CreateString(buf));                                                   \
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cJSON_AddItemToArray(out, cJSON_CreateString(buf));
+}
+
+/* "[v0, v1, ...]", cut short with "..." if it does not fit. */
+static void i64_list(const int64_t *v, int n, char *buf, size_t size) {
+    size_t o = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < n && o < size; i++)
+        o += (size_t)snprintf(buf + o, size - o, "%s%lld", i ? ", " : "", (long long)v[i]);
+    if (o < size) snprintf(buf + o, size - o, "]");
+    else if (size > 4) memcpy(buf + size - 4, "...", 4);
+}
+
+static int same_row(const CkptHistoryRow *x, const CkptHistoryRow *y) {
+    return x->step == y->step && x->skipped == y->skipped && same_f64(x->loss, y->loss) && same_f64(x->nmse, y->nmse) &&
+           same_f64(x->reg, y->reg) && same_f64(x->lr, y->lr) && same_f64(x->grad_norm, y->grad_norm);
+}
+
+/* Checkpoint-level fields that differ (besides the recipe), into out: identity, adapter
+ * configuration and everything --resume restores. */
+static void meta_diff(const CkptMeta *a, const CkptMeta *b, cJSON *out) {
+#define DIFF_NUM(name, field, fmt, cast)                                                                       \
+    if (a->field != b->field) add_difference(out, "%s: " fmt " -> " fmt, name, (cast)a->field, (cast)b->field);
+#define DIFF_F64(name, field)                                                                                  \
+    if (!same_f64(a->field, b->field)) add_difference(out, "%s: %.6g -> %.6g", name, a->field, b->field);
+#define DIFF_STR(name, field)                                                                                  \
+    if (strcmp(a->field, b->field)) add_difference(out, "%s: %s -> %s", name, a->field, b->field);
+    DIFF_NUM("step", step, "%lld", long long)
+    DIFF_NUM("tokens_seen", tokens_seen, "%lld", long long)
+    DIFF_STR("kind", kind)
+    DIFF_NUM("format_version", format_version, "%d", int)
+    DIFF_STR("base path", base_path)
+    DIFF_STR("base format", base_format)
+    DIFF_STR("base architecture", base_arch)
+    DIFF_NUM("base_fingerprint", base_fingerprint, "%016llx", unsigned long long)
+    DIFF_NUM("base dim", dim, "%d", int)
+    DIFF_NUM("base hidden_dim", hidden_dim, "%d", int)
+    DIFF_NUM("base n_layers", n_layers, "%d", int)
+    DIFF_NUM("base n_heads", n_heads, "%d", int)
+    DIFF_NUM("base n_kv_heads", n_kv_heads, "%d", int)
+    DIFF_NUM("base vocab_size", vocab_size, "%d", int)
+    DIFF_F64("base norm_eps", norm_eps)
+    DIFF_F64("base rope_theta", rope_theta)
+    DIFF_NUM("rank", rank, "%d", int)
+    DIFF_NUM("safe_mode", safe_mode, "%d", int)
+    DIFF_F64("modulation_scale", modulation_scale)
+    DIFF_NUM("n_npt_layers", n_npt_layers, "%d", int)
+    char la[1100], lb[1100];
+    if (a->n_npt_layers == b->n_npt_layers &&
+        memcmp(a->npt_layers, b->npt_layers, (size_t)a->n_npt_layers * sizeof a->npt_layers[0])) {
+        int64_t x[CKPT_MAX_LAYERS], y[CKPT_MAX_LAYERS];
+        for (int i = 0; i < a->n_npt_layers; i++) x[i] = a->npt_layers[i], y[i] = b->npt_layers[i];
+        i64_list(x, a->n_npt_layers, la, 480), i64_list(y, b->n_npt_layers, lb, 480);
+        add_difference(out, "adapter layers: %s -> %s", la, lb);
     }
-    DIFF_NUM(step, "%lld", long long)
-    DIFF_NUM(tokens_seen, "%lld", long long)
-    DIFF_NUM(base_fingerprint, "%016llx", unsigned long long)
-    DIFF_NUM(rank, "%d", int)
-    DIFF_NUM(safe_mode, "%d", int)
-    DIFF_NUM(modulation_scale, "%g", double)
-    DIFF_NUM(n_npt_layers, "%d", int)
-    DIFF_NUM(skipped_total, "%lld", long long)
-    DIFF_NUM(last_loss, "%.6g", double)
-    DIFF_NUM(best_loss, "%.6g", double)
+    DIFF_STR("optimizer", optimizer)
+    DIFF_NUM("optimizer step", opt_step, "%lld", long long)
+    if (memcmp(a->rng_state, b->rng_state, sizeof a->rng_state))
+        add_difference(out, "rng: [%llu, %llu, %llu, %llu] -> [%llu, %llu, %llu, %llu]",
+                        (unsigned long long)a->rng_state[0], (unsigned long long)a->rng_state[1],
+                        (unsigned long long)a->rng_state[2], (unsigned long long)a->rng_state[3],
+                        (unsigned long long)b->rng_state[0], (unsigned long long)b->rng_state[1],
+                        (unsigned long long)b->rng_state[2], (unsigned long long)b->rng_state[3]);
+    if (a->n_data_cursor != b->n_data_cursor ||
+        memcmp(a->data_cursor, b->data_cursor, (size_t)a->n_data_cursor * sizeof a->data_cursor[0])) {
+        i64_list(a->data_cursor, a->n_data_cursor, la, 480), i64_list(b->data_cursor, b->n_data_cursor, lb, 480);
+        add_difference(out, "data_cursor: %s -> %s", la, lb);
+    }
+    DIFF_NUM("skipped_total", skipped_total, "%lld", long long)
+    DIFF_NUM("consecutive_skips", consecutive_skips, "%d", int)
+    DIFF_F64("last_loss", last_loss)
+    DIFF_F64("best_loss", best_loss)
 #undef DIFF_NUM
-    if (strcmp(a->kind, b->kind)) {
-        snprintf(buf, sizeof buf, "kind: %s -> %s", a->kind, b->kind);
-        cJSON_AddItemToArray(out, cJSON_CreateString(buf));
+#undef DIFF_F64
+#undef DIFF_STR
+    if (a->n_history != b->n_history) {
+        add_difference(out, "history: %lld rows -> %lld rows", (long long)a->n_history, (long long)b->n_history);
+    } else {
+        for (int64_t i = 0; i < a->n_history; i++)
+            if (!same_row(&a->history[i], &b->history[i])) {
+                add_difference(out, "history: %lld rows, differing from row %lld (step %lld -> %lld, loss %.6g -> %.6g)",
+                                (long long)a->n_history, (long long)i, (long long)a->history[i].step,
+                                (long long)b->history[i].step, a->history[i].loss, b->history[i].loss);
+                break;
+            }
     }
 }
 
@@ -494,8 +569,10 @@ static int inspect_diff(const char *pa, const char *pb, int json) {
     memset(&ma, 0, sizeof ma);
     memset(&mb, 0, sizeof mb);
     int rc = 2;
+    /* a damaged checkpoint is an error (it says what is wrong), never a list of differences */
     if (!fa || !fb || ckpt_read_meta(fa, &ma, &err) || ckpt_read_meta(fb, &mb, &err) ||
-        ckpt_list_tensors(fa, &ta, &na, &err) || ckpt_list_tensors(fb, &tb, &nb, &err)) {
+        ckpt_list_tensors(fa, &ta, &na, &err) || ckpt_list_tensors(fb, &tb, &nb, &err) ||
+        ckpt_validate(pa, &ma, ta, na, &err) || ckpt_validate(pb, &mb, tb, nb, &err)) {
         fprintf(stderr, "npt inspect diff: error: %s\n", err.msg);
         goto done;
     }

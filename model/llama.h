@@ -92,6 +92,10 @@ int llama_load_gguf(const char *path, LlamaModel *m, NptErr *err);
 /* Shared by the loaders: validates cfg, allocates one block for every weight and
  * points the Tensors into it (lm_head aliases tok_emb when cfg.tied). */
 int llama_alloc_weights(LlamaModel *m, NptErr *err);
+/* The size in floats of the weights block (LlamaModel.weights_block) of a model whose
+ * config has c's dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size and tied (the
+ * other fields are not used); 0 if those are not a valid configuration. */
+size_t llama_block_floats(const LlamaConfig *c);
 /* After loading: non-finite scan by tensor name, fingerprint. */
 int llama_finish_load(LlamaModel *m, NptErr *err);
 

@@ -278,6 +278,118 @@ static void test_damaged(void) {
                       "tensor /optimizer/layer_03/B_add.v (AdamW second moments) holds 1 negative value (of 688)", NULL);
 }
 
+/* /history/step edited: the reader holds it to what the trainer writes (a trained row's
+ * step is 1..the checkpoint's step and above the row before; a skipped row repeats the
+ * step before it), so inspect, --resume and the loss plot never take a damaged one. */
+static void replace_steps(hid_t f, const int64_t *steps, hsize_t n) {
+    H5Ldelete(f, "/history/step", H5P_DEFAULT);
+    hid_t s = H5Screate_simple(1, &n, NULL);
+    hid_t d = H5Dcreate2(f, "/history/step", H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, steps);
+    H5Dclose(d);
+    H5Sclose(s);
+}
+
+static void test_history_steps(void) {
+    int64_t steps[FIX_HISTORY]; /* the good file: (i + 1) * 10, step 500; rows i % 7 == 3 skipped */
+    char p[600];
+    struct { const char *name, *what, *frag1, *frag2; int row; int64_t value; } cases[] = {
+        {"hist_negative", "a hugely negative history step", "damaged: /history/step row 49 holds step -4611686018427387904",
+         "outside 1..500 (a trained row of a checkpoint at step 500)", 49, -((int64_t)1 << 62)},
+        {"hist_past", "a history step past the checkpoint's", "/history/step row 49 holds step 501, outside 1..500", NULL, 49, 501},
+        {"hist_repeat", "a trained step repeating the one before", "/history/step row 20 holds step 200 after step 200",
+         "trained steps increase", 20, 200},
+        {"hist_back", "a skipped row going back", "/history/step row 10 holds step 5 after step 100", NULL, 10, 5},
+        {"hist_skip_past", "a skipped row past the checkpoint's step", "row 3 holds step 600, outside 0..500 (a skipped row", NULL, 3, 600},
+    };
+    for (size_t k = 0; k < NPT_ARRAY_LEN(cases); k++) {
+        for (int i = 0; i < FIX_HISTORY; i++) steps[i] = (i + 1) * 10;
+        steps[cases[k].row] = cases[k].value;
+        hid_t f = edit(cases[k].name, p);
+        replace_steps(f, steps, FIX_HISTORY);
+        H5Fclose(f);
+        expect_load_error(p, cases[k].what, cases[k].frag1, cases[k].frag2);
+    }
+
+    /* What the trainer really writes loads: skipped rows at step 0 before the first trained
+     * step, a skipped row repeating the step before it, and a history shorter than the step. */
+    Fixture fx;
+    fix_build(&fx, 0, 9);
+    const CkptHistoryRow rows[] = {{.step = 0, .skipped = 1}, {.step = 0, .skipped = 1}, {.step = 1}, {.step = 1, .skipped = 1},
+                                   {.step = 2}, {.step = 3}};
+    fx.meta.history = (CkptHistoryRow *)rows;
+    fx.meta.n_history = NPT_ARRAY_LEN(rows);
+    NptErr err = {""};
+    const char *q = in_tmp("hist_trainer.h5");
+    CkptMeta m;
+    CkptTensor *t;
+    int n;
+    int rc = ckpt_save(q, &fx.meta, fx.t, fx.n, &err) || ckpt_load(q, &m, &t, &n, &err);
+    check(rc == 0 && m.n_history == 6, "history as the trainer writes it (skips at step 0, a repeated step, 3 of 9 steps) "
+          "loads (%s)", rc ? err.msg : "ok");
+    if (rc == 0) ckpt_free(&m, t, n);
+    fix_free(&fx);
+}
+
+/* An all-weights checkpoint (lm + train_all_weights: /adapters rank 0, no layers) holds
+ * every weight of its base in the 1-D /weights/block. For the fixture's base (stories260K's
+ * shape) that is 260032 floats, or 292800 with an untied lm_head (counted here by hand:
+ * embedding 512*64, per layer 2*64 + 2*4096 + 2*2048 + 3*11008, final norm 64). */
+static void test_all_weights(void) {
+    const int64_t tied = 512 * 64 + 5 * (2 * 64 + 2 * 4096 + 2 * 2048 + 3 * 11008) + 64, untied = tied + 512 * 64;
+    struct { const char *name, *what; int ndim; int64_t rows, cols; int moment_rows; const char *frag1, *frag2; } cases[] = {
+        {"aw_tied", "all-weights checkpoint of a tied base", 1, tied, 0, 0, NULL, NULL},
+        {"aw_untied", "all-weights checkpoint of an untied base", 1, untied, 0, 0, NULL, NULL},
+        {"aw_2d", "/weights/block made 2-D", 2, 2, tied / 2, 0, "damaged: dataset /weights/block has shape [2, 130016]",
+         "is one 1-D block of [260032] floats (lm_head tied to the embedding) or [292800] (untied)"},
+        {"aw_short", "/weights/block 16 floats short", 1, tied - 16, 0, 0, "dataset /weights/block has shape [260016]", "[260032]"},
+        {"aw_missing", "/weights/block missing", 0, 0, 0, 0, "damaged: /weights/block missing", "use an earlier checkpoint"},
+        {"aw_moment", "a moment of another shape than /weights/block", 1, tied, 0, 1,
+         "dataset /optimizer/weights_block.m has shape [260016] but its parameter /weights/block has [260032]", NULL},
+    };
+    for (size_t k = 0; k < NPT_ARRAY_LEN(cases); k++) {
+        Fixture fx;
+        fix_build(&fx, 0, 500);
+        fix_free(&fx);
+        fx.meta.rank = 0;
+        fx.meta.n_npt_layers = 0;
+        int64_t count = cases[k].ndim == 2 ? cases[k].rows * cases[k].cols : cases[k].rows;
+        float *zeros = calloc((size_t)untied, sizeof(float)); /* the largest tensor of any case */
+        static const char *names[3] = {"weights/block", "optimizer/weights_block.m", "optimizer/weights_block.v"};
+        CkptTensor t[3];
+        int n = 0;
+        for (int i = 0; i < 3; i++) {
+            if (i == 0 && cases[k].ndim == 0) continue;
+            CkptTensor *x = &t[n++];
+            memset(x, 0, sizeof *x);
+            snprintf(x->name, sizeof x->name, "%s", names[i]);
+            x->data = zeros;
+            x->ndim = i == 0 && cases[k].ndim ? cases[k].ndim : 1;
+            x->shape[0] = i == 0 ? cases[k].rows : cases[k].ndim ? count : tied;
+            x->shape[1] = cases[k].cols;
+            if (i == 1 && cases[k].moment_rows) x->shape[0] = count - 16;
+        }
+        const char *p = in_tmp(cases[k].name);
+        NptErr err = {""};
+        int saved = ckpt_save(p, &fx.meta, t, n, &err);
+        free(zeros);
+        if (saved) {
+            check(0, "%s: save (%s)", cases[k].what, err.msg);
+            continue;
+        }
+        if (!cases[k].frag1) {
+            CkptMeta m;
+            CkptTensor *lt;
+            int ln;
+            int rc = ckpt_load(p, &m, &lt, &ln, &err);
+            check(rc == 0 && ckpt_is_all_weights(&m), "%s loads (%s)", cases[k].what, rc ? err.msg : "ok");
+            if (rc == 0) ckpt_free(&m, lt, ln);
+        } else {
+            expect_load_error(p, cases[k].what, cases[k].frag1, cases[k].frag2);
+        }
+    }
+}
+
 /* Flips a byte inside the stored data of a dataset: the Fletcher-32 checksum catches it. */
 static void test_bit_rot(void) {
     char p[600];
@@ -566,6 +678,8 @@ int main(void) {
     test_not_checkpoints();
     test_truncated();
     test_damaged();
+    test_history_steps();
+    test_all_weights();
     test_bit_rot();
     test_fuzz();
     test_save_errors();

@@ -64,7 +64,8 @@ static void fix_build(Fixture *f, int safe, int64_t step) {
                                          .reg = i * 1e-3, .lr = 5e-5 * (i + 1) / FIX_HISTORY,
                                          .grad_norm = 2.0 + i * 0.25, .skipped = i % 7 == 3};
     m->history = f->history;
-    m->n_history = FIX_HISTORY;
+    /* the rows up to the step attribute: a history never runs past its checkpoint */
+    m->n_history = step / 10 < FIX_HISTORY ? step / 10 : FIX_HISTORY;
     int k = 0;
     for (int l = 0; l < 3; l++)
         for (int p = 0; p < 3; p++)

@@ -167,7 +167,11 @@ static int refuse_adapter_only(const char *path, NptErr *err) {
         ckpt_close(f);
         return npt_fail(err, "%s is an HDF5 file, not a model (%s)", path, e2.msg);
     }
-    if (m.n_npt_layers == 0) /* lm + train_all_weights: the weights of a model, not a model file */
+    CkptTensor *list = NULL;
+    int n = 0;
+    if (ckpt_is_all_weights(&m) && (ckpt_list_tensors(f, &list, &n, &e2) || ckpt_validate(path, &m, list, n, &e2)))
+        npt_fail(err, "%s", e2.msg); /* damaged: npt export, the way to a model, refuses it too */
+    else if (m.n_npt_layers == 0) /* lm + train_all_weights: the weights of a model, not a model file */
         npt_fail(err, "%s is an npt all-weights checkpoint (step %lld of training %s), not a model file; make one with: "
                  "npt export %s --model %s --out DIR",
                  path, (long long)m.step, m.base_path, path, m.base_path);
@@ -177,7 +181,7 @@ static int refuse_adapter_only(const char *path, NptErr *err) {
                  "file as the adapters",
                  path, m.rank, m.n_npt_layers, (long long)m.step, m.base_path, m.base_format,
                  (unsigned long long)m.base_fingerprint, m.dim, m.n_layers);
-    ckpt_free(&m, NULL, 0);
+    ckpt_free(&m, list, n);
     ckpt_close(f);
     return -1;
 }

@@ -127,8 +127,17 @@ int ckpt_read_rows(CkptFile *f, const CkptTensor *t, int64_t row0, int64_t nrows
 
 /* Structural checks of a listed file: dtypes float32, every layer in meta's adapter list
  * has A [rank, dim], B_add [hidden_dim, rank] and, unless safe_mode, B_mul
- * [hidden_dim, rank]; no stray adapter tensors; optimizer/X.m|v shaped like adapters/X. */
+ * [hidden_dim, rank]; no stray adapter tensors; optimizer/X.m|v shaped like adapters/X
+ * (optimizer/weights_block.m|v like weights/block); an all-weights checkpoint has
+ * /weights/block, 1-D, of its base's size; and the history passes ckpt_check_history. */
 int ckpt_validate(const char *path, const CkptMeta *meta, const CkptTensor *t, int n, NptErr *err);
+/* 1 for a checkpoint of an all-weights lm run (/adapters rank 0, no layers): its weights
+ * are /weights/block. */
+int ckpt_is_all_weights(const CkptMeta *meta);
+/* The history as the trainer writes it: a trained row's step is 1..meta->step and above
+ * the row before; a skipped row repeats the step before it (0..meta->step, 0 before any
+ * step was trained). The history may be shorter than meta->step (no row is required). */
+int ckpt_check_history(const char *path, const CkptMeta *meta, NptErr *err);
 /* Fails naming the first tensor holding NaN or Inf, or an AdamW second moment (optimizer/X.v)
  * holding negative values, with the counts. */
 int ckpt_check_finite(const char *path, const CkptTensor *t, int n, NptErr *err);

@@ -6,6 +6,7 @@
  * failure is one NptErr line naming the file and object. */
 #include "checkpoint.h"
 #include "ckpt_internal.h"
+#include "../model/llama.h" /* llama_block_floats: the size of an all-weights checkpoint's /weights/block */
 
 #include <errno.h>
 #include <hdf5.h>
@@ -674,6 +675,53 @@ static int is_expected_adapter(const CkptMeta *m, const char *name) {
     return 0;
 }
 
+int ckpt_is_all_weights(const CkptMeta *m) { return m->rank == 0 && m->n_npt_layers == 0; }
+
+/* An all-weights checkpoint holds every weight of its base as the 1-D /weights/block,
+ * laid out like LlamaModel.weights_block, so its size follows from the base's dimensions
+ * recorded in /base; the file does not say whether lm_head was tied to the embedding, so
+ * either size is accepted (export and --resume then compare it with the model itself). */
+static int check_weights_block(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
+    if (!ckpt_is_all_weights(m)) return 0;
+    const CkptTensor *b = ckpt_find(t, n, "weights/block");
+    if (!b)
+        return npt_fail(err, "%s: damaged: /weights/block missing (an all-weights checkpoint, /adapters rank 0 with no "
+                        "layers, holds every weight of its base model there); use an earlier checkpoint", path);
+    LlamaConfig c = {.dim = m->dim, .hidden_dim = m->hidden_dim, .n_layers = m->n_layers, .n_heads = m->n_heads,
+                     .n_kv_heads = m->n_kv_heads, .vocab_size = m->vocab_size, .tied = 1};
+    size_t tied = llama_block_floats(&c);
+    c.tied = 0;
+    size_t untied = llama_block_floats(&c);
+    char have[96];
+    shape_str(b->shape, b->ndim, have, sizeof have);
+    if (!tied)
+        return npt_fail(err, "%s: damaged: /base records dim %d, hidden_dim %d, %d layers, %d heads, %d kv heads, vocab %d, "
+                        "which is not a model npt can build, so /weights/block %s cannot belong to it", path, m->dim,
+                        m->hidden_dim, m->n_layers, m->n_heads, m->n_kv_heads, m->vocab_size, have);
+    if (b->ndim != 1 || (b->shape[0] != (int64_t)tied && b->shape[0] != (int64_t)untied))
+        return npt_fail(err, "%s: damaged: dataset /weights/block has shape %s, but every weight of its base (dim %d, "
+                        "hidden_dim %d, %d layers, %d heads, %d kv heads, vocab %d) is one 1-D block of [%zu] floats "
+                        "(lm_head tied to the embedding) or [%zu] (untied); use an earlier checkpoint", path, have,
+                        m->dim, m->hidden_dim, m->n_layers, m->n_heads, m->n_kv_heads, m->vocab_size, tied, untied);
+    return 0;
+}
+
+int ckpt_check_history(const char *path, const CkptMeta *m, NptErr *err) {
+    for (int64_t i = 0; i < m->n_history; i++) {
+        const CkptHistoryRow *r = &m->history[i];
+        int64_t lo = r->skipped ? 0 : 1;
+        if (r->step < lo || r->step > m->step)
+            return npt_fail(err, "%s: damaged: /history/step row %lld holds step %lld, outside %lld..%lld (%s row of a "
+                            "checkpoint at step %lld); use an earlier checkpoint", path, (long long)i, (long long)r->step,
+                            (long long)lo, (long long)m->step, r->skipped ? "a skipped" : "a trained", (long long)m->step);
+        if (i > 0 && (r->skipped ? r->step < r[-1].step : r->step <= r[-1].step))
+            return npt_fail(err, "%s: damaged: /history/step row %lld holds step %lld after step %lld (trained steps "
+                            "increase, a skipped row repeats the step before it); use an earlier checkpoint", path,
+                            (long long)i, (long long)r->step, (long long)r[-1].step);
+    }
+    return 0;
+}
+
 int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
     char why[400];
     for (int i = 0; i < n; i++) {
@@ -683,16 +731,21 @@ int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int 
     }
     for (int i = 0; i < m->n_npt_layers; i++)
         if (check_layer(path, m, m->npt_layers[i], t, n, err)) return -1;
+    if (check_weights_block(path, m, t, n, err)) return -1; /* before its moments are compared with it */
     for (int i = 0; i < n; i++) {
         const char *name = t[i].name;
         if (strncmp(name, "adapters/", 9) == 0 && !is_expected_adapter(m, name))
             return npt_fail(err, "%s: unexpected dataset /%s (not A, B_add or B_mul of a layer listed in /adapters layers)",
                             path, name);
-        /* A moment "optimizer/X.m" must be shaped like its parameter "adapters/X". */
+        /* A moment "optimizer/X.m" must be shaped like its parameter "adapters/X", and
+         * "optimizer/weights_block.m" like "weights/block". */
         const char *dot = strrchr(name, '.');
         if (strncmp(name, "optimizer/", 10) != 0 || !dot) continue;
         char param[160];
-        snprintf(param, sizeof param, "adapters/%.*s", (int)(dot - name - 10), name + 10);
+        if (dot - name == 23 && strncmp(name + 10, "weights_block", 13) == 0)
+            snprintf(param, sizeof param, "weights/block");
+        else
+            snprintf(param, sizeof param, "adapters/%.*s", (int)(dot - name - 10), name + 10);
         const CkptTensor *p = ckpt_find(t, n, param);
         if (p && (p->ndim != t[i].ndim || memcmp(p->shape, t[i].shape, (size_t)p->ndim * sizeof p->shape[0]) != 0)) {
             char have[96], want[96];
@@ -701,7 +754,7 @@ int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int 
             return npt_fail(err, "%s: dataset /%s has shape %s but its parameter /%s has %s", path, name, have, param, want);
         }
     }
-    return 0;
+    return ckpt_check_history(path, m, err);
 }
 
 int ckpt_is_second_moment(const char *name) {

@@ -124,17 +124,19 @@ void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int6
 int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, const char *title, NptErr *err) {
     const int W = 800, H = 420, L = 70, R = 20, TOP = 40, B = 50;
     double lo = INFINITY, hi = -INFINITY;
-    int64_t smin = 0, smax = 1;
+    /* steps in double: the history of a damaged file can hold any int64, and no
+     * difference of two of them may overflow */
+    double smin = 0, smax = 1;
     for (int64_t i = 0; i < n; i++) {
-        if (i == 0 || rows[i].step < smin) smin = rows[i].step;
-        if (rows[i].step > smax) smax = rows[i].step;
+        if (i == 0 || (double)rows[i].step < smin) smin = (double)rows[i].step;
+        if ((double)rows[i].step > smax) smax = (double)rows[i].step;
         if (rows[i].skipped || !(rows[i].loss > 0) || !isfinite(rows[i].loss)) continue;
         lo = fmin(lo, log10(rows[i].loss));
         hi = fmax(hi, log10(rows[i].loss));
     }
     if (!isfinite(lo)) lo = -1, hi = 0;
     if (hi - lo < 1e-3) hi = lo + 1;
-    if (smax <= smin) smax = smin + 1;
+    if (smax <= smin) smax = smin + 1 + fabs(smin) * 1e-12; /* + 1 alone is lost beyond 2^53 */
     NptAtomicFile o;
     FILE *f = npt_atomic_open(&o, path, err);
     if (!f) return -1;
@@ -146,16 +148,16 @@ int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, con
         int y = TOP + (int)((H - TOP - B) * (1.0 - k / 4.0));
         fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"#eee\"/><text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.3g</text>\n",
                 L, W - R, y, y, L - 5, y + 4, pow(10.0, v));
-        int64_t s = smin + (smax - smin) * k / 4;
+        double s = floor(smin + (smax - smin) * k / 4.0);
         int x = L + (int)((double)(W - L - R) * k / 4.0);
-        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%lld</text>\n", x, H - B + 18, (long long)s);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.0f</text>\n", x, H - B + 18, s);
     }
     fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">step</text>\n", (L + W - R) / 2, H - 12);
     fprintf(f, "<text x=\"16\" y=\"%d\" transform=\"rotate(-90 16 %d)\" text-anchor=\"middle\">loss (log scale)</text>\n", (TOP + H - B) / 2, (TOP + H - B) / 2);
     fputs("<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"", f);
     for (int64_t i = 0; i < n; i++) {
         if (rows[i].skipped || !(rows[i].loss > 0) || !isfinite(rows[i].loss)) continue;
-        double x = L + (double)(W - L - R) * (rows[i].step - smin) / (double)(smax - smin);
+        double x = L + (double)(W - L - R) * ((double)rows[i].step - smin) / (smax - smin);
         double y = TOP + (H - TOP - B) * (1.0 - (log10(rows[i].loss) - lo) / (hi - lo));
         fprintf(f, "%.1f,%.1f ", x, y);
     }
@@ -164,7 +166,7 @@ int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, con
     for (int64_t i = 0; i < n; i++) {
         if (!rows[i].skipped) continue;
         skips++;
-        double x = L + (double)(W - L - R) * (rows[i].step - smin) / (double)(smax - smin);
+        double x = L + (double)(W - L - R) * ((double)rows[i].step - smin) / (smax - smin);
         fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#d62728\" stroke-dasharray=\"3,2\"/>\n", x, x, TOP, H - B);
     }
     fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\" fill=\"#d62728\">%lld skipped batch%s (red)</text>\n", W - R, TOP - 8,

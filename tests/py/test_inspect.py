@@ -18,7 +18,7 @@ import tempfile
 import h5py
 import numpy as np
 from harness import (HF656, NPT, STORIES260K_BIN as BIN, STORIES260K_GGUF as GGUF, TOK512 as TOK, check, exit_code,
-                     failures, run_npt)
+                     failures, run_npt, shared_path)
 
 
 
@@ -212,6 +212,136 @@ with h5py.File(os.path.join(tmp, "nan.h5"), "r") as f:
     x = f["adapters/layer_02/A"][()].astype(np.float64)
 check(t["nan"] == 1 and close(t["mean"], np.nanmean(x), 1e-6) and len(jn["problems"]) == 1,
       "NaN counted once; stats of the rest still equal numpy's nanmean")
+
+# ---- a history edited out of step order: listed among the problems, never plotted with
+# overflowing arithmetic, and refused by --resume in one line ----
+def bad_history_step(p):
+    with h5py.File(p, "r+") as f:
+        steps = f["history/step"][()]
+        steps[-1] = -2 ** 62
+        del f["history/step"]
+        f["history/step"] = steps
+
+
+hbad = damaged("hist_step.h5", bad_history_step)
+want = "damaged: /history/step row 19 holds step -4611686018427387904, outside 1..20"
+svg = os.path.join(tmp, "hist_step.svg")
+rc, out, err = run("inspect", hbad, f"--plot={svg}")
+problems = out[out.find("PROBLEMS"):] if "PROBLEMS" in out else ""
+check(rc == 1 and want in problems and os.path.exists(svg),
+      f"inspect of a history step -2^62: exit {rc} (want 1), listed under PROBLEMS ({problems.strip()[:200] or err.strip()[:200]}), plot still written")
+rc, out, err = run("train", "stories260k-full", "--set", f"output_dir={os.path.join(tmp, 'resume_bad')}",
+                   "--set", "train.max_steps=22", "--set", "train.warmup_steps=2", "--set", "checkpoint.every=10",
+                   "--set", "threads=1", "--resume", hbad)
+errors = [l for l in err.splitlines() if "error" in l]
+check(rc != 0 and len(errors) == 1 and want in errors[0], f"train --resume refuses it in one line: exit {rc}, {errors}")
+
+# ---- diff: a damaged checkpoint is an error (exit 2), resume state is compared, NaN equals NaN ----
+def transpose_b_add(p):
+    with h5py.File(p, "r+") as f:
+        b = f["adapters/layer_00/B_add"][()]
+        del f["adapters/layer_00/B_add"]
+        f["adapters/layer_00/B_add"] = b.T.copy()
+
+
+tbad = damaged("transposed.h5", transpose_b_add)
+want = "dataset /adapters/layer_00/B_add has shape [64, 172], expected [172, 64]"
+rc, out, err = run("inspect", tbad)
+check(rc == 1 and want in out, f"inspect of a transposed B_add: exit {rc} (want 1), problem listed")
+for a, b in ((final, tbad), (tbad, final)):
+    rc, out, err = run("inspect", "diff", a, b)
+    check(rc == 2 and len(err.strip().splitlines()) == 1 and tbad + ": " + want in err and "differ" not in out,
+          f"diff {os.path.basename(a)} {os.path.basename(b)}: exit {rc} (want 2), one error line naming the damaged file "
+          f"({err.strip()[:200]}), no verdict")
+
+
+def move_state(p):
+    with h5py.File(p, "r+") as f:
+        cur = f["state"].attrs["data_cursor"].copy()
+        cur[2] += 4000
+        f["state"].attrs["data_cursor"] = cur
+        f["optimizer"].attrs["step"] = np.int64(999)
+        f["state"].attrs["consecutive_skips"] = np.int32(2)
+
+
+moved = damaged("state.h5", move_state)
+with h5py.File(final, "r") as f:
+    cur = [int(x) for x in f["state"].attrs["data_cursor"]]
+rc, out, _ = run("inspect", "diff", final, moved, "--json")
+d = json.loads(out) if out.strip() else {}
+new_cur = cur[:2] + [cur[2] + 4000] + cur[3:]
+wants = ["optimizer step: 20 -> 999", "consecutive_skips: 0 -> 2",
+         "data_cursor: [%s] -> [%s]" % (", ".join(map(str, cur)), ", ".join(map(str, new_cur)))]
+check(rc == 1 and d.get("identical") is False and all(w in d.get("differences", []) for w in wants),
+      f"diff of the same tensors with another data cursor, optimizer step and skip run: exit {rc} (want 1), "
+      f"differences {d.get('differences')}")
+
+
+def nan_best(p):
+    with h5py.File(p, "r+") as f:
+        f["state"].attrs["best_loss"] = np.float64("nan")
+
+
+nb = damaged("nan_best.h5", nan_best)
+rc, out, _ = run("inspect", "diff", nb, nb)
+check(rc == 0 and "checkpoints are identical" in out and "best_loss" not in out,
+      f"diff of a file whose best_loss is NaN with itself: identical, exit {rc} (want 0)")
+
+# ---- an all-weights checkpoint: /weights/block must be 1-D, of the base's size ----
+aw = os.path.join(tmp, "aw")
+os.makedirs(aw)
+rc, _, err = run("init", "--out", os.path.join(aw, "base"), "--dim", "32", "--layers", "2", "--heads", "2", "--context", "64")
+check(rc == 0, f"npt init of a tiny base ({err.strip()[-200:]})")
+with open(shared_path("data", "tinystories-valid-1000.txt")) as src, open(os.path.join(aw, "text.txt"), "w") as dst:
+    dst.write(src.read(20000))
+with open(os.path.join(aw, "lm.json"), "w") as fp:
+    json.dump({"model": os.path.join(aw, "base"), "output_dir": os.path.join(aw, "run"),
+               "objective": {"type": "lm", "train_all_weights": True},
+               "data": {"train": os.path.join(aw, "text.txt"), "seq_len": 32, "cache_dir": os.path.join(aw, "cache")},
+               "train": {"max_steps": 2, "batch_size": 2}, "checkpoint": {"every": 2}}, fp)
+rc, _, err = run("train", os.path.join(aw, "lm.json"))
+awfinal = os.path.join(aw, "run", "final.h5")
+check(rc == 0, f"a 2-step all-weights lm run ({err.strip()[-200:]})")
+rc, out, _ = run("inspect", awfinal)
+check(rc == 0 and "no problems found" in out, f"inspect of the all-weights checkpoint: no problems, exit {rc}")
+with h5py.File(awfinal, "r") as f:
+    size = f["weights/block"].shape[0]
+
+
+def block_2d(p):
+    with h5py.File(p, "r+") as f:
+        b = f["weights/block"][()]
+        del f["weights/block"]
+        f["weights/block"] = b.reshape(2, -1)
+
+
+def block_short(p):
+    with h5py.File(p, "r+") as f:
+        b = f["weights/block"][()]
+        del f["weights/block"]
+        f["weights/block"] = b[:-16]
+
+
+def block_missing(p):
+    with h5py.File(p, "r+") as f:
+        del f["weights/block"]
+
+
+for name, fn, want in (("aw_2d.h5", block_2d, f"damaged: dataset /weights/block has shape [2, {size // 2}]"),
+                       ("aw_short.h5", block_short, f"damaged: dataset /weights/block has shape [{size - 16}]"),
+                       ("aw_missing.h5", block_missing, "damaged: /weights/block missing")):
+    p = os.path.join(aw, name)
+    shutil.copy(awfinal, p)
+    fn(p)
+    rc, out, err = run("inspect", p)
+    check(rc == 1 and "PROBLEMS" in out and want in out and (name == "aw_missing.h5" or f"or [{size}] (untied)" in out),
+          f"inspect {name}: exit {rc} (want 1), '{want}' listed with the size it must have")
+    for args in (("export", p, "--out", os.path.join(aw, "out_" + name)),
+                 ("generate", "--model", os.path.join(aw, "base"), "--adapters", p, "--steps", "2"),
+                 ("generate", "--model", p, "--steps", "2")):
+        rc, out, err = run(*args)
+        check(rc != 0 and len(err.strip().splitlines()) == 1 and p + ": " + want in err,
+              f"{args[0]} {' '.join(args[1:3])} ... refuses {name} in one line naming the damage: exit {rc}, {err.strip()[:200]}")
 
 # ---- a dataset declared huge but never written: reported, not read (reading it would mean
 # 4 TB of fill values); the checkpoint is not vouched for ----
