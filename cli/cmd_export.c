@@ -97,11 +97,6 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
     memset(&want, 0, sizeof want);
     adapters_fill_meta(&want, m, NULL);
     if (ckpt_check_base(a->input, meta, &want, err)) goto done;
-    if (block->ndim != 1) {
-        npt_fail(err, "%s: /weights/block has %d dimensions where the %zu floats of model %s are one; the checkpoint is "
-                 "damaged", a->input, block->ndim, m->weights_floats, base);
-        goto done;
-    }
     if (block->shape[0] != (int64_t)m->weights_floats) {
         npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint is damaged or does not "
                  "fit its base", a->input, (long long)block->shape[0], base, m->weights_floats);
