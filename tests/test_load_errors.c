@@ -216,6 +216,60 @@ static void hf_cases(void) {
 
 /* ---- GGUF ---- */
 
+/* orig with the uint32 at `at` set to v, plus `extra` zero bytes, written to tmp/name. */
+static const char *gguf_with_u32(const char *orig, size_t len, const char *name, size_t at, uint32_t v, size_t extra) {
+    char *g = npt_xmalloc(len + extra, "gguf copy");
+    memcpy(g, orig, len);
+    memset(g + len, 0, extra);
+    memcpy(g + at, &v, 4);
+    spit(tpath(name), g, len + extra);
+    free(g);
+    return tpath(name);
+}
+
+/* Where the uint64 data offset of 2-D tensor `tensor` sits in a v1 tensor info: after
+ * the name (found with its uint32 length, so output.weight is not attn_output.weight),
+ * n_dims, two dims and the type. */
+static size_t gguf_offset_at(const char *orig, size_t len, const char *tensor) {
+    char key[64];
+    uint32_t n = (uint32_t)strlen(tensor);
+    memcpy(key, &n, 4);
+    memcpy(key + 4, tensor, n);
+    const char *at = memmem(orig, len, key, 4 + n);
+    if (!at) {
+        fprintf(stderr, "test bug: no tensor info %s\n", tensor);
+        exit(1);
+    }
+    return (size_t)(at - orig) + 4 + n + 4 + 2 * 4 + 4;
+}
+
+/* Tensor infos that disagree with the data or the metadata: llama.cpp refuses them
+ * (offsets must follow each other, padded to general.alignment); npt loaded shifted or
+ * missing weights and exited 0. The file: v1, 48 tensors, block_count 5 at byte 247,
+ * data at 11456, output.weight last (131072 bytes), its data running to the end. */
+static void gguf_layout_cases(const char *orig, size_t len) {
+    const char *p = gguf_with_u32(orig, len, "ntensors47.gguf", 8, 47, 0);
+    expect_fail(p, "ntensors47.gguf", "131104 bytes after the last tensor",
+                "GGUF tensor count one short (weights shifted by 32 bytes before)");
+    p = gguf_with_u32(orig, len, "blocks3.gguf", 247, 3, 0);
+    expect_fail(p, "blocks3.gguf", "blk.3.attn_q.weight but llama.block_count is 3",
+                "GGUF block_count below its layers (top layers dropped before)");
+    size_t q = gguf_offset_at(orig, len, "blk.0.attn_q.weight");
+    p = gguf_with_u32(orig, len, "overlap.gguf", q, 0, 0);
+    expect_fail(p, "token_embd.weight and blk.0.attn_q.weight overlap", "overlap.gguf", "GGUF tensors sharing bytes");
+    size_t out = gguf_offset_at(orig, len, "output.weight");
+    uint32_t off;
+    memcpy(&off, orig + out, 4);
+    p = gguf_with_u32(orig, len, "gap.gguf", out, off + 64, 64);
+    expect_fail(p, "gap.gguf", "64 bytes between output_norm.weight and output.weight",
+                "GGUF with a gap wider than the alignment padding");
+    p = gguf_with_u32(orig, len, "misaligned.gguf", out, off + 4, 4);
+    expect_fail(p, "misaligned.gguf: tensor output.weight", "not a multiple of the 32-byte alignment",
+                "GGUF tensor offset off the alignment");
+    p = gguf_with_u32(orig, len, "tail.gguf", 8, 48, 64);
+    expect_fail(p, "tail.gguf", "64 bytes after the last tensor", "GGUF with 64 bytes appended");
+}
+
 static void gguf_cases(void) {
     size_t len;
     char *orig = slurp(shared_path("models/stories260K/tinyllamas-stories-260k-f32.gguf"), &len);
@@ -281,6 +335,8 @@ static void gguf_cases(void) {
     spit(tpath("nan.gguf"), g, len);
     snprintf(want, sizeof want, "%s: tensor blk.1.attn_q.weight has 1 non-finite", tpath("nan.gguf"));
     expect_fail(tpath("nan.gguf"), want, NULL, "GGUF with a NaN, named by the file's path");
+
+    gguf_layout_cases(orig, len);
 
     spit(tpath("fake.gguf"), "GGUX", 4);
     expect_fail(tpath("fake.gguf"), "fake.gguf", "GGUF magic", ".gguf name without the magic");
