@@ -116,6 +116,69 @@ static void hf_header_case(const char *name, const char *from, const char *to, c
     free(st);
 }
 
+/* A copy of the shared model.safetensors with its header length changed by dlen and
+ * `extra` zero bytes appended (extra < 0 cuts bytes instead). Caller frees. */
+static char *st_reframe(long dlen, long extra, size_t *out_len) {
+    *out_len = (size_t)((long)st_len + extra);
+    char *out = npt_xmalloc(*out_len > st_len ? *out_len : st_len, "reframed safetensors");
+    memcpy(out, st_orig, st_len);
+    if (extra > 0) memset(out + st_len, 0, (size_t)extra);
+    uint64_t hlen;
+    memcpy(&hlen, st_orig, 8);
+    hlen = (uint64_t)((long)hlen + dlen);
+    memcpy(out, &hlen, 8);
+    return out;
+}
+
+/* The reference reader's rule (huggingface/safetensors, MetadataIncompleteBuffer and
+ * InvalidOffset): the header is exactly N bytes of JSON (trailing spaces allowed) and the
+ * tensors tile the data section from 0 to the end of the file. A length off by a few
+ * bytes, or bytes appended, loaded weights shifted by that much before. */
+static void st_layout_cases(void) {
+    size_t len;
+    char *st = st_reframe(-5, 0, &len); /* the header ends in 5 spaces: the JSON still parses */
+    expect_fail(hf_dir("hlen_short", hf_config, st, len), "model.safetensors",
+                "tensors cover 2624000 bytes but the data section holds 2624005",
+                "header length 5 bytes short (weights shifted before)");
+    free(st);
+    st = st_reframe(-40, 0, &len);
+    expect_fail(hf_dir("hlen_cut", hf_config, st, len), "model.safetensors",
+                "header is not valid JSON of the declared 2120 bytes", "header length cutting the JSON");
+    free(st);
+    st = st_reframe(+8, 0, &len); /* the JSON is followed by 8 bytes of weights */
+    expect_fail(hf_dir("hlen_long", hf_config, st, len), "model.safetensors",
+                "header is not valid JSON of the declared 2168 bytes", "header length taking in weight bytes");
+    free(st);
+    st = st_reframe(0, 64, &len);
+    expect_fail(hf_dir("tail", hf_config, st, len), "model.safetensors",
+                "tensors cover 2624000 bytes but the data section holds 2624064", "64 bytes appended");
+    free(st);
+    /* model.norm.weight (the last tensor) moved 8 bytes on, the file 8 bytes longer */
+    char *moved = st_patch("[2623488,2624000]", "[2623496,2624008]", &len);
+    char *longer = npt_xmalloc(len + 8, "gap copy");
+    memcpy(longer, moved, len);
+    memset(longer + len, 0, 8);
+    expect_fail(hf_dir("gap", hf_config, longer, len + 8), "model.norm.weight", "8 bytes",
+                "a gap between two tensors");
+    free(longer);
+    free(moved);
+    /* a header padded with spaces, as the reference writer pads it, still loads */
+    uint64_t hlen;
+    memcpy(&hlen, st_orig, 8);
+    char *padded = npt_xmalloc(st_len + 8, "padded copy");
+    uint64_t hlen8 = hlen + 8;
+    memcpy(padded, &hlen8, 8);
+    memcpy(padded + 8, st_orig + 8, hlen);
+    memset(padded + 8 + hlen, ' ', 8);
+    memcpy(padded + 16 + hlen, st_orig + 8 + hlen, st_len - 8 - hlen);
+    LlamaModel m;
+    NptErr err = {{0}};
+    int rc = llama_load(hf_dir("padded", hf_config, padded, st_len + 8), &m, &err);
+    check(rc == 0, "control: a header padded with 8 more spaces loads: %s", rc ? err.msg : "ok");
+    if (rc == 0) llama_free(&m);
+    free(padded);
+}
+
 static void hf_cases(void) {
     hf_config = slurp(shared_path("models/TinyStories-656K/config.json"), NULL);
     st_orig = slurp(shared_path("models/TinyStories-656K/model.safetensors"), &st_len);
@@ -187,6 +250,7 @@ static void hf_cases(void) {
                    "too large for any file", "a shape whose byte count overflows 64 bits");
     hf_header_case("bad_header_json", "{\"__metadata__\"", "[\"__metadata__\"", "model.safetensors", "JSON",
                    "header that is not a JSON object");
+    st_layout_cases();
 
     /* Three NaNs in one tensor: named with the file's own tensor name and the count. */
     char *nan = npt_xmalloc(st_len, "copy");
