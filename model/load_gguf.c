@@ -6,10 +6,13 @@
  * innermost first, uint32 ggml type, uint64 offset), padding to general.alignment
  * (default 32), then the data. Version 1 stores counts, string lengths and dims as
  * uint32; versions 2 and 3 as uint64. Every read is checked against the file size, so
- * a corrupt count or length ends in an error, never in a huge allocation. GGUF keeps
- * q/k in Meta layout: interleaved-pair RoPE. */
+ * a corrupt count or length ends in an error, never in a huge allocation; the tensor
+ * infos must tile the data section as llama.cpp lays it out (check_layout), so a wrong
+ * count or offset is an error, not shifted weights. GGUF keeps q/k in Meta layout:
+ * interleaved-pair RoPE. */
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -243,6 +246,103 @@ static const char *ggml_type_name(uint32_t type) {
     return type < NPT_ARRAY_LEN(names) ? names[type] : "unknown";
 }
 
+static int beyond_data(const LlamaModel *m, const Gguf *g, const GgufTensor *e, uint64_t bytes, NptErr *err) {
+    return npt_fail(err, "%s: tensor %s (offset %llu, %llu bytes) lies beyond the %llu-byte data section; the file is "
+                    "truncated", m->path, e->name, (unsigned long long)e->offset, (unsigned long long)bytes,
+                    (unsigned long long)g->data_size);
+}
+
+/* ---- data layout ---- */
+
+/* Bytes per element of the unblocked ggml types; 0 for the quantized (block) types. */
+static uint64_t ggml_elem_size(uint32_t type) {
+    switch (type) {
+    case 24: return 1;                   /* I8 */
+    case 1: case 25: case 30: return 2;  /* F16, I16, BF16 */
+    case 0: case 26: return 4;           /* F32, I32 */
+    case 27: case 28: return 8;          /* I64, F64 */
+    default: return 0;
+    }
+}
+
+/* Byte size of e (of a type ggml_elem_size knows); UINT64_MAX when it overflows, which
+ * no data section holds. */
+static uint64_t tensor_bytes(const GgufTensor *e) {
+    uint64_t n = ggml_elem_size(e->type);
+    for (uint32_t d = 0; d < e->n_dims; d++) {
+        if (e->ne[d] && n > UINT64_MAX / e->ne[d]) return UINT64_MAX;
+        n *= e->ne[d];
+    }
+    return n;
+}
+
+/* Offset order; ties in info order, so a message names the earlier tensor first. */
+static int cmp_offset(const void *a, const void *b) {
+    const GgufTensor *x = *(const GgufTensor *const *)a, *y = *(const GgufTensor *const *)b;
+    if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* One tensor against the end of the previous one (prev NULL: the section's start). */
+static int check_next(const LlamaModel *m, const Gguf *g, const GgufTensor *prev, uint64_t end, const GgufTensor *e,
+                      uint64_t align, NptErr *err) {
+    uint64_t bytes = tensor_bytes(e);
+    if (e->offset % align)
+        return npt_fail(err, "%s: tensor %s has data offset %llu, not a multiple of the %llu-byte alignment; the "
+                        "tensor infos are corrupt", m->path, e->name, (unsigned long long)e->offset,
+                        (unsigned long long)align);
+    if (e->offset > g->data_size || bytes > g->data_size - e->offset) return beyond_data(m, g, e, bytes, err);
+    if (e->offset < end)
+        return npt_fail(err, "%s: tensors %s and %s overlap in the data section; the tensor infos are corrupt",
+                        m->path, prev->name, e->name);
+    if (e->offset - end >= align)
+        return npt_fail(err, "%s: %llu bytes between %s and %s belong to no tensor (alignment pads at most %llu); "
+                        "the tensor infos are corrupt", m->path, (unsigned long long)(e->offset - end),
+                        prev ? prev->name : "the start of the data section", e->name,
+                        (unsigned long long)(align - 1));
+    return 0;
+}
+
+/* llama.cpp's rule for the data section: each tensor starts at the previous one's end
+ * rounded up to general.alignment, the first at 0, and the file ends within the last
+ * one's padding. A tensor count or offset that is off otherwise loads shifted or aliased
+ * weights with no other symptom. Checked in offset order (npt does not need llama.cpp's
+ * info order). A file with quantized tensors, whose sizes npt does not compute, is left
+ * to load_tensor's error naming the type. */
+static int check_layout(const LlamaModel *m, const Gguf *g, uint64_t align, NptErr *err) {
+    for (uint64_t i = 0; i < g->n; i++)
+        if (!ggml_elem_size(g->t[i].type)) return 0;
+    const GgufTensor **by = malloc((g->n + 1) * sizeof *by);
+    if (!by) return npt_fail(err, "%s: out of memory for the tensor table", m->path);
+    for (uint64_t i = 0; i < g->n; i++) by[i] = &g->t[i];
+    qsort(by, (size_t)g->n, sizeof *by, cmp_offset);
+    const GgufTensor *prev = NULL;
+    uint64_t end = 0;
+    int rc = 0;
+    for (uint64_t i = 0; i < g->n && !rc; i++) {
+        rc = check_next(m, g, prev, end, by[i], align, err);
+        prev = by[i], end = by[i]->offset + tensor_bytes(by[i]);
+    }
+    free(by);
+    if (!rc && g->data_size - end >= align)
+        rc = npt_fail(err, "%s: %llu bytes after the last tensor belong to no tensor (alignment pads at most %llu); "
+                      "the tensor count is wrong or bytes were appended", m->path,
+                      (unsigned long long)(g->data_size - end), (unsigned long long)(align - 1));
+    return rc;
+}
+
+/* A blk.N tensor with N >= block_count means the metadata undercounts: the model would
+ * run with its top layers silently dropped (load_hf.c refuses the same of config.json). */
+static int check_no_extra_layers(const LlamaModel *m, const Gguf *g, NptErr *err) {
+    for (uint64_t i = 0; i < g->n; i++) {
+        int layer;
+        if (sscanf(g->t[i].name, "blk.%d.", &layer) == 1 && layer >= m->cfg.n_layers)
+            return npt_fail(err, "%s: the file has tensor %s but llama.block_count is %d; its metadata is damaged",
+                            m->path, g->t[i].name, m->cfg.n_layers);
+    }
+    return 0;
+}
+
 static int load_tensor(LlamaModel *m, const Gguf *g, Tensor *t, const char *name, NptErr *err) {
     const char *file = m->path;
     const GgufTensor *e = find(g, name);
@@ -263,12 +363,7 @@ static int load_tensor(LlamaModel *m, const Gguf *g, Tensor *t, const char *name
     for (uint32_t d = 0; d < e->n_dims; d++) shape[d] = e->ne[e->n_dims - 1 - d]; /* to [out, in] */
     if (llama_check_shape(t, (int)e->n_dims, shape, file, name, err)) return -1;
     uint64_t bytes = (uint64_t)t->n * weight_dtype_size(dt);
-    if (e->offset > g->data_size || bytes > g->data_size - e->offset)
-        return npt_fail(err,
-                        "%s: tensor %s (offset %llu, %llu bytes) lies beyond the %llu-byte data section; the file is "
-                        "truncated",
-                        file, name, (unsigned long long)e->offset, (unsigned long long)bytes,
-                        (unsigned long long)g->data_size);
+    if (e->offset > g->data_size || bytes > g->data_size - e->offset) return beyond_data(m, g, e, bytes, err);
     if (llama_read_tensor(g->fd, file, g->data_start + e->offset, dt, t->data, t->n, name, err)) return -1;
     llama_set_source(m, t, file, name);
     return 0;
@@ -364,7 +459,9 @@ static int parse(LlamaModel *m, FILE *f, uint64_t size, Gguf *g, NptErr *err) {
     if (g->data_start > size)
         return npt_fail(err, "%s: file ends before its tensor data (truncated)", m->path);
     g->data_size = size - g->data_start;
-    return config_from_meta(m, meta, g, err);
+    return check_layout(m, g, align, err) || config_from_meta(m, meta, g, err) || check_no_extra_layers(m, g, err)
+               ? -1
+               : 0;
 }
 
 int llama_load_gguf(const char *path, LlamaModel *m, NptErr *err) {

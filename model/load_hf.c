@@ -240,9 +240,43 @@ static int parse_entry(const cJSON *e, const Shard *sh, uint64_t data_start, StT
     return 0;
 }
 
-static int cmp_begin(const void *a, const void *b) {
+static int cmp_offsets(const void *a, const void *b) {
     const StTensor *x = a, *y = b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* The reference reader's rule (huggingface/safetensors: InvalidOffset,
+ * MetadataIncompleteBuffer): sorted by offset, the tensors tile the data section with
+ * no gap or overlap, from 0 to the end of the file. A header length that is off by a
+ * few bytes, or bytes appended or lost, break it; reading on would load weights shifted
+ * by that much (or aliased), with no other symptom. Sorts the shard's entries t[0..n). */
+static int check_coverage(const Shard *sh, StTensor *t, int n, uint64_t data_start, NptErr *err) {
+    qsort(t, (size_t)n, sizeof *t, cmp_offsets);
+    uint64_t end = data_start;
+    for (int i = 0; i < n; i++) {
+        if (t[i].begin < end)
+            return npt_fail(err, "%s: tensors %s and %s overlap in the data section; the header is corrupt", sh->path,
+                            t[i - 1].name, t[i].name);
+        if (t[i].begin > end)
+            return npt_fail(err, "%s: %llu bytes before tensor %s (after %s) belong to no tensor; the header is "
+                            "corrupt", sh->path, (unsigned long long)(t[i].begin - end), t[i].name,
+                            i ? t[i - 1].name : "the header");
+        end = t[i].end;
+    }
+    if (end != sh->size)
+        return npt_fail(err, "%s: the tensors cover %llu bytes but the data section holds %llu; the header length is "
+                        "wrong or the file is truncated or has bytes appended", sh->path,
+                        (unsigned long long)(end - data_start), (unsigned long long)(sh->size - data_start));
+    return 0;
+}
+
+/* Whether [p, end) is only JSON whitespace: the reference writer pads the header with
+ * spaces to a multiple of 8 bytes, and serde_json accepts any whitespace there. */
+static int only_whitespace(const char *p, const char *end) {
+    for (; p < end; p++)
+        if (!strchr(" \t\r\n", *p) || !*p) return 0;
+    return 1;
 }
 
 /* Reads and validates the header of shard s, appending its tensors. */
@@ -271,9 +305,13 @@ static int parse_shard(Safetensors *st, int s, NptErr *err) {
         goto done;
     }
     text[hlen] = '\0';
-    root = cJSON_ParseWithLength(text, hlen);
-    if (!cJSON_IsObject(root)) {
-        npt_fail(err, "%s: the safetensors header is not a JSON object; the file is corrupt", sh->path);
+    /* cJSON stops at the object's end: what follows must be padding, or the declared
+     * length takes weight bytes into the header. */
+    const char *parsed_end = NULL;
+    root = cJSON_ParseWithLengthOpts(text, hlen, &parsed_end, 0);
+    if (!cJSON_IsObject(root) || !parsed_end || !only_whitespace(parsed_end, text + hlen)) {
+        npt_fail(err, "%s: the safetensors header is not valid JSON of the declared %llu bytes (a JSON object, then "
+                 "only spaces); the file is corrupt", sh->path, (unsigned long long)hlen);
         goto done;
     }
     int first = st->n;
@@ -293,15 +331,7 @@ static int parse_shard(Safetensors *st, int s, NptErr *err) {
             goto done;
         }
     }
-    /* Tensors must not share bytes: one corrupt offset would silently alias two weights. */
-    qsort(st->t + first, (size_t)(st->n - first), sizeof *st->t, cmp_begin);
-    for (int i = first + 1; i < st->n; i++)
-        if (st->t[i].begin < st->t[i - 1].end && st->t[i].begin < st->t[i].end) {
-            npt_fail(err, "%s: tensors %s and %s overlap in the data section; the header is corrupt", sh->path,
-                     st->t[i - 1].name, st->t[i].name);
-            goto done;
-        }
-    rc = 0;
+    rc = check_coverage(sh, st->t + first, st->n - first, 8 + hlen, err);
 done:
     cJSON_Delete(root);
     free(text);

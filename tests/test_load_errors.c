@@ -116,6 +116,69 @@ static void hf_header_case(const char *name, const char *from, const char *to, c
     free(st);
 }
 
+/* A copy of the shared model.safetensors with its header length changed by dlen and
+ * `extra` zero bytes appended (extra < 0 cuts bytes instead). Caller frees. */
+static char *st_reframe(long dlen, long extra, size_t *out_len) {
+    *out_len = (size_t)((long)st_len + extra);
+    char *out = npt_xmalloc(*out_len > st_len ? *out_len : st_len, "reframed safetensors");
+    memcpy(out, st_orig, st_len);
+    if (extra > 0) memset(out + st_len, 0, (size_t)extra);
+    uint64_t hlen;
+    memcpy(&hlen, st_orig, 8);
+    hlen = (uint64_t)((long)hlen + dlen);
+    memcpy(out, &hlen, 8);
+    return out;
+}
+
+/* The reference reader's rule (huggingface/safetensors, MetadataIncompleteBuffer and
+ * InvalidOffset): the header is exactly N bytes of JSON (trailing spaces allowed) and the
+ * tensors tile the data section from 0 to the end of the file. A length off by a few
+ * bytes, or bytes appended, loaded weights shifted by that much before. */
+static void st_layout_cases(void) {
+    size_t len;
+    char *st = st_reframe(-5, 0, &len); /* the header ends in 5 spaces: the JSON still parses */
+    expect_fail(hf_dir("hlen_short", hf_config, st, len), "model.safetensors",
+                "tensors cover 2624000 bytes but the data section holds 2624005",
+                "header length 5 bytes short (weights shifted before)");
+    free(st);
+    st = st_reframe(-40, 0, &len);
+    expect_fail(hf_dir("hlen_cut", hf_config, st, len), "model.safetensors",
+                "header is not valid JSON of the declared 2120 bytes", "header length cutting the JSON");
+    free(st);
+    st = st_reframe(+8, 0, &len); /* the JSON is followed by 8 bytes of weights */
+    expect_fail(hf_dir("hlen_long", hf_config, st, len), "model.safetensors",
+                "header is not valid JSON of the declared 2168 bytes", "header length taking in weight bytes");
+    free(st);
+    st = st_reframe(0, 64, &len);
+    expect_fail(hf_dir("tail", hf_config, st, len), "model.safetensors",
+                "tensors cover 2624000 bytes but the data section holds 2624064", "64 bytes appended");
+    free(st);
+    /* model.norm.weight (the last tensor) moved 8 bytes on, the file 8 bytes longer */
+    char *moved = st_patch("[2623488,2624000]", "[2623496,2624008]", &len);
+    char *longer = npt_xmalloc(len + 8, "gap copy");
+    memcpy(longer, moved, len);
+    memset(longer + len, 0, 8);
+    expect_fail(hf_dir("gap", hf_config, longer, len + 8), "model.norm.weight", "8 bytes",
+                "a gap between two tensors");
+    free(longer);
+    free(moved);
+    /* a header padded with spaces, as the reference writer pads it, still loads */
+    uint64_t hlen;
+    memcpy(&hlen, st_orig, 8);
+    char *padded = npt_xmalloc(st_len + 8, "padded copy");
+    uint64_t hlen8 = hlen + 8;
+    memcpy(padded, &hlen8, 8);
+    memcpy(padded + 8, st_orig + 8, hlen);
+    memset(padded + 8 + hlen, ' ', 8);
+    memcpy(padded + 16 + hlen, st_orig + 8 + hlen, st_len - 8 - hlen);
+    LlamaModel m;
+    NptErr err = {{0}};
+    int rc = llama_load(hf_dir("padded", hf_config, padded, st_len + 8), &m, &err);
+    check(rc == 0, "control: a header padded with 8 more spaces loads: %s", rc ? err.msg : "ok");
+    if (rc == 0) llama_free(&m);
+    free(padded);
+}
+
 static void hf_cases(void) {
     hf_config = slurp(shared_path("models/TinyStories-656K/config.json"), NULL);
     st_orig = slurp(shared_path("models/TinyStories-656K/model.safetensors"), &st_len);
@@ -187,6 +250,7 @@ static void hf_cases(void) {
                    "too large for any file", "a shape whose byte count overflows 64 bits");
     hf_header_case("bad_header_json", "{\"__metadata__\"", "[\"__metadata__\"", "model.safetensors", "JSON",
                    "header that is not a JSON object");
+    st_layout_cases();
 
     /* Three NaNs in one tensor: named with the file's own tensor name and the count. */
     char *nan = npt_xmalloc(st_len, "copy");
@@ -215,6 +279,60 @@ static void hf_cases(void) {
 }
 
 /* ---- GGUF ---- */
+
+/* orig with the uint32 at `at` set to v, plus `extra` zero bytes, written to tmp/name. */
+static const char *gguf_with_u32(const char *orig, size_t len, const char *name, size_t at, uint32_t v, size_t extra) {
+    char *g = npt_xmalloc(len + extra, "gguf copy");
+    memcpy(g, orig, len);
+    memset(g + len, 0, extra);
+    memcpy(g + at, &v, 4);
+    spit(tpath(name), g, len + extra);
+    free(g);
+    return tpath(name);
+}
+
+/* Where the uint64 data offset of 2-D tensor `tensor` sits in a v1 tensor info: after
+ * the name (found with its uint32 length, so output.weight is not attn_output.weight),
+ * n_dims, two dims and the type. */
+static size_t gguf_offset_at(const char *orig, size_t len, const char *tensor) {
+    char key[64];
+    uint32_t n = (uint32_t)strlen(tensor);
+    memcpy(key, &n, 4);
+    memcpy(key + 4, tensor, n);
+    const char *at = memmem(orig, len, key, 4 + n);
+    if (!at) {
+        fprintf(stderr, "test bug: no tensor info %s\n", tensor);
+        exit(1);
+    }
+    return (size_t)(at - orig) + 4 + n + 4 + 2 * 4 + 4;
+}
+
+/* Tensor infos that disagree with the data or the metadata: llama.cpp refuses them
+ * (offsets must follow each other, padded to general.alignment); npt loaded shifted or
+ * missing weights and exited 0. The file: v1, 48 tensors, block_count 5 at byte 247,
+ * data at 11456, output.weight last (131072 bytes), its data running to the end. */
+static void gguf_layout_cases(const char *orig, size_t len) {
+    const char *p = gguf_with_u32(orig, len, "ntensors47.gguf", 8, 47, 0);
+    expect_fail(p, "ntensors47.gguf", "131104 bytes after the last tensor",
+                "GGUF tensor count one short (weights shifted by 32 bytes before)");
+    p = gguf_with_u32(orig, len, "blocks3.gguf", 247, 3, 0);
+    expect_fail(p, "blocks3.gguf", "blk.3.attn_q.weight but llama.block_count is 3",
+                "GGUF block_count below its layers (top layers dropped before)");
+    size_t q = gguf_offset_at(orig, len, "blk.0.attn_q.weight");
+    p = gguf_with_u32(orig, len, "overlap.gguf", q, 0, 0);
+    expect_fail(p, "token_embd.weight and blk.0.attn_q.weight overlap", "overlap.gguf", "GGUF tensors sharing bytes");
+    size_t out = gguf_offset_at(orig, len, "output.weight");
+    uint32_t off;
+    memcpy(&off, orig + out, 4);
+    p = gguf_with_u32(orig, len, "gap.gguf", out, off + 64, 64);
+    expect_fail(p, "gap.gguf", "64 bytes between output_norm.weight and output.weight",
+                "GGUF with a gap wider than the alignment padding");
+    p = gguf_with_u32(orig, len, "misaligned.gguf", out, off + 4, 4);
+    expect_fail(p, "misaligned.gguf: tensor output.weight", "not a multiple of the 32-byte alignment",
+                "GGUF tensor offset off the alignment");
+    p = gguf_with_u32(orig, len, "tail.gguf", 8, 48, 64);
+    expect_fail(p, "tail.gguf", "64 bytes after the last tensor", "GGUF with 64 bytes appended");
+}
 
 static void gguf_cases(void) {
     size_t len;
@@ -281,6 +399,8 @@ static void gguf_cases(void) {
     spit(tpath("nan.gguf"), g, len);
     snprintf(want, sizeof want, "%s: tensor blk.1.attn_q.weight has 1 non-finite", tpath("nan.gguf"));
     expect_fail(tpath("nan.gguf"), want, NULL, "GGUF with a NaN, named by the file's path");
+
+    gguf_layout_cases(orig, len);
 
     spit(tpath("fake.gguf"), "GGUX", 4);
     expect_fail(tpath("fake.gguf"), "fake.gguf", "GGUF magic", ".gguf name without the magic");
