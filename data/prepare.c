@@ -34,6 +34,7 @@ enum {
     READ_CHUNK = 1 << 20,
     BLOCK_BYTES = 4 << 20,
     MAX_LINE = 16 << 20,  /* JSONL lines longer than this are an error */
+    MAX_UNCUT = 64 << 20, /* a text document with no invisible cut (tok_cut.c) in this much is an error */
     SHOWN_BAD = 10,       /* bad records named one by one; then only counted */
 };
 static const size_t SEP_LEN = sizeof DATA_SEPARATOR - 1;
@@ -115,9 +116,11 @@ static int list_input(FileList *l, const char *input, NptErr *err) {
 
 typedef struct {
     const char *path;
+    const TokCut *cut;
     int fd, jsonl, eof, cont; /* cont: the pending text continues a cut document */
     char *buf;
     size_t len, cap, doc, scan;
+    size_t cut_from;          /* tok_cut_find's place in the pending text (0: a new piece) */
     uint64_t base, line;      /* file offset of buf[0]; JSONL line number of buf[doc] */
 } Reader;
 
@@ -141,17 +144,6 @@ static int reader_fill(Reader *r, NptErr *err) {
     return 0;
 }
 
-/* Length of the first piece of a long document: up to DATA_MAX_PIECE bytes, cut
- * after the last newline, else before the last UTF-8 lead byte. */
-static size_t piece_len(const char *s, size_t len) {
-    if (len <= DATA_MAX_PIECE) return len;
-    for (size_t i = DATA_MAX_PIECE; i > 0; i--)
-        if (s[i - 1] == '\n') return i;
-    size_t i = DATA_MAX_PIECE;
-    while (i > 1 && ((unsigned char)s[i] & 0xC0) == 0x80) i--;
-    return i;
-}
-
 /* One document (or piece) found by the reader. */
 typedef struct {
     const char *text;
@@ -160,39 +152,56 @@ typedef struct {
     int bos, eos;
 } Found;
 
-/* Next text document: 1 found, 0 at the end of the file, -1 error. */
+/* Next text document: 1 found, 0 at the end of the file, -1 error. A document
+ * longer than DATA_MAX_PIECE is returned in pieces, cut only where tok_cut_ok says
+ * the cut leaves its ids unchanged (the pieces after the first have bos 0 and are
+ * encoded as continuations). */
 static int next_text(Reader *r, Found *f, NptErr *err) {
     for (;;) {
         char *p = r->scan < r->len ? memmem(r->buf + r->scan, r->len - r->scan, DATA_SEPARATOR, SEP_LEN) : NULL;
-        if (p && (size_t)(p - r->buf) + SEP_LEN == r->len && !r->eof) { /* the newline after it is unread */
-            if (reader_fill(r, err)) return -1;
+        size_t next = p ? (size_t)(p - r->buf) + SEP_LEN : 0;
+        if (p && !r->eof && (next == r->len || (r->buf[next] == '\r' && next + 1 == r->len))) {
+            if (reader_fill(r, err)) return -1; /* the newline after it is unread */
             continue;
         }
         size_t start = r->doc;
-        if (p) {
-            size_t at = (size_t)(p - r->buf), end = at;
-            if (end > start && r->buf[end - 1] == '\n') end--;
-            size_t next = at + SEP_LEN;
+        if (p) { /* one newline (LF or CRLF) on each side belongs to the separator */
+            size_t end = (size_t)(p - r->buf);
+            if (end > start && r->buf[end - 1] == '\n') {
+                end--;
+                if (end > start && r->buf[end - 1] == '\r') end--;
+            }
             if (next < r->len && r->buf[next] == '\n') next++;
+            else if (next + 1 < r->len && r->buf[next] == '\r' && r->buf[next + 1] == '\n') next += 2;
             *f = (Found){r->buf + start, end - start, r->base + start, 0, !r->cont, 1};
             r->doc = r->scan = next;
             r->cont = 0;
+            r->cut_from = 0;
             return 1;
         }
         size_t pending = r->len - start;
         if (pending >= DATA_MAX_PIECE + SEP_LEN) { /* no separator in the first piece: cut it */
-            size_t k = piece_len(r->buf + start, pending);
-            *f = (Found){r->buf + start, k, r->base + start, 0, !r->cont, 0};
-            r->doc += k;
-            if (r->scan < r->doc) r->scan = r->doc;
-            r->cont = 1;
-            return 1;
+            /* (text within SEP_LEN of the end may begin a separator: not looked at) */
+            size_t k = tok_cut_find(r->cut, r->buf + start, pending - SEP_LEN, DATA_MAX_PIECE, &r->cut_from);
+            if (k) {
+                *f = (Found){r->buf + start, k, r->base + start, 0, !r->cont, 0};
+                r->doc += k;
+                if (r->scan < r->doc) r->scan = r->doc;
+                r->cont = 1;
+                r->cut_from = 0;
+                return 1;
+            }
+            if (pending > MAX_UNCUT)
+                return npt_fail(err, "%s: the document text from byte offset %llu runs over %d MiB without a place where the "
+                                "tokenizer's ids would stay the same if it were cut there; separate its documents with %s",
+                                r->path, (unsigned long long)(r->base + start), MAX_UNCUT >> 20, DATA_SEPARATOR);
         }
         if (r->eof) {
             if (pending == 0 && !r->cont) return 0;
             *f = (Found){r->buf + start, pending, r->base + start, 0, !r->cont, 1};
             r->doc = r->scan = r->len;
             r->cont = 0;
+            r->cut_from = 0;
             return 1;
         }
         r->scan = r->len > start + SEP_LEN ? r->len - SEP_LEN + 1 : start;
@@ -301,26 +310,102 @@ static size_t utf8_check(const char *s, size_t len, int *is_nul) {
     return len;
 }
 
-/* Encodes s (NUL at s[len], writable) piece by piece into out; returns the count. */
-static int encode_text(const Tokenizer *t, char *s, size_t len, int *out, size_t cap, char **msg) {
+/* Encodes s[0..len) into out (at most cap ids); returns the count. A text over
+ * DATA_MAX_PIECE bytes is encoded in parts cut where tok_cut_find finds the ids stay
+ * the same (else whole), so the working memory of one call stays bounded. cont: s
+ * continues a piece of the same document the reader cut off before it. */
+static int encode_text(const Tokenizer *t, const TokCut *cut, const char *s, size_t len, int cont, int *out, size_t cap,
+                       char **msg) {
     size_t n = 0;
     while (len > 0) {
-        size_t k = piece_len(s, len);
-        char saved = s[k];
-        s[k] = '\0';
+        size_t from = 0, k = len > DATA_MAX_PIECE ? tok_cut_find(cut, s, len, DATA_MAX_PIECE, &from) : 0;
+        if (k == 0) k = len;
         NptErr err;
-        int m = tokenizer_encode(t, s, 0, out + n, (int)(cap - n), &err);
-        s[k] = saved;
+        int m = tok_encode_part(t, s, k, cont, out + n, cap - n, &err);
         if (m < 0 || (size_t)m > cap - n) {
             *msg = strdup(m < 0 ? err.msg : "more tokens than bytes (tokenizer bug)");
             return -1;
         }
         n += (size_t)m, s += k, len -= k;
+        cont = 1;
     }
     return (int)n;
 }
 
-static void process_doc(const PrepareOptions *o, Block *b, BlockDoc *d) {
+/* 1 when the JSON line holds the escape \u0000 (a NUL character) outside an escape. */
+static int has_nul_escape(const char *s, size_t len) {
+    for (size_t i = 0; i + 5 < len; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4)) return 1;
+        i++; /* the escaped character (another backslash included) */
+    }
+    return 0;
+}
+
+/* The JSONL record's text field, or NULL with d->status and d->msg set. A line must be
+ * one JSON value and nothing else but whitespace: a second record on the line (or one
+ * after a bare CR) would otherwise be dropped without a word. */
+static const char *jsonl_text(const PrepareOptions *o, const char *s, size_t len, BlockDoc *d, cJSON **root) {
+    const char *field = o->text_field ? o->text_field : "text", *end = NULL;
+    *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+    if (*root && end) {
+        const char *value_end = end;
+        while (end < s + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) end++;
+        if (end < s + len) {
+            int cr = memchr(value_end, '\r', (size_t)(end - value_end)) != NULL;
+            char m[200];
+            snprintf(m, sizeof m, "not valid JSON: more text after the JSON value, at byte %zu of the line%s", (size_t)(end - s) + 1,
+                     cr ? " (records separated by a bare CR? JSONL lines end with LF or CRLF)"
+                        : *end == '{' ? " (two records on one line?)" : "");
+            d->status = DOC_BAD_JSON;
+            d->msg = strdup(m);
+            return NULL;
+        }
+    }
+    cJSON *v = cJSON_IsObject(*root) ? cJSON_GetObjectItemCaseSensitive(*root, field) : NULL;
+    char m[200];
+    if (!*root || !cJSON_IsObject(*root)) {
+        d->status = *root ? DOC_BAD_RECORD : DOC_BAD_JSON;
+        d->msg = strdup(*root ? "not a JSON object" : "not valid JSON");
+        return NULL;
+    }
+    if (!cJSON_IsString(v)) {
+        snprintf(m, sizeof m, v ? "field \"%.64s\" is not a string" : "no field \"%.64s\"", field);
+        d->status = DOC_BAD_RECORD;
+        d->msg = strdup(m);
+        return NULL;
+    }
+    /* cJSON's strings end at their first NUL: a \u0000 in the field would cut the text
+     * short. Parsed again with every \u0000 as \uFFFF, the field differs iff it held one. */
+    if (has_nul_escape(s, len)) {
+        char *copy = malloc(len + 1);
+        if (!copy) {
+            d->status = DOC_ENCODE;
+            d->msg = strdup("out of memory");
+            return NULL;
+        }
+        memcpy(copy, s, len);
+        for (size_t i = 0; i + 5 < len; i++) {
+            if (copy[i] != '\\') continue;
+            if (copy[i + 1] == 'u' && !memcmp(copy + i + 2, "0000", 4)) memcpy(copy + i + 2, "FFFF", 4);
+            i++;
+        }
+        cJSON *again = cJSON_ParseWithLength(copy, len);
+        cJSON *w = cJSON_IsObject(again) ? cJSON_GetObjectItemCaseSensitive(again, field) : NULL;
+        int nul = !cJSON_IsString(w) || strcmp(w->valuestring, v->valuestring) != 0;
+        cJSON_Delete(again);
+        free(copy);
+        if (nul) {
+            snprintf(m, sizeof m, "field \"%.64s\" holds a NUL character (\\u0000)", field);
+            d->status = DOC_BAD_RECORD;
+            d->msg = strdup(m);
+            return NULL;
+        }
+    }
+    return v->valuestring;
+}
+
+static void process_doc(const PrepareOptions *o, const TokCut *cut, Block *b, BlockDoc *d) {
     char *s = b->text + d->off;
     int *out = b->tok + d->tok_off;
     size_t cap = d->len + 8, n = 0;
@@ -338,23 +423,12 @@ static void process_doc(const PrepareOptions *o, Block *b, BlockDoc *d) {
             d->status = DOC_EMPTY;
             return;
         }
-        const char *field = o->text_field ? o->text_field : "text";
-        root = cJSON_ParseWithLength(s, d->len);
-        cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, field) : NULL;
-        if (!root || !cJSON_IsObject(root)) {
-            d->status = root ? DOC_BAD_RECORD : DOC_BAD_JSON;
-            d->msg = strdup(root ? "not a JSON object" : "not valid JSON");
-        } else if (!cJSON_IsString(v)) {
-            char m[160];
-            snprintf(m, sizeof m, v ? "field \"%.64s\" is not a string" : "no field \"%.64s\"", field);
-            d->status = DOC_BAD_RECORD;
-            d->msg = strdup(m);
-        }
-        if (d->status) {
+        const char *text = jsonl_text(o, s, d->len, d, &root);
+        if (!text) {
             cJSON_Delete(root);
             return;
         }
-        s = v->valuestring;
+        s = (char *)text;
         len = strlen(s);
         if (len == 0) d->status = DOC_EMPTY;
     } else if (len == 0 && d->bos) {
@@ -362,7 +436,7 @@ static void process_doc(const PrepareOptions *o, Block *b, BlockDoc *d) {
     }
     if (d->status == DOC_OK) {
         if (d->bos) out[n++] = o->bos;
-        int m = encode_text(o->tok, s, len, out + n, cap - n - 1, &d->msg);
+        int m = encode_text(o->tok, cut, s, len, !d->bos, out + n, cap - n - 1, &d->msg);
         if (m < 0) d->status = DOC_ENCODE;
         else n += (size_t)m;
         if (d->eos && o->append_eos) out[n++] = o->eos;
@@ -371,7 +445,7 @@ static void process_doc(const PrepareOptions *o, Block *b, BlockDoc *d) {
     cJSON_Delete(root);
 }
 
-static int block_tokenize(const PrepareOptions *o, Block *b, NptErr *err) {
+static int block_tokenize(const PrepareOptions *o, const TokCut *cut, Block *b, NptErr *err) {
     size_t need = 0;
     for (size_t i = 0; i < b->n; i++) {
         b->docs[i].tok_off = need;
@@ -384,7 +458,7 @@ static int block_tokenize(const PrepareOptions *o, Block *b, NptErr *err) {
     }
     long n = (long)b->n;
 #pragma omp parallel for schedule(dynamic, 8)
-    for (long i = 0; i < n; i++) process_doc(o, b, &b->docs[i]);
+    for (long i = 0; i < n; i++) process_doc(o, cut, b, &b->docs[i]);
     return 0;
 }
 
@@ -559,6 +633,7 @@ typedef struct {
     const FileList *files;
     Writer w;
     Block b;
+    TokCut *cut;
     PrepareStats *st;
     Progress prog;
     uint64_t total_bytes, done_bytes;
@@ -568,7 +643,7 @@ typedef struct {
 /* Checks the block's results in input order and writes its tokens. */
 static int block_flush(Job *j, NptErr *err) {
     if (j->b.n == 0) return 0;
-    if (block_tokenize(j->o, &j->b, err)) return -1;
+    if (block_tokenize(j->o, j->cut, &j->b, err)) return -1;
     for (size_t i = 0; i < j->b.n; i++) {
         BlockDoc *d = &j->b.docs[i];
         const char *path = j->files->path[d->file];
@@ -612,7 +687,7 @@ static int prepare_file(Job *j, int file, NptErr *err) {
     const char *path = j->files->path[file];
     DatasetFormat in = j->o->input_format;
     int jsonl = in == DATASET_JSONL || (in == DATASET_AUTO && dataset_detect_format(path) == DATASET_JSONL);
-    Reader r = {.path = path, .jsonl = jsonl, .line = 1};
+    Reader r = {.path = path, .cut = j->cut, .jsonl = jsonl, .line = 1};
     r.fd = npt_open_input(path, "text input", err);
     if (r.fd < 0) return -1;
     int rc = 0;
@@ -671,6 +746,10 @@ static int prepare_into(const char *input, const char *output, const PrepareOpti
     for (int i = 0; i < files.n; i++) j.total_bytes += files.size[i];
     st->files = (uint64_t)files.n;
     j.prog = (Progress){o->progress, o->progress ? isatty(fileno(o->progress)) : 0, npt_now_seconds(), 0, 0};
+    if (!(j.cut = tok_cut_new(o->tok, err))) {
+        files_free(&files);
+        return -1;
+    }
     int rc = writer_open(&j.w, output, kind, tokenizer_vocab_size(o->tok) > 65536, cache_key, err);
     for (int i = 0; rc == 0 && i < files.n; i++) rc = prepare_file(&j, i, err);
     if (rc == 0) rc = block_flush(&j, err);
@@ -680,6 +759,7 @@ static int prepare_into(const char *input, const char *output, const PrepareOpti
     if (rc == 0) show_progress(&j.prog, j.total_bytes, j.total_bytes, st->tokens, 1);
     else if (j.prog.out && j.prog.tty) fputc('\n', j.prog.out);
     block_free(&j.b);
+    tok_cut_free(j.cut);
     files_free(&files);
     return rc;
 }
@@ -695,20 +775,6 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
 #define TOKEN_CACHE_SEED 1469598103934665603ull
 
 static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) { return npt_mix64(npt_fnv1a(h, p, n)); }
-
-/* Identity of a tokenizer: its pieces and merge table (equal files give equal hashes). */
-static uint64_t tokenizer_hash(const Tokenizer *t) {
-    uint64_t h = TOKEN_CACHE_SEED;
-    int head[4] = {t->kind, t->vocab_size, t->bos, t->eos};
-    h = hash_bytes(h, head, sizeof head);
-    h = hash_bytes(h, t->pieces.p, t->pieces.n);
-    h = hash_bytes(h, t->piece_len, (size_t)t->vocab_size * sizeof *t->piece_len);
-    if (t->merges.key) {
-        h = hash_bytes(h, t->merges.key, t->merges.cap * sizeof *t->merges.key);
-        h = hash_bytes(h, t->merges.rank, t->merges.cap * sizeof *t->merges.rank);
-    }
-    return h;
-}
 
 static int checksum_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
     uint64_t *h = ctx;
@@ -771,11 +837,13 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
         h = hash_bytes(h, id, sizeof id);
     }
     files_free(&files);
-    int opts[6] = {o->bos, o->eos, o->append_eos, (int)o->input_format, o->skip_bad_records, DATA_MAX_PIECE};
+    /* the last entry numbers the rules for cutting long documents and reading records:
+     * 2 = cuts that leave the ids unchanged (tok_cut.c), CRLF separators, strict JSONL */
+    int opts[7] = {o->bos, o->eos, o->append_eos, (int)o->input_format, o->skip_bad_records, DATA_MAX_PIECE, 2};
     h = hash_bytes(h, opts, sizeof opts);
     const char *field = o->text_field ? o->text_field : "text";
     h = hash_bytes(h, field, strlen(field));
-    h ^= tokenizer_hash(o->tok);
+    h ^= tok_encoding_hash(o->tok); /* everything that decides the ids, HF rules included */
     const char *base = strrchr(input, '/');
     char stem[64];
     snprintf(stem, sizeof stem, "%s", base && base[1] ? base + 1 : base ? "data" : input);

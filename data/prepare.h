@@ -2,13 +2,15 @@
  * cache of text sources in training), and token-file statistics (`npt data stats`).
  *
  * Documents: in a text file, documents are separated by the separator string
- * "<|endoftext|>" (anywhere; one newline directly before and one directly after it
- * belong to the separator); a file without separators is one document, and each file
+ * "<|endoftext|>" (anywhere; one newline, LF or CRLF, directly before and one directly
+ * after it belong to the separator); a file without separators is one document, and each file
  * of a folder ends a document. In JSONL every line is one document (its text field);
  * blank lines are ignored. Empty documents are dropped. Every document is encoded as
  * BOS + tokens (+ EOS with append_eos), so in a token stream a document starts at
- * each BOS. A document longer than DATA_MAX_PIECE bytes is encoded in pieces cut
- * after a newline (the pieces after the first get no BOS).
+ * each BOS. A document longer than DATA_MAX_PIECE bytes is encoded in pieces cut only
+ * where the ids stay those of the whole (data/tok_cut.c; the pieces after the first get
+ * no BOS and are encoded as continuations). A JSONL line must be one JSON value (more
+ * after it is a bad record), and a text field holding \u0000 is a bad record.
  *
  * Input must be valid UTF-8 without NUL bytes: the first bad byte is an error naming
  * the file and byte offset. Output: raw little-endian ids (.u16 when the vocabulary

@@ -284,7 +284,7 @@ static int load_added(Tokenizer *t, const cJSON *added, unsigned char *special, 
         if (t->piece_off[id] == SIZE_MAX && (rc = tok_set_piece(t, id, content, strlen(content), err))) break;
         if (!content[0]) continue;
         if (bool_field(it, "normalized", !is_special)) {
-            if ((rc = hf_normalize(r, content, strlen(content), &norm, err))) break;
+            if ((rc = hf_normalize(r, content, strlen(content), 0, &norm, err))) break;
             if (norm.n && (rc = patset_add(&r->norm, norm.p, norm.n, id, err))) break;
         } else if ((rc = patset_add(&r->raw, content, strlen(content), id, err))) {
             break;

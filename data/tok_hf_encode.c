@@ -25,7 +25,7 @@ static int starts_with(const char *s, size_t len, const TokStr *p) {
     return len >= p->len && memcmp(s, p->s, p->len) == 0;
 }
 
-int hf_normalize(const HfRules *r, const char *s, size_t len, ByteBuf *out, NptErr *err) {
+int hf_normalize(const HfRules *r, const char *s, size_t len, int no_prepend, ByteBuf *out, NptErr *err) {
     out->n = 0;
     if (bytebuf_append(out, s, len, err)) return -1;
     ByteBuf tmp = {0};
@@ -33,7 +33,7 @@ int hf_normalize(const HfRules *r, const char *s, size_t len, ByteBuf *out, NptE
         const NormOp *op = &r->ops[k];
         tmp.n = 0;
         if (op->prepend) {
-            if (out->n == 0) continue; /* HF prepends only to non-empty text */
+            if (out->n == 0 || no_prepend) continue; /* HF prepends only to non-empty text */
             if (bytebuf_append(&tmp, op->a.s, op->a.len, err) || bytebuf_append(&tmp, out->p, out->n, err)) goto fail;
         } else {
             for (size_t i = 0; i < out->n;) {
@@ -105,14 +105,15 @@ static int encode_word(const Tokenizer *t, const char *w, size_t len, IntVec *ou
     return 0;
 }
 
-/* Step 4; tmp holds the Metaspace-rewritten text. */
+/* Step 4; tmp holds the Metaspace-rewritten text. at_start: 1 at the start of the text,
+ * -1 at the start of a continuation part (no prepending), else 0. */
 static int encode_piece(const Tokenizer *t, const char *p, size_t len, int at_start, IntVec *out, BpeScratch *s,
                         ByteBuf *tmp, NptErr *err) {
     const HfRules *r = t->hf;
     if (!r->metaspace) return encode_word(t, p, len, out, s, err);
     const TokStr *rep = &r->meta_rep;
     tmp->n = 0;
-    int prepend = r->meta_prepend == 2 || (r->meta_prepend == 1 && at_start);
+    int prepend = at_start >= 0 && (r->meta_prepend == 2 || (r->meta_prepend == 1 && at_start));
     if (prepend && !(len && p[0] == ' ') && !starts_with(p, len, rep) && bytebuf_append(tmp, rep->s, rep->len, err))
         return -1;
     for (size_t i = 0; i < len; i++)
@@ -127,23 +128,24 @@ static int encode_piece(const Tokenizer *t, const char *p, size_t len, int at_st
     return 0;
 }
 
-/* Steps 2-4 for one segment of the raw text. */
+/* Steps 2-4 for one segment of the raw text; at_start as for encode_piece (-1: the
+ * segment continues one of an earlier part, so no Prepend either). */
 static int encode_segment(const Tokenizer *t, const char *seg, size_t len, int at_start, IntVec *out, BpeScratch *s,
                           ByteBuf *norm, ByteBuf *tmp, NptErr *err) {
-    if (hf_normalize(t->hf, seg, len, norm, err)) return -1;
+    if (hf_normalize(t->hf, seg, len, at_start < 0, norm, err)) return -1;
     size_t pos = 0;
     while (pos < norm->n) {
         size_t at, mlen;
         int id, found = next_match(&t->hf->norm, norm->p, norm->n, pos, &at, &mlen, &id);
         size_t end = found ? at : norm->n;
-        if (end > pos && encode_piece(t, norm->p + pos, end - pos, at_start && pos == 0, out, s, tmp, err)) return -1;
+        if (end > pos && encode_piece(t, norm->p + pos, end - pos, pos == 0 ? at_start : 0, out, s, tmp, err)) return -1;
         if (found && intvec_push(out, id, err)) return -1;
         pos = found ? at + mlen : norm->n;
     }
     return 0;
 }
 
-int tok_hf_encode(const Tokenizer *t, const char *text, size_t len, IntVec *out, BpeScratch *s, NptErr *err) {
+int tok_hf_encode(const Tokenizer *t, const char *text, size_t len, int cont, IntVec *out, BpeScratch *s, NptErr *err) {
     ByteBuf norm = {0}, tmp = {0};
     size_t pos = 0;
     int rc = 0;
@@ -151,7 +153,7 @@ int tok_hf_encode(const Tokenizer *t, const char *text, size_t len, IntVec *out,
         size_t at, mlen;
         int id, found = next_match(&t->hf->raw, text, len, pos, &at, &mlen, &id);
         size_t end = found ? at : len;
-        if (end > pos) rc = encode_segment(t, text + pos, end - pos, pos == 0, out, s, &norm, &tmp, err);
+        if (end > pos) rc = encode_segment(t, text + pos, end - pos, pos ? 0 : cont ? -1 : 1, out, s, &norm, &tmp, err);
         if (rc == 0 && found) rc = intvec_push(out, id, err);
         pos = found ? at + mlen : len;
     }

@@ -127,7 +127,8 @@ void tok_find_byte_tokens(Tokenizer *t);
 
 /* --- tok_llama2c.c --- */
 Tokenizer *tok_llama2c_load(const char *path, int vocab_size_hint, NptErr *err);
-int tok_llama2c_encode(const Tokenizer *t, const char *text, size_t len, IntVec *out, BpeScratch *s,
+/* cont: text continues an earlier part of the same document (no dummy-prefix space). */
+int tok_llama2c_encode(const Tokenizer *t, const char *text, size_t len, int cont, IntVec *out, BpeScratch *s,
                        NptErr *err);
 
 /* --- tok_hf.c --- */
@@ -135,9 +136,36 @@ Tokenizer *tok_hf_load(const char *json_path, int vocab_size_hint, NptErr *err);
 void tok_hf_free_rules(HfRules *r);
 
 /* --- tok_hf_encode.c --- */
-/* Applies the normalizer ops to s[0..len) into out (cleared first). */
-int hf_normalize(const HfRules *r, const char *s, size_t len, ByteBuf *out, NptErr *err);
-int tok_hf_encode(const Tokenizer *t, const char *text, size_t len, IntVec *out, BpeScratch *s,
+/* Applies the normalizer ops to s[0..len) into out (cleared first); no_prepend skips
+ * the Prepend ops. */
+int hf_normalize(const HfRules *r, const char *s, size_t len, int no_prepend, ByteBuf *out, NptErr *err);
+/* cont: text continues an earlier part of the same document: its first segment gets no
+ * Prepend normalizer and no Metaspace prefix. */
+int tok_hf_encode(const Tokenizer *t, const char *text, size_t len, int cont, IntVec *out, BpeScratch *s,
                   NptErr *err);
+
+/* --- tokenizer.c: encoding a long document in parts (data/prepare.c) --- */
+/* Encodes text[0..len) (NUL bytes allowed, no BOS) into out (at most cap ids); returns
+ * how many ids it needs, or -1 with err set. cont: the text continues a part that
+ * ended at a cut tok_cut_find chose, so the ids of the parts, concatenated, are the ids
+ * of the whole text encoded at once. */
+int tok_encode_part(const Tokenizer *t, const char *text, size_t len, int cont, int *out, size_t cap, NptErr *err);
+/* A hash of everything encoding reads: equal hashes, equal ids for every text. */
+uint64_t tok_encoding_hash(const Tokenizer *t);
+
+/* --- tok_cut.c --- */
+/* Where a long text can be cut without changing its ids (see tok_cut.c). */
+typedef struct TokCut TokCut;
+TokCut *tok_cut_new(const Tokenizer *t, NptErr *err);
+void tok_cut_free(TokCut *c);
+/* 1 when encoding s[0..k) and then s[k..) as a continuation gives exactly the ids of
+ * encoding s whole, judged from s[0..len) (text past len unknown, so a cut that would
+ * need it is refused). */
+int tok_cut_ok(const TokCut *c, const char *s, size_t len, size_t k);
+/* A cut of s[0..len) (0 < k < len) that tok_cut_ok accepts: when *from is 0, the
+ * largest at most want, else (and then) the smallest from max(*from, want + 1) on.
+ * Returns 0 when there is none, with *from set to where a later call with more text
+ * needs to look again. */
+size_t tok_cut_find(const TokCut *c, const char *s, size_t len, size_t want, size_t *from);
 
 #endif

@@ -151,11 +151,11 @@ static int push_char(const Tokenizer *t, const char *c, int len, IntVec *out, Np
     return 0;
 }
 
-int tok_llama2c_encode(const Tokenizer *t, const char *text, size_t len, IntVec *out, BpeScratch *s,
+int tok_llama2c_encode(const Tokenizer *t, const char *text, size_t len, int cont, IntVec *out, BpeScratch *s,
                        NptErr *err) {
     if (len == 0) return 0;
     size_t start = out->n;
-    if (push_char(t, " ", 1, out, err)) return -1; /* add_dummy_prefix */
+    if (!cont && push_char(t, " ", 1, out, err)) return -1; /* add_dummy_prefix */
     for (size_t i = 0; i < len;) {
         int clen = utf8_char_len((const unsigned char *)text + i, len - i);
         if (clen == 0) clen = 1;

@@ -115,15 +115,22 @@ int tokenizer_token_id(const Tokenizer *t, const char *piece) {
     return -1;
 }
 
+/* Encodes text[0..len) after the ids already in ids (BOS). */
+static int encode_into(const Tokenizer *t, const char *text, size_t len, int cont, IntVec *ids, NptErr *err) {
+    if (len > (size_t)INT32_MAX / 2)
+        return npt_fail(err, "text of %zu bytes is too long to encode at once; split it into documents", len);
+    BpeScratch scratch = {0};
+    int rc = t->kind == TOK_HF ? tok_hf_encode(t, text, len, cont, ids, &scratch, err)
+                               : tok_llama2c_encode(t, text, len, cont, ids, &scratch, err);
+    bpe_scratch_free(&scratch);
+    if (rc == 0 && ids->n > (size_t)INT32_MAX) rc = npt_fail(err, "text needs more than 2^31 tokens");
+    return rc;
+}
+
 int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int *out, int max_tokens,
                      NptErr *err) {
     if (!text) {
         npt_fail(err, "no text to encode (NULL)");
-        return -1;
-    }
-    size_t len = strlen(text);
-    if (len > (size_t)INT32_MAX / 2) {
-        npt_fail(err, "text of %zu bytes is too long to encode at once; split it into documents", len);
         return -1;
     }
     if (add_bos && t->bos < 0) {
@@ -131,19 +138,75 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int *out
         return -1;
     }
     IntVec ids = {0};
-    BpeScratch scratch = {0};
     int rc = add_bos ? intvec_push(&ids, t->bos, err) : 0;
-    if (rc == 0)
-        rc = t->kind == TOK_HF ? tok_hf_encode(t, text, len, &ids, &scratch, err)
-                               : tok_llama2c_encode(t, text, len, &ids, &scratch, err);
-    bpe_scratch_free(&scratch);
-    if (rc == 0 && ids.n > (size_t)INT32_MAX) rc = npt_fail(err, "text needs more than 2^31 tokens");
+    if (rc == 0) rc = encode_into(t, text, strlen(text), 0, &ids, err);
     if (rc == 0) {
         size_t cap = max_tokens > 0 ? (size_t)max_tokens : 0;
         if (ids.n && cap) memcpy(out, ids.v, (ids.n < cap ? ids.n : cap) * sizeof *out);
     }
     free(ids.v);
     return rc == 0 ? (int)ids.n : -1;
+}
+
+int tok_encode_part(const Tokenizer *t, const char *text, size_t len, int cont, int *out, size_t cap, NptErr *err) {
+    IntVec ids = {0};
+    int rc = encode_into(t, text, len, cont, &ids, err);
+    if (rc == 0 && ids.n && cap) memcpy(out, ids.v, (ids.n < cap ? ids.n : cap) * sizeof *out);
+    free(ids.v);
+    return rc == 0 ? (int)ids.n : -1;
+}
+
+static uint64_t hash_add(uint64_t h, const void *p, size_t n) { return npt_mix64(npt_fnv1a(h, p, n)); }
+static uint64_t hash_int(uint64_t h, int64_t v) { return hash_add(h, &v, sizeof v); }
+static uint64_t hash_str(uint64_t h, const char *s, size_t len) {
+    return hash_add(hash_int(h, (int64_t)len), s ? s : "", s ? len : 0);
+}
+
+/* Every field tok_*_encode reads, each with its length, so no two different
+ * tokenizers share the byte stream: kind, special ids, pieces, the piece lookup (which
+ * ids the merge model may emit), the merge table, duplicate-piece mapping, and for HF
+ * the normalizer, the added tokens matched (raw and normalized, with their ids), the
+ * pre-tokenizer, byte fallback, unk fusing and ignore_merges. (Decoding-only fields,
+ * such as the decoder and what each id prints as, are left out.) */
+uint64_t tok_encoding_hash(const Tokenizer *t) {
+    uint64_t h = 0x6e70742d746f6b31ull; /* "npt-tok1" */
+    int head[5] = {t->kind, t->vocab_size, t->bos, t->eos, t->unk};
+    for (int i = 0; i < 5; i++) h = hash_int(h, head[i]);
+    for (int id = 0; id < t->vocab_size; id++) {
+        int len;
+        const char *p = tok_piece(t, id, &len);
+        h = p ? hash_str(h, p, (size_t)len) : hash_int(h, -1);
+        if (t->canon) h = hash_int(h, t->canon[id]);
+    }
+    h = hash_int(h, (int64_t)t->vocab.cap);
+    if (t->vocab.slot) h = hash_add(h, t->vocab.slot, t->vocab.cap * sizeof *t->vocab.slot);
+    h = hash_int(h, (int64_t)t->merges.n);
+    for (size_t i = 0; t->merges.key && i < t->merges.cap; i++) { /* only the slots in use: the others hold garbage */
+        if (t->merges.key[i] == UINT64_MAX) continue;
+        int64_t e[4] = {(int64_t)i, (int64_t)t->merges.key[i], t->merges.rank[i], t->merges.merged[i]};
+        h = hash_add(h, e, sizeof e);
+    }
+    const HfRules *r = t->hf;
+    if (!r) return h;
+    h = hash_int(h, r->n_ops);
+    for (int i = 0; i < r->n_ops; i++) {
+        h = hash_int(h, r->ops[i].prepend);
+        h = hash_str(h, r->ops[i].a.s, r->ops[i].a.len);
+        h = hash_str(h, r->ops[i].b.s, r->ops[i].b.len);
+    }
+    const PatSet *sets[2] = {&r->raw, &r->norm};
+    for (int k = 0; k < 2; k++) {
+        h = hash_int(h, sets[k]->n);
+        for (int i = 0; i < sets[k]->n; i++) {
+            h = hash_str(h, sets[k]->pat[i].s, sets[k]->pat[i].len);
+            h = hash_int(h, sets[k]->id[i]);
+        }
+    }
+    int flags[6] = {r->metaspace, r->meta_prepend, r->meta_split, r->byte_fallback, r->fuse_unk, r->ignore_merges};
+    for (int i = 0; i < 6; i++) h = hash_int(h, flags[i]);
+    h = hash_str(h, r->meta_rep.s, r->meta_rep.len);
+    h = hash_add(h, r->byte_id, sizeof r->byte_id);
+    return h;
 }
 
 const char *tokenizer_decode_token(const Tokenizer *t, int prev, int token, char *buf) {

@@ -75,6 +75,32 @@ static void test_text(const Tokenizer *tok) {
           (long long)st.tokens, rc ? err.msg : "uint16");
 }
 
+/* A document over 64 MiB with no place where the tokenizer's ids would survive a cut
+ * (a Replace of two characters allows none): one line naming the file and offset,
+ * not a silently different tokenization. The file goes to $BUILD (a disk). */
+static void test_uncuttable(void) {
+    char tok_path[600], big[600];
+    snprintf(tok_path, sizeof tok_path, "%s", write_text("never.json",
+             "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"ab\"}, \"content\": \"b\"},"
+             " \"pre_tokenizer\": null, \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\","
+             " \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"a\": 2, \"b\": 3, \"ab\": 4}, \"merges\": [\"a b\"]}}"));
+    snprintf(big, sizeof big, "%s/test_data_errors_uncut.txt", getenv("BUILD") ? getenv("BUILD") : "build");
+    NptErr err;
+    Tokenizer *t = tokenizer_load(tok_path, 0, &err);
+    FILE *f = fopen(big, "wb");
+    static char chunk[1 << 16];
+    for (size_t i = 0; i < sizeof chunk; i++) chunk[i] = "ab ba\n"[i % 6];
+    for (int i = 0; f && i < 65 * 16 + 1; i++) fwrite(chunk, 1, sizeof chunk, f);
+    if (f) fwrite("\n<|endoftext|>\nab\n", 1, 18, f), fclose(f);
+    PrepareStats st;
+    int rc = t && f ? prepare(t, big, 0, &st, &err) : 0;
+    check(rc == -1 && says(&err, "test_data_errors_uncut.txt: the document text from byte offset 0 runs over 64 MiB", "<|endoftext|>") &&
+              !strchr(err.msg, '\n'),
+          "a 65 MiB document a tokenizer offers no invisible cut in: %s", rc || !t ? err.msg : "accepted");
+    unlink(big);
+    tokenizer_free(t);
+}
+
 static void test_jsonl(const Tokenizer *tok) {
     NptErr err;
     PrepareStats st;
@@ -92,6 +118,45 @@ static void test_jsonl(const Tokenizer *tok) {
     PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2, .text_field = "body"};
     rc = data_prepare(nofield, in_dir("out.u16"), &o, &st, &err);
     check(rc == -1 && says(&err, "nofield.jsonl:1", "no field \"body\""), "a missing configured field: %s", err.msg);
+    /* one JSON value per line: more after it (a second record, junk, records separated
+     * by a bare CR) is a bad line, never silently dropped */
+    static const struct { const char *file, *text, *says, *what; } more[] = {
+        {"two.jsonl", "{\"text\": \"zero\"}\n{\"text\": \"one\"}{\"text\": \"two\"}\n", "two.jsonl:2: not valid JSON",
+         "two records on one line"},
+        {"junk.jsonl", "{\"text\": \"zero\"}\n{\"text\": \"one\"} xyz\n", "junk.jsonl:2: not valid JSON", "text after the record"},
+        {"cr.jsonl", "{\"text\": \"zero\"}\n{\"text\":\"one\"}\r{\"text\":\"two\"}\r", "cr.jsonl:2: not valid JSON",
+         "records separated by a bare CR"},
+    };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+        const char *f = write_text(more[i].file, more[i].text);
+        rc = prepare(tok, f, 0, &st, &err);
+        check(rc == -1 && says(&err, more[i].says, "more text after the JSON value") && (i != 2 || says(&err, "bare CR", NULL)),
+              "%s: an error naming file:line: %s", more[i].what, err.msg);
+        rc = prepare(tok, f, 1, &st, &err);
+        check(rc == 0 && st.bad_records == 1 && st.documents == 1, "... with skip: the line is warned about, skipped and counted (%llu bad, %llu documents)",
+              (unsigned long long)st.bad_records, (unsigned long long)st.documents);
+    }
+    const char *ws = write_text("ws.jsonl", "{\"text\": \"one\"}  \t\r\n{\"text\": \"two\"}\t\n");
+    rc = prepare(tok, ws, 0, &st, &err);
+    check(rc == 0 && st.documents == 2, "spaces, tabs and CRLF after a record are fine: 2 documents (%s)", rc ? err.msg : "ok");
+    /* \u0000 in the text field: cJSON's strings end at a NUL, so the text would be cut */
+    const char *nul = write_text("nul.jsonl", "{\"text\": \"fine\"}\n{\"id\": 2, \"text\": \"before\\u0000after\"}\n");
+    rc = prepare(tok, nul, 0, &st, &err);
+    check(rc == -1 && says(&err, "nul.jsonl:2", "NUL"), "\\u0000 in the text field: an error naming file:line: %s", err.msg);
+    rc = prepare(tok, nul, 1, &st, &err);
+    check(rc == 0 && st.bad_records == 1 && st.documents == 1, "... with skip: skipped and counted");
+    const char *ok = write_text("nul_ok.jsonl", "{\"text\": \"a\\\\u0000b\", \"meta\": \"x\\u0000y\"}\n");
+    PrepareOptions po = {.tok = tok, .bos = BOS, .eos = 2};
+    rc = data_prepare(ok, in_dir("nul_ok.u16"), &po, &st, &err);
+    int ids[64], want[64];
+    int n = tokenizer_encode(tok, "a\\u0000b", 1, want, 64, &err);
+    FILE *f = fopen(in_dir("nul_ok.u16"), "rb");
+    uint16_t raw[64];
+    size_t got = f ? fread(raw, 2, 64, f) : 0;
+    if (f) fclose(f);
+    for (size_t i = 0; i < got; i++) ids[i] = raw[i];
+    check(rc == 0 && (int)got == n && !memcmp(ids, want, (size_t)n * sizeof *ids),
+          "an escaped backslash before u0000 is text (\"a\\\\u0000b\"), and \\u0000 in another field is no concern (%s)", rc ? err.msg : "ok");
     const char *utf = write_text("utf.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"bad \xc3\x28 byte\"}\n");
     rc = prepare(tok, utf, 1, &st, &err);
     check(rc == -1 && says(&err, "utf.jsonl:2", "invalid UTF-8 at byte offset 31"),
@@ -236,6 +301,7 @@ int main(void) {
     if (tok) {
         test_text(tok);
         test_jsonl(tok);
+        test_uncuttable();
         test_token_files(tok);
         signal(SIGALRM, on_alarm);
         alarm(20);

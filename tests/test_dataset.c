@@ -2,12 +2,17 @@
  * layout, seeded order, mixing weights, the validation split, exact cursor restore
  * (with several sources), every source format giving the same windows as the token
  * file it stands for (text via the token cache, JSONL, folders, HDF5), and memory that
- * stays flat as the corpus grows. Token files are written here with known contents.
+ * stays flat as the corpus grows. Documents over 1 MiB (encoded in parts) get the ids
+ * of one tokenizer_encode call of the whole text, through data prepare and the token
+ * cache, with 1 and 2 threads; CRLF around the separator is the separator's; the
+ * cache key tells apart HF tokenizers that differ only in their rules. Token files are written here with known contents.
  *   --rss FILE SEQ_LEN   (for tests/bench/bench_data.sh) open FILE, draw every window
  *                        once, print rss_mb= and seconds= */
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <hdf5.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -387,6 +392,252 @@ static void test_formats(void) {
     tokenizer_free(tok);
 }
 
+/* Ids of a token file (uint16, no header) or token cache, malloc'd; NULL on error. */
+static int *read_ids(const char *path, size_t *n) {
+    TokenFile tf;
+    NptErr err;
+    int *ids = NULL;
+    if (token_file_open(&tf, path, DATASET_AUTO, 0, &err) == 0) {
+        ids = malloc((tf.n_tokens + 1) * sizeof *ids);
+        if (ids && token_file_read(&tf, 0, tf.n_tokens, ids, &err) != 0) free(ids), ids = NULL;
+        *n = (size_t)tf.n_tokens;
+        token_file_close(&tf);
+    }
+    if (!ids) printf("  cannot read %s: %s\n", path, err.msg);
+    return ids;
+}
+
+/* BOS + tokenizer_encode(text) in one call, malloc'd. */
+static int *encode_whole(const Tokenizer *tok, const char *text, size_t *n) {
+    NptErr err;
+    int need = tokenizer_encode(tok, text, 1, NULL, 0, &err);
+    int *ids = need > 0 ? malloc((size_t)need * sizeof *ids) : NULL;
+    if (!ids || tokenizer_encode(tok, text, 1, ids, need, &err) != need) {
+        printf("  encode: %s\n", err.msg);
+        free(ids);
+        return NULL;
+    }
+    *n = (size_t)need;
+    return ids;
+}
+
+static int same_ids(const int *a, size_t na, const int *b, size_t nb, size_t *at) {
+    size_t i = 0;
+    while (a && b && i < na && i < nb && a[i] == b[i]) i++;
+    *at = i;
+    return a && b && na == nb && i == na;
+}
+
+/* A document over DATA_MAX_PIECE (1 MiB) is encoded in parts, cut where tok_cut.c
+ * proves the ids do not change: npt data prepare and the token cache give exactly BOS +
+ * one tokenizer_encode call of the whole text, for both tokenizers, with 1 and 2
+ * threads. Built from the shared TinyStories text: the stories joined by newlines
+ * (1.5 MB; the cut used to add a dummy-prefix space after a newline) and by spaces
+ * (1.3 MB, no newline at all; the cut used to split a word). */
+static void test_long_documents(void) {
+    NptErr err;
+    char *all = npt_read_file(shared_path("data/tinystories-train-head.txt"), NULL, &err);
+    Tokenizer *toks[2] = {tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err),
+                          tokenizer_load(shared_path("models/TinyStories-656K/tokenizer.json"), 2048, &err)};
+    const char *tok_names[2] = {"tok512", "TinyStories-656K"};
+    if (!all || !toks[0] || !toks[1]) {
+        check(0, "read the TinyStories head and both tokenizers: %s", err.msg);
+        free(all);
+        tokenizer_free(toks[0]);
+        tokenizer_free(toks[1]);
+        return;
+    }
+    /* the stories, without their separator lines, joined by "\n" resp. " " (newlines
+     * inside a story become spaces too) */
+    size_t n_all = strlen(all);
+    char *nl = malloc(n_all + 1), *sp = malloc(n_all + 1);
+    size_t a = 0, b = 0;
+    for (char *p = all; *p;) {
+        char *e = strstr(p, "\n<|endoftext|>");
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len && a) nl[a++] = '\n', sp[b++] = ' ';
+        for (size_t i = 0; i < len; i++) nl[a++] = p[i], sp[b++] = p[i] == '\n' ? ' ' : p[i];
+        if (!e) break;
+        p = e + strlen("\n<|endoftext|>");
+        if (*p == '\n') p++;
+    }
+    a = a > 1500000 ? 1500000 : a;
+    while (a && nl[a - 1] != '\n') a--; /* end at a story's end */
+    nl[a - 1] = '\0';
+    sp[b > 1300000 ? 1300000 : b] = '\0';
+    write_text(in_dir("long_nl.txt"), nl);
+    write_text(in_dir("long_sp.txt"), sp);
+    const char *texts[2] = {nl, sp}, *names[2] = {"long_nl.txt", "long_sp.txt"};
+    int max_threads = omp_get_max_threads();
+    for (int d = 0; d < 2; d++) {
+        for (int k = 0; k < 2; k++) {
+            size_t nw = 0, nf = 0, at = 0;
+            int *whole = encode_whole(toks[k], texts[d], &nw);
+            for (int threads = 1; threads <= 2; threads++) {
+                omp_set_num_threads(threads);
+                PrepareOptions o = {.tok = toks[k], .bos = tokenizer_bos_id(toks[k]), .eos = tokenizer_eos_id(toks[k])};
+                PrepareStats st;
+                int rc = data_prepare(in_dir(names[d]), in_dir("long.u16"), &o, &st, &err);
+                int *got = rc == 0 ? read_ids(in_dir("long.u16"), &nf) : NULL;
+                int same = same_ids(got, nf, whole, nw, &at);
+                check(rc == 0 && st.documents == 1 && same,
+                      "%s (%zu bytes, one document) with %s, %d thread%s: %zu ids from data prepare, %zu from one "
+                      "tokenizer_encode call of the whole text, equal up to %zu (%s)",
+                      names[d], strlen(texts[d]), tok_names[k], threads, threads > 1 ? "s" : "", nf, nw, at, rc ? err.msg : "ok");
+                free(got);
+            }
+            /* as the one line of a JSONL file (the text decoded from JSON, cut by encode_text) */
+            cJSON *rec = cJSON_CreateObject();
+            cJSON_AddStringToObject(rec, "text", texts[d]);
+            char *line = cJSON_PrintUnformatted(rec);
+            if (line) write_text(in_dir("long.jsonl"), line);
+            PrepareOptions oj = {.tok = toks[k], .bos = tokenizer_bos_id(toks[k]), .eos = tokenizer_eos_id(toks[k])};
+            PrepareStats sj;
+            int rj = line ? data_prepare(in_dir("long.jsonl"), in_dir("long_j.u16"), &oj, &sj, &err) : -1;
+            int *gj = rj == 0 ? read_ids(in_dir("long_j.u16"), &nf) : NULL;
+            int same_j = same_ids(gj, nf, whole, nw, &at);
+            check(rj == 0 && same_j, "%s as one JSONL record (%zu bytes) with %s: %zu ids, equal to the whole text's %zu up to %zu",
+                  names[d], line ? strlen(line) : 0, tok_names[k], nf, nw, at);
+            free(gj);
+            free(line);
+            cJSON_Delete(rec);
+            /* the training token cache: the same code path */
+            char cache[600], file[1200];
+            snprintf(cache, sizeof cache, "%s-%d-%d", in_dir("long-cache"), d, k);
+            PrepareOptions o = {.tok = toks[k], .bos = tokenizer_bos_id(toks[k]), .eos = tokenizer_eos_id(toks[k])};
+            int rc = data_cached_tokens(in_dir(names[d]), cache, &o, file, sizeof file, &err);
+            int *got = rc == 0 ? read_ids(file, &nf) : NULL;
+            int same = same_ids(got, nf, whole, nw, &at);
+            check(rc == 0 && same, "%s with %s through the token cache: %zu ids, equal to the whole text's %zu up to %zu",
+                  names[d], tok_names[k], nf, nw, at);
+            free(got);
+            free(whole);
+        }
+    }
+    omp_set_num_threads(max_threads);
+    free(nl);
+    free(sp);
+    free(all);
+    tokenizer_free(toks[0]);
+    tokenizer_free(toks[1]);
+}
+
+/* One newline on each side of <|endoftext|> belongs to it, LF or CRLF: a CRLF file
+ * gives exactly the LF file's ids; CRs elsewhere stay text. Also at the end of the
+ * reader's first 1 MiB read, between the separator's "\r" and "\n". */
+static void test_crlf(void) {
+    NptErr err;
+    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
+    if (!tok) {
+        check(0, "tokenizer: %s", err.msg);
+        return;
+    }
+    PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2};
+    PrepareStats st_lf, st_crlf;
+    write_text(in_dir("lf.txt"), "One day.\n<|endoftext|>\nTwo day.\n<|endoftext|>\n");
+    write_text(in_dir("crlf.txt"), "One day.\r\n<|endoftext|>\r\nTwo day.\r\n<|endoftext|>\r\n");
+    int rc = data_prepare(in_dir("lf.txt"), in_dir("lf.u16"), &o, &st_lf, &err) ||
+             data_prepare(in_dir("crlf.txt"), in_dir("crlf.u16"), &o, &st_crlf, &err);
+    check(rc == 0 && st_lf.documents == 2 && st_crlf.documents == 2 && files_equal(in_dir("lf.u16"), in_dir("crlf.u16")),
+          "CRLF around the separators: the LF file's 2 documents, the same %llu ids (CRLF file: %llu documents, %llu ids)",
+          (unsigned long long)st_lf.tokens, (unsigned long long)st_crlf.documents, (unsigned long long)st_crlf.tokens);
+    size_t n = 0, nw = 0, at;
+    write_text(in_dir("inner.txt"), "A.\r\nB.\r\n<|endoftext|>\r\n\r\nC.\r\n");
+    int *got = data_prepare(in_dir("inner.txt"), in_dir("inner.u16"), &o, &st_lf, &err) == 0 ? read_ids(in_dir("inner.u16"), &n) : NULL;
+    int *w1 = encode_whole(tok, "A.\r\nB.", &nw), *want = malloc((nw + 64) * sizeof *want);
+    size_t n2 = 0;
+    int *w2 = encode_whole(tok, "\r\nC.\r\n", &n2);
+    if (w1 && w2 && want) memcpy(want, w1, nw * sizeof *want), memcpy(want + nw, w2, n2 * sizeof *want);
+    check(w1 && w2 && same_ids(got, n, want, nw + n2, &at) && st_lf.documents == 2,
+          "CRs inside documents are text: \"A.\\r\\nB.\" and \"\\r\\nC.\\r\\n\" (one CRLF on each side of the separator is its)");
+    free(got), free(w1), free(w2), free(want);
+    /* the separator's "\r" the last byte of the first read (1 MiB), its "\n" in the next */
+    size_t big = 1u << 20;
+    const char *tail = "\r\n<|endoftext|>\r";
+    char *text = malloc(big + 16);
+    for (size_t i = 0; i < big; i++) text[i] = "Once upon a time.\n"[i % 18];
+    memcpy(text + big - strlen(tail), tail, strlen(tail));
+    strcpy(text + big, "\nEnd.");
+    write_text(in_dir("edge.txt"), text);
+    text[big - strlen(tail)] = '\0';
+    got = data_prepare(in_dir("edge.txt"), in_dir("edge.u16"), &o, &st_lf, &err) == 0 ? read_ids(in_dir("edge.u16"), &n) : NULL;
+    w1 = encode_whole(tok, text, &nw), w2 = encode_whole(tok, "End.", &n2);
+    want = malloc((nw + n2 + 1) * sizeof *want);
+    if (w1 && w2 && want) memcpy(want, w1, nw * sizeof *want), memcpy(want + nw, w2, n2 * sizeof *want);
+    check(w1 && w2 && same_ids(got, n, want, nw + n2, &at) && st_lf.documents == 2,
+          "a separator whose CRLF straddles the reader's 1 MiB read: 2 documents, the second exactly \"End.\" (%zu ids, want %zu)",
+          n, nw + n2);
+    free(got), free(w1), free(w2), free(want), free(text);
+    tokenizer_free(tok);
+}
+
+/* Writes TinyStories-656K's tokenizer.json with one part changed by edit. */
+static const char *tokenizer_variant(const char *name, void (*edit)(cJSON *)) {
+    NptErr err;
+    char *text = npt_read_file(shared_path("models/TinyStories-656K/tokenizer.json"), NULL, &err);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    if (j && edit) edit(j);
+    char *out = j ? cJSON_PrintUnformatted(j) : NULL;
+    const char *path = in_dir(name);
+    if (out) write_text(path, out);
+    free(out);
+    cJSON_Delete(j);
+    free(text);
+    return path;
+}
+
+static void edit_normalizer(cJSON *j) { /* the brief's tokB.json: no Prepend, Replace only */
+    cJSON_ReplaceItemInObjectCaseSensitive(
+        j, "normalizer", cJSON_Parse("{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}"));
+}
+static void edit_pre_tokenizer(cJSON *j) {
+    cJSON_ReplaceItemInObjectCaseSensitive(
+        j, "pre_tokenizer", cJSON_Parse("{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"never\", \"split\": true}"));
+}
+static void edit_fuse_unk(cJSON *j) {
+    cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "model"), "fuse_unk", cJSON_CreateFalse());
+}
+static void edit_added_normalized(cJSON *j) { /* <|end_story|> matched in the raw text */
+    cJSON *t = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), 2);
+    cJSON_ReplaceItemInObjectCaseSensitive(t, "normalized", cJSON_CreateFalse());
+}
+
+/* The token cache's key covers everything that decides the ids: tokenizer.json files
+ * with the same vocabulary and merges but another normalizer, pre-tokenizer, fuse_unk
+ * or added-token matching each get their own cache file; an identical copy shares it. */
+static void test_cache_key_rules(void) {
+    static const struct { const char *name, *file; void (*edit)(cJSON *); } v[] = {
+        {"the tokenizer.json as it is", "tokA.json", NULL},
+        {"an identical copy", "tokA2.json", NULL},
+        {"normalizer Replace only (no Prepend)", "tokB.json", edit_normalizer},
+        {"a Metaspace pre-tokenizer", "tokC.json", edit_pre_tokenizer},
+        {"fuse_unk false", "tokD.json", edit_fuse_unk},
+        {"<|end_story|> not normalized", "tokE.json", edit_added_normalized},
+    };
+    enum { N = sizeof v / sizeof *v };
+    const char *text = in_dir("key.txt");
+    write_text(text, "Once upon a time, Lily saw a \xe2\x80\x9c" "big\xe2\x80\x9d cat. The end. <|end_story|>\n<|endoftext|>\nTom ran.");
+    char paths[N][1200];
+    int ok = 1;
+    for (int i = 0; i < N; i++) {
+        NptErr err;
+        Tokenizer *t = tokenizer_load(tokenizer_variant(v[i].file, v[i].edit), 2048, &err);
+        PrepareOptions o = {.tok = t, .bos = 1, .eos = 2};
+        if (!t || data_cached_tokens(text, in_dir("key-cache"), &o, paths[i], sizeof paths[i], &err)) {
+            check(0, "%s: load and tokenize into the cache: %s", v[i].name, err.msg);
+            ok = 0;
+        }
+        tokenizer_free(t);
+    }
+    if (!ok) return;
+    check(!strcmp(paths[0], paths[1]), "an identical copy of tokenizer.json reuses the cache (%s)", paths[1]);
+    for (int i = 2; i < N; i++) {
+        int distinct = 1;
+        for (int k = 0; k < i; k++) distinct &= strcmp(paths[i], paths[k]) != 0;
+        check(distinct, "the same vocabulary and merges with %s: a cache of its own (%s)", v[i].name, strrchr(paths[i], '/') + 1);
+    }
+}
+
 /* Peak RSS while drawing `draws` windows of a corpus of n tokens. */
 static double rss_after(const char *path, int T, long draws, double *secs) {
     Dataset ds;
@@ -570,6 +821,9 @@ int main(int argc, char **argv) {
     test_mixing();
     test_formats();
     test_cache_damage();
+    test_long_documents();
+    test_crlf();
+    test_cache_key_rules();
     test_flat_memory();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

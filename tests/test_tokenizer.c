@@ -1,11 +1,16 @@
 /* tests/test_tokenizer.c — both tokenizers on the real test assets: hand-derived merge
  * sequences, special tokens, round trips over every TinyStories story, buffer
- * semantics, and encoding throughput (a NOTE, not an assertion).
+ * semantics, encoding throughput (a NOTE, not an assertion), and the cuts data/prepare.c
+ * makes in long documents (tok_cut.c): at every place one is allowed, the two parts
+ * encoded apart give the ids of the whole text, for both real tokenizers and small HF
+ * ones written here (Metaspace first/always, byte fallback, ignore_merges, no unk, an
+ * added token of several words).
  *
  * Also the C side of tests/py/test_tokenizer_ref.py: with arguments
  *   test_tokenizer --encode TOKENIZER FILE [--max N]
  * it prints the ids of each story of FILE (stories end at a line "<|endoftext|>"),
  * one story per line, without BOS. */
+#include "../data/tok_internal.h" /* tok_cut_*, tok_encode_part: encoding in parts */
 #include "../data/tokenizer.h"
 #include "test.h"
 
@@ -376,6 +381,176 @@ static void test_roundtrips_and_speed(void) {
     tokenizer_free(h);
 }
 
+/* Ids of text[0..len) encoded in parts at the given cuts (the later parts as
+ * continuations, as data/prepare.c does); malloc'd, count in *n. */
+static int *encode_parts(const Tokenizer *t, const char *text, size_t len, const size_t *cuts, int n_cuts, int *n) {
+    int *ids = malloc((len + 8) * sizeof *ids);
+    size_t at = 0, got = 0;
+    NptErr err;
+    for (int i = 0; ids && i <= n_cuts; i++) {
+        size_t end = i < n_cuts ? cuts[i] : len;
+        int m = tok_encode_part(t, text + at, end - at, i > 0, ids + got, len + 8 - got, &err);
+        if (m < 0) {
+            printf("  encode error: %s\n", err.msg);
+            free(ids);
+            return NULL;
+        }
+        got += (size_t)m, at = end;
+    }
+    *n = (int)got;
+    return ids;
+}
+
+static int same_ids(const int *a, int na, const int *b, int nb) {
+    return a && b && na == nb && (na == 0 || !memcmp(a, b, (size_t)na * sizeof *a));
+}
+
+/* Every place of text tok_cut_ok accepts: text[0..k) then text[k..) as a continuation
+ * gives the whole text's ids; and a chain of cuts tok_cut_find picks every ~want bytes
+ * (as prepare.c does every 1 MiB) too. Also counts the places where a cut would change
+ * the ids, to show the text puts the rule to work. */
+static void check_cuts(const char *name, const Tokenizer *t, const char *text, size_t want, int min_ok) {
+    NptErr err;
+    TokCut *c = tok_cut_new(t, &err);
+    size_t len = strlen(text);
+    int nw, *whole = encode_parts(t, text, len, NULL, 0, &nw);
+    if (!c || !whole) {
+        check(0, "%s: cut table and whole encoding", name);
+        tok_cut_free(c);
+        free(whole);
+        return;
+    }
+    int ok = 0, bad = 0, visible = 0;
+    size_t first_bad = 0;
+    for (size_t k = 1; k < len; k++) {
+        int n, *ids = encode_parts(t, text, len, &k, 1, &n);
+        int same = same_ids(ids, n, whole, nw);
+        free(ids);
+        if (!tok_cut_ok(c, text, len, k)) {
+            visible += !same;
+            continue;
+        }
+        ok++;
+        if (!same && bad++ == 0) first_bad = k;
+    }
+    check(bad == 0 && ok >= min_ok,
+          "%s: all %d places (of %zu) where a cut is allowed leave the %d ids unchanged (%d changed them, the first at byte %zu); "
+          "a cut at %d of the other places would change them",
+          name, ok, len - 1, nw, bad, first_bad, visible);
+    size_t cuts[4096];
+    int n_cuts = 0;
+    for (size_t at = 0; n_cuts < 4096;) {
+        size_t from = 0, k = len - at > want ? tok_cut_find(c, text + at, len - at, want, &from) : 0;
+        if (k == 0) break;
+        at += k;
+        cuts[n_cuts++] = at;
+    }
+    int n, *ids = encode_parts(t, text, len, cuts, n_cuts, &n);
+    check(same_ids(ids, n, whole, nw) && n_cuts >= (int)(len / want) / 2,
+          "%s: cut every ~%zu bytes where tok_cut_find chooses (%d cuts), the parts give the whole text's %d ids", name, want,
+          n_cuts, nw);
+    free(ids);
+    free(whole);
+    tok_cut_free(c);
+}
+
+/* Text over a small alphabet, from a fixed LCG: runs of letters, spaces, newlines
+ * (LF and CRLF), unknown characters, a two-byte character and added tokens. */
+static char *random_text(size_t len, unsigned seed) {
+    static const char *const bits[] = {"a", "b", "a", "b", "ab", " ", " ", "  ", "x", "\xC3\xA9", "\n", "\r\n", "<s>", "</s>",
+                                       "b a", "ba"};
+    char *s = malloc(len + 8);
+    size_t n = 0;
+    while (s && n < len) {
+        seed = seed * 1103515245u + 12345u;
+        const char *b = bits[(seed >> 16) % (sizeof bits / sizeof *bits)];
+        size_t k = strlen(b);
+        if (n + k > len) break;
+        memcpy(s + n, b, k), n += k;
+    }
+    if (s) s[n] = '\0';
+    return s;
+}
+
+static void test_cuts(void) {
+    NptErr err;
+    Tokenizer *l = tokenizer_load(shared_path(LLAMA_TOK), 512, &err), *h = tokenizer_load(shared_path(HF_TOK), 2048, &err);
+    char *stories = npt_read_file(shared_path(TRAIN_TXT), NULL, &err);
+    if (!l || !h || !stories || strlen(stories) < 200000) {
+        check(0, "load both tokenizers and %s", TRAIN_TXT);
+    } else {
+        /* 3 KB from the middle of the stories (newlines, quotes, the separator line) with
+         * awkward text added */
+        char text[4096];
+        snprintf(text, sizeof text, "%.2900s  x\r\n\r\nnaïve “café” 🙂 <|end_story|> The end. <|end_story|>\n\n<s> a", stories + 100000);
+        check_cuts("tok512", l, text, 64, 100);
+        check_cuts("TinyStories-656K", h, text, 64, 50);
+    }
+    free(stories);
+    tokenizer_free(l);
+    tokenizer_free(h);
+
+    const char *meta =
+        "{\"added_tokens\": [{\"id\": 1, \"content\": \"<s>\", \"special\": true, \"normalized\": false},"
+        " {\"id\": 2, \"content\": \"</s>\", \"special\": true, \"normalized\": false},"
+        " {\"id\": 9, \"content\": \"b a\", \"special\": false, \"normalized\": true}], \"normalizer\": null,"
+        " \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\xE2\x96\x81\", \"prepend_scheme\": \"%s\", \"split\": %s},"
+        " \"model\": {\"type\": \"BPE\", %s \"fuse_unk\": true, \"byte_fallback\": false, \"ignore_merges\": %s,"
+        " \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2, \"\xE2\x96\x81\": 3, \"a\": 4, \"b\": 5, \"\xE2\x96\x81" "a\": 6,"
+        " \"ab\": 7, \"\xE2\x96\x81" "ab\": 8},"
+        " \"merges\": [\"\xE2\x96\x81 a\", \"a b\", \"\xE2\x96\x81" "a b\"]}}";
+    static const struct { const char *name, *scheme, *split, *unk, *ignore; } v[] = {
+        {"Metaspace first", "first", "true", "\"unk_token\": \"<unk>\",", "false"},
+        {"Metaspace always", "always", "true", "\"unk_token\": \"<unk>\",", "false"},
+        {"Metaspace always, no split", "always", "false", "\"unk_token\": \"<unk>\",", "false"},
+        {"Metaspace first, ignore_merges", "first", "true", "\"unk_token\": \"<unk>\",", "true"},
+        {"Metaspace first, no unk (unknown characters dropped)", "first", "true", "", "false"},
+    };
+    char json[16384], path[64];
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        snprintf(json, sizeof json, meta, v[i].scheme, v[i].split, v[i].unk, v[i].ignore);
+        Tokenizer *t = load_json_text(json, path, sizeof path);
+        char *text = random_text(1500, 7 + (unsigned)i);
+        if (t && text) check_cuts(v[i].name, t, text, 40, 20);
+        else check(0, "load the %s tokenizer", v[i].name);
+        free(text);
+        tokenizer_free(t);
+    }
+    /* byte fallback and the TinyStories-656K normalizer (Prepend ▁, Replace " " -> ▁) */
+    int n = snprintf(json, sizeof json,
+                     "{\"added_tokens\": [{\"id\": 1, \"content\": \"<s>\", \"special\": true, \"normalized\": false},"
+                     " {\"id\": 2, \"content\": \"</s>\", \"special\": true, \"normalized\": false},"
+                     " {\"id\": 262, \"content\": \"b a\", \"special\": false, \"normalized\": true}],"
+                     " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\xE2\x96\x81\"},"
+                     " {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xE2\x96\x81\"}]},"
+                     " \"pre_tokenizer\": null, \"decoder\": null,"
+                     " \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true, \"byte_fallback\": true,"
+                     " \"merges\": [[\"\xE2\x96\x81\", \"a\"], [\"a\", \"<0x0A>\"], [\"<0x0A>\", \"b\"]],"
+                     " \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2,");
+    for (int b = 0; b < 256; b++) n += snprintf(json + n, sizeof json - (size_t)n, " \"<0x%02X>\": %d,", b, b + 3);
+    snprintf(json + n, sizeof json - (size_t)n,
+             " \"\xE2\x96\x81\": 259, \"a\": 260, \"\xE2\x96\x81" "a\": 261, \"a<0x0A>\": 263, \"<0x0A>b\": 264, \"b\": 265}}}");
+    Tokenizer *t = load_json_text(json, path, sizeof path);
+    char *text = random_text(1500, 3);
+    if (t && text) check_cuts("byte fallback, Prepend + Replace", t, text, 40, 20);
+    else check(0, "load the byte-fallback tokenizer");
+    tokenizer_free(t);
+    /* a Replace of two characters: no provably invisible cut, so none is made */
+    n = snprintf(json, sizeof json,
+                 "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"ab\"}, \"content\": \"b\"},"
+                 " \"pre_tokenizer\": null, \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\","
+                 " \"vocab\": {\"<unk>\": 0, \"a\": 1, \"b\": 2}, \"merges\": []}}");
+    t = load_json_text(json, path, sizeof path);
+    TokCut *c = t ? tok_cut_new(t, &err) : NULL;
+    size_t from = 0, k = c && text ? tok_cut_find(c, text, strlen(text), 40, &from) : 1;
+    int any = 0;
+    for (size_t i = 1; c && text && i < strlen(text); i++) any |= tok_cut_ok(c, text, strlen(text), i);
+    check(c && k == 0 && !any, "a Replace pattern of two characters: no place is allowed, documents are encoded whole");
+    tok_cut_free(c);
+    tokenizer_free(t);
+    free(text);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "--encode") == 0)
         return encode_file_mode(argv[2], argv[3], argc >= 6 && strcmp(argv[4], "--max") == 0 ? atoi(argv[5]) : 0);
@@ -387,6 +562,7 @@ int main(int argc, char **argv) {
     test_hf();
     test_metaspace();
     test_byte_fallback();
+    test_cuts();
     test_roundtrips_and_speed();
     return test_finish();
 }

@@ -15,6 +15,10 @@ from the outside with independent Python code:
   6. a full disk (RLIMIT_FSIZE below the output's size, so writes past it fail with
      EFBIG): exit 1, one line naming the file and the reason, no partial output or
      temporary file, and the file --force would have replaced kept as it was.
+  7. documents over 1 MiB (prepare encodes them in parts): with 1 and 2 threads the
+     ids decode back to the text exactly (a cut used to add a space and split words),
+     equal SentencePiece's ids for the whole text (tok512) and the C tokenizer's for
+     the whole text in one call (both tokenizers); a CRLF file gives the LF file's ids.
 Run from the repo root: /usr/bin/python3 tests/py/test_data_prepare.py
 """
 import json
@@ -22,6 +26,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 
@@ -31,7 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
 import tok_ref  # noqa: E402
 import vocab_ref  # noqa: E402
-from harness import (HF656_TOKENIZER as TOK_HF, TOK512, TRAIN_TEXT as TRAIN_TXT, VALID_TEXT as VALID_TXT, check,
+from harness import (BUILD, HF656_TOKENIZER as TOK_HF, TOK512, TRAIN_TEXT as TRAIN_TXT, VALID_TEXT as VALID_TXT, check,
                      exit_code, run_npt, set_flags, temp_files)  # noqa: E402
 
 SAFE = "recipes/stories260k-safe.json"
@@ -39,11 +44,11 @@ N_ENCODE = 40  # stories compared id by id with the O(n^2) reference encoder
 
 
 def documents(path):
-    """The documented rule, independently: split at <|endoftext|> with one newline on
-    each side belonging to the separator; empty documents are dropped."""
+    """The documented rule, independently: split at <|endoftext|> with one newline (LF
+    or CRLF) on each side belonging to the separator; empty documents are dropped."""
     with open(path, encoding="utf-8", newline="") as f:
         text = f.read()
-    return [d for d in re.split(r"\n?<\|endoftext\|>\n?", text) if d]
+    return [d for d in re.split(r"(?:\r?\n)?<\|endoftext\|>(?:\r?\n)?", text) if d]
 
 
 UNK = "\ufffd"
@@ -250,6 +255,59 @@ def test_full_disk(tmp):
               f"{errors[0] if errors else r.stderr.strip()[-200:]!r}")
 
 
+def test_long_documents(tmp):
+    """One document of 1.5 MB (the stories joined by newlines) and one of 1.3 MB (joined
+    by spaces, no newline at all), built here from the shared text."""
+    stories = [d.strip("\n") for d in documents(TRAIN_TXT) if d.strip()]
+    nl = "\n".join(stories)[:1500000]
+    nl = nl[:nl.rfind("\n")]
+    sp = " ".join(d.replace("\n", " ") for d in stories)[:1300000]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_tokenizer_ref import sentencepiece_model
+    sp_model = sentencepiece_model(TOK512)
+    if sp_model is None:
+        print("SKIP: python3-sentencepiece / python3-protobuf not installed: no SentencePiece cross-check")
+    for name, text in [("long_nl.txt", nl), ("long_sp.txt", sp)]:
+        src = os.path.join(tmp, name)
+        with open(src, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        for tok in [TOK512, TOK_HF]:
+            vocab = vocab_ref.Vocab(tok)
+            out = subprocess.run([f"{BUILD}/tests/test_tokenizer", "--encode", tok, src], capture_output=True, text=True)
+            whole = [int(x) for x in out.stdout.split()] if out.returncode == 0 else None
+            want_text = text if tok == TOK512 else hf_normalized(vocab, text)
+            for threads in ["1", "2"]:
+                path = os.path.join(tmp, "long.u16")
+                r = run_npt("data", "prepare", src, "-o", path, "--tokenizer", tok, "--threads", threads, "--quiet", "--force")
+                if r.returncode != 0:
+                    check(False, f"npt data prepare {name}: {r.stderr.strip()[-300:]}")
+                    continue
+                ids = [int(i) for i in np.fromfile(path, dtype="<u2")]
+                back = decode(vocab, ids[1:])
+                at = next((k for k in range(min(len(back), len(want_text))) if back[k] != want_text[k]), None)
+                where = f"; first difference at character {at}: {back[max(0, at - 20):at + 20]!r}" if at is not None else ""
+                label = f"{name} ({len(text)} characters, one document), {os.path.basename(tok)}, {threads} thread(s)"
+                check(ids[0] == 1 and ids.count(1) == 1 and back == want_text,
+                      f"{label}: {len(ids)} ids decode back to the text exactly{where}")
+                check(ids[1:] == whole, f"{label}: the ids of the C tokenizer encoding the whole text in one call"
+                      f" ({len(whole) if whole else None} ids + BOS)")
+                if tok == TOK512 and sp_model is not None and threads == "1":
+                    ref = sp_model.encode(text)
+                    check(ids[1:] == ref, f"{label}: SentencePiece's ids for the whole text ({len(ref)} ids + BOS)")
+    lf, crlf = os.path.join(tmp, "lf.txt"), os.path.join(tmp, "crlf.txt")
+    with open(lf, "w", newline="") as f:
+        f.write("One day.\n<|endoftext|>\nTwo day.\n<|endoftext|>\n")
+    with open(crlf, "w", newline="") as f:
+        f.write("One day.\r\n<|endoftext|>\r\nTwo day.\r\n<|endoftext|>\r\n")
+    got = []
+    for src in [lf, crlf]:
+        r = run_npt("data", "prepare", src, "-o", src + ".u16", "--tokenizer", TOK512, "--json", "--quiet")
+        got.append((json.loads(r.stdout)["documents"] if r.returncode == 0 else None,
+                    open(src + ".u16", "rb").read() if r.returncode == 0 else None))
+    check(got[0] == got[1] and got[0][0] == 2 and documents(crlf) == documents(lf) == ["One day.", "Two day."],
+          f"CRLF around the separators: the LF file's {got[0][0]} documents and ids ({got[1][0]} documents)")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="npt-data-")
     try:
@@ -258,6 +316,7 @@ def main():
         test_mixed_resume(tmp, prepared)
         test_errors(tmp)
         test_full_disk(tmp)
+        test_long_documents(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return exit_code()
