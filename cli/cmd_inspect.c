@@ -519,12 +519,12 @@ static void meta_diff(const CkptMeta *a, const CkptMeta *b, cJSON *out) {
     DIFF_NUM("safe_mode", safe_mode, "%d", int)
     DIFF_F64("modulation_scale", modulation_scale)
     DIFF_NUM("n_npt_layers", n_npt_layers, "%d", int)
-    char la[1100], lb[1100];
+    char la[480], lb[480]; /* two of them fit add_difference's line */
     if (a->n_npt_layers == b->n_npt_layers &&
         memcmp(a->npt_layers, b->npt_layers, (size_t)a->n_npt_layers * sizeof a->npt_layers[0])) {
         int64_t x[CKPT_MAX_LAYERS], y[CKPT_MAX_LAYERS];
         for (int i = 0; i < a->n_npt_layers; i++) x[i] = a->npt_layers[i], y[i] = b->npt_layers[i];
-        i64_list(x, a->n_npt_layers, la, 480), i64_list(y, b->n_npt_layers, lb, 480);
+        i64_list(x, a->n_npt_layers, la, sizeof la), i64_list(y, b->n_npt_layers, lb, sizeof lb);
         add_difference(out, "adapter layers: %s -> %s", la, lb);
     }
     DIFF_STR("optimizer", optimizer)
@@ -537,7 +537,7 @@ static void meta_diff(const CkptMeta *a, const CkptMeta *b, cJSON *out) {
                         (unsigned long long)b->rng_state[2], (unsigned long long)b->rng_state[3]);
     if (a->n_data_cursor != b->n_data_cursor ||
         memcmp(a->data_cursor, b->data_cursor, (size_t)a->n_data_cursor * sizeof a->data_cursor[0])) {
-        i64_list(a->data_cursor, a->n_data_cursor, la, 480), i64_list(b->data_cursor, b->n_data_cursor, lb, 480);
+        i64_list(a->data_cursor, a->n_data_cursor, la, sizeof la), i64_list(b->data_cursor, b->n_data_cursor, lb, sizeof lb);
         add_difference(out, "data_cursor: %s -> %s", la, lb);
     }
     DIFF_NUM("skipped_total", skipped_total, "%lld", long long)

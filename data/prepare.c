@@ -332,14 +332,15 @@ static int encode_text(const Tokenizer *t, const TokCut *cut, const char *s, siz
     return (int)n;
 }
 
-/* 1 when the JSON line holds the escape \u0000 (a NUL character) outside an escape. */
-static int has_nul_escape(const char *s, size_t len) {
-    for (size_t i = 0; i + 5 < len; i++) {
+/* Where the JSON text s[from..len) next holds the escape \u0000 (a NUL character),
+ * outside another escape; len if nowhere. from must not be inside an escape. */
+static size_t next_nul_escape(const char *s, size_t len, size_t from) {
+    for (size_t i = from; i + 5 < len; i++) {
         if (s[i] != '\\') continue;
-        if (s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4)) return 1;
+        if (s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4)) return i;
         i++; /* the escaped character (another backslash included) */
     }
-    return 0;
+    return len;
 }
 
 /* The JSONL record's text field, or NULL with d->status and d->msg set. A line must be
@@ -377,7 +378,7 @@ static const char *jsonl_text(const PrepareOptions *o, const char *s, size_t len
     }
     /* cJSON's strings end at their first NUL: a \u0000 in the field would cut the text
      * short. Parsed again with every \u0000 as \uFFFF, the field differs iff it held one. */
-    if (has_nul_escape(s, len)) {
+    if (next_nul_escape(s, len, 0) < len) {
         char *copy = malloc(len + 1);
         if (!copy) {
             d->status = DOC_ENCODE;
@@ -385,11 +386,8 @@ static const char *jsonl_text(const PrepareOptions *o, const char *s, size_t len
             return NULL;
         }
         memcpy(copy, s, len);
-        for (size_t i = 0; i + 5 < len; i++) {
-            if (copy[i] != '\\') continue;
-            if (copy[i + 1] == 'u' && !memcmp(copy + i + 2, "0000", 4)) memcpy(copy + i + 2, "FFFF", 4);
-            i++;
-        }
+        for (size_t i = next_nul_escape(copy, len, 0); i < len; i = next_nul_escape(copy, len, i + 6))
+            memcpy(copy + i + 2, "FFFF", 4);
         cJSON *again = cJSON_ParseWithLength(copy, len);
         cJSON *w = cJSON_IsObject(again) ? cJSON_GetObjectItemCaseSensitive(again, field) : NULL;
         int nul = !cJSON_IsString(w) || strcmp(w->valuestring, v->valuestring) != 0;
@@ -774,8 +772,6 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
  * versions wrote it. Any seed works. */
 #define TOKEN_CACHE_SEED 1469598103934665603ull
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) { return npt_mix64(npt_fnv1a(h, p, n)); }
-
 static int checksum_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
     uint64_t *h = ctx;
     *h = token_checksum_add(*h, ids, n);
@@ -824,25 +820,23 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
     }
     char real[PATH_MAX];
     const char *where = realpath(input, real) ? real : input;
-    /* "-2": caches with a TokenHeader. Caches of format 1 (no header) keep their names, so
-     * an older npt sharing the directory never reads this version's header as ids, and
-     * this version never reads theirs: their text is tokenized again under the new name. */
-    uint64_t h = hash_bytes(TOKEN_CACHE_SEED, "npt-token-cache-2", 17);
-    h = hash_bytes(h, where, strlen(where));
+    /* The version renames every cache whose content an older npt would make otherwise,
+     * so it never reads them and they never read its: "-2" caches with a TokenHeader,
+     * "-3" the ids of invisible cuts (tok_cut.c), CRLF separators and strict JSONL. */
+    uint64_t h = npt_hash_bytes(TOKEN_CACHE_SEED, "npt-token-cache-3", 17);
+    h = npt_hash_bytes(h, where, strlen(where));
     for (int i = 0; i < files.n; i++) {
         struct stat st;
         if (stat(files.path[i], &st) != 0) continue;
         int64_t id[3] = {(int64_t)st.st_size, (int64_t)st.st_mtim.tv_sec, (int64_t)st.st_mtim.tv_nsec};
-        h = hash_bytes(h, files.path[i], strlen(files.path[i]));
-        h = hash_bytes(h, id, sizeof id);
+        h = npt_hash_bytes(h, files.path[i], strlen(files.path[i]));
+        h = npt_hash_bytes(h, id, sizeof id);
     }
     files_free(&files);
-    /* the last entry numbers the rules for cutting long documents and reading records:
-     * 2 = cuts that leave the ids unchanged (tok_cut.c), CRLF separators, strict JSONL */
-    int opts[7] = {o->bos, o->eos, o->append_eos, (int)o->input_format, o->skip_bad_records, DATA_MAX_PIECE, 2};
-    h = hash_bytes(h, opts, sizeof opts);
+    int opts[6] = {o->bos, o->eos, o->append_eos, (int)o->input_format, o->skip_bad_records, DATA_MAX_PIECE};
+    h = npt_hash_bytes(h, opts, sizeof opts);
     const char *field = o->text_field ? o->text_field : "text";
-    h = hash_bytes(h, field, strlen(field));
+    h = npt_hash_bytes(h, field, strlen(field));
     h ^= tok_encoding_hash(o->tok); /* everything that decides the ids, HF rules included */
     const char *base = strrchr(input, '/');
     char stem[64];

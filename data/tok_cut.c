@@ -151,31 +151,16 @@ static int hf_symbol(const Tokenizer *t, const char *ch, size_t len, int last, i
     return t->unk;
 }
 
-/* f: one character through the Replace ops (Prepend ops act on the text's start only).
- * Returns the length written to out (at most cap), or -1 when it does not fit. */
+/* f: one character through the normalizer's Replace ops (hf_normalize without Prepend,
+ * which acts on the text's start only) into out; its length, or -1 when it does not fit
+ * cap (or memory ran out: the cut is then refused, never wrongly allowed). */
 static int normalize_char(const HfRules *r, const char *ch, size_t len, char *out, size_t cap) {
-    char a[64], b[64];
-    if (len > sizeof a) return -1;
-    memcpy(a, ch, len);
-    size_t n = len;
-    for (int k = 0; k < r->n_ops; k++) {
-        const NormOp *op = &r->ops[k];
-        if (op->prepend) continue;
-        size_t m = 0;
-        for (size_t i = 0; i < n;) {
-            int hit = n - i >= op->a.len && memcmp(a + i, op->a.s, op->a.len) == 0;
-            size_t add = hit ? op->b.len : 1;
-            if (m + add > sizeof b) return -1;
-            memcpy(b + m, hit ? op->b.s : a + i, add);
-            m += add;
-            i += hit ? op->a.len : 1;
-        }
-        memcpy(a, b, m);
-        n = m;
-    }
-    if (n > cap) return -1;
-    memcpy(out, a, n);
-    return (int)n;
+    ByteBuf b = {0};
+    NptErr err;
+    int n = hf_normalize(r, ch, len, 1, &b, &err) || b.n > cap ? -1 : (int)b.n;
+    if (n > 0) memcpy(out, b.p, (size_t)n);
+    free(b.p);
+    return n;
 }
 
 /* Start of the last UTF-8 character of s[0..n) (n > 0), or -1 when it is not valid. */

@@ -156,10 +156,9 @@ int tok_encode_part(const Tokenizer *t, const char *text, size_t len, int cont, 
     return rc == 0 ? (int)ids.n : -1;
 }
 
-static uint64_t hash_add(uint64_t h, const void *p, size_t n) { return npt_mix64(npt_fnv1a(h, p, n)); }
-static uint64_t hash_int(uint64_t h, int64_t v) { return hash_add(h, &v, sizeof v); }
+static uint64_t hash_int(uint64_t h, int64_t v) { return npt_hash_bytes(h, &v, sizeof v); }
 static uint64_t hash_str(uint64_t h, const char *s, size_t len) {
-    return hash_add(hash_int(h, (int64_t)len), s ? s : "", s ? len : 0);
+    return npt_hash_bytes(hash_int(h, (int64_t)len), s ? s : "", s ? len : 0);
 }
 
 /* Every field tok_*_encode reads, each with its length, so no two different
@@ -179,12 +178,12 @@ uint64_t tok_encoding_hash(const Tokenizer *t) {
         if (t->canon) h = hash_int(h, t->canon[id]);
     }
     h = hash_int(h, (int64_t)t->vocab.cap);
-    if (t->vocab.slot) h = hash_add(h, t->vocab.slot, t->vocab.cap * sizeof *t->vocab.slot);
+    if (t->vocab.slot) h = npt_hash_bytes(h, t->vocab.slot, t->vocab.cap * sizeof *t->vocab.slot);
     h = hash_int(h, (int64_t)t->merges.n);
     for (size_t i = 0; t->merges.key && i < t->merges.cap; i++) { /* only the slots in use: the others hold garbage */
         if (t->merges.key[i] == UINT64_MAX) continue;
         int64_t e[4] = {(int64_t)i, (int64_t)t->merges.key[i], t->merges.rank[i], t->merges.merged[i]};
-        h = hash_add(h, e, sizeof e);
+        h = npt_hash_bytes(h, e, sizeof e);
     }
     const HfRules *r = t->hf;
     if (!r) return h;
@@ -205,7 +204,7 @@ uint64_t tok_encoding_hash(const Tokenizer *t) {
     int flags[6] = {r->metaspace, r->meta_prepend, r->meta_split, r->byte_fallback, r->fuse_unk, r->ignore_merges};
     for (int i = 0; i < 6; i++) h = hash_int(h, flags[i]);
     h = hash_str(h, r->meta_rep.s, r->meta_rep.len);
-    h = hash_add(h, r->byte_id, sizeof r->byte_id);
+    h = npt_hash_bytes(h, r->byte_id, sizeof r->byte_id);
     return h;
 }
 

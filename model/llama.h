@@ -94,7 +94,7 @@ int llama_load_gguf(const char *path, LlamaModel *m, NptErr *err);
 int llama_alloc_weights(LlamaModel *m, NptErr *err);
 /* The size in floats of the weights block (LlamaModel.weights_block) of a model whose
  * config has c's dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size and tied (the
- * other fields are not used); 0 if those are not a valid configuration. */
+ * other fields are not used); 0 if llama_validate_config refuses those. */
 size_t llama_block_floats(const LlamaConfig *c);
 /* After loading: non-finite scan by tensor name, fingerprint. */
 int llama_finish_load(LlamaModel *m, NptErr *err);

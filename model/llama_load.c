@@ -88,18 +88,15 @@ int llama_begin(LlamaModel *m, const char *path, ModelFormat fmt, NptErr *err) {
     return 0;
 }
 
-/* The upper bounds of dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size: they
- * keep every size product far from overflow and reject garbage headers. */
-static const int CONFIG_MAX[6] = {1 << 16, 1 << 20, 4096, 4096, 4096, 1 << 24};
-
 int llama_validate_config(LlamaModel *m, NptErr *err) {
     LlamaConfig *c = &m->cfg;
+    /* Upper bounds keep every size product far from overflow and reject garbage headers. */
     const struct {
         const char *name;
         int value, max;
-    } f[] = {{"dim", c->dim, CONFIG_MAX[0]},           {"hidden_dim", c->hidden_dim, CONFIG_MAX[1]},
-             {"n_layers", c->n_layers, CONFIG_MAX[2]},     {"n_heads", c->n_heads, CONFIG_MAX[3]},
-             {"n_kv_heads", c->n_kv_heads, CONFIG_MAX[4]}, {"vocab_size", c->vocab_size, CONFIG_MAX[5]},
+    } f[] = {{"dim", c->dim, 1 << 16},           {"hidden_dim", c->hidden_dim, 1 << 20},
+             {"n_layers", c->n_layers, 4096},     {"n_heads", c->n_heads, 4096},
+             {"n_kv_heads", c->n_kv_heads, 4096}, {"vocab_size", c->vocab_size, 1 << 24},
              {"seq_len", c->seq_len, 1 << 24}};
     for (size_t i = 0; i < NPT_ARRAY_LEN(f); i++)
         if (f[i].value < 1 || f[i].value > f[i].max)
@@ -153,13 +150,11 @@ static int weights_layout(LlamaModel *m, size_t *total, NptErr *err) {
 }
 
 size_t llama_block_floats(const LlamaConfig *c) {
-    const int dims[] = {c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size};
-    for (size_t i = 0; i < NPT_ARRAY_LEN(dims); i++)
-        if (dims[i] < 1 || dims[i] > CONFIG_MAX[i]) return 0;
-    if (c->dim % c->n_heads || c->n_heads % c->n_kv_heads) return 0;
-    LlamaConfig valid = *c;
-    valid.head_dim = c->dim / c->n_heads;
-    return block_floats(&valid);
+    /* the loaders' own validation, with valid stand-ins for what the block's size does not depend on */
+    LlamaModel m = {.cfg = *c};
+    m.cfg.seq_len = 1, m.cfg.norm_eps = 1e-5f, m.cfg.rope_theta = 1e4f, m.cfg.bos_id = m.cfg.eos_id = 0;
+    NptErr err;
+    return llama_validate_config(&m, &err) ? 0 : block_floats(&m.cfg);
 }
 
 /* Names every weight and points its view into block (lm_head into tok_emb when tied);

@@ -265,14 +265,19 @@ static int files_equal(const char *a, const char *b) {
     return same;
 }
 
+/* stories260K's tokenizer, or NULL after a failed check saying why. */
+static Tokenizer *load_tok512(void) {
+    NptErr err;
+    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
+    if (!tok) check(0, "tokenizer: %s", err.msg);
+    return tok;
+}
+
 /* Text via the token cache, JSONL, a folder, HDF5: each gives the token file's windows. */
 static void test_formats(void) {
     NptErr err;
-    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
-    if (!tok) {
-        check(0, "tokenizer: %s", err.msg);
-        return;
-    }
+    Tokenizer *tok = load_tok512();
+    if (!tok) return;
     const char *story = shared_path("data/tinystories-train-head.txt");
     PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2};
     PrepareStats st;
@@ -527,11 +532,8 @@ static void test_long_documents(void) {
  * reader's first 1 MiB read, between the separator's "\r" and "\n". */
 static void test_crlf(void) {
     NptErr err;
-    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
-    if (!tok) {
-        check(0, "tokenizer: %s", err.msg);
-        return;
-    }
+    Tokenizer *tok = load_tok512();
+    if (!tok) return;
     PrepareOptions o = {.tok = tok, .bos = BOS, .eos = 2};
     PrepareStats st_lf, st_crlf;
     write_text(in_dir("lf.txt"), "One day.\n<|endoftext|>\nTwo day.\n<|endoftext|>\n");
@@ -701,11 +703,8 @@ static size_t open_cached(const DataConfig *c0, int *first, int n, char *log, si
  * an error naming it. */
 static void test_cache_damage(void) {
     NptErr err;
-    Tokenizer *tok = tokenizer_load(shared_path("models/stories260K/tok512.bin"), VOCAB, &err);
-    if (!tok) {
-        check(0, "tokenizer: %s", err.msg);
-        return;
-    }
+    Tokenizer *tok = load_tok512();
+    if (!tok) return;
     const char *story = in_dir("story.txt"), *cache = in_dir("cache-damage"), *prepared = in_dir("story.u16");
     char cmd[1200], path[600], log[8192];
     snprintf(cmd, sizeof cmd, "cp %s %s", shared_path("data/tinystories-train-head.txt"), story);

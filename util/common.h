@@ -85,6 +85,9 @@ static inline uint64_t npt_mix64(uint64_t z) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+/* h continued over n bytes and mixed: a key built from several fields in turn (the
+ * token cache's, data/prepare.c and data/tokenizer.c). */
+static inline uint64_t npt_hash_bytes(uint64_t h, const void *p, size_t n) { return npt_mix64(npt_fnv1a(h, p, n)); }
 
 /* x[i] ~ N(0, std^2) from a seeded splitmix64 + Box-Muller stream: portable, so a seed
  * gives the same weights on every machine (std 0 gives zeros). */
