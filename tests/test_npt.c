@@ -25,10 +25,13 @@
  * and grads.f32, the loss's gradient per tensor in the order tok_emb, per layer attn_norm,
  * wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down, then final_norm and, when the model
  * is not tied, lm_head (tied: tok_emb's gradient holds both uses). */
+#include <dirent.h>
 #include <math.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "model/npt.h"
@@ -650,7 +653,7 @@ static void check_teacher_cache(const LlamaModel *m, int safe, NptLayerMode mode
     double record = (double)slots * T * m->cfg.dim * sizeof(float);
     TeacherCache cache;
     ObjectiveRunner with, without;
-    if (teacher_cache_open(&cache, "/tmp", 9.5 * record, 10, 10, slots, T, m->cfg.dim, &err) ||
+    if (teacher_cache_open(&cache, "/tmp", 9.5 * record, 0, 10, 10, slots, T, m->cfg.dim, &err) ||
         objective_init(&with, m, &n, &distill_oc, B, T, shards, &err) ||
         objective_init(&without, m, &n, &distill_oc, B, T, shards, &err)) {
         check(0, "teacher cache setup: %s", err.msg);
@@ -679,6 +682,25 @@ static void check_teacher_cache(const LlamaModel *m, int safe, NptLayerMode mode
     npt_free(&n);
 }
 
+/* Descriptors of this process open on a deleted teacher-cache file: the blocks such a
+ * file holds go back to the file system only when the last one closes. */
+static int open_cache_files(void) {
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        char link[300], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(link, target, sizeof target - 1);
+        if (k <= 0) continue;
+        target[k] = 0;
+        n += strstr(target, ".npt-teacher-cache.") && strstr(target, "(deleted)");
+    }
+    closedir(dir);
+    return n;
+}
+
 /* A cache whose file fails turns itself off with one message naming the operation, and
  * every window it could not serve is recomputed: the step stays bit-identical to no
  * cache. Writes fail on a file-size limit (EFBIG, as on a full disk), reads on a file
@@ -693,12 +715,12 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
     int slots = m->cfg.n_layers - n.first_layer + 2;
     double record = (double)slots * T * m->cfg.dim * sizeof(float);
     TeacherCache huge;
-    int rc = teacher_cache_open(&huge, "/tmp", 1e18, 1000000000000LL, 1000000000000LL, slots, T, m->cfg.dim, &err);
+    int rc = teacher_cache_open(&huge, "/tmp", 1e18, 0, 1000000000000LL, 1000000000000LL, slots, T, m->cfg.dim, &err);
     check(rc != 0 && strstr(err.msg, "GB free") && strstr(err.msg, "lower it"),
           "a teacher cache larger than the free disk is refused: %s", rc ? err.msg : "opened");
     if (!rc) teacher_cache_close(&huge);
     /* ids run over 10 windows, 4 of which training can draw: 4 records at most, however large the size */
-    rc = teacher_cache_open(&huge, "/tmp", 100 * record, 10, 4, slots, T, m->cfg.dim, &err);
+    rc = teacher_cache_open(&huge, "/tmp", 100 * record, 0, 10, 4, slots, T, m->cfg.dim, &err);
     check(rc == 0 && huge.max_records == 4, "teacher cache of 100 records' size over 4 trainable of 10 windows: %d records",
           rc ? -1 : huge.max_records);
     if (!rc) teacher_cache_close(&huge);
@@ -714,7 +736,7 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
     for (int op = 0; op < 2; op++) { /* 0: writes fail, 1: reads fail */
         const char *what = op ? "read" : "write";
         TeacherCache cache;
-        if (teacher_cache_open(&cache, "/tmp", 10 * record, 10, 10, slots, T, m->cfg.dim, &err)) {
+        if (teacher_cache_open(&cache, "/tmp", 10 * record, 0, 10, 10, slots, T, m->cfg.dim, &err)) {
             check(0, "teacher cache for a failing %s: %s", what, err.msg);
             break;
         }
@@ -741,6 +763,11 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
         same &= same_step(m, &n, &with, &without, ids, ref);
         check(cache.failed && strstr(cache.last_error, what) && strstr(cache.last_error, "recomputed"),
               "teacher cache: a failed %s turns the cache off with a message: %s", what, cache.last_error);
+        int files = open_cache_files();
+        teacher_cache_release(&cache);
+        check(files == 1 && open_cache_files() == 0 && cache.fd == -1,
+              "teacher cache: after a failed %s, release closes its deleted file (%d open, then %d): its space is freed",
+              what, files, open_cache_files());
         check(same, "teacher cache: with a failing %s, losses and gradients stay bit-identical to no cache", what);
         int64_t hits = cache.hits;
         same_step(m, &n, &with, &without, ids, ref);
@@ -751,6 +778,62 @@ static void check_teacher_cache_failures(const LlamaModel *m) {
     free(ref);
     objective_free(&with), objective_free(&without);
     npt_free(&n);
+}
+
+/* The cache's bookkeeping without a model: the window index sized by the records, not
+ * by the window ids (10^12 windows, 3 records); "stored" counts records written in full
+ * and finite, not records handed out; the free space a run keeps for its checkpoints,
+ * refused at open and, when the disk fills later, no record handed out past it. */
+static void check_teacher_cache_bookkeeping(void) {
+    enum { SLOTS = 1, T = 4, D = 4 };
+    const int64_t windows = 1000000000000LL;
+    TeacherCache c;
+    NptErr err;
+    int rc = teacher_cache_open(&c, "/tmp", 3.5 * SLOTS * T * D * sizeof(float), 0, windows, windows, SLOTS, T, D, &err);
+    check(rc == 0 && c.max_records == 3, "teacher cache of 3 records over 10^12 windows opens (index by records): %s",
+          rc ? err.msg : "ok");
+    if (rc) return;
+    const int64_t ids[4] = {windows - 1, 5, windows - 1, 7};
+    CacheAction act[4];
+    teacher_cache_plan(&c, ids, 4, act);
+    check(act[0] == CACHE_STORE && act[1] == CACHE_STORE && act[2] == CACHE_OFF && act[3] == CACHE_STORE &&
+              c.n_records == 3, "plan over 10^12 - 1, 5, 10^12 - 1, 7: store, store, off, store (%d %d %d %d), %d records",
+          act[0], act[1], act[2], act[3], c.n_records);
+    float good[T * D], bad[T * D];
+    for (int i = 0; i < T * D; i++) good[i] = (float)i, bad[i] = i == 3 ? NAN : 1.0f;
+    float *g = good, *b = bad;
+    teacher_cache_write(&c, windows - 1, &g);
+    teacher_cache_write(&c, 5, &g);
+    teacher_cache_write(&c, 7, &b); /* refused: non-finite */
+    check(teacher_cache_stored(&c) == 2 && c.n_records == 3, "a refused non-finite write is not counted stored: %d of %d",
+          teacher_cache_stored(&c), c.n_records);
+    teacher_cache_plan(&c, ids, 4, act);
+    float back[T * D];
+    float *p = back;
+    check(act[0] == CACHE_HIT && act[1] == CACHE_HIT && act[3] == CACHE_STORE &&
+              teacher_cache_read(&c, windows - 1, &p) == 0 && !memcmp(back, good, sizeof good),
+          "the second plan hits both stored windows and reads back what was written; 7 is stored again");
+    teacher_cache_close(&c);
+
+    /* free space: 4 MB records, a reserve that leaves room for two and a half of them */
+    enum { BIG_T = 1024, BIG_D = 1024 };
+    double record = (double)BIG_T * BIG_D * sizeof(float);
+    rc = teacher_cache_open(&c, "/tmp", 10 * record, 1e18, 10, 10, 1, BIG_T, BIG_D, &err);
+    check(rc != 0 && strstr(err.msg, "stay free for checkpoints") && strstr(err.msg, "lower it or free space"),
+          "a cache that would leave too little for checkpoints is refused: %s", rc ? err.msg : "opened");
+    if (!rc) teacher_cache_close(&c);
+    struct statvfs vfs;
+    double avail = statvfs("/tmp", &vfs) == 0 ? (double)vfs.f_bavail * vfs.f_frsize : 0;
+    rc = avail > 12 * record ? teacher_cache_open(&c, "/tmp", 10 * record, 0, 10, 10, 1, BIG_T, BIG_D, &err) : -1;
+    check(rc == 0, "teacher cache of 10 x 4 MB in /tmp (%.0f MB free): %s", avail / 1e6, rc ? err.msg : "ok");
+    if (rc) return;
+    c.reserve_bytes = avail - 2.5 * record; /* as if the disk had filled since the cache opened */
+    const int64_t four[4] = {0, 1, 2, 3};
+    teacher_cache_plan(&c, four, 4, act);
+    check(act[0] == CACHE_STORE && act[1] == CACHE_STORE && act[2] == CACHE_OFF && act[3] == CACHE_OFF && c.full &&
+              c.n_records == 2, "with room for 2.5 records above the reserve: 2 handed out, then full (%d %d %d %d, %d)",
+          act[0], act[1], act[2], act[3], c.n_records);
+    teacher_cache_close(&c);
 }
 
 int main(int argc, char **argv) {
@@ -796,6 +879,7 @@ int main(int argc, char **argv) {
     check_teacher_cache(&m, 1, NPT_LAYERS_UPPER_HALF, 1);
     check_teacher_cache(&m, 1, NPT_LAYERS_UPPER_HALF, 2);
     check_teacher_cache_failures(&m);
+    check_teacher_cache_bookkeeping();
     teardown();
     llama_free(&m);
     return test_finish();

@@ -51,6 +51,7 @@ typedef struct {
     ObjectiveRunner runner; /* graphs and arenas of a micro-batch, split into shards */
     TeacherCache cache;    /* train.teacher_cache_gb > 0: the teacher's states of seen windows */
     int cache_reported;    /* the cache's failure has been logged */
+    int cache_full_reported; /* the cache stopping short of its size has been logged */
     int lock_fd;           /* output_dir's lock (lock_output_dir), -1 if not held */
     CkptMeta meta;         /* training state carried in checkpoints */
     int64_t history_cap;
@@ -737,20 +738,51 @@ static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
     else runlog_say(&t->log, "debug: %d of %d windows reproduce a non-finite value; where it is born: %s.txt", failing, n_ids, stem);
 }
 
+/* What the cache leaves free in output_dir's file system for the rest of the run: the
+ * periodic checkpoints kept, the one being written beside them, best.h5 (and its
+ * temporary copy), final.h5 or an emergency checkpoint, each with its adapters, two
+ * optimizer moments and a history row per step, plus 1 MB of HDF5 structure and recipe;
+ * and 512 bytes of metrics and eval lines per step. An estimate on the generous side: a
+ * cache that filled the disk would make the next checkpoint fail. */
+static double checkpoint_reserve_bytes(const Trainer *t) {
+    double steps = t->r.train.max_steps;
+    double one = 3.0 * sizeof(float) * (double)t->n_params + sizeof(CkptHistoryRow) * steps + 1e6;
+    return (t->r.checkpoint.keep_last + 4) * one + 512.0 * steps;
+}
+
 /* train.teacher_cache_gb: records of the teacher's states in output_dir. A resumed run
  * starts with an empty cache (teacher_cache.h says why that is safe and exact). */
 static int open_teacher_cache(Trainer *t) {
     if (!t->oc.distill || t->r.train.teacher_cache_gb <= 0) return 0;
     NptErr err;
     const LlamaConfig *c = &t->model.cfg;
-    if (teacher_cache_open(&t->cache, t->r.output_dir, t->r.train.teacher_cache_gb * 1e9, (int64_t)t->data.n_windows,
-                           (int64_t)t->data.n_train, c->n_layers - t->npt.first_layer + 2, t->r.data.seq_len, c->dim, &err))
+    if (teacher_cache_open(&t->cache, t->r.output_dir, t->r.train.teacher_cache_gb * 1e9, checkpoint_reserve_bytes(t),
+                           (int64_t)t->data.n_windows, (int64_t)t->data.n_train, c->n_layers - t->npt.first_layer + 2,
+                           t->r.data.seq_len, c->dim, &err))
         return fail("%s (train.teacher_cache_gb = %g)", err.msg, t->r.train.teacher_cache_gb);
     t->runner.teacher_cache = &t->cache;
     inform("npt train: teacher cache: up to %d of %llu windows (%.2f GB, %.2f MB each) in a deleted file in %s\n",
-            t->cache.max_records, (unsigned long long)t->data.n_train,
-            (double)t->cache.max_records * t->cache.record_bytes / 1e9, t->cache.record_bytes / 1e6, t->r.output_dir);
+           t->cache.max_records, (unsigned long long)t->data.n_train,
+           (double)t->cache.max_records * t->cache.record_bytes / 1e9, t->cache.record_bytes / 1e6, t->r.output_dir);
     return 0;
+}
+
+/* After a step: a cache that failed gives its disk space back and says so once; one
+ * that stopped growing to keep room for checkpoints says that once. */
+static void report_teacher_cache(Trainer *t) {
+    if (!t->runner.teacher_cache) return;
+    teacher_cache_release(&t->cache);
+    if (t->cache.failed && !t->cache_reported) {
+        runlog_say(&t->log, "warning: %s", t->cache.last_error);
+        t->cache_reported = 1;
+    }
+    if (t->cache.full && !t->cache_full_reported) {
+        runlog_say(&t->log, "warning: teacher cache: stops growing at %d window%s, short of %d: %s must keep %.3g GB "
+                   "free for checkpoints; free space there to cache more", t->cache.n_records,
+                   t->cache.n_records == 1 ? "" : "s", t->cache.max_records, t->r.output_dir,
+                   t->cache.reserve_bytes / 1e9);
+        t->cache_full_reported = 1;
+    }
 }
 
 /* The mean loss of the applied steps since the last periodic checkpoint boundary (the
@@ -912,10 +944,7 @@ static int run_loop(Trainer *t) {
         CkptHistoryRow row;
         int n_ids;
         int skipped = train_step(t, &row, ids, &n_ids);
-        if (t->cache.failed && !t->cache_reported) {
-            runlog_say(&t->log, "warning: %s", t->cache.last_error);
-            t->cache_reported = 1;
-        }
+        report_teacher_cache(t);
         if (skipped < 0) {
             rc = stop_on_read_error(t, skipped == -1);
             break;
@@ -1135,9 +1164,11 @@ static int run_session(const TrainArgs *a) {
            (unsigned long long)t->data.n_valid, t->r.data.seq_len, thread_range, most_threads, most_threads == 1 ? "" : "s",
            t->runner.n_shards > 1 ? " (each micro-batch split over them)" : "", ranks);
     rc = run_loop(t);
-    if (t->runner.teacher_cache)
-        inform("npt train: teacher cache: %lld hits, %lld misses, %d windows stored\n", (long long)t->cache.hits,
-               (long long)t->cache.misses, t->cache.n_records);
+    if (t->runner.teacher_cache) {
+        int32_t stored = teacher_cache_stored(&t->cache);
+        inform("npt train: teacher cache: %lld hits, %lld misses, %d window%s stored\n", (long long)t->cache.hits,
+               (long long)t->cache.misses, stored, stored == 1 ? "" : "s");
+    }
     if (rc == 0) inform("npt train: done: %s/final.h5 (step %lld, last loss %.6g, %lld skipped)\n", t->r.output_dir,
                         (long long)t->meta.step, t->meta.last_loss, (long long)t->meta.skipped_total);
 done:
