@@ -168,6 +168,15 @@ static void test_types(void) {
                  "duplicate key", 1);
     expect_error("warmup > max_steps", "{\"model\": \"x\", \"train\": {\"max_steps\": 100, \"warmup_steps\": 200}}",
                  "train.warmup_steps", "200 is more than train.max_steps (100)", 1);
+    expect_error("eval.every without a validation split", "{\"model\": \"x\", \"eval\": {\"every\": 5}}", "eval.every",
+                 "5, but the data has no validation split; set data.valid_fraction or data.valid", 1);
+    {
+        Recipe r;
+        RecipeDiag d;
+        int rc = parse("{\"model\": \"x\", \"eval\": {\"every\": 5}, \"data\": {\"valid_fraction\": 0.1}}", NULL, 0, &r, &d);
+        check(rc == 0 && !find_error(&d, "eval.every"), "eval.every with data.valid_fraction: no error");
+        recipe_diag_free(&d);
+    }
     expect_error("metrics file named like a checkpoint", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"final.h5\"}}",
                  "log.metrics_file", "\"final.h5\" is a name the run gives its checkpoints", 1);
     expect_error("metrics file named like the plot", "{\"model\": \"x\", \"log\": {\"metrics_file\": \"loss.svg\"}}",

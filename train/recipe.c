@@ -632,6 +632,10 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
         error_at(c, "data.sources", "give data.train (one source) or data.sources, not both");
     if (ok[valid] && ok[fraction] && r->data.valid[0] && r->data.valid_fraction > 0)
         error_at(c, "data.valid_fraction", "give data.valid (a validation file) or data.valid_fraction, not both");
+    int every = key_index("eval.every");
+    if (ok[every] && ok[valid] && ok[fraction] && r->eval.every > 0 && !r->data.valid[0] && r->data.valid_fraction <= 0)
+        error_at(c, "eval.every", "%d, but the data has no validation split; set data.valid_fraction or data.valid, or "
+                 "eval.every to 0", r->eval.every);
     if (ok[all] && ok[type] && r->objective.train_all_weights && r->objective.type != OBJECTIVE_LM)
         error_at(c, "objective.train_all_weights",
                  "only applies to objective.type \"lm\"; distillation trains the adapters against the frozen model");

@@ -65,6 +65,7 @@ typedef struct {
     int64_t *poison, n_poison, *poison_grads, n_poison_grads, *drop, n_drop; /* test hooks, see parse_index_list */
     int64_t *nudge, n_nudge; /* test hook: NPT_TEST_NUDGE_AFTER_STEPS, see parse_index_list */
     int64_t *fail_reads, n_fail_reads; /* test hook: NPT_TEST_FAIL_READS */
+    int64_t *fail_best, n_fail_best;   /* test hook: NPT_TEST_FAIL_BEST */
     int64_t batches_drawn;
     const char *recipe_arg; /* the recipe as the user named it, for the resume hint */
     int64_t saved_step;     /* step of the state in saved_path: written or resumed from here (-1: none) */
@@ -137,7 +138,9 @@ static int ranks_agree(int rc) {
  * NPT_TEST_NUDGE_AFTER_STEPS (step numbers, given to one rank) changes that rank's first
  * parameter after those steps, as a bug that made the ranks diverge would.
  * NPT_TEST_FAIL_READS makes reading those batches fail, as a file that vanished or
- * shrank mid-run would (given to one rank of an MPI run, that rank alone). */
+ * shrank mid-run would (given to one rank of an MPI run, that rank alone).
+ * NPT_TEST_FAIL_BEST (step numbers) fails the write of best.h5 at those steps, as a
+ * full disk or a kill at that moment would. */
 static int64_t *parse_index_list(const char *env, int64_t *count) {
     const char *s = getenv(env);
     *count = 0;
@@ -436,6 +439,7 @@ static int setup_training(Trainer *t) {
     t->drop = parse_index_list("NPT_TEST_DROP_BATCHES", &t->n_drop);
     t->nudge = parse_index_list("NPT_TEST_NUDGE_AFTER_STEPS", &t->n_nudge);
     t->fail_reads = parse_index_list("NPT_TEST_FAIL_READS", &t->n_fail_reads);
+    t->fail_best = parse_index_list("NPT_TEST_FAIL_BEST", &t->n_fail_best);
     return 0;
 }
 
@@ -483,6 +487,8 @@ static int save_checkpoint(Trainer *t, const char *kind) {
     NptErr err;
     char path[4300];
     if (ckpt_path_for(path, sizeof path, t->r.output_dir, kind, t->meta.step, &err)) return fail("%s", err.msg);
+    if (!strcmp(kind, "best") && in_list(t->fail_best, t->n_fail_best, t->meta.step))
+        return fail("cannot write checkpoint %s: test hook NPT_TEST_FAIL_BEST at step %lld", path, (long long)t->meta.step);
     snprintf(t->meta.kind, sizeof t->meta.kind, "%s", kind);
     adapters_fill_meta(&t->meta, &t->model, t->have_npt ? &t->npt : NULL);
     snprintf(t->meta.optimizer, sizeof t->meta.optimizer, "%s", t->opt.kind == OPTIM_SGD ? "sgd" : "adamw");
@@ -801,7 +807,8 @@ static double interval_mean_loss(const Trainer *t) {
 }
 
 /* Whether the interval that ends now is the best so far; records it in meta.best_loss
- * before any checkpoint is written, so the periodic checkpoint of this step holds it. */
+ * before any checkpoint is written, so best.h5 and the periodic checkpoint of this
+ * step (written after it) hold it. */
 static int interval_is_best(Trainer *t) {
     double mean = interval_mean_loss(t);
     if (!t->r.checkpoint.save_best || !(mean < t->meta.best_loss)) return 0;
@@ -989,8 +996,11 @@ static int run_loop(Trainer *t) {
             break;
         }
         if (t->meta.step % r->checkpoint.every == 0 && !last) {
+            /* best.h5 first: the periodic checkpoint records the new best_loss, so a run
+             * stopped between the two would resume past an interval whose best.h5 was
+             * never written; this way it resumes before it and judges it again */
             int best = interval_is_best(t);
-            if (save_by_rank0(t, "periodic") || (best && save_by_rank0(t, "best"))) {
+            if ((best && save_by_rank0(t, "best")) || save_by_rank0(t, "periodic")) {
                 rc = 4;
                 break;
             }
@@ -1025,6 +1035,7 @@ static void trainer_free(Trainer *t) {
     free(t->drop);
     free(t->nudge);
     free(t->fail_reads);
+    free(t->fail_best);
     recipe_free(&t->r);
 }
 

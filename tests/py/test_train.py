@@ -14,7 +14,9 @@ outside: exit codes, stderr, metrics.jsonl, and the HDF5 checkpoints read with h
   7. the teacher cache (train.teacher_cache_gb) changes no bit of a run, resumed or not;
   8. finite loss with non-finite gradients is skipped too (NPT_TEST_POISON_GRADS);
   9. grad_accum k x batch B/k equals one batch of B (SGD, so the update is linear);
- 10. parameters made non-finite by a learning rate beyond float range stop the run.
+ 10. parameters made non-finite by a learning rate beyond float range stop the run;
+ 11. best.h5 failing at the boundary of the best interval (NPT_TEST_FAIL_BEST), then
+     --resume auto: best.h5 and final.h5 equal the uninterrupted run's.
 Run from the repo root: /usr/bin/python3 tests/py/test_train.py
 """
 import hashlib
@@ -386,6 +388,39 @@ def greedy_ids(extra):
     return json.loads(r.stdout) if r.returncode == 0 else None
 
 
+def test_best_write_fails(tmp):
+    """A run that stops while best.h5 of a new best interval is being written (a kill or
+    a full disk there; NPT_TEST_FAIL_BEST fails that write) resumes to the uninterrupted
+    run's best.h5: the periodic checkpoint of that step, which records the new best
+    loss, is written after best.h5, so the resumed run judges the interval again. Before
+    the fix it resumed past it with best_loss set and best.h5 of an older interval."""
+    sets = ["train.max_steps=25", "train.warmup_steps=2", "checkpoint.every=3", "checkpoint.keep_last=20",
+            "data.seq_len=64", "train.batch_size=8", "threads=1"]
+    a_dir, b_dir = os.path.join(tmp, "best-uninterrupted"), os.path.join(tmp, "best-failed")
+    a = train(SAFE, sets, a_dir)
+    if not check(a.returncode == 0, f"best.h5 failure: the uninterrupted run exit {a.returncode} {tail(a.stderr) if a.returncode else ''}"):
+        return
+    step = int(attrs(os.path.join(a_dir, "best.h5"))["step"])
+    if not check(3 <= step < 25, f"best.h5 failure: the uninterrupted run's best interval ends at step {step}, a "
+                                 f"periodic boundary (not the last step, which writes best.h5 before final.h5)"):
+        return
+    b = train(SAFE, sets, b_dir, env={"NPT_TEST_FAIL_BEST": str(step)})
+    errors = [ln for ln in b.stderr.splitlines() if "error" in ln]
+    check(b.returncode == 4 and len(errors) == 1 and "best.h5" in errors[0]
+          and not os.path.exists(os.path.join(b_dir, f"ckpt-{step:08d}.h5")),
+          f"best.h5 failure at step {step}: exit {b.returncode} (want 4), {errors}; no ckpt-{step:08d}.h5 after it")
+    b = train(SAFE, sets, b_dir, extra=["--resume", "auto"])
+    if not check(b.returncode == 0, f"best.h5 failure: --resume auto exit {b.returncode} {tail(b.stderr) if b.returncode else ''}"):
+        return
+    for name in ("best.h5", "final.h5"):
+        fa, fb = os.path.join(a_dir, name), os.path.join(b_dir, name)
+        diff = identical(datasets(fa), datasets(fb))
+        same = attrs(fa)["step"] == attrs(fb)["step"] and attrs(fa, "state")["best_loss"] == attrs(fb, "state")["best_loss"]
+        check(not diff and same, f"best.h5 failure, resumed: {name} (step {attrs(fb)['step']}, best_loss "
+              f"{attrs(fb, 'state')['best_loss']}) equals the uninterrupted run's (step {attrs(fa)['step']})"
+              + (f"; differ: {diff[:4]}" if diff else ""))
+
+
 def test_learns(tmp):
     """The bundled full recipe, as shipped: the loss falls by a large factor and greedy
     generation with the adapters stays close to the base model's."""
@@ -712,6 +747,7 @@ def main():
         test_moment_overflow(tmp)
         test_kill_resume(tmp)
         test_kill_resume(tmp, threads=2)
+        test_best_write_fails(tmp)
         test_learns(tmp)
         test_lm_all_weights(tmp)
         test_teacher_cache(tmp)
