@@ -19,7 +19,8 @@ static const char *eval_help =
     "  --tokenizer T       tokenizer.json or llama2.c tokenizer .bin (default: the one beside the model)\n"
     "  --data FILE         evaluation data: text (documents split by lines <|endoftext|>) or tokens\n"
     "  --format F          auto (default: from the name), text, jsonl, u16, u32 (raw token ids), hdf5\n"
-    "  --seq-len N         tokens per window, BOS included (default min(256, model context))\n"
+    "  --seq-len N         tokens per window, BOS included, at least 3 (default min(256, model context));\n"
+    "                      the token after the BOS is not scored (docs/eval.md)\n"
     "  --windows N         evaluate the first N windows of the data (default 64; fewer if the data\n"
     "                      holds fewer)\n"
     "  --batch N           windows per forward pass (default 8; memory grows with it)\n"
@@ -41,7 +42,7 @@ static int parse(int argc, char **argv, EvalArgs *a) {
             {"--model", &a->model}, {"--adapters", &a->adapters}, {"--tokenizer", &a->tokenizer},
             {"--data", &a->data}, {"--format", &a->format}, {"--save-windows", &a->save_windows}};
         struct { const char *flag; long *dst, lo, hi; } num[] = {
-            {"--seq-len", &a->seq_len, 2, 1 << 20}, {"--windows", &a->windows, 1, 1 << 30}, {"--batch", &a->batch, 1, 1 << 16}};
+            {"--seq-len", &a->seq_len, 3, 1 << 20}, {"--windows", &a->windows, 1, 1 << 30}, {"--batch", &a->batch, 1, 1 << 16}};
         int matched = 0;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(eval_help, stdout);

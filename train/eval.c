@@ -105,8 +105,12 @@ static void compare_rows(const float *x, const float *y, int rows, int cols, dou
     *cos_sum += cs;
 }
 
-/* Sum of next-token NLLs of the hidden states h [B*T, d] (positions 0..T-2 of each
- * window predict the next token), logits made `chunk` rows at a time. The first window
+/* Sum of next-token NLLs of the hidden states h [B*T, d]: positions 1..T-2 of each
+ * window predict the next token. Position 0 is the BOS every window starts with
+ * (data/dataset.c), and a window is a slice of the token stream cut anywhere, so the
+ * token after it is predicted from that BOS alone: about 14 nats on TinyStories, a
+ * measure of where the cut fell rather than of the model (with it, stories260K's
+ * perplexity reads 5% higher). Logits are made `chunk` rows at a time. The first window
  * (numbered from window0) with a non-finite NLL lowers *bad_window, so the caller can
  * name it instead of printing a NaN perplexity. */
 static double sum_nll(Graph *g, const LlamaModel *m, float *h, const int *tokens, int N, int T, int chunk, int window0,
@@ -122,7 +126,7 @@ static double sum_nll(Graph *g, const LlamaModel *m, float *h, const int *tokens
 #pragma omp parallel for schedule(static) reduction(+ : part) reduction(min : bad) if ((size_t)rows * V > PAR_MIN)
         for (int r = 0; r < rows; r++) {
             int row = r0 + r;
-            if (row % T == T - 1) continue;
+            if (row % T == 0 || row % T == T - 1) continue;
             double nll = eval_token_nll(logits->data + (size_t)r * V, V, tokens[row + 1]);
             if (!isfinite(nll) && window0 + row / T < bad) bad = window0 + row / T;
             part += nll;
@@ -243,7 +247,9 @@ static void finish(EvalResult *r, const LayerSums *sums, const LlamaModel *m, co
 int eval_run(const LlamaModel *m, const NptModel *npt, const int *tokens, int n_windows, int T, int batch,
              EvalResult *r, NptErr *err) {
     memset(r, 0, sizeof *r);
-    if (T < 2) return npt_fail(err, "eval: windows of %d tokens have no next token to predict; use at least 2", T);
+    if (T < 3)
+        return npt_fail(err, "eval: windows of %d tokens have no scored next token (the one after the window's BOS is "
+                        "not scored); use at least 3", T);
     if (n_windows < 1 || batch < 1) return npt_fail(err, "eval: %d windows in batches of %d: nothing to evaluate", n_windows, batch);
     if (npt && npt->base != m) return npt_fail(err, "eval: the adapters were built for another LlamaModel instance");
     for (size_t i = 0; i < (size_t)n_windows * T; i++)
@@ -278,7 +284,7 @@ int eval_run(const LlamaModel *m, const NptModel *npt, const int *tokens, int n_
     r->modulation_scale = npt ? npt->scale : 0.0f;
     r->n_layers = L, r->seq_len = T, r->n_windows = n_windows;
     r->n_tokens = (long long)n_windows * T;
-    r->n_targets = (long long)n_windows * (T - 1);
+    r->n_targets = (long long)n_windows * (T - 2);
     finish(r, sums, m, npt, nll_base, nll_npt);
     r->seconds = npt_now_seconds() - t0;
     free(sums);
@@ -316,7 +322,7 @@ static const Column columns[] = {
 };
 
 void eval_print_table(FILE *f, const EvalResult *r) {
-    fprintf(f, "%d windows x %d tokens (%lld tokens, %lld predicted), %.1f s\n", r->n_windows, r->seq_len, r->n_tokens,
+    fprintf(f, "%d windows x %d tokens (%lld tokens, %lld scored), %.1f s\n", r->n_windows, r->seq_len, r->n_tokens,
             r->n_targets, r->seconds);
     fprintf(f, "perplexity   base %.4f", r->ppl_base);
     if (r->has_npt)

@@ -42,7 +42,7 @@ typedef struct {
 typedef struct {
     int has_npt, safe_mode, n_layers, seq_len, n_windows;
     long long n_tokens;              /* windows x seq_len: tokens whose hidden states are compared */
-    long long n_targets;             /* windows x (seq_len - 1): predicted positions */
+    long long n_targets;             /* windows x (seq_len - 2): scored positions (not the one after BOS) */
     float modulation_scale;
     double ce_base, ppl_base;        /* nats per token, exp(ce) */
     double ce_npt, ppl_npt;          /* has_npt only */

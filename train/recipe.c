@@ -633,6 +633,10 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     if (ok[valid] && ok[fraction] && r->data.valid[0] && r->data.valid_fraction > 0)
         error_at(c, "data.valid_fraction", "give data.valid (a validation file) or data.valid_fraction, not both");
     int every = key_index("eval.every");
+    int seq = key_index("data.seq_len");
+    if (ok[every] && ok[seq] && r->eval.every > 0 && r->data.seq_len < 3)
+        error_at(c, "eval.every", "%d, but data.seq_len %d leaves no scored token (evaluation does not score the token "
+                 "after a window's BOS); use data.seq_len >= 3 or eval.every 0", r->eval.every, r->data.seq_len);
     if (ok[every] && ok[valid] && ok[fraction] && r->eval.every > 0 && !r->data.valid[0] && r->data.valid_fraction <= 0)
         error_at(c, "eval.every", "%d, but the data has no validation split; set data.valid_fraction or data.valid, or "
                  "eval.every to 0", r->eval.every);

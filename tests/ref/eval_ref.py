@@ -89,9 +89,11 @@ class Evaluator:
         return h + (F.silu(g2) * u) @ L["w_down"].T
 
     def nll_sum(self, h, tokens):
+        """Positions 1..T-2 predict the next token; not position 0, the window's BOS (the
+        token after it, a cut into the stream, would be predicted from BOS alone)."""
         logits = self.base.rmsnorm(h, self.base.final_norm) @ self.base.lm_head.T
         V = logits.shape[-1]
-        return F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1), reduction="sum").item()
+        return F.cross_entropy(logits[:, 1:-1].reshape(-1, V), tokens[:, 2:].reshape(-1), reduction="sum").item()
 
     @torch.no_grad()
     def run(self, tokens):
@@ -115,7 +117,7 @@ class Evaluator:
                 so = self.npt.base_layer(hs, L) if layer >= first else to
             sums[layer]["nmse_e2e"], sums[layer]["cos_e2e"] = compare(so, to)
             ht, hs = to, so
-        n_tok, n_tgt = W * T, W * (T - 1)
+        n_tok, n_tgt = W * T, W * (T - 2)
         out = dict(windows=W, seq_len=T, tokens=n_tok, targets=n_tgt, has_npt=bool(self.ads))
         out["ce_base"] = self.nll_sum(ht, tokens) / n_tgt
         out["ppl_base"] = math.exp(out["ce_base"])
