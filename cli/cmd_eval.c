@@ -101,7 +101,8 @@ static int open_windows(Session *s, const EvalArgs *a, int **tokens, int *T_out,
     int T = s->ds.seq_len;
     int n = s->ds.n_windows < (size_t)a->windows ? (int)s->ds.n_windows : (int)a->windows;
     if (n < a->windows)
-        fprintf(stderr, "npt eval: note: %s holds %d windows of %d tokens; evaluating all of them\n", a->data, n, T);
+        fprintf(stderr, "npt eval: note: %s holds %d window%s of %d tokens; evaluating %s\n", a->data, n,
+                n == 1 ? "" : "s", T, n == 1 ? "it" : "all of them");
     if (!(*tokens = npt_try_malloc((size_t)n * T * sizeof(int), "evaluation windows", err))) return -1;
     if (dataset_next_batch(&s->ds, n, *tokens, NULL)) return npt_fail(err, "%s", s->ds.io_err.msg);
     *T_out = T;
