@@ -747,7 +747,8 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
 
 /* train.debug_on_skip: the skipped step's windows go through the NaN producer finder
  * (model/debug.h); its report lands beside the checkpoints. Capped, so a run that skips
- * for hours does not fill the disk. */
+ * for hours does not fill the disk. The rerun accumulates into t->grads (the skipped
+ * step's, which the next step zeroes anyway), so debug_report_batch zeroes them. */
 #define DEBUG_REPORTS_MAX 20
 static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
     if (!t->r.train.debug_on_skip || t->debug_reports >= DEBUG_REPORTS_MAX) return;
@@ -755,8 +756,8 @@ static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
     snprintf(stem, sizeof stem, "%s/debug_step%lld_skip%lld", t->r.output_dir, (long long)t->meta.step,
              (long long)t->meta.skipped_total);
     NptErr err;
-    int failing = debug_report_batch(&t->model, t->have_npt ? &t->npt : NULL, t->tokens, n_ids, t->r.data.seq_len, ids,
-                                     stem, &err);
+    int failing = debug_report_batch(&t->model, t->have_npt ? &t->npt : NULL, t->grads, t->n_params, t->tokens, n_ids,
+                                     t->r.data.seq_len, ids, stem, &err);
     t->debug_reports++;
     if (failing < 0) runlog_say(&t->log, "warning: debug report failed: %s", err.msg);
     else if (failing == 0)
