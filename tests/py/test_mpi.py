@@ -14,7 +14,8 @@ its two gradient contributions summed across processes instead of inside one.
   4. resumed under MPI from a checkpoint, the run ends bit-identical to the
      uninterrupted MPI run;
   5. SIGTERM to rank 1 alone stops both ranks after the same step; rank 0 saves the
-     emergency checkpoint, and --resume auto ends bit-identical;
+     emergency checkpoint, and --resume auto ends bit-identical; SIGTERM to mpirun
+     itself: mpirun exits 1, the stop line names the checkpoint (docs/training.md);
   6. a non-finite micro-batch on rank 1 skips the step on both ranks, logged once;
   4b. --resume auto past a truncated newer checkpoint: warned once (rank 0 picks the file
      for all ranks), bit-identical;
@@ -190,6 +191,24 @@ def main():
               f"SIGTERM to rank 1 only: the job stops (exit {proc.returncode}) with one checkpoint, kind {kind}, at step {step}")
         check(err.count("stopped by SIGTERM after step") == 1 and f"after step {step};" in err,
               "the stop is announced once, naming the checkpoint's step")
+        # SIGTERM to mpirun itself (a Ctrl-C, a scheduler): Open MPI forwards it a second
+        # later and exits 1, so the documented way to tell a resumable stop from a
+        # failure is rank 0's line naming the checkpoint, and that checkpoint
+        via_mpirun = os.path.join(tmp, "via-mpirun")
+        many = [x for x in long_sets if not x.startswith("train.max_steps")] + ["train.max_steps=600"]  # ends on its own
+        proc = subprocess.Popen(mpi_argv(via_mpirun, many), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=ENV, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        path = os.path.join(via_mpirun, "metrics.jsonl")
+        while time.time() < deadline and proc.poll() is None and not (os.path.exists(path) and len(open(path).readlines()) >= 3):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        ckpts, step, kind = stop_checkpoint(via_mpirun)
+        line = [l for l in err.splitlines() if l.startswith("npt train: stopped by SIGTERM after step")]
+        check(proc.returncode == 1 and len(line) == 1 and len(ckpts) == 1 and f"its state is in {via_mpirun}/{ckpts[0]}" in line[0],
+              f"SIGTERM to mpirun: mpirun exits {proc.returncode} (Open MPI's 1), the stop line names the checkpoint "
+              f"{ckpts} (step {step}, kind {kind})")
         r6 = run(mpi_argv(stopped, long_sets, extra=["--resume", "auto"]))
         ok, n = same_bits(os.path.join(full, "final.h5"), os.path.join(stopped, "final.h5")) if r6.returncode == 0 else (False, 0)
         check(ok, f"--resume auto after the stop ends bit-identical to the uninterrupted 60-step run ({n} datasets)")
