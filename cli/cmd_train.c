@@ -15,7 +15,9 @@ static const char *train_help =
     "Under mpirun (mpirun -np N npt train RECIPE ...) the run is data-parallel over the N ranks: micro-batch a of\n"
     "each step runs on rank a mod N (train.grad_accum must be a multiple of N), rank 0 writes output_dir.\n\n"
     "exit codes: 0 done, 1 bad input, 2 bad command line, 3 stopped after too many non-finite batches, 4 runtime failure,\n"
-    "130 / 143 stopped by Ctrl-C / SIGTERM after saving the last step's state (continue with --resume auto)\n";
+    "130 / 143 stopped by Ctrl-C / SIGTERM after saving the last step's state (continue with --resume auto);\n"
+    "Open MPI's mpirun itself exits 1 after a Ctrl-C (the ranks 130 / 143): the line \"npt train: stopped by ...\"\n"
+    "tells the stop from a failure, and signalling one rank directly stops the job without mpirun's delay\n";
 
 int cmd_train(int argc, char **argv) {
     TrainArgs a = {0};

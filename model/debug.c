@@ -453,8 +453,8 @@ void debug_print_layers(FILE *f, const DebugResult *r) {
 
 /* ---------------------------------------------------------------- training */
 
-int debug_report_batch(const LlamaModel *m, const NptModel *npt, const int *tokens, int B, int T,
-                       const int64_t *sample_ids, const char *stem, NptErr *err) {
+int debug_report_batch(const LlamaModel *m, const NptModel *npt, float *grads, size_t n_grads, const int *tokens, int B,
+                       int T, const int64_t *sample_ids, const char *stem, NptErr *err) {
     char txt[4200], h5[4200];
     snprintf(txt, sizeof txt, "%s.txt", stem);
     snprintf(h5, sizeof h5, "%s.h5", stem);
@@ -465,6 +465,7 @@ int debug_report_batch(const LlamaModel *m, const NptModel *npt, const int *toke
     for (int b = 0; b < B; b++) {
         DebugOptions o = {.backward = 1, .save_path = failing ? NULL : h5};
         DebugResult r;
+        if (grads) memset(grads, 0, n_grads * sizeof(float));
         if (debug_run(m, npt, tokens + (size_t)b * T, T, &o, &r, err)) {
             npt_atomic_abort(&out);
             return -1;

@@ -278,7 +278,7 @@ static void test_report_batch(LlamaModel *m, const int *ids, int T) {
     row[0] = NAN;
     NptErr err;
     int64_t sids[3] = {10, 11, 12};
-    int n = debug_report_batch(m, NULL, batch, 3, T, sids, "build/tests/debug_step99", &err);
+    int n = debug_report_batch(m, NULL, NULL, 0, batch, 3, T, sids, "build/tests/debug_step99", &err);
     row[0] = saved;
     char *txt = n >= 0 ? npt_read_file("build/tests/debug_step99.txt", NULL, &err) : NULL;
     const char *emb = txt ? strstr(txt, "op embedding") : NULL, *seq1 = txt ? strstr(txt, "(sample 11)") : NULL;

@@ -78,17 +78,28 @@ int dist_local_world(void) { return n_local; }
 int dist_local_rank(void) { return my_local_rank; }
 int dist_machines(void) { return n_machines; }
 
-void dist_local_bcast(void *buf, size_t bytes) {
-    if (n_local == 1) return;
+/* Rank 0 of comm's buf to the others. */
+static void bcast_bytes(void *buf, size_t bytes, MPI_Comm comm, const char *call) {
     if (bytes > INT_MAX) {
         fprintf(stderr, "npt train: error: %zu bytes are more than one MPI message can carry (%d)\n", bytes, INT_MAX);
         MPI_Abort(MPI_COMM_WORLD, 4);
     }
-    check(MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, node_comm), "MPI_Bcast (this machine)");
+    check(MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, comm), call);
+}
+
+void dist_local_bcast(void *buf, size_t bytes) {
+    if (n_local > 1) bcast_bytes(buf, bytes, node_comm, "MPI_Bcast (this machine)");
 }
 
 void dist_local_barrier(void) {
     if (n_local > 1) check(MPI_Barrier(node_comm), "MPI_Barrier (this machine)");
+}
+
+int dist_local_max_int(int v) {
+    if (n_local == 1) return v;
+    int out;
+    check(MPI_Allreduce(&v, &out, 1, MPI_INT, MPI_MAX, node_comm), "MPI_Allreduce (this machine)");
+    return out;
 }
 
 /* Segment r of n elements split over the ranks: the first n % world get one more. */
@@ -155,6 +166,10 @@ int dist_bcast_int(int v) {
     if (n_ranks == 1) return v;
     check(MPI_Bcast(&v, 1, MPI_INT, 0, MPI_COMM_WORLD), "MPI_Bcast");
     return v;
+}
+
+void dist_bcast(void *buf, size_t bytes) {
+    if (n_ranks > 1) bcast_bytes(buf, bytes, MPI_COMM_WORLD, "MPI_Bcast");
 }
 
 void dist_gather_u64(uint64_t v, uint64_t *all) {

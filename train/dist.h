@@ -36,6 +36,8 @@ int dist_machines(void);
 void dist_local_bcast(void *buf, size_t bytes);
 /* Waits until every rank of this machine has reached it. */
 void dist_local_barrier(void);
+/* The largest v over the ranks of this machine. */
+int dist_local_max_int(int v);
 
 /* buf[0..n) summed over the ranks into every rank's buf, each element as
  * ((r0 + r1) + r2) + ... in rank order: the same floats on every rank and in every run
@@ -47,6 +49,8 @@ void dist_sum_doubles(double *v, int n);
 int dist_max_int(int v);
 /* Rank 0's v, on every rank. */
 int dist_bcast_int(int v);
+/* Rank 0's buf[0..bytes) into every rank's buf. */
+void dist_bcast(void *buf, size_t bytes);
 /* Every rank's v into all[0..world) (all may be NULL on world 1). */
 void dist_gather_u64(uint64_t v, uint64_t *all);
 

@@ -279,12 +279,16 @@ static void remove_stale_weights(void) {
  * header to the others, which map that file read-only; its name is removed once every
  * rank has it mapped, so nothing outlives the run. The loader holds a lock on the file
  * until then (its claim), which tells a later run's sweep that the file is in use. Each
- * rank holds its own copy when NPT_SHARE_WEIGHTS=0, when the base itself trains (lm +
- * train_all_weights), or when /dev/shm has no room (said in a warning). */
+ * rank holds its own copy when NPT_SHARE_WEIGHTS=0 (on any rank of the machine), when
+ * the base itself trains (lm + train_all_weights), or when /dev/shm has no room (said in
+ * a warning). */
 static int load_base_model(Trainer *t) {
     NptErr err;
     const char *model = t->r.model, *env = getenv("NPT_SHARE_WEIGHTS");
-    int share = dist_local_world() > 1 && !t->r.objective.train_all_weights && !(env && !strcmp(env, "0"));
+    int own_copy = t->r.objective.train_all_weights || (env && !strcmp(env, "0"));
+    /* decided by the machine's ranks together: NPT_SHARE_WEIGHTS is per process, and a
+     * rank that took the other branch would leave the rest waiting in a collective */
+    int share = dist_local_world() > 1 && !dist_local_max_int(own_copy);
     if (!share) return load_full_model(model, &t->model, &err) ? fail("%s", err.msg) : 0;
     SharedModelHeader *h = npt_xcalloc(1, sizeof *h, "shared model header");
     int loader = dist_local_rank() == 0, rc = 0, claim = -1, why = 0;
@@ -601,12 +605,28 @@ static int refuse_other_run(const Trainer *t, const char *resume, const char *me
     return 0;
 }
 
+/* --resume auto: rank 0 picks the newest checkpoint that loads and names it to the
+ * others, so a damaged file is reported once and every rank reads the same file (a
+ * rank that cannot read it fails there, rather than picking an older one). 1 with
+ * path set, 0 if output_dir holds none, -1 (error printed) on every rank. */
+static int pick_latest_checkpoint(const Trainer *t, char *path, size_t cap) {
+    NptErr err;
+    int found = 0;
+    if (dist_rank() == 0) {
+        found = ckpt_find_latest(t->r.output_dir, path, cap, 1, &err);
+        if (found < 0) fail("%s", err.msg);
+    }
+    found = dist_bcast_int(found);
+    if (found > 0) dist_bcast(path, cap);
+    return found;
+}
+
 static int resume_from(Trainer *t, const char *spec) {
     NptErr err;
     char path[4300];
     if (!strcmp(spec, "auto")) {
-        int found = ckpt_find_latest(t->r.output_dir, path, sizeof path, 1, &err);
-        if (found < 0) return fail("%s", err.msg);
+        int found = pick_latest_checkpoint(t, path, sizeof path);
+        if (found < 0) return 1;
         if (found == 0) {
             inform("npt train: no checkpoint in %s yet; starting from scratch\n", t->r.output_dir);
             return 0;
@@ -727,7 +747,8 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
 
 /* train.debug_on_skip: the skipped step's windows go through the NaN producer finder
  * (model/debug.h); its report lands beside the checkpoints. Capped, so a run that skips
- * for hours does not fill the disk. */
+ * for hours does not fill the disk. The rerun accumulates into t->grads (the skipped
+ * step's, which the next step zeroes anyway), so debug_report_batch zeroes them. */
 #define DEBUG_REPORTS_MAX 20
 static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
     if (!t->r.train.debug_on_skip || t->debug_reports >= DEBUG_REPORTS_MAX) return;
@@ -735,8 +756,8 @@ static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
     snprintf(stem, sizeof stem, "%s/debug_step%lld_skip%lld", t->r.output_dir, (long long)t->meta.step,
              (long long)t->meta.skipped_total);
     NptErr err;
-    int failing = debug_report_batch(&t->model, t->have_npt ? &t->npt : NULL, t->tokens, n_ids, t->r.data.seq_len, ids,
-                                     stem, &err);
+    int failing = debug_report_batch(&t->model, t->have_npt ? &t->npt : NULL, t->grads, t->n_params, t->tokens, n_ids,
+                                     t->r.data.seq_len, ids, stem, &err);
     t->debug_reports++;
     if (failing < 0) runlog_say(&t->log, "warning: debug report failed: %s", err.msg);
     else if (failing == 0)
@@ -835,16 +856,61 @@ static uint64_t sample_data(Trainer *t, uint64_t h) {
     return h;
 }
 
+/* The first rank (on every rank) whose fingerprint mine[k] differs from rank 0's, or -1;
+ * *what is that k. */
+static int first_other_rank(const uint64_t *mine, int n, int *what) {
+    int W = dist_world(), bad = -1;
+    uint64_t *all = npt_xmalloc((size_t)W * sizeof(uint64_t), "rank fingerprints");
+    for (int k = 0; k < n; k++) {
+        dist_gather_u64(mine[k], all);
+        for (int r = 1; r < W && bad < 0; r++)
+            if (all[r] != all[0]) bad = r, *what = k;
+    }
+    free(all);
+    return bad;
+}
+
+/* The resolved recipe with its --set options; threads aside, a per-machine setting. */
+static uint64_t recipe_fingerprint(const Recipe *r) {
+    Recipe no_threads = *r;
+    no_threads.threads = 0;
+    char *recipe = recipe_to_json(&no_threads);
+    if (!recipe) npt_die("out of memory printing the recipe to compare it across ranks");
+    uint64_t h = npt_fnv1a(NPT_FNV1A_OFFSET, recipe, strlen(recipe));
+    free(recipe);
+    return h;
+}
+
+/* Rank 0's line for a rank that was started differently; 1 on every rank. */
+static int refuse_other_start(int bad_rank, const char *what) {
+    if (dist_rank() == 0)
+        fprintf(stderr, "npt train: error: rank %d of %d has other %s than rank 0: every rank needs the same files and "
+                        "options (for --resume, an output_dir all ranks can read)\n", bad_rank, dist_world(), what);
+    return 1;
+}
+
+/* Ranks started with other recipes, --set options or --resume are refused as soon as
+ * the recipe is read, before the setup steps that depend on them: which ranks of a
+ * machine share the base model, whether rank 0 picks a checkpoint for all. A rank that
+ * went another way would leave the others waiting in a collective it never enters. */
+static int options_differ(const Trainer *t, const TrainArgs *a) {
+    if (dist_world() == 1) return 0;
+    const char *resume = a->resume ? a->resume : "";
+    const uint64_t mine[2] = {recipe_fingerprint(&t->r), npt_fnv1a(NPT_FNV1A_OFFSET, resume, strlen(resume) + 1)};
+    const char *const what[2] = {"recipe (with its --set options)", "--resume option"};
+    int k = 0, bad = first_other_rank(mine, 2, &k);
+    return bad < 0 ? 0 : refuse_other_start(bad, what[k]);
+}
+
 /* Every rank must hold the same state, or their summed gradients mean nothing: the same
- * base weights, recipe (with its --set options; threads aside, a per-machine setting),
- * parameters, optimizer state, step and data. Before the first step (running 0) a
- * difference is a setup error: another file under one path on some machine, other
- * options, a --resume checkpoint only some ranks can read. At a checkpoint (running 1)
- * it would be a bug (the ranks apply the same update to the same floats), and the
- * checkpoint is not written. Returns 0, or 1 (start) / 4 (running) on every rank. */
+ * base weights, recipe (options_differ checked it at the start), parameters, optimizer
+ * state, step and data. Before the first step (running 0) a difference is a setup
+ * error: another file under one path on some machine, a --resume checkpoint only some
+ * ranks can read. At a checkpoint (running 1) it would be a bug (the ranks apply the
+ * same update to the same floats), and the checkpoint is not written. Returns 0, or 1
+ * (start) / 4 (running) on every rank. */
 static int ranks_differ(Trainer *t, int running) {
-    int W = dist_world();
-    if (W == 1) return 0;
+    if (dist_world() == 1) return 0;
     int64_t cursor[CKPT_CURSOR_MAX];
     int n_cursor = dataset_cursor(&t->data, cursor, CKPT_CURSOR_MAX);
     uint64_t state = npt_fnv1a(NPT_FNV1A_OFFSET, &t->n_params, sizeof t->n_params);
@@ -855,31 +921,17 @@ static int ranks_differ(Trainer *t, int running) {
     uint64_t data = npt_fnv1a(NPT_FNV1A_OFFSET, &t->data.n_train, sizeof t->data.n_train);
     data = npt_fnv1a(data, cursor, (size_t)(n_cursor > 0 ? n_cursor : 0) * sizeof(int64_t));
     if (!running) data = sample_data(t, data); /* the files do not change under a run */
-    Recipe no_threads = t->r;
-    no_threads.threads = 0;
-    char *recipe = recipe_to_json(&no_threads);
-    if (!recipe) npt_die("out of memory printing the recipe to compare it across ranks");
-    const uint64_t mine[4] = {t->model.fingerprint, npt_fnv1a(NPT_FNV1A_OFFSET, recipe, strlen(recipe)), state, data};
-    free(recipe);
+    const uint64_t mine[4] = {t->model.fingerprint, recipe_fingerprint(&t->r), state, data};
     const char *const what[4] = {"base model weights (model)", "recipe (with its --set options)",
                                  "parameters, optimizer state or step (the --resume checkpoint)", "training data or data cursor"};
-    uint64_t *all = npt_xmalloc((size_t)W * sizeof(uint64_t), "rank states");
-    int bad_rank = -1, bad_what = -1;
-    for (int k = 0; k < 4; k++) {
-        dist_gather_u64(mine[k], all);
-        for (int r = 1; r < W && bad_rank < 0; r++)
-            if (all[r] != all[0]) bad_rank = r, bad_what = k;
-    }
-    free(all);
-    if (bad_rank < 0) return 0;
-    if (dist_rank() == 0 && !running)
-        fprintf(stderr, "npt train: error: rank %d of %d has other %s than rank 0: every rank needs the same files and "
-                        "options (for --resume, an output_dir all ranks can read)\n", bad_rank, W, what[bad_what]);
-    else if (dist_rank() == 0)
+    int k = 0, bad = first_other_rank(mine, 4, &k);
+    if (bad < 0) return 0;
+    if (!running) return refuse_other_start(bad, what[k]);
+    if (dist_rank() == 0)
         runlog_say(&t->log, "npt train: error: after step %lld rank %d of %d holds other %s than rank 0, which should "
                             "not happen (please report it); the checkpoint is not written",
-                   (long long)t->meta.step, bad_rank, W, what[bad_what]);
-    return running ? 4 : 1;
+                   (long long)t->meta.step, bad, dist_world(), what[k]);
+    return 4;
 }
 
 /* Rank 0, when a run stops between steps: the state after the last step into an
@@ -1119,7 +1171,7 @@ static int run_session(const TrainArgs *a) {
     Trainer *t = npt_xcalloc(1, sizeof *t, "trainer");
     NptErr err;
     int rc = 1;
-    if (ranks_agree(load_recipe(t, a) || check_resume_file(a->resume))) {
+    if (ranks_agree(load_recipe(t, a) || check_resume_file(a->resume)) || options_differ(t, a)) {
         recipe_free(&t->r); /* t is zeroed: nothing to free when no recipe was read */
         free(t);
         return 1;

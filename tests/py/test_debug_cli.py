@@ -18,7 +18,10 @@ reported follows from where it was planted:
 - layer 3's ffn_norm x1e22 (float32 overflow in every window): a training run with
   train.debug_on_skip writes a report per skipped step naming layer 3's SwiGLU; eval
   and generate refuse the same copy's NaN logits (exit 3), and the debug command their
-  error line suggests finds layer 3's SwiGLU.
+  error line suggests finds layer 3's SwiGLU;
+- a step skipped for a NaN in its gradients alone (NPT_TEST_POISON_GRADS): the
+  debug_on_skip report blames no op (the rerun does not add to the skipped step's
+  gradients), and training ends as without the report.
 """
 import json
 import os
@@ -37,6 +40,15 @@ def run(*args, fsize=None):
     """npt debug ARGS: (rc, stdout, stderr); fsize as in run_npt."""
     p = run_npt("debug", *args, timeout=None, fsize=fsize)
     return p.returncode, p.stdout, p.stderr
+
+
+def adapters(path):
+    """The adapter tensors of a checkpoint by name ({} if it is not there)."""
+    out = {}
+    if os.path.exists(path):
+        with h5py.File(path, "r") as f:
+            f["adapters"].visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
 
 
 def edited_copy(src, dst, edit):
@@ -353,6 +365,29 @@ def main():
         rc, out, _ = run("replay", saved) if os.path.exists(saved) else (None, "", "")
         check(rc == 3 and "layer 3, op npt_swiglu" in out and "produced from finite inputs" in out,
               f"debug_on_skip saves the producer's inputs (.h5) and they replay to the same op (exit {rc})")
+
+        # 4b. a NaN in the gradients alone (test hook; the loss and every op stay finite):
+        # the report reruns the windows on gradients of their own, so it finds nothing
+        # rather than blaming the op that adds to the skipped step's NaN, and the run
+        # ends as the one without reports
+        runs = {}
+        for debug in ("true", "false"):
+            out_dir = os.path.join(tmp, "grads-" + debug)
+            sets = [f"model={BIN}", f"tokenizer={TOK}", f"output_dir={out_dir}", f"train.debug_on_skip={debug}",
+                    "data.seq_len=32", "train.batch_size=2", "train.grad_accum=2", "train.max_steps=3",
+                    "train.warmup_steps=1", "threads=1"]
+            runs[debug] = run_npt("train", "recipes/stories260k-safe.json", *set_flags(sets), timeout=300,
+                                  env=dict(os.environ, NPT_TEST_POISON_GRADS="1"))
+        txt_path = os.path.join(tmp, "grads-true", "debug_step0_skip1.txt")
+        txt = open(txt_path).read() if os.path.exists(txt_path) else ""
+        finals = [adapters(os.path.join(tmp, d, "final.h5")) for d in ("grads-true", "grads-false")]
+        same = bool(finals[0]) and sorted(finals[0]) == sorted(finals[1]) \
+            and all(finals[0][k].tobytes() == finals[1][k].tobytes() for k in finals[0])
+        p = runs["true"]
+        check(p.returncode == 0 and runs["false"].returncode == 0 and "the 4 windows are finite when rerun alone" in p.stderr
+              and txt.count("all ops finite") == 4 and "first non-finite" not in txt and same,
+              f"debug_on_skip after a gradient-only NaN: no op blamed ({txt.count('all ops finite')} of 4 windows finite), "
+              f"final adapters as without the report: {same} (exit {p.returncode})")
 
         # 5. the same copy in the other verbs: eval and generate refuse its NaN logits with
         # one line naming the window / position and the debug command, which finds it

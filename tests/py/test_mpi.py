@@ -14,10 +14,15 @@ its two gradient contributions summed across processes instead of inside one.
   4. resumed under MPI from a checkpoint, the run ends bit-identical to the
      uninterrupted MPI run;
   5. SIGTERM to rank 1 alone stops both ranks after the same step; rank 0 saves the
-     emergency checkpoint, and --resume auto ends bit-identical;
+     emergency checkpoint, and --resume auto ends bit-identical; SIGTERM to mpirun
+     itself: mpirun exits 1, the stop line names the checkpoint (docs/training.md);
   6. a non-finite micro-batch on rank 1 skips the step on both ranks, logged once;
+  4b. --resume auto past a truncated newer checkpoint: warned once (rank 0 picks the file
+     for all ranks), bit-identical;
   7. errors end the job once, with one line: grad_accum not a multiple of the ranks, the
-     teacher cache, ranks given different recipes (MPMD launch);
+     teacher cache, ranks given different recipes (MPMD launch), also options that change
+     the setup's collectives (training all weights, --resume) on one rank, refused rather
+     than hung; NPT_SHARE_WEIGHTS=0 on one rank gives each rank a copy, not a hang;
   8. ranks on 1 and 2 threads stay identical (compared at every checkpoint); one ulp of
      difference (a test hook) is caught there, and the checkpoint is not written;
   9. without threads in the recipe, an unbound launch shares the cores among the ranks.
@@ -51,6 +56,24 @@ def mpi_argv(out, sets=SETS, extra=(), ranks=2, mpi_flags=()):
 def run(argv, env=ENV, timeout=300):
     return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
                           stdin=subprocess.DEVNULL, env=env)
+
+
+def run_bounded(argv, env=ENV, timeout=60):
+    """run, but a job that hangs is stopped (mpirun forwards SIGTERM, then SIGKILLs the
+    ranks) and comes back with returncode None instead of hanging the test."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                            stdin=subprocess.DEVNULL, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        return subprocess.CompletedProcess(argv, None, out, err)
 
 
 def datasets(path):
@@ -125,6 +148,20 @@ def main():
         check(ok and r4.stderr.count("resumed from") == 1,
               f"resumed at step 3 under MPI, the run ends bit-identical to the uninterrupted one ({n} datasets; exit {r4.returncode})")
 
+        # ...and with --resume auto past a damaged newer checkpoint: rank 0 picks the file
+        # for every rank, so the skip is reported once and all ranks read the same one
+        damaged = os.path.join(tmp, "damaged")
+        os.makedirs(damaged)
+        shutil.copy(os.path.join(two, "ckpt-00000003.h5"), damaged)
+        with open(os.path.join(two, "final.h5"), "rb") as src, open(os.path.join(damaged, "ckpt-00000005.h5"), "wb") as dst:
+            dst.write(src.read(3000))
+        r = run(mpi_argv(damaged, extra=["--resume", "auto"]))
+        ok, n = same_bits(os.path.join(two, "final.h5"), os.path.join(damaged, "final.h5")) if r.returncode == 0 else (False, 0)
+        check(ok and r.stderr.count("skipped for resuming: ") == 1 and r.stderr.count("resumed from") == 1
+              and "ckpt-00000003.h5 at step 3" in r.stderr,
+              f"--resume auto past a truncated newer checkpoint: one warning, resumed at step 3, bit-identical "
+              f"({n} datasets; exit {r.returncode}, {r.stderr.count('skipped for resuming: ')} warnings)")
+
         # 5. SIGTERM to rank 1 alone
         long_sets = [s for s in SETS if not s.startswith(("train.max_steps", "checkpoint.every"))] + \
             ["train.max_steps=60", "checkpoint.every=1000"]
@@ -154,6 +191,24 @@ def main():
               f"SIGTERM to rank 1 only: the job stops (exit {proc.returncode}) with one checkpoint, kind {kind}, at step {step}")
         check(err.count("stopped by SIGTERM after step") == 1 and f"after step {step};" in err,
               "the stop is announced once, naming the checkpoint's step")
+        # SIGTERM to mpirun itself (a Ctrl-C, a scheduler): Open MPI forwards it a second
+        # later and exits 1, so the documented way to tell a resumable stop from a
+        # failure is rank 0's line naming the checkpoint, and that checkpoint
+        via_mpirun = os.path.join(tmp, "via-mpirun")
+        many = [x for x in long_sets if not x.startswith("train.max_steps")] + ["train.max_steps=600"]  # ends on its own
+        proc = subprocess.Popen(mpi_argv(via_mpirun, many), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=ENV, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        path = os.path.join(via_mpirun, "metrics.jsonl")
+        while time.time() < deadline and proc.poll() is None and not (os.path.exists(path) and len(open(path).readlines()) >= 3):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        ckpts, step, kind = stop_checkpoint(via_mpirun)
+        line = [l for l in err.splitlines() if l.startswith("npt train: stopped by SIGTERM after step")]
+        check(proc.returncode == 1 and len(line) == 1 and len(ckpts) == 1 and f"its state is in {via_mpirun}/{ckpts[0]}" in line[0],
+              f"SIGTERM to mpirun: mpirun exits {proc.returncode} (Open MPI's 1), the stop line names the checkpoint "
+              f"{ckpts} (step {step}, kind {kind})")
         r6 = run(mpi_argv(stopped, long_sets, extra=["--resume", "auto"]))
         ok, n = same_bits(os.path.join(full, "final.h5"), os.path.join(stopped, "final.h5")) if r6.returncode == 0 else (False, 0)
         check(ok, f"--resume auto after the stop ends bit-identical to the uninterrupted 60-step run ({n} datasets)")
@@ -181,6 +236,30 @@ def main():
         check(r.returncode != 0 and r.stderr.count("npt train: error:") == 1 and needle in r.stderr
               and not os.path.exists(os.path.join(out, "metrics.jsonl")),
               f"ranks launched with different recipes: exit {r.returncode}, one error line: {needle!r}")
+        # options that change which collectives the setup runs: here rank 1 alone trains
+        # the base (no shared copy), so the ranks must be refused before loading it
+        out = os.path.join(tmp, "err-mpmd-lm")
+        args = [NPT, "train", RECIPE] + set_flags(SETS + [f"output_dir={out}"])
+        r = run_bounded([MPIRUN, "-np", "1", *args, ":", "-np", "1", *args, "--set", "objective.type=lm",
+                         "--set", "objective.train_all_weights=true"])
+        check(r.returncode not in (0, None) and r.stderr.count("npt train: error:") == 1 and needle in r.stderr
+              and not os.path.exists(out),
+              f"rank 1 alone training all weights: refused, exit {r.returncode} (None: hung), one error line: {needle!r}")
+        # ...and --resume given to one rank alone (rank 0 picks the checkpoint for all)
+        r = run_bounded([MPIRUN, "-np", "1", *args, "--resume", "auto", ":", "-np", "1", *args])
+        needle = "rank 1 of 2 has other --resume option than rank 0"
+        check(r.returncode not in (0, None) and r.stderr.count("npt train: error:") == 1 and needle in r.stderr
+              and not os.path.exists(out),
+              f"--resume on rank 0 alone: refused, exit {r.returncode} (None: hung), one error line: {needle!r}")
+        # NPT_SHARE_WEIGHTS=0 on one rank of the machine: its ranks decide together, and
+        # each holds its own copy
+        unshared = os.path.join(tmp, "unshared")
+        args = [NPT, "train", RECIPE] + set_flags(SETS + [f"output_dir={unshared}"])
+        r = run_bounded([MPIRUN, "-np", "1", "env", "NPT_SHARE_WEIGHTS=0", *args, ":", "-np", "1", *args])
+        ok = r.returncode == 0 and same_bits(os.path.join(two, "final.h5"), os.path.join(unshared, "final.h5"))[0]
+        check(ok and "on each of 2 MPI ranks (micro-batches split over them)" in r.stderr,
+              f"NPT_SHARE_WEIGHTS=0 on rank 0 alone: a copy each, bit-identical to the shared run (exit {r.returncode}; None: hung)"
+              + (r.stderr[-300:] if r.returncode else ""))
 
         # 8. ranks on different thread counts (machines of different sizes) stay identical:
         # the gradient norm, computed by every rank, does not depend on the thread count;
