@@ -30,13 +30,6 @@ int teacher_cache_open(TeacherCache *c, const char *dir, double max_bytes, doubl
     if (records > (double)max_windows) records = (double)max_windows;
     if (records > INT32_MAX / 2) records = INT32_MAX / 2; /* the index has twice as many slots */
     c->max_records = (int32_t)records;
-    double need = (double)c->max_records * c->record_bytes;
-    struct statvfs vfs;
-    if (statvfs(dir, &vfs) != 0) return npt_fail(err, "teacher cache: cannot use directory '%s': %s", dir, strerror(errno));
-    double avail = (double)vfs.f_bavail * (double)vfs.f_frsize;
-    if (avail < need + reserve_bytes)
-        return npt_fail(err, "teacher cache: '%s' has %.3g GB free, the cache may take %.3g GB and %.3g GB stay free for "
-                        "checkpoints: lower it or free space", dir, avail / 1e9, need / 1e9, reserve_bytes / 1e9);
     char path[4096];
     if (snprintf(path, sizeof path, "%s/.npt-teacher-cache.XXXXXX", dir) >= (int)sizeof path)
         return npt_fail(err, "teacher cache: directory path too long: '%s'", dir);
@@ -47,6 +40,15 @@ int teacher_cache_open(TeacherCache *c, const char *dir, double max_bytes, doubl
         int e = errno;
         teacher_cache_close(c);
         return npt_fail(err, "teacher cache: cannot unlink '%s': %s", path, strerror(e));
+    }
+    /* the same measure new_record applies as the file grows */
+    double need = (double)c->max_records * c->record_bytes, avail = free_bytes(c->fd);
+    if (avail < need + reserve_bytes) {
+        int e = errno;
+        teacher_cache_close(c);
+        if (avail < 0) return npt_fail(err, "teacher cache: cannot measure the free space in '%s': %s", dir, strerror(e));
+        return npt_fail(err, "teacher cache: '%s' has %.3g GB free, the cache may take %.3g GB and %.3g GB stay free for "
+                        "checkpoints: lower it or free space", dir, avail / 1e9, need / 1e9, reserve_bytes / 1e9);
     }
     /* open addressing at most half full: a lookup probes about 1.5 slots */
     uint64_t slots = 2;
@@ -87,7 +89,7 @@ int32_t teacher_cache_stored(const TeacherCache *c) {
 
 /* The index slot of window w: its own, or the empty one where it would go. */
 static uint64_t index_slot(const TeacherCache *c, int64_t w) {
-    uint64_t i = ((uint64_t)w * 0x9E3779B97F4A7C15ull) >> 17 & c->mask;
+    uint64_t i = (((uint64_t)w * 0x9E3779B97F4A7C15ull) >> 17) & c->mask;
     while (c->slot_window[i] != -1 && c->slot_window[i] != w) i = (i + 1) & c->mask;
     return i;
 }
