@@ -255,6 +255,7 @@ static int run_forward(const DebugArgs *a, int layers_only) {
     NptErr err;
     DebugResult r;
     DebugOptions o = {.backward = a->backward && !layers_only};
+    if (s.np) o.grads = s.np->grads, o.n_grads = s.np->n_params; /* each run starts from zero */
     if (T < 1) goto done;
     if (a->precision != DEBUG_F32) {
         if (debug_run(&s.m, s.np, ids, T, &o, &r, &err)) goto fail;

@@ -331,7 +331,10 @@ int debug_run(const LlamaModel *m, const NptModel *npt, const int *tokens, int T
         for (int t = 0; t < T; t++) targets[t] = t + 1 < T ? tokens[t + 1] : -1;
         Tensor *loss = op_cross_entropy(&g, logits, targets);
         r->loss = loss->data[0];
-        if (o->backward && !r->first.found && isfinite(r->loss)) check_backward(&g, loss, r);
+        if (o->backward && !r->first.found && isfinite(r->loss)) {
+            if (o->grads) memset(o->grads, 0, o->n_grads * sizeof(float));
+            check_backward(&g, loss, r);
+        }
     }
     rc = 0;
     if (r->first.found && !r->first.backward && o->save_path) {
@@ -463,9 +466,8 @@ int debug_report_batch(const LlamaModel *m, const NptModel *npt, float *grads, s
     if (!f) return -1;
     int failing = 0;
     for (int b = 0; b < B; b++) {
-        DebugOptions o = {.backward = 1, .save_path = failing ? NULL : h5};
+        DebugOptions o = {.backward = 1, .save_path = failing ? NULL : h5, .grads = grads, .n_grads = n_grads};
         DebugResult r;
-        if (grads) memset(grads, 0, n_grads * sizeof(float));
         if (debug_run(m, npt, tokens + (size_t)b * T, T, &o, &r, err)) {
             npt_atomic_abort(&out);
             return -1;

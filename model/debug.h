@@ -64,6 +64,12 @@ typedef struct {
     DebugPrecision precision;
     int backward;          /* also replay the backward pass of the loss */
     const char *save_path; /* HDF5 file for the producer's inputs, NULL: none */
+    /* The block the trainable parameters' gradients accumulate into (NULL: none),
+     * zeroed before the backward pass, so a run is judged by its own gradients and not
+     * by a previous run's or a skipped training step's (whose NaN would be blamed on
+     * the first op that adds to it). */
+    float *grads;
+    size_t n_grads;
 } DebugOptions;
 
 typedef struct {
@@ -122,11 +128,8 @@ const char *debug_layer_state(const DebugLayerStat *s);
 /* For the trainer, when a batch is skipped as non-finite: runs the checker (forward
  * and backward of the next-token loss) on each of the B sequences of tokens [B*T] and
  * writes <stem>.txt (a report per sequence; sample_ids may be NULL) and <stem>.h5
- * (inputs of the first failing sequence's forward producer). grads[0..n_grads) (NULL:
- * nothing trains) is the block the trainable parameters' gradients accumulate into,
- * zeroed before each sequence, so a sequence is judged by its own gradients, not by
- * the skipped step's (whose NaN would be blamed on the op that adds to it) or an
- * earlier sequence's.
+ * (inputs of the first failing sequence's forward producer). grads[0..n_grads) is
+ * DebugOptions.grads, zeroed before each sequence.
  * Returns how many sequences failed, or -1 with err set. */
 int debug_report_batch(const LlamaModel *m, const NptModel *npt, float *grads, size_t n_grads, const int *tokens, int B,
                        int T, const int64_t *sample_ids, const char *stem, NptErr *err);

@@ -307,6 +307,17 @@ static void test_npt_adapter(const LlamaModel *m, const int *ids, int T, int k) 
     int rc = debug_run(m, &n, ids, T, &o, &r, &err);
     check(rc == 0 && !r.first.found, "NPT (all layers, rank 4) with backward: no producer");
     if (rc == 0) debug_result_free(&r);
+    /* a previous run's NaN gradients (a skipped step, the float32 run before a reduced
+     * precision one) would be blamed on the first op adding to them, unless zeroed */
+    for (size_t i = 0; i < n.n_params; i++) n.grads[i] = NAN;
+    rc = debug_run(m, &n, ids, T, &o, &r, &err);
+    check(rc == 0 && r.first.found && r.first.backward, "NaN gradients left in the block, not handed over: blamed in backward");
+    if (rc == 0) debug_result_free(&r);
+    for (size_t i = 0; i < n.n_params; i++) n.grads[i] = NAN;
+    o.grads = n.grads, o.n_grads = n.n_params;
+    rc = debug_run(m, &n, ids, T, &o, &r, &err);
+    check(rc == 0 && !r.first.found, "NaN gradients in the block handed over: zeroed first, no producer");
+    if (rc == 0) debug_result_free(&r);
     n.adapters[n.adapter_of_layer[k]].B_add.data[0] = NAN;
     rc = debug_run(m, &n, ids, T, &o, &r, &err);
     const DebugProducer *p = &r.first;
