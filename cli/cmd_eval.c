@@ -96,7 +96,7 @@ static int refuse_over_inputs(const EvalArgs *a, const char *tok_beside) {
  * windows of the data in file order into *tokens. Returns the window count. */
 static int open_windows(Session *s, const EvalArgs *a, int **tokens, int *T_out, NptErr *err) {
     if (session_open(s, a->model, a->tokenizer, 0, a->adapters, err) ||
-        session_open_data(s, a->data, a->format, a->seq_len, err))
+        session_open_data(s, a->data, a->format, a->seq_len, a->windows, err))
         return -1;
     int T = s->ds.seq_len;
     int n = s->ds.n_windows < (size_t)a->windows ? (int)s->ds.n_windows : (int)a->windows;

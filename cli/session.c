@@ -28,7 +28,7 @@ int session_window_len(const Session *s, long seq_len) {
     return s->m.cfg.seq_len < 256 ? s->m.cfg.seq_len : 256;
 }
 
-int session_open_data(Session *s, const char *data, const char *format, long seq_len, NptErr *err) {
+int session_open_data(Session *s, const char *data, const char *format, long seq_len, long max_windows, NptErr *err) {
     int T = session_window_len(s, seq_len);
     if (T > s->m.cfg.seq_len)
         return npt_fail(err, "--seq-len %d is longer than the model's context of %d", T, s->m.cfg.seq_len);
@@ -40,7 +40,7 @@ int session_open_data(Session *s, const char *data, const char *format, long seq
         return npt_fail(err, "%s is %s and no tokenizer was found beside the model; pass --tokenizer", data,
                         dataset_format_name(fmt));
     int bos = s->tok ? tokenizer_bos_id(s->tok) : s->m.cfg.bos_id;
-    return dataset_open(&s->ds, data, fmt, s->tok, s->m.cfg.vocab_size, bos, T, 0, 0, err);
+    return dataset_open(&s->ds, data, fmt, s->tok, s->m.cfg.vocab_size, bos, T, 0, 0, (uint64_t)max_windows, err);
 }
 
 void session_free(Session *s) {

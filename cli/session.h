@@ -23,8 +23,9 @@ int session_open(Session *s, const char *model, const char *tokenizer, int need_
  * dataset_parse_format ("auto" detects it from the path). Text and JSONL need the
  * tokenizer. seq_len is the window length asked for (--seq-len): 0 gives
  * session_window_len's default; longer than the model's context is an error. The
- * windows' length is then s->ds.seq_len. */
-int session_open_data(Session *s, const char *data, const char *format, long seq_len, NptErr *err);
+ * windows' length is then s->ds.seq_len. Text is tokenized only as far as the first
+ * max_windows windows (0: all of it): eval and debug read no further. */
+int session_open_data(Session *s, const char *data, const char *format, long seq_len, long max_windows, NptErr *err);
 /* Window length for a --seq-len value: itself, or 0 -> min(256, the model's context). */
 int session_window_len(const Session *s, long seq_len);
 void session_free(Session *s);

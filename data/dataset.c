@@ -3,6 +3,7 @@
  * data_permute, source choice from a hash of (seed, draw index), so the state of the
  * whole stream is a handful of integers: the cursor. */
 #include "data_internal.h"
+#include "../util/atomic_file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -73,13 +74,14 @@ static int tokenize_to_temp(DataSource *s, const char *path, const PrepareOption
     snprintf(tmp, sizeof tmp, "%s/npt-tokens-XXXXXX.u32", tmpdir && tmpdir[0] ? tmpdir : "/tmp");
     int fd = mkstemps(tmp, 4);
     if (fd < 0) return npt_fail(err, "cannot create a temporary token file in %s: %s", tmpdir ? tmpdir : "/tmp", strerror(errno));
+    npt_temp_track(tmp, 0); /* a signal while tokenizing removes it too */
     close(fd);
     PrepareStats st;
     PrepareOptions wide = *o;
     wide.output_format = DATASET_U32;
     int rc = data_prepare(path, tmp, &wide, &st, err);
     if (rc == 0) rc = token_file_open(&s->file, tmp, DATASET_U32, vocab, err);
-    unlink(tmp); /* the open descriptor keeps it readable */
+    npt_temp_remove(tmp); /* the open descriptor keeps it readable */
     if (rc == 0) snprintf(s->file.name, sizeof s->file.name, "%s", path);
     return rc;
 }
@@ -98,6 +100,7 @@ static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConf
                             .input_format = spec->format, .text_field = spec->text_field,
                             .skip_bad_records = c->skip_bad_records, .progress = c->log, .log = c->log};
         if (!c->cache_dir) {
+            o.max_tokens = c->max_windows * (uint64_t)(c->seq_len - 1);
             if (tokenize_to_temp(s, spec->path, &o, c->vocab_size, err)) return -1;
         } else {
             char path[4300];
@@ -178,11 +181,11 @@ int dataset_open_config(Dataset *ds, const DataConfig *c, NptErr *err) {
 }
 
 int dataset_open(Dataset *ds, const char *path, DatasetFormat fmt, const Tokenizer *tok, int vocab_size, int bos,
-                 int seq_len, int shuffle, uint64_t seed, NptErr *err) {
+                 int seq_len, int shuffle, uint64_t seed, uint64_t max_windows, NptErr *err) {
     DataSourceSpec spec = {.path = path, .format = fmt, .weight = 1};
     DataConfig c = {.sources = &spec, .n_sources = 1, .seq_len = seq_len, .shuffle = shuffle, .seed = seed,
                     .tok = tok, .vocab_size = vocab_size, .bos = bos, .eos = tok ? tokenizer_eos_id(tok) : -1,
-                    .seq_len_name = "--seq-len"};
+                    .seq_len_name = "--seq-len", .max_windows = max_windows};
     return dataset_open_config(ds, &c, err);
 }
 

@@ -53,6 +53,8 @@ typedef struct {
     const char *cache_dir;        /* token cache; NULL: tokenize into a temporary file */
     FILE *log;                    /* progress and warnings; NULL = silent */
     const char *seq_len_name;     /* what sets seq_len, for messages: NULL = "data.seq_len" */
+    uint64_t max_windows;         /* 0: all; else text without a cache is tokenized only until
+                                   * this many windows exist (PrepareOptions.max_tokens) */
 } DataConfig;
 
 typedef struct DataSource DataSource;
@@ -72,10 +74,11 @@ typedef struct {
 /* Opens every source (tokenizing text/JSONL into the cache when needed). */
 int dataset_open_config(Dataset *ds, const DataConfig *cfg, NptErr *err);
 /* One source, no validation split, no cache (text is tokenized into a temporary
- * file); for `npt debug`, `npt eval` and tests. tok may be NULL for token files.
- * Messages name the window length as their flag, --seq-len. */
+ * file, only as far as max_windows windows when it is not 0: DataConfig); for
+ * `npt debug`, `npt eval` and tests. tok may be NULL for token files. Messages name
+ * the window length as their flag, --seq-len. */
 int dataset_open(Dataset *ds, const char *path, DatasetFormat fmt, const Tokenizer *tok, int vocab_size, int bos,
-                 int seq_len, int shuffle, uint64_t seed, NptErr *err);
+                 int seq_len, int shuffle, uint64_t seed, uint64_t max_windows, NptErr *err);
 void dataset_free(Dataset *ds);
 
 /* Next B training windows into tokens [B*T]; sample_ids (may be NULL) gets each

@@ -681,6 +681,8 @@ static int block_flush(Job *j, NptErr *err) {
     return 0;
 }
 
+static int enough_tokens(const Job *j) { return j->o->max_tokens && j->st->tokens >= j->o->max_tokens; }
+
 static int prepare_file(Job *j, int file, NptErr *err) {
     const char *path = j->files->path[file];
     DatasetFormat in = j->o->input_format;
@@ -705,7 +707,7 @@ static int prepare_file(Job *j, int file, NptErr *err) {
             rc = npt_fail(err, "%s: stopped by %s while tokenizing; nothing was written", path, npt_signal_name(sig));
             break;
         }
-        if ((rc = block_flush(j, err))) break;
+        if ((rc = block_flush(j, err)) || enough_tokens(j)) break;
     }
     j->done_bytes = before + j->files->size[file];
     j->st->bytes += j->files->size[file];
@@ -749,7 +751,7 @@ static int prepare_into(const char *input, const char *output, const PrepareOpti
         return -1;
     }
     int rc = writer_open(&j.w, output, kind, tokenizer_vocab_size(o->tok) > 65536, cache_key, err);
-    for (int i = 0; rc == 0 && i < files.n; i++) rc = prepare_file(&j, i, err);
+    for (int i = 0; rc == 0 && i < files.n && !enough_tokens(&j); i++) rc = prepare_file(&j, i, err);
     if (rc == 0) rc = block_flush(&j, err);
     st->seconds = npt_now_seconds() - j.prog.start;
     if (rc == 0 && st->tokens == 0) rc = npt_fail(err, "%s holds no text (no non-empty document)", input);

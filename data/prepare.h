@@ -38,6 +38,10 @@ typedef struct {
     DatasetFormat output_format; /* DATASET_AUTO: from the output name */
     FILE *progress;              /* progress bar / lines; NULL = none */
     FILE *log;                   /* warnings; NULL = none */
+    /* 0: all the input. Else tokenizing stops after the block (a few MB of text) that
+     * brings the count to max_tokens: the output is a prefix of the whole one, for
+     * commands that read only the first windows (npt eval, npt debug). */
+    uint64_t max_tokens;
 } PrepareOptions;
 
 typedef struct {

@@ -165,7 +165,7 @@ static void test_jsonl(const Tokenizer *tok) {
 
 static int open_u16(const char *path, int vocab, NptErr *err) {
     Dataset ds;
-    int rc = dataset_open(&ds, path, DATASET_AUTO, NULL, vocab, BOS, 8, 1, 1, err);
+    int rc = dataset_open(&ds, path, DATASET_AUTO, NULL, vocab, BOS, 8, 1, 1, 0, err);
     if (rc == 0) dataset_free(&ds);
     return rc;
 }
@@ -192,10 +192,10 @@ static void test_token_files(const Tokenizer *tok) {
     check(dataset_open_config(&ds, &ct, &err) == -1 && !strncmp(err.msg, short_text, strlen(short_text)) &&
               says(&err, "fewer than one window", "token cache"),
           "too little text for one window names the text file, then its token cache: %s", err.msg);
-    check(dataset_open(&ds, in_dir("nothing"), DATASET_U16, NULL, VOCAB, BOS, 8, 0, 1, &err) == -1 &&
+    check(dataset_open(&ds, in_dir("nothing"), DATASET_U16, NULL, VOCAB, BOS, 8, 0, 1, 0, &err) == -1 &&
               says(&err, "nothing", "directory"),
           "a folder given as a token file: %s", err.msg);
-    check(dataset_open(&ds, write_text("t.txt", "Hello there."), DATASET_AUTO, NULL, VOCAB, BOS, 8, 0, 1, &err) == -1 &&
+    check(dataset_open(&ds, write_text("t.txt", "Hello there."), DATASET_AUTO, NULL, VOCAB, BOS, 8, 0, 1, 0, &err) == -1 &&
               says(&err, "t.txt", "needs a tokenizer"),
           "text without a tokenizer: %s", err.msg);
     DataSourceSpec s[2] = {{in_dir("big_ids.u16"), DATASET_U16, 1, NULL}, {in_dir("odd.u16"), DATASET_AUTO, 0, NULL}};

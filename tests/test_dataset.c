@@ -104,7 +104,7 @@ static void test_windows_and_order(const char *path) {
     enum { N = 1000, T = 11 };
     Dataset a, b;
     NptErr err;
-    if (dataset_open(&a, path, DATASET_U16, NULL, VOCAB, BOS, T, 0, 7, &err)) {
+    if (dataset_open(&a, path, DATASET_U16, NULL, VOCAB, BOS, T, 0, 7, 0, &err)) {
         check(0, "open %s: %s", path, err.msg);
         return;
     }
@@ -121,7 +121,7 @@ static void test_windows_and_order(const char *path) {
           "dataset_window(57) is window 57");
     dataset_free(&a);
 
-    dataset_open(&a, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 42, &err);
+    dataset_open(&a, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 42, 0, &err);
     int64_t seq_a[250];
     for (int i = 0; i < 250; i++) dataset_next_batch(&a, 1, batch, &seq_a[i]); /* crosses 2 epochs */
     int differs = 0, perm_ok = 1, seen[100] = {0};
@@ -131,12 +131,12 @@ static void test_windows_and_order(const char *path) {
     }
     check(differs && perm_ok, "an epoch is a permutation of all windows, not the file order");
     check(memcmp(seq_a, seq_a + 100, 100 * sizeof(int64_t)) != 0, "each epoch has its own order");
-    dataset_open(&b, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 42, &err);
+    dataset_open(&b, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 42, 0, &err);
     int64_t same[250];
     for (int i = 0; i < 250; i++) dataset_next_batch(&b, 1, batch, &same[i]);
     check(!memcmp(seq_a, same, sizeof same), "the same seed gives the same order");
     dataset_free(&b);
-    dataset_open(&b, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 43, &err);
+    dataset_open(&b, path, DATASET_U16, NULL, VOCAB, BOS, T, 1, 43, 0, &err);
     int64_t other[100];
     for (int i = 0; i < 100; i++) dataset_next_batch(&b, 1, batch, &other[i]);
     check(memcmp(other, seq_a, sizeof other) != 0, "another seed gives another order");
@@ -390,7 +390,7 @@ static void test_formats(void) {
     char spec[600];
     snprintf(spec, sizeof spec, "%s:/corpus/ids", in_dir("hand.h5"));
     int w[11];
-    ok = dataset_open(&a, spec, DATASET_AUTO, NULL, VOCAB, BOS, 11, 0, 1, &err) == 0 && a.n_windows == 100 &&
+    ok = dataset_open(&a, spec, DATASET_AUTO, NULL, VOCAB, BOS, 11, 0, 1, 0, &err) == 0 && a.n_windows == 100 &&
          dataset_window(&a, 42, w, &err) == 0 && w[1] == value(420, 0) && w[10] == value(429, 0);
     check(ok, "an int32 HDF5 dataset FILE.h5:/corpus/ids: 100 windows, window 42 = ids 420..429 (%s)", ok ? "" : err.msg);
     if (ok) dataset_free(&a);
@@ -645,7 +645,7 @@ static double rss_after(const char *path, int T, long draws, double *secs) {
     Dataset ds;
     NptErr err;
     double t0 = npt_now_seconds();
-    if (dataset_open(&ds, path, DATASET_AUTO, NULL, VOCAB, BOS, T, 1, 3, &err)) {
+    if (dataset_open(&ds, path, DATASET_AUTO, NULL, VOCAB, BOS, T, 1, 3, 0, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }

@@ -182,6 +182,27 @@ def test_bad_inputs(ckpt, tmp):
         check(ok, f"bad input, {name}: exit {r.returncode}, {lines[0] if lines else '(no message)'}")
 
 
+def test_tokenizes_only_the_windows_read(tmp):
+    """Text is tokenized only as far as the windows eval reads: 6 MB of stories, then a
+    byte that is not UTF-8. --windows 4 stops after the first 4 MB block and never sees
+    it; asking for more windows than the good text holds reaches it and fails on it."""
+    with open(VALID, "rb") as f:
+        stories = f.read()
+    path = os.path.join(tmp, "good-then-bad.txt")
+    with open(path, "wb") as f:
+        for _ in range(6 * 1024 * 1024 // len(stories) + 1):
+            f.write(stories)
+        f.write(b"\n<|endoftext|>\nThe end \xff\n")
+    few = run_npt("eval", "--model", MODEL, "--data", path, "--seq-len", str(T), "--windows", "4", "--json")
+    many = run_npt("eval", "--model", MODEL, "--data", path, "--seq-len", str(T), "--windows", "10000000")
+    check(few.returncode == 0 and json.loads(few.stdout)["windows"] == 4,
+          f"--windows 4 of 6 MB of text and a bad byte after it: exit {few.returncode} (the bad byte is never tokenized) "
+          f"{few.stderr.strip()[-160:]}")
+    check(many.returncode == 1 and "invalid UTF-8" in many.stderr,
+          f"--windows 10000000 of the same file tokenizes it all and names the bad byte: exit {many.returncode}, "
+          f"{many.stderr.strip()[-160:]}")
+
+
 def test_periodic(tmp):
     """eval.every in a training run: one eval.jsonl line per eval (steps 10 and 20), and
     the last one equals `npt eval` of final.h5 on the same windows (data.valid is the
@@ -221,6 +242,7 @@ def main():
         after = test_parity_and_training(tmp)
         test_base_only(after)
         test_bad_inputs(after, tmp)
+        test_tokenizes_only_the_windows_read(tmp)
         test_periodic(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,9 @@ behind when a signal ends them mid-write, and the file they were to replace is i
   2. npt export MODEL --out DIR, ended by SIGTERM while it writes the directory (a
      random 0.3 GB model; stopped the moment model.safetensors appears, then signalled,
      so a busy machine cannot let the write finish first): no DIR.tmp.PID, no DIR;
-  3. the control: the same scan left alone finishes and replaces LIST.tsv.
+  3. the control: the same scan left alone finishes and replaces LIST.tsv;
+  4. npt eval --data TEXT, ended by SIGINT and by SIGTERM while it tokenizes the text
+     into $TMPDIR: neither the token file nor its temporary is left there.
 Run from the repo root: /usr/bin/python3 tests/py/test_signal_temps.py
 """
 import os
@@ -28,11 +30,12 @@ def temps(directory):
     return [f for f in os.listdir(directory) if ".tmp." in f]
 
 
-def signal_when(argv, appears, sig, timeout=120):
+def signal_when(argv, appears, sig, timeout=120, env=None):
     """Starts argv and sends sig once the path `appears` exists, the process stopped
     (harness.pause) the moment the path is seen, so the signal lands at that point of the
     work however busy the machine is. (returncode, stderr, seen)."""
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                         env=env)
     deadline, seen = time.time() + timeout, False
     while p.poll() is None and time.time() < deadline:
         if os.path.exists(appears(p.pid)):
@@ -79,6 +82,32 @@ def test_export(tmp):
           f"no temporary directory ({temps(tmp)}), no output directory")
 
 
+def test_eval_tokens(tmp):
+    tmpdir = os.path.join(tmp, "evaltmp")
+    os.makedirs(tmpdir)
+    text = os.path.join(tmp, "stories.txt")
+    with open(DATA, "rb") as f:
+        stories = f.read()
+    with open(text, "wb") as f:
+        for _ in range(24):  # 19 MB: seconds of tokenizing, more than the windows asked for allow to skip
+            f.write(stories)
+    argv = [NPT, "eval", "--model", MODEL, "--data", text, "--windows", "100000000"]
+    env = dict(os.environ, TMPDIR=tmpdir)
+
+    def writing(pid):  # data_prepare's temporary beside the token file npt-tokens-XXXXXX.u32
+        names = [n for n in os.listdir(tmpdir) if n.endswith(f".tmp.{pid}")]
+        return os.path.join(tmpdir, names[0]) if names else os.path.join(tmpdir, "(none yet)")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        rc, err, seen = signal_when(argv, writing, sig, env=env)
+        left = os.listdir(tmpdir)
+        check(seen and rc == -sig and left == [],
+              f"eval ended by {sig.name} while tokenizing: killed by it (returncode {rc}, caught mid-write: {seen}), "
+              f"nothing left in TMPDIR ({left})")
+        for n in left:
+            os.remove(os.path.join(tmpdir, n))
+
+
 def main():
     if not built(NPT):
         return exit_code()
@@ -86,6 +115,7 @@ def main():
     try:
         test_scan(tmp)
         test_export(tmp)
+        test_eval_tokens(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return exit_code()
