@@ -681,6 +681,13 @@ static int block_flush(Job *j, NptErr *err) {
     return 0;
 }
 
+/* Between blocks, and before the output is committed (a signal during the last or only
+ * block): -1 naming the signal when one asked to stop; the caller removes the partial output. */
+static int stopped(const char *input, NptErr *err) {
+    int sig = npt_stop_requested();
+    return sig ? npt_fail(err, "%s: stopped by %s while tokenizing; nothing was written", input, npt_signal_name(sig)) : 0;
+}
+
 static int enough_tokens(const Job *j) { return j->o->max_tokens && j->st->tokens >= j->o->max_tokens; }
 
 static int prepare_file(Job *j, int file, NptErr *err) {
@@ -702,12 +709,7 @@ static int prepare_file(Job *j, int file, NptErr *err) {
         if ((rc = block_add(&j->b, &f, file, jsonl, err))) break;
         j->done_bytes = before + r.base + r.doc;
         if (j->b.len < BLOCK_BYTES) continue;
-        int sig = npt_stop_requested(); /* between blocks: the caller removes the partial output */
-        if (sig) {
-            rc = npt_fail(err, "%s: stopped by %s while tokenizing; nothing was written", path, npt_signal_name(sig));
-            break;
-        }
-        if ((rc = block_flush(j, err)) || enough_tokens(j)) break;
+        if ((rc = stopped(path, err)) || (rc = block_flush(j, err)) || enough_tokens(j)) break;
     }
     j->done_bytes = before + j->files->size[file];
     j->st->bytes += j->files->size[file];
@@ -753,6 +755,7 @@ static int prepare_into(const char *input, const char *output, const PrepareOpti
     int rc = writer_open(&j.w, output, kind, tokenizer_vocab_size(o->tok) > 65536, cache_key, err);
     for (int i = 0; rc == 0 && i < files.n && !enough_tokens(&j); i++) rc = prepare_file(&j, i, err);
     if (rc == 0) rc = block_flush(&j, err);
+    if (rc == 0) rc = stopped(input, err);
     st->seconds = npt_now_seconds() - j.prog.start;
     if (rc == 0 && st->tokens == 0) rc = npt_fail(err, "%s holds no text (no non-empty document)", input);
     rc = writer_close(&j.w, rc == 0, o, st, err) || rc ? -1 : 0;

@@ -8,7 +8,8 @@
      exit 130, nothing left in the cache directory (no partial cache, no temporary file),
      no checkpoint;
   3. npt data prepare stopped by SIGINT: exit 130, neither the output nor its temporary
-     file on disk.
+     file on disk; also when the input is a single block (2 MB: the signal lands in its
+     only, final block, after which nothing else would look at it).
 Not tested: that a second signal ends the process at once (the handler resets itself to
 the default action, SA_RESETHAND; timing a second signal into a given phase is racy).
 """
@@ -143,16 +144,16 @@ def test_train_sigint_while_tokenizing(tmp):
     check(left == [], f"sigint/tokenizing: no checkpoint or temporary file in the run directory: {left}")
 
 
-def test_prepare_sigint(tmp):
-    text, out_dir = big_text(tmp), os.path.join(tmp, "prepared")
+def test_prepare_sigint(tmp, copies, label):
+    text, out_dir = big_text(tmp, copies), os.path.join(tmp, label.replace("/", "-"))
     os.mkdir(out_dir)
     argv = [NPT, "data", "prepare", text, "-o", os.path.join(out_dir, "big.u16"), "--tokenizer", TOK]
-    err = sigint_while_tokenizing(argv, out_dir, "sigint/prepare")
+    err = sigint_while_tokenizing(argv, out_dir, label)
     if err is None:
         return
     check(f"npt data prepare: error: {text}: stopped by SIGINT while tokenizing; nothing was written" in err,
-          "sigint/prepare: one error line names the text and the signal")
-    check(os.listdir(out_dir) == [], f"sigint/prepare: neither the output nor its temporary file is left: {os.listdir(out_dir)}")
+          f"{label}: one error line names the text and the signal")
+    check(os.listdir(out_dir) == [], f"{label}: neither the output nor its temporary file is left: {os.listdir(out_dir)}")
 
 
 def main():
@@ -162,7 +163,8 @@ def main():
     try:
         test_train_sigterm_resume(tmp)
         test_train_sigint_while_tokenizing(tmp)
-        test_prepare_sigint(tmp)
+        test_prepare_sigint(tmp, 20, "sigint/prepare")
+        test_prepare_sigint(tmp, 1, "sigint/prepare-one-block")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return exit_code()
