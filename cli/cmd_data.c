@@ -216,7 +216,7 @@ static int stats(const DataArgs *a) {
         fprintf(stderr, "npt data stats: error: %s\n", err.msg);
         return 1;
     }
-    double mean = st.documents ? (double)st.tokens / (double)st.documents : 0;
+    double mean = st.documents ? (double)(st.tokens - st.before_first_bos) / (double)st.documents : 0;
     unsigned long long windows = a->seq_len ? (unsigned long long)(st.tokens / (uint64_t)(a->seq_len - 1)) : 0;
     if (a->json) {
         printf("{\"file\":\"%s\",\"tokens\":%llu,\"documents\":%llu,\"bos\":%d,\"min_id\":%llu,\"max_id\":%llu,"
@@ -230,7 +230,7 @@ static int stats(const DataArgs *a) {
                    (unsigned long long)st.hist[b]);
             first = 0;
         }
-        printf("]");
+        printf("],\"before_first_bos\":%llu", (unsigned long long)st.before_first_bos);
         if (a->seq_len) printf(",\"seq_len\":%ld,\"windows\":%llu", a->seq_len, windows);
         printf("}\n");
         return 0;
@@ -239,6 +239,9 @@ static int stats(const DataArgs *a) {
            (unsigned long long)st.documents, bos, (unsigned long long)st.min_id, (unsigned long long)st.max_id);
     printf("document length (tokens, BOS included): min %llu, mean %.1f, max %llu\n", (unsigned long long)st.min_doc, mean,
            (unsigned long long)st.max_doc);
+    if (st.before_first_bos)
+        printf("%llu tokens before the first BOS (the tail of a document cut off): in no document\n",
+               (unsigned long long)st.before_first_bos);
     uint64_t most = 1;
     for (int b = 0; b < 40; b++)
         if (st.hist[b] > most) most = st.hist[b];

@@ -53,6 +53,7 @@ typedef struct {
     int kind;         /* DATASET_U16, DATASET_U32 or DATASET_HDF5 */
     int fd;           /* raw files */
     int64_t h5_file, h5_dset, h5_space; /* HDF5 handles (hid_t), -1 when closed */
+    int h5_signed;                      /* HDF5: the ids' type is signed */
     uint64_t n_tokens;
     int vocab_size;   /* every id read is checked against it; 0 = unchecked */
     uint64_t data_off;  /* raw files: bytes before the first id (the header's) */

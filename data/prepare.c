@@ -872,7 +872,7 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
 
 typedef struct {
     TokenStats *st;
-    int bos;
+    int bos, seen_bos;
     uint64_t cur;
 } StatsCtx;
 
@@ -894,8 +894,9 @@ static int stats_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
         uint64_t v = (uint64_t)ids[i];
         if (start + i == 0 || v < c->st->min_id) c->st->min_id = v;
         if (v > c->st->max_id) c->st->max_id = v;
-        if (ids[i] == c->bos) end_doc(c);
-        c->cur++;
+        if (ids[i] == c->bos) end_doc(c), c->seen_bos = 1;
+        if (c->seen_bos) c->cur++;
+        else c->st->before_first_bos++;
     }
     return 0;
 }
@@ -908,7 +909,7 @@ int data_token_stats(const char *spec, DatasetFormat fmt, int bos, TokenStats *s
                         "with npt data prepare %s -o FILE.u16 --tokenizer T", spec, dataset_format_name(kind), spec);
     TokenFile f;
     if (token_file_open(&f, spec, kind, 0, err)) return -1;
-    StatsCtx c = {st, bos, 0};
+    StatsCtx c = {st, bos, 0, 0};
     st->tokens = f.n_tokens;
     int rc = token_file_scan(&f, stats_chunk, &c, err);
     end_doc(&c);

@@ -67,6 +67,7 @@ typedef struct {
     uint64_t tokens, documents, min_id, max_id;
     uint64_t min_doc, max_doc;  /* document lengths in tokens, BOS included */
     uint64_t hist[40];          /* documents of length in [2^i, 2^(i+1)) */
+    uint64_t before_first_bos;  /* tokens ahead of the first BOS: part of no document */
 } TokenStats;
 
 /* Streams a token file (path, "file.h5:/dataset"); documents start at each bos. */

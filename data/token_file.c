@@ -67,6 +67,7 @@ static int open_h5(TokenFile *f, const char *spec, NptErr *err) {
     hid_t type = H5Dget_type(f->h5_dset);
     H5T_class_t cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
     size_t size = type >= 0 ? H5Tget_size(type) : 0;
+    f->h5_signed = cls == H5T_INTEGER && H5Tget_sign(type) != H5T_SGN_NONE;
     if (type >= 0) H5Tclose(type);
     if (cls != H5T_INTEGER)
         return npt_fail(err, "%s is %s dataset (%zu-byte values); token datasets hold integer ids", f->name,
@@ -199,9 +200,17 @@ static int pread_all(TokenFile *f, void *buf, size_t bytes, uint64_t off, NptErr
     return 0;
 }
 
-static int bad_id(const TokenFile *f, long long id, uint64_t pos, NptErr *err) {
-    return npt_fail(err, "%s: token %lld at position %llu is outside the model's vocabulary of %d; the file was made with another tokenizer",
-                    f->name, id, (unsigned long long)pos, f->vocab_size);
+/* id as the file holds it: signed only in a signed HDF5 dataset. Without a model
+ * (npt data stats) the bound is what an int holds, not a vocabulary. */
+static int bad_id(const TokenFile *f, int64_t id, int is_signed, uint64_t pos, NptErr *err) {
+    char v[32];
+    if (is_signed) snprintf(v, sizeof v, "%lld", (long long)id);
+    else snprintf(v, sizeof v, "%llu", (unsigned long long)(uint64_t)id);
+    if (f->vocab_size <= 0)
+        return npt_fail(err, "%s: token %s at position %llu is not a token id (npt reads ids 0..%d)", f->name, v,
+                        (unsigned long long)pos, INT32_MAX);
+    return npt_fail(err, "%s: token %s at position %llu is outside the model's vocabulary of %d; the file was made with another tokenizer",
+                    f->name, v, (unsigned long long)pos, f->vocab_size);
 }
 
 /* One piece of at most CHUNK ids. */
@@ -211,27 +220,28 @@ static int read_piece(TokenFile *f, uint64_t start, size_t n, int *out, NptErr *
         uint16_t buf[CHUNK];
         if (pread_all(f, buf, n * 2, f->data_off + start * 2, err)) return -1;
         for (size_t i = 0; i < n; i++) {
-            if (buf[i] >= limit) return bad_id(f, buf[i], start + i, err);
+            if (buf[i] >= limit) return bad_id(f, buf[i], 0, start + i, err);
             out[i] = buf[i];
         }
     } else if (f->kind == DATASET_U32) {
         uint32_t buf[CHUNK];
         if (pread_all(f, buf, n * 4, f->data_off + start * 4, err)) return -1;
         for (size_t i = 0; i < n; i++) {
-            if (buf[i] >= limit) return bad_id(f, buf[i], start + i, err);
+            if (buf[i] >= limit) return bad_id(f, buf[i], 0, start + i, err);
             out[i] = (int)buf[i];
         }
     } else {
-        int64_t buf[CHUNK];
+        int64_t buf[CHUNK]; /* uint64 values when the dataset is unsigned: read as int64, 2^63 and up would clamp */
         hsize_t off = start, cnt = n;
         hid_t mem = H5Screate_simple(1, &cnt, NULL);
+        hid_t type = f->h5_signed ? H5T_NATIVE_INT64 : H5T_NATIVE_UINT64;
         int rc = mem < 0 || H5Sselect_hyperslab(f->h5_space, H5S_SELECT_SET, &off, NULL, &cnt, NULL) < 0 ||
-                 H5Dread(f->h5_dset, H5T_NATIVE_INT64, mem, f->h5_space, H5P_DEFAULT, buf) < 0;
+                 H5Dread(f->h5_dset, type, mem, f->h5_space, H5P_DEFAULT, buf) < 0;
         if (mem >= 0) H5Sclose(mem);
         if (rc) return npt_fail(err, "cannot read tokens %llu..%llu of %s", (unsigned long long)start,
                                 (unsigned long long)(start + n), f->name);
         for (size_t i = 0; i < n; i++) {
-            if (buf[i] < 0 || (uint64_t)buf[i] >= limit) return bad_id(f, (long long)buf[i], start + i, err);
+            if ((f->h5_signed && buf[i] < 0) || (uint64_t)buf[i] >= limit) return bad_id(f, buf[i], f->h5_signed, start + i, err);
             out[i] = (int)buf[i];
         }
     }

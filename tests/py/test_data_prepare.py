@@ -236,6 +236,27 @@ def test_errors(tmp):
           f"npt train on invalid UTF-8 stops with the file and offset: {r.stderr.strip().splitlines()[-1]!r}")
 
 
+def test_stats_edges(tmp):
+    """npt data stats without a model: tokens ahead of the first BOS belong to no document
+    (a document starts at each BOS); an id no int holds is named as the file has it (an
+    unsigned HDF5 2^63 + 5 is not clamped to 2^63 - 1), and not blamed on a vocabulary."""
+    lead = os.path.join(tmp, "lead.u16")
+    np.array([5, 6, 1, 7, 8, 1, 9], "<u2").tofile(lead)
+    r = run_npt("data", "stats", lead, "--bos", "1", "--json")
+    st = json.loads(r.stdout) if r.returncode == 0 else {}
+    check(st.get("documents") == 2 and st.get("before_first_bos") == 2 and st.get("doc_len") == {"min": 2, "mean": 2.5, "max": 3},
+          f"[5 6 | 1 7 8 | 1 9]: 2 documents of 3 and 2 tokens, 2 tokens before the first BOS: {r.stdout.strip()}")
+    cases = [("neg.h5", np.array([1, 2, -3], "i2"), "token -3 at position 2 is not a token id"),
+             ("u64.h5", np.array([1, 2, 2**63 + 5], "u8"), f"token {2**63 + 5} at position 2 is not a token id")]
+    for name, ids, want in cases:
+        path = os.path.join(tmp, name)
+        with h5py.File(path, "w") as f:
+            f["tokens"] = ids
+        r = run_npt("data", "stats", path)
+        check(r.returncode == 1 and want in r.stderr and "vocabulary" not in r.stderr,
+              f"data stats of {ids.dtype} ids {list(ids)}: {r.stderr.strip()}")
+
+
 def test_full_disk(tmp):
     """valid.h5 from test_roundtrip is ~390 KB (194481 uint16 ids); the limit is 100 KB."""
     good = os.path.join(tmp, "valid.h5")
@@ -315,6 +336,7 @@ def main():
         test_text_vs_tokens(tmp, prepared)
         test_mixed_resume(tmp, prepared)
         test_errors(tmp)
+        test_stats_edges(tmp)
         test_full_disk(tmp)
         test_long_documents(tmp)
     finally:
