@@ -69,6 +69,8 @@ int token_file_read(TokenFile *f, uint64_t start, size_t n, int *out, NptErr *er
  * and statistics); fn returns non-zero to stop with that code. */
 int token_file_scan(TokenFile *f, int (*fn)(const int *ids, size_t n, uint64_t start, void *ctx), void *ctx,
                     NptErr *err);
+/* token_checksum_final of every id (a scan, so every id is also checked). */
+int token_file_checksum(TokenFile *f, uint64_t *out, NptErr *err);
 void token_file_close(TokenFile *f);
 
 #endif

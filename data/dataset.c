@@ -17,9 +17,12 @@ struct DataSource {
     uint64_t n_windows, n_train, n_valid; /* validation: the last n_valid windows */
     uint64_t first;                       /* id of window 0 */
     uint64_t drawn;                       /* training windows drawn from it */
+    uint64_t fingerprint;                 /* token_checksum of all its ids: a resume must find them again */
 };
 
-enum { CURSOR_VERSION = 2 };
+/* 3: 4 + 3 per source (window counts, draws, then the sources' fingerprints). 2, the
+ * same without fingerprints, is still restored: dataset_restore returns 1 for it. */
+enum { CURSOR_VERSION = 3, CURSOR_VERSION_UNCHECKED = 2 };
 
 static const char *const format_names[] = {"auto", "text", "jsonl", "tokens_u16", "tokens_u32", "hdf5"};
 
@@ -65,8 +68,6 @@ void dataset_source_file(const char *spec, char *file, size_t n) {
     if (!data_split_h5_spec(spec, file, n, dset, sizeof dset)) snprintf(file, n, "%s", spec);
 }
 
-static int no_op_chunk(const int *ids, size_t n, uint64_t start, void *ctx) { return 0; }
-
 /* Text into an unnamed temporary token file (no cache directory). */
 static int tokenize_to_temp(DataSource *s, const char *path, const PrepareOptions *o, int vocab, NptErr *err) {
     const char *tmpdir = getenv("TMPDIR");
@@ -91,6 +92,7 @@ static const char *seq_len_name(const DataConfig *c) { return c->seq_len_name ? 
 
 static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConfig *c, NptErr *err) {
     memset(s, 0, sizeof *s);
+    int cached = 0;
     s->file.fd = -1;
     s->file.h5_file = s->file.h5_dset = s->file.h5_space = -1;
     DatasetFormat fmt = spec->format == DATASET_AUTO ? dataset_detect_format(spec->path) : spec->format;
@@ -109,11 +111,15 @@ static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConf
                 return -1;
             /* messages about this data name the user's file, not only the cache's */
             snprintf(s->file.name, sizeof s->file.name, "%.2000s (token cache %.2000s)", spec->path, path);
+            cached = s->file.has_header;
         }
-    } else {
-        if (token_file_open(&s->file, spec->path, fmt, c->vocab_size, err)) return -1;
-        if (token_file_scan(&s->file, no_op_chunk, NULL, err)) return -1; /* every id in the vocabulary */
+    } else if (token_file_open(&s->file, spec->path, fmt, c->vocab_size, err)) {
+        return -1;
     }
+    /* The token cache's header holds the checksum data_cached_tokens just verified; any
+     * other file is read once here anyway, every id against the vocabulary. */
+    if (cached) s->fingerprint = s->file.header.checksum;
+    else if (token_file_checksum(&s->file, &s->fingerprint, err)) return -1;
     s->n_windows = s->file.n_tokens / (uint64_t)(c->seq_len - 1);
     if (s->n_windows == 0)
         return npt_fail(err, "%s holds %llu tokens, fewer than one window of %s %d", s->file.name,
@@ -252,7 +258,7 @@ int dataset_valid_window(Dataset *ds, uint64_t i, int *tokens, NptErr *err) {
 }
 
 int dataset_cursor(const Dataset *ds, int64_t *cursor, int cap) {
-    int n = 4 + 2 * ds->n_src;
+    int n = 4 + 3 * ds->n_src;
     if (cap < n) return 0;
     cursor[0] = CURSOR_VERSION;
     cursor[1] = (int64_t)ds->seed;
@@ -261,6 +267,7 @@ int dataset_cursor(const Dataset *ds, int64_t *cursor, int cap) {
     for (int i = 0; i < ds->n_src; i++) {
         cursor[4 + 2 * i] = (int64_t)ds->src[i].n_train;
         cursor[5 + 2 * i] = (int64_t)ds->src[i].drawn;
+        cursor[4 + 2 * ds->n_src + i] = (int64_t)ds->src[i].fingerprint;
     }
     return n;
 }
@@ -274,15 +281,17 @@ static void window_list(const int64_t *counts, int stride, int n, char *buf, siz
 }
 
 int dataset_restore(Dataset *ds, const int64_t *c, int n, NptErr *err) {
-    if (n == 4 && c[0] != CURSOR_VERSION)
+    if (n == 4) /* the first loader's: every later cursor has a source, so 6 values or more */
         return npt_fail(err, "the checkpoint's data cursor comes from an older npt (epoch %lld, position %lld of %lld windows); its sample order cannot be continued by this version: start a new run",
                         (long long)c[0], (long long)c[1], (long long)c[2]);
     /* The checks name what differs: the message never shows the same figures on both sides. */
-    if (n < 4 || c[0] != CURSOR_VERSION || c[3] < 1 || c[3] > DATASET_MAX_SOURCES || n != 4 + 2 * c[3])
+    int per_source = n >= 1 && c[0] == CURSOR_VERSION ? 3 : n >= 1 && c[0] == CURSOR_VERSION_UNCHECKED ? 2 : 0;
+    if (n < 4 || !per_source || c[3] < 1 || c[3] > DATASET_MAX_SOURCES || n != 4 + per_source * c[3])
         return npt_fail(err, "the checkpoint's data cursor is not one this npt writes (%d values, version %lld, %lld sources; "
-                        "expected version %d with 4 + 2 per source): the checkpoint is damaged or from another version; "
-                        "resume from another checkpoint, or start a new run",
-                        n, n >= 1 ? (long long)c[0] : -1LL, n >= 4 ? (long long)c[3] : -1LL, CURSOR_VERSION);
+                        "expected version %d with 4 + 3 per source, or %d with 4 + 2): the checkpoint is damaged or from "
+                        "another version; resume from another checkpoint, or start a new run",
+                        n, n >= 1 ? (long long)c[0] : -1LL, n >= 4 ? (long long)c[3] : -1LL, CURSOR_VERSION,
+                        CURSOR_VERSION_UNCHECKED);
     int64_t sum = 0;
     int negative = 0;
     for (int i = 0; i < c[3]; i++) {
@@ -315,7 +324,15 @@ int dataset_restore(Dataset *ds, const int64_t *c, int n, NptErr *err) {
                         "training windows, seed %lld)%s; resume with the same data and recipe",
                         was, (long long)c[1], now, (long long)(int64_t)ds->seed, which);
     }
+    if (per_source == 3)
+        for (int i = 0; i < ds->n_src; i++)
+            if ((uint64_t)c[4 + 2 * ds->n_src + i] != ds->src[i].fingerprint)
+                return npt_fail(err, "the checkpoint was trained on other tokens than %.1000s holds now (the same %lld "
+                                "training windows, but fingerprint %016llx, the checkpoint's %016llx): the file was "
+                                "changed or replaced; resume with the data it was trained on",
+                                ds->src[i].file.name, (long long)have[i], (unsigned long long)ds->src[i].fingerprint,
+                                (unsigned long long)c[4 + 2 * ds->n_src + i]);
     ds->drawn = (uint64_t)c[2];
     for (int i = 0; i < ds->n_src; i++) ds->src[i].drawn = (uint64_t)c[5 + 2 * i];
-    return 0;
+    return per_source == 2; /* restored, the tokens unchecked */
 }

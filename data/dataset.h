@@ -28,7 +28,7 @@
 typedef enum { DATASET_AUTO, DATASET_TEXT, DATASET_JSONL, DATASET_U16, DATASET_U32, DATASET_HDF5 } DatasetFormat;
 
 #define DATASET_MAX_SOURCES 32
-#define DATASET_CURSOR_MAX (4 + 2 * DATASET_MAX_SOURCES)
+#define DATASET_CURSOR_MAX (4 + 3 * DATASET_MAX_SOURCES)
 
 typedef struct {
     const char *path;        /* file, folder (text), or "file.h5:/dataset" */
@@ -94,7 +94,9 @@ int dataset_valid_window(Dataset *ds, uint64_t i, int *tokens, NptErr *err);
 
 /* The exact position of the training stream, for checkpoints: at most
  * DATASET_CURSOR_MAX values; returns how many were written. Restoring checks that the
- * cursor belongs to the same sources, split and seed. */
+ * cursor belongs to the same sources (their window counts and a fingerprint of all
+ * their tokens), split and seed; returns 0, -1 with err set, or 1 for a cursor of an
+ * npt before fingerprints: restored, with the tokens unchecked (the caller says so). */
 int dataset_cursor(const Dataset *ds, int64_t *cursor, int cap);
 int dataset_restore(Dataset *ds, const int64_t *cursor, int n, NptErr *err);
 

@@ -777,12 +777,6 @@ int data_prepare(const char *input, const char *output, const PrepareOptions *o,
  * versions wrote it. Any seed works. */
 #define TOKEN_CACHE_SEED 1469598103934665603ull
 
-static int checksum_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
-    uint64_t *h = ctx;
-    *h = token_checksum_add(*h, ids, n);
-    return 0;
-}
-
 /* 1 when the cache file at path is whole: its header matches the key, the file's size
  * and the checksum of its ids; else 0 and why says what is wrong, starting with the
  * path. Reads the whole file once (with a note on log first when that takes a while). */
@@ -795,7 +789,7 @@ static int cache_check(const char *path, DatasetFormat kind, uint64_t key, uint6
         return 0;
     }
     int ok = 0;
-    uint64_t sum = TOKEN_CHECKSUM_SEED;
+    uint64_t sum;
     if (!f.has_header) {
         snprintf(why, why_n, "%s does not start with a token-cache header (cut short, or not written as a cache by "
                  "this npt)", path);
@@ -805,9 +799,9 @@ static int cache_check(const char *path, DatasetFormat kind, uint64_t key, uint6
     } else {
         if (log && size > (1ull << 30))
             fprintf(log, "npt: %s: checking the cached tokens %s (%.1f GB)\n", input, path, (double)size / 1e9);
-        if (token_file_scan(&f, checksum_chunk, &sum, &e))
+        if (token_file_checksum(&f, &sum, &e))
             snprintf(why, why_n, "%s", e.msg);
-        else if (token_checksum_final(sum, f.n_tokens) != f.header.checksum)
+        else if (sum != f.header.checksum)
             snprintf(why, why_n, "%s does not match its checksum (the file was damaged)", path);
         else
             ok = 1;

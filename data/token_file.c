@@ -178,6 +178,19 @@ int token_file_open(TokenFile *f, const char *spec, DatasetFormat kind, int voca
     return rc;
 }
 
+static int checksum_chunk(const int *ids, size_t n, uint64_t start, void *ctx) {
+    uint64_t *h = ctx;
+    *h = token_checksum_add(*h, ids, n);
+    return 0;
+}
+
+int token_file_checksum(TokenFile *f, uint64_t *out, NptErr *err) {
+    uint64_t sum = TOKEN_CHECKSUM_SEED;
+    if (token_file_scan(f, checksum_chunk, &sum, err)) return -1;
+    *out = token_checksum_final(sum, f->n_tokens);
+    return 0;
+}
+
 void token_file_close(TokenFile *f) {
     if (f->fd >= 0) close(f->fd);
     if (f->h5_space >= 0) H5Sclose(f->h5_space);

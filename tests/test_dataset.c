@@ -199,7 +199,7 @@ static void test_mixing(void) {
     int n = dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
     dataset_free(&b);
     dataset_open_config(&b, &c, &err);
-    check(n == 10 && dataset_restore(&b, cur, n, &err) == 0, "a 3-source cursor has %d values and restores", n);
+    check(n == 13 && dataset_restore(&b, cur, n, &err) == 0, "a 3-source cursor has %d values and restores", n);
     for (int i = 1234; i < DRAWS; i += 1) dataset_next_batch(&b, 1, batch, &again[i]);
     check(!memcmp(ids, again, sizeof ids), "after restoring the cursor the next %d draws are identical (batch size 1 vs %d)",
           DRAWS - 1234, B);
@@ -225,6 +225,17 @@ static void test_mixing(void) {
     dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
     check(dataset_restore(&b, cur, n - 2, &err) == -1 && strstr(err.msg, "not one this npt writes"),
           "a cursor of the wrong length: %s", err.msg);
+    /* other tokens with the same window counts: only the sources' fingerprints tell */
+    dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    cur[4 + 2 * 3 + 1] ^= 1;
+    check(dataset_restore(&b, cur, n, &err) == -1 && strstr(err.msg, "other tokens than") && strstr(err.msg, p[1]),
+          "a cursor whose second source held other tokens is refused, naming it: %s", err.msg);
+    /* the previous version's cursor (no fingerprints: 4 + 2 per source) still restores, flagged */
+    dataset_cursor(&b, cur, DATASET_CURSOR_MAX);
+    cur[0] = 2;
+    int unchecked = dataset_restore(&b, cur, n - 3, &err);
+    check(unchecked == 1 && b.drawn == (uint64_t)cur[2], "a version-2 cursor (no fingerprints) restores, reported unchecked (%d): %s",
+          unchecked, unchecked < 0 ? err.msg : "");
     int64_t legacy[4] = {3, 1234, 100, 5};
     check(dataset_restore(&b, legacy, 4, &err) == -1 && strstr(err.msg, "older npt"),
           "a 4-value cursor of the previous loader is refused by name: %s", err.msg);

@@ -641,7 +641,7 @@ static int resume_from(Trainer *t, const char *spec) {
     if (ckpt_load(path, &meta, &tensors, &n, &err)) return fail("%s", err.msg);
     memset(&want, 0, sizeof want);
     adapters_fill_meta(&want, &t->model, t->have_npt ? &t->npt : NULL);
-    int rc = 1;
+    int rc = 1, unchecked = 0;
     if (ckpt_check_base(path, &meta, &want, &err)) {
         fail("%s", err.msg);
     } else if (t->have_npt && (meta.rank != want.rank || meta.safe_mode != want.safe_mode ||
@@ -659,7 +659,7 @@ static int resume_from(Trainer *t, const char *spec) {
         fail("%s", err.msg);
     } else if (!t->have_npt && restore_weights(t, path, tensors, n, &err)) {
         fail("%s", err.msg);
-    } else if (dataset_restore(&t->data, meta.data_cursor, meta.n_data_cursor, &err)) {
+    } else if ((unchecked = dataset_restore(&t->data, meta.data_cursor, meta.n_data_cursor, &err)) < 0) {
         fail("%s: %s", path, err.msg);
     } else {
         t->opt.step = meta.opt_step;
@@ -681,6 +681,9 @@ static int resume_from(Trainer *t, const char *spec) {
             inform("npt train: warning: %s differ%s from the recipe that wrote %s: the run goes on from it, but "
                             "will not reproduce an uninterrupted run of either recipe\n",
                     changed, strchr(changed, ',') ? "" : "s", path);
+        if (unchecked)
+            inform("npt train: warning: %s comes from an npt that did not fingerprint its data: only the window "
+                   "counts show it is the same data\n", path);
         rc = 0;
     }
     ckpt_free(&meta, tensors, n);
@@ -725,7 +728,7 @@ static int train_step(Trainer *t, CkptHistoryRow *row, int64_t *ids_out, int *n_
     dist_sum_doubles(sums, 5);
     if (sums[4] > 0) { /* the step did not happen: its windows come first after a resume */
         NptErr err;
-        if (dataset_restore(&t->data, cursor, n_cursor, &err)) npt_die("rewinding the data cursor: %s", err.msg);
+        if (dataset_restore(&t->data, cursor, n_cursor, &err) < 0) npt_die("rewinding the data cursor: %s", err.msg);
         t->batches_drawn = drawn;
         return read_failed_here ? -1 : -2;
     }

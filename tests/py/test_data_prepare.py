@@ -203,8 +203,9 @@ def test_mixed_resume(tmp, prepared):
         la, lb = fa["history/loss"][()], fb["history/loss"][()]
         names = [f"adapters/{layer}/{t}" for layer in fa["adapters"] for t in fa["adapters"][layer]]
         same_adapters = bool(names) and all(np.array_equal(fa[k][()], fb[k][()]) for k in names)
-    check(ca == cb and len(ca) == 8 and ca[3] == 2 and ca[2] == 12 * 4 and ca[5] + ca[7] == 48,
-          f"the 2-source cursor: 8 int64 values, 48 windows drawn ({ca[5]} + {ca[7]}), equal after resume")
+    check(ca == cb and len(ca) == 10 and ca[3] == 2 and ca[2] == 12 * 4 and ca[5] + ca[7] == 48 and ca[8] != ca[9],
+          f"the 2-source cursor: 10 int64 values, 48 windows drawn ({ca[5]} + {ca[7]}), the sources' two fingerprints, "
+          f"equal after resume")
     check(np.array_equal(la, lb) and same_adapters,
           "resumed from step 6: the same losses and adapters at step 12 as without the interruption")
 

@@ -33,7 +33,7 @@ import time
 
 import h5py
 import numpy as np
-from harness import (HF656 as M656, NPT, STORIES260K_BIN as S260, built, check, exit_code, pause, run_npt, set_flags,
+from harness import (HF656 as M656, NPT, STORIES260K_BIN as S260, TRAIN_TEXT, built, check, exit_code, pause, run_npt, set_flags,
                      shared_path)
 
 SAFE = "recipes/stories260k-safe.json"
@@ -640,6 +640,18 @@ def test_resume_mismatch(tmp, run_dir):
     sides = cursor_sides(msg)
     check(r.returncode == 1 and "inconsistent" in msg and damaged in msg and (sides is None or sides[0] != sides[1]),
           f"resume from a checkpoint whose data cursor does not add up: exit {r.returncode}, {msg}")
+    # other tokens, the same window count: the training text with its first two stories
+    # swapped (tokenized a document at a time, the count cannot change); only the data
+    # fingerprint in the cursor tells
+    with open(TRAIN_TEXT, encoding="utf-8") as f:
+        docs = f.read().split("<|endoftext|>")
+    swapped = os.path.join(tmp, "swapped.txt")
+    with open(swapped, "w", encoding="utf-8") as f:
+        f.write("<|endoftext|>".join([docs[1], docs[0]] + docs[2:]))
+    r = train(SAFE, SHORT + [f"data.train={swapped}"], os.path.join(tmp, "mismatch"), extra=["--resume", ckpt])
+    msg = next((ln for ln in r.stderr.splitlines() if "error" in ln), tail(r.stderr))
+    check(r.returncode == 1 and "other tokens than" in msg and swapped in msg and "same" in msg,
+          f"resume on other text of the same window count: exit {r.returncode}, {msg}")
     # the learning rate and the length may change, with a warning that the run no longer
     # reproduces an uninterrupted one
     r = train(SAFE, SHORT + ["train.lr=5e-5", "train.max_steps=40"], os.path.join(tmp, "lr_changed"),
