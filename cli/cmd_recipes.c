@@ -24,8 +24,11 @@ static const char *validate_help =
     "RECIPE is a file, or the name of a bundled recipe (see npt recipes list).\n"
     "Unless --schema-only, also checks that the files it names exist, loads the model and\n"
     "makes npt train's checks before a run: npt.rank, npt.layers and data.seq_len against\n"
-    "the model, the tokenizer against its vocabulary, data.train set, and the token cache\n"
-    "and output_dir being directories (or creatable).\n\n"
+    "the model, the tokenizer against its vocabulary, data.train set, data.valid not a\n"
+    "training file, and the token cache and output_dir being directories (or creatable).\n"
+    "Token and HDF5 files are opened as npt train opens them (size, format, at least one\n"
+    "window); text is not tokenized and token ids are not checked against the vocabulary\n"
+    "(both need a pass over the whole corpus: npt train makes them).\n\n"
     "  --set key.path=value  override a key (value parsed as JSON, else taken as a string)\n"
     "  --schema-only         check the recipe alone: no file checks, no model load\n"
     "  --json                print {\"ok\":..., \"errors\":[{\"path\",\"message\"}], ...}\n\n"
@@ -93,6 +96,7 @@ static void check_paths(const Recipe *r, RecipeDiag *d) {
 static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int *loaded) {
     recipe_training_issues(r, d);
     if (d->n_errors) return;
+    train_data_issues(r, d); /* needs no model: reported even when the model does not load */
     LlamaModel m;
     NptErr err;
     if (load_full_model(r->model, &m, &err)) {
