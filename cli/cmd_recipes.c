@@ -109,6 +109,25 @@ static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int 
     llama_free(&m);
 }
 
+/* The data lines: data.train, or each of data.sources with its weight (a recipe with
+ * sources sets no data.train), then where validation windows come from. */
+static void print_data_summary(const Recipe *r) {
+    printf("  data        ");
+    if (r->data.n_sources)
+        for (int i = 0; i < r->data.n_sources; i++)
+            printf("%s%s (weight %g)", i ? ", " : "", r->data.sources[i].path, r->data.sources[i].weight);
+    else
+        printf("%s", r->data.train[0] ? r->data.train : "(data.train not set)");
+    printf(", seq_len %d%s\n", r->data.seq_len, r->data.shuffle ? ", shuffled" : "");
+    if (r->data.valid[0])
+        printf("  valid       %s (data.valid)\n", r->data.valid);
+    else if (r->data.valid_fraction > 0)
+        printf("  valid       the last %g%% of each training source's windows (data.valid_fraction %g)\n",
+               100 * r->data.valid_fraction, r->data.valid_fraction);
+    else
+        printf("  valid       none (set data.valid or data.valid_fraction to evaluate held-out windows)\n");
+}
+
 static void print_summary(const char *file, const Recipe *r, const LlamaConfig *shape, int loaded) {
     char lr[64];
     recipe_format_number(r->train.lr, lr, sizeof lr);
@@ -123,8 +142,7 @@ static void print_summary(const char *file, const Recipe *r, const LlamaConfig *
     printf("  objective   %s", recipe_choice_name("objective.type", r->objective.type));
     if (r->objective.type == OBJECTIVE_DISTILL) printf(" (%s)", recipe_choice_name("objective.loss", r->objective.loss));
     printf(", lambda %g\n", r->objective.lambda);
-    printf("  data        %s, seq_len %d%s\n", r->data.train[0] ? r->data.train : "(data.train not set)", r->data.seq_len,
-           r->data.shuffle ? ", shuffled" : "");
+    print_data_summary(r);
     printf("  train       %s lr %s, %s schedule, warmup %d, %d steps x batch %d x accum %d, clip %g\n",
            recipe_choice_name("train.optimizer", r->train.optimizer), lr,
            recipe_choice_name("train.schedule", r->train.schedule), r->train.warmup_steps, r->train.max_steps,
