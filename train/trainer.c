@@ -627,7 +627,7 @@ static int refuse_other_run(const Trainer *t, const char *resume, const char *me
     for (size_t i = 0; i < NPT_ARRAY_LEN(written); i++) {
         if (written[i]) snprintf(existing, sizeof existing, "%s/%s", t->r.output_dir, written[i]);
         else snprintf(existing, sizeof existing, "%s", metrics);
-        if (stat(existing, &st) == 0)
+        if (lstat(existing, &st) == 0) /* lstat: a dangling symlink would be replaced too */
             return fail("%s holds %s of an earlier run but no checkpoint to continue; remove the file, or choose "
                         "another output_dir (--set output_dir=...)", t->r.output_dir, existing);
     }
