@@ -68,15 +68,18 @@ int parse_float_arg(const char *s, const char *flag, const char *verb, double lo
 
 int refuse_existing_output(const char *path, const char *flag, int force, const char *verb) {
     struct stat st;
-    if (stat(path, &st) != 0) return 0;
+    /* lstat: a dangling symlink is an existing entry too, and the rename that writes
+     * the output would replace it; stat then judges what a live link points to */
+    if (lstat(path, &st) != 0) return 0;
+    int dangling = stat(path, &st) != 0;
     /* --force replaces a file, never a device, directory or pipe (as root, a rename would) */
-    if (!S_ISREG(st.st_mode)) {
+    if (!dangling && !S_ISREG(st.st_mode)) {
         fprintf(stderr, "npt %s: error: %s %s exists and is not a regular file; choose another path\n", verb, flag, path);
         return -1;
     }
     if (force) return 0;
-    fprintf(stderr, "npt %s: error: %s %s already exists; choose another path, or pass --force to replace it\n", verb,
-            flag, path);
+    fprintf(stderr, "npt %s: error: %s %s already exists%s; choose another path, or pass --force to replace it\n", verb,
+            flag, path, dangling ? " (a symbolic link to a missing file)" : "");
     return -1;
 }
 

@@ -21,13 +21,14 @@ static const char *generate_help =
     "  --temperature X  0 = greedy (default 0)\n"
     "  --top-p P        nucleus sampling threshold in (0, 1] (default 0.9)\n"
     "  --seed S         random seed for sampling (default 42)\n"
-    "  --json           print {\"prompt_tokens\":[...],\"tokens\":[...],\"text\":...} instead of streaming\n";
+    "  --json           print one object instead of streaming: {\"prompt_tokens\":N (BOS included),\n"
+    "                   \"tokens\":[ids, prompt then generated],\"text\":...,\"tokens_per_second\":X}\n";
 
 typedef struct {
     const char *model, *adapters, *tokenizer, *prompt;
     long steps, seed;
     double temperature, top_p;
-    int json;
+    int json, steps_given; /* whether --steps was on the command line, for messages */
 } GenerateArgs;
 
 static int parse(int argc, char **argv, GenerateArgs *a) {
@@ -51,6 +52,7 @@ static int parse(int argc, char **argv, GenerateArgs *a) {
             if (!(v = arg_value(argc, argv, &i, "--steps", "generate")) ||
                 parse_int_arg(v, "--steps", "generate", 1, 1 << 20, &a->steps))
                 return -1;
+            a->steps_given = 1;
         } else if (arg_is(argv[i], "--seed")) {
             if (!(v = arg_value(argc, argv, &i, "--seed", "generate")) ||
                 parse_int_arg(v, "--seed", "generate", 0, __LONG_MAX__, &a->seed))
@@ -86,6 +88,19 @@ static void print_json_string(const char *s) {
         else putchar(c);
     }
     putchar('"');
+}
+
+/* A prompt of n_prompt tokens does not fit in steps positions: name the limit that
+ * matters, the model's context (--steps is capped at it, so raising --steps cannot
+ * help) or else --steps (given, or its default), and the way out. */
+static void report_long_prompt(const GenerateArgs *a, int n_prompt, int steps, int context) {
+    if (n_prompt > context)
+        fprintf(stderr, "npt generate: error: the prompt is %d tokens (BOS included), more than the model's context of "
+                "%d tokens; shorten the prompt\n", n_prompt, context);
+    else
+        fprintf(stderr, "npt generate: error: the prompt is %d tokens (BOS included), more than --steps %d%s allows; "
+                "raise --steps (at most the model's context, %d) or shorten the prompt\n", n_prompt, steps,
+                a->steps_given ? "" : " (the default)", context);
 }
 
 /* Number of NaN/Inf among the n logits: sampling from them would print garbage. */
@@ -134,7 +149,7 @@ int cmd_generate(int argc, char **argv) {
     } else if (n_prompt < 0) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
     } else if (n_prompt > steps) {
-        fprintf(stderr, "npt generate: error: the prompt is %d tokens, more than --steps %d allows\n", n_prompt, steps);
+        report_long_prompt(&a, n_prompt, steps, m->cfg.seq_len);
     } else if (llama_infer_init(&s, &m->cfg, np, steps, &err)) {
         fprintf(stderr, "npt generate: error: %s\n", err.msg);
     } else if (sampler_init(&smp, m->cfg.vocab_size, (float)a.temperature, (float)a.top_p, (uint64_t)a.seed)) {

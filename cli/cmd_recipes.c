@@ -24,8 +24,11 @@ static const char *validate_help =
     "RECIPE is a file, or the name of a bundled recipe (see npt recipes list).\n"
     "Unless --schema-only, also checks that the files it names exist, loads the model and\n"
     "makes npt train's checks before a run: npt.rank, npt.layers and data.seq_len against\n"
-    "the model, the tokenizer against its vocabulary, data.train set, and the token cache\n"
-    "and output_dir being directories (or creatable).\n\n"
+    "the model, the tokenizer against its vocabulary, data.train set, data.valid not a\n"
+    "training file, and the token cache and output_dir being directories (or creatable).\n"
+    "Token and HDF5 files are opened as npt train opens them (size, format, at least one\n"
+    "window); text is not tokenized and token ids are not checked against the vocabulary\n"
+    "(both need a pass over the whole corpus: npt train makes them).\n\n"
     "  --set key.path=value  override a key (value parsed as JSON, else taken as a string)\n"
     "  --schema-only         check the recipe alone: no file checks, no model load\n"
     "  --json                print {\"ok\":..., \"errors\":[{\"path\",\"message\"}], ...}\n\n"
@@ -93,6 +96,7 @@ static void check_paths(const Recipe *r, RecipeDiag *d) {
 static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int *loaded) {
     recipe_training_issues(r, d);
     if (d->n_errors) return;
+    train_data_issues(r, d); /* needs no model: reported even when the model does not load */
     LlamaModel m;
     NptErr err;
     if (load_full_model(r->model, &m, &err)) {
@@ -103,6 +107,25 @@ static void check_model(const Recipe *r, RecipeDiag *d, LlamaConfig *shape, int 
     *loaded = 1;
     train_setup_issues(r, &m, 1, NULL, d);
     llama_free(&m);
+}
+
+/* The data lines: data.train, or each of data.sources with its weight (a recipe with
+ * sources sets no data.train), then where validation windows come from. */
+static void print_data_summary(const Recipe *r) {
+    printf("  data        ");
+    if (r->data.n_sources)
+        for (int i = 0; i < r->data.n_sources; i++)
+            printf("%s%s (weight %g)", i ? ", " : "", r->data.sources[i].path, r->data.sources[i].weight);
+    else
+        printf("%s", r->data.train[0] ? r->data.train : "(data.train not set)");
+    printf(", seq_len %d%s\n", r->data.seq_len, r->data.shuffle ? ", shuffled" : "");
+    if (r->data.valid[0])
+        printf("  valid       %s (data.valid)\n", r->data.valid);
+    else if (r->data.valid_fraction > 0)
+        printf("  valid       the last %g%% of each training source's windows (data.valid_fraction %g)\n",
+               100 * r->data.valid_fraction, r->data.valid_fraction);
+    else
+        printf("  valid       none (set data.valid or data.valid_fraction to evaluate held-out windows)\n");
 }
 
 static void print_summary(const char *file, const Recipe *r, const LlamaConfig *shape, int loaded) {
@@ -119,8 +142,7 @@ static void print_summary(const char *file, const Recipe *r, const LlamaConfig *
     printf("  objective   %s", recipe_choice_name("objective.type", r->objective.type));
     if (r->objective.type == OBJECTIVE_DISTILL) printf(" (%s)", recipe_choice_name("objective.loss", r->objective.loss));
     printf(", lambda %g\n", r->objective.lambda);
-    printf("  data        %s, seq_len %d%s\n", r->data.train[0] ? r->data.train : "(data.train not set)", r->data.seq_len,
-           r->data.shuffle ? ", shuffled" : "");
+    print_data_summary(r);
     printf("  train       %s lr %s, %s schedule, warmup %d, %d steps x batch %d x accum %d, clip %g\n",
            recipe_choice_name("train.optimizer", r->train.optimizer), lr,
            recipe_choice_name("train.schedule", r->train.schedule), r->train.warmup_steps, r->train.max_steps,
@@ -316,8 +338,10 @@ static int recipes_copy(const char *name, const char *dest_arg, int force) {
     }
     const char *in[] = {src};
     if (refuse_output_over_inputs(dest, "the destination", in, 1, "recipes copy")) return 1;
-    if (!force && stat(dest, &st) == 0) {
-        fprintf(stderr, "npt recipes: error: %s already exists; pass --force to overwrite it\n", dest);
+    /* lstat: a dangling symlink exists too, and writing dest would replace it */
+    if (!force && lstat(dest, &st) == 0) {
+        fprintf(stderr, "npt recipes: error: %s already exists%s; pass --force to overwrite it\n", dest,
+                S_ISLNK(st.st_mode) && stat(dest, &st) != 0 ? " (a symbolic link to a missing file)" : "");
         return 1;
     }
     NptErr err;

@@ -90,6 +90,17 @@ static int tokenize_to_temp(DataSource *s, const char *path, const PrepareOption
 /* The setting the user gave the window length with: the recipe key, or a command's flag. */
 static const char *seq_len_name(const DataConfig *c) { return c->seq_len_name ? c->seq_len_name : "data.seq_len"; }
 
+/* The windows of an opened source; a source too short for one is an error (shared by
+ * open_source and dataset_check_source, so npt validate and npt train say the same). */
+static int count_windows(DataSource *s, const DataConfig *c, NptErr *err) {
+    s->n_windows = s->file.n_tokens / (uint64_t)(c->seq_len - 1);
+    if (s->n_windows == 0)
+        return npt_fail(err, "%s holds %llu tokens, fewer than one window of %s %d", s->file.name,
+                        (unsigned long long)s->file.n_tokens, seq_len_name(c), c->seq_len);
+    s->n_train = s->n_windows;
+    return 0;
+}
+
 static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConfig *c, NptErr *err) {
     memset(s, 0, sizeof *s);
     int cached = 0;
@@ -120,12 +131,7 @@ static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConf
      * other file is read once here anyway, every id against the vocabulary. */
     if (cached) s->fingerprint = s->file.header.checksum;
     else if (token_file_checksum(&s->file, &s->fingerprint, err)) return -1;
-    s->n_windows = s->file.n_tokens / (uint64_t)(c->seq_len - 1);
-    if (s->n_windows == 0)
-        return npt_fail(err, "%s holds %llu tokens, fewer than one window of %s %d", s->file.name,
-                        (unsigned long long)s->file.n_tokens, seq_len_name(c), c->seq_len);
-    s->n_train = s->n_windows;
-    return 0;
+    return count_windows(s, c, err);
 }
 
 static int split_valid(DataSource *s, double fraction, NptErr *err) {
@@ -200,6 +206,23 @@ void dataset_free(Dataset *ds) {
         for (int i = 0; i < ds->n_src + ds->has_valid_src; i++) token_file_close(&ds->src[i].file);
     free(ds->src);
     memset(ds, 0, sizeof *ds);
+}
+
+/* npt validate's look at a source without training on it: a token or HDF5 source is
+ * opened as open_source opens it (format, size, header, dataset) and its windows and
+ * validation split are counted, but its ids are not read (that scan reads the whole
+ * file); text and JSONL are not tokenized (returns 1). */
+int dataset_check_source(const DataSourceSpec *spec, const DataConfig *c, int is_valid, NptErr *err) {
+    DatasetFormat fmt = spec->format == DATASET_AUTO ? dataset_detect_format(spec->path) : spec->format;
+    if (fmt == DATASET_TEXT || fmt == DATASET_JSONL) return 1;
+    if (c->seq_len < 2) return npt_fail(err, "%s %d: a window needs at least 2 tokens", seq_len_name(c), c->seq_len);
+    DataSource s;
+    memset(&s, 0, sizeof s);
+    if (token_file_open(&s.file, spec->path, fmt, c->vocab_size, err)) return -1;
+    int rc = count_windows(&s, c, err);
+    if (rc == 0 && !is_valid) rc = split_valid(&s, c->valid ? 0 : c->valid_fraction, err);
+    token_file_close(&s.file);
+    return rc;
 }
 
 static int read_window(Dataset *ds, DataSource *s, uint64_t w, int *tokens, NptErr *err) {

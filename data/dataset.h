@@ -80,6 +80,12 @@ int dataset_open_config(Dataset *ds, const DataConfig *cfg, NptErr *err);
 int dataset_open(Dataset *ds, const char *path, DatasetFormat fmt, const Tokenizer *tok, int vocab_size, int bos,
                  int seq_len, int shuffle, uint64_t seed, uint64_t max_windows, NptErr *err);
 void dataset_free(Dataset *ds);
+/* For npt validate: one source of c checked as dataset_open_config would open it,
+ * without reading its ids or tokenizing text. A token or HDF5 source is opened (format,
+ * size, header, dataset), its windows of c->seq_len counted and, for a training source
+ * (is_valid 0), its validation split made. Returns 0, 1 for text/JSONL (not checked),
+ * -1 with err set. */
+int dataset_check_source(const DataSourceSpec *spec, const DataConfig *c, int is_valid, NptErr *err);
 
 /* Next B training windows into tokens [B*T]; sample_ids (may be NULL) gets each
  * window's id. Returns 0, or -1 when a file could not be read (then ds->io_err says

@@ -323,6 +323,11 @@ static int copy_tokenizer(const char *json, const char *dir, NptErr *err) {
 
 int hf_check_out_dir(const char *dir, NptErr *err) {
     struct stat st;
+    /* the model is renamed into place, and rename(2) puts a directory over no symlink
+     * (dangling or not): said now, not after the model is written */
+    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+        return npt_fail(err, "%s is a symbolic link; npt moves the model into place with a rename, which cannot replace "
+                        "a link: give the directory it points to, or a new path", dir);
     if (stat(dir, &st) != 0) {
         if (errno == ENOENT) return 0;
         return npt_fail(err, "cannot use %s: %s", dir, strerror(errno));

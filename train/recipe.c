@@ -961,13 +961,42 @@ static void data_path_issue(const char *spec, const char *key, RecipeDiag *diag)
     recipe_path_issue(file, 1, key, "data file", diag);
 }
 
+/* The file a source spec reads (stat'ed into *st: by identity, so "./x" and "x", a
+ * symlink or a hard link match) and its HDF5 dataset without leading slashes ("" for a
+ * raw or text file; "tokens" when "x.h5" names none). 0 when the file exists. */
+static int source_identity(const char *spec, struct stat *st, const char **dset) {
+    char file[RECIPE_PATH_MAX];
+    dataset_source_file(spec, file, sizeof file);
+    size_t n = strlen(file);
+    int h5 = n < strlen(spec) || npt_ends_with(file, ".h5") || npt_ends_with(file, ".hdf5") || npt_ends_with(file, ".hdf");
+    *dset = !h5 ? "" : n < strlen(spec) && spec[n + 1] ? spec + n + 1 : "tokens";
+    while (**dset == '/') (*dset)++;
+    return stat(file, st);
+}
+
+/* data.valid reading the very data of a training source: its windows would be trained
+ * on and then scored as held out, so the validation loss would say nothing. */
+static void valid_overlap_issue(const char *valid, const char *train, const char *train_key, RecipeDiag *diag) {
+    struct stat sv, st;
+    const char *dv, *dt;
+    if (!valid[0] || !train[0] || source_identity(valid, &sv, &dv) || source_identity(train, &st, &dt)) return;
+    if (sv.st_dev != st.st_dev || sv.st_ino != st.st_ino || strcmp(dv, dt)) return;
+    char msg[3 * RECIPE_PATH_MAX];
+    snprintf(msg, sizeof msg, "%s is the same %s as %s (%s): validation would score windows the run trains on; give "
+             "data.valid a held-out file, or drop data.valid and set data.valid_fraction to hold out part of the "
+             "training data", valid, dv[0] ? "HDF5 dataset" : "file", train_key, train);
+    recipe_diag_add(diag, 1, "data.valid", msg);
+}
+
 void recipe_data_path_issues(const Recipe *r, RecipeDiag *diag) {
     data_path_issue(r->data.train, "data.train", diag);
     data_path_issue(r->data.valid, "data.valid", diag);
+    valid_overlap_issue(r->data.valid, r->data.train, "data.train", diag);
     for (int i = 0; i < r->data.n_sources; i++) {
         char key[64];
         snprintf(key, sizeof key, "data.sources[%d].path", i);
         data_path_issue(r->data.sources[i].path, key, diag);
+        valid_overlap_issue(r->data.valid, r->data.sources[i].path, key, diag);
     }
 }
 

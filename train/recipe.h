@@ -164,8 +164,9 @@ int recipe_context_issue(const Recipe *r, int context, char *msg, size_t size);
 /* path ("" = not given) exists and can be read (a directory only with dir_ok); else an
  * error under key. `what` names it in a pipe/device refusal. */
 void recipe_path_issue(const char *path, int dir_ok, const char *key, const char *what, RecipeDiag *diag);
-/* The data sources (data.train or data.sources[i].path, data.valid) exist: npt validate
- * and npt train (train_setup_issues) name the key of a missing one. */
+/* The data sources (data.train or data.sources[i].path, data.valid) exist, and
+ * data.valid is not the file (or HDF5 dataset) of a training source: npt validate and
+ * npt train (train_setup_issues) name the key of a missing or overlapping one. */
 void recipe_data_path_issues(const Recipe *r, RecipeDiag *diag);
 /* Adds an error or a warning found by a caller (e.g. a missing file) to diag. */
 void recipe_diag_add(RecipeDiag *diag, int is_error, const char *path, const char *message);

@@ -212,19 +212,48 @@ static void token_cache_dir(const Recipe *r, char *out, size_t n) {
     else dataset_default_cache_dir(out, n);
 }
 
-/* data.train (one source) or data.sources, data.valid or data.valid_fraction, text
- * tokenized into the token cache with t->tok (train_setup_issues loaded it). */
-static int open_data(Trainer *t) {
-    NptErr err;
-    Recipe *r = &t->r;
-    const LlamaConfig *c = &t->model.cfg;
-    DataSourceSpec specs[RECIPE_MAX_SOURCES], valid = {r->data.valid, r->data.format, 1, r->data.text_field};
+/* The recipe's sources as the data layer takes them (npt train opens them, npt
+ * validate checks them): data.sources, else data.train, into specs; data.valid into
+ * *valid. Returns how many training sources. */
+static int data_specs(const Recipe *r, DataSourceSpec *specs, DataSourceSpec *valid) {
+    *valid = (DataSourceSpec){r->data.valid, r->data.format, 1, r->data.text_field};
     int n = r->data.n_sources ? r->data.n_sources : 1;
     for (int i = 0; i < n; i++) {
         const RecipeSource *s = r->data.n_sources ? &r->data.sources[i] : NULL;
         specs[i] = s ? (DataSourceSpec){s->path, s->format, s->weight, s->text_field[0] ? s->text_field : r->data.text_field}
                      : (DataSourceSpec){r->data.train, r->data.format, 1, r->data.text_field};
     }
+    return n;
+}
+
+/* Every source checked, each failure under its own key: validate lists them all at once. */
+int train_data_issues(const Recipe *r, RecipeDiag *d) {
+    DataSourceSpec specs[RECIPE_MAX_SOURCES], valid;
+    int n = data_specs(r, specs, &valid), before = d->n_errors + d->n_dropped;
+    DataConfig dc = {.sources = specs, .n_sources = n, .valid = r->data.valid[0] ? &valid : NULL,
+                     .valid_fraction = r->data.valid_fraction, .seq_len = r->data.seq_len};
+    for (int i = 0; i <= n; i++) {
+        const DataSourceSpec *sp = i < n ? &specs[i] : dc.valid;
+        char key[64];
+        NptErr err;
+        if (!sp || !sp->path[0]) continue;
+        if (dataset_check_source(sp, &dc, i == n, &err) >= 0) continue;
+        if (i == n) snprintf(key, sizeof key, "data.valid");
+        else if (r->data.n_sources) snprintf(key, sizeof key, "data.sources[%d].path", i);
+        else snprintf(key, sizeof key, "data.train");
+        recipe_diag_add(d, 1, key, err.msg);
+    }
+    return d->n_errors + d->n_dropped - before;
+}
+
+/* data.train (one source) or data.sources, data.valid or data.valid_fraction, text
+ * tokenized into the token cache with t->tok (train_setup_issues loaded it). */
+static int open_data(Trainer *t) {
+    NptErr err;
+    Recipe *r = &t->r;
+    const LlamaConfig *c = &t->model.cfg;
+    DataSourceSpec specs[RECIPE_MAX_SOURCES], valid;
+    int n = data_specs(r, specs, &valid);
     char cache[2 * RECIPE_PATH_MAX];
     token_cache_dir(r, cache, sizeof cache);
     DataConfig dc = {.sources = specs, .n_sources = n, .valid = r->data.valid[0] ? &valid : NULL,
@@ -598,7 +627,7 @@ static int refuse_other_run(const Trainer *t, const char *resume, const char *me
     for (size_t i = 0; i < NPT_ARRAY_LEN(written); i++) {
         if (written[i]) snprintf(existing, sizeof existing, "%s/%s", t->r.output_dir, written[i]);
         else snprintf(existing, sizeof existing, "%s", metrics);
-        if (stat(existing, &st) == 0)
+        if (lstat(existing, &st) == 0) /* lstat: a dangling symlink would be replaced too */
             return fail("%s holds %s of an earlier run but no checkpoint to continue; remove the file, or choose "
                         "another output_dir (--set output_dir=...)", t->r.output_dir, existing);
     }

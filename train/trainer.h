@@ -29,4 +29,12 @@ int train_run(const TrainArgs *args);
  * the data needs none). Returns the number of errors added. */
 int train_setup_issues(const Recipe *r, const LlamaModel *m, int check_output_dir, Tokenizer **tok, RecipeDiag *d);
 
+/* For npt validate: the recipe's token and HDF5 sources opened as npt train opens them
+ * (dataset_check_source), so a file train would refuse at once (not a whole number of
+ * ids, fewer than one window, not an HDF5 token dataset, no training window left by
+ * data.valid_fraction) is an error under its key (data.train, data.sources[i].path,
+ * data.valid). Text is not tokenized and ids are not scanned against the vocabulary:
+ * both cost a pass over the whole corpus. Returns the number of errors added. */
+int train_data_issues(const Recipe *r, RecipeDiag *d);
+
 #endif
