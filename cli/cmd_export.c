@@ -93,10 +93,7 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
         goto done;
     }
     /* the config too, not just the weights: npt init makes equal weights for 2 and 4 heads */
-    CkptMeta want;
-    memset(&want, 0, sizeof want);
-    adapters_fill_meta(&want, m, NULL);
-    if (ckpt_check_base(a->input, meta, &want, err)) goto done;
+    if (adapters_check_base(a->input, meta, m, err)) goto done;
     if (block->shape[0] != (int64_t)m->weights_floats) {
         npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint is damaged or does not "
                  "fit its base", a->input, (long long)block->shape[0], base, m->weights_floats);

@@ -642,7 +642,7 @@ static int resume_from(Trainer *t, const char *spec) {
     memset(&want, 0, sizeof want);
     adapters_fill_meta(&want, &t->model, t->have_npt ? &t->npt : NULL);
     int rc = 1;
-    if (ckpt_check_base(path, &meta, &want, &err)) {
+    if (adapters_check_base(path, &meta, &t->model, &err)) {
         fail("%s", err.msg);
     } else if (t->have_npt && (meta.rank != want.rank || meta.safe_mode != want.safe_mode ||
                                meta.n_npt_layers != want.n_npt_layers ||
