@@ -2,7 +2,9 @@
  * as llama2.c .bin, GGUF and npt's own HF export (whose q/k rows export permutes to
  * rotate-half RoPE) all fingerprint alike, and checkpoints holding the fingerprint npt
  * stored before (q/k in the file's own order) are still accepted on the same weights.
- */
+ *
+ * With `--strip-tokenizer IN OUT` it rewrites checkpoint IN as OUT without the recorded
+ * tokenizer, as npt wrote checkpoints before recording it (tests/py/test_export_ids.py). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,7 +69,21 @@ static void check_hf_before(void) {
     llama_free(&m);
 }
 
-int main(void) {
+static int strip_tokenizer(const char *in, const char *out) {
+    CkptMeta meta;
+    CkptTensor *t = NULL;
+    int n = 0;
+    NptErr err;
+    if (ckpt_load(in, &meta, &t, &n, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
+    meta.tokenizer_path[0] = '\0';
+    int rc = ckpt_save(out, &meta, t, n, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    ckpt_free(&meta, t, n);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--strip-tokenizer")) return strip_tokenizer(argv[2], argv[3]);
     LlamaModel bin, gguf, hf;
     char dir[] = "/tmp/npt_export_ids_XXXXXX", out[64];
     if (!mkdtemp(dir)) return check(0, "mkdtemp"), 1;
