@@ -27,8 +27,9 @@ static const char *export_help =
     "              rotate-half RoPE order where the format uses interleaved pairs)\n"
     "  --out DIR   new (or empty) directory; an existing non-empty one is refused\n"
     "  --model M   the checkpoint's base model (default: the path recorded in the checkpoint)\n"
-    "  --tokenizer tokenizer.json to copy (default: the recipe's tokenizer, else the one\n"
-    "              beside the base model), with the model's vocabulary\n";
+    "  --tokenizer tokenizer.json to copy (default: the tokenizer the run trained with, as\n"
+    "              the checkpoint records it, else the one beside the base model), with the\n"
+    "              model's vocabulary\n";
 
 typedef struct {
     const char *input, *out, *model, *tokenizer;
@@ -62,12 +63,46 @@ static int parse(int argc, char **argv, ExportArgs *a) {
     return 0;
 }
 
-/* The tokenizer the run used: "tokenizer" of the checkpoint's recipe, "" when unset. */
+/* "tokenizer" of the checkpoint's recipe, "" when unset. */
 static void recipe_tokenizer(const CkptMeta *meta, char *out, size_t size) {
     cJSON *r = meta->recipe_json ? cJSON_Parse(meta->recipe_json) : NULL;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(r, "tokenizer");
     snprintf(out, size, "%s", cJSON_IsString(t) ? t->valuestring : "");
     cJSON_Delete(r);
+}
+
+/* The recorded tokenizer, if it is still the file the run read: its path is absolute,
+ * and a file changed since (or replaced by another) is refused, never copied. */
+static int recorded_tokenizer(const char *ckpt, const CkptMeta *meta, NptErr *err) {
+    int64_t bytes;
+    uint64_t fnv;
+    NptErr e;
+    if (npt_file_identity(meta->tokenizer_path, "tokenizer", NULL, 0, &bytes, &fnv, &e))
+        return npt_fail(err, "%s was trained with tokenizer %s, which cannot be read now (%s); pass the tokenizer.json "
+                        "the run trained with as --tokenizer", ckpt, meta->tokenizer_path, e.msg);
+    if (bytes != meta->tokenizer_bytes || fnv != meta->tokenizer_fingerprint)
+        return npt_fail(err, "%s was trained with tokenizer %s of %lld bytes (fingerprint %016llx), but that file now has "
+                        "%lld bytes (fingerprint %016llx): it changed after the run; pass the tokenizer.json the run "
+                        "trained with as --tokenizer", ckpt, meta->tokenizer_path, (long long)meta->tokenizer_bytes,
+                        (unsigned long long)meta->tokenizer_fingerprint, (long long)bytes, (unsigned long long)fnv);
+    return 0;
+}
+
+/* The tokenizer the run used, into out ("" when it set none: the base model's is used).
+ * Checkpoints record it (absolute path, size, hash); older ones have only the recipe's
+ * string, which, when relative, was relative to the directory training ran in, which
+ * they do not record: refused rather than looked up from here, where a file of that
+ * name may be another tokenizer. */
+static int run_tokenizer(const char *ckpt, const CkptMeta *meta, char *out, size_t size, NptErr *err) {
+    if (meta->tokenizer_path[0]) {
+        snprintf(out, size, "%s", meta->tokenizer_path);
+        return recorded_tokenizer(ckpt, meta, err);
+    }
+    recipe_tokenizer(meta, out, size);
+    if (!out[0] || out[0] == '/') return 0;
+    return npt_fail(err, "%s names its tokenizer only as \"%s\", relative to the directory training ran in, which "
+                    "the checkpoint (written before npt recorded tokenizers) does not record; pass that tokenizer.json "
+                    "as --tokenizer", ckpt, out);
 }
 
 /* Loads the checkpoint's base model into m and overwrites its weights with /weights/block. */
@@ -93,10 +128,7 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
         goto done;
     }
     /* the config too, not just the weights: npt init makes equal weights for 2 and 4 heads */
-    CkptMeta want;
-    memset(&want, 0, sizeof want);
-    adapters_fill_meta(&want, m, NULL);
-    if (ckpt_check_base(a->input, meta, &want, err)) goto done;
+    if (adapters_check_base(a->input, meta, m, err)) goto done;
     if (block->shape[0] != (int64_t)m->weights_floats) {
         npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint is damaged or does not "
                  "fit its base", a->input, (long long)block->shape[0], base, m->weights_floats);
@@ -108,7 +140,7 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
     read.data = m->weights_block;
     if (ckpt_check_finite(a->input, &read, 1, err) || llama_finish_load(m, err)) goto done;
     if (a->tokenizer) snprintf(tok, tok_size, "%s", a->tokenizer);
-    else recipe_tokenizer(meta, tok, tok_size);
+    else if (run_tokenizer(a->input, meta, tok, tok_size, err)) goto done;
     if (!tok[0]) snprintf(tok, tok_size, "%s", m->tokenizer_path);
     rc = 0;
 done:

@@ -128,9 +128,8 @@ int inspect_verify(int argc, char **argv) {
         return 2;
     }
     NptErr err;
-    CkptMeta cm, want;
+    CkptMeta cm;
     memset(&cm, 0, sizeof cm);
-    memset(&want, 0, sizeof want);
     if (verify_file(ckpt, &cm, &err)) {
         ckpt_free(&cm, NULL, 0);
         return verify_fail(err.msg);
@@ -141,8 +140,7 @@ int inspect_verify(int argc, char **argv) {
         ckpt_free(&cm, NULL, 0);
         return verify_fail(err.msg);
     }
-    adapters_fill_meta(&want, &lm, NULL);
-    int rc = ckpt_check_base(ckpt, &cm, &want, &err); /* layer counts agree; the reader bounds adapter layers */
+    int rc = adapters_check_base(ckpt, &cm, &lm, &err); /* layer counts agree; the reader bounds adapter layers */
     if (!rc) printf("verify: ok: base model matches (fingerprint %016llx, shapes agree)\n", (unsigned long long)lm.fingerprint);
     if (!rc && cm.rank == 0) {
         printf("verify: ok: no adapters (all-weights checkpoint); forward pass not run\n");

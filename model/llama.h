@@ -55,7 +55,8 @@ typedef struct {
     LlamaLayer *layers;     /* n_layers */
     Tensor final_norm;      /* [dim] */
     Tensor lm_head;         /* [vocab, dim]; data == tok_emb.data when tied */
-    uint64_t fingerprint;   /* FNV-1a 64 over all weight bytes: identifies the base model */
+    uint64_t fingerprint;   /* FNV-1a 64 over all weight bytes, q/k rows in interleaved RoPE
+                             * order whatever the format's: identifies the base model */
     /* MPI ranks on one machine share one copy (llama_load_shared, llama_attach_shared):
      * then weights_block is a read-only mapping of mapped_bytes instead of heap memory. */
     size_t mapped_bytes;
@@ -98,6 +99,10 @@ int llama_alloc_weights(LlamaModel *m, NptErr *err);
 size_t llama_block_floats(const LlamaConfig *c);
 /* After loading: non-finite scan by tensor name, fingerprint. */
 int llama_finish_load(LlamaModel *m, NptErr *err);
+/* The fingerprint with the q/k rows hashed in RoPE order `order`. ROPE_INTERLEAVED is
+ * m->fingerprint; ROPE_HALF is what npt stored for HF models before the fingerprint had
+ * one order (checkpoints holding it stay loadable: train/adapters.h). */
+uint64_t llama_fingerprint_in(const LlamaModel *m, RopeStyle order);
 
 const char *rope_style_name(RopeStyle r);
 const char *model_format_name(ModelFormat f);

@@ -255,14 +255,37 @@ static int scan_nonfinite(LlamaModel *m, NptErr *err) {
                     w->file[0] ? w->file : m->path, w->src[0] ? w->src : w->name, first_count, more);
 }
 
+/* The memory row holding row r of a q/k projection (head_dim hd) when the rows are
+ * taken in RoPE order `want` from memory in order `mem`. Interleaved RoPE pairs rows
+ * (2i, 2i+1) of a head, rotate-half pairs (i, i+hd/2): the same function with the rows
+ * permuted (model/save_hf.c writes the one as the other). */
+static int rope_row(int r, int hd, RopeStyle mem, RopeStyle want) {
+    if (mem == want) return r;
+    int h = r / hd, k = r % hd, half = hd / 2;
+    if (want == ROPE_INTERLEAVED) return h * hd + (k % 2) * half + k / 2; /* row 2i+j is rotate-half row j*half+i */
+    return h * hd + 2 * (k % half) + k / half;                           /* row j*half+i is interleaved row 2i+j */
+}
+
+/* FNV-1a of one weight; heads > 0 marks a q/k projection, hashed row by row in RoPE
+ * order want (row by row hashes the same bytes as the whole tensor when nothing moves). */
+static uint64_t hash_weight(uint64_t h, const Tensor *t, int heads, RopeStyle mem, RopeStyle want) {
+    if (!heads || mem == want) return npt_fnv1a(h, t->data, t->n * sizeof(float));
+    int rows = t->shape[0], cols = t->shape[1], hd = rows / heads;
+    for (int r = 0; r < rows; r++)
+        h = npt_fnv1a(h, t->data + (size_t)rope_row(r, hd, mem, want) * cols, (size_t)cols * sizeof(float));
+    return h;
+}
+
 /* FNV-1a 64 over the float32 bytes of every stored weight in canonical order (lm_head
- * only when untied; padding excluded). */
-static uint64_t fingerprint(LlamaModel *m) {
+ * only when untied; padding excluded), the q/k rows in RoPE order `order`. */
+uint64_t llama_fingerprint_in(const LlamaModel *cm, RopeStyle order) {
+    LlamaModel *m = (LlamaModel *)cm; /* weight_at hands out views; nothing is written */
     uint64_t h = NPT_FNV1A_OFFSET;
     for (int i = 0; i < n_weights(&m->cfg); i++) {
         if (i == lm_head_index(&m->cfg) && m->cfg.tied) continue;
-        const Tensor *t = weight_at(m, i);
-        h = npt_fnv1a(h, t->data, t->n * sizeof(float));
+        int k = i == 0 || i > PER_LAYER * m->cfg.n_layers ? -1 : (i - 1) % PER_LAYER;
+        int heads = k == 1 ? m->cfg.n_heads : k == 2 ? m->cfg.n_kv_heads : 0; /* wq, wk */
+        h = hash_weight(h, weight_at(m, i), heads, m->cfg.rope, order);
     }
     return h;
 }
@@ -270,7 +293,8 @@ static uint64_t fingerprint(LlamaModel *m) {
 int llama_finish_load(LlamaModel *m, NptErr *err) {
     tie_if_identical(m);
     if (scan_nonfinite(m, err)) return -1;
-    m->fingerprint = fingerprint(m);
+    /* one order for every format, so .bin, GGUF and HF copies of a model agree */
+    m->fingerprint = llama_fingerprint_in(m, ROPE_INTERLEAVED);
     return 0;
 }
 

@@ -382,13 +382,14 @@ static void remove_tmp_dir(const char *tmp) {
 }
 
 /* Loads the written directory back with npt's own loaders before it is published: the
- * same weights (fingerprint, unless q/k were permuted from interleaved RoPE) and a
+ * same weights (the fingerprint hashes q/k in one RoPE order, so it holds even where q/k
+ * were permuted from interleaved RoPE, and catches a wrong permutation) and a
  * tokenizer, when it has one, that fits the vocabulary. */
 static int verify_dir(const LlamaModel *m, const char *tmp, int has_tokenizer, NptErr *err) {
     LlamaModel back;
     if (llama_load(tmp, &back, err)) return -1;
     int rc = 0;
-    if (m->cfg.rope == ROPE_HALF && back.fingerprint != m->fingerprint)
+    if (back.fingerprint != m->fingerprint)
         rc = npt_fail(err, "%s: the weights read back differ from the ones written (fingerprint %016llx, expected %016llx)",
                       tmp, (unsigned long long)back.fingerprint, (unsigned long long)m->fingerprint);
     char path[4300];

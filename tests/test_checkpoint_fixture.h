@@ -45,6 +45,8 @@ static void fix_build(Fixture *f, int safe, int64_t step) {
     m->base_fingerprint = 0xfedcba9876543210ULL;
     m->dim = 64, m->hidden_dim = 172, m->n_layers = 5, m->n_heads = 8, m->n_kv_heads = 4, m->vocab_size = 512;
     m->norm_eps = 1e-5, m->rope_theta = 10000;
+    snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "/work/runs/init1/tokenizer.json");
+    m->tokenizer_bytes = 12345, m->tokenizer_fingerprint = 0x0123456789abcdefULL;
     m->rank = 4;
     m->safe_mode = safe;
     m->modulation_scale = 0.1;
@@ -108,7 +110,7 @@ static int __attribute__((unused)) meta_equal(const CkptMeta *a, const CkptMeta 
     if (strcmp(a->f, b->f) != 0) return snprintf(why, size, "field %s: \"%.60s\" vs \"%.60s\"", #f, a->f, b->f), 0;
     FIELD(step) FIELD(tokens_seen) STR(kind) STR(recipe_json) STR(base_path) STR(base_arch) STR(base_format)
     FIELD(base_fingerprint) FIELD(dim) FIELD(hidden_dim) FIELD(n_layers) FIELD(n_heads) FIELD(n_kv_heads)
-    FIELD(vocab_size) FIELD(norm_eps) FIELD(rope_theta) FIELD(rank) FIELD(safe_mode) FIELD(modulation_scale) FIELD(n_npt_layers)
+    FIELD(vocab_size) FIELD(norm_eps) FIELD(rope_theta) STR(tokenizer_path) FIELD(tokenizer_bytes) FIELD(tokenizer_fingerprint) FIELD(rank) FIELD(safe_mode) FIELD(modulation_scale) FIELD(n_npt_layers)
     FIELD(npt_layers) STR(optimizer) FIELD(opt_step) FIELD(rng_state) FIELD(data_cursor) FIELD(skipped_total)
     FIELD(consecutive_skips) FIELD(best_loss) FIELD(last_loss) FIELD(n_history)
 #undef FIELD

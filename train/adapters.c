@@ -28,6 +28,16 @@ void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n) 
     for (int k = 0; k < n->n_adapters && k < CKPT_MAX_LAYERS; k++) meta->npt_layers[k] = n->adapters[k].layer;
 }
 
+int adapters_check_base(const char *ckpt_path, const CkptMeta *ckpt, const LlamaModel *m, NptErr *err) {
+    CkptMeta want;
+    memset(&want, 0, sizeof want);
+    adapters_fill_meta(&want, m, NULL);
+    /* the older order is hashed only on a mismatch: a second pass over every weight */
+    if (ckpt->base_fingerprint != want.base_fingerprint && ckpt->base_fingerprint == llama_fingerprint_in(m, ROPE_HALF))
+        want.base_fingerprint = ckpt->base_fingerprint;
+    return ckpt_check_base(ckpt_path, ckpt, &want, err);
+}
+
 /* Calls fn for every adapter tensor (and, with opt, its two moments) in a fixed order
  * with its checkpoint name; B_mul only in full mode. Stops at the first failure. */
 typedef int (*TensorVisitor)(void *ctx, const char *name, float *data, const Tensor *shape);
@@ -102,7 +112,7 @@ int adapters_restore(NptModel *n, Optimizer *opt, const char *path, const CkptTe
 }
 
 int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *err) {
-    CkptMeta meta, want;
+    CkptMeta meta;
     CkptTensor *t = NULL;
     int count = 0;
     if (ckpt_load(path, &meta, &t, &count, err)) return -1;
@@ -112,10 +122,8 @@ int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *er
         ckpt_free(&meta, t, count);
         return -1;
     }
-    memset(&want, 0, sizeof want);
-    adapters_fill_meta(&want, m, NULL);
     int rc = -1;
-    if (ckpt_check_base(path, &meta, &want, err) == 0) {
+    if (adapters_check_base(path, &meta, m, err) == 0) {
         NptConfig cfg = {.rank = meta.rank, .safe_mode = meta.safe_mode, .modulation_scale = (float)meta.modulation_scale,
                          .layer_mode = NPT_LAYERS_LIST, .layer_list = meta.npt_layers, .n_layer_list = meta.n_npt_layers};
         if (npt_create(n, m, &cfg, err) == 0) {

@@ -11,6 +11,12 @@
 /* Base model identity and adapter configuration into meta (other fields untouched). */
 void adapters_fill_meta(CkptMeta *meta, const LlamaModel *m, const NptModel *n);
 
+/* ckpt_check_base of the checkpoint ckpt (read from ckpt_path) against model m. Also
+ * accepts the fingerprint npt stored before it hashed q/k in one RoPE order (an HF
+ * model's rows in rotate-half order), so adapters trained then stay loadable, now on
+ * the same weights in any format. */
+int adapters_check_base(const char *ckpt_path, const CkptMeta *ckpt, const LlamaModel *m, NptErr *err);
+
 /* Views of the adapter tensors (and, when opt is given, their AdamW moments) named
  * adapters/layer_NN/{A,B_add,B_mul} and optimizer/layer_NN/X.{m,v}. *out is malloc'd;
  * the data pointers alias n and opt. */

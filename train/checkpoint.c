@@ -207,6 +207,16 @@ static int write_root(Writer *w, const CkptMeta *m) {
     return rc;
 }
 
+/* The run's tokenizer (absolute path, size, content hash), when it set one. */
+static int write_tokenizer(Writer *w, hid_t g, const CkptMeta *m) {
+    if (!m->tokenizer_path[0]) return 0;
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)m->tokenizer_fingerprint);
+    return put_str_attr(w, g, "/base", "tokenizer_path", m->tokenizer_path) ||
+           put_i64(w, g, "/base", "tokenizer_bytes", m->tokenizer_bytes) ||
+           put_str_attr(w, g, "/base", "tokenizer_fingerprint", hex);
+}
+
 static int write_base(Writer *w, const CkptMeta *m) {
     hid_t g = make_group(w, "/base");
     if (g < 0) return -1;
@@ -219,7 +229,8 @@ static int write_base(Writer *w, const CkptMeta *m) {
              put_i32(w, g, o, "dim", m->dim) || put_i32(w, g, o, "hidden_dim", m->hidden_dim) ||
              put_i32(w, g, o, "n_layers", m->n_layers) || put_i32(w, g, o, "n_heads", m->n_heads) ||
              put_i32(w, g, o, "n_kv_heads", m->n_kv_heads) || put_i32(w, g, o, "vocab_size", m->vocab_size) ||
-             put_f64(w, g, o, "norm_eps", m->norm_eps) || put_f64(w, g, o, "rope_theta", m->rope_theta)
+             put_f64(w, g, o, "norm_eps", m->norm_eps) || put_f64(w, g, o, "rope_theta", m->rope_theta) ||
+             write_tokenizer(w, g, m)
                  ? -1 : 0;
     return close_group(w, g, o, rc);
 }
@@ -337,7 +348,7 @@ static int check_inputs(const char *path, const CkptMeta *m, const CkptTensor *t
     if (n < 0 || (n > 0 && !t)) return npt_fail(err, "cannot write checkpoint %s: bad tensor list", path);
     if (!memchr(m->kind, '\0', sizeof m->kind) || !memchr(m->base_path, '\0', sizeof m->base_path) ||
         !memchr(m->base_arch, '\0', sizeof m->base_arch) || !memchr(m->base_format, '\0', sizeof m->base_format) ||
-        !memchr(m->optimizer, '\0', sizeof m->optimizer))
+        !memchr(m->optimizer, '\0', sizeof m->optimizer) || !memchr(m->tokenizer_path, '\0', sizeof m->tokenizer_path))
         return npt_fail(err, "cannot write checkpoint %s: a metadata string is not NUL-terminated", path);
     if (m->n_npt_layers < 0 || m->n_npt_layers > CKPT_MAX_LAYERS)
         return npt_fail(err, "cannot write checkpoint %s: %d NPT layers (at most %d)", path, m->n_npt_layers, CKPT_MAX_LAYERS);

@@ -68,6 +68,12 @@ typedef struct {
     uint64_t base_fingerprint;
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size;
     double norm_eps, rope_theta;    /* the config's; 0 when not recorded (files before 2026-11-25) */
+    /* the recipe's tokenizer, so export finds the very file the run used whatever the
+     * directory it runs in: absolute path, size and FNV-1a 64 of its bytes; path "" when
+     * the run set none (the one beside the model) or the file predates recording it */
+    char tokenizer_path[4096];
+    int64_t tokenizer_bytes;
+    uint64_t tokenizer_fingerprint;
     /* adapters */
     int rank;
     int safe_mode;                  /* 1: additive modulation only, no B_mul tensors */

@@ -289,6 +289,20 @@ static int read_recipe(CkptFile *f, CkptMeta *m, NptErr *err) {
     return 0;
 }
 
+/* The run's tokenizer, recorded since 2026-11-26 (older files leave tokenizer_path ""). */
+static int read_tokenizer(CkptFile *f, CkptMeta *m, NptErr *err) {
+    char hex[32], *end = NULL;
+    if (read_str_attr(f, "/base", "tokenizer_path", m->tokenizer_path, sizeof m->tokenizer_path, err) ||
+        read_i64(f, "/base", "tokenizer_bytes", &m->tokenizer_bytes, err) ||
+        read_str_attr(f, "/base", "tokenizer_fingerprint", hex, sizeof hex, err))
+        return -1;
+    m->tokenizer_fingerprint = strtoull(hex, &end, 16);
+    if (strlen(hex) != 16 || strspn(hex, "0123456789abcdef") != 16 || *end || !m->tokenizer_path[0] || m->tokenizer_bytes < 0)
+        return rfail(f, err, 0, "/base tokenizer attributes are damaged (path \"%.200s\", %lld bytes, fingerprint \"%s\")",
+                     m->tokenizer_path, (long long)m->tokenizer_bytes, hex);
+    return 0;
+}
+
 static int read_base(CkptFile *f, CkptMeta *m, NptErr *err) {
     const char *o = "/base";
     char hex[32];
@@ -306,6 +320,7 @@ static int read_base(CkptFile *f, CkptMeta *m, NptErr *err) {
     if (H5Aexists_by_name(f->file, o, "norm_eps", H5P_DEFAULT) > 0 && read_f64(f, o, "norm_eps", &m->norm_eps, err)) return -1;
     if (H5Aexists_by_name(f->file, o, "rope_theta", H5P_DEFAULT) > 0 && read_f64(f, o, "rope_theta", &m->rope_theta, err))
         return -1;
+    if (H5Aexists_by_name(f->file, o, "tokenizer_path", H5P_DEFAULT) > 0 && read_tokenizer(f, m, err)) return -1;
     char expect[17];
     snprintf(expect, sizeof expect, "%016llx", (unsigned long long)m->base_fingerprint);
     if (strcmp(hex, expect) != 0)

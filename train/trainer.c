@@ -410,6 +410,20 @@ int train_setup_issues(const Recipe *r, const LlamaModel *m, int check_output_di
     return d->n_errors + d->n_dropped - before;
 }
 
+/* The recipe's tokenizer goes into every checkpoint by absolute path, size and hash:
+ * the recipe may name it relative to this directory, and npt export runs elsewhere and
+ * must find, and recognise, this very file. A run that tokenizes nothing may name one
+ * it never reads: unreadable, it is just not recorded. */
+static int record_tokenizer(Trainer *t) {
+    NptErr err;
+    CkptMeta *m = &t->meta;
+    if (!t->r.tokenizer[0] || npt_file_identity(t->r.tokenizer, "tokenizer", m->tokenizer_path, sizeof m->tokenizer_path,
+                                                &m->tokenizer_bytes, &m->tokenizer_fingerprint, &err) == 0)
+        return 0;
+    m->tokenizer_path[0] = '\0';
+    return recipe_needs_tokenizer(&t->r) ? fail("tokenizer: %s", err.msg) : 0;
+}
+
 /* The recipe against the loaded model (train_setup_issues), then the data. */
 static int check_model_open_data(Trainer *t) {
     NptErr err;
@@ -417,7 +431,20 @@ static int check_model_open_data(Trainer *t) {
     train_setup_issues(&t->r, &t->model, dist_rank() == 0, &t->tok, &d); /* rank 0 alone writes output_dir */
     int bad = recipe_diag_fail(&d, &err);
     recipe_diag_free(&d);
-    return bad ? fail("%s", err.msg) : open_data(t);
+    return bad ? fail("%s", err.msg) : record_tokenizer(t) ? 1 : open_data(t);
+}
+
+/* A resumed run tokenizes with the recipe's tokenizer of today: if the checkpoint
+ * recorded another (different bytes), the data would no longer be the data trained on. */
+static int tokenizer_changed(const CkptMeta *saved, const CkptMeta *now, const char *path) {
+    if (!saved->tokenizer_path[0] || !now->tokenizer_path[0] ||
+        (saved->tokenizer_bytes == now->tokenizer_bytes && saved->tokenizer_fingerprint == now->tokenizer_fingerprint))
+        return 0;
+    return fail("%s was trained with tokenizer %s (%lld bytes, fingerprint %016llx), but the recipe's tokenizer %s has "
+                "other contents (%lld bytes, fingerprint %016llx); resume with the tokenizer the run was trained with",
+                path, saved->tokenizer_path, (long long)saved->tokenizer_bytes,
+                (unsigned long long)saved->tokenizer_fingerprint, now->tokenizer_path, (long long)now->tokenizer_bytes,
+                (unsigned long long)now->tokenizer_fingerprint);
 }
 
 /* lm + train_all_weights trains the base itself: its tensors become parameters. */
@@ -671,8 +698,10 @@ static int resume_from(Trainer *t, const char *spec) {
     memset(&want, 0, sizeof want);
     adapters_fill_meta(&want, &t->model, t->have_npt ? &t->npt : NULL);
     int rc = 1, unchecked = 0;
-    if (ckpt_check_base(path, &meta, &want, &err)) {
+    if (adapters_check_base(path, &meta, &t->model, &err)) {
         fail("%s", err.msg);
+    } else if (tokenizer_changed(&meta, &t->meta, path)) {
+        /* said by tokenizer_changed */
     } else if (t->have_npt && (meta.rank != want.rank || meta.safe_mode != want.safe_mode ||
                                meta.n_npt_layers != want.n_npt_layers ||
                                memcmp(meta.npt_layers, want.npt_layers, sizeof(int) * (size_t)want.n_npt_layers))) {

@@ -2,6 +2,8 @@
 #include "path.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -72,4 +74,20 @@ int npt_check_dir_creatable(const char *path, NptErr *err) {
         if (!strcmp(up, buf)) return npt_fail(err, "cannot access %s: %s", buf, strerror(errno));
         memcpy(buf, up, sizeof buf);
     }
+}
+
+int npt_file_identity(const char *path, const char *what, char *abs, size_t abs_size, int64_t *bytes, uint64_t *fnv,
+                      NptErr *err) {
+    size_t len = 0;
+    char *text = npt_read_input(path, what, &len, err);
+    if (!text) return -1;
+    *bytes = (int64_t)len;
+    *fnv = npt_fnv1a(NPT_FNV1A_OFFSET, text, len);
+    free(text);
+    if (!abs) return 0;
+    char full[PATH_MAX];
+    if (!realpath(path, full)) return npt_fail(err, "cannot resolve the path of %s %s: %s", what, path, strerror(errno));
+    if (strlen(full) >= abs_size) return npt_fail(err, "%s path too long (%zu bytes): %.200s", what, strlen(full), full);
+    memcpy(abs, full, strlen(full) + 1);
+    return 0;
 }

@@ -4,6 +4,7 @@
 #define NPT_PATH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 
@@ -21,5 +22,11 @@ int npt_mkdir_p(const char *path, NptErr *err);
  * directory, or the nearest part of it that exists is a directory npt may write in.
  * Else why not, naming the part at fault. For checks made before a run starts. */
 int npt_check_dir_creatable(const char *path, NptErr *err);
+
+/* A small file's identity, so it can be found again from any directory and recognised:
+ * its absolute path (into abs, when abs is not NULL), size and FNV-1a 64 of its bytes.
+ * WHAT names it in errors. For a run's tokenizer (train/checkpoint.h). */
+int npt_file_identity(const char *path, const char *what, char *abs, size_t abs_size, int64_t *bytes, uint64_t *fnv,
+                      NptErr *err);
 
 #endif

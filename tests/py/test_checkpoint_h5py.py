@@ -93,6 +93,9 @@ def check_c_written(path):
         check(dims == [64, 172, 5, 8, 4, 512], f"/base: dims {dims}")
         check(b["norm_eps"] == 1e-5 and b["rope_theta"] == 10000.0 and b["norm_eps"].dtype == np.float64,
               f"/base: norm_eps {b['norm_eps']}, rope_theta {b['rope_theta']} (float64)")
+        check(b["tokenizer_path"] == "/work/runs/init1/tokenizer.json" and int(b["tokenizer_bytes"]) == 12345
+              and b["tokenizer_bytes"].dtype == np.int64 and b["tokenizer_fingerprint"] == "0123456789abcdef",
+              "/base: the run's tokenizer as path, int64 size and hex fingerprint")
         ad = f["adapters"].attrs
         check(ad["rank"] == 4 and ad["safe_mode"] == 0 and ad["modulation_scale"] == 0.1
               and list(ad["layers"]) == LAYERS, "/adapters: rank, safe_mode, modulation_scale, layers")
@@ -145,7 +148,8 @@ def write_with_h5py(path):
         b.attrs.update(path="/work/shared/models/stories260K/stories260K.bin", architecture="llama", format="llama2c",
                        fingerprint=f"{FINGERPRINT:016x}", fingerprint_u64=np.uint64(FINGERPRINT), dim=64,
                        hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, norm_eps=1e-5,
-                       rope_theta=10000.0)
+                       rope_theta=10000.0, tokenizer_path="/work/runs/init1/tokenizer.json",
+                       tokenizer_bytes=np.int64(12345), tokenizer_fingerprint="0123456789abcdef")
         f.create_group("adapters").attrs.update(rank=4, safe_mode=0, modulation_scale=0.1,
                                                 layers=np.array(LAYERS, dtype=np.int32))
         f.create_group("optimizer").attrs.update(type="adamw", step=500)

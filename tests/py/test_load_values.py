@@ -175,14 +175,26 @@ def parse_safetensors_dir(d):
     return out, w
 
 
-def fnv1a(weights, n_layers, tied):
-    """FNV-1a 64 over the float32 bytes of the canonical tensors (lm_head only if untied)."""
+def interleaved(w, heads):
+    """q/k rows of rotate-half RoPE (pairs i, i + hd/2 of a head) in interleaved order
+    (pairs 2i, 2i + 1): row h*hd + 2i + j is row h*hd + j*hd/2 + i."""
+    rows, cols = w.shape
+    return w.reshape(heads, 2, rows // heads // 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+def fnv1a(weights, n_layers, tied, half_heads=None):
+    """FNV-1a 64 over the float32 bytes of the canonical tensors (lm_head only if untied),
+    q/k rows in interleaved RoPE order: half_heads (n_heads, n_kv_heads) when the weights
+    are in rotate-half order (HF), to be reordered."""
     h = 0xCBF29CE484222325
     names = canonical(n_layers)
     if tied:
         names = names[:-1]
     for name in names:
-        for byte in np.ascontiguousarray(weights[name], dtype="<f4").tobytes():
+        w = weights[name]
+        if half_heads and name.endswith((".wq", ".wk")):
+            w = interleaved(w, half_heads[0] if name.endswith(".wq") else half_heads[1])
+        for byte in np.ascontiguousarray(w, dtype="<f4").tobytes():
             h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
 
@@ -313,8 +325,9 @@ def hf_variants(tmp):
     orig = compare("TinyStories-656K (original)", HF, ref, L, want_tied=1)
     sh = compare("HF 2-shard index", d, ref, L, want_tied=1)
     if orig and sh:
-        check(orig["fingerprint"] == sh["fingerprint"] == fnv1a(ref, L, True),
-              "HF: fingerprint of original and sharded copies equals an independent FNV-1a 64 "
+        heads = (int(orig["config"]["n_heads"]), int(orig["config"]["n_kv_heads"]))
+        check(orig["fingerprint"] == sh["fingerprint"] == fnv1a(ref, L, True, heads),
+              "HF: fingerprint of original and sharded copies equals an independent FNV-1a 64, q/k in interleaved order "
               f"({orig['fingerprint']:016x})")
         c = orig["config"]
         check((c["dim"], c["hidden_dim"], c["n_layers"], c["n_heads"], c["n_kv_heads"], c["vocab_size"], c["rope"])
