@@ -390,6 +390,54 @@ static void test_all_weights(void) {
     }
 }
 
+/* /adapters/layer_02/A (4x64) rewritten deflate-compressed in chunks of 2 rows, with only
+ * rows 0..1 written when half: the missing chunk reads as zeros, and its absence hides in
+ * the byte count (deflate packs well), so the reader counts chunks. */
+static void rewrite_chunked_a(const char *name, int half, char *p) {
+    hid_t f = edit(name, p);
+    float a[4 * 64];
+    hid_t d = H5Dopen2(f, "/adapters/layer_02/A", H5P_DEFAULT);
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a);
+    H5Dclose(d);
+    H5Ldelete(f, "/adapters/layer_02/A", H5P_DEFAULT);
+    hsize_t dims[2] = {4, 64}, chunk[2] = {2, 64}, start[2] = {0, 0};
+    hid_t s = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    H5Pset_deflate(dcpl, 6);
+    d = H5Dcreate2(f, "/adapters/layer_02/A", H5T_IEEE_F32LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    hid_t ms = H5Screate_simple(2, half ? chunk : dims, NULL);
+    H5Sselect_hyperslab(s, H5S_SELECT_SET, start, NULL, half ? chunk : dims, NULL);
+    H5Dwrite(d, H5T_NATIVE_FLOAT, ms, s, H5P_DEFAULT, a);
+    H5Sclose(ms);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(s);
+    H5Fclose(f);
+}
+
+static int loads(const char *path, NptErr *err) {
+    CkptMeta m;
+    CkptTensor *t;
+    int n;
+    int rc = ckpt_load(path, &m, &t, &n, err);
+    if (rc == 0) ckpt_free(&m, t, n);
+    return rc == 0;
+}
+
+/* Files inspect and verify used to vouch for although readers cannot use them: a
+ * compressed dataset with a chunk never written. */
+static void test_incomplete(void) {
+    char p[600];
+    NptErr err = {""};
+    rewrite_chunked_a("chunks_all", 0, p);
+    check(loads(p, &err), "deflate-compressed chunked adapter, every chunk written: loads (%s)", err.msg);
+    rewrite_chunked_a("chunks_half", 1, p);
+    expect_load_error(p, "deflate-compressed adapter with a chunk never written",
+                      "dataset /adapters/layer_02/A declares 256 float32 values in 2 chunks but the file holds 1 of them",
+                      "not read");
+
+}
+
 /* Flips a byte inside the stored data of a dataset: the Fletcher-32 checksum catches it. */
 static void test_bit_rot(void) {
     char p[600];
@@ -680,6 +728,7 @@ int main(void) {
     test_damaged();
     test_history_steps();
     test_all_weights();
+    test_incomplete();
     test_bit_rot();
     test_fuzz();
     test_save_errors();
