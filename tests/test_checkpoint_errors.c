@@ -425,7 +425,8 @@ static int loads(const char *path, NptErr *err) {
 }
 
 /* Files inspect and verify used to vouch for although readers cannot use them: a
- * compressed dataset with a chunk never written. */
+ * compressed dataset with a chunk never written, an optimizer moment missing (--resume
+ * refuses it), a rank with no layers (neither adapters nor all-weights). */
 static void test_incomplete(void) {
     char p[600];
     NptErr err = {""};
@@ -436,6 +437,46 @@ static void test_incomplete(void) {
                       "dataset /adapters/layer_02/A declares 256 float32 values in 2 chunks but the file holds 1 of them",
                       "not read");
 
+    hid_t f = edit("no_moment", p);
+    H5Ldelete(f, "/optimizer/layer_02/A.m", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "an AdamW first moment missing", "damaged: dataset /optimizer/layer_02/A.m missing",
+                      "the first optimizer state of /adapters/layer_02/A");
+    f = edit("no_moment_group", p);
+    H5Ldelete(f, "/optimizer/layer_03", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "a layer's whole optimizer group missing", "dataset /optimizer/layer_03/A.m missing", NULL);
+    f = edit("no_v", p);
+    H5Ldelete(f, "/optimizer/layer_04/B_mul.v", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "an AdamW second moment missing", "dataset /optimizer/layer_04/B_mul.v missing",
+                      "the second optimizer state");
+    f = edit("sgd", p);
+    set_str_attr(f, "/optimizer", "type", "sgd");
+    H5Fclose(f);
+    check(loads(p, &err), "an sgd checkpoint with .m (momentum) and .v as the trainer writes them loads (%s)", err.msg);
+    f = edit("sgd_no_m", p);
+    set_str_attr(f, "/optimizer", "type", "sgd");
+    H5Ldelete(f, "/optimizer/layer_02/B_add.m", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "an sgd momentum buffer missing", "dataset /optimizer/layer_02/B_add.m missing", NULL);
+
+    Fixture fx; /* adapters only, optimizer "none": no moments needed */
+    fix_build(&fx, 0, 500);
+    fx.meta.optimizer[0] = '\0';
+    CkptTensor adapters[FIX_MAX_TENSORS];
+    int k = 0;
+    for (int i = 0; i < fx.n; i++)
+        if (strncmp(fx.t[i].name, "adapters/", 9) == 0) adapters[k++] = fx.t[i];
+    const char *q = in_tmp("no_optimizer.h5");
+    check(ckpt_save(q, &fx.meta, adapters, k, &err) == 0 && loads(q, &err),
+          "adapters without optimizer state (type none) load (%s)", err.msg);
+    q = in_tmp("rank_no_layers.h5");
+    fx.meta.n_npt_layers = 0;
+    check(ckpt_save(q, &fx.meta, NULL, 0, &err) == 0, "save rank 4 with no layers (%s)", err.msg);
+    expect_load_error(q, "rank 4 but no layers", "damaged: /adapters has rank 4 but lists no layers",
+                      "an all-weights checkpoint has rank 0");
+    fix_free(&fx);
 }
 
 /* Flips a byte inside the stored data of a dataset: the Fletcher-32 checksum catches it. */

@@ -106,7 +106,7 @@ int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *er
     CkptTensor *t = NULL;
     int count = 0;
     if (ckpt_load(path, &meta, &t, &count, err)) return -1;
-    if (meta.n_npt_layers == 0) { /* an lm run that trained every weight: a model, not adapters */
+    if (ckpt_is_all_weights(&meta)) { /* an lm run that trained every weight: a model, not adapters */
         npt_fail(err, "%s holds all the weights of a model trained with train_all_weights, not NPT adapters; write it "
                  "as a model with npt export %s --out DIR and pass DIR as --model", path, path);
         ckpt_free(&meta, t, count);

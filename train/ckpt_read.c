@@ -494,6 +494,11 @@ static int check_meta(CkptFile *f, const CkptMeta *m, NptErr *err) {
         if (positive[i].v < 1 && !(positive[i].name[0] == 'r' && m->n_npt_layers == 0)) /* rank 0: no adapters (all-weights lm) */
             return rfail(f, err, 0, "attribute '%s' of %s is %lld; it must be at least 1", positive[i].name,
                          positive[i].obj, (long long)positive[i].v);
+    /* rank 0 with no layers marks an all-weights checkpoint, a rank with layers adapters;
+     * a rank with no layers is neither, and readers would disagree on what it is */
+    if (m->rank > 0 && m->n_npt_layers == 0)
+        return rfail(f, err, 0, "damaged: /adapters has rank %d but lists no layers: adapters need layers, and an "
+                     "all-weights checkpoint has rank 0; use an earlier checkpoint", m->rank);
     if (!isfinite(m->modulation_scale))
         return rfail(f, err, 0, "attribute 'modulation_scale' of /adapters is %g; it must be finite", m->modulation_scale);
     if (m->n_npt_layers > 0 && !(m->modulation_scale > 0)) /* s <= 0 flips or removes d_add: no run writes it */
@@ -752,6 +757,36 @@ int ckpt_check_history(const char *path, const CkptMeta *m, NptErr *err) {
     return 0;
 }
 
+/* With an optimizer recorded, --resume restores both moments of every parameter (the
+ * trainer writes .m and .v for adamw and for sgd, whose momentum is .m and whose .v stays
+ * zero), so a file missing one cannot be resumed and is damaged. */
+static int need_moment(const char *path, const char *param, const char *moment, const CkptTensor *t, int n,
+                       NptErr *err) {
+    static const char *suffix[2] = {".m", ".v"}, *which[2] = {"first", "second"};
+    for (int k = 0; k < 2; k++) {
+        char name[160];
+        snprintf(name, sizeof name, "optimizer/%s%s", moment, suffix[k]);
+        if (!ckpt_find(t, n, name))
+            return npt_fail(err, "%s: damaged: dataset /%s missing (the %s optimizer state of /%s, which --resume "
+                            "restores); use an earlier checkpoint", path, name, which[k], param);
+    }
+    return 0;
+}
+
+static int check_moments(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
+    if (!m->optimizer[0]) return 0; /* "none": no optimizer state was saved */
+    if (ckpt_is_all_weights(m)) return need_moment(path, "weights/block", "weights_block", t, n, err);
+    static const char *parts[] = {"A", "B_add", "B_mul"};
+    for (int i = 0; i < m->n_npt_layers; i++)
+        for (int p = 0; p < (m->safe_mode ? 2 : 3); p++) {
+            char param[64], moment[64];
+            snprintf(param, sizeof param, "adapters/layer_%02d/%s", m->npt_layers[i], parts[p]);
+            snprintf(moment, sizeof moment, "layer_%02d/%s", m->npt_layers[i], parts[p]);
+            if (need_moment(path, param, moment, t, n, err)) return -1;
+        }
+    return 0;
+}
+
 int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
     char why[400];
     for (int i = 0; i < n; i++) {
@@ -761,7 +796,8 @@ int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int 
     }
     for (int i = 0; i < m->n_npt_layers; i++)
         if (check_layer(path, m, m->npt_layers[i], t, n, err)) return -1;
-    if (check_weights_block(path, m, t, n, err)) return -1; /* before its moments are compared with it */
+    if (check_weights_block(path, m, t, n, err) || check_moments(path, m, t, n, err))
+        return -1; /* before the moments are compared with their parameters */
     for (int i = 0; i < n; i++) {
         const char *name = t[i].name;
         if (strncmp(name, "adapters/", 9) == 0 && !is_expected_adapter(m, name))
