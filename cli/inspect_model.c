@@ -39,7 +39,7 @@ int inspect_model(const char *path, int json) {
         cJSON_AddBoolToObject(o, "tied", c->tied);
         cJSON_AddStringToObject(o, "rope", rope_style_name(c->rope));
         cJSON_AddNumberToObject(o, "tensors", model_tensor_count(&m));
-        cJSON_AddNumberToObject(o, "params", (double)m.weights_floats);
+        cJSON_AddNumberToObject(o, "params", (double)llama_param_count(&m));
         cJSON_AddStringToObject(o, "fingerprint", fp);
         cJSON_AddStringToObject(o, "tokenizer", m.tokenizer_path);
         char *s = cJSON_Print(o);
@@ -53,7 +53,7 @@ int inspect_model(const char *path, int json) {
                c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len);
         printf("embeddings   %s, rope %s, norm eps %g, rope theta %g\n", c->tied ? "tied (lm_head = token embedding)" : "untied",
                rope_style_name(c->rope), c->norm_eps, c->rope_theta);
-        printf("tensors      %d, %zu parameters\n", model_tensor_count(&m), m.weights_floats);
+        printf("tensors      %d, %zu parameters\n", model_tensor_count(&m), llama_param_count(&m));
         printf("fingerprint  %s\n", fp);
         printf("tokenizer    %s\n", m.tokenizer_path[0] ? m.tokenizer_path : "(none beside the model)");
     }
