@@ -97,16 +97,7 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
     memset(&want, 0, sizeof want);
     adapters_fill_meta(&want, m, NULL);
     if (ckpt_check_base(a->input, meta, &want, err)) goto done;
-    if (block->shape[0] != (int64_t)m->weights_floats) {
-        npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint is damaged or does not "
-                 "fit its base", a->input, (long long)block->shape[0], base, m->weights_floats);
-        goto done;
-    }
-    if (ckpt_read_rows(f, block, 0, block->shape[0], m->weights_block, err)) goto done;
-    /* checked here, so a NaN is blamed on the checkpoint, not on the base model it was read over */
-    CkptTensor read = *block;
-    read.data = m->weights_block;
-    if (ckpt_check_finite(a->input, &read, 1, err) || llama_finish_load(m, err)) goto done;
+    if (load_trained_weights(f, a->input, block, m, base, err)) goto done;
     if (a->tokenizer) snprintf(tok, tok_size, "%s", a->tokenizer);
     else recipe_tokenizer(meta, tok, tok_size);
     if (!tok[0]) snprintf(tok, tok_size, "%s", m->tokenizer_path);

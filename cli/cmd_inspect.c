@@ -89,6 +89,18 @@ int inspect_tensor_stats(CkptFile *f, const CkptTensor *t, TensorStats *s, NptEr
     return 0;
 }
 
+int inspect_value_problem(const char *path, const CkptTensor *t, const TensorStats *s, char *msg, size_t size) {
+    if (s->nan || s->inf)
+        snprintf(msg, size, "%s: tensor /%s holds %lld NaN and %lld Inf values (of %lld)", path, t->name,
+                 (long long)s->nan, (long long)s->inf, (long long)s->count);
+    else if (ckpt_is_second_moment(t->name) && s->min < 0) /* resuming would take its square root */
+        snprintf(msg, size, "%s: tensor /%s (AdamW second moments) holds negative values (min %g)", path, t->name,
+                 s->min);
+    else
+        return 0;
+    return 1;
+}
+
 static double stats_std(const TensorStats *s) { return s->finite > 0 ? sqrt(s->m2 / (double)s->finite) : NAN; }
 
 /* ---------------------------------------------------------------- output helpers */
@@ -318,17 +330,7 @@ static void inspect_tensors(CkptFile *f, const char *path, const CkptTensor *t, 
             snprintf(msg, sizeof msg, "%s: %s", path, why);
             problem(p, msg);
         } else if (inspect_tensor_stats(f, &t[i], &s, &err)) problem(p, err.msg);
-        else if (s.nan || s.inf) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s: tensor /%s holds %lld NaN and %lld Inf values (of %lld)", path, t[i].name,
-                     (long long)s.nan, (long long)s.inf, (long long)s.count);
-            problem(p, msg);
-        } else if (ckpt_is_second_moment(t[i].name) && s.min < 0) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s: tensor /%s (AdamW second moments) holds negative values (min %g)", path,
-                     t[i].name, s.min);
-            problem(p, msg);
-        }
+        else if (inspect_value_problem(path, &t[i], &s, msg, sizeof msg)) problem(p, msg);
         if (json) cJSON_AddItemToArray(arr, tensor_json(&t[i], &s, unstored ? why : NULL));
         else print_tensor_row(&t[i], &s, unstored ? why : NULL);
     }
