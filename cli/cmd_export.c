@@ -129,16 +129,7 @@ static int load_trained(const ExportArgs *a, LlamaModel *m, CkptMeta *meta, char
     }
     /* the config too, not just the weights: npt init makes equal weights for 2 and 4 heads */
     if (adapters_check_base(a->input, meta, m, err)) goto done;
-    if (block->shape[0] != (int64_t)m->weights_floats) {
-        npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint is damaged or does not "
-                 "fit its base", a->input, (long long)block->shape[0], base, m->weights_floats);
-        goto done;
-    }
-    if (ckpt_read_rows(f, block, 0, block->shape[0], m->weights_block, err)) goto done;
-    /* checked here, so a NaN is blamed on the checkpoint, not on the base model it was read over */
-    CkptTensor read = *block;
-    read.data = m->weights_block;
-    if (ckpt_check_finite(a->input, &read, 1, err) || llama_finish_load(m, err)) goto done;
+    if (load_trained_weights(f, a->input, block, m, base, err)) goto done;
     if (a->tokenizer) snprintf(tok, tok_size, "%s", a->tokenizer);
     else if (run_tokenizer(a->input, meta, tok, tok_size, err)) goto done;
     if (!tok[0]) snprintf(tok, tok_size, "%s", m->tokenizer_path);

@@ -139,12 +139,7 @@ int cmd_init(int argc, char **argv) {
         llama_free(&m);
         return 1;
     }
-    size_t params = m.tok_emb.n + m.final_norm.n + (c->tied ? 0 : m.lm_head.n);
-    for (int l = 0; l < c->n_layers; l++) {
-        const LlamaLayer *L = &m.layers[l];
-        params += L->attn_norm.n + L->wq.n + L->wk.n + L->wv.n + L->wo.n + L->ffn_norm.n + L->w_gate.n + L->w_up.n +
-                  L->w_down.n;
-    }
+    size_t params = llama_param_count(&m);
     printf("npt init: wrote %s: Llama, dim %d, %d layers, %d heads (%d kv), hidden %d, vocab %d, context %d, %s, "
            "%.2fM parameters, %s tokenizer\n",
            a.out, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden_dim, c->vocab_size, c->seq_len,

@@ -89,6 +89,18 @@ int inspect_tensor_stats(CkptFile *f, const CkptTensor *t, TensorStats *s, NptEr
     return 0;
 }
 
+int inspect_value_problem(const char *path, const CkptTensor *t, const TensorStats *s, char *msg, size_t size) {
+    if (s->nan || s->inf)
+        snprintf(msg, size, "%s: tensor /%s holds %lld NaN and %lld Inf values (of %lld)", path, t->name,
+                 (long long)s->nan, (long long)s->inf, (long long)s->count);
+    else if (ckpt_is_second_moment(t->name) && s->min < 0) /* resuming would take its square root */
+        snprintf(msg, size, "%s: tensor /%s (AdamW second moments) holds negative values (min %g)", path, t->name,
+                 s->min);
+    else
+        return 0;
+    return 1;
+}
+
 static double stats_std(const TensorStats *s) { return s->finite > 0 ? sqrt(s->m2 / (double)s->finite) : NAN; }
 
 /* ---------------------------------------------------------------- output helpers */
@@ -318,17 +330,7 @@ static void inspect_tensors(CkptFile *f, const char *path, const CkptTensor *t, 
             snprintf(msg, sizeof msg, "%s: %s", path, why);
             problem(p, msg);
         } else if (inspect_tensor_stats(f, &t[i], &s, &err)) problem(p, err.msg);
-        else if (s.nan || s.inf) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s: tensor /%s holds %lld NaN and %lld Inf values (of %lld)", path, t[i].name,
-                     (long long)s.nan, (long long)s.inf, (long long)s.count);
-            problem(p, msg);
-        } else if (ckpt_is_second_moment(t[i].name) && s.min < 0) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s: tensor /%s (AdamW second moments) holds negative values (min %g)", path,
-                     t[i].name, s.min);
-            problem(p, msg);
-        }
+        else if (inspect_value_problem(path, &t[i], &s, msg, sizeof msg)) problem(p, msg);
         if (json) cJSON_AddItemToArray(arr, tensor_json(&t[i], &s, unstored ? why : NULL));
         else print_tensor_row(&t[i], &s, unstored ? why : NULL);
     }
@@ -409,7 +411,34 @@ static int inspect_checkpoint(const char *path, int json, int want_plot, const c
 
 typedef struct {
     double max_abs, diff2, a2;
+    int64_t matched;   /* pairs equal but not finite (NaN and NaN, or the same Inf): left out of both norms */
+    int64_t unmatched; /* places where one side alone is not finite: ||a-b||/||a|| is then NaN */
 } TensorDiff;
+
+/* One pair of values into d. A matched non-finite pair is equal (NaN equals NaN, so a file
+ * compared with itself is identical) but has no place in the norms: it would make ||a||
+ * NaN or Inf and the ratio meaningless. */
+static void diff_add(TensorDiff *d, double x, double y) {
+    int same = x == y || (isnan(x) && isnan(y));
+    if (same && !isfinite(x)) {
+        d->matched++;
+        return;
+    }
+    double e = same ? 0.0 : fabs(x - y);
+    if (!isnan(d->max_abs) && !(e <= d->max_abs)) d->max_abs = e; /* a NaN on one side sticks */
+    if (!isfinite(x) || !isfinite(y)) {
+        d->unmatched++;
+        return;
+    }
+    d->diff2 += e * e, d->a2 += x * x;
+}
+
+/* ||a-b|| / ||a|| over the finite pairs; NaN when one side alone holds a NaN or Inf
+ * somewhere (no ratio describes that), Inf when a is all zeros and b is not. */
+static double diff_rel(const TensorDiff *d) {
+    if (d->unmatched) return NAN;
+    return d->a2 > 0 ? sqrt(d->diff2 / d->a2) : (d->diff2 > 0 ? INFINITY : 0);
+}
 
 static int diff_tensor(CkptFile *fa, CkptFile *fb, const CkptTensor *ta, const CkptTensor *tb, TensorDiff *d,
                        NptErr *err) {
@@ -422,15 +451,21 @@ static int diff_tensor(CkptFile *fa, CkptFile *fb, const CkptTensor *ta, const C
     for (int64_t r = 0; rc == 0 && r < ta->shape[0]; r += block) {
         int64_t nr = ta->shape[0] - r < block ? ta->shape[0] - r : block;
         if (ckpt_read_rows(fa, ta, r, nr, a, err) || ckpt_read_rows(fb, tb, r, nr, b, err)) rc = -1;
-        for (int64_t i = 0; rc == 0 && i < nr * row; i++) {
-            double x = a[i], y = b[i], e = isnan(x) && isnan(y) ? 0.0 : fabs(x - y);
-            if (!isnan(d->max_abs) && !(e <= d->max_abs)) d->max_abs = e; /* a NaN on one side sticks */
-            d->diff2 += e * e, d->a2 += x * x;
-        }
+        for (int64_t i = 0; rc == 0 && i < nr * row; i++) diff_add(d, a[i], b[i]);
     }
     free(a);
     free(b);
     return rc;
+}
+
+/* What the row's numbers leave out, for the reader; "" when nothing. */
+static void diff_note(const TensorDiff *d, char *buf, size_t size) {
+    if (d->unmatched)
+        snprintf(buf, size, "%lld NaN/Inf in one file only: ||a-b||/||a|| is undefined", (long long)d->unmatched);
+    else if (d->matched)
+        snprintf(buf, size, "%lld NaN/Inf in both at the same place, left out of the norms", (long long)d->matched);
+    else
+        buf[0] = 0;
 }
 
 static int same_shape(const CkptTensor *a, const CkptTensor *b) {
@@ -607,11 +642,17 @@ static int inspect_diff(const char *pa, const char *pb, int json) {
             cJSON_AddStringToObject(o, "status", why);
             if (!json) printf("%-28s %-9s %s\n", ta[i].name, shape, why);
         } else {
-            double rel = d.a2 > 0 ? sqrt(d.diff2 / d.a2) : (d.diff2 > 0 ? INFINITY : 0);
+            double rel = diff_rel(&d);
+            char note[160];
+            diff_note(&d, note, sizeof note);
             differ |= d.max_abs != 0;
-            cJSON_AddNumberToObject(o, "max_abs_diff", d.max_abs);
+            cJSON_AddNumberToObject(o, "max_abs_diff", d.max_abs); /* NaN and Inf print as null */
             cJSON_AddNumberToObject(o, "rel_norm_diff", rel);
-            if (!json) printf("%-28s %-9s %12.4g %12.4g\n", ta[i].name, shape, d.max_abs, rel);
+            if (d.matched) cJSON_AddNumberToObject(o, "nonfinite_in_both", (double)d.matched);
+            if (d.unmatched) cJSON_AddNumberToObject(o, "nonfinite_in_one", (double)d.unmatched);
+            if (note[0]) cJSON_AddStringToObject(o, "note", note);
+            if (!json) printf("%-28s %-9s %12.4g %12.4g%s%s%s\n", ta[i].name, shape, d.max_abs, rel, note[0] ? "  (" : "", note,
+                              note[0] ? ")" : "");
         }
         cJSON_AddItemToArray(tens, o);
     }

@@ -24,6 +24,10 @@ int64_t inspect_block_rows(const CkptTensor *t);
 int64_t inspect_row_size(const CkptTensor *t);
 /* Streams tensor t of f through the statistics; -1 (err set) if a block fails to read. */
 int inspect_tensor_stats(CkptFile *f, const CkptTensor *t, TensorStats *s, NptErr *err);
+/* 1 with the problem in msg ("PATH: tensor /NAME holds ...") when t's statistics show
+ * values no run writes: NaN or Inf, or a negative second moment; else 0. Shared by
+ * inspect's problem list and verify, so both refuse the same files. */
+int inspect_value_problem(const char *path, const CkptTensor *t, const TensorStats *s, char *msg, size_t size);
 
 
 /* `npt inspect MODEL`: what a model file is. Returns the exit code. */

@@ -39,7 +39,7 @@ int inspect_model(const char *path, int json) {
         cJSON_AddBoolToObject(o, "tied", c->tied);
         cJSON_AddStringToObject(o, "rope", rope_style_name(c->rope));
         cJSON_AddNumberToObject(o, "tensors", model_tensor_count(&m));
-        cJSON_AddNumberToObject(o, "params", (double)m.weights_floats);
+        cJSON_AddNumberToObject(o, "params", (double)llama_param_count(&m));
         cJSON_AddStringToObject(o, "fingerprint", fp);
         cJSON_AddStringToObject(o, "tokenizer", m.tokenizer_path);
         char *s = cJSON_Print(o);
@@ -53,7 +53,7 @@ int inspect_model(const char *path, int json) {
                c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->seq_len);
         printf("embeddings   %s, rope %s, norm eps %g, rope theta %g\n", c->tied ? "tied (lm_head = token embedding)" : "untied",
                rope_style_name(c->rope), c->norm_eps, c->rope_theta);
-        printf("tensors      %d, %zu parameters\n", model_tensor_count(&m), m.weights_floats);
+        printf("tensors      %d, %zu parameters\n", model_tensor_count(&m), llama_param_count(&m));
         printf("fingerprint  %s\n", fp);
         printf("tokenizer    %s\n", m.tokenizer_path[0] ? m.tokenizer_path : "(none beside the model)");
     }
@@ -76,10 +76,9 @@ static int verify_file(const char *path, CkptMeta *m, NptErr *err) {
     int n = 0, rc = ckpt_read_meta(f, m, err) || ckpt_list_tensors(f, &t, &n, err) || ckpt_validate(path, m, t, n, err);
     for (int i = 0; !rc && i < n; i++) {
         TensorStats s;
+        char msg[sizeof err->msg];
         if (inspect_tensor_stats(f, &t[i], &s, err)) rc = 1;
-        else if (s.nan || s.inf)
-            rc = npt_fail(err, "%s: tensor /%s holds %lld NaN and %lld Inf values (of %lld)", path, t[i].name,
-                          (long long)s.nan, (long long)s.inf, (long long)s.count) != 0;
+        else if (inspect_value_problem(path, &t[i], &s, msg, sizeof msg)) rc = npt_fail(err, "%s", msg) != 0;
     }
     ckpt_free(NULL, t, n);
     ckpt_close(f);
@@ -102,6 +101,33 @@ static int verify_forward(const LlamaModel *lm, const NptModel *npt, NptErr *err
     }
     llama_infer_free(&s);
     return rc;
+}
+
+/* An all-weights checkpoint holds the trained model itself: its /weights/block, read over
+ * lm's weights (it must have their size), goes through the same forward pass as adapters
+ * do, with none. Finite weights can still overflow the logits. */
+static int verify_all_weights(const char *ckpt, const char *model, LlamaModel *lm, NptErr *err) {
+    CkptFile *f = ckpt_open(ckpt, err);
+    if (!f) return -1;
+    CkptTensor *t = NULL;
+    int n = 0, rc = ckpt_list_tensors(f, &t, &n, err);
+    const CkptTensor *block = rc ? NULL : ckpt_find(t, n, "weights/block");
+    if (!rc && !block) /* verify_file validated it: only a file changed in between gets here */
+        rc = npt_fail(err, "%s: damaged: /weights/block missing; use an earlier checkpoint", ckpt);
+    if (!rc) rc = load_trained_weights(f, ckpt, block, lm, model, err);
+    ckpt_free(NULL, t, n);
+    ckpt_close(f);
+    if (rc) return -1;
+    printf("verify: ok: /weights/block holds the %zu floats of the model's weights, all finite\n", lm->weights_floats);
+    if (verify_forward(lm, NULL, err)) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return npt_fail(err, "%s: the trained weights fail the %s; the checkpoint is not usable: use an earlier one",
+                        ckpt, why);
+    }
+    printf("verify: ok: forward pass of 8 tokens through the trained weights (%d layers, no adapters) gives finite "
+           "logits\n", lm->cfg.n_layers);
+    return 0;
 }
 
 int inspect_verify(int argc, char **argv) {
@@ -142,8 +168,8 @@ int inspect_verify(int argc, char **argv) {
     }
     int rc = adapters_check_base(ckpt, &cm, &lm, &err); /* layer counts agree; the reader bounds adapter layers */
     if (!rc) printf("verify: ok: base model matches (fingerprint %016llx, shapes agree)\n", (unsigned long long)lm.fingerprint);
-    if (!rc && cm.rank == 0) {
-        printf("verify: ok: no adapters (all-weights checkpoint); forward pass not run\n");
+    if (!rc && ckpt_is_all_weights(&cm)) {
+        if (verify_all_weights(ckpt, model, &lm, &err)) rc = -1;
     } else if (!rc) {
         NptModel npt;
         if (adapters_load(ckpt, &lm, &npt, &err)) {

@@ -97,6 +97,9 @@ int llama_alloc_weights(LlamaModel *m, NptErr *err);
  * config has c's dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size and tied (the
  * other fields are not used); 0 if llama_validate_config refuses those. */
 size_t llama_block_floats(const LlamaConfig *c);
+/* The model's parameters: the sum of its tensors' sizes (a tied lm_head counted once),
+ * without the padding weights_floats includes. */
+size_t llama_param_count(const LlamaModel *m);
 /* After loading: non-finite scan by tensor name, fingerprint. */
 int llama_finish_load(LlamaModel *m, NptErr *err);
 /* The fingerprint with the q/k rows hashed in RoPE order `order`. ROPE_INTERLEAVED is

@@ -390,6 +390,95 @@ static void test_all_weights(void) {
     }
 }
 
+/* /adapters/layer_02/A (4x64) rewritten deflate-compressed in chunks of 2 rows, with only
+ * rows 0..1 written when half: the missing chunk reads as zeros, and its absence hides in
+ * the byte count (deflate packs well), so the reader counts chunks. */
+static void rewrite_chunked_a(const char *name, int half, char *p) {
+    hid_t f = edit(name, p);
+    float a[4 * 64];
+    hid_t d = H5Dopen2(f, "/adapters/layer_02/A", H5P_DEFAULT);
+    H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a);
+    H5Dclose(d);
+    H5Ldelete(f, "/adapters/layer_02/A", H5P_DEFAULT);
+    hsize_t dims[2] = {4, 64}, chunk[2] = {2, 64}, start[2] = {0, 0};
+    hid_t s = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    H5Pset_deflate(dcpl, 6);
+    d = H5Dcreate2(f, "/adapters/layer_02/A", H5T_IEEE_F32LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    hid_t ms = H5Screate_simple(2, half ? chunk : dims, NULL);
+    H5Sselect_hyperslab(s, H5S_SELECT_SET, start, NULL, half ? chunk : dims, NULL);
+    H5Dwrite(d, H5T_NATIVE_FLOAT, ms, s, H5P_DEFAULT, a);
+    H5Sclose(ms);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(s);
+    H5Fclose(f);
+}
+
+static int loads(const char *path, NptErr *err) {
+    CkptMeta m;
+    CkptTensor *t;
+    int n;
+    int rc = ckpt_load(path, &m, &t, &n, err);
+    if (rc == 0) ckpt_free(&m, t, n);
+    return rc == 0;
+}
+
+/* Files inspect and verify used to vouch for although readers cannot use them: a
+ * compressed dataset with a chunk never written, an optimizer moment missing (--resume
+ * refuses it), a rank with no layers (neither adapters nor all-weights). */
+static void test_incomplete(void) {
+    char p[600];
+    NptErr err = {""};
+    rewrite_chunked_a("chunks_all", 0, p);
+    check(loads(p, &err), "deflate-compressed chunked adapter, every chunk written: loads (%s)", err.msg);
+    rewrite_chunked_a("chunks_half", 1, p);
+    expect_load_error(p, "deflate-compressed adapter with a chunk never written",
+                      "dataset /adapters/layer_02/A declares 256 float32 values in 2 chunks but the file holds 1 of them",
+                      "not read");
+
+    hid_t f = edit("no_moment", p);
+    H5Ldelete(f, "/optimizer/layer_02/A.m", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "an AdamW first moment missing", "damaged: dataset /optimizer/layer_02/A.m missing",
+                      "the first optimizer state of /adapters/layer_02/A");
+    f = edit("no_moment_group", p);
+    H5Ldelete(f, "/optimizer/layer_03", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "a layer's whole optimizer group missing", "dataset /optimizer/layer_03/A.m missing", NULL);
+    f = edit("no_v", p);
+    H5Ldelete(f, "/optimizer/layer_04/B_mul.v", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "an AdamW second moment missing", "dataset /optimizer/layer_04/B_mul.v missing",
+                      "the second optimizer state");
+    f = edit("sgd", p);
+    set_str_attr(f, "/optimizer", "type", "sgd");
+    H5Fclose(f);
+    check(loads(p, &err), "an sgd checkpoint with .m (momentum) and .v as the trainer writes them loads (%s)", err.msg);
+    f = edit("sgd_no_m", p);
+    set_str_attr(f, "/optimizer", "type", "sgd");
+    H5Ldelete(f, "/optimizer/layer_02/B_add.m", H5P_DEFAULT);
+    H5Fclose(f);
+    expect_load_error(p, "an sgd momentum buffer missing", "dataset /optimizer/layer_02/B_add.m missing", NULL);
+
+    Fixture fx; /* adapters only, optimizer "none": no moments needed */
+    fix_build(&fx, 0, 500);
+    fx.meta.optimizer[0] = '\0';
+    CkptTensor adapters[FIX_MAX_TENSORS];
+    int k = 0;
+    for (int i = 0; i < fx.n; i++)
+        if (strncmp(fx.t[i].name, "adapters/", 9) == 0) adapters[k++] = fx.t[i];
+    const char *q = in_tmp("no_optimizer.h5");
+    check(ckpt_save(q, &fx.meta, adapters, k, &err) == 0 && loads(q, &err),
+          "adapters without optimizer state (type none) load (%s)", err.msg);
+    q = in_tmp("rank_no_layers.h5");
+    fx.meta.n_npt_layers = 0;
+    check(ckpt_save(q, &fx.meta, NULL, 0, &err) == 0, "save rank 4 with no layers (%s)", err.msg);
+    expect_load_error(q, "rank 4 but no layers", "damaged: /adapters has rank 4 but lists no layers",
+                      "an all-weights checkpoint has rank 0");
+    fix_free(&fx);
+}
+
 /* Flips a byte inside the stored data of a dataset: the Fletcher-32 checksum catches it. */
 static void test_bit_rot(void) {
     char p[600];
@@ -680,6 +769,7 @@ int main(void) {
     test_damaged();
     test_history_steps();
     test_all_weights();
+    test_incomplete();
     test_bit_rot();
     test_fuzz();
     test_save_errors();

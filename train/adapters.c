@@ -116,7 +116,7 @@ int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *er
     CkptTensor *t = NULL;
     int count = 0;
     if (ckpt_load(path, &meta, &t, &count, err)) return -1;
-    if (meta.n_npt_layers == 0) { /* an lm run that trained every weight: a model, not adapters */
+    if (ckpt_is_all_weights(&meta)) { /* an lm run that trained every weight: a model, not adapters */
         npt_fail(err, "%s holds all the weights of a model trained with train_all_weights, not NPT adapters; write it "
                  "as a model with npt export %s --out DIR and pass DIR as --model", path, path);
         ckpt_free(&meta, t, count);
@@ -133,6 +133,18 @@ int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *er
     }
     ckpt_free(&meta, t, count);
     return rc;
+}
+
+int load_trained_weights(CkptFile *f, const char *path, const CkptTensor *block, LlamaModel *m, const char *model_name,
+                         NptErr *err) {
+    if (block->ndim != 1 || block->shape[0] != (int64_t)m->weights_floats)
+        return npt_fail(err, "%s: /weights/block has %lld floats but model %s needs %zu; the checkpoint is damaged or "
+                        "does not fit its base", path, (long long)block->shape[0], model_name, m->weights_floats);
+    if (ckpt_read_rows(f, block, 0, block->shape[0], m->weights_block, err)) return -1;
+    /* checked here, so a NaN is blamed on the checkpoint, not on the base model it was read over */
+    CkptTensor read = *block;
+    read.data = m->weights_block;
+    return ckpt_check_finite(path, &read, 1, err) || llama_finish_load(m, err) ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- adapter-only guard */

@@ -30,6 +30,13 @@ int adapters_restore(NptModel *n, Optimizer *opt, const char *path, const CkptTe
  * both models), builds n with the checkpoint's rank/layers/mode and fills the weights. */
 int adapters_load(const char *path, const LlamaModel *m, NptModel *n, NptErr *err);
 
+/* An all-weights checkpoint's /weights/block (block, listed from f) read over the weights
+ * of m, its base model (model_name, for the error): it must have exactly m's size (the
+ * file alone cannot say whether lm_head is tied) and finite values; m's fingerprint is
+ * then that of the trained weights. Shared by export and inspect verify. */
+int load_trained_weights(CkptFile *f, const char *path, const CkptTensor *block, LlamaModel *m, const char *model_name,
+                         NptErr *err);
+
 /* llama_load for every command that expects a full model: a file or directory that
  * holds adapters only (an npt checkpoint, or a PEFT adapter directory with
  * adapter_config.json) is refused with what it is and the base model it needs. */

@@ -38,12 +38,14 @@ typedef struct {
     /* set by listing: what the file holds of the declared values (see ckpt_tensor_unstored) */
     int64_t stored_bytes;           /* bytes HDF5 allocated for it in the file */
     int storage;                    /* CKPT_STORED (0), or why the values are not in the file */
+    int64_t chunks_need, chunks_have; /* chunked layout: chunks the extent needs, chunks the file holds (else 0) */
 } CkptTensor;
 
 enum {
     CKPT_STORED = 0,        /* the file holds its values (or, compressed, can) */
     CKPT_STORAGE_SHORT = 1, /* fewer bytes allocated than declared: never written, reads give fill values */
     CKPT_STORAGE_OUTSIDE = 2, /* external or virtual storage: the values live in other files */
+    CKPT_STORAGE_CHUNKS = 3,  /* chunked, with chunks never written (compression hides it from the byte count) */
 };
 
 typedef struct {

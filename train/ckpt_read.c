@@ -358,15 +358,39 @@ static void human_bytes(double b, char *buf, size_t size) {
     snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
 }
 
-/* What the file holds of dataset d's declared bytes (CKPT_STORED, _SHORT or _OUTSIDE).
- * A contiguous dataset never written has no storage at all, a chunked one only the chunks
- * written: reading the rest returns fill values, as many as declared (h5py's
+/* Chunks a chunked dataset's extent needs, and how many the file holds, into *need and
+ * *have; 0 (nothing set) for other layouts, -1 when HDF5 cannot say. A compressed
+ * dataset's byte count cannot tell a missing chunk from a well-compressed one (deflate
+ * packs zeros 1000:1), but the chunk count can: a chunk never written is not allocated,
+ * and reading it returns fill values. */
+static int chunk_counts(hid_t d, hid_t dcpl, int64_t *need, int64_t *have) {
+    if (H5Pget_layout(dcpl) != H5D_CHUNKED) return 0;
+    hsize_t dims[H5S_MAX_RANK], chunk[H5S_MAX_RANK], held = 0;
+    hid_t s = H5Dget_space(d);
+    int ndim = s < 0 ? -1 : H5Sget_simple_extent_ndims(s);
+    int ok = ndim >= 0 && H5Sget_simple_extent_dims(s, dims, NULL) >= 0 && H5Pget_chunk(dcpl, ndim, chunk) == ndim &&
+             H5Dget_num_chunks(d, s, &held) >= 0; /* HDF5 1.10.8 refuses H5S_ALL here */
+    if (s >= 0) H5Sclose(s);
+    if (!ok) return -1;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= chunk[i] ? (int64_t)((dims[i] + chunk[i] - 1) / chunk[i]) : 0;
+    *need = n, *have = (int64_t)held;
+    return 0;
+}
+
+/* What the file holds of dataset d's declared bytes (CKPT_STORED, _SHORT, _CHUNKS or
+ * _OUTSIDE). A contiguous dataset never written has no storage at all, a chunked one only
+ * the chunks written: reading the rest returns fill values, as many as declared (h5py's
  * create_dataset without data allocates nothing). */
-static int dataset_storage(hid_t d, uint64_t declared, int64_t *stored) {
+static int dataset_storage(hid_t d, uint64_t declared, int64_t *stored, int64_t *chunks_need, int64_t *chunks_have) {
     hsize_t have = H5Dget_storage_size(d);
     *stored = (int64_t)have;
     hid_t dcpl = H5Dget_create_plist(d);
     if (dcpl < 0) return CKPT_STORAGE_SHORT;
+    if (declared > 0 && chunk_counts(d, dcpl, chunks_need, chunks_have)) {
+        H5Pclose(dcpl);
+        return CKPT_STORAGE_SHORT; /* HDF5 cannot list its chunks: not vouched for */
+    }
     int compressed = 0, outside = H5Pget_external_count(dcpl) > 0 || H5Pget_layout(dcpl) == H5D_VIRTUAL;
     int nf = H5Pget_nfilters(dcpl);
     for (int i = 0; i < nf; i++) {
@@ -379,6 +403,7 @@ static int dataset_storage(hid_t d, uint64_t declared, int64_t *stored) {
     if (outside) return CKPT_STORAGE_OUTSIDE;
     if (declared == 0) return CKPT_STORED;
     if (compressed ? have < (declared + MAX_COMPRESSION - 1) / MAX_COMPRESSION : have < declared) return CKPT_STORAGE_SHORT;
+    if (*chunks_have < *chunks_need) return CKPT_STORAGE_CHUNKS;
     return CKPT_STORED;
 }
 
@@ -394,6 +419,10 @@ int ckpt_tensor_unstored(const CkptTensor *t, char *why, size_t size) {
     if (t->storage == CKPT_STORAGE_OUTSIDE)
         snprintf(why, size, "dataset /%s keeps its %llu values in other files (external or virtual storage); "
                  "an npt checkpoint holds its own data: not read", t->name, (unsigned long long)n);
+    else if (t->storage == CKPT_STORAGE_CHUNKS)
+        snprintf(why, size, "dataset /%s declares %llu %s values in %lld chunks but the file holds %lld of them: the "
+                 "others were never written and would read as fill values (the file was edited or damaged); not read",
+                 t->name, (unsigned long long)n, t->dtype, (long long)t->chunks_need, (long long)t->chunks_have);
     else
         snprintf(why, size, "dataset /%s declares %llu %s values (%s) but the file holds %s of them: they were never "
                  "written (the file was edited or damaged); not read", t->name, (unsigned long long)n, t->dtype,
@@ -406,7 +435,7 @@ static int column_unstored(hid_t d, hid_t type, hsize_t len, const char *name, c
     CkptTensor c = {.ndim = 1, .shape = {(int64_t)len}};
     snprintf(c.name, sizeof c.name, "%s", name);
     snprintf(c.dtype, sizeof c.dtype, "%s", dtype);
-    c.storage = dataset_storage(d, (uint64_t)len * H5Tget_size(type), &c.stored_bytes);
+    c.storage = dataset_storage(d, (uint64_t)len * H5Tget_size(type), &c.stored_bytes, &c.chunks_need, &c.chunks_have);
     return ckpt_tensor_unstored(&c, why, size);
 }
 
@@ -480,6 +509,11 @@ static int check_meta(CkptFile *f, const CkptMeta *m, NptErr *err) {
         if (positive[i].v < 1 && !(positive[i].name[0] == 'r' && m->n_npt_layers == 0)) /* rank 0: no adapters (all-weights lm) */
             return rfail(f, err, 0, "attribute '%s' of %s is %lld; it must be at least 1", positive[i].name,
                          positive[i].obj, (long long)positive[i].v);
+    /* rank 0 with no layers marks an all-weights checkpoint, a rank with layers adapters;
+     * a rank with no layers is neither, and readers would disagree on what it is */
+    if (m->rank > 0 && m->n_npt_layers == 0)
+        return rfail(f, err, 0, "damaged: /adapters has rank %d but lists no layers: adapters need layers, and an "
+                     "all-weights checkpoint has rank 0; use an earlier checkpoint", m->rank);
     if (!isfinite(m->modulation_scale))
         return rfail(f, err, 0, "attribute 'modulation_scale' of /adapters is %g; it must be finite", m->modulation_scale);
     if (m->n_npt_layers > 0 && !(m->modulation_scale > 0)) /* s <= 0 flips or removes d_add: no run writes it */
@@ -575,7 +609,8 @@ static herr_t list_one(hid_t root, const char *name, const H5L_info_t *info, voi
         x->ndim = ndim;
         for (int d = 0; d < ndim; d++) x->shape[d] = (int64_t)dims[d];
         dtype_name(t, x->dtype, sizeof x->dtype);
-        x->storage = dataset_storage(o, (uint64_t)total * H5Tget_size(t), &x->stored_bytes);
+        x->storage = dataset_storage(o, (uint64_t)total * H5Tget_size(t), &x->stored_bytes, &x->chunks_need,
+                                     &x->chunks_have);
     }
     if (t >= 0) H5Tclose(t);
     if (s >= 0) H5Sclose(s);
@@ -737,6 +772,36 @@ int ckpt_check_history(const char *path, const CkptMeta *m, NptErr *err) {
     return 0;
 }
 
+/* With an optimizer recorded, --resume restores both moments of every parameter (the
+ * trainer writes .m and .v for adamw and for sgd, whose momentum is .m and whose .v stays
+ * zero), so a file missing one cannot be resumed and is damaged. */
+static int need_moment(const char *path, const char *param, const char *moment, const CkptTensor *t, int n,
+                       NptErr *err) {
+    static const char *suffix[2] = {".m", ".v"}, *which[2] = {"first", "second"};
+    for (int k = 0; k < 2; k++) {
+        char name[160];
+        snprintf(name, sizeof name, "optimizer/%s%s", moment, suffix[k]);
+        if (!ckpt_find(t, n, name))
+            return npt_fail(err, "%s: damaged: dataset /%s missing (the %s optimizer state of /%s, which --resume "
+                            "restores); use an earlier checkpoint", path, name, which[k], param);
+    }
+    return 0;
+}
+
+static int check_moments(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
+    if (!m->optimizer[0]) return 0; /* "none": no optimizer state was saved */
+    if (ckpt_is_all_weights(m)) return need_moment(path, "weights/block", "weights_block", t, n, err);
+    static const char *parts[] = {"A", "B_add", "B_mul"};
+    for (int i = 0; i < m->n_npt_layers; i++)
+        for (int p = 0; p < (m->safe_mode ? 2 : 3); p++) {
+            char param[64], moment[64];
+            snprintf(param, sizeof param, "adapters/layer_%02d/%s", m->npt_layers[i], parts[p]);
+            snprintf(moment, sizeof moment, "layer_%02d/%s", m->npt_layers[i], parts[p]);
+            if (need_moment(path, param, moment, t, n, err)) return -1;
+        }
+    return 0;
+}
+
 int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
     char why[400];
     for (int i = 0; i < n; i++) {
@@ -746,7 +811,8 @@ int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int 
     }
     for (int i = 0; i < m->n_npt_layers; i++)
         if (check_layer(path, m, m->npt_layers[i], t, n, err)) return -1;
-    if (check_weights_block(path, m, t, n, err)) return -1; /* before its moments are compared with it */
+    if (check_weights_block(path, m, t, n, err) || check_moments(path, m, t, n, err))
+        return -1; /* before the moments are compared with their parameters */
     for (int i = 0; i < n; i++) {
         const char *name = t[i].name;
         if (strncmp(name, "adapters/", 9) == 0 && !is_expected_adapter(m, name))
