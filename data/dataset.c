@@ -63,6 +63,10 @@ void dataset_default_cache_dir(char *out, size_t n) {
     else snprintf(out, n, ".npt-cache");
 }
 
+void dataset_source_parts(const char *spec, char *file, size_t n, char *dset, size_t dset_n) {
+    if (!data_split_h5_spec(spec, file, n, dset, dset_n)) snprintf(file, n, "%s", spec), dset[0] = '\0';
+}
+
 void dataset_source_file(const char *spec, char *file, size_t n) {
     char dset[256];
     if (!data_split_h5_spec(spec, file, n, dset, sizeof dset)) snprintf(file, n, "%s", spec);

@@ -117,5 +117,8 @@ int dataset_parse_format(const char *name, DatasetFormat *f);
 void dataset_default_cache_dir(char *out, size_t n);
 /* The file system path of a source: spec without an HDF5 ":/dataset" suffix. */
 void dataset_source_file(const char *spec, char *file, size_t n);
+/* The same, and the HDF5 dataset a source reads ("/tokens" when none is named) into
+ * dset, "" for a raw token or text file. */
+void dataset_source_parts(const char *spec, char *file, size_t n, char *dset, size_t dset_n);
 
 #endif

@@ -259,7 +259,7 @@ static int scan_nonfinite(LlamaModel *m, NptErr *err) {
  * taken in RoPE order `want` from memory in order `mem`. Interleaved RoPE pairs rows
  * (2i, 2i+1) of a head, rotate-half pairs (i, i+hd/2): the same function with the rows
  * permuted (model/save_hf.c writes the one as the other). */
-static int rope_row(int r, int hd, RopeStyle mem, RopeStyle want) {
+int rope_row(int r, int hd, RopeStyle mem, RopeStyle want) {
     if (mem == want) return r;
     int h = r / hd, k = r % hd, half = hd / 2;
     if (want == ROPE_INTERLEAVED) return h * hd + (k % 2) * half + k / 2; /* row 2i+j is rotate-half row j*half+i */

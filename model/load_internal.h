@@ -57,5 +57,8 @@ int llama_begin(LlamaModel *m, const char *path, ModelFormat fmt, NptErr *err);
  * llama_alloc_weights calls it too; loaders call it first when they need head_dim or
  * sizes derived from the configuration before allocating. */
 int llama_validate_config(LlamaModel *m, NptErr *err);
+/* The memory row holding row r of a q/k projection (head_dim hd) in RoPE order want,
+ * when memory holds order mem (llama_load.c). */
+int rope_row(int r, int hd, RopeStyle mem, RopeStyle want);
 
 #endif

@@ -131,12 +131,10 @@ static char *header_json(const StEntry *e, int n, size_t *len, NptErr *err) {
     return out;
 }
 
-/* Row r of the file's tensor: HF's rotate-half order pairs (i, i + hd/2) where
- * interleaved RoPE pairs (2i, 2i + 1); file row h*hd + j*hd/2 + i holds row h*hd + 2i + j. */
+/* Row r of the file's tensor: HF's rotate-half order, from interleaved rows in memory
+ * (llama2.c and GGUF sources; rope_heads is 0 for rows already in HF order). */
 static int source_row(const StEntry *e, int r) {
-    if (!e->rope_heads) return r;
-    int hd = e->t->shape[0] / e->rope_heads, h = r / hd, k = r % hd, half = hd / 2;
-    return h * hd + 2 * (k % half) + k / half;
+    return e->rope_heads ? rope_row(r, e->t->shape[0] / e->rope_heads, ROPE_INTERLEAVED, ROPE_HALF) : r;
 }
 
 /* model.safetensors: every weight as F32 under its HF name (model.embed_tokens.weight,

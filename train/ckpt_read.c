@@ -389,7 +389,8 @@ static int dataset_storage(hid_t d, uint64_t declared, int64_t *stored, int64_t 
     if (dcpl < 0) return CKPT_STORAGE_SHORT;
     if (declared > 0 && chunk_counts(d, dcpl, chunks_need, chunks_have)) {
         H5Pclose(dcpl);
-        return CKPT_STORAGE_SHORT; /* HDF5 cannot list its chunks: not vouched for */
+        *chunks_have = -1; /* HDF5 cannot count its chunks: not vouched for, and said so */
+        return CKPT_STORAGE_CHUNKS;
     }
     int compressed = 0, outside = H5Pget_external_count(dcpl) > 0 || H5Pget_layout(dcpl) == H5D_VIRTUAL;
     int nf = H5Pget_nfilters(dcpl);
@@ -419,6 +420,10 @@ int ckpt_tensor_unstored(const CkptTensor *t, char *why, size_t size) {
     if (t->storage == CKPT_STORAGE_OUTSIDE)
         snprintf(why, size, "dataset /%s keeps its %llu values in other files (external or virtual storage); "
                  "an npt checkpoint holds its own data: not read", t->name, (unsigned long long)n);
+    else if (t->storage == CKPT_STORAGE_CHUNKS && t->chunks_have < 0)
+        snprintf(why, size, "dataset /%s is chunked, and HDF5 cannot count its chunks to show all %llu values were "
+                 "written (the file is damaged, or of an HDF5 this npt cannot check); not read", t->name,
+                 (unsigned long long)n);
     else if (t->storage == CKPT_STORAGE_CHUNKS)
         snprintf(why, size, "dataset /%s declares %llu %s values in %lld chunks but the file holds %lld of them: the "
                  "others were never written and would read as fill values (the file was edited or damaged); not read",

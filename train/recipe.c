@@ -964,13 +964,11 @@ static void data_path_issue(const char *spec, const char *key, RecipeDiag *diag)
 /* The file a source spec reads (stat'ed into *st: by identity, so "./x" and "x", a
  * symlink or a hard link match) and its HDF5 dataset without leading slashes ("" for a
  * raw or text file; "tokens" when "x.h5" names none). 0 when the file exists. */
-static int source_identity(const char *spec, struct stat *st, const char **dset) {
+static int source_identity(const char *spec, struct stat *st, char *dset, size_t dset_n) {
     char file[RECIPE_PATH_MAX];
-    dataset_source_file(spec, file, sizeof file);
-    size_t n = strlen(file);
-    int h5 = n < strlen(spec) || npt_ends_with(file, ".h5") || npt_ends_with(file, ".hdf5") || npt_ends_with(file, ".hdf");
-    *dset = !h5 ? "" : n < strlen(spec) && spec[n + 1] ? spec + n + 1 : "tokens";
-    while (**dset == '/') (*dset)++;
+    dataset_source_parts(spec, file, sizeof file, dset, dset_n);
+    size_t skip = strspn(dset, "/");
+    memmove(dset, dset + skip, strlen(dset + skip) + 1);
     return stat(file, st);
 }
 
@@ -978,8 +976,9 @@ static int source_identity(const char *spec, struct stat *st, const char **dset)
  * on and then scored as held out, so the validation loss would say nothing. */
 static void valid_overlap_issue(const char *valid, const char *train, const char *train_key, RecipeDiag *diag) {
     struct stat sv, st;
-    const char *dv, *dt;
-    if (!valid[0] || !train[0] || source_identity(valid, &sv, &dv) || source_identity(train, &st, &dt)) return;
+    char dv[256], dt[256];
+    if (!valid[0] || !train[0] || source_identity(valid, &sv, dv, sizeof dv) || source_identity(train, &st, dt, sizeof dt))
+        return;
     if (sv.st_dev != st.st_dev || sv.st_ino != st.st_ino || strcmp(dv, dt)) return;
     char msg[3 * RECIPE_PATH_MAX];
     snprintf(msg, sizeof msg, "%s is the same %s as %s (%s): validation would score windows the run trains on; give "
