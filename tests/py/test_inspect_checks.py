@@ -8,8 +8,9 @@ and the model really are, on a tiny all-weights lm run (a few seconds):
 - `diff` leaves NaN pairs at the same place out of ||a-b||/||a|| (the ratio equals
   numpy's over the other values) and makes it NaN (null in JSON, with a note) when one
   file alone holds a NaN;
-- `inspect MODEL` counts parameters without the 16-float padding of the weight block,
-  equal to the sum of the shapes in model.safetensors.
+- `inspect MODEL` counts parameters without the 16-float padding of the weight block:
+  the count the dimensions give (init's command line and config.json), and the sum of
+  the shapes in model.safetensors.
 """
 import json
 import math
@@ -135,15 +136,33 @@ check(rc == 1 and row.split()[3:4] == ["nan"] and "1 NaN/Inf in one file only" i
 
 # ---- inspect MODEL: parameters, not the padded block ----
 tiny = os.path.join(tmp, "tiny")
-rc, _, err = run("init", "--out", tiny, "--dim", "2", "--heads", "1", "--layers", "1")
+T_DIM, T_HEADS, T_LAYERS = 2, 1, 1
+rc, _, err = run("init", "--out", tiny, "--dim", str(T_DIM), "--heads", str(T_HEADS), "--layers", str(T_LAYERS))
+# The expected count from the dimensions (the command line above, and what config.json
+# says of the rest), not from anything npt counted: embeddings V*D; per layer two norms
+# of D, wq D*qd, wk and wv D*kvd each, wo qd*D, w1 and w3 D*H each, w2 H*D; the final
+# norm D; an untied lm_head V*D.
+with open(os.path.join(tiny, "config.json")) as fp:
+    tcfg = json.load(fp)
+V, H, KV = tcfg["vocab_size"], tcfg["intermediate_size"], tcfg["num_key_value_heads"]
+hd = T_DIM // T_HEADS
+qd, kvd = T_HEADS * hd, KV * hd
+per_layer = 2 * T_DIM + T_DIM * qd + 2 * T_DIM * kvd + qd * T_DIM + 2 * T_DIM * H + H * T_DIM
+want_dims = V * T_DIM + T_LAYERS * per_layer + T_DIM + (0 if tcfg["tie_word_embeddings"] else V * T_DIM)
+rc, out, err = run("inspect", tiny)
+tline = next((l for l in out.splitlines() if l.startswith('tensors')), err.strip())
+check(rc == 0 and f", {want_dims} parameters" in out,
+      f"inspect of a dim-2 model counts the {want_dims} parameters its dimensions give "
+      f"(V={V}, D={T_DIM}, H={H}, kv heads {KV}, tied {tcfg['tie_word_embeddings']}): {tline}")
+# and the header npt wrote holds as many (this guards model.safetensors too)
 with open(os.path.join(tiny, "model.safetensors"), "rb") as fp:
     header = json.loads(fp.read(struct.unpack("<Q", fp.read(8))[0]))
 want = sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-rc, out, err = run("inspect", tiny)
 check(rc == 0 and f", {want} parameters" in out,
-      f"inspect of a dim-2 model counts the {want} parameters in model.safetensors: "
-      f"{next((l for l in out.splitlines() if l.startswith('tensors')), err.strip())}")
+      f"inspect of a dim-2 model counts the {want} parameters in model.safetensors: {tline}")
 rc, out, _ = run("inspect", tiny, "--json")
+params = json.loads(out).get("params") if rc == 0 and out.strip() else None
+check(params == want_dims, f"inspect --json params is {want_dims}, the count from the dimensions (got {params})")
 check(rc == 0 and json.loads(out).get("params") == want, f"inspect --json params is {want}")
 
 shutil.rmtree(tmp, ignore_errors=True)

@@ -182,6 +182,20 @@ def interleaved(w, heads):
     return w.reshape(heads, 2, rows // heads // 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
 
 
+def rotate_half(w, heads):
+    """q/k rows of interleaved RoPE (pairs 2i, 2i + 1 of a head) in rotate-half order
+    (pairs i, i + hd/2): row h*hd + j*hd/2 + i of the result is row h*hd + 2i + j of w.
+    Built from explicit row indices, not as the inverse of interleaved()."""
+    rows = w.shape[0]
+    hd = rows // heads
+    src = np.empty(rows, dtype=np.int64)
+    for h in range(heads):
+        for j in range(2):
+            for i in range(hd // 2):
+                src[h * hd + j * (hd // 2) + i] = h * hd + 2 * i + j
+    return w[src]
+
+
 def fnv1a(weights, n_layers, tied, half_heads=None):
     """FNV-1a 64 over the float32 bytes of the canonical tensors (lm_head only if untied),
     q/k rows in interleaved RoPE order: half_heads (n_heads, n_kv_heads) when the weights
@@ -322,6 +336,12 @@ def hf_variants(tmp):
         write_safetensors(os.path.join(d, fname), [(k, "F32", raw[k]) for k in part])
         weight_map.update({k: fname for k in part})
     json.dump({"metadata": {}, "weight_map": weight_map}, open(os.path.join(d, "model.safetensors.index.json"), "w"))
+    # The old rule (tests/test_export_ids.c pins its value): the weights hashed in the file's
+    # own order, q/k rows not reordered.
+    before = fnv1a(ref, L, True)
+    check(before == 0xADD20AA9D544C8ED,
+          "TinyStories-656K: FNV-1a 64 of its weights in file order (q/k not reordered) is "
+          f"add20aa9d544c8ed, its old fingerprint ({before:016x})")
     orig = compare("TinyStories-656K (original)", HF, ref, L, want_tied=1)
     sh = compare("HF 2-shard index", d, ref, L, want_tied=1)
     if orig and sh:
@@ -356,6 +376,16 @@ def llama2c_variants(tmp):
     if legacy:
         check(legacy["fingerprint"] == fnv1a(w, L, True),
               f"stories260K.bin: fingerprint equals an independent FNV-1a 64 ({legacy['fingerprint']:016x})")
+        # The fingerprint npt's HF export of stories260K had before (tests/test_export_ids.c
+        # pins it as hf_old): the same weights, q/k rows in rotate-half order, hashed as they are.
+        half = dict(w)
+        for l in range(L):
+            half[f"layers.{l}.wq"] = rotate_half(w[f"layers.{l}.wq"], cfg["n_heads"])
+            half[f"layers.{l}.wk"] = rotate_half(w[f"layers.{l}.wk"], cfg["n_kv_heads"])
+        old_export = fnv1a(half, L, True)
+        check(old_export == 0x7082DED3685989F2,
+              "stories260K.bin: wq/wk rows permuted by numpy into rotate-half order hash (FNV-1a 64) to "
+              f"7082ded3685989f2, the old HF-export fingerprint ({old_export:016x})")
         c = legacy["config"]
         check((c["rope"], c["format"], c["norm_eps"]) == ("interleaved", "llama2c", "9.99999975e-06"),
               "stories260K.bin: interleaved RoPE, llama2c, eps 1e-5")
