@@ -153,7 +153,7 @@ static int open_session(Session *s, const DebugArgs *a) {
         return -1;
     }
     if (session_open(s, a->model, a->tokenizer, a->prompt != NULL, a->adapters, &err) ||
-        (a->data && session_open_data(s, a->data, a->format, a->seq_len, a->sample >= 0 ? a->sample + 1 : a->samples, &err))) {
+        (a->data && session_open_data(s, a->data, a->format, a->seq_len, a->sample >= 0 ? a->sample + 1 : a->samples > 0 ? a->samples : 0, &err))) {
         fprintf(stderr, "npt debug: error: %s\n", err.msg);
         session_free(s);
         return -1;

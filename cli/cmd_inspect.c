@@ -355,9 +355,12 @@ static int inspect_checkpoint(const char *path, int json, int want_plot, const c
         return 1;
     }
     Problems p = {cJSON_CreateArray()};
-    if (ckpt_validate(path, &m, t, n, &err)) problem(&p, err.msg);
-    /* ckpt_validate stops at its first problem; a damaged history is listed as well */
-    if (ckpt_check_history(path, &m, &err)) problem(&p, err.msg);
+    /* ckpt_validate stops at its first problem (its last check is the history's): a
+     * damaged history is listed as well when another problem came first */
+    if (ckpt_validate(path, &m, t, n, &err)) {
+        problem(&p, err.msg);
+        if (ckpt_check_history(path, &m, &err)) problem(&p, err.msg);
+    }
     int64_t n_adapter = 0, n_moment = 0;
     for (int i = 0; i < n; i++) {
         if (has_prefix(t[i].name, "optimizer/")) n_moment += tensor_numel(&t[i]);
@@ -415,11 +418,14 @@ typedef struct {
     int64_t unmatched; /* places where one side alone is not finite: ||a-b||/||a|| is then NaN */
 } TensorDiff;
 
+/* Equal as a file holds them: NaN equals NaN. */
+static int same_f64(double a, double b) { return a == b || (isnan(a) && isnan(b)); }
+
 /* One pair of values into d. A matched non-finite pair is equal (NaN equals NaN, so a file
  * compared with itself is identical) but has no place in the norms: it would make ||a||
  * NaN or Inf and the ratio meaningless. */
 static void diff_add(TensorDiff *d, double x, double y) {
-    int same = x == y || (isnan(x) && isnan(y));
+    int same = same_f64(x, y);
     if (same && !isfinite(x)) {
         d->matched++;
         return;
@@ -499,7 +505,6 @@ static void json_diff(const cJSON *a, const cJSON *b, const char *prefix, cJSON 
 }
 
 /* Equal for a diff: NaN equals NaN (a file compared with itself is identical). */
-static int same_f64(double a, double b) { return a == b || (isnan(a) && isnan(b)); }
 
 static void add_difference(cJSON *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void add_difference(cJSON *out, const char *fmt, ...) {

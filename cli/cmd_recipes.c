@@ -338,12 +338,7 @@ static int recipes_copy(const char *name, const char *dest_arg, int force) {
     }
     const char *in[] = {src};
     if (refuse_output_over_inputs(dest, "the destination", in, 1, "recipes copy")) return 1;
-    /* lstat: a dangling symlink exists too, and writing dest would replace it */
-    if (!force && lstat(dest, &st) == 0) {
-        fprintf(stderr, "npt recipes: error: %s already exists%s; pass --force to overwrite it\n", dest,
-                S_ISLNK(st.st_mode) && stat(dest, &st) != 0 ? " (a symbolic link to a missing file)" : "");
-        return 1;
-    }
+    if (refuse_existing_output(dest, "the destination", force, "recipes")) return 1;
     NptErr err;
     size_t len;
     char *text = npt_read_input(src, "recipe", &len, &err);

@@ -69,7 +69,7 @@ void dataset_source_parts(const char *spec, char *file, size_t n, char *dset, si
 
 void dataset_source_file(const char *spec, char *file, size_t n) {
     char dset[256];
-    if (!data_split_h5_spec(spec, file, n, dset, sizeof dset)) snprintf(file, n, "%s", spec);
+    dataset_source_parts(spec, file, n, dset, sizeof dset);
 }
 
 /* Text into an unnamed temporary token file (no cache directory). */
@@ -86,6 +86,7 @@ static int tokenize_to_temp(DataSource *s, const char *path, const PrepareOption
     wide.output_format = DATASET_U32;
     int rc = data_prepare(path, tmp, &wide, &st, err);
     if (rc == 0) rc = token_file_open(&s->file, tmp, DATASET_U32, vocab, err);
+    s->fingerprint = st.checksum;
     npt_temp_remove(tmp); /* the open descriptor keeps it readable */
     if (rc == 0) snprintf(s->file.name, sizeof s->file.name, "%s", path);
     return rc;
@@ -107,7 +108,7 @@ static int count_windows(DataSource *s, const DataConfig *c, NptErr *err) {
 
 static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConfig *c, NptErr *err) {
     memset(s, 0, sizeof *s);
-    int cached = 0;
+    int known = 0; /* the fingerprint: made as the text was tokenized, or verified in the cache */
     s->file.fd = -1;
     s->file.h5_file = s->file.h5_dset = s->file.h5_space = -1;
     DatasetFormat fmt = spec->format == DATASET_AUTO ? dataset_detect_format(spec->path) : spec->format;
@@ -119,6 +120,7 @@ static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConf
         if (!c->cache_dir) {
             o.max_tokens = c->max_windows * (uint64_t)(c->seq_len - 1);
             if (tokenize_to_temp(s, spec->path, &o, c->vocab_size, err)) return -1;
+            known = 1;
         } else {
             char path[4300];
             if (data_cached_tokens(spec->path, c->cache_dir, &o, path, sizeof path, err) ||
@@ -126,15 +128,14 @@ static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConf
                 return -1;
             /* messages about this data name the user's file, not only the cache's */
             snprintf(s->file.name, sizeof s->file.name, "%.2000s (token cache %.2000s)", spec->path, path);
-            cached = s->file.has_header;
+            s->fingerprint = s->file.header.checksum;
+            known = s->file.has_header;
         }
     } else if (token_file_open(&s->file, spec->path, fmt, c->vocab_size, err)) {
         return -1;
     }
-    /* The token cache's header holds the checksum data_cached_tokens just verified; any
-     * other file is read once here anyway, every id against the vocabulary. */
-    if (cached) s->fingerprint = s->file.header.checksum;
-    else if (token_file_checksum(&s->file, &s->fingerprint, err)) return -1;
+    /* A token file is read once here anyway, every id against the vocabulary. */
+    if (!known && token_file_checksum(&s->file, &s->fingerprint, err)) return -1;
     return count_windows(s, c, err);
 }
 

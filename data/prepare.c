@@ -538,7 +538,6 @@ static int writer_put(Writer *w, const int *ids, size_t n, NptErr *err) {
         for (size_t i = 0; i < n; i++) ((uint32_t *)w->conv)[i] = (uint32_t)ids[i];
     if (w->kind != DATASET_HDF5) {
         if (fwrite(w->conv, width, n, w->raw.f) != n) return writer_failed(w, err);
-        if (w->cache_key) w->checksum = token_checksum_add(w->checksum, ids, n);
     } else {
         hsize_t off = w->n, cnt = n, total = w->n + n;
         hid_t mem = H5Screate_simple(1, &cnt, NULL), fs = -1;
@@ -550,6 +549,7 @@ static int writer_put(Writer *w, const int *ids, size_t n, NptErr *err) {
         if (!ok) return npt_fail(err, "cannot write token file %s: HDF5 cannot store tokens %llu..%llu", w->output,
                                  (unsigned long long)off, (unsigned long long)(total - 1));
     }
+    w->checksum = token_checksum_add(w->checksum, ids, n);
     w->n += n;
     return 0;
 }
@@ -758,6 +758,7 @@ static int prepare_into(const char *input, const char *output, const PrepareOpti
     if (rc == 0) rc = stopped(input, err);
     st->seconds = npt_now_seconds() - j.prog.start;
     if (rc == 0 && st->tokens == 0) rc = npt_fail(err, "%s holds no text (no non-empty document)", input);
+    st->checksum = token_checksum_final(j.w.checksum, j.w.n);
     rc = writer_close(&j.w, rc == 0, o, st, err) || rc ? -1 : 0;
     if (rc == 0) show_progress(&j.prog, j.total_bytes, j.total_bytes, st->tokens, 1);
     else if (j.prog.out && j.prog.tty) fputc('\n', j.prog.out);

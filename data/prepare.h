@@ -46,6 +46,7 @@ typedef struct {
 
 typedef struct {
     uint64_t bytes, tokens, documents, bad_records, files;
+    uint64_t checksum; /* token_checksum_final of the ids written (a cache's header holds it too) */
     double seconds;
 } PrepareStats;
 

@@ -137,15 +137,10 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int *out
         npt_fail(err, "this tokenizer defines no BOS token; encode without BOS");
         return -1;
     }
-    IntVec ids = {0};
-    int rc = add_bos ? intvec_push(&ids, t->bos, err) : 0;
-    if (rc == 0) rc = encode_into(t, text, strlen(text), 0, &ids, err);
-    if (rc == 0) {
-        size_t cap = max_tokens > 0 ? (size_t)max_tokens : 0;
-        if (ids.n && cap) memcpy(out, ids.v, (ids.n < cap ? ids.n : cap) * sizeof *out);
-    }
-    free(ids.v);
-    return rc == 0 ? (int)ids.n : -1;
+    size_t cap = max_tokens > 0 ? (size_t)max_tokens : 0, bos = add_bos ? 1 : 0;
+    if (bos && cap) out[0] = t->bos;
+    int n = tok_encode_part(t, text, strlen(text), 0, out + (cap ? bos : 0), cap > bos ? cap - bos : 0, err);
+    return n < 0 ? -1 : n + (int)bos;
 }
 
 int tok_encode_part(const Tokenizer *t, const char *text, size_t len, int cont, int *out, size_t cap, NptErr *err) {

@@ -68,14 +68,3 @@ size_t llama_activation_bytes(const LlamaConfig *c, int B, int T, int with_logit
     return floats * sizeof(float) + (size_t)(c->n_layers + 4) * 64 * 1024 + (8u << 20);
 }
 
-/* Counted from the tensors, not weights_floats: the block pads each tensor to 16 floats,
- * which are not parameters (a tied lm_head is the embedding, counted once). */
-size_t llama_param_count(const LlamaModel *m) {
-    size_t n = m->tok_emb.n + m->final_norm.n + (m->cfg.tied ? 0 : m->lm_head.n);
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        const LlamaLayer *L = &m->layers[l];
-        n += L->attn_norm.n + L->wq.n + L->wk.n + L->wv.n + L->wo.n + L->ffn_norm.n + L->w_gate.n + L->w_up.n +
-             L->w_down.n;
-    }
-    return n;
-}

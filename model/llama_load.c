@@ -126,15 +126,22 @@ int llama_validate_config(LlamaModel *m, NptErr *err) {
 
 /* The weights block's size in floats for a validated cfg (head_dim set): every tensor
  * rounded up to 16 floats, lm_head only when untied. */
-static size_t block_floats(const LlamaConfig *c) {
+/* Floats of every weight (a tied lm_head is the embedding, counted once), each rounded
+ * up to 16 when pad: the block's layout; unpadded, the model's parameter count. */
+static size_t weights_total(const LlamaConfig *c, int pad) {
     size_t total = 0;
     for (int i = 0; i < n_weights(c); i++) {
         int rows, cols;
         weight_shape(c, i, &rows, &cols);
-        if (!(i == lm_head_index(c) && c->tied)) total += round_up16((size_t)rows * (cols ? cols : 1));
+        size_t n = (size_t)rows * (cols ? cols : 1);
+        if (!(i == lm_head_index(c) && c->tied)) total += pad ? round_up16(n) : n;
     }
     return total;
 }
+
+static size_t block_floats(const LlamaConfig *c) { return weights_total(c, 1); }
+
+size_t llama_param_count(const LlamaModel *m) { return weights_total(&m->cfg, 0); }
 
 /* Validates cfg and allocates the layer table with the weight names after it; *total
  * is the block's size in floats (every tensor rounded up to 16 floats). */

@@ -938,21 +938,23 @@ static int lowrank_tiles(const Tensor *z, Tensor *const b[2], int i, int tr, flo
     return nr;
 }
 
+/* The modulated gate g' = g * d_mul + s * d_add, d_mul = 0.5 sigmoid(d_raw) + 0.5 (SPEC
+ * section 2; without d_raw, safe mode, d_mul is 1), and SwiGLU over it: the one spelling
+ * of the forward formula, shared by training and the debug mode's observed copy. */
+static inline float npt_modulated_gate(float g, float a, const float *restrict rs, size_t i, float s) {
+    return rs ? g * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * a : g + s * a;
+}
+static inline float swiglu_value(float m, float u) { return m * sigmoidf(m) * u; }
+
 static void npt_swiglu_span(const float *restrict gs, const float *restrict us, const float *restrict as,
                             const float *restrict rs, float s, size_t n, float *restrict ys) {
-    if (rs) {
+    if (rs) { /* two loops, so that neither branches per element */
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) {
-            float m = gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i];
-            ys[i] = m * sigmoidf(m) * us[i];
-        }
+        for (size_t i = 0; i < n; i++) ys[i] = swiglu_value(npt_modulated_gate(gs[i], as[i], rs, i, s), us[i]);
         return;
     }
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        float m = gs[i] + s * as[i];
-        ys[i] = m * sigmoidf(m) * us[i];
-    }
+    for (size_t i = 0; i < n; i++) ys[i] = swiglu_value(npt_modulated_gate(gs[i], as[i], NULL, i, s), us[i]);
 }
 
 /* npt_swiglu_span for an observed graph with an inner observer (debug): d_add, d_raw
@@ -963,9 +965,9 @@ static void npt_swiglu_span_observed(Graph *g, const float *gs, const float *us,
                                      float *ys) {
     g->inner_observer(g, "d_add = z B_add^T", as, n, g->observer_ctx);
     if (rs) g->inner_observer(g, "d_raw = z B_mul^T", rs, n, g->observer_ctx);
-    for (size_t i = 0; i < n; i++) as[i] = rs ? gs[i] * (0.5f * sigmoidf(rs[i]) + 0.5f) + s * as[i] : gs[i] + s * as[i];
+    for (size_t i = 0; i < n; i++) as[i] = npt_modulated_gate(gs[i], as[i], rs, i, s);
     g->inner_observer(g, "the modulated gate g'", as, n, g->observer_ctx);
-    for (size_t i = 0; i < n; i++) ys[i] = as[i] * sigmoidf(as[i]) * us[i];
+    for (size_t i = 0; i < n; i++) ys[i] = swiglu_value(as[i], us[i]);
 }
 
 /* The gradients of n elements with respect to gate, up, d_add and d_raw (v[0..3]).

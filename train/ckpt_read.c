@@ -694,7 +694,23 @@ static int shape_is(const CkptTensor *t, int64_t r, int64_t c) {
     return t->ndim == 2 && t->shape[0] == r && t->shape[1] == c;
 }
 
-/* The adapter tensors each listed layer must have, with their expected shapes. */
+/* With an optimizer recorded, --resume restores both moments of every parameter (the
+ * trainer writes .m and .v for adamw and for sgd, whose momentum is .m and whose .v stays
+ * zero), so a file missing one cannot be resumed and is damaged. */
+static int need_moment(const char *path, const char *param, const char *moment, const CkptTensor *t, int n,
+                       NptErr *err) {
+    static const char *suffix[2] = {".m", ".v"}, *which[2] = {"first", "second"};
+    for (int k = 0; k < 2; k++) {
+        char name[160];
+        snprintf(name, sizeof name, "optimizer/%s%s", moment, suffix[k]);
+        if (!ckpt_find(t, n, name))
+            return npt_fail(err, "%s: damaged: dataset /%s missing (the %s optimizer state of /%s, which --resume "
+                            "restores); use an earlier checkpoint", path, name, which[k], param);
+    }
+    return 0;
+}
+
+/* The adapter tensors each listed layer must have, with their expected shapes and moments. */
 static int check_layer(const char *path, const CkptMeta *m, int layer, const CkptTensor *t, int n, NptErr *err) {
     static const char *parts[] = {"A", "B_add", "B_mul"};
     for (int p = 0; p < 3; p++) {
@@ -714,6 +730,8 @@ static int check_layer(const char *path, const CkptMeta *m, int layer, const Ckp
             return npt_fail(err, "%s: dataset /%s has shape %s, expected [%lld, %lld] (rank %d, dim %d, hidden_dim %d)",
                             path, name, have, (long long)r, (long long)c, m->rank, m->dim, m->hidden_dim);
         }
+        /* optimizer "none" saved no state; else --resume restores both moments */
+        if (m->optimizer[0] && need_moment(path, name, name + strlen("adapters/"), t, n, err)) return -1;
     }
     return 0;
 }
@@ -777,34 +795,9 @@ int ckpt_check_history(const char *path, const CkptMeta *m, NptErr *err) {
     return 0;
 }
 
-/* With an optimizer recorded, --resume restores both moments of every parameter (the
- * trainer writes .m and .v for adamw and for sgd, whose momentum is .m and whose .v stays
- * zero), so a file missing one cannot be resumed and is damaged. */
-static int need_moment(const char *path, const char *param, const char *moment, const CkptTensor *t, int n,
-                       NptErr *err) {
-    static const char *suffix[2] = {".m", ".v"}, *which[2] = {"first", "second"};
-    for (int k = 0; k < 2; k++) {
-        char name[160];
-        snprintf(name, sizeof name, "optimizer/%s%s", moment, suffix[k]);
-        if (!ckpt_find(t, n, name))
-            return npt_fail(err, "%s: damaged: dataset /%s missing (the %s optimizer state of /%s, which --resume "
-                            "restores); use an earlier checkpoint", path, name, which[k], param);
-    }
-    return 0;
-}
-
-static int check_moments(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
-    if (!m->optimizer[0]) return 0; /* "none": no optimizer state was saved */
-    if (ckpt_is_all_weights(m)) return need_moment(path, "weights/block", "weights_block", t, n, err);
-    static const char *parts[] = {"A", "B_add", "B_mul"};
-    for (int i = 0; i < m->n_npt_layers; i++)
-        for (int p = 0; p < (m->safe_mode ? 2 : 3); p++) {
-            char param[64], moment[64];
-            snprintf(param, sizeof param, "adapters/layer_%02d/%s", m->npt_layers[i], parts[p]);
-            snprintf(moment, sizeof moment, "layer_%02d/%s", m->npt_layers[i], parts[p]);
-            if (need_moment(path, param, moment, t, n, err)) return -1;
-        }
-    return 0;
+/* The all-weights block's moments (the adapters' are required by check_layer). */
+static int check_block_moments(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
+    return m->optimizer[0] && ckpt_is_all_weights(m) ? need_moment(path, "weights/block", "weights_block", t, n, err) : 0;
 }
 
 int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
@@ -816,7 +809,7 @@ int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int 
     }
     for (int i = 0; i < m->n_npt_layers; i++)
         if (check_layer(path, m, m->npt_layers[i], t, n, err)) return -1;
-    if (check_weights_block(path, m, t, n, err) || check_moments(path, m, t, n, err))
+    if (check_weights_block(path, m, t, n, err) || check_block_moments(path, m, t, n, err))
         return -1; /* before the moments are compared with their parameters */
     for (int i = 0; i < n; i++) {
         const char *name = t[i].name;

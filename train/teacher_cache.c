@@ -101,10 +101,12 @@ static int32_t record_of(const TeacherCache *c, int64_t w) {
 
 /* A new record for window w, if one is left and the file system keeps the reserve free
  * with it and the `pending` records handed out in this plan but not written yet. */
-static int32_t new_record(TeacherCache *c, int64_t w, int pending) {
+/* *avail: the file system's free bytes, asked once per plan (NAN until then): the file
+ * does not grow while a plan is made, its pending records are counted instead. */
+static int32_t new_record(TeacherCache *c, int64_t w, int pending, double *avail) {
     if (c->full || c->n_records >= c->max_records) return -1;
-    double avail = free_bytes(c->fd);
-    if (avail < c->reserve_bytes + (double)(pending + 1) * (double)c->record_bytes) {
+    if (isnan(*avail)) *avail = free_bytes(c->fd);
+    if (*avail < c->reserve_bytes + (double)(pending + 1) * (double)c->record_bytes) {
         c->full = 1;
         return -1;
     }
@@ -121,6 +123,7 @@ static int seen_earlier(const int64_t *ids, int b) {
 
 void teacher_cache_plan(TeacherCache *c, const int64_t *window_ids, int B, CacheAction *actions) {
     int pending = 0;
+    double avail = NAN;
     for (int b = 0; b < B; b++) {
         int64_t w = window_ids[b];
         actions[b] = CACHE_OFF;
@@ -135,7 +138,7 @@ void teacher_cache_plan(TeacherCache *c, const int64_t *window_ids, int B, Cache
         }
         c->misses++;
         if (seen_earlier(window_ids, b)) continue; /* its first copy stores it */
-        if (rec < 0 && (rec = new_record(c, w, pending)) >= 0) pending++;
+        if (rec < 0 && (rec = new_record(c, w, pending, &avail)) >= 0) pending++;
         if (rec >= 0) actions[b] = CACHE_STORE; /* new, or a write refused earlier */
     }
 }

@@ -157,14 +157,12 @@ static int in_list(const int64_t *list, int64_t n, int64_t v) {
 }
 
 /* eval.every: the first eval.windows validation windows, read once; every periodic eval
- * sees the same ones, so its figures are comparable across steps. */
+ * sees the same ones, so its figures are comparable across steps. There is at least one:
+ * the recipe refuses eval.every without a split, and a split holds a window or fails. */
 static int load_eval_windows(Trainer *t) {
     NptErr err;
     int T = t->r.data.seq_len;
     uint64_t n_valid = dataset_n_valid(&t->data);
-    if (n_valid == 0)
-        return fail("eval.every is %d but the data has no validation split; set data.valid_fraction or data.valid",
-                    t->r.eval.every);
     t->eval_n = n_valid < (uint64_t)t->r.eval.windows ? (int)n_valid : t->r.eval.windows;
     t->eval_tokens = npt_try_malloc((size_t)t->eval_n * T * sizeof(int), "eval windows", &err);
     if (!t->eval_tokens) return fail("%s", err.msg);
@@ -964,8 +962,8 @@ static int options_differ(const Trainer *t, const TrainArgs *a) {
 }
 
 /* Every rank must hold the same state, or their summed gradients mean nothing: the same
- * base weights, recipe (options_differ checked it at the start), parameters, optimizer
- * state, step and data. Before the first step (running 0) a difference is a setup
+ * base weights, parameters, optimizer state, step and data (the recipe, which nothing
+ * changes under a run, options_differ compared at the start). Before the first step (running 0) a difference is a setup
  * error: another file under one path on some machine, a --resume checkpoint only some
  * ranks can read. At a checkpoint (running 1) it would be a bug (the ranks apply the
  * same update to the same floats), and the checkpoint is not written. Returns 0, or 1
@@ -982,10 +980,10 @@ static int ranks_differ(Trainer *t, int running) {
     uint64_t data = npt_fnv1a(NPT_FNV1A_OFFSET, &t->data.n_train, sizeof t->data.n_train);
     data = npt_fnv1a(data, cursor, (size_t)(n_cursor > 0 ? n_cursor : 0) * sizeof(int64_t));
     if (!running) data = sample_data(t, data); /* the files do not change under a run */
-    const uint64_t mine[4] = {t->model.fingerprint, recipe_fingerprint(&t->r), state, data};
-    const char *const what[4] = {"base model weights (model)", "recipe (with its --set options)",
-                                 "parameters, optimizer state or step (the --resume checkpoint)", "training data or data cursor"};
-    int k = 0, bad = first_other_rank(mine, 4, &k);
+    const uint64_t mine[3] = {t->model.fingerprint, state, data};
+    const char *const what[3] = {"base model weights (model)", "parameters, optimizer state or step (the --resume checkpoint)",
+                                 "training data or data cursor"};
+    int k = 0, bad = first_other_rank(mine, 3, &k);
     if (bad < 0) return 0;
     if (!running) return refuse_other_start(bad, what[k]);
     if (dist_rank() == 0)
