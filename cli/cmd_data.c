@@ -171,7 +171,7 @@ static int prepare(const DataArgs *a) {
     if (a->threads) omp_set_num_threads((int)a->threads);
     PrepareOptions o = {.tok = tok, .bos = tokenizer_bos_id(tok), .eos = tokenizer_eos_id(tok), .append_eos = a->append_eos,
                         .input_format = a->format, .text_field = a->text_field, .skip_bad_records = a->skip_bad,
-                        .progress = a->quiet ? NULL : stderr, .log = stderr};
+                        .progress = a->quiet ? NULL : stderr, .log = stderr, .keep_existing = !a->force};
     PrepareStats st;
     int rc = npt_stop_install(&err) ? -1 : data_prepare(a->input, a->output, &o, &st, &err);
     tokenizer_free(tok);

@@ -271,6 +271,7 @@ static int run_forward(const DebugArgs *a, int layers_only) {
         if (!a->json) printf(layers_only ? "%s:\n" : "%s: ", debug_precision_name(a->precision));
     }
     o.save_path = layers_only ? NULL : a->save;
+    o.save_keep_existing = !a->force;
     if (debug_run(&s.m, s.np, ids, T, &o, &r, &err)) goto fail;
     if (a->json) print_json(&r, a->precision, f32_found);
     else if (layers_only) debug_print_layers(stdout, &r);
@@ -335,6 +336,7 @@ static int run_scan(const DebugArgs *a) {
     NptAtomicFile out;
     FILE *f = ids ? npt_atomic_open(&out, a->out, &err) : NULL;
     int failing = 0, complete = 0;
+    if (f) out.no_replace = !a->force; /* a LIST made during the scan is kept too */
     long n = a->samples < (long)s.ds.n_windows ? a->samples : (long)s.ds.n_windows, w = 0;
     if (!f) {
         fprintf(stderr, "npt debug scan: error: %s\n", ids ? err.msg : "out of memory for a window's tokens");

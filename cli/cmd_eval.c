@@ -124,10 +124,11 @@ static int report_non_finite(const EvalArgs *a, const EvalResult *r, int T) {
 }
 
 /* Through a temporary and a rename, so a full disk never leaves a cut file at PATH. */
-static int save_windows(const char *path, const int *tokens, size_t n, NptErr *err) {
+static int save_windows(const char *path, const int *tokens, size_t n, int force, NptErr *err) {
     NptAtomicFile o;
     FILE *f = npt_atomic_open(&o, path, err);
     if (!f) return -1;
+    o.no_replace = !force; /* a FILE made while the windows were read is kept too */
     for (size_t i = 0; i < n; i++) {
         uint32_t v = (uint32_t)tokens[i];
         if (fwrite(&v, sizeof v, 1, f) != 1) {
@@ -153,7 +154,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "npt eval: error: %s\n", err.msg);
     } else if (!a.tokenizer && refuse_over_inputs(&a, s.m.tokenizer_path)) {
         /* printed: --save-windows is the tokenizer found beside the model */
-    } else if (a.save_windows && save_windows(a.save_windows, tokens, (size_t)n * T, &err)) {
+    } else if (a.save_windows && save_windows(a.save_windows, tokens, (size_t)n * T, a.force, &err)) {
         fprintf(stderr, "npt eval: error: %s\n", err.msg);
     } else if (eval_run(&s.m, s.np, tokens, n, T, (int)a.batch, &r, &err)) {
         fprintf(stderr, "npt eval: error: %s\n", err.msg);

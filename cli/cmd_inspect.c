@@ -302,12 +302,14 @@ static void print_indented(const char *s) {
 }
 
 /* The path --plot writes to: the one given, or CKPT.loss.svg. */
-static int write_plot(const char *ckpt, const char *plot, const CkptMeta *m, char *out, size_t size, NptErr *err) {
+static int write_plot(const char *ckpt, const char *plot, int force, const CkptMeta *m, char *out, size_t size,
+                      NptErr *err) {
     if (plot && plot[0]) snprintf(out, size, "%s", plot);
     else snprintf(out, size, "%s.loss.svg", ckpt);
     char title[256];
     snprintf(title, sizeof title, "%s: loss (step %lld)", ckpt, (long long)m->step);
-    return runlog_plot_svg(out, m->history, m->n_history, title, err);
+    /* a FILE given by name, made while the checkpoint was read, is kept unless --force */
+    return runlog_plot_svg(out, m->history, m->n_history, title, plot && plot[0] && !force, err);
 }
 
 /* Tensors streamed one by one: the table, the statistics, finiteness problems. */
@@ -336,7 +338,7 @@ static void inspect_tensors(CkptFile *f, const char *path, const CkptTensor *t, 
     }
 }
 
-static int inspect_checkpoint(const char *path, int json, int want_plot, const char *plot) {
+static int inspect_checkpoint(const char *path, int json, int want_plot, const char *plot, int force) {
     NptErr err;
     CkptFile *f = ckpt_open(path, &err);
     if (!f) {
@@ -371,7 +373,7 @@ static int inspect_checkpoint(const char *path, int json, int want_plot, const c
     NptErr plot_err;
     /* a plot that cannot be written is the command's failure, not one of the checkpoint's
      * problems: the report goes on without it, the error is the last line on stderr */
-    if (want_plot && write_plot(path, plot, &m, plot_path, sizeof plot_path, &plot_err)) {
+    if (want_plot && write_plot(path, plot, force, &m, plot_path, sizeof plot_path, &plot_err)) {
         snprintf(failed_plot, sizeof failed_plot, "%s", plot_path);
         plot_path[0] = 0;
     }
@@ -746,7 +748,7 @@ int cmd_inspect(int argc, char **argv) {
                             refuse_existing_output(plot, "--plot", force, "inspect")))
         return 1;
     /* an npt checkpoint is an HDF5 file; anything else is treated as a model */
-    if (npt_file_is_hdf5(files[0], NULL, NULL) == 1) return inspect_checkpoint(files[0], json, want_plot, plot);
+    if (npt_file_is_hdf5(files[0], NULL, NULL) == 1) return inspect_checkpoint(files[0], json, want_plot, plot, force);
     if (want_plot) {
         fprintf(stderr, "npt inspect: error: --plot needs a checkpoint; %s is not one\n", files[0]);
         return 2;

@@ -311,11 +311,12 @@ static int recipes_show(const char *name) {
 
 /* Writes text to dest through a temporary file in the same directory, fsync and
  * rename, so dest is either untouched or complete. */
-static int write_atomic(const char *dest, const char *text, size_t len) {
+static int write_atomic(const char *dest, const char *text, size_t len, int force) {
     NptAtomicFile o;
     NptErr err;
     FILE *f = npt_atomic_open(&o, dest, &err);
     int rc = f ? 0 : -1;
+    if (f) o.no_replace = !force;
     if (f && fwrite(text, 1, len, f) != len) {
         rc = npt_fail(&err, "cannot write %s: %s", dest, strerror(errno));
         npt_atomic_abort(&o);
@@ -346,7 +347,7 @@ static int recipes_copy(const char *name, const char *dest_arg, int force) {
         fprintf(stderr, "npt recipes: error: %s\n", err.msg);
         return 1;
     }
-    int rc = write_atomic(dest, text, len);
+    int rc = write_atomic(dest, text, len, force);
     free(text);
     if (rc) return 1;
     printf("copied %s to %s; edit it, then: npt validate %s\n", src, dest, dest);

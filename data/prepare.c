@@ -462,7 +462,7 @@ static int block_tokenize(const PrepareOptions *o, const TokCut *cut, Block *b, 
 
 /* ---------------------------------------------------------------- writer */
 
-/* Token files are written as OUTPUT.tmp.PID, fsync'd and renamed into place, so OUTPUT is
+/* Token files are written as OUTPUT.tmp.PID.X, fsync'd and renamed into place, so OUTPUT is
  * whole or absent: raw ids through NptAtomicFile, HDF5 through NptH5Out (which reports
  * a write the OS refuses, e.g. on a full disk, with its reason). A token cache (raw,
  * cache_key set) starts with a TokenHeader, written last over a placeholder. */
@@ -572,6 +572,7 @@ static int writer_close(Writer *w, int ok, const PrepareOptions *o, const Prepar
         token_header_encode(&h, b);
         if (fseek(w->raw.f, 0, SEEK_SET) != 0 || fwrite(b, 1, sizeof b, w->raw.f) != sizeof b) rc = writer_failed(w, err);
     }
+    w->raw.no_replace = w->h5.no_replace = o->keep_existing;
     if (w->raw.f) {
         if (rc == 0) rc = npt_atomic_commit(&w->raw, err); /* flush, fsync, rename; removes it on failure */
         else npt_atomic_abort(&w->raw);
@@ -859,6 +860,9 @@ int data_cached_tokens(const char *input, const char *cache_dir, const PrepareOp
         if (npt_mkdir_p(cache_dir, err)) return -1;
         if (o->log) fprintf(o->log, "npt: %s: tokenizing into the cache %s\n", input, out);
     }
+    /* the temporary files of runs killed while tokenizing (any source's): nothing else
+     * would ever remove them from a shared cache */
+    npt_temp_sweep(cache_dir, NULL);
     PrepareStats ps;
     return prepare_into(input, out, o, &h, &ps, err);
 }

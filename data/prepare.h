@@ -42,6 +42,9 @@ typedef struct {
      * brings the count to max_tokens: the output is a prefix of the whole one, for
      * commands that read only the first windows (npt eval, npt debug). */
     uint64_t max_tokens;
+    /* 1 (npt data prepare without --force): an output that appears while the input is
+     * tokenized is kept and the command fails naming it, instead of being replaced */
+    int keep_existing;
 } PrepareOptions;
 
 typedef struct {

@@ -269,11 +269,13 @@ static int h5_put_input(hid_t f, int i, const Tensor *t) {
 }
 
 /* The producer's inputs and what replaying its op needs, written whole or not at all. */
-static int save_inputs(const char *path, const DebugChecker *c, const LlamaModel *m, const NptModel *npt, NptErr *err) {
+static int save_inputs(const char *path, int keep_existing, const DebugChecker *c, const LlamaModel *m,
+                       const NptModel *npt, NptErr *err) {
     const DebugProducer *p = &c->r->first;
     NptH5Out out;
     hid_t f = npt_h5out_create(&out, path, "op file", H5P_DEFAULT, err);
     if (f < 0) return -1;
+    out.no_replace = keep_existing;
     const LlamaConfig *cf = &m->cfg;
     float scale = npt ? npt->scale : 1.0f;
     int prec = c->prec, rope = cf->rope;
@@ -338,7 +340,7 @@ int debug_run(const LlamaModel *m, const NptModel *npt, const int *tokens, int T
     }
     rc = 0;
     if (r->first.found && !r->first.backward && o->save_path) {
-        rc = save_inputs(o->save_path, &c, m, npt, err);
+        rc = save_inputs(o->save_path, o->save_keep_existing, &c, m, npt, err);
         r->saved = rc == 0;
     }
 done:

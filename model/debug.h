@@ -64,6 +64,7 @@ typedef struct {
     DebugPrecision precision;
     int backward;          /* also replay the backward pass of the loss */
     const char *save_path; /* HDF5 file for the producer's inputs, NULL: none */
+    int save_keep_existing; /* no --force: a save_path that appears meanwhile is kept, the save fails */
     /* The block the trainable parameters' gradients accumulate into (NULL: none),
      * zeroed before the backward pass, so a run is judged by its own gradients and not
      * by a previous run's or a skipped training step's (whose NaN would be blamed on

@@ -418,8 +418,7 @@ int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json
     int no_tokenizer = tokenizer_json && !tokenizer_json[0];
     if (tokenizer_json && !no_tokenizer && !npt_ends_with(tokenizer_json, ".json"))
         return npt_fail(err, "tokenizer %s is not an HF tokenizer.json; an HF model directory needs one", tokenizer_json);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", clean, (long)getpid());
-    if (npt_check_parent_dir(clean, err)) return -1;
+    if (npt_temp_name(clean, tmp, sizeof tmp, err) || npt_check_parent_dir(clean, err)) return -1;
     if (mkdir(tmp, 0755) != 0) return npt_fail(err, "cannot create %s: %s", tmp, strerror(errno));
     track_tmp_dir(tmp, 1);
     int rc = 0;

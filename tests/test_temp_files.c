@@ -1,10 +1,17 @@
-/* tests/test_temp_files.c — util/atomic_file.c's tracking of temporary files: a signal
- * that ends the process removes the tracked files and directories and still ends it
- * with that signal; a forgotten path, or a process that set its own action for the
- * signal (as npt train does), keeps everything. Each case runs in a child process. */
+/* tests/test_temp_files.c — util/atomic_file.c's temporary files.
+ * - Tracking: a signal that ends the process removes the tracked files and directories
+ *   and still ends it with that signal; a forgotten path, or a process that set its own
+ *   action for the signal (as npt train does), keeps everything. Each case runs in a
+ *   child process.
+ * - Names: two writers of one path never share a temporary file (same PID included).
+ * - Sweeping: what a killed writer left is removed, a live writer's file and a user's
+ *   look-alike are not.
+ * - no_replace: a path that appears while it is written is kept, the commit fails. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -57,7 +64,7 @@ static int child_case(int sig, int ignore) {
     return waitpid(pid, &status, 0) == pid ? status : -1;
 }
 
-/* How many list.tsv.tmp.PID files the directory holds; with unlink_them, removes them. */
+/* How many list.tsv.tmp.PID.X files the directory holds; with unlink_them, removes them. */
 static int temps_left(int unlink_them) {
     DIR *d = opendir(dir);
     int n = 0;
@@ -76,6 +83,120 @@ static void remove_all(void) {
     unlink(in_dir("model.tmp/model.safetensors"));
     rmdir(in_dir("model.tmp"));
     unlink(in_dir("kept"));
+}
+
+
+/* The whole content of a small file in dir, "" if unreadable. */
+static const char *content(const char *name) {
+    static char buf[256];
+    FILE *f = fopen(in_dir(name), "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static int write_file(const char *name, const char *text) {
+    FILE *f = fopen(in_dir(name), "wb");
+    return f && fputs(text, f) >= 0 && fclose(f) == 0 ? 0 : -1;
+}
+
+/* Two writers of one path in one process (as two containers' PID 1 sharing a volume):
+ * before, both wrote PATH.tmp.PID, the second's "wb" cut the first's file under it. */
+static void test_two_writers(void) {
+    NptAtomicFile a, b;
+    NptErr err;
+    char path[384];
+    snprintf(path, sizeof path, "%s", in_dir("cache.u16"));
+    FILE *fa = npt_atomic_open(&a, path, &err);
+    FILE *fb = fa ? npt_atomic_open(&b, path, &err) : NULL;
+    check(fa && fb && strcmp(a.tmp, b.tmp) != 0, "two writers of one path get two temporary files (%s, %s)",
+          fa ? a.tmp : "-", fb ? b.tmp : "-");
+    if (!fa || !fb) return;
+    fputs("first writer, whole\n", fa);
+    fputs("second\n", fb);
+    check(npt_atomic_commit(&b, &err) == 0 && !strcmp(content("cache.u16"), "second\n"), "the second commits its own file");
+    check(npt_atomic_commit(&a, &err) == 0 && !strcmp(content("cache.u16"), "first writer, whole\n"),
+          "the first's file was not touched by the second: it lands whole (\"%s\")", content("cache.u16"));
+    unlink(in_dir("cache.u16"));
+}
+
+/* A writer killed (here: _exit without cleanup, as after kill -9) leaves its temporary
+ * file; the sweep removes it, but not a live writer's, a user's look-alike, or another
+ * path's when sweeping one path's. */
+static void test_sweep(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        NptAtomicFile o;
+        NptErr err;
+        FILE *f = npt_atomic_open(&o, in_dir("tokens.u16"), &err);
+        _exit(f && fputs("partial", f) >= 0 && fflush(f) == 0 ? 0 : 1);
+    }
+    int status = -1;
+    check(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a child wrote a temporary file and died without removing it");
+    NptAtomicFile live;
+    NptErr err;
+    char live_path[384]; /* the writer keeps the pointer: not one of in_dir's rotating buffers */
+    snprintf(live_path, sizeof live_path, "%s", in_dir("other.u16"));
+    FILE *f = npt_atomic_open(&live, live_path, &err);
+    check(f != NULL, "a live writer's temporary file: %s", f ? live.tmp : err.msg);
+    check(write_file("notes.tmp.old", "mine") == 0 && write_file("old.u16.tmp.12345", "an older npt's") == 0,
+          "a user's look-alike and an older npt's leftover (PATH.tmp.PID)");
+    npt_temp_sweep(dir, "unrelated.u16");
+    int dead = 0, all = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        all += strstr(e->d_name, ".tmp.") != NULL;
+        dead += !strncmp(e->d_name, "tokens.u16.tmp.", 15);
+    }
+    if (d) closedir(d);
+    check(dead == 1 && all == 4, "sweeping another path's temporaries leaves these (%d dead, %d in all)", dead, all);
+    npt_temp_sweep(dir, NULL);
+    check(exists("notes.tmp.old") && !exists("old.u16.tmp.12345"), "the look-alike is kept, the unlocked leftover removed");
+    d = opendir(dir);
+    dead = all = 0;
+    while (d && (e = readdir(d))) {
+        all += strstr(e->d_name, ".tmp.") != NULL;
+        dead += !strncmp(e->d_name, "tokens.u16.tmp.", 15);
+    }
+    if (d) closedir(d);
+    check(dead == 0 && all == 2, "the killed writer's file is removed; the live one stays (%d dead, %d in all)", dead, all);
+    if (f) {
+        fputs("done", f);
+        int rc = npt_atomic_commit(&live, &err);
+        check(rc == 0 && !strcmp(content("other.u16"), "done"), "and the live writer commits (%s)", rc ? err.msg : content("other.u16"));
+    }
+    unlink(in_dir("other.u16"));
+    unlink(in_dir("notes.tmp.old"));
+}
+
+/* An output that appears while it is written (no --force): kept, the commit fails
+ * naming it, the temporary file is gone. Without no_replace it is replaced. */
+static void test_no_replace(void) {
+    char out[384];
+    snprintf(out, sizeof out, "%s", in_dir("out.u16"));
+    for (int no_replace = 1; no_replace >= 0; no_replace--) {
+        NptAtomicFile o;
+        NptErr err;
+        FILE *f = npt_atomic_open(&o, out, &err);
+        if (!f) {
+            check(0, "open: %s", err.msg);
+            return;
+        }
+        o.no_replace = no_replace;
+        fputs("npt's", f);
+        check(write_file("out.u16", "the user's") == 0, "a file appears at the output meanwhile");
+        int rc = npt_atomic_commit(&o, &err);
+        if (no_replace)
+            check(rc == -1 && strstr(err.msg, "out.u16 appeared while npt was writing it and was kept") &&
+                      !strcmp(content("out.u16"), "the user's") && temps_left(0) == 0 && !exists(o.tmp + strlen(dir) + 1),
+                  "no_replace: kept, the commit fails naming it: %s", rc ? err.msg : "(succeeded)");
+        else
+            check(rc == 0 && !strcmp(content("out.u16"), "npt's"), "without it (--force) the output is replaced");
+    }
+    unlink(in_dir("out.u16"));
 }
 
 int main(void) {
@@ -98,6 +219,9 @@ int main(void) {
     check(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && temps_left(0) == 1 && exists("model.tmp/model.safetensors"),
           "control: a process whose SIGTERM action is its own (here: ignored) keeps its files (status %#x)", st);
     remove_all();
+    test_two_writers();
+    test_sweep();
+    test_no_replace();
     check(rmdir(dir) == 0, "nothing else is left in the directory");
     return test_finish();
 }

@@ -2,13 +2,13 @@
  * finding the checkpoint to resume from, and matching a checkpoint to a base model.
  *
  * Names: ckpt-%08lld.h5 (periodic, and emergency saves), best.h5, final.h5. A writer's
- * temp file is "<name>.tmp.<pid>" (see ckpt_save); one left by a crash is never picked
- * for resuming and is removed by the next rotation. */
+ * temp file is "<name>.tmp.<pid>.<x>" (util/atomic_file.h); one left by a crash is never
+ * picked for resuming and is removed by the next rotation. */
 #include "checkpoint.h"
+#include "../util/atomic_file.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -35,16 +35,6 @@ static long long periodic_step(const char *name) {
     return p > digits && strcmp(p, ".h5") == 0 ? step : -1;
 }
 
-/* 1 if name is "<x>.h5.tmp.<pid>" and that process no longer exists. */
-static int stale_temp(const char *name) {
-    const char *t = strstr(name, ".h5.tmp.");
-    if (!t) return 0;
-    char *end;
-    long pid = strtol(t + 8, &end, 10);
-    if (*end || pid <= 0 || pid == (long)getpid()) return 0;
-    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-}
-
 static int cmp_desc(const void *a, const void *b) {
     long long x = *(const long long *)a, y = *(const long long *)b;
     return x < y ? 1 : x > y ? -1 : 0;
@@ -68,12 +58,10 @@ int ckpt_rotate(const char *dir, int keep_last, NptErr *err) {
                 steps = grown ? grown : steps;
             }
             if (rc == 0) steps[n++] = step;
-        } else if (stale_temp(e->d_name)) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path); /* best effort: a leftover temp file is harmless */
         }
     }
     closedir(d);
+    npt_temp_sweep(dir, NULL); /* what killed writers left: ours are locked while written */
     if (rc == 0 && keep_last > 0 && n > (size_t)keep_last) {
         qsort(steps, n, sizeof *steps, cmp_desc);
         for (size_t i = (size_t)keep_last; rc == 0 && i < n; i++) {

@@ -121,7 +121,8 @@ void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int6
     fflush(stderr);
 }
 
-int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, const char *title, NptErr *err) {
+int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, const char *title, int no_replace,
+                    NptErr *err) {
     const int W = 800, H = 420, L = 70, R = 20, TOP = 40, B = 50;
     double lo = INFINITY, hi = -INFINITY;
     /* steps in double: the history of a damaged file can hold any int64, and no
@@ -140,6 +141,7 @@ int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, con
     NptAtomicFile o;
     FILE *f = npt_atomic_open(&o, path, err);
     if (!f) return -1;
+    o.no_replace = no_replace;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%d\" y=\"22\" font-size=\"15\">%s</text>\n", L, title);
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n", L, TOP, W - L - R, H - TOP - B);

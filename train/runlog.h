@@ -35,7 +35,9 @@ int runlog_trim_after_step(const char *path, int64_t last_step, NptErr *err);
 void runlog_status(RunLog *r, const CkptHistoryRow *row, int64_t max_steps, int64_t skipped_total, int final_line);
 /* A message line that does not fight with the status line. */
 void runlog_say(RunLog *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Loss curve (log scale) with skipped steps marked, written atomically as SVG. */
-int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, const char *title, NptErr *err);
+/* Loss curve (log scale) with skipped steps marked, written atomically as SVG;
+ * no_replace: a path that appears while it is written is kept (npt_rename_durable). */
+int runlog_plot_svg(const char *path, const CkptHistoryRow *rows, int64_t n, const char *title, int no_replace,
+                    NptErr *err);
 
 #endif

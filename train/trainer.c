@@ -570,7 +570,7 @@ static int save_checkpoint(Trainer *t, const char *kind) {
         runlog_say(&t->log, "warning: %s", err.msg);
     char plot[4300];
     snprintf(plot, sizeof plot, "%s/loss.svg", t->r.output_dir);
-    if (runlog_plot_svg(plot, t->meta.history, t->meta.n_history, t->r.name, &err)) runlog_say(&t->log, "warning: %s", err.msg);
+    if (runlog_plot_svg(plot, t->meta.history, t->meta.n_history, t->r.name, 0, &err)) runlog_say(&t->log, "warning: %s", err.msg);
     return 0;
 }
 

@@ -8,7 +8,12 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <unistd.h>
 
 /* A slot is FREE, being FILLED by one thread, or TRACKED (readable by the handler). */
@@ -77,26 +82,127 @@ void npt_temp_remove(const char *path) {
     npt_temp_forget(path);
 }
 
-int npt_temp_path(const char *path, char *tmp, size_t cap, NptErr *err) {
+/* Eight hex digits that two writers with the same PID (two containers sharing a cache
+ * volume, each its own PID namespace) are unlikely to draw alike; O_EXCL makes a repeat
+ * harmless, it only costs another try. */
+static unsigned temp_suffix(void) {
+    static atomic_uint counter;
+    unsigned r;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r) return r;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (unsigned)ts.tv_nsec * 2654435761u ^ (unsigned)ts.tv_sec ^ atomic_fetch_add(&counter, 1u) << 24;
+}
+
+int npt_temp_name(const char *path, char *tmp, size_t cap, NptErr *err) {
+    if (snprintf(tmp, cap, "%s.tmp.%ld.%08x", path, (long)getpid(), temp_suffix()) >= (int)cap) {
+        tmp[0] = '\0';
+        return npt_fail(err, "path too long: %.200s", path);
+    }
+    return 0;
+}
+
+/* Whether fd is still the file tmp names: a sweeper that took the lock between our
+ * create and our flock has unlinked it. */
+static int still_named(int fd, const char *tmp) {
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && a.st_nlink > 0 && lstat(tmp, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int npt_temp_create(const char *path, char *tmp, size_t cap, NptErr *err) {
     struct stat st;
     tmp[0] = '\0';
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
         return npt_fail(err, "%s exists and is not a regular file; choose another path", path);
     if (npt_check_parent_dir(path, err)) return -1;
-    if (snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid()) >= (int)cap) {
-        tmp[0] = '\0';
-        return npt_fail(err, "path too long: %.200s", path);
+    char dir[4200];
+    npt_dir_of(path, dir, sizeof dir);
+    const char *base = strrchr(path, '/');
+    npt_temp_sweep(dir, base ? base + 1 : path);
+    for (int attempt = 0; attempt < 16; attempt++) {
+        if (npt_temp_name(path, tmp, cap, err)) return -1;
+        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno == EEXIST) continue;
+        if (fd < 0) {
+            int e = errno;
+            tmp[0] = '\0';
+            return npt_fail(err, "cannot create a temporary file beside %s: %s", path, strerror(e));
+        }
+        /* a file system without flock: nothing can be swept there, which is safe */
+        int locked = flock(fd, LOCK_EX) == 0;
+        if (!locked || still_named(fd, tmp)) {
+            npt_temp_track(tmp, 0);
+            return fd;
+        }
+        close(fd); /* swept in the instant before the lock: draw another name */
     }
-    npt_temp_track(tmp, 0);
+    tmp[0] = '\0';
+    return npt_fail(err, "cannot create a temporary file beside %s: every name tried was taken", path);
+}
+
+void npt_temp_release(int *lock_fd) {
+    if (*lock_fd >= 0) close(*lock_fd); /* read-only use of the lock: nothing to report */
+    *lock_fd = -1;
+}
+
+/* NAME.tmp.PID or NAME.tmp.PID.XXXXXXXX (base NULL: any NAME): npt's temporary names
+ * only, so a user's "notes.tmp.old" beside an output is never touched. */
+static int is_temp_of(const char *name, const char *base) {
+    const char *t;
+    if (base) {
+        size_t n = strlen(base);
+        if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) return 0;
+        t = name + n + 5;
+    } else {
+        const char *last = NULL;
+        for (const char *p = strstr(name, ".tmp."); p; p = strstr(p + 1, ".tmp.")) last = p;
+        if (!last || last == name) return 0;
+        t = last + 5;
+    }
+    size_t digits = strspn(t, "0123456789");
+    if (!digits) return 0;
+    t += digits;
+    return !*t || (t[0] == '.' && strspn(t + 1, "0123456789abcdef") == 8 && !t[9]);
+}
+
+void npt_temp_sweep(const char *dir, const char *base) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    const struct dirent *e;
+    char p[4600];
+    while ((e = readdir(d))) {
+        if (!is_temp_of(e->d_name, base) || snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
+        int fd = open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat st;
+        /* the lock taken means its writer is gone (the kernel drops a dead process's
+         * locks); still_named: not renamed into place or removed since we opened it */
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 && still_named(fd, p))
+            unlink(p);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* rename(2) that fails with EEXIST instead of replacing path. A file system without
+ * RENAME_NOREPLACE gets link + unlink, which refuses an existing path the same way. */
+static int rename_no_replace(const char *tmp, const char *path) {
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return -1;
+    if (link(tmp, path) != 0) return -1;
+    unlink(tmp); /* path holds the file now; a leftover name would only be swept later */
     return 0;
 }
 
-int npt_rename_durable(const char *tmp, const char *path, const char *what, NptErr *err) {
+int npt_rename_durable(const char *tmp, const char *path, const char *what, int no_replace, NptErr *err) {
     const char *sep = *what ? " " : "";
-    int renamed = rename(tmp, path) == 0, why = errno;
+    int renamed = (no_replace ? rename_no_replace(tmp, path) : rename(tmp, path)) == 0, why = errno;
     npt_temp_forget(tmp); /* renamed, or removed below */
     if (!renamed) {
         unlink(tmp);
+        if (no_replace && why == EEXIST)
+            return npt_fail(err, "%s%s%s appeared while npt was writing it and was kept; choose another path, or pass "
+                            "--force to replace it", what, sep, path);
         return npt_fail(err, "cannot write %s%s%s: rename from %s failed: %s", what, sep, path, tmp, strerror(why));
     }
     char dir[4200];
@@ -111,11 +217,17 @@ int npt_rename_durable(const char *tmp, const char *path, const char *what, NptE
 FILE *npt_atomic_open(NptAtomicFile *o, const char *path, NptErr *err) {
     o->path = path;
     o->f = NULL;
-    if (npt_temp_path(path, o->tmp, sizeof o->tmp, err)) return NULL;
-    o->f = fopen(o->tmp, "wb");
+    o->no_replace = 0;
+    o->lock_fd = npt_temp_create(path, o->tmp, sizeof o->tmp, err);
+    if (o->lock_fd < 0) return NULL;
+    /* the FILE gets its own descriptor; the lock stays on lock_fd until the rename */
+    int fd = fcntl(o->lock_fd, F_DUPFD_CLOEXEC, 0);
+    o->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!o->f) {
         npt_fail(err, "cannot create %s: %s", o->tmp, strerror(errno));
-        npt_temp_forget(o->tmp);
+        if (fd >= 0) close(fd);
+        npt_temp_remove(o->tmp);
+        npt_temp_release(&o->lock_fd);
     }
     return o->f;
 }
@@ -124,6 +236,7 @@ void npt_atomic_abort(NptAtomicFile *o) {
     if (o->f) fclose(o->f);
     o->f = NULL;
     npt_temp_remove(o->tmp);
+    npt_temp_release(&o->lock_fd);
 }
 
 int npt_atomic_commit(NptAtomicFile *o, NptErr *err) {
@@ -133,7 +246,10 @@ int npt_atomic_commit(NptAtomicFile *o, NptErr *err) {
     o->f = NULL;
     if (bad) {
         npt_temp_remove(o->tmp);
+        npt_temp_release(&o->lock_fd);
         return npt_fail(err, "cannot write %s: %s", o->path, strerror(e));
     }
-    return npt_rename_durable(o->tmp, o->path, "", err);
+    int rc = npt_rename_durable(o->tmp, o->path, "", o->no_replace, err);
+    npt_temp_release(&o->lock_fd);
+    return rc;
 }

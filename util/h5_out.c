@@ -234,10 +234,12 @@ static int h5out_fail(const NptH5Out *o, NptErr *err) {
 
 int64_t npt_h5out_create(NptH5Out *o, const char *path, const char *what, int64_t fapl, NptErr *err) {
     memset(o, 0, sizeof *o);
+    o->lock_fd = -1;
     o->path = path;
     o->what = what ? what : "";
     o->file = -1;
-    if (npt_temp_path(path, o->tmp, sizeof o->tmp, err)) return -1;
+    /* the driver opens the file again by name; lock_fd keeps its lock until the rename */
+    if ((o->lock_fd = npt_temp_create(path, o->tmp, sizeof o->tmp, err)) < 0) return -1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures are reported through err */
     H5OutInfo info = {o};
     hid_t drv = h5out_driver();
@@ -253,6 +255,7 @@ int64_t npt_h5out_create(NptH5Out *o, const char *path, const char *what, int64_
     if (o->file < 0) {
         int e = o->open_err;
         npt_temp_remove(o->tmp);
+        npt_temp_release(&o->lock_fd);
         if (e) return npt_fail(err, "cannot write %s%s%s: cannot create %s: %s", H5OUT_NAME(o), o->tmp, strerror(e));
         return npt_fail(err, "cannot write %s%s%s: HDF5 cannot create %s", H5OUT_NAME(o), o->tmp);
     }
@@ -267,14 +270,22 @@ int npt_h5out_close(NptH5Out *o, NptErr *err) {
     if (o->err) rc = h5out_fail(o, err);
     else if (rc || o->driver_open)
         rc = npt_fail(err, "cannot write %s%s%s: HDF5 could not close %s", H5OUT_NAME(o), o->tmp);
-    if (rc) npt_temp_remove(o->tmp);
+    if (rc) {
+        npt_temp_remove(o->tmp);
+        npt_temp_release(&o->lock_fd);
+    }
     return rc;
 }
 
-int npt_h5out_commit(NptH5Out *o, NptErr *err) { return npt_rename_durable(o->tmp, o->path, o->what, err); }
+int npt_h5out_commit(NptH5Out *o, NptErr *err) {
+    int rc = npt_rename_durable(o->tmp, o->path, o->what, o->no_replace, err);
+    npt_temp_release(&o->lock_fd);
+    return rc;
+}
 
 void npt_h5out_abort(NptH5Out *o) {
     if (o->file >= 0) H5Fclose(o->file); /* giving up: the file is removed whatever this returns */
     o->file = -1;
     if (o->tmp[0]) npt_temp_remove(o->tmp);
+    npt_temp_release(&o->lock_fd);
 }

@@ -1,7 +1,7 @@
 /* util/h5_out.h — the writer every HDF5 file npt writes goes through.
  *
  * Every HDF5 file npt writes (checkpoints, token files, debug op saves) is written
- * as PATH.tmp.PID, fsync'd, renamed over PATH and its directory fsync'd, so PATH is
+ * as PATH.tmp.PID.X, fsync'd, renamed over PATH and its directory fsync'd, so PATH is
  * whole or untouched. The temporary file goes through a small HDF5 file driver that
  * records the first I/O call the OS refuses (a full disk, RLIMIT_FSIZE, EIO) instead
  * of failing it, and from then on keeps HDF5's metadata writes in memory and drops its
@@ -19,7 +19,9 @@
 typedef struct {
     const char *path;   /* the destination */
     const char *what;   /* for messages: "checkpoint" -> "cannot write checkpoint PATH: ..." */
-    char tmp[4200];     /* PATH.tmp.PID */
+    char tmp[4200];     /* PATH.tmp.PID.X (npt_temp_create) */
+    int lock_fd;        /* its descriptor from npt_temp_create, holding the lock until the rename */
+    int no_replace;     /* set after creating, without --force: commit keeps a PATH that appeared meanwhile */
     int64_t file;       /* the HDF5 file id (an hid_t), -1 when closed */
     int err;            /* errno of the first refused write, truncate, fsync or close; 0: none */
     const char *err_op; /* which of those it was */

@@ -81,7 +81,7 @@ def run_npt(*args, timeout=600, fsize=None, env=None):
 
 
 def temp_files(directory):
-    """Names in directory that look like an unfinished write: npt writes PATH.tmp.PID and
+    """Names in directory that look like an unfinished write: npt writes PATH.tmp.PID.X and
     renames it over PATH, so one left behind is a write that was not cleaned up."""
     return [f for f in os.listdir(directory) if ".tmp" in f]
 

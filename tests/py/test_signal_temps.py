@@ -4,15 +4,16 @@ npt train and npt data prepare, which stop at a clean point) leave no temporary 
 behind when a signal ends them mid-write, and the file they were to replace is intact
 (util/atomic_file.c's tracking):
   1. npt debug scan --out LIST.tsv --force, ended by SIGINT and by SIGTERM while it
-     scans: killed by that signal, no LIST.tsv.tmp.PID, the earlier LIST.tsv unchanged;
+     scans: killed by that signal, no LIST.tsv.tmp.PID.X, the earlier LIST.tsv unchanged;
   2. npt export MODEL --out DIR, ended by SIGTERM while it writes the directory (a
      random 0.3 GB model; stopped the moment model.safetensors appears, then signalled,
-     so a busy machine cannot let the write finish first): no DIR.tmp.PID, no DIR;
+     so a busy machine cannot let the write finish first): no DIR.tmp.PID.X, no DIR;
   3. the control: the same scan left alone finishes and replaces LIST.tsv;
   4. npt eval --data TEXT, ended by SIGINT and by SIGTERM while it tokenizes the text
      into $TMPDIR: neither the token file nor its temporary is left there.
 Run from the repo root: /usr/bin/python3 tests/py/test_signal_temps.py
 """
+import glob
 import os
 import shutil
 import signal
@@ -31,14 +32,15 @@ def temps(directory):
 
 
 def signal_when(argv, appears, sig, timeout=120, env=None):
-    """Starts argv and sends sig once the path `appears` exists, the process stopped
+    """Starts argv and sends sig once a path matching the glob pattern `appears(pid)`
+    exists, the process stopped
     (harness.pause) the moment the path is seen, so the signal lands at that point of the
     work however busy the machine is. (returncode, stderr, seen)."""
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                          env=env)
     deadline, seen = time.time() + timeout, False
     while p.poll() is None and time.time() < deadline:
-        if os.path.exists(appears(p.pid)):
+        if glob.glob(appears(p.pid)):
             seen = pause(p.pid)
             resume(p.pid, sig)
             break
@@ -56,7 +58,7 @@ def test_scan(tmp):
     for sig in (signal.SIGINT, signal.SIGTERM):
         with open(out, "w") as f:
             f.write("# the earlier list\n")
-        rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{out}.tmp.{pid}", sig)
+        rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{glob.escape(out)}.tmp.{pid}.*", sig)
         with open(out) as f:
             kept = f.read()
         check(seen and rc == -sig and temps(tmp) == [] and kept == "# the earlier list\n",
@@ -76,7 +78,7 @@ def test_export(tmp):
         return
     out = os.path.join(tmp, "exported")
     rc, err, seen = signal_when([NPT, "export", model, "--out", out],
-                                lambda pid: os.path.join(f"{out}.tmp.{pid}", "model.safetensors"), signal.SIGTERM)
+                                lambda pid: os.path.join(f"{glob.escape(out)}.tmp.{pid}.*", "model.safetensors"), signal.SIGTERM)
     check(seen and rc == -signal.SIGTERM and temps(tmp) == [] and not os.path.exists(out),
           f"export ended by SIGTERM while writing: killed by it (returncode {rc}, caught mid-write: {seen}), "
           f"no temporary directory ({temps(tmp)}), no output directory")
@@ -95,8 +97,7 @@ def test_eval_tokens(tmp):
     env = dict(os.environ, TMPDIR=tmpdir)
 
     def writing(pid):  # data_prepare's temporary beside the token file npt-tokens-XXXXXX.u32
-        names = [n for n in os.listdir(tmpdir) if n.endswith(f".tmp.{pid}")]
-        return os.path.join(tmpdir, names[0]) if names else os.path.join(tmpdir, "(none yet)")
+        return os.path.join(glob.escape(tmpdir), f"*.tmp.{pid}.*")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         rc, err, seen = signal_when(argv, writing, sig, env=env)
