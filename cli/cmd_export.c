@@ -101,8 +101,8 @@ static int run_tokenizer(const char *ckpt, const CkptMeta *meta, char *out, size
     recipe_tokenizer(meta, out, size);
     if (!out[0] || out[0] == '/') return 0;
     return npt_fail(err, "%s names its tokenizer only as \"%s\", relative to the directory training ran in, which "
-                    "the checkpoint (written before npt recorded tokenizers) does not record; pass that tokenizer.json "
-                    "as --tokenizer", ckpt, out);
+                    "the checkpoint does not record (an older npt wrote it, or the run read token files and "
+                    "never opened that tokenizer); pass that tokenizer.json as --tokenizer", ckpt, out);
 }
 
 /* Loads the checkpoint's base model into m and overwrites its weights with /weights/block. */

@@ -319,8 +319,21 @@ static int copy_tokenizer(const char *json, const char *dir, NptErr *err) {
 
 /* ---- the directory ---- */
 
-int hf_check_out_dir(const char *dir, NptErr *err) {
+/* dir without its trailing slashes into clean: "out/" and "out" name the same directory,
+ * but lstat("link/") follows the link. */
+static int without_trailing_slashes(const char *dir, char *clean, size_t cap, NptErr *err) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    if (len == 0 || len >= cap) return npt_fail(err, "invalid output directory \"%.200s\"", dir);
+    memcpy(clean, dir, len);
+    clean[len] = '\0';
+    return 0;
+}
+
+int hf_check_out_dir(const char *out, NptErr *err) {
     struct stat st;
+    char dir[4096];
+    if (without_trailing_slashes(out, dir, sizeof dir, err)) return -1;
     /* the model is renamed into place, and rename(2) puts a directory over no symlink
      * (dangling or not): said now, not after the model is written */
     if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
@@ -409,12 +422,7 @@ static void fsync_dir(const char *dir) {
 
 int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json, NptErr *err) {
     char clean[4096], tmp[4200], path[4300];
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/') len--; /* "out/" and "out" name the same directory */
-    if (len == 0 || len >= sizeof clean) return npt_fail(err, "invalid output directory \"%.200s\"", dir);
-    memcpy(clean, dir, len);
-    clean[len] = '\0';
-    if (hf_check_out_dir(clean, err)) return -1;
+    if (without_trailing_slashes(dir, clean, sizeof clean, err) || hf_check_out_dir(clean, err)) return -1;
     int no_tokenizer = tokenizer_json && !tokenizer_json[0];
     if (tokenizer_json && !no_tokenizer && !npt_ends_with(tokenizer_json, ".json"))
         return npt_fail(err, "tokenizer %s is not an HF tokenizer.json; an HF model directory needs one", tokenizer_json);

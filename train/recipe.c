@@ -972,18 +972,42 @@ static int source_identity(const char *spec, struct stat *st, char *dset, size_t
     return stat(file, st);
 }
 
-/* data.valid reading the very data of a training source: its windows would be trained
- * on and then scored as held out, so the validation loss would say nothing. */
+/* Whether the file or folder path is the folder dir or lies anywhere below it (by
+ * identity, so through symlinks too): a folder source reads every file below it. */
+static int lies_within(const char *path, const struct stat *dir) {
+    char p[PATH_MAX];
+    if (!S_ISDIR(dir->st_mode) || !realpath(path, p)) return 0;
+    for (char *slash; (slash = strrchr(p, '/')) && slash > p;) {
+        *slash = '\0'; /* the parents of path, nearest first */
+        struct stat s;
+        if (stat(p, &s) == 0 && s.st_dev == dir->st_dev && s.st_ino == dir->st_ino) return 1;
+    }
+    return 0;
+}
+
+/* data.valid reading the very data of a training source (the same file or dataset, a
+ * file inside a training folder, or a folder holding a training file): its windows
+ * would be trained on and then scored as held out, so the validation loss would say
+ * nothing. */
 static void valid_overlap_issue(const char *valid, const char *train, const char *train_key, RecipeDiag *diag) {
     struct stat sv, st;
-    char dv[256], dt[256];
+    char dv[256], dt[256], fv[RECIPE_PATH_MAX], ft[RECIPE_PATH_MAX];
     if (!valid[0] || !train[0] || source_identity(valid, &sv, dv, sizeof dv) || source_identity(train, &st, dt, sizeof dt))
         return;
-    if (sv.st_dev != st.st_dev || sv.st_ino != st.st_ino || strcmp(dv, dt)) return;
+    dataset_source_file(valid, fv, sizeof fv);
+    dataset_source_file(train, ft, sizeof ft);
+    const char *how = NULL;
+    if (sv.st_dev == st.st_dev && sv.st_ino == st.st_ino && !strcmp(dv, dt))
+        how = dv[0] ? "is the same HDF5 dataset as" : S_ISDIR(sv.st_mode) ? "is the same folder as" : "is the same file as";
+    else if (lies_within(fv, &st))
+        how = "lies inside the training folder";
+    else if (lies_within(ft, &sv))
+        how = "is a folder holding";
+    if (!how) return;
     char msg[3 * RECIPE_PATH_MAX];
-    snprintf(msg, sizeof msg, "%s is the same %s as %s (%s): validation would score windows the run trains on; give "
-             "data.valid a held-out file, or drop data.valid and set data.valid_fraction to hold out part of the "
-             "training data", valid, dv[0] ? "HDF5 dataset" : "file", train_key, train);
+    snprintf(msg, sizeof msg, "%s %s %s (%s): validation would score windows the run trains on; give data.valid a "
+             "held-out file, or drop data.valid and set data.valid_fraction to hold out part of the training data",
+             valid, how, train_key, train);
     recipe_diag_add(diag, 1, "data.valid", msg);
 }
 

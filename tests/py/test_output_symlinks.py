@@ -71,11 +71,12 @@ def test_model_dirs(d):
     for verb, argv in (("init", ["init", "--dim", "16", "--layers", "1", "--heads", "2", "--hidden", "32"]),
                        ("export", ["export", BIN])):
         link, target = dangling(d, verb + "-out")
-        rc, _, err = npt(*argv, "--out", link)
-        lines = [l for l in err.splitlines() if l.strip()]
-        check(rc == 1 and len(lines) == 1 and link in lines[0] and "symbolic link" in lines[0] and kept(link, target)
-              and not any(n.startswith(verb + "-out.tmp") for n in os.listdir(d)),
-              f"{verb} --out onto a dangling symlink is refused first: exit {rc}, {err.strip()[:200]!r}")
+        for out in (link, link + "/"):  # "link/": lstat would follow the link
+            rc, _, err = npt(*argv, "--out", out)
+            lines = [l for l in err.splitlines() if l.strip()]
+            check(rc == 1 and len(lines) == 1 and link in lines[0] and "symbolic link" in lines[0] and kept(link, target)
+                  and not any(n.startswith(verb + "-out.tmp") for n in os.listdir(d)),
+                  f"{verb} --out {out} onto a dangling symlink is refused first: exit {rc}, {err.strip()[:200]!r}")
 
 
 def test_train_output_dir(d):

@@ -11,13 +11,15 @@ validate (it reads no ids, as documented) and train refuses it.
 data.valid the same file as a training source: refused by validate and by train, under
 data.valid, naming both settings, for data.train spelled differently ("./x"), through a
 symlink, for one of data.sources, and for the same HDF5 dataset ("x.h5" and
-"x.h5:/tokens"); another dataset of the same HDF5 file is accepted.
+"x.h5:/tokens"), for a file inside a training folder and a folder holding a training
+file; another dataset of the same HDF5 file is accepted.
 The summary of a valid recipe with data.sources lists each source with its weight, and
 the validation data (data.valid or data.valid_fraction).
 Run from the repo root: /usr/bin/python3 tests/py/test_validate_data.py
 """
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -119,6 +121,18 @@ def test_valid_is_training_data(recipe, p, d, cache):
         f.write("Once upon a time there was a held-out story.\n" * 50)
     rc, out, err = npt("validate", recipe, "--set", "data.valid=" + other, cache=cache)
     check(rc == 0, f"control: a different file as data.valid validates (exit {rc}) {err.strip()[:160]!r}")
+    # a training folder reads every file below it
+    folder = p("corpus")
+    os.makedirs(os.path.join(folder, "part2"))
+    inside = os.path.join(folder, "part2", "stories.txt")
+    shutil.copyfile(VALID_TEXT, inside)
+    expect_overlap(recipe, cache, ["data.train=" + folder, "data.valid=" + inside], "a file inside the training folder",
+                   inside, "data.train", ("validate",))
+    expect_overlap(recipe, cache, ["data.train=" + inside, "data.valid=" + folder], "a folder holding data.train",
+                   folder, "data.train", ("validate",))
+    rc, out, err = npt("validate", recipe, *set_flags(["data.train=" + os.path.join(folder, "part2"),
+                                                        "data.valid=" + other]), cache=cache)
+    check(rc == 0, f"control: a held-out file beside a training folder validates (exit {rc}) {err.strip()[:160]!r}")
 
 
 def test_summary(recipe, p, cache):
