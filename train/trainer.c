@@ -1174,14 +1174,29 @@ static int check_world(const Trainer *t) {
     return 0;
 }
 
-/* Rank 0's logs: on resume trimmed to the checkpoint's steps, then metrics.jsonl opened. */
+/* The metrics log whose lines a resumed run keeps: its own, or, rewound into a new
+ * output_dir (--set output_dir=NEW --resume OLD/ckpt), the one beside the checkpoint,
+ * whose rows up to it are this run's too. NEW holds no log of its own then: another
+ * run's files there were refused (refuse_other_run). */
+static void resumed_metrics_source(const Trainer *t, const char *metrics, char *out, size_t cap) {
+    char dir[sizeof t->saved_path];
+    npt_dir_of(t->saved_path, dir, sizeof dir);
+    if (t->saved_step < 0 || same_directory(dir, t->r.output_dir)) snprintf(out, cap, "%s", metrics);
+    else snprintf(out, cap, "%s/%s", dir, t->r.log.metrics_file);
+}
+
+/* Rank 0's logs: on resume metrics.jsonl is made the checkpoint's history, one line per
+ * row, and eval.jsonl cut back to its step; then metrics.jsonl is opened. Neither a line
+ * count (a log an older npt rewound into a new directory starts at the checkpoint's
+ * step) nor a step number (a skipped row repeats the step before it) finds the rows the
+ * history holds: their content does (runlog_restore_metrics). */
 static int open_logs(Trainer *t, const char *resume, const char *metrics) {
     NptErr err;
-    char eval_log[4300];
+    char eval_log[4300], source[sizeof t->saved_path + RECIPE_PATH_MAX];
     eval_log_path(t, eval_log, sizeof eval_log);
-    /* A resume keeps the logs up to its checkpoint (its history may hold skipped rows at
-     * step 0); one that found no checkpoint starts them over like a new run. */
-    if (resume && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
+    resumed_metrics_source(t, metrics, source, sizeof source);
+    /* one that found no checkpoint (no history) starts them over like a new run */
+    if (resume && (runlog_restore_metrics(metrics, source, t->meta.history, t->meta.n_history, &err) ||
                    runlog_trim_after_step(eval_log, t->meta.step, &err)))
         return fail("%s", err.msg);
     if (runlog_open(&t->log, metrics, resume != NULL, t->meta.step, &err)) return fail("%s", err.msg);
