@@ -10,6 +10,9 @@
 
 #include "../util/atomic_file.h"
 
+/* the longest row_fields: six keys, five numbers of at most 17 characters, two integers */
+#define ROW_FIELDS_MAX 256
+
 int runlog_open(RunLog *r, const char *metrics_path, int append, int64_t first_step, NptErr *err) {
     memset(r, 0, sizeof *r);
     if (append) { /* a new run's file was refused if it existed; a resumed run's is its own */
@@ -35,15 +38,23 @@ void runlog_close(RunLog *r) {
     r->metrics = NULL;
 }
 
+/* A row's line up to its tokens, {"step":N,...,"skipped":K: what the history holds of it.
+ * One spelling for the writer and for matching a log's lines to the history on resume. */
+static void row_fields(char *buf, size_t cap, const CkptHistoryRow *row) {
+    static const char *const keys[] = {"loss", "fidelity", "reg", "lr", "grad_norm"};
+    const double v[] = {row->loss, row->nmse, row->reg, row->lr, row->grad_norm};
+    size_t o = (size_t)snprintf(buf, cap, "{\"step\":%lld", (long long)row->step);
+    for (size_t k = 0; k < NPT_ARRAY_LEN(keys) && o < cap; k++) /* JSON has no NaN: null */
+        o += (size_t)(isfinite(v[k]) ? snprintf(buf + o, cap - o, ",\"%s\":%.10g", keys[k], v[k])
+                                     : snprintf(buf + o, cap - o, ",\"%s\":null", keys[k]));
+    if (o < cap) snprintf(buf + o, cap - o, ",\"skipped\":%d", row->skipped);
+}
+
 void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen) {
     if (r->quiet) return;
-    fprintf(r->metrics, "{\"step\":%lld", (long long)row->step);
-    npt_json_number(r->metrics, "loss", row->loss);
-    npt_json_number(r->metrics, "fidelity", row->nmse);
-    npt_json_number(r->metrics, "reg", row->reg);
-    npt_json_number(r->metrics, "lr", row->lr);
-    npt_json_number(r->metrics, "grad_norm", row->grad_norm);
-    fprintf(r->metrics, ",\"skipped\":%d,\"tokens\":%lld,\"time\":%.3f}\n", row->skipped, (long long)tokens_seen,
+    char fields[ROW_FIELDS_MAX];
+    row_fields(fields, sizeof fields, row);
+    fprintf(r->metrics, "%s,\"tokens\":%lld,\"time\":%.3f}\n", fields, (long long)tokens_seen,
             npt_now_seconds() - r->t_start);
     fflush(r->metrics);
 }
@@ -70,15 +81,51 @@ static int keep_lines_where(const char *path, int (*keep)(const char *line, int6
     return npt_atomic_commit(&o, err);
 }
 
-static int line_before(const char *line, int64_t i, int64_t n) { return (void)line, i < n; }
-
 static int step_at_most(const char *line, int64_t i, int64_t last_step) {
     long long step;
     return (void)i, sscanf(line, "{\"step\":%lld", &step) == 1 && step <= last_step;
 }
 
-int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err) {
-    return keep_lines_where(path, line_before, keep_lines, err);
+/* Moves *line on through src (*have 0 at its end, or with no src) past lines that are no
+ * row and lines of steps before `step`: a log an older npt rewound may hold steps twice
+ * (redone after a resume), and a row is matched with the first line of its step ahead. */
+static void next_line_from(FILE *src, char **line, size_t *cap, int64_t step, int *have) {
+    long long s;
+    while (*have && (sscanf(*line, "{\"step\":%lld", &s) != 1 || s < step))
+        *have = getline(line, cap, src) > 0;
+}
+
+/* Whether a log line is the complete line of the row whose fields are `fields`. */
+static int line_is_row(const char *line, const char *fields) {
+    size_t n = strlen(fields), len = strlen(line);
+    return !strncmp(line, fields, n) && line[n] == ',' && len > 0 && line[len - 1] == '\n';
+}
+
+int runlog_restore_metrics(const char *path, const char *source, const CkptHistoryRow *rows, int64_t n, NptErr *err) {
+    FILE *src = NULL;
+    if (npt_fopen_input(source, "metrics log", &src, err) == -2) return -1; /* a pipe would block the resume */
+    NptAtomicFile o;
+    FILE *out = npt_atomic_open(&o, path, err);
+    if (!out) {
+        if (src) fclose(src);
+        return -1;
+    }
+    char *line = NULL, fields[ROW_FIELDS_MAX];
+    size_t cap = 0;
+    int have = src && getline(&line, &cap, src) > 0;
+    for (int64_t i = 0; i < n; i++) {
+        row_fields(fields, sizeof fields, &rows[i]);
+        next_line_from(src, &line, &cap, rows[i].step, &have);
+        if (have && line_is_row(line, fields)) { /* the logged line, with its tokens and time */
+            fputs(line, out);
+            have = getline(&line, &cap, src) > 0;
+        } else {
+            fprintf(out, "%s,\"tokens\":null,\"time\":null}\n", fields);
+        }
+    }
+    free(line);
+    if (src) fclose(src);
+    return npt_atomic_commit(&o, err);
 }
 
 int runlog_trim_after_step(const char *path, int64_t last_step, NptErr *err) {

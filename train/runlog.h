@@ -25,9 +25,14 @@ void runlog_open_quiet(RunLog *r);
 void runlog_close(RunLog *r);
 /* One optimizer step (or skip) into metrics.jsonl. */
 void runlog_metrics(RunLog *r, const CkptHistoryRow *row, int64_t tokens_seen);
-/* On resume: keep the first keep_lines lines (the steps the checkpoint's history
- * holds), dropping those of steps that will be redone. Atomic. */
-int runlog_trim_metrics(const char *path, int64_t keep_lines, NptErr *err);
+/* On resume: rewrites path (atomically) to one line per row of the checkpoint's history,
+ * in order, skipped rows included, and nothing of the steps that will be redone. A row's
+ * line is taken from source when source holds it (matched in order on every field but
+ * tokens and time, which come along), else written from the history with tokens and time
+ * null. source is path itself for a run resumed in its own directory, and the log of the
+ * checkpoint's directory for one rewound into a new output_dir, which so starts with the
+ * run's rows from its first step. A missing source is no error. */
+int runlog_restore_metrics(const char *path, const char *source, const CkptHistoryRow *rows, int64_t n, NptErr *err);
 /* The same for a log whose lines start {"step":N (eval.jsonl): keeps the lines with
  * N <= last_step, so a resumed run does not list a step twice. */
 int runlog_trim_after_step(const char *path, int64_t last_step, NptErr *err);

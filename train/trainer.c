@@ -52,7 +52,8 @@ typedef struct {
     TeacherCache cache;    /* train.teacher_cache_gb > 0: the teacher's states of seen windows */
     int cache_reported;    /* the cache's failure has been logged */
     int cache_full_reported; /* the cache stopping short of its size has been logged */
-    int lock_fd;           /* output_dir's lock (lock_output_dir), -1 if not held */
+    int dir_fd;            /* output_dir, opened by lock_output_dir (locked where the file system can), -1 if not */
+    struct stat dir_id;    /* dir_fd's device and inode: what output_dir must still name (output_dir_moved) */
     CkptMeta meta;         /* training state carried in checkpoints */
     int64_t history_cap;
     RunLog log;
@@ -171,6 +172,46 @@ static int load_eval_windows(Trainer *t) {
     return 0;
 }
 
+/* Why output_dir no longer names this run's directory (the path `what`), and where that
+ * directory is now: Linux names it in /proc by the descriptor kept open, and whether it
+ * holds a checkpoint says if the run can go on from there. Returns -1. */
+static int moved_dir_error(const Trainer *t, const char *what, NptErr *err) {
+    char where[4200] = "", link[64], ckpt[4400];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", t->dir_fd);
+    ssize_t n = readlink(link, where, sizeof where - 1);
+    where[n > 0 ? n : 0] = 0;
+    if (n <= 0 || n == (ssize_t)sizeof where - 1 || strstr(where, " (deleted)"))
+        return npt_fail(err, "output_dir %s was moved or removed while this run was training (the path %s); nothing "
+                        "more is written there, and this run's own directory cannot be found (removed?): the run stops",
+                        t->r.output_dir, what);
+    NptErr ignored;
+    if (ckpt_find_latest(where, ckpt, sizeof ckpt, 0, &ignored) <= 0)
+        return npt_fail(err, "output_dir %s was moved or replaced while this run was training (the path %s); nothing "
+                        "more is written there; this run's files are in %s, with no checkpoint to continue from",
+                        t->r.output_dir, what, where);
+    return npt_fail(err, "output_dir %s was moved or replaced while this run was training (the path %s); nothing more "
+                    "is written there; this run's files are in %s: continue it with npt train %s --set output_dir=%s "
+                    "--resume auto (with the run's other --set options)", t->r.output_dir, what, where, t->recipe_arg, where);
+}
+
+/* Before each write into output_dir by its path (checkpoints, best.h5, loss.svg,
+ * eval.jsonl, debug reports, the logs on resume): the path must still name the directory
+ * this run opened and locked. Moved aside (mv runs/a runs/a.old) and replaced by another
+ * run's directory, it would get this run's files over that run's, its lock on the moved
+ * one not stopping either. One stat per write; -1 with err set when the path is lost.
+ * (Writing relative to dir_fd instead is not open to HDF5, which takes paths only.) */
+static int output_dir_moved(const Trainer *t, NptErr *err) {
+    struct stat now;
+    if (t->dir_fd < 0) return 0; /* rank > 0, or not opened yet: writes nothing there */
+    if (stat(t->r.output_dir, &now) != 0) {
+        char what[300];
+        snprintf(what, sizeof what, "is gone: %s", strerror(errno));
+        return moved_dir_error(t, what, err);
+    }
+    if (now.st_dev == t->dir_id.st_dev && now.st_ino == t->dir_id.st_ino) return 0;
+    return moved_dir_error(t, "now names another directory", err);
+}
+
 static void eval_log_path(const Trainer *t, char *out, size_t n) { snprintf(out, n, "%s/eval.jsonl", t->r.output_dir); }
 
 /* One periodic eval: a log line, and the full figures as a line of eval.jsonl. */
@@ -190,6 +231,11 @@ static int periodic_eval(Trainer *t) {
                    res.ppl_base);
     char path[4300];
     eval_log_path(t, path, sizeof path);
+    if (output_dir_moved(t, &err)) {
+        eval_result_free(&res);
+        runlog_say(&t->log, "npt train: error: %s", err.msg);
+        return -1;
+    }
     FILE *f = npt_fopen_append(path, "evaluation log", &err);
     if (!f) {
         runlog_say(&t->log, "warning: %s; this evaluation is only in the log above", err.msg);
@@ -544,7 +590,8 @@ static int restore_weights(Trainer *t, const char *path, const CkptTensor *tenso
 static int save_checkpoint(Trainer *t, const char *kind) {
     NptErr err;
     char path[4300];
-    if (ckpt_path_for(path, sizeof path, t->r.output_dir, kind, t->meta.step, &err)) return fail("%s", err.msg);
+    if (ckpt_path_for(path, sizeof path, t->r.output_dir, kind, t->meta.step, &err) || output_dir_moved(t, &err))
+        return fail("%s", err.msg);
     if (!strcmp(kind, "best") && in_list(t->fail_best, t->n_fail_best, t->meta.step))
         return fail("cannot write checkpoint %s: test hook NPT_TEST_FAIL_BEST at step %lld", path, (long long)t->meta.step);
     snprintf(t->meta.kind, sizeof t->meta.kind, "%s", kind);
@@ -563,9 +610,13 @@ static int save_checkpoint(Trainer *t, const char *kind) {
     }
     int rc = ckpt_save(path, &t->meta, list, count, &err);
     free(list);
-    if (rc) return fail("%s", err.msg);
+    if (rc) { /* moved while being written, its rename fails: that is the news, not the rename */
+        output_dir_moved(t, &err);
+        return fail("%s", err.msg);
+    }
     t->saved_step = t->meta.step;
     snprintf(t->saved_path, sizeof t->saved_path, "%s", path);
+    if (output_dir_moved(t, &err)) return fail("%s", err.msg); /* again: the rotation deletes files by name */
     if (!strcmp(kind, "periodic") && ckpt_rotate(t->r.output_dir, t->r.checkpoint.keep_last, &err))
         runlog_say(&t->log, "warning: %s", err.msg);
     char plot[4300];
@@ -612,19 +663,17 @@ static int refuse_abandoned_future(const Trainer *t, const char *resume) {
 static int lock_output_dir(Trainer *t) {
     int fd = open(t->r.output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return fail("cannot open output_dir %s: %s", t->r.output_dir, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        close(fd);
-        if (e == EWOULDBLOCK)
-            return fail("%s is in use by another npt train running there; wait for it to end, or choose another "
-                        "output_dir (--set output_dir=...)", t->r.output_dir);
-        if (e != ENOLCK && e != EOPNOTSUPP && e != ENOSYS && e != EBADF)
-            return fail("cannot lock output_dir %s: %s", t->r.output_dir, strerror(e));
-        inform("npt train: warning: output_dir %s cannot be locked (%s): make sure no other run uses it\n",
-               t->r.output_dir, strerror(e));
-        return 0;
-    }
-    t->lock_fd = fd;
+    t->dir_fd = fd; /* kept, locked or not: output_dir_moved compares the path with it; trainer_free closes it */
+    if (fstat(fd, &t->dir_id) != 0) return fail("cannot stat output_dir %s: %s", t->r.output_dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    int e = errno;
+    if (e == EWOULDBLOCK)
+        return fail("%s is in use by another npt train running there; wait for it to end, or choose another "
+                    "output_dir (--set output_dir=...)", t->r.output_dir);
+    if (e != ENOLCK && e != EOPNOTSUPP && e != ENOSYS && e != EBADF)
+        return fail("cannot lock output_dir %s: %s", t->r.output_dir, strerror(e));
+    inform("npt train: warning: output_dir %s cannot be locked (%s): make sure no other run uses it\n",
+           t->r.output_dir, strerror(e));
     return 0;
 }
 
@@ -815,6 +864,11 @@ static void debug_skipped_step(Trainer *t, const int64_t *ids, int n_ids) {
     snprintf(stem, sizeof stem, "%s/debug_step%lld_skip%lld", t->r.output_dir, (long long)t->meta.step,
              (long long)t->meta.skipped_total);
     NptErr err;
+    if (output_dir_moved(t, &err)) { /* the next checkpoint stops the run, saying why */
+        runlog_say(&t->log, "warning: no debug report for step %lld: output_dir %s no longer names this run's directory",
+                   (long long)t->meta.step, t->r.output_dir);
+        return;
+    }
     int failing = debug_report_batch(&t->model, t->have_npt ? &t->npt : NULL, t->grads, t->n_params, t->tokens, n_ids,
                                      t->r.data.seq_len, ids, stem, &err);
     t->debug_reports++;
@@ -1127,7 +1181,7 @@ static int run_loop(Trainer *t) {
 
 static void trainer_free(Trainer *t) {
     runlog_close(&t->log);
-    if (t->lock_fd >= 0) close(t->lock_fd); /* last: the run's files are complete */
+    if (t->dir_fd >= 0) close(t->dir_fd); /* last: the run's files are complete */
     if (t->runner.teacher_cache) teacher_cache_close(&t->cache); /* never opened: fd is 0, not ours */
     objective_free(&t->runner);
     optim_free(&t->opt);
@@ -1174,14 +1228,30 @@ static int check_world(const Trainer *t) {
     return 0;
 }
 
-/* Rank 0's logs: on resume trimmed to the checkpoint's steps, then metrics.jsonl opened. */
+/* The metrics log whose lines a resumed run keeps: its own, or, rewound into a new
+ * output_dir (--set output_dir=NEW --resume OLD/ckpt), the one beside the checkpoint,
+ * whose rows up to it are this run's too. NEW holds no log of its own then: another
+ * run's files there were refused (refuse_other_run). */
+static void resumed_metrics_source(const Trainer *t, const char *metrics, char *out, size_t cap) {
+    char dir[sizeof t->saved_path];
+    npt_dir_of(t->saved_path, dir, sizeof dir);
+    if (t->saved_step < 0 || same_directory(dir, t->r.output_dir)) snprintf(out, cap, "%s", metrics);
+    else snprintf(out, cap, "%s/%s", dir, t->r.log.metrics_file);
+}
+
+/* Rank 0's logs: on resume metrics.jsonl is made the checkpoint's history, one line per
+ * row, and eval.jsonl cut back to its step; then metrics.jsonl is opened. Neither a line
+ * count (a log an older npt rewound into a new directory starts at the checkpoint's
+ * step) nor a step number (a skipped row repeats the step before it) finds the rows the
+ * history holds: their content does (runlog_restore_metrics). */
 static int open_logs(Trainer *t, const char *resume, const char *metrics) {
     NptErr err;
-    char eval_log[4300];
+    char eval_log[4300], source[sizeof t->saved_path + RECIPE_PATH_MAX];
     eval_log_path(t, eval_log, sizeof eval_log);
-    /* A resume keeps the logs up to its checkpoint (its history may hold skipped rows at
-     * step 0); one that found no checkpoint starts them over like a new run. */
-    if (resume && (runlog_trim_metrics(metrics, t->meta.n_history, &err) ||
+    resumed_metrics_source(t, metrics, source, sizeof source);
+    if (output_dir_moved(t, &err)) return fail("%s", err.msg);
+    /* one that found no checkpoint (no history) starts them over like a new run */
+    if (resume && (runlog_restore_metrics(metrics, source, t->meta.history, t->meta.n_history, &err) ||
                    runlog_trim_after_step(eval_log, t->meta.step, &err)))
         return fail("%s", err.msg);
     if (runlog_open(&t->log, metrics, resume != NULL, t->meta.step, &err)) return fail("%s", err.msg);
@@ -1237,7 +1307,7 @@ static int run_session(const TrainArgs *a) {
     }
     t->recipe_arg = a->recipe_path;
     t->saved_step = -1;
-    t->lock_fd = -1;
+    t->dir_fd = -1;
     /* from here Ctrl-C / SIGTERM stop at the next clean point */
     if (ranks_agree(npt_stop_install(&err) ? fail("%s", err.msg) : 0)) {
         recipe_free(&t->r);

@@ -9,7 +9,12 @@
      exit 1, no temporary file, the earlier checkpoints intact (not a kill by signal);
   4. a recipe name that is a path ("../x", ".", "/abs") is a recipe error;
   5. an output in a directory that does not exist: the error names the directory, not a
-     temporary file.
+     temporary file;
+  6. output_dir moved aside (mv out out.old) under a running npt train and another
+     directory made at its path: the run stops at its next write there (exit 4, one line
+     naming both), writes nothing into the new directory, and continues from the moved
+     one with the command the line gives; moved before its first checkpoint, nothing in
+     its place: the line says the path is gone and that there is nothing to continue.
 """
 import json
 import os
@@ -21,8 +26,8 @@ import sys
 import tempfile
 import time
 
-from harness import (NPT, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code, run_npt, set_flags, shared_path,
-                     temp_files)
+from harness import (NPT, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code, pause, resume, run_npt, set_flags,
+                     shared_path, temp_files)
 
 SAFE = "recipes/stories260k-safe.json"
 SHORT = ["train.warmup_steps=1", "threads=1", "train.batch_size=4"]
@@ -30,6 +35,74 @@ SHORT = ["train.warmup_steps=1", "threads=1", "train.batch_size=4"]
 
 def error_lines(stderr):
     return [line for line in stderr.splitlines() if ": error:" in line]
+
+
+def snapshot(directory):
+    """name -> bytes of every file in directory."""
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def test_moved_output_dir(tmp):
+    out = os.path.join(tmp, "moved")
+    sets = SHORT + ["train.max_steps=200", "checkpoint.every=5", "checkpoint.save_best=false", "data.seq_len=64",
+                    f"output_dir={out}"]
+    run = subprocess.Popen([NPT, "train", SAFE] + set_flags(sets), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, stdin=subprocess.DEVNULL)
+    # loss.svg comes last in a checkpoint's writes (without best.h5, which has its own):
+    # stopped once it is there, the run is past ckpt-00000005.h5 and before its next
+    # write, so the move lands between two checkpoints, not inside one
+    deadline = time.time() + 60
+    while time.time() < deadline and run.poll() is None and not os.path.exists(os.path.join(out, "loss.svg")):
+        time.sleep(0.002)
+    if run.poll() is not None or not pause(run.pid):
+        check(False, f"moved output_dir: the run ended (status {run.poll()}) before its directory could be moved")
+        return
+    os.rename(out, out + ".old")
+    os.mkdir(out)  # another run's directory now, as a second npt train there would make it
+    for name, text in (("metrics.jsonl", '{"step":1}\n'), ("loss.svg", "<svg/>\n"), ("ckpt-00000005.h5", "theirs")):
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text)
+    theirs = snapshot(out)
+    resume(run.pid)
+    _, err = run.communicate(timeout=120)
+    errs = error_lines(err)
+    moved = os.path.realpath(out + ".old")
+    check(run.returncode == 4 and len(errs) == 1 and f"output_dir {out} was moved or replaced" in errs[0]
+          and f"this run's files are in {moved}" in errs[0] and f"--set output_dir={moved} --resume auto" in errs[0],
+          f"moved output_dir: exit {run.returncode} (want 4), one line naming both directories: {errs}")
+    check(snapshot(out) == theirs, f"moved output_dir: the new directory holds only its own files, unchanged: "
+          f"{sorted(os.listdir(out))}")
+    r = run_npt("train", SAFE, *set_flags(sets[:-1] + [f"output_dir={moved}"]), "--resume", "auto", timeout=300)
+    ok = r.returncode == 0 and os.path.exists(os.path.join(moved, "final.h5")) and snapshot(out) == theirs
+    check(ok, f"moved output_dir: the run continues in the moved directory as the line says (exit {r.returncode})"
+          + ("" if ok else f": {r.stderr.strip()[-300:]}"))
+
+
+def test_output_dir_gone(tmp):
+    out = os.path.join(tmp, "gone")
+    sets = SHORT + ["train.max_steps=100", "checkpoint.every=50", "data.seq_len=64", f"output_dir={out}"]
+    run = subprocess.Popen([NPT, "train", SAFE] + set_flags(sets), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 60  # metrics.jsonl is opened before the first step
+    while time.time() < deadline and run.poll() is None and not os.path.exists(os.path.join(out, "metrics.jsonl")):
+        time.sleep(0.002)
+    if run.poll() is not None or not pause(run.pid) or os.path.exists(os.path.join(out, "best.h5")):
+        run.kill()
+        check(False, f"output_dir gone: the run reached its first checkpoint (status {run.wait()}) before the move")
+        return
+    os.rename(out, out + ".old")
+    resume(run.pid)
+    _, err = run.communicate(timeout=120)
+    errs = error_lines(err)
+    check(run.returncode == 4 and len(errs) == 1 and f"output_dir {out} was moved or replaced" in errs[0]
+          and "(the path is gone: No such file or directory)" in errs[0]
+          and f"{os.path.realpath(out + '.old')}, with no checkpoint to continue from" in errs[0]
+          and not os.path.exists(out),
+          f"output_dir moved before its first checkpoint: exit {run.returncode}, one line, nothing made at the path: {errs}")
 
 
 def main():
@@ -105,6 +178,10 @@ def main():
         r = run_npt("data", "prepare", TEXT, "-o", os.path.join(missing, "x.u16"), "--tokenizer", TOK, "--quiet")
         check(r.returncode == 1 and f"directory {missing} does not exist; create it first" in r.stderr
               and ".tmp." not in r.stderr, f"an output in a missing directory names it: {r.stderr.strip()}")
+
+        # 6. output_dir moved and replaced under a running run
+        test_moved_output_dir(tmp)
+        test_output_dir_gone(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return exit_code()
