@@ -321,7 +321,7 @@ static void write_excerpt(FILE *f, const Tokenizer *tok, const int *ids, int T) 
     free(text);
 }
 
-/* The list is written to LIST.tmp.PID and renamed over LIST only once complete, so an
+/* The list is written to LIST.tmp.PID.X and renamed over LIST only once complete, so an
  * interrupted or failed scan leaves the previous list (with --force) as it was. */
 static int run_scan(const DebugArgs *a) {
     if (!a->data || a->samples < 1 || !a->out) {

@@ -488,6 +488,7 @@ static int writer_failed(const Writer *w, NptErr *err) {
 static int writer_open(Writer *w, const char *output, DatasetFormat kind, int wide, const uint64_t *cache_key,
                        NptErr *err) {
     memset(w, 0, sizeof *w);
+    w->raw.lock_fd = w->h5.lock_fd = -1; /* only one of them is opened: the other must never close fd 0 */
     w->kind = kind;
     w->output = output;
     w->file = w->dset = -1;

@@ -12,11 +12,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "test.h"
 #include "test_checkpoint_fixture.h"
+#include "../util/atomic_file.h" /* NPT_TEMP_STALE_SECONDS */
 
 static char tmpdir[64];
 
@@ -124,6 +126,22 @@ static void test_streaming(void) {
     fix_free(&fx);
 }
 
+/* Entries of dir whose name holds needle made two minutes old (util/atomic_file.h sweeps
+ * only temporaries NPT_TEMP_STALE_SECONDS untouched). */
+static void age_entries(const char *dir, const char *needle) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[512];
+    struct timeval old[2];
+    gettimeofday(&old[0], NULL);
+    old[0].tv_sec -= 2 * NPT_TEMP_STALE_SECONDS;
+    old[1] = old[0];
+    while (d && (e = readdir(d)))
+        if (strstr(e->d_name, needle) && snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
+            check(utimes(p, old) == 0, "aged %s", e->d_name);
+    if (d) closedir(d);
+}
+
 static int fail_hook(const char *tmp, void *ctx) {
     struct stat st;
     *(int *)ctx = stat(tmp, &st) == 0 && st.st_size > 0; /* the temp file was complete */
@@ -171,8 +189,11 @@ static void test_atomic(void) {
     err.msg[0] = '\0';
     check(ckpt_save(path, &v2.meta, v2.t, v2.n, &err) == 0, "save v2 over v1 (%s)", err.msg);
     check_file_matches(path, &v2, "after a successful overwrite the new checkpoint");
+    check(ckpt_rotate(tmpdir, 3, &err) == 0 && fix_count_entries(tmpdir, ".tmp.") == 1,
+          "rotation keeps it while under a minute old (its writer may be on another machine) (%s)", err.msg);
+    age_entries(tmpdir, ".tmp.");
     check(ckpt_rotate(tmpdir, 3, &err) == 0 && fix_count_entries(tmpdir, ".tmp.") == 0,
-          "rotation removes the dead writer's temp file (%s)", err.msg);
+          "rotation removes the dead writer's temp file once older (%s)", err.msg);
     fix_free(&v1);
     fix_free(&v2);
 }

@@ -195,6 +195,12 @@ static void test_types(void) {
         name[300] = '\0';
         snprintf(json, sizeof json, "{\"model\": \"x\", \"log\": {\"metrics_file\": \"%s\"}}", name);
         expect_error("metrics file name beyond NAME_MAX", json, "log.metrics_file", "is 300 bytes long; a file name holds", 1);
+        /* 239 bytes fit, but not its temporary NAME.tmp.PID.XXXXXXXX on resume: 255 - 239 = 16 bytes
+         * hold ".tmp." + the 8 random digits and their dot, leaving 2 for a PID */
+        name[239] = '\0';
+        snprintf(json, sizeof json, "{\"model\": \"x\", \"log\": {\"metrics_file\": \"%s\"}}", name);
+        expect_error("metrics file name without room for its temporary", json, "log.metrics_file",
+                     "is 239 bytes long; a file name holds", 1);
     }
     expect_error("train_all_weights with distill", "{\"model\": \"x\", \"objective\": {\"train_all_weights\": true}}",
                  "objective.train_all_weights", "only applies to objective.type \"lm\"", 1);

@@ -4,8 +4,8 @@
  *   action for the signal (as npt train does), keeps everything. Each case runs in a
  *   child process.
  * - Names: two writers of one path never share a temporary file (same PID included).
- * - Sweeping: what a killed writer left is removed, a live writer's file and a user's
- *   look-alike are not.
+ * - Sweeping: what a killed writer left is removed once a minute old; a live writer's
+ *   file, a fresh one, an older npt's and a user's look-alike are not.
  * - no_replace: a path that appears while it is written is kept, the commit fails. */
 #include <dirent.h>
 #include <errno.h>
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,9 +122,38 @@ static void test_two_writers(void) {
     unlink(in_dir("cache.u16"));
 }
 
+/* The names in dir holding ".tmp.", and how many start with prefix. */
+static int count_temps(const char *prefix, int *with_prefix) {
+    DIR *d = opendir(dir);
+    int all = 0;
+    *with_prefix = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        all += strstr(e->d_name, ".tmp.") != NULL;
+        *with_prefix += !strncmp(e->d_name, prefix, strlen(prefix));
+    }
+    if (d) closedir(d);
+    return all;
+}
+
+/* Every ".tmp." name in dir but `except` made two minutes old. */
+static void age_temps(const char *except) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    struct timeval old[2];
+    gettimeofday(&old[0], NULL);
+    old[0].tv_sec -= 2 * NPT_TEMP_STALE_SECONDS;
+    old[1] = old[0];
+    while (d && (e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.") && strncmp(e->d_name, except, strlen(except)))
+            check(utimes(in_dir(e->d_name), old) == 0, "aged %s", e->d_name);
+    if (d) closedir(d);
+}
+
 /* A writer killed (here: _exit without cleanup, as after kill -9) leaves its temporary
- * file; the sweep removes it, but not a live writer's, a user's look-alike, or another
- * path's when sweeping one path's. */
+ * file; the sweep removes it once a minute old, but not a live writer's, a fresh one, an
+ * older npt's PATH.tmp.PID (never locked), a user's look-alike, or another path's when
+ * sweeping one path's. */
 static void test_sweep(void) {
     pid_t pid = fork();
     if (pid == 0) {
@@ -132,7 +162,7 @@ static void test_sweep(void) {
         FILE *f = npt_atomic_open(&o, in_dir("tokens.u16"), &err);
         _exit(f && fputs("partial", f) >= 0 && fflush(f) == 0 ? 0 : 1);
     }
-    int status = -1;
+    int status = -1, dead = 0;
     check(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "a child wrote a temporary file and died without removing it");
     NptAtomicFile live;
@@ -141,35 +171,29 @@ static void test_sweep(void) {
     snprintf(live_path, sizeof live_path, "%s", in_dir("other.u16"));
     FILE *f = npt_atomic_open(&live, live_path, &err);
     check(f != NULL, "a live writer's temporary file: %s", f ? live.tmp : err.msg);
-    check(write_file("notes.tmp.old", "mine") == 0 && write_file("old.u16.tmp.12345", "an older npt's") == 0,
-          "a user's look-alike and an older npt's leftover (PATH.tmp.PID)");
-    npt_temp_sweep(dir, "unrelated.u16");
-    int dead = 0, all = 0;
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        all += strstr(e->d_name, ".tmp.") != NULL;
-        dead += !strncmp(e->d_name, "tokens.u16.tmp.", 15);
-    }
-    if (d) closedir(d);
-    check(dead == 1 && all == 4, "sweeping another path's temporaries leaves these (%d dead, %d in all)", dead, all);
+    check(write_file("notes.tmp.old", "mine") == 0 && write_file("old.u16.tmp.12345", "an older npt's") == 0 &&
+              write_file("metrics.tmp.1", "a log") == 0 && write_file("fresh.u16.tmp.7.0123abcd", "just made") == 0,
+          "look-alikes: a user's, an older npt's PATH.tmp.PID, a log named so, a fresh unlocked temporary");
     npt_temp_sweep(dir, NULL);
-    check(exists("notes.tmp.old") && !exists("old.u16.tmp.12345"), "the look-alike is kept, the unlocked leftover removed");
-    d = opendir(dir);
-    dead = all = 0;
-    while (d && (e = readdir(d))) {
-        all += strstr(e->d_name, ".tmp.") != NULL;
-        dead += !strncmp(e->d_name, "tokens.u16.tmp.", 15);
-    }
-    if (d) closedir(d);
-    check(dead == 0 && all == 2, "the killed writer's file is removed; the live one stays (%d dead, %d in all)", dead, all);
+    check(count_temps("tokens.u16.tmp.", &dead) == 6 && dead == 1, "nothing under a minute old is swept (%d dead)", dead);
+    age_temps("fresh.u16.");
+    npt_temp_sweep(dir, "unrelated.u16");
+    check(count_temps("tokens.u16.tmp.", &dead) == 6 && dead == 1, "sweeping another path's temporaries leaves these");
+    npt_temp_sweep(dir, NULL);
+    int all = count_temps("tokens.u16.tmp.", &dead);
+    check(dead == 0 && all == 5 && exists("notes.tmp.old") && exists("old.u16.tmp.12345") && exists("metrics.tmp.1") &&
+              exists("fresh.u16.tmp.7.0123abcd"),
+          "the killed writer's file is removed; the live one, the fresh one and the look-alikes stay (%d dead, %d in all)",
+          dead, all);
     if (f) {
         fputs("done", f);
         int rc = npt_atomic_commit(&live, &err);
-        check(rc == 0 && !strcmp(content("other.u16"), "done"), "and the live writer commits (%s)", rc ? err.msg : content("other.u16"));
+        check(rc == 0 && !strcmp(content("other.u16"), "done"), "and the live writer commits (%s)",
+              rc ? err.msg : content("other.u16"));
     }
-    unlink(in_dir("other.u16"));
-    unlink(in_dir("notes.tmp.old"));
+    static const char *const left[] = {"other.u16", "notes.tmp.old", "old.u16.tmp.12345", "metrics.tmp.1",
+                                       "fresh.u16.tmp.7.0123abcd"};
+    for (size_t i = 0; i < NPT_ARRAY_LEN(left); i++) unlink(in_dir(left[i]));
 }
 
 /* An output that appears while it is written (no --force): kept, the commit fails

@@ -1,7 +1,7 @@
 /* train/checkpoint.c — writing npt checkpoints (ckpt_save) and the HDF5 helpers shared
  * with the reader. The layout is documented in docs/checkpoint.md; keep them in sync.
  *
- * Atomicity: everything is written to "<path>.tmp.<pid>" in the target's directory, which
+ * Atomicity: everything is written to "<path>.tmp.<pid>.<x>" in the target's directory, which
  * is flushed, closed and fsync'd, then renamed over the target, then the directory is
  * fsync'd. rename(2) is atomic, so a reader (or a crash) sees either the old file or the
  * complete new one. On failure the temp file is removed and the old checkpoint stays.
@@ -387,7 +387,7 @@ int ckpt_save(const char *path, const CkptMeta *meta, const CkptTensor *tensors,
     NptH5Out out;
     if (write_file(&out, path, meta, tensors, n_tensors, err)) return -1;
     if (test_hook && test_hook(out.tmp, test_hook_ctx)) {
-        npt_temp_remove(out.tmp);
+        npt_h5out_abort(&out);
         return npt_fail(err, "cannot write checkpoint %s: test hook failed the save before the rename", path);
     }
     return npt_h5out_commit(&out, err); /* rename over path, then sync the directory */

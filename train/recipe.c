@@ -655,10 +655,11 @@ static void cross_checks(Ctx *c, const Recipe *r, const unsigned char *given, co
     else if (ok[metrics] && (strchr(log, '/') || !strcmp(log, ".") || !strcmp(log, "..")))
         error_at(c, "log.metrics_file", "\"%s\" is a path; give a file name, which is written inside output_dir "
                  "(e.g. \"metrics.jsonl\")", log);
-    /* resume rewrites it through NAME.tmp.PID (util/atomic_file.c), which must fit a file name too */
-    else if (ok[metrics] && strlen(log) > NAME_MAX - 16)
+    /* resume rewrites it through NAME.tmp.PID.XXXXXXXX (util/atomic_file.c), which must fit
+     * a file name too: 24 bytes with a 10-digit PID */
+    else if (ok[metrics] && strlen(log) > NAME_MAX - 24)
         error_at(c, "log.metrics_file", "is %zu bytes long; a file name holds at most %d here (the file system's %d, "
-                 "less room for its temporary copy): use a shorter name", strlen(log), NAME_MAX - 16, NAME_MAX);
+                 "less room for its temporary copy): use a shorter name", strlen(log), NAME_MAX - 24, NAME_MAX);
     /* the name becomes runs/<name> when output_dir is not given: a path there would put
      * the run somewhere else than runs/ (or into runs/ itself) */
     int name = key_index("name");

@@ -128,13 +128,14 @@ int npt_temp_create(const char *path, char *tmp, size_t cap, NptErr *err) {
             tmp[0] = '\0';
             return npt_fail(err, "cannot create a temporary file beside %s: %s", path, strerror(e));
         }
-        /* a file system without flock: nothing can be swept there, which is safe */
-        int locked = flock(fd, LOCK_EX) == 0;
-        if (!locked || still_named(fd, tmp)) {
+        /* EWOULDBLOCK: a sweeper took the file in the instant before the lock (a clock
+         * far off made it look old) and removes it: draw another name. Any other
+         * failure is a file system without flock, where no sweeper can take it either. */
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 ? still_named(fd, tmp) : errno != EWOULDBLOCK) {
             npt_temp_track(tmp, 0);
             return fd;
         }
-        close(fd); /* swept in the instant before the lock: draw another name */
+        close(fd);
     }
     tmp[0] = '\0';
     return npt_fail(err, "cannot create a temporary file beside %s: every name tried was taken", path);
@@ -145,8 +146,10 @@ void npt_temp_release(int *lock_fd) {
     *lock_fd = -1;
 }
 
-/* NAME.tmp.PID or NAME.tmp.PID.XXXXXXXX (base NULL: any NAME): npt's temporary names
- * only, so a user's "notes.tmp.old" beside an output is never touched. */
+/* NAME.tmp.PID.XXXXXXXX (base NULL: any NAME), the names only npt_temp_create makes,
+ * and always locks while they live. Nothing else: an older npt's NAME.tmp.PID (never
+ * locked, so its lock proves nothing), a user's "notes.tmp.old", a log a recipe named
+ * "metrics.tmp.1". */
 static int is_temp_of(const char *name, const char *base) {
     const char *t;
     if (base) {
@@ -160,9 +163,8 @@ static int is_temp_of(const char *name, const char *base) {
         t = last + 5;
     }
     size_t digits = strspn(t, "0123456789");
-    if (!digits) return 0;
     t += digits;
-    return !*t || (t[0] == '.' && strspn(t + 1, "0123456789abcdef") == 8 && !t[9]);
+    return digits && t[0] == '.' && strspn(t + 1, "0123456789abcdef") == 8 && !t[9];
 }
 
 void npt_temp_sweep(const char *dir, const char *base) {
@@ -170,27 +172,40 @@ void npt_temp_sweep(const char *dir, const char *base) {
     if (!d) return;
     const struct dirent *e;
     char p[4600];
+    time_t now = time(NULL);
     while ((e = readdir(d))) {
-        if (!is_temp_of(e->d_name, base) || snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
+        struct stat st;
+        /* a minute untouched as well as unlocked: where flock is local to one machine (NFS
+         * with local_lock, Lustre's localflock) another machine's live writer holds no lock
+         * visible here, but it writes; and a plain file only, before opening anything */
+        if (!is_temp_of(e->d_name, base) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || now - st.st_mtime < NPT_TEMP_STALE_SECONDS ||
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
+            continue;
         int fd = open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) continue;
-        struct stat st;
         /* the lock taken means its writer is gone (the kernel drops a dead process's
-         * locks); still_named: not renamed into place or removed since we opened it */
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 && still_named(fd, p))
-            unlink(p);
+         * locks); still_named: not renamed into place or removed since we listed it */
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && still_named(fd, p)) unlink(p);
         close(fd);
     }
     closedir(d);
 }
 
 /* rename(2) that fails with EEXIST instead of replacing path. A file system without
- * RENAME_NOREPLACE gets link + unlink, which refuses an existing path the same way. */
+ * RENAME_NOREPLACE (NFS) gets link + unlink, which refuses an existing path the same way;
+ * one without hard links either (many FUSE mounts) the check at start and a rename. */
 static int rename_no_replace(const char *tmp, const char *path) {
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) return 0;
     if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return -1;
-    if (link(tmp, path) != 0) return -1;
-    unlink(tmp); /* path holds the file now; a leftover name would only be swept later */
+    struct stat st;
+    if (link(tmp, path) != 0) {
+        int exists = errno == EEXIST;
+        /* NFS: a link whose reply was lost is retried and answers EEXIST though it was made */
+        if (exists && !(stat(tmp, &st) == 0 && st.st_nlink == 2)) return errno = EEXIST, -1;
+        if (!exists) return lstat(path, &st) == 0 ? (errno = EEXIST, -1) : rename(tmp, path);
+    }
+    unlink(tmp); /* path holds the file now */
     return 0;
 }
 

@@ -31,9 +31,12 @@ int npt_temp_name(const char *path, char *tmp, size_t cap, NptErr *err);
 int npt_temp_create(const char *path, char *tmp, size_t cap, NptErr *err);
 /* Closes a descriptor npt_temp_create returned (releasing its lock); sets it to -1. */
 void npt_temp_release(int *lock_fd);
-/* Removes, in dir, the temporary files of base (BASE.tmp.*; base NULL: of any name) that
- * no live process is writing: those whose flock can be taken, i.e. left by a process that
- * was killed (kill -9, power loss) before it could remove them. Best effort, silent. */
+/* Removes, in dir, the temporary files npt_temp_create made for base (base NULL: for any
+ * name) that no live process is writing: those whose flock can be taken, i.e. left by a
+ * process that was killed (kill -9, power loss) before it could remove them, and that
+ * are NPT_TEMP_STALE_SECONDS untouched (a live writer on another machine of a file system
+ * whose locks are local to each machine still writes). Best effort, silent. */
+#define NPT_TEMP_STALE_SECONDS 60
 void npt_temp_sweep(const char *dir, const char *base);
 /* Renames tmp over path, then syncs path's directory so that the rename survives a crash.
  * no_replace: fails instead if path exists by then (an output the user did not allow to

@@ -234,7 +234,6 @@ static int h5out_fail(const NptH5Out *o, NptErr *err) {
 
 int64_t npt_h5out_create(NptH5Out *o, const char *path, const char *what, int64_t fapl, NptErr *err) {
     memset(o, 0, sizeof *o);
-    o->lock_fd = -1;
     o->path = path;
     o->what = what ? what : "";
     o->file = -1;

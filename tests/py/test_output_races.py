@@ -8,10 +8,11 @@
      appears, so the file is made mid-write however busy the machine is.
   2. npt train killed with SIGKILL while it tokenizes text into the token cache leaves
      its temporary file there; the next run that writes into the cache (another text)
-     removes it. (Before, such files stayed for good.)
+     removes it, the file being made a minute old first (only such are swept). (Before,
+     such files stayed for good.)
   3. a live writer's temporary file is not removed by another run's sweep: a run
-     stopped mid-tokenizing keeps its file while a second run writes into the cache,
-     and then finishes normally.
+     stopped mid-tokenizing keeps its file (aged too: its lock alone protects it) while a
+     second run writes into the cache.
 Run from the repo root: /usr/bin/python3 tests/py/test_output_races.py
 """
 import glob
@@ -85,6 +86,13 @@ def train_argv(text, out):
     return [NPT, "train", SAFE, *set_flags(sets)]
 
 
+def age(directory, names, seconds=120):
+    """Makes the files `seconds` old: npt sweeps only temporaries a minute untouched."""
+    then = time.time() - seconds
+    for n in names:
+        os.utime(os.path.join(directory, n), (then, then))
+
+
 def cache_temps(cache):
     return sorted(n for n in os.listdir(cache) if ".tmp." in n) if os.path.isdir(cache) else []
 
@@ -97,6 +105,7 @@ def test_cache_sweep(tmp):
     p, stopped = stop_when(train_argv(text, os.path.join(tmp, "run-a")), os.path.join(glob.escape(cache), "*.tmp.*"),
                            env=env)
     live = cache_temps(cache)
+    age(cache, live)  # only its lock protects it now, not its age
     r = subprocess.run(train_argv(VALID_TEXT, os.path.join(tmp, "run-b")), capture_output=True, text=True, env=env,
                        timeout=300, stdin=subprocess.DEVNULL)
     check(stopped and len(live) == 1 and r.returncode == 0 and cache_temps(cache) == live,
@@ -107,6 +116,7 @@ def test_cache_sweep(tmp):
     p.communicate(timeout=60)
     check(p.returncode == -signal.SIGKILL and cache_temps(cache) == live,
           f"SIGKILL mid-tokenizing leaves the temporary file behind ({cache_temps(cache)})")
+    age(cache, live)  # the sweep also wants a minute untouched (a writer on another machine)
     shutil.rmtree(os.path.join(tmp, "run-b"))
     other = os.path.join(tmp, "other.txt")
     shutil.copyfile(VALID_TEXT, other)  # another name: a cache file of its own to write
