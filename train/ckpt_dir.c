@@ -3,7 +3,7 @@
  *
  * Names: ckpt-%08lld.h5 (periodic, and emergency saves), best.h5, final.h5. A writer's
  * temp file is "<name>.tmp.<pid>.<x>" (util/atomic_file.h); one left by a crash is never
- * picked for resuming and is removed by the next rotation. */
+ * picked for resuming and is removed by the first rotation after it is a minute old. */
 #include "checkpoint.h"
 #include "../util/atomic_file.h"
 

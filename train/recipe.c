@@ -962,12 +962,11 @@ static void data_path_issue(const char *spec, const char *key, RecipeDiag *diag)
     recipe_path_issue(file, 1, key, "data file", diag);
 }
 
-/* The file a source spec reads (stat'ed into *st: by identity, so "./x" and "x", a
- * symlink or a hard link match) and its HDF5 dataset without leading slashes ("" for a
- * raw or text file; "tokens" when "x.h5" names none). 0 when the file exists. */
-static int source_identity(const char *spec, struct stat *st, char *dset, size_t dset_n) {
-    char file[RECIPE_PATH_MAX];
-    dataset_source_parts(spec, file, sizeof file, dset, dset_n);
+/* The file a source spec reads (into file, and stat'ed into *st: by identity, so "./x"
+ * and "x", a symlink or a hard link match) and its HDF5 dataset without leading slashes
+ * ("" for a raw or text file; "tokens" when "x.h5" names none). 0 when the file exists. */
+static int source_identity(const char *spec, struct stat *st, char *file, size_t file_n, char *dset, size_t dset_n) {
+    dataset_source_parts(spec, file, file_n, dset, dset_n);
     size_t skip = strspn(dset, "/");
     memmove(dset, dset + skip, strlen(dset + skip) + 1);
     return stat(file, st);
@@ -993,10 +992,9 @@ static int lies_within(const char *path, const struct stat *dir) {
 static void valid_overlap_issue(const char *valid, const char *train, const char *train_key, RecipeDiag *diag) {
     struct stat sv, st;
     char dv[256], dt[256], fv[RECIPE_PATH_MAX], ft[RECIPE_PATH_MAX];
-    if (!valid[0] || !train[0] || source_identity(valid, &sv, dv, sizeof dv) || source_identity(train, &st, dt, sizeof dt))
+    if (!valid[0] || !train[0] || source_identity(valid, &sv, fv, sizeof fv, dv, sizeof dv) ||
+        source_identity(train, &st, ft, sizeof ft, dt, sizeof dt))
         return;
-    dataset_source_file(valid, fv, sizeof fv);
-    dataset_source_file(train, ft, sizeof ft);
     const char *how = NULL;
     if (sv.st_dev == st.st_dev && sv.st_ino == st.st_ino && !strcmp(dv, dt))
         how = dv[0] ? "is the same HDF5 dataset as" : S_ISDIR(sv.st_mode) ? "is the same folder as" : "is the same file as";

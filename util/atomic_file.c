@@ -3,6 +3,7 @@
 
 #include "path.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -12,8 +13,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <dirent.h>
-#include <stdio.h>
 #include <unistd.h>
 
 /* A slot is FREE, being FILLED by one thread, or TRACKED (readable by the handler). */
