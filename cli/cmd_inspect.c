@@ -506,8 +506,6 @@ static void json_diff(const cJSON *a, const cJSON *b, const char *prefix, cJSON 
     free(sb);
 }
 
-/* Equal for a diff: NaN equals NaN (a file compared with itself is identical). */
-
 static void add_difference(cJSON *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void add_difference(cJSON *out, const char *fmt, ...) {
     char buf[1024];

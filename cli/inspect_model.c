@@ -76,9 +76,8 @@ static int verify_file(const char *path, CkptMeta *m, NptErr *err) {
     int n = 0, rc = ckpt_read_meta(f, m, err) || ckpt_list_tensors(f, &t, &n, err) || ckpt_validate(path, m, t, n, err);
     for (int i = 0; !rc && i < n; i++) {
         TensorStats s;
-        char msg[sizeof err->msg];
         if (inspect_tensor_stats(f, &t[i], &s, err)) rc = 1;
-        else if (inspect_value_problem(path, &t[i], &s, msg, sizeof msg)) rc = npt_fail(err, "%s", msg) != 0;
+        else if (inspect_value_problem(path, &t[i], &s, err->msg, sizeof err->msg)) rc = 1;
     }
     ckpt_free(NULL, t, n);
     ckpt_close(f);

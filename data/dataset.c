@@ -24,6 +24,9 @@ struct DataSource {
  * same without fingerprints, is still restored: dataset_restore returns 1 for it. */
 enum { CURSOR_VERSION = 3, CURSOR_VERSION_UNCHECKED = 2 };
 
+/* Where source i's fingerprint sits in a version-3 cursor of n_src sources. */
+static int cursor_fingerprint_at(int n_src, int i) { return 4 + 2 * n_src + i; }
+
 static const char *const format_names[] = {"auto", "text", "jsonl", "tokens_u16", "tokens_u32", "hdf5"};
 
 const char *dataset_format_name(DatasetFormat f) {
@@ -106,12 +109,18 @@ static int count_windows(DataSource *s, const DataConfig *c, NptErr *err) {
     return 0;
 }
 
+/* The format of a source: its spec's, else guessed from its name. open_source and
+ * dataset_check_source both use it, so validate judges a source as training opens it. */
+static DatasetFormat source_format(const DataSourceSpec *spec) {
+    return spec->format == DATASET_AUTO ? dataset_detect_format(spec->path) : spec->format;
+}
+
 static int open_source(DataSource *s, const DataSourceSpec *spec, const DataConfig *c, NptErr *err) {
     memset(s, 0, sizeof *s);
     int known = 0; /* the fingerprint: made as the text was tokenized, or verified in the cache */
     s->file.fd = -1;
     s->file.h5_file = s->file.h5_dset = s->file.h5_space = -1;
-    DatasetFormat fmt = spec->format == DATASET_AUTO ? dataset_detect_format(spec->path) : spec->format;
+    DatasetFormat fmt = source_format(spec);
     if (fmt == DATASET_TEXT || fmt == DATASET_JSONL) {
         if (!c->tok) return npt_fail(err, "%s is %s; tokenizing it needs a tokenizer", spec->path, dataset_format_name(fmt));
         PrepareOptions o = {.tok = c->tok, .bos = c->bos, .eos = c->eos, .append_eos = c->append_eos,
@@ -218,7 +227,7 @@ void dataset_free(Dataset *ds) {
  * validation split are counted, but its ids are not read (that scan reads the whole
  * file); text and JSONL are not tokenized (returns 1). */
 int dataset_check_source(const DataSourceSpec *spec, const DataConfig *c, int is_valid, NptErr *err) {
-    DatasetFormat fmt = spec->format == DATASET_AUTO ? dataset_detect_format(spec->path) : spec->format;
+    DatasetFormat fmt = source_format(spec);
     if (fmt == DATASET_TEXT || fmt == DATASET_JSONL) return 1;
     if (c->seq_len < 2) return npt_fail(err, "%s %d: a window needs at least 2 tokens", seq_len_name(c), c->seq_len);
     DataSource s;
@@ -295,7 +304,7 @@ int dataset_cursor(const Dataset *ds, int64_t *cursor, int cap) {
     for (int i = 0; i < ds->n_src; i++) {
         cursor[4 + 2 * i] = (int64_t)ds->src[i].n_train;
         cursor[5 + 2 * i] = (int64_t)ds->src[i].drawn;
-        cursor[4 + 2 * ds->n_src + i] = (int64_t)ds->src[i].fingerprint;
+        cursor[cursor_fingerprint_at(ds->n_src, i)] = (int64_t)ds->src[i].fingerprint;
     }
     return n;
 }
@@ -353,13 +362,15 @@ int dataset_restore(Dataset *ds, const int64_t *c, int n, NptErr *err) {
                         was, (long long)c[1], now, (long long)(int64_t)ds->seed, which);
     }
     if (per_source == 3)
-        for (int i = 0; i < ds->n_src; i++)
-            if ((uint64_t)c[4 + 2 * ds->n_src + i] != ds->src[i].fingerprint)
+        for (int i = 0; i < ds->n_src; i++) {
+            int64_t saved = c[cursor_fingerprint_at(ds->n_src, i)];
+            if ((uint64_t)saved != ds->src[i].fingerprint)
                 return npt_fail(err, "the checkpoint was trained on other tokens than %.1000s holds now (the same %lld "
                                 "training windows, but fingerprint %016llx, the checkpoint's %016llx): the file was "
                                 "changed or replaced; resume with the data it was trained on",
                                 ds->src[i].file.name, (long long)have[i], (unsigned long long)ds->src[i].fingerprint,
-                                (unsigned long long)c[4 + 2 * ds->n_src + i]);
+                                (unsigned long long)saved);
+        }
     ds->drawn = (uint64_t)c[2];
     for (int i = 0; i < ds->n_src; i++) ds->src[i].drawn = (uint64_t)c[5 + 2 * i];
     return per_source == 2; /* restored, the tokens unchecked */

@@ -378,7 +378,8 @@ static const char *jsonl_text(const PrepareOptions *o, const char *s, size_t len
     }
     /* cJSON's strings end at their first NUL: a \u0000 in the field would cut the text
      * short. Parsed again with every \u0000 as \uFFFF, the field differs iff it held one. */
-    if (next_nul_escape(s, len, 0) < len) {
+    size_t first_nul = next_nul_escape(s, len, 0);
+    if (first_nul < len) {
         char *copy = malloc(len + 1);
         if (!copy) {
             d->status = DOC_ENCODE;
@@ -386,7 +387,7 @@ static const char *jsonl_text(const PrepareOptions *o, const char *s, size_t len
             return NULL;
         }
         memcpy(copy, s, len);
-        for (size_t i = next_nul_escape(copy, len, 0); i < len; i = next_nul_escape(copy, len, i + 6))
+        for (size_t i = first_nul; i < len; i = next_nul_escape(copy, len, i + 6))
             memcpy(copy + i + 2, "FFFF", 4);
         cJSON *again = cJSON_ParseWithLength(copy, len);
         cJSON *w = cJSON_IsObject(again) ? cJSON_GetObjectItemCaseSensitive(again, field) : NULL;
@@ -563,12 +564,13 @@ static int put_attr_i64(hid_t obj, const char *name, int64_t v) {
     return ok ? 0 : -1;
 }
 
-/* Finishes the file and renames it into place, or removes it (ok == 0). */
+/* Finishes the file and renames it into place, or removes it (ok == 0). st holds the
+ * document count and the final checksum of what was written (for the cache header). */
 static int writer_close(Writer *w, int ok, const PrepareOptions *o, const PrepareStats *st, NptErr *err) {
     int rc = ok ? 0 : -1;
     if (w->raw.f && rc == 0 && w->cache_key) { /* the header, now that the counts are known */
         TokenHeader h = {TOKEN_HEADER_VERSION, w->kind == DATASET_U16 ? 2 : 4, w->n, st->documents, *w->cache_key,
-                         token_checksum_final(w->checksum, w->n)};
+                         st->checksum};
         unsigned char b[TOKEN_HEADER_BYTES];
         token_header_encode(&h, b);
         if (fseek(w->raw.f, 0, SEEK_SET) != 0 || fwrite(b, 1, sizeof b, w->raw.f) != sizeof b) rc = writer_failed(w, err);

@@ -133,8 +133,7 @@ static int merge_joins(const TokCut *c, int l, int r) {
 static int l2c_symbol(const Tokenizer *t, const char *ch, size_t len, int last) {
     int id = strmap_get(&t->vocab, t, ch, len);
     if (id >= 0) return id;
-    int b = (unsigned char)ch[last ? len - 1 : 0] + 3;
-    return b < t->vocab_size ? b : t->unk;
+    return l2c_byte_id(t, (unsigned char)ch[last ? len - 1 : 0]);
 }
 
 /* HF: the same as encode_word in tok_hf_encode.c makes them; -1 when the character
@@ -144,9 +143,7 @@ static int hf_symbol(const Tokenizer *t, const char *ch, size_t len, int last, i
     *unknown = 0;
     int id = strmap_get(&t->vocab, t, ch, len);
     if (id >= 0) return id;
-    int bytes = r->byte_fallback;
-    for (size_t i = 0; bytes && i < len; i++) bytes = r->byte_id[(unsigned char)ch[i]] >= 0;
-    if (bytes) return r->byte_id[(unsigned char)ch[last ? len - 1 : 0]];
+    if (hf_bytes_cover(r, ch, len)) return r->byte_id[(unsigned char)ch[last ? len - 1 : 0]];
     *unknown = 1;
     return t->unk;
 }

@@ -84,8 +84,7 @@ static int encode_word(const Tokenizer *t, const char *w, size_t len, IntVec *ou
     for (size_t i = 0; i < len;) {
         int clen = utf8_char_len((const unsigned char *)w + i, len - i);
         if (clen == 0) clen = 1;
-        int id = strmap_get(&t->vocab, t, w + i, (size_t)clen), bytes = r->byte_fallback;
-        for (int k = 0; bytes && k < clen; k++) bytes = r->byte_id[(unsigned char)w[i + k]] >= 0;
+        int id = strmap_get(&t->vocab, t, w + i, (size_t)clen), bytes = hf_bytes_cover(r, w + i, (size_t)clen);
         if (id >= 0 || bytes) {
             if (pending_unk && intvec_push(out, t->unk, err)) return -1;
             pending_unk = 0;

@@ -72,6 +72,15 @@ typedef struct {
     int byte_id[256]; /* id of <0xXX>, -1 when absent */
 } HfRules;
 
+/* 1 when byte fallback spells s[0..len) (a character missing from the vocabulary):
+ * every byte has its <0xXX> token. encode_word (tok_hf_encode.c) and hf_symbol
+ * (tok_cut.c) both ask this, so a cut keeps ids unchanged. */
+static inline int hf_bytes_cover(const HfRules *r, const char *s, size_t len) {
+    int bytes = r->byte_fallback;
+    for (size_t i = 0; bytes && i < len; i++) bytes = r->byte_id[(unsigned char)s[i]] >= 0;
+    return bytes;
+}
+
 struct Tokenizer {
     TokKind kind;
     int vocab_size;
@@ -126,6 +135,14 @@ int tok_set_text(Tokenizer *t, int id, const char *s, size_t len, NptErr *err);
 void tok_find_byte_tokens(Tokenizer *t);
 
 /* --- tok_llama2c.c --- */
+/* llama2.c: the id of a byte of a character missing from the vocabulary (ids 3..258
+ * are <0x00>..<0xFF>; unk past the vocabulary). push_char (tok_llama2c.c) and
+ * l2c_symbol (tok_cut.c) both use it, so a cut keeps ids unchanged. */
+static inline int l2c_byte_id(const Tokenizer *t, unsigned char byte) {
+    int b = byte + 3;
+    return b < t->vocab_size ? b : t->unk;
+}
+
 Tokenizer *tok_llama2c_load(const char *path, int vocab_size_hint, NptErr *err);
 /* cont: text continues an earlier part of the same document (no dummy-prefix space). */
 int tok_llama2c_encode(const Tokenizer *t, const char *text, size_t len, int cont, IntVec *out, BpeScratch *s,

@@ -144,10 +144,8 @@ fail:
 static int push_char(const Tokenizer *t, const char *c, int len, IntVec *out, NptErr *err) {
     int id = strmap_get(&t->vocab, t, c, (size_t)len);
     if (id >= 0) return intvec_push(out, id, err);
-    for (int i = 0; i < len; i++) {
-        int b = (unsigned char)c[i] + 3; /* ids 3..258 are <0x00>..<0xFF> */
-        if (intvec_push(out, b < t->vocab_size ? b : t->unk, err)) return -1;
-    }
+    for (int i = 0; i < len; i++)
+        if (intvec_push(out, l2c_byte_id(t, (unsigned char)c[i]), err)) return -1;
     return 0;
 }
 

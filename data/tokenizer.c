@@ -115,18 +115,6 @@ int tokenizer_token_id(const Tokenizer *t, const char *piece) {
     return -1;
 }
 
-/* Encodes text[0..len) after the ids already in ids (BOS). */
-static int encode_into(const Tokenizer *t, const char *text, size_t len, int cont, IntVec *ids, NptErr *err) {
-    if (len > (size_t)INT32_MAX / 2)
-        return npt_fail(err, "text of %zu bytes is too long to encode at once; split it into documents", len);
-    BpeScratch scratch = {0};
-    int rc = t->kind == TOK_HF ? tok_hf_encode(t, text, len, cont, ids, &scratch, err)
-                               : tok_llama2c_encode(t, text, len, cont, ids, &scratch, err);
-    bpe_scratch_free(&scratch);
-    if (rc == 0 && ids->n > (size_t)INT32_MAX) rc = npt_fail(err, "text needs more than 2^31 tokens");
-    return rc;
-}
-
 int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int *out, int max_tokens,
                      NptErr *err) {
     if (!text) {
@@ -143,9 +131,16 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int *out
     return n < 0 ? -1 : n + (int)bos;
 }
 
+/* The ids never include BOS: the callers (tokenizer_encode, data/prepare.c) put it first. */
 int tok_encode_part(const Tokenizer *t, const char *text, size_t len, int cont, int *out, size_t cap, NptErr *err) {
+    if (len > (size_t)INT32_MAX / 2)
+        return npt_fail(err, "text of %zu bytes is too long to encode at once; split it into documents", len);
     IntVec ids = {0};
-    int rc = encode_into(t, text, len, cont, &ids, err);
+    BpeScratch scratch = {0};
+    int rc = t->kind == TOK_HF ? tok_hf_encode(t, text, len, cont, &ids, &scratch, err)
+                               : tok_llama2c_encode(t, text, len, cont, &ids, &scratch, err);
+    bpe_scratch_free(&scratch);
+    if (rc == 0 && ids.n > (size_t)INT32_MAX) rc = npt_fail(err, "text needs more than 2^31 tokens");
     if (rc == 0 && ids.n && cap) memcpy(out, ids.v, (ids.n < cap ? ids.n : cap) * sizeof *out);
     free(ids.v);
     return rc == 0 ? (int)ids.n : -1;
