@@ -102,6 +102,9 @@ size_t llama_block_floats(const LlamaConfig *c);
 size_t llama_param_count(const LlamaModel *m);
 /* After loading: non-finite scan by tensor name, fingerprint. */
 int llama_finish_load(LlamaModel *m, NptErr *err);
+/* llama_finish_load without its scan, for weights the caller has found finite: an lm_head
+ * identical to the embedding is tied to it, and the fingerprint set. */
+void llama_finish_finite(LlamaModel *m);
 /* The fingerprint with the q/k rows hashed in RoPE order `order`. ROPE_INTERLEAVED is
  * m->fingerprint; ROPE_HALF is what npt stored for HF models before the fingerprint had
  * one order (checkpoints holding it stay loadable: train/adapters.h). */

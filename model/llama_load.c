@@ -124,10 +124,9 @@ int llama_validate_config(LlamaModel *m, NptErr *err) {
     return 0;
 }
 
-/* The weights block's size in floats for a validated cfg (head_dim set): every tensor
- * rounded up to 16 floats, lm_head only when untied. */
-/* Floats of every weight (a tied lm_head is the embedding, counted once), each rounded
- * up to 16 when pad: the block's layout; unpadded, the model's parameter count. */
+/* Floats of every weight of a validated cfg (head_dim set; a tied lm_head is the
+ * embedding, counted once), each rounded up to 16 when pad: the block's layout;
+ * unpadded, the model's parameter count. */
 static size_t weights_total(const LlamaConfig *c, int pad) {
     size_t total = 0;
     for (int i = 0; i < n_weights(c); i++) {
@@ -138,8 +137,6 @@ static size_t weights_total(const LlamaConfig *c, int pad) {
     }
     return total;
 }
-
-static size_t block_floats(const LlamaConfig *c) { return weights_total(c, 1); }
 
 size_t llama_param_count(const LlamaModel *m) { return weights_total(&m->cfg, 0); }
 
@@ -152,7 +149,7 @@ static int weights_layout(LlamaModel *m, size_t *total, NptErr *err) {
     int nw = n_weights(c);
     m->layers = calloc(1, (size_t)c->n_layers * sizeof(LlamaLayer) + (size_t)nw * sizeof(WeightName));
     if (!m->layers) return npt_fail(err, "%s: out of memory for the layer table", m->path);
-    *total = block_floats(c);
+    *total = weights_total(c, 1);
     return 0;
 }
 
@@ -161,7 +158,7 @@ size_t llama_block_floats(const LlamaConfig *c) {
     LlamaModel m = {.cfg = *c};
     m.cfg.seq_len = 1, m.cfg.norm_eps = 1e-5f, m.cfg.rope_theta = 1e4f, m.cfg.bos_id = m.cfg.eos_id = 0;
     NptErr err;
-    return llama_validate_config(&m, &err) ? 0 : block_floats(&m.cfg);
+    return llama_validate_config(&m, &err) ? 0 : weights_total(&m.cfg, 1);
 }
 
 /* Names every weight and points its view into block (lm_head into tok_emb when tied);
@@ -291,19 +288,24 @@ uint64_t llama_fingerprint_in(const LlamaModel *cm, RopeStyle order) {
     for (int i = 0; i < n_weights(&m->cfg); i++) {
         if (i == lm_head_index(&m->cfg) && m->cfg.tied) continue;
         int k = i == 0 || i > PER_LAYER * m->cfg.n_layers ? -1 : (i - 1) % PER_LAYER;
-        int heads = k == 1 ? m->cfg.n_heads : k == 2 ? m->cfg.n_kv_heads : 0; /* wq, wk */
-        h = hash_weight(h, weight_at(m, i), heads, m->cfg.rope, order);
+        h = hash_weight(h, weight_at(m, i), llama_rope_heads(&m->cfg, k), m->cfg.rope, order);
     }
     return h;
 }
 
-int llama_finish_load(LlamaModel *m, NptErr *err) {
+/* scan 0: the caller has checked the weights are finite. The tie comes before the scan,
+ * so a tied copy is scanned (and counted in the message) once. */
+static int finish(LlamaModel *m, int scan, NptErr *err) {
     tie_if_identical(m);
-    if (scan_nonfinite(m, err)) return -1;
+    if (scan && scan_nonfinite(m, err)) return -1;
     /* one order for every format, so .bin, GGUF and HF copies of a model agree */
     m->fingerprint = llama_fingerprint_in(m, ROPE_INTERLEAVED);
     return 0;
 }
+
+int llama_finish_load(LlamaModel *m, NptErr *err) { return finish(m, 1, err); }
+
+void llama_finish_finite(LlamaModel *m) { finish(m, 0, NULL); }
 
 static void make_param(Tensor *w, float *grad_block, const float *weights_block) {
     w->grad = grad_block + (w->data - weights_block);

@@ -283,10 +283,10 @@ static int cmp_offset(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* One tensor against the end of the previous one (prev NULL: the section's start). */
+/* One tensor (bytes: its tensor_bytes) against the end of the previous one (prev NULL:
+ * the section's start). */
 static int check_next(const LlamaModel *m, const Gguf *g, const GgufTensor *prev, uint64_t end, const GgufTensor *e,
-                      uint64_t align, NptErr *err) {
-    uint64_t bytes = tensor_bytes(e);
+                      uint64_t bytes, uint64_t align, NptErr *err) {
     if (e->offset % align)
         return npt_fail(err, "%s: tensor %s has data offset %llu, not a multiple of the %llu-byte alignment; the "
                         "tensor infos are corrupt", m->path, e->name, (unsigned long long)e->offset,
@@ -320,8 +320,9 @@ static int check_layout(const LlamaModel *m, const Gguf *g, uint64_t align, NptE
     uint64_t end = 0;
     int rc = 0;
     for (uint64_t i = 0; i < g->n && !rc; i++) {
-        rc = check_next(m, g, prev, end, by[i], align, err);
-        prev = by[i], end = by[i]->offset + tensor_bytes(by[i]);
+        uint64_t bytes = tensor_bytes(by[i]);
+        rc = check_next(m, g, prev, end, by[i], bytes, align, err);
+        prev = by[i], end = by[i]->offset + bytes;
     }
     free(by);
     if (!rc && g->data_size - end >= align)

@@ -25,6 +25,11 @@ extern const LlamaLayerTensor llama_layer_tensors[LLAMA_LAYER_TENSORS];
 static inline Tensor *llama_layer_tensor(const LlamaLayer *L, int k) {
     return (Tensor *)((char *)L + llama_layer_tensors[k].field);
 }
+/* The heads of layer tensor k if it is a q/k projection, whose rows RoPE rotates in pairs
+ * (wq: n_heads, wk: n_kv_heads); 0 for the others (and for k < 0, no layer tensor). */
+static inline int llama_rope_heads(const LlamaConfig *c, int k) {
+    return k == 1 ? c->n_heads : k == 2 ? c->n_kv_heads : 0; /* wq, wk in llama_layer_tensors */
+}
 
 /* Element encodings the loaders convert to float32. */
 typedef enum { WDT_F32 = 0, WDT_F16 = 1, WDT_BF16 = 2 } WeightDtype;

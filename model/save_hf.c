@@ -84,11 +84,8 @@ static int list_tensors(const LlamaModel *m, StEntry *e) {
     for (int l = 0; l < c->n_layers; l++) {
         const LlamaLayer *L = &m->layers[l];
         for (int k = 0; k < LLAMA_LAYER_TENSORS; k++) {
-            const Tensor *t = llama_layer_tensor(L, k);
-            e[n] = (StEntry){"", t, 0};
+            e[n] = (StEntry){"", llama_layer_tensor(L, k), interleaved ? llama_rope_heads(c, k) : 0};
             snprintf(e[n].name, sizeof e[n].name, "model.layers.%d.%s", l, llama_layer_tensors[k].hf);
-            if (interleaved && t == &L->wq) e[n].rope_heads = c->n_heads;
-            if (interleaved && t == &L->wk) e[n].rope_heads = c->n_kv_heads;
             n++;
         }
     }
@@ -330,19 +327,20 @@ static int without_trailing_slashes(const char *dir, char *clean, size_t cap, Np
     return 0;
 }
 
-int hf_check_out_dir(const char *out, NptErr *err) {
+/* hf_check_out_dir for a dir without trailing slashes. */
+static int check_clean_dir(const char *dir, NptErr *err) {
     struct stat st;
-    char dir[4096];
-    if (without_trailing_slashes(out, dir, sizeof dir, err)) return -1;
-    /* the model is renamed into place, and rename(2) puts a directory over no symlink
-     * (dangling or not): said now, not after the model is written */
-    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
-        return npt_fail(err, "%s is a symbolic link; npt moves the model into place with a rename, which cannot replace "
-                        "a link: give the directory it points to, or a new path", dir);
-    if (stat(dir, &st) != 0) {
+    /* lstat fails where stat would (the same lookup, the last step aside), and on anything
+     * but a link tells what stat would */
+    if (lstat(dir, &st) != 0) {
         if (errno == ENOENT) return 0;
         return npt_fail(err, "cannot use %s: %s", dir, strerror(errno));
     }
+    /* the model is renamed into place, and rename(2) puts a directory over no symlink
+     * (dangling or not): said now, not after the model is written */
+    if (S_ISLNK(st.st_mode))
+        return npt_fail(err, "%s is a symbolic link; npt moves the model into place with a rename, which cannot replace "
+                        "a link: give the directory it points to, or a new path", dir);
     if (!S_ISDIR(st.st_mode)) return npt_fail(err, "%s exists and is not a directory; choose another output directory", dir);
     DIR *d = opendir(dir);
     if (!d) return npt_fail(err, "cannot read directory %s: %s", dir, strerror(errno));
@@ -358,6 +356,11 @@ int hf_check_out_dir(const char *out, NptErr *err) {
         return npt_fail(err, "%s is not empty (it holds %s); npt never writes a model over existing files: choose a new "
                              "output directory or remove that one", dir, first);
     return 0;
+}
+
+int hf_check_out_dir(const char *out, NptErr *err) {
+    char dir[4096];
+    return without_trailing_slashes(out, dir, sizeof dir, err) || check_clean_dir(dir, err) ? -1 : 0;
 }
 
 /* What the temporary directory may hold once its files are renamed into place. */
@@ -422,7 +425,7 @@ static void fsync_dir(const char *dir) {
 
 int hf_save_dir(const LlamaModel *m, const char *dir, const char *tokenizer_json, NptErr *err) {
     char clean[4096], tmp[4200], path[4300];
-    if (without_trailing_slashes(dir, clean, sizeof clean, err) || hf_check_out_dir(clean, err)) return -1;
+    if (without_trailing_slashes(dir, clean, sizeof clean, err) || check_clean_dir(clean, err)) return -1;
     int no_tokenizer = tokenizer_json && !tokenizer_json[0];
     if (tokenizer_json && !no_tokenizer && !npt_ends_with(tokenizer_json, ".json"))
         return npt_fail(err, "tokenizer %s is not an HF tokenizer.json; an HF model directory needs one", tokenizer_json);

@@ -144,7 +144,9 @@ int load_trained_weights(CkptFile *f, const char *path, const CkptTensor *block,
     /* checked here, so a NaN is blamed on the checkpoint, not on the base model it was read over */
     CkptTensor read = *block;
     read.data = m->weights_block;
-    return ckpt_check_finite(path, &read, 1, err) || llama_finish_load(m, err) ? -1 : 0;
+    if (ckpt_check_finite(path, &read, 1, err)) return -1;
+    llama_finish_finite(m);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- adapter-only guard */

@@ -25,6 +25,10 @@
 #define CKPT_MAX_LAYERS 256
 #define CKPT_MAX_DIMS 4
 #define CKPT_CURSOR_MAX 128 /* int64 values of the data cursor (data/dataset.h) */
+/* An all-weights checkpoint's tensors: every weight of the model as one block, and its
+ * optimizer moments "optimizer/" CKPT_WEIGHTS_MOMENT ".m" and ".v". */
+#define CKPT_WEIGHTS_BLOCK "weights/block"
+#define CKPT_WEIGHTS_MOMENT "weights_block"
 
 /* A named float32 tensor. name is the HDF5 path below the root without a leading '/',
  * e.g. "adapters/layer_03/A" or "optimizer/layer_03/A.m". Tensors may live anywhere

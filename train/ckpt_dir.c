@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int ckpt_path_for(char *out, size_t out_size, const char *dir, const char *kind, int64_t step, NptErr *err) {
@@ -48,20 +49,22 @@ int ckpt_rotate(const char *dir, int keep_last, NptErr *err) {
     int rc = 0;
     char path[4400];
     struct dirent *e;
-    while (rc == 0 && (e = readdir(d))) {
+    time_t now = time(NULL);
+    while ((e = readdir(d))) {
         long long step = periodic_step(e->d_name);
-        if (step >= 0) {
-            if (n == cap) {
-                cap = cap ? 2 * cap : 64;
-                long long *grown = realloc(steps, cap * sizeof *steps);
-                if (!grown) rc = npt_fail(err, "out of memory listing %s", dir);
-                steps = grown ? grown : steps;
-            }
-            if (rc == 0) steps[n++] = step;
+        if (step < 0) { /* what killed writers left: ours are locked while written */
+            npt_temp_sweep_entry(dirfd(d), dir, e->d_name, NULL, now);
+            continue;
         }
+        if (rc == 0 && n == cap) {
+            cap = cap ? 2 * cap : 64;
+            long long *grown = realloc(steps, cap * sizeof *steps);
+            if (!grown) rc = npt_fail(err, "out of memory listing %s", dir);
+            steps = grown ? grown : steps;
+        }
+        if (rc == 0) steps[n++] = step;
     }
     closedir(d);
-    npt_temp_sweep(dir, NULL); /* what killed writers left: ours are locked while written */
     if (rc == 0 && keep_last > 0 && n > (size_t)keep_last) {
         qsort(steps, n, sizeof *steps, cmp_desc);
         for (size_t i = (size_t)keep_last; rc == 0 && i < n; i++) {

@@ -756,7 +756,7 @@ int ckpt_is_all_weights(const CkptMeta *m) { return m->rank == 0 && m->n_npt_lay
  * either size is accepted (export and --resume then compare it with the model itself). */
 static int check_weights_block(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
     if (!ckpt_is_all_weights(m)) return 0;
-    const CkptTensor *b = ckpt_find(t, n, "weights/block");
+    const CkptTensor *b = ckpt_find(t, n, CKPT_WEIGHTS_BLOCK);
     if (!b)
         return npt_fail(err, "%s: damaged: /weights/block missing (an all-weights checkpoint, /adapters rank 0 with no "
                         "layers, holds every weight of its base model there); use an earlier checkpoint", path);
@@ -797,7 +797,9 @@ int ckpt_check_history(const char *path, const CkptMeta *m, NptErr *err) {
 
 /* The all-weights block's moments (the adapters' are required by check_layer). */
 static int check_block_moments(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
-    return m->optimizer[0] && ckpt_is_all_weights(m) ? need_moment(path, "weights/block", "weights_block", t, n, err) : 0;
+    return m->optimizer[0] && ckpt_is_all_weights(m)
+               ? need_moment(path, CKPT_WEIGHTS_BLOCK, CKPT_WEIGHTS_MOMENT, t, n, err)
+               : 0;
 }
 
 int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int n, NptErr *err) {
@@ -821,8 +823,9 @@ int ckpt_validate(const char *path, const CkptMeta *m, const CkptTensor *t, int 
         const char *dot = strrchr(name, '.');
         if (strncmp(name, "optimizer/", 10) != 0 || !dot) continue;
         char param[160];
-        if (dot - name == 23 && strncmp(name + 10, "weights_block", 13) == 0)
-            snprintf(param, sizeof param, "weights/block");
+        size_t moment_len = strlen(CKPT_WEIGHTS_MOMENT);
+        if ((size_t)(dot - name) == 10 + moment_len && strncmp(name + 10, CKPT_WEIGHTS_MOMENT, moment_len) == 0)
+            snprintf(param, sizeof param, "%s", CKPT_WEIGHTS_BLOCK);
         else
             snprintf(param, sizeof param, "adapters/%.*s", (int)(dot - name - 10), name + 10);
         const CkptTensor *p = ckpt_find(t, n, param);

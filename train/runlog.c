@@ -45,8 +45,7 @@ static void row_fields(char *buf, size_t cap, const CkptHistoryRow *row) {
     const double v[] = {row->loss, row->nmse, row->reg, row->lr, row->grad_norm};
     size_t o = (size_t)snprintf(buf, cap, "{\"step\":%lld", (long long)row->step);
     for (size_t k = 0; k < NPT_ARRAY_LEN(keys) && o < cap; k++) /* JSON has no NaN: null */
-        o += (size_t)(isfinite(v[k]) ? snprintf(buf + o, cap - o, ",\"%s\":%.10g", keys[k], v[k])
-                                     : snprintf(buf + o, cap - o, ",\"%s\":null", keys[k]));
+        o += (size_t)npt_json_number_str(buf + o, cap - o, keys[k], v[k]);
     if (o < cap) snprintf(buf + o, cap - o, ",\"skipped\":%d", row->skipped);
 }
 

@@ -100,9 +100,9 @@ static int32_t record_of(const TeacherCache *c, int64_t w) {
 }
 
 /* A new record for window w, if one is left and the file system keeps the reserve free
- * with it and the `pending` records handed out in this plan but not written yet. */
-/* *avail: the file system's free bytes, asked once per plan (NAN until then): the file
- * does not grow while a plan is made, its pending records are counted instead. */
+ * with it and the `pending` records handed out in this plan but not written yet. *avail:
+ * the file system's free bytes, asked once per plan (NAN until then): the file does not
+ * grow while a plan is made, its pending records are counted instead. */
 static int32_t new_record(TeacherCache *c, int64_t w, int pending, double *avail) {
     if (c->full || c->n_records >= c->max_records) return -1;
     if (isnan(*avail)) *avail = free_bytes(c->fd);

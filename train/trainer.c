@@ -559,7 +559,8 @@ static void history_push(Trainer *t, const CkptHistoryRow *row) {
 
 /* lm + train_all_weights: the trained weights themselves (one flat block, the layout of
  * LlamaModel.weights_block) and their moments go into the checkpoint. */
-static const char *const WEIGHT_TENSORS[3] = {"weights/block", "optimizer/weights_block.m", "optimizer/weights_block.v"};
+static const char *const WEIGHT_TENSORS[3] = {CKPT_WEIGHTS_BLOCK, "optimizer/" CKPT_WEIGHTS_MOMENT ".m",
+                                               "optimizer/" CKPT_WEIGHTS_MOMENT ".v"};
 
 static CkptTensor *weight_tensor_list(Trainer *t, int *count) {
     CkptTensor *list = calloc(3, sizeof *list);
@@ -724,6 +725,14 @@ static int pick_latest_checkpoint(const Trainer *t, char *path, size_t cap) {
     return found;
 }
 
+/* The adapters meta holds are those n has: rank, mode and layers. */
+static int same_adapters(const CkptMeta *meta, const NptModel *n) {
+    if (meta->rank != n->rank || meta->safe_mode != n->safe_mode || meta->n_npt_layers != n->n_adapters) return 0;
+    for (int k = 0; k < n->n_adapters; k++)
+        if (meta->npt_layers[k] != n->adapters[k].layer) return 0;
+    return 1;
+}
+
 static int resume_from(Trainer *t, const char *spec) {
     NptErr err;
     char path[4300];
@@ -737,24 +746,20 @@ static int resume_from(Trainer *t, const char *spec) {
     } else {
         snprintf(path, sizeof path, "%s", spec);
     }
-    CkptMeta meta, want;
+    CkptMeta meta;
     CkptTensor *tensors = NULL;
     int n = 0;
     char changed[512];
     if (ckpt_load(path, &meta, &tensors, &n, &err)) return fail("%s", err.msg);
-    memset(&want, 0, sizeof want);
-    adapters_fill_meta(&want, &t->model, t->have_npt ? &t->npt : NULL);
     int rc = 1, unchecked = 0;
     if (adapters_check_base(path, &meta, &t->model, &err)) {
         fail("%s", err.msg);
     } else if (tokenizer_changed(&meta, &t->meta, path)) {
         /* said by tokenizer_changed */
-    } else if (t->have_npt && (meta.rank != want.rank || meta.safe_mode != want.safe_mode ||
-                               meta.n_npt_layers != want.n_npt_layers ||
-                               memcmp(meta.npt_layers, want.npt_layers, sizeof(int) * (size_t)want.n_npt_layers))) {
+    } else if (t->have_npt && !same_adapters(&meta, &t->npt)) {
         fail("%s holds adapters of rank %d, %s mode, %d layers; the recipe asks for rank %d, %s mode, %d layers; resume with the recipe that wrote it",
-             path, meta.rank, meta.safe_mode ? "safe" : "full", meta.n_npt_layers, want.rank, want.safe_mode ? "safe" : "full",
-             want.n_npt_layers);
+             path, meta.rank, meta.safe_mode ? "safe" : "full", meta.n_npt_layers, t->npt.rank,
+             t->npt.safe_mode ? "safe" : "full", t->npt.n_adapters);
     } else if (recipe_resume_check(meta.recipe_json, t->recipe_json, path, changed, sizeof changed, &err)) {
         fail("%s", err.msg);
     } else if (meta.step > t->r.train.max_steps) {

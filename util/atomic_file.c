@@ -166,28 +166,29 @@ static int is_temp_of(const char *name, const char *base) {
     return digits && t[0] == '.' && strspn(t + 1, "0123456789abcdef") == 8 && !t[9];
 }
 
+void npt_temp_sweep_entry(int dir_fd, const char *dir, const char *name, const char *base, time_t now) {
+    struct stat st;
+    char p[4600];
+    /* a minute untouched as well as unlocked: where flock is local to one machine (NFS
+     * with local_lock, Lustre's localflock) another machine's live writer holds no lock
+     * visible here, but it writes; and a plain file only, before opening anything */
+    if (!is_temp_of(name, base) || fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+        now - st.st_mtime < NPT_TEMP_STALE_SECONDS || snprintf(p, sizeof p, "%s/%s", dir, name) >= (int)sizeof p)
+        return;
+    int fd = open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return;
+    /* the lock taken means its writer is gone (the kernel drops a dead process's
+     * locks); still_named: not renamed into place or removed since we listed it */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && still_named(fd, p)) unlink(p);
+    close(fd);
+}
+
 void npt_temp_sweep(const char *dir, const char *base) {
     DIR *d = opendir(dir);
     if (!d) return;
     const struct dirent *e;
-    char p[4600];
     time_t now = time(NULL);
-    while ((e = readdir(d))) {
-        struct stat st;
-        /* a minute untouched as well as unlocked: where flock is local to one machine (NFS
-         * with local_lock, Lustre's localflock) another machine's live writer holds no lock
-         * visible here, but it writes; and a plain file only, before opening anything */
-        if (!is_temp_of(e->d_name, base) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !S_ISREG(st.st_mode) || now - st.st_mtime < NPT_TEMP_STALE_SECONDS ||
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p)
-            continue;
-        int fd = open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        if (fd < 0) continue;
-        /* the lock taken means its writer is gone (the kernel drops a dead process's
-         * locks); still_named: not renamed into place or removed since we listed it */
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && still_named(fd, p)) unlink(p);
-        close(fd);
-    }
+    while ((e = readdir(d))) npt_temp_sweep_entry(dirfd(d), dir, e->d_name, base, now);
     closedir(d);
 }
 

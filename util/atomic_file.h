@@ -7,6 +7,7 @@
 #define NPT_ATOMIC_FILE_H
 
 #include <stdio.h>
+#include <time.h>
 
 #include "common.h"
 
@@ -38,6 +39,9 @@ void npt_temp_release(int *lock_fd);
  * whose locks are local to each machine still writes). Best effort, silent. */
 #define NPT_TEMP_STALE_SECONDS 60
 void npt_temp_sweep(const char *dir, const char *base);
+/* npt_temp_sweep's step for one name listed in dir (open as dir_fd), for a caller that
+ * lists dir itself: removes name if it is such a file, `now` the time the listing began. */
+void npt_temp_sweep_entry(int dir_fd, const char *dir, const char *name, const char *base, time_t now);
 /* Renames tmp over path, then syncs path's directory so that the rename survives a crash.
  * no_replace: fails instead if path exists by then (an output the user did not allow to
  * be replaced, created while npt was writing), keeping it. On failure tmp is removed and

@@ -299,7 +299,13 @@ void npt_fill_normal(float *x, size_t n, float std, uint64_t *state) {
     }
 }
 
+int npt_json_number_str(char *buf, size_t cap, const char *key, double v) {
+    if (isfinite(v)) return snprintf(buf, cap, ",\"%s\":%.10g", key, v);
+    return snprintf(buf, cap, ",\"%s\":null", key);
+}
+
 void npt_json_number(FILE *f, const char *key, double v) {
-    if (isfinite(v)) fprintf(f, ",\"%s\":%.10g", key, v);
-    else fprintf(f, ",\"%s\":null", key);
+    char buf[128];
+    npt_json_number_str(buf, sizeof buf, key, v);
+    fputs(buf, f);
 }
