@@ -5,9 +5,12 @@
 #ifndef NPT_TEST_H
 #define NPT_TEST_H
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
 
 static int test_passes, test_failures;
 
@@ -46,6 +49,29 @@ __attribute__((unused)) static int write_floats(const char *dir, const char *nam
         return -1;
     }
     return 0;
+}
+
+/* Makes every entry of dir whose name holds needle, except those whose name starts with
+ * except (NULL: none), `seconds` old (access and modification times), one check per
+ * entry; a dir that cannot be opened is a failure. (util/atomic_file.h sweeps only
+ * temporaries NPT_TEMP_STALE_SECONDS untouched: the tests age them past that.) */
+__attribute__((unused)) static void age_names(const char *dir, const char *needle, const char *except, int seconds) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        check(0, "cannot open %s to age its entries", dir);
+        return;
+    }
+    struct dirent *e;
+    char p[4200];
+    struct timeval old[2];
+    gettimeofday(&old[0], NULL);
+    old[0].tv_sec -= seconds;
+    old[1] = old[0];
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, needle) && !(except && !strncmp(e->d_name, except, strlen(except))))
+            check(snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p && utimes(p, old) == 0, "aged %s",
+                  e->d_name);
+    closedir(d);
 }
 
 __attribute__((unused)) static int test_finish(void) {

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,9 +79,7 @@ static void test_round_trip(void) {
     fx.meta.optimizer[0] = '\0';
     fx.meta.recipe_json = NULL;
     CkptTensor adapters[FIX_MAX_TENSORS];
-    int n_adapters = 0;
-    for (int i = 0; i < fx.n; i++)
-        if (strncmp(fx.t[i].name, "adapters/", 9) == 0) adapters[n_adapters++] = fx.t[i];
+    int n_adapters = fix_adapters_only(&fx, adapters);
     path = in_tmp("empty.h5");
     check(ckpt_save(path, &fx.meta, adapters, n_adapters, &err) == 0, "save checkpoint without moments or history (%s)",
           err.msg);
@@ -124,22 +121,6 @@ static void test_streaming(void) {
     ckpt_free(NULL, list, n);
     ckpt_close(f);
     fix_free(&fx);
-}
-
-/* Entries of dir whose name holds needle made two minutes old (util/atomic_file.h sweeps
- * only temporaries NPT_TEMP_STALE_SECONDS untouched). */
-static void age_entries(const char *dir, const char *needle) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[512];
-    struct timeval old[2];
-    gettimeofday(&old[0], NULL);
-    old[0].tv_sec -= 2 * NPT_TEMP_STALE_SECONDS;
-    old[1] = old[0];
-    while (d && (e = readdir(d)))
-        if (strstr(e->d_name, needle) && snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
-            check(utimes(p, old) == 0, "aged %s", e->d_name);
-    if (d) closedir(d);
 }
 
 static int fail_hook(const char *tmp, void *ctx) {
@@ -191,7 +172,7 @@ static void test_atomic(void) {
     check_file_matches(path, &v2, "after a successful overwrite the new checkpoint");
     check(ckpt_rotate(tmpdir, 3, &err) == 0 && fix_count_entries(tmpdir, ".tmp.") == 1,
           "rotation keeps it while under a minute old (its writer may be on another machine) (%s)", err.msg);
-    age_entries(tmpdir, ".tmp.");
+    age_names(tmpdir, ".tmp.", NULL, 2 * NPT_TEMP_STALE_SECONDS);
     check(ckpt_rotate(tmpdir, 3, &err) == 0 && fix_count_entries(tmpdir, ".tmp.") == 0,
           "rotation removes the dead writer's temp file once older (%s)", err.msg);
     fix_free(&v1);

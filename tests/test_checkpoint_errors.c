@@ -465,9 +465,7 @@ static void test_incomplete(void) {
     fix_build(&fx, 0, 500);
     fx.meta.optimizer[0] = '\0';
     CkptTensor adapters[FIX_MAX_TENSORS];
-    int k = 0;
-    for (int i = 0; i < fx.n; i++)
-        if (strncmp(fx.t[i].name, "adapters/", 9) == 0) adapters[k++] = fx.t[i];
+    int k = fix_adapters_only(&fx, adapters);
     const char *q = in_tmp("no_optimizer.h5");
     check(ckpt_save(q, &fx.meta, adapters, k, &err) == 0 && loads(q, &err),
           "adapters without optimizer state (type none) load (%s)", err.msg);

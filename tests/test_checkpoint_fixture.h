@@ -90,6 +90,15 @@ static void fix_free(Fixture *f) {
     f->n = 0;
 }
 
+/* The fixture's parameters alone (the tensors under adapters/, no optimizer moments),
+ * copied into out (FIX_MAX_TENSORS entries; the data stays the fixture's); their count. */
+static int __attribute__((unused)) fix_adapters_only(const Fixture *f, CkptTensor *out) {
+    int n = 0;
+    for (int i = 0; i < f->n; i++)
+        if (strncmp(f->t[i].name, "adapters/", 9) == 0) out[n++] = f->t[i];
+    return n;
+}
+
 /* Number of entries of dir whose name contains needle. */
 static int fix_count_entries(const char *dir, const char *needle) {
     DIR *d = opendir(dir);

@@ -135,23 +135,30 @@ static char *st_reframe(long dlen, long extra, size_t *out_len) {
  * tensors tile the data section from 0 to the end of the file. A length off by a few
  * bytes, or bytes appended, loaded weights shifted by that much before. */
 static void st_layout_cases(void) {
+    /* The numbers in the messages, from the shared file itself (its header length and
+     * size), not from npt's output: its tensors tile its data section exactly. */
+    uint64_t hlen;
+    memcpy(&hlen, st_orig, 8);
+    unsigned long long data = (unsigned long long)(st_len - 8 - hlen);
+    char want[160];
     size_t len;
     char *st = st_reframe(-5, 0, &len); /* the header ends in 5 spaces: the JSON still parses */
-    expect_fail(hf_dir("hlen_short", hf_config, st, len), "model.safetensors",
-                "tensors cover 2624000 bytes but the data section holds 2624005",
+    snprintf(want, sizeof want, "tensors cover %llu bytes but the data section holds %llu", data, data + 5);
+    expect_fail(hf_dir("hlen_short", hf_config, st, len), "model.safetensors", want,
                 "header length 5 bytes short (weights shifted before)");
     free(st);
     st = st_reframe(-40, 0, &len);
-    expect_fail(hf_dir("hlen_cut", hf_config, st, len), "model.safetensors",
-                "header is not valid JSON of the declared 2120 bytes", "header length cutting the JSON");
+    snprintf(want, sizeof want, "header is not valid JSON of the declared %llu bytes", (unsigned long long)hlen - 40);
+    expect_fail(hf_dir("hlen_cut", hf_config, st, len), "model.safetensors", want, "header length cutting the JSON");
     free(st);
     st = st_reframe(+8, 0, &len); /* the JSON is followed by 8 bytes of weights */
-    expect_fail(hf_dir("hlen_long", hf_config, st, len), "model.safetensors",
-                "header is not valid JSON of the declared 2168 bytes", "header length taking in weight bytes");
+    snprintf(want, sizeof want, "header is not valid JSON of the declared %llu bytes", (unsigned long long)hlen + 8);
+    expect_fail(hf_dir("hlen_long", hf_config, st, len), "model.safetensors", want,
+                "header length taking in weight bytes");
     free(st);
     st = st_reframe(0, 64, &len);
-    expect_fail(hf_dir("tail", hf_config, st, len), "model.safetensors",
-                "tensors cover 2624000 bytes but the data section holds 2624064", "64 bytes appended");
+    snprintf(want, sizeof want, "tensors cover %llu bytes but the data section holds %llu", data, data + 64);
+    expect_fail(hf_dir("tail", hf_config, st, len), "model.safetensors", want, "64 bytes appended");
     free(st);
     /* model.norm.weight (the last tensor) moved 8 bytes on, the file 8 bytes longer */
     char *moved = st_patch("[2623488,2624000]", "[2623496,2624008]", &len);
@@ -163,8 +170,6 @@ static void st_layout_cases(void) {
     free(longer);
     free(moved);
     /* a header padded with spaces, as the reference writer pads it, still loads */
-    uint64_t hlen;
-    memcpy(&hlen, st_orig, 8);
     char *padded = npt_xmalloc(st_len + 8, "padded copy");
     uint64_t hlen8 = hlen + 8;
     memcpy(padded, &hlen8, 8);

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -136,20 +135,6 @@ static int count_temps(const char *prefix, int *with_prefix) {
     return all;
 }
 
-/* Every ".tmp." name in dir but `except` made two minutes old. */
-static void age_temps(const char *except) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    struct timeval old[2];
-    gettimeofday(&old[0], NULL);
-    old[0].tv_sec -= 2 * NPT_TEMP_STALE_SECONDS;
-    old[1] = old[0];
-    while (d && (e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.") && strncmp(e->d_name, except, strlen(except)))
-            check(utimes(in_dir(e->d_name), old) == 0, "aged %s", e->d_name);
-    if (d) closedir(d);
-}
-
 /* A writer killed (here: _exit without cleanup, as after kill -9) leaves its temporary
  * file; the sweep removes it once a minute old, but not a live writer's, a fresh one, an
  * older npt's PATH.tmp.PID (never locked), a user's look-alike, or another path's when
@@ -176,7 +161,7 @@ static void test_sweep(void) {
           "look-alikes: a user's, an older npt's PATH.tmp.PID, a log named so, a fresh unlocked temporary");
     npt_temp_sweep(dir, NULL);
     check(count_temps("tokens.u16.tmp.", &dead) == 6 && dead == 1, "nothing under a minute old is swept (%d dead)", dead);
-    age_temps("fresh.u16.");
+    age_names(dir, ".tmp.", "fresh.u16.", 2 * NPT_TEMP_STALE_SECONDS); /* all but the fresh one */
     npt_temp_sweep(dir, "unrelated.u16");
     check(count_temps("tokens.u16.tmp.", &dead) == 6 && dead == 1, "sweeping another path's temporaries leaves these");
     npt_temp_sweep(dir, NULL);

@@ -2,6 +2,7 @@
 per assertion, counted by tests/run_tests.sh, and an exit status that says whether any
 failed), where npt and the shared models are, and how npt is run.
 Not a test itself (run_tests.sh runs tests/py/test_*.py)."""
+import glob
 import os
 import resource
 import signal
@@ -81,9 +82,45 @@ def run_npt(*args, timeout=600, fsize=None, env=None):
 
 
 def temp_files(directory):
-    """Names in directory that look like an unfinished write: npt writes PATH.tmp.PID.X and
-    renames it over PATH, so one left behind is a write that was not cleaned up."""
-    return [f for f in os.listdir(directory) if ".tmp" in f]
+    """Names in directory that look like an unfinished write, sorted: npt writes
+    PATH.tmp.PID.XXXXXXXX and renames it over PATH, so one left behind is a write that was
+    not cleaned up. Any name with ".tmp" counts (a superset of npt's ".tmp." names, so a
+    check that none is left is the stricter for it). [] for a missing directory: a caller
+    that needs the directory to exist checks that itself."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(f for f in os.listdir(directory) if ".tmp" in f)
+
+
+def repeated_text(dst, src, copies):
+    """Writes `copies` copies of the file src (a stories text) to dst, one after another:
+    a big text that takes npt seconds to tokenize. Returns dst."""
+    with open(src, "rb") as f:
+        text = f.read()
+    with open(dst, "wb") as f:
+        for _ in range(copies):
+            f.write(text)
+    return dst
+
+
+def pause_when(argv, pattern, env=None, timeout=120):
+    """Starts argv (stdin /dev/null, stdout discarded, stderr a text pipe) and pauses it
+    (pause()) as soon as a path matching the glob pattern exists; pattern may be a function
+    of the process id that returns the pattern. (process, stopped): stopped is False if the
+    process ended, or timeout seconds passed, before the path appeared, or if it could not
+    be stopped (then it is left running). The caller resumes it (resume()) and reaps it."""
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                         env=env)
+    wanted = pattern(p.pid) if callable(pattern) else pattern
+    deadline = time.time() + timeout
+    while p.poll() is None and time.time() < deadline:
+        if glob.glob(wanted):
+            stopped = pause(p.pid)
+            if not stopped:
+                resume(p.pid)  # not left stopped by a SIGSTOP that landed late
+            return p, stopped
+        time.sleep(0.002)
+    return p, False
 
 
 def pause(pid, limit=30):

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from harness import (BUILD, HF656 as M656, STORIES260K_BIN as MODEL, TOK512 as TOK, VALID_TEXT as VALID, check,
-                     exit_code, failures, run_npt, set_flags)
+                     exit_code, failures, repeated_text, run_npt, set_flags)
 
 PYTHON = os.environ.get("PYTHON", "/usr/bin/python3")
 SAFE = "recipes/stories260k-safe.json"
@@ -186,12 +186,8 @@ def test_tokenizes_only_the_windows_read(tmp):
     """Text is tokenized only as far as the windows eval reads: 6 MB of stories, then a
     byte that is not UTF-8. --windows 4 stops after the first 4 MB block and never sees
     it; asking for more windows than the good text holds reaches it and fails on it."""
-    with open(VALID, "rb") as f:
-        stories = f.read()
-    path = os.path.join(tmp, "good-then-bad.txt")
-    with open(path, "wb") as f:
-        for _ in range(6 * 1024 * 1024 // len(stories) + 1):
-            f.write(stories)
+    path = repeated_text(os.path.join(tmp, "good-then-bad.txt"), VALID, 6 * 1024 * 1024 // os.path.getsize(VALID) + 1)
+    with open(path, "ab") as f:
         f.write(b"\n<|endoftext|>\nThe end \xff\n")
     few = run_npt("eval", "--model", MODEL, "--data", path, "--seq-len", str(T), "--windows", "4", "--json")
     many = run_npt("eval", "--model", MODEL, "--data", path, "--seq-len", str(T), "--windows", "10000000")

@@ -11,10 +11,16 @@ with the value given, or says it is the default when none was.
 Run from the repo root: /usr/bin/python3 tests/py/test_generate_cli.py
 """
 import json
+import os
 import re
 import sys
 
-from harness import NPT, STORIES260K_BIN as BIN, VALID_TEXT, built, check, exit_code, run_npt
+from harness import NPT, STORIES260K_BIN as BIN, TOK512, VALID_TEXT, built, check, exit_code, run_npt
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ref"))
+import tok_ref  # noqa: E402
+
+PROMPT = "Once upon a time"
 
 
 def npt(*args):
@@ -26,13 +32,17 @@ def test_json_help():
     rc, help_text, _ = npt("generate", "--help")
     line = help_text[help_text.index("--json"):]
     documented = set(re.findall(r'\\?"(\w+)\\?":', line))
-    rc2, out, err = npt("generate", "--model", BIN, "--prompt", "Once upon a time", "--steps", "12", "--json")
+    rc2, out, err = npt("generate", "--model", BIN, "--prompt", PROMPT, "--steps", "12", "--json")
     obj = json.loads(out)
     check(rc == 0 and rc2 == 0 and documented == set(obj), f"--help documents the --json keys printed: {sorted(documented)} "
           f"vs {sorted(obj)}")
+    # The prompt's ids from the independent reference tokenizer (tests/ref/tok_ref.py) on
+    # the tokenizer beside the model (tok512.bin), BOS (1) first: not from npt's output.
+    want = [1] + tok_ref.Llama2cRef(TOK512, 512).encode(PROMPT)
     check(isinstance(obj["prompt_tokens"], int) and "prompt_tokens\":N" in line.replace("\\", "")
-          and obj["prompt_tokens"] <= len(obj["tokens"]) and obj["tokens"][0] == 1,
-          f"prompt_tokens is a count as --help says (BOS included): {obj['prompt_tokens']!r}, tokens {obj['tokens'][:6]}")
+          and obj["prompt_tokens"] == len(want) and obj["tokens"][:len(want)] == want,
+          f"prompt_tokens is a count as --help says (BOS included) and the first that many tokens are the "
+          f"prompt: {obj['prompt_tokens']!r}, tokens {obj['tokens'][:len(want) + 2]} vs reference {want}")
 
 
 def prompt(n_bytes):

@@ -24,8 +24,8 @@ import sys
 import tempfile
 import time
 
-from harness import (NPT, STORIES260K_DIR, TRAIN_TEXT, VALID_TEXT, built, check, exit_code, pause, resume,
-                     run_npt, set_flags)
+from harness import (NPT, STORIES260K_DIR, TRAIN_TEXT, VALID_TEXT, built, check, exit_code, pause_when,
+                     repeated_text, resume, set_flags, temp_files)
 
 SAFE = "recipes/stories260k-safe.json"
 TOK = os.path.join(STORIES260K_DIR, "tok512.bin")
@@ -33,26 +33,7 @@ TOK = os.path.join(STORIES260K_DIR, "tok512.bin")
 
 def big_text(tmp, copies=8):
     """Seconds of tokenizing: copies of the training head (2 MB each)."""
-    path = os.path.join(tmp, f"stories{copies}.txt")
-    with open(TRAIN_TEXT, "rb") as f:
-        stories = f.read()
-    with open(path, "wb") as f:
-        for _ in range(copies):
-            f.write(stories)
-    return path
-
-
-def stop_when(argv, pattern, env=None, timeout=120):
-    """Starts argv and stops it (harness.pause) as soon as a path matching the glob
-    pattern exists. (process, stopped): the caller resumes it."""
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                         env=env)
-    deadline = time.time() + timeout
-    while p.poll() is None and time.time() < deadline:
-        if glob.glob(pattern):
-            return p, pause(p.pid)
-        time.sleep(0.002)
-    return p, False
+    return repeated_text(os.path.join(tmp, f"stories{copies}.txt"), TRAIN_TEXT, copies)
 
 
 def test_prepare_race(tmp):
@@ -60,7 +41,7 @@ def test_prepare_race(tmp):
     for force in (False, True):
         out = os.path.join(tmp, f"race-{force}.u16")
         argv = [NPT, "data", "prepare", text, "-o", out, "--tokenizer", TOK, "--quiet"] + (["--force"] if force else [])
-        p, stopped = stop_when(argv, glob.escape(out) + ".tmp.*")
+        p, stopped = pause_when(argv, glob.escape(out) + ".tmp.*")
         with open(out, "w") as f:
             f.write("the user's file\n")
         resume(p.pid)
@@ -93,37 +74,33 @@ def age(directory, names, seconds=120):
         os.utime(os.path.join(directory, n), (then, then))
 
 
-def cache_temps(cache):
-    return sorted(n for n in os.listdir(cache) if ".tmp." in n) if os.path.isdir(cache) else []
-
-
 def test_cache_sweep(tmp):
     cache = os.path.join(tmp, "cache")
     env = dict(os.environ, NPT_CACHE_DIR=cache)
     text = big_text(tmp, copies=6)
     # 3: stopped mid-tokenizing (alive, holding its lock) while another run writes into the cache
-    p, stopped = stop_when(train_argv(text, os.path.join(tmp, "run-a")), os.path.join(glob.escape(cache), "*.tmp.*"),
-                           env=env)
-    live = cache_temps(cache)
+    p, stopped = pause_when(train_argv(text, os.path.join(tmp, "run-a")), os.path.join(glob.escape(cache), "*.tmp.*"),
+                            env=env)
+    live = temp_files(cache)
     age(cache, live)  # only its lock protects it now, not its age
     r = subprocess.run(train_argv(VALID_TEXT, os.path.join(tmp, "run-b")), capture_output=True, text=True, env=env,
                        timeout=300, stdin=subprocess.DEVNULL)
-    check(stopped and len(live) == 1 and r.returncode == 0 and cache_temps(cache) == live,
+    check(stopped and len(live) == 1 and r.returncode == 0 and temp_files(cache) == live,
           f"a live writer's temporary {live} survives another run writing into the cache (caught: {stopped}, "
-          f"other run's exit {r.returncode}; after it: {cache_temps(cache)}) {r.stderr.strip()[-200:]}")
+          f"other run's exit {r.returncode}; after it: {temp_files(cache)}) {r.stderr.strip()[-200:]}")
     # 2: the same writer killed outright leaves its file; the next cache write removes it
     resume(p.pid, signal.SIGKILL)
     p.communicate(timeout=60)
-    check(p.returncode == -signal.SIGKILL and cache_temps(cache) == live,
-          f"SIGKILL mid-tokenizing leaves the temporary file behind ({cache_temps(cache)})")
+    check(p.returncode == -signal.SIGKILL and temp_files(cache) == live,
+          f"SIGKILL mid-tokenizing leaves the temporary file behind ({temp_files(cache)})")
     age(cache, live)  # the sweep also wants a minute untouched (a writer on another machine)
     shutil.rmtree(os.path.join(tmp, "run-b"))
     other = os.path.join(tmp, "other.txt")
     shutil.copyfile(VALID_TEXT, other)  # another name: a cache file of its own to write
     r = subprocess.run(train_argv(other, os.path.join(tmp, "run-b")), capture_output=True, text=True, env=env,
                        timeout=300, stdin=subprocess.DEVNULL)
-    check(r.returncode == 0 and cache_temps(cache) == [],
-          f"the next run writing into the cache removes it (exit {r.returncode}, left: {cache_temps(cache)}) "
+    check(r.returncode == 0 and temp_files(cache) == [],
+          f"the next run writing into the cache removes it (exit {r.returncode}, left: {temp_files(cache)}) "
           f"{r.stderr.strip()[-200:]}")
 
 

@@ -16,6 +16,7 @@
      one with the command the line gives; moved before its first checkpoint, nothing in
      its place: the line says the path is gone and that there is nothing to continue.
 """
+import glob
 import json
 import os
 import resource
@@ -26,8 +27,8 @@ import sys
 import tempfile
 import time
 
-from harness import (NPT, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code, pause, resume, run_npt, set_flags,
-                     shared_path, temp_files)
+from harness import (NPT, TOK512 as TOK, VALID_TEXT as TEXT, built, check, exit_code, pause_when, resume, run_npt,
+                     set_flags, shared_path, temp_files)
 
 SAFE = "recipes/stories260k-safe.json"
 SHORT = ["train.warmup_steps=1", "threads=1", "train.batch_size=4"]
@@ -50,15 +51,12 @@ def test_moved_output_dir(tmp):
     out = os.path.join(tmp, "moved")
     sets = SHORT + ["train.max_steps=200", "checkpoint.every=5", "checkpoint.save_best=false", "data.seq_len=64",
                     f"output_dir={out}"]
-    run = subprocess.Popen([NPT, "train", SAFE] + set_flags(sets), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, stdin=subprocess.DEVNULL)
     # loss.svg comes last in a checkpoint's writes (without best.h5, which has its own):
     # stopped once it is there, the run is past ckpt-00000005.h5 and before its next
     # write, so the move lands between two checkpoints, not inside one
-    deadline = time.time() + 60
-    while time.time() < deadline and run.poll() is None and not os.path.exists(os.path.join(out, "loss.svg")):
-        time.sleep(0.002)
-    if run.poll() is not None or not pause(run.pid):
+    run, stopped = pause_when([NPT, "train", SAFE] + set_flags(sets), glob.escape(os.path.join(out, "loss.svg")),
+                              timeout=60)
+    if not stopped:
         check(False, f"moved output_dir: the run ended (status {run.poll()}) before its directory could be moved")
         return
     os.rename(out, out + ".old")
@@ -85,12 +83,10 @@ def test_moved_output_dir(tmp):
 def test_output_dir_gone(tmp):
     out = os.path.join(tmp, "gone")
     sets = SHORT + ["train.max_steps=100", "checkpoint.every=50", "data.seq_len=64", f"output_dir={out}"]
-    run = subprocess.Popen([NPT, "train", SAFE] + set_flags(sets), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 60  # metrics.jsonl is opened before the first step
-    while time.time() < deadline and run.poll() is None and not os.path.exists(os.path.join(out, "metrics.jsonl")):
-        time.sleep(0.002)
-    if run.poll() is not None or not pause(run.pid) or os.path.exists(os.path.join(out, "best.h5")):
+    # metrics.jsonl is opened before the first step
+    run, stopped = pause_when([NPT, "train", SAFE] + set_flags(sets), glob.escape(os.path.join(out, "metrics.jsonl")),
+                              timeout=60)
+    if not stopped or os.path.exists(os.path.join(out, "best.h5")):
         run.kill()
         check(False, f"output_dir gone: the run reached its first checkpoint (status {run.wait()}) before the move")
         return
@@ -158,7 +154,8 @@ def main():
         r = subprocess.run([NPT, "train", SAFE] + set_flags(SHORT + ["train.max_steps=3", f"output_dir={capped}"]),
                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, preexec_fn=limit)
         errs = error_lines(r.stderr)
-        check(r.returncode in (1, 4) and len(errs) == 1 and "File too large" in errs[0] and not temp_files(capped),
+        check(r.returncode in (1, 4) and len(errs) == 1 and "File too large" in errs[0] and os.path.isdir(capped)
+              and not temp_files(capped),
               f"train under ulimit -f: exit {r.returncode} (not killed by SIGXFSZ), one error line, no temporary file: {errs}")
         prepared = os.path.join(tmp, "capped.u16")
         r = subprocess.run([NPT, "data", "prepare", shared_path("data", "tinystories-train-head.txt"), "-o", prepared,

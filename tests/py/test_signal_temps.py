@@ -17,34 +17,21 @@ import glob
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 
-from harness import (NPT, STORIES260K_BIN as MODEL, VALID_TEXT as DATA, built, check, exit_code, pause, resume,
-                     run_npt)
-
-
-
-def temps(directory):
-    return [f for f in os.listdir(directory) if ".tmp." in f]
+from harness import (NPT, STORIES260K_BIN as MODEL, VALID_TEXT as DATA, built, check, exit_code, pause_when,
+                     repeated_text, resume, run_npt, temp_files)
 
 
 def signal_when(argv, appears, sig, timeout=120, env=None):
     """Starts argv and sends sig once a path matching the glob pattern `appears(pid)`
-    exists, the process stopped
-    (harness.pause) the moment the path is seen, so the signal lands at that point of the
-    work however busy the machine is. (returncode, stderr, seen)."""
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                         env=env)
-    deadline, seen = time.time() + timeout, False
-    while p.poll() is None and time.time() < deadline:
-        if glob.glob(appears(p.pid)):
-            seen = pause(p.pid)
-            resume(p.pid, sig)
-            break
-        time.sleep(0.002)
+    exists, the process stopped (harness.pause_when) the moment the path is seen, so the
+    signal lands at that point of the work however busy the machine is.
+    (returncode, stderr, seen)."""
+    p, seen = pause_when(argv, appears, env=env, timeout=timeout)
+    if seen:
+        resume(p.pid, sig)
     _, err = p.communicate(timeout=timeout)
     return p.returncode, err, seen
 
@@ -61,13 +48,13 @@ def test_scan(tmp):
         rc, err, seen = signal_when(scan_argv(out), lambda pid: f"{glob.escape(out)}.tmp.{pid}.*", sig)
         with open(out) as f:
             kept = f.read()
-        check(seen and rc == -sig and temps(tmp) == [] and kept == "# the earlier list\n",
+        check(seen and rc == -sig and temp_files(tmp) == [] and kept == "# the earlier list\n",
               f"debug scan ended by {sig.name} mid-scan: killed by it (returncode {rc}), no temporary file "
-              f"({temps(tmp)}), the earlier list intact ({kept[:40]!r})")
+              f"({temp_files(tmp)}), the earlier list intact ({kept[:40]!r})")
     r = run_npt(*scan_argv(out)[1:], timeout=300)
     with open(out) as f:
         head = f.readline()
-    check(r.returncode == 0 and head != "# the earlier list\n" and temps(tmp) == [],
+    check(r.returncode == 0 and head != "# the earlier list\n" and temp_files(tmp) == [],
           f"control: the scan left alone replaces the list (exit {r.returncode}, first line {head.strip()!r})")
 
 
@@ -79,20 +66,16 @@ def test_export(tmp):
     out = os.path.join(tmp, "exported")
     rc, err, seen = signal_when([NPT, "export", model, "--out", out],
                                 lambda pid: os.path.join(f"{glob.escape(out)}.tmp.{pid}.*", "model.safetensors"), signal.SIGTERM)
-    check(seen and rc == -signal.SIGTERM and temps(tmp) == [] and not os.path.exists(out),
+    check(seen and rc == -signal.SIGTERM and temp_files(tmp) == [] and not os.path.exists(out),
           f"export ended by SIGTERM while writing: killed by it (returncode {rc}, caught mid-write: {seen}), "
-          f"no temporary directory ({temps(tmp)}), no output directory")
+          f"no temporary directory ({temp_files(tmp)}), no output directory")
 
 
 def test_eval_tokens(tmp):
     tmpdir = os.path.join(tmp, "evaltmp")
     os.makedirs(tmpdir)
-    text = os.path.join(tmp, "stories.txt")
-    with open(DATA, "rb") as f:
-        stories = f.read()
-    with open(text, "wb") as f:
-        for _ in range(24):  # 19 MB: seconds of tokenizing, more than the windows asked for allow to skip
-            f.write(stories)
+    # 19 MB: seconds of tokenizing, more than the windows asked for allow to skip
+    text = repeated_text(os.path.join(tmp, "stories.txt"), DATA, 24)
     argv = [NPT, "eval", "--model", MODEL, "--data", text, "--windows", "100000000"]
     env = dict(os.environ, TMPDIR=tmpdir)
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import h5py
-from harness import NPT, TOK512 as TOK, TRAIN_TEXT as TEXT, built, check, exit_code, pause, resume, set_flags
+from harness import NPT, TOK512 as TOK, TRAIN_TEXT as TEXT, built, check, exit_code, pause, repeated_text, resume, set_flags
 
 SAFE = "recipes/stories260k-safe.json"
 # 40 steps of 8 x 128 tokens on one thread (bit-exact comparison), checkpoints every 10
@@ -63,13 +63,7 @@ def adapter_datasets(path):
 
 def big_text(tmp, copies=20):
     """About 40 MB of TinyStories text: tokenizing it takes seconds, so a signal lands mid-way."""
-    path = os.path.join(tmp, "big.txt")
-    with open(TEXT, "rb") as f:
-        chunk = f.read()
-    with open(path, "wb") as f:
-        for _ in range(copies):
-            f.write(chunk)
-    return path
+    return repeated_text(os.path.join(tmp, "big.txt"), TEXT, copies)
 
 
 def test_train_sigterm_resume(tmp):

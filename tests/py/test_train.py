@@ -518,8 +518,17 @@ def export_refusals(tmp, ckpt):
         b = f["weights/block"][()]
         del f["weights/block"]
         f["weights/block"] = b.reshape(2, -1)
+    # the real shape [2, half], from the checkpoint's own block, which holds every weight of
+    # the base: from the llama2.c header of stories260K.bin (dim, hidden, layers, heads, kv
+    # heads, vocab; tied classifier): per layer wq, wo (dim x dim), wk, wv (kv dim x dim),
+    # three FFN matrices (hidden x dim) and two norms; the embedding and the final norm
+    dim, hidden, layers, heads, kv_heads, vocab = np.frombuffer(open(S260, "rb").read(24), dtype="<i4").tolist()
+    kv_dim = dim * kv_heads // heads
+    n_weights = layers * (2 * dim * dim + 2 * kv_dim * dim + 3 * hidden * dim + 2 * dim) + abs(vocab) * dim + dim
+    half = b.shape[0] // 2
     r, made = export(twod)
-    check(r.returncode == 1 and not made and "/weights/block has shape [2, 130016]" in r.stderr and "damaged" in r.stderr,
+    check(r.returncode == 1 and not made and b.shape[0] == n_weights == 2 * half
+          and f"/weights/block has shape [2, {half}]" in r.stderr and "damaged" in r.stderr,
           f"a 2-D /weights/block is called damaged with its real shape: {r.stderr.strip()}")
     r, made = export(S260, "--model", S260)
     check(r.returncode == 2 and not made and "--model applies only to a checkpoint" in r.stderr,
