@@ -305,7 +305,7 @@ int npt_json_number_str(char *buf, size_t cap, const char *key, double v) {
 }
 
 void npt_json_number(FILE *f, const char *key, double v) {
-    char buf[128];
+    char buf[strlen(key) + 40]; /* ,"key": and %.10g's at most 17 characters */
     npt_json_number_str(buf, sizeof buf, key, v);
     fputs(buf, f);
 }

@@ -94,8 +94,7 @@ static inline uint64_t npt_hash_bytes(uint64_t h, const void *p, size_t n) { ret
 void npt_fill_normal(float *x, size_t n, float std, uint64_t *state);
 
 /* ,"key":v into a JSON object being printed; JSON has no NaN or Inf, so a non-finite v
- * is written as null (metrics.jsonl, eval's --json). key is a short name (under 100
- * bytes: the field is built in a buffer of 128). */
+ * is written as null (metrics.jsonl, eval's --json). */
 void npt_json_number(FILE *f, const char *key, double v);
 /* The same field into buf, as snprintf (returns the length it needed). */
 int npt_json_number_str(char *buf, size_t cap, const char *key, double v);
